@@ -1,0 +1,531 @@
+//! HTTP transport to the master's `/api/v1/scheduler` endpoint.
+//!
+//! SUBSCRIBE is a long-lived streaming response, so it is spoken over a plain
+//! `TcpStream`: that gives us a per-read idle timeout (a silent master is
+//! detected by missing heartbeats) and a socket handle that shutdown can close
+//! to unblock the reader at once. Every other call is a short POST through a
+//! `ureq::Agent` with explicit timeouts, no automatic redirects (ureq 3 cannot
+//! resend a POST body on 307) and status codes read as values.
+//!
+//! Runs on the `mesos-reader` (subscribe) and `mesos-caller` (calls) threads.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// The scheduler API path on every master.
+pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
+
+/// The content type we speak on both directions.
+pub const PROTOBUF: &str = "application/x-protobuf";
+
+/// TCP connect timeout for subscribe and calls.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timeout for writing a request and for reading a response head.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bound for one call, from connect to the end of the response.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest response head (status line plus headers) we read.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// The largest error body we keep from a non-2xx answer, for the log.
+const MAX_ERROR_BODY: u64 = 4 * 1024;
+
+/// The longest chunk-size line of a chunked body.
+const MAX_CHUNK_LINE: usize = 64;
+
+/// Credentials for masters that run with `--authenticate_http_frameworks`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub principal: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for BasicAuth {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BasicAuth {
+    fn header_value(&self) -> String {
+        format!(
+            "Basic {}",
+            base64_encode(format!("{}:{}", self.principal, self.secret).as_bytes())
+        )
+    }
+}
+
+/// What went wrong talking to a master.
+#[derive(Debug)]
+pub enum Error {
+    /// Connecting, writing or reading failed.
+    Io { master: String, source: io::Error },
+    /// The master is not the leader; resend to `location` (already made absolute: host:port).
+    Redirect { location: String },
+    /// The master answered with an error status; `body` is its explanation.
+    Status {
+        master: String,
+        status: u16,
+        body: String,
+    },
+    /// The response was not HTTP as we know it.
+    Protocol { master: String, what: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { master, source } => {
+                write!(f, "connection to master {master} failed: {source}")
+            }
+            Error::Redirect { location } => write!(f, "redirected to leading master {location}"),
+            Error::Status {
+                master,
+                status,
+                body,
+            } => {
+                write!(f, "master {master} answered {status}: {}", body.trim())
+            }
+            Error::Protocol { master, what } => write!(f, "master {master} spoke bad HTTP: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// 503 means "no leader yet" or "still recovering": worth retrying.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Status { status: 503, .. })
+    }
+}
+
+/// An open subscription: the event stream after the response head.
+pub struct Subscription {
+    pub stream_id: String,
+    /// The de-chunked body; feed it to `recordio::read_record`.
+    pub body: BufReader<Body>,
+    /// A second handle on the socket, so another thread can close it.
+    pub socket: TcpStream,
+}
+
+/// POSTs SUBSCRIBE to `master` (host:port) and reads the response head.
+/// `idle_timeout` bounds every later read of the stream.
+pub fn subscribe(
+    master: &str,
+    call: &[u8],
+    auth: Option<&BasicAuth>,
+    idle_timeout: Duration,
+) -> Result<Subscription, Error> {
+    let io_error = |source| Error::Io {
+        master: master.to_string(),
+        source,
+    };
+    let protocol = |what: String| Error::Protocol {
+        master: master.to_string(),
+        what,
+    };
+    let address = master
+        .to_socket_addrs()
+        .map_err(io_error)?
+        .next()
+        .ok_or_else(|| {
+            io_error(io::Error::new(
+                io::ErrorKind::NotFound,
+                "address resolves to nothing",
+            ))
+        })?;
+    let mut socket = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(io_error)?;
+    socket.set_nodelay(true).map_err(io_error)?;
+    socket
+        .set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_error)?;
+    socket
+        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_error)?;
+
+    let mut head = format!(
+        "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        call.len()
+    );
+    if let Some(auth) = auth {
+        head.push_str(&format!("Authorization: {}\r\n", auth.header_value()));
+    }
+    head.push_str("\r\n");
+    socket.write_all(head.as_bytes()).map_err(io_error)?;
+    socket.write_all(call).map_err(io_error)?;
+
+    let mut reader = BufReader::new(socket.try_clone().map_err(io_error)?);
+    let response = read_head(&mut reader).map_err(|err| match err {
+        HeadError::Io(source) => io_error(source),
+        HeadError::Bad(what) => protocol(what),
+    })?;
+    match response.status {
+        200 => {}
+        307 => {
+            let location = response.header("location").unwrap_or_default();
+            return Err(Error::Redirect {
+                location: leader_from_location(location)
+                    .ok_or_else(|| protocol(format!("307 with unusable Location {location:?}")))?,
+            });
+        }
+        status => {
+            let mut body = Vec::new();
+            // Error bodies are short plain text; read what arrives in time.
+            let _ = reader.take(MAX_ERROR_BODY).read_to_end(&mut body);
+            return Err(Error::Status {
+                master: master.to_string(),
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+    }
+    let content_type = response.header("content-type").unwrap_or_default();
+    if content_type != PROTOBUF {
+        return Err(protocol(format!(
+            "stream content type is {content_type:?}, asked for {PROTOBUF}"
+        )));
+    }
+    let stream_id = response
+        .header("mesos-stream-id")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| protocol("SUBSCRIBE answer has no Mesos-Stream-Id".to_string()))?
+        .to_string();
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|it| it.eq_ignore_ascii_case("chunked"));
+    socket
+        .set_read_timeout(Some(idle_timeout))
+        .map_err(io_error)?;
+    let body = Body {
+        inner: reader,
+        chunked,
+        remaining_in_chunk: 0,
+        done: false,
+    };
+    Ok(Subscription {
+        stream_id,
+        body: BufReader::new(body),
+        socket,
+    })
+}
+
+/// Makes the subscription's blocked reads return at once.
+pub fn close(socket: &TcpStream) {
+    // The peer may already be gone; there is nothing to do about an error here.
+    let _ = socket.shutdown(Shutdown::Both);
+}
+
+/// Sends calls. One per `mesos-caller` thread; reuses connections.
+pub struct Caller {
+    agent: ureq::Agent,
+    auth: Option<BasicAuth>,
+}
+
+impl Caller {
+    pub fn new(auth: Option<BasicAuth>) -> Caller {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_send_request(Some(REQUEST_TIMEOUT))
+            .timeout_send_body(Some(REQUEST_TIMEOUT))
+            .timeout_recv_response(Some(REQUEST_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .build();
+        Caller {
+            agent: config.into(),
+            auth,
+        }
+    }
+
+    /// POSTs one call. Success is 202 (or 200); anything else is an error
+    /// carrying the master's message.
+    pub fn post(&self, master: &str, stream_id: &str, call: &[u8]) -> Result<(), Error> {
+        let url = format!("http://{master}{SCHEDULER_PATH}");
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", PROTOBUF)
+            .header("Accept", PROTOBUF)
+            .header("Mesos-Stream-Id", stream_id);
+        if let Some(auth) = &self.auth {
+            request = request.header("Authorization", auth.header_value());
+        }
+        let mut response = request.send(call).map_err(|err| Error::Io {
+            master: master.to_string(),
+            source: io::Error::other(err.to_string()),
+        })?;
+        let status = response.status().as_u16();
+        match status {
+            200 | 202 => Ok(()),
+            307 => {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|it| it.to_str().ok())
+                    .unwrap_or_default();
+                let leader = leader_from_location(location).ok_or_else(|| Error::Protocol {
+                    master: master.to_string(),
+                    what: format!("307 with unusable Location {location:?}"),
+                })?;
+                Err(Error::Redirect { location: leader })
+            }
+            _ => {
+                let body = response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_ERROR_BODY)
+                    .read_to_string()
+                    .unwrap_or_default();
+                Err(Error::Status {
+                    master: master.to_string(),
+                    status,
+                    body,
+                })
+            }
+        }
+    }
+}
+
+/// Turns a master's `Location` (`//host:port/api/v1/scheduler`, or with a
+/// scheme, or bare `host:port`) into `host:port`.
+pub fn leader_from_location(location: &str) -> Option<String> {
+    let rest = location.trim();
+    let rest = rest.strip_prefix("http:").unwrap_or(rest);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let authority = rest.split('/').next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    if authority.contains(':') {
+        Some(authority.to_string())
+    } else {
+        Some(format!("{authority}:5050"))
+    }
+}
+
+/// A response body, de-chunked when the master uses chunked encoding.
+pub struct Body {
+    inner: BufReader<TcpStream>,
+    chunked: bool,
+    remaining_in_chunk: u64,
+    done: bool,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.chunked {
+            return self.inner.read(buf);
+        }
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining_in_chunk == 0 {
+            let size = read_chunk_size(&mut self.inner)?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.remaining_in_chunk = size;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining_in_chunk).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside a chunk",
+            ));
+        }
+        self.remaining_in_chunk -= n as u64;
+        if self.remaining_in_chunk == 0 {
+            let mut crlf = [0u8; 2];
+            self.inner.read_exact(&mut crlf)?;
+            if &crlf != b"\r\n" {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "chunk not followed by CRLF",
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn read_chunk_size(reader: &mut BufReader<TcpStream>) -> io::Result<u64> {
+    let line = read_line_bounded(reader, MAX_CHUNK_LINE)?;
+    let size_text = line.split(';').next().unwrap_or("").trim();
+    u64::from_str_radix(size_text, 16).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad chunk size line {line:?}"),
+        )
+    })
+}
+
+struct ResponseHead {
+    status: u16,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+}
+
+impl ResponseHead {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+enum HeadError {
+    Io(io::Error),
+    Bad(String),
+}
+
+fn read_head(reader: &mut impl BufRead) -> Result<ResponseHead, HeadError> {
+    let mut budget = MAX_RESPONSE_HEAD;
+    let status_line = read_line_bounded(reader, budget).map_err(HeadError::Io)?;
+    budget = budget.saturating_sub(status_line.len() + 2);
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let status = parts.next().and_then(|code| code.parse::<u16>().ok());
+    let status = match (version.starts_with("HTTP/1."), status) {
+        (true, Some(status)) => status,
+        _ => return Err(HeadError::Bad(format!("bad status line {status_line:?}"))),
+    };
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line_bounded(reader, budget).map_err(HeadError::Io)?;
+        budget = budget.saturating_sub(line.len() + 2);
+        if line.is_empty() {
+            break;
+        }
+        if budget == 0 {
+            return Err(HeadError::Bad(format!(
+                "response head exceeds {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(HeadError::Bad(format!("bad header line {line:?}")));
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Ok(ResponseHead { status, headers })
+}
+
+/// Reads one CRLF- (or LF-) terminated line of at most `max` bytes.
+fn read_line_bounded(reader: &mut impl BufRead, max: usize) -> io::Result<String> {
+    let mut line = Vec::new();
+    let n = reader.take(max as u64 + 1).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("line longer than {max} bytes"),
+        ));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "line is not UTF-8"))
+}
+
+/// Standard base64 with padding, for the Basic auth header.
+fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for group in input.chunks(3) {
+        let bytes = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_from_location_handles_every_form() {
+        let check = |location: &str, expected: Option<&str>| {
+            assert_eq!(
+                leader_from_location(location).as_deref(),
+                expected,
+                "{location}"
+            );
+        };
+        check("//m2:5050/api/v1/scheduler", Some("m2:5050"));
+        check("http://m2:5051/api/v1/scheduler", Some("m2:5051"));
+        check("m3:5050", Some("m3:5050"));
+        check("//m4/api/v1/scheduler", Some("m4:5050"));
+        check("", None);
+        check("///x", None);
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("principal:secret", "cHJpbmNpcGFsOnNlY3JldA=="),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn response_head_is_parsed_and_bounded() {
+        let mut ok = &b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nMesos-Stream-Id: abc\r\n\r\nrest"[..];
+        let head = read_head(&mut ok).ok().expect("valid head");
+        assert_eq!(
+            (head.status, head.header("mesos-stream-id")),
+            (200, Some("abc"))
+        );
+        let mut bad = &b"SMTP hello\r\n\r\n"[..];
+        assert!(matches!(read_head(&mut bad), Err(HeadError::Bad(_))));
+        let huge = format!(
+            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_RESPONSE_HEAD)
+        );
+        assert!(read_head(&mut huge.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! The scheduler core: the messages that reach the `state` thread, the effects
+//! it asks for, and its run loop.
+//!
+//! Runs on the `state` thread, the single owner of `State`. Everything that
+//! changes state arrives as an `Event`; everything the outside world must do is
+//! returned as an `Effect`. Nothing here does network I/O or reads the clock
+//! except `run`, which stamps each event with the current time.
+
+pub mod model;
+pub mod placement;
+pub mod state;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
+pub use crate::scheduler::state::State;
+
+/// How often the state thread wakes up without input (refuse filters,
+/// periodic work).
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A loop turn slower than this is logged: the state thread must stay fast.
+pub const SLOW_TURN: Duration = Duration::from_millis(200);
+
+/// Capacity of the channel from the HTTP workers to the state thread. A full
+/// channel blocks the workers, which is the back-pressure we want.
+pub const API_INBOX_CAPACITY: usize = 1024;
+
+/// Capacity of the channel from the Mesos reader and caller to the state thread.
+pub const MESOS_INBOX_CAPACITY: usize = 1024;
+
+/// Capacity of the channel from the state thread to the Mesos caller.
+pub const OUTBOX_CAPACITY: usize = 4096;
+
+/// Every input of the state thread.
+#[derive(Debug)]
+pub enum Event {
+    Api(ApiCommand),
+    Mesos(MesosEvent),
+    Tick,
+}
+
+/// A REST request for the state thread, with the channel for its single reply.
+#[derive(Debug)]
+pub struct ApiCommand {
+    pub request: ApiRequest,
+    pub reply: Sender<ApiReply>,
+}
+
+#[derive(Debug)]
+pub enum ApiRequest {
+    /// `POST /client/task`.
+    Submit(TaskSpec),
+    /// `GET /client/task`.
+    ListTasks,
+    /// `DELETE /client/task/<prefix>`.
+    Kill { id_prefix: String },
+    /// `GET /client/task/reshuffle`.
+    Reshuffle { dry_run: bool },
+    /// `GET /client/node`.
+    ListNodes,
+}
+
+#[derive(Debug)]
+pub enum ApiReply {
+    /// The submit was accepted; `id` is the user id, as echoed in "Run task: <id>".
+    Submitted {
+        id: String,
+    },
+    Tasks(Vec<TaskView>),
+    /// The tasks the kill applies to (pending ones are already gone).
+    Killed(Vec<TaskView>),
+    Reshuffled(Vec<ReshuffleStep>),
+    Nodes(Vec<NodeView>),
+    /// Nothing matched; the message says what.
+    NotFound(String),
+}
+
+/// One task as `GET /client/task` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskView {
+    /// The spec the task runs with (for one-per-node copies, pinned to the node).
+    pub spec: TaskSpec,
+    pub internal_id: TaskId,
+    /// "pending", "launching", or the Mesos state name such as "TASK_RUNNING".
+    pub state: String,
+    pub agent_id: Option<AgentId>,
+    pub hostname: Option<String>,
+    pub docker_id: String,
+    pub docker_name: String,
+    pub process_id: u64,
+    /// Unix seconds at submit.
+    pub created_at: u64,
+    pub request_sent: bool,
+    pub running: bool,
+    /// The message of the last status update, if it had one.
+    pub status_message: String,
+    /// Why a pending task is not placed yet.
+    pub pending_reason: Option<String>,
+}
+
+/// One node of the registry, learned from offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub agent_id: AgentId,
+    pub hostname: String,
+    pub node_type: String,
+    pub node_name: String,
+    /// Unix seconds of the last offer from this agent.
+    pub time_of_last_offer: u64,
+}
+
+/// One line of a reshuffle plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReshuffleStep {
+    pub id: String,
+    pub internal_id: TaskId,
+    pub from_host: Option<String>,
+}
+
+/// What the Mesos reader and caller tell the state thread.
+#[derive(Debug)]
+pub enum MesosEvent {
+    /// A (re)subscription succeeded.
+    Subscribed {
+        framework_id: FrameworkId,
+    },
+    Offers(Vec<Offer>),
+    Rescind(OfferId),
+    Update(TaskUpdate),
+    /// An agent was removed (FAILURE with only an agent id).
+    AgentLost(AgentId),
+    /// The subscription ended; the reader is already resubscribing.
+    Disconnected {
+        reason: String,
+    },
+    /// The master refused our framework id for good ("Framework has been
+    /// removed"); its tasks are gone and the reader registers anew.
+    FrameworkRemoved,
+    /// A call could not be delivered; the state thread decides what to redo.
+    CallFailed {
+        call: Call,
+        reason: String,
+    },
+}
+
+/// A scheduler call for the master, in domain terms. The `mesos-caller`
+/// thread turns these into protobuf and POSTs them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Launch {
+        agent_id: AgentId,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<Launch>,
+        refuse_seconds: f64,
+    },
+    Decline {
+        offer_ids: Vec<OfferId>,
+        refuse_seconds: f64,
+    },
+    Kill {
+        task_id: TaskId,
+        agent_id: Option<AgentId>,
+    },
+    Acknowledge {
+        agent_id: AgentId,
+        task_id: TaskId,
+        uuid: Vec<u8>,
+    },
+    /// Empty means implicit reconciliation.
+    Reconcile(Vec<(TaskId, Option<AgentId>)>),
+    Suppress,
+    Revive,
+    Teardown,
+}
+
+/// One task to launch on an offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub task_id: TaskId,
+    pub spec: TaskSpec,
+}
+
+/// The state thread's run loop: one `select!`, one `handle_event`, effects out.
+/// Returns when the API inbox closes (shutdown).
+pub fn run(
+    mut state: State,
+    api_inbox: Receiver<ApiCommand>,
+    mesos_inbox: Receiver<MesosEvent>,
+    outbox: Sender<Call>,
+) {
+    let ticker = crossbeam_channel::tick(TICK_INTERVAL);
+    loop {
+        let event = select! {
+            recv(api_inbox) -> it => match it { Ok(command) => Event::Api(command), Err(_) => return },
+            recv(mesos_inbox) -> it => match it { Ok(event) => Event::Mesos(event), Err(_) => return },
+            recv(ticker) -> _ => Event::Tick,
+        };
+        let turn_start = Instant::now();
+        let calls = state.handle_event(event, SystemTime::now());
+        for call in calls {
+            // The caller thread only stops at shutdown, after this loop.
+            if outbox.send(call).is_err() {
+                return;
+            }
+        }
+        let took = turn_start.elapsed();
+        if took > SLOW_TURN {
+            log::warn!("slow loop turn took_ms={}", took.as_millis());
+        }
+    }
+}

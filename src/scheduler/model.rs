@@ -1,0 +1,235 @@
+//! Domain types shared by the REST layer, the Mesos layer and the scheduler
+//! core. They are plain data: no serde, no protobuf, no I/O. `api::dto` and
+//! `mesos::convert` translate between these and the wire formats.
+
+use std::collections::BTreeMap;
+
+/// The internal task id: `<user id without spaces>-<unix nanos>`. It is also the
+/// Mesos TaskID, the ExecutorID (no custom executor) and the Redis key suffix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(pub String);
+
+/// A Mesos agent id, as the master assigned it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentId(pub String);
+
+/// A Mesos offer id; valid for one use only.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OfferId(pub String);
+
+/// A Mesos framework id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FrameworkId(pub String);
+
+/// The service-level agreement of a submitted task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Sla {
+    /// Any number of instances, each submit is a new one.
+    None,
+    /// At most one live instance per user id.
+    Singleton,
+    /// One instance on every matching node, including nodes that join later.
+    OnePerNode,
+}
+
+impl Sla {
+    /// The contract spelling: "", "singleton", "one-per-node".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sla::None => "",
+            Sla::Singleton => "singleton",
+            Sla::OnePerNode => "one-per-node",
+        }
+    }
+}
+
+/// Docker networking as the user asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Not given: BRIDGE when ports are mapped, else the Mesos default (HOST).
+    Default,
+    Host,
+    Bridge,
+    None,
+}
+
+impl NetworkMode {
+    /// The contract spelling: "", "host", "bridge", "none".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Default => "",
+            NetworkMode::Host => "host",
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeMode {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl VolumeMode {
+    /// The contract spelling: "ro" or "rw".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeMode::ReadOnly => "ro",
+            VolumeMode::ReadWrite => "rw",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub host_path: String,
+    pub container_path: String,
+    pub mode: VolumeMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    /// 1-65535, and must lie inside an offered `ports` range to be placed.
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// A validated task request, exactly as the user asked for it (before task
+/// intelligence is applied).
+///
+/// Invariant: `id` and `docker_image` are non-empty, `mem_mb > 0`, and `cpus`,
+/// when present, is finite and positive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    pub id: String,
+    pub docker_image: String,
+    pub mem_mb: u64,
+    /// `None` when the user gave no cpus: the launch then uses `DEFAULT_CPUS`,
+    /// while the task JSON shows "0" as the original did.
+    pub cpus: Option<f64>,
+    pub sla: Sla,
+    /// Empty means any node.
+    pub node_type: String,
+    /// Empty means any node.
+    pub node_name: String,
+    pub not_metered: bool,
+    pub reshuffleable: bool,
+    pub arguments: Vec<String>,
+    pub volumes: Vec<Volume>,
+    pub ports: Vec<PortMapping>,
+    pub network: NetworkMode,
+}
+
+/// The cpus a task gets when the request names none (as in the original).
+pub const DEFAULT_CPUS: f64 = 0.1;
+
+impl TaskSpec {
+    /// The cpus that go into the TaskInfo.
+    pub fn launch_cpus(&self) -> f64 {
+        self.cpus.unwrap_or(DEFAULT_CPUS)
+    }
+}
+
+/// One resource offer, reduced to what placement needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    pub id: OfferId,
+    pub agent_id: AgentId,
+    pub hostname: String,
+    pub cpus: f64,
+    pub mem_mb: f64,
+    /// Inclusive port ranges.
+    pub ports: Vec<(u64, u64)>,
+    /// TEXT attributes (`nodetype`, `nodename`, ...). Non-TEXT ones are dropped.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Where a task's lifecycle stands, from the scheduler's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Killing,
+    Finished,
+    Failed,
+    Killed,
+    Error,
+    Lost,
+    Dropped,
+    Unreachable,
+    Gone,
+    GoneByOperator,
+    Unknown,
+}
+
+impl TaskState {
+    /// The Mesos name, e.g. `TASK_RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+        }
+    }
+
+    /// Terminal as the master's `isTerminalState` defines it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+}
+
+/// The subset of `TaskStatus.Reason` the scheduler acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusReason {
+    InvalidOffers,
+    Reconciliation,
+    AgentRemoved,
+    AgentDisconnected,
+    Other,
+}
+
+/// What a docker executor reports about the container on TASK_RUNNING.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DockerInfo {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub pid: u64,
+}
+
+/// A task status update, as the scheduler sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskUpdate {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    pub reason: StatusReason,
+    pub message: String,
+    pub agent_id: Option<AgentId>,
+    /// Set only on updates that must be acknowledged (agent/executor sourced).
+    pub uuid: Option<Vec<u8>>,
+    /// Parsed from the docker-inspect JSON in `data`, when present and valid.
+    pub docker: Option<DockerInfo>,
+}

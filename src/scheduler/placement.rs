@@ -1,0 +1,295 @@
+//! Placement: which pending task goes onto which offer. Pure: a function of
+//! the pending requests and the offers of one OFFERS event, with no I/O, no
+//! clock and no logging, so the same input always gives the same output.
+//!
+//! Strategy: tasks are taken in the order given (the state passes them oldest
+//! first). Each task considers only the offers its constraints allow (pinned
+//! agent, `nodename`, `nodetype`, or all), indexed by free memory, and takes
+//! the one with the most free memory that also has the cpus and host ports
+//! (worst fit, which spreads simulators over the lab). Several tasks can land
+//! on one offer; what is left of an offer goes back with a DECLINE.
+//!
+//! Cost: at most `MAX_PROBES` offers are examined per task after an
+//! O(log offers) index lookup, so a round is O(tasks × log offers), not
+//! O(tasks × offers), even with 10,000 tasks and 1,000 agents.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::scheduler::model::{AgentId, Offer, OfferId, TaskId, TaskSpec};
+
+/// Offers examined per task before it is left pending for this round.
+pub const MAX_PROBES: usize = 32;
+
+/// One task that wants a place.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub task_id: &'a TaskId,
+    pub spec: &'a TaskSpec,
+    /// One-per-node copies are pinned to their agent.
+    pub agent: Option<&'a AgentId>,
+}
+
+/// The outcome of one round.
+#[derive(Debug, Default, PartialEq)]
+pub struct Placement {
+    /// Per used offer, the tasks to launch on it, in placement order.
+    pub launches: Vec<(OfferId, AgentId, Vec<TaskId>)>,
+    /// Offers nothing was placed on.
+    pub unused: Vec<OfferId>,
+    /// Tasks left pending, with the reason for the user.
+    pub unplaced: Vec<(TaskId, String)>,
+}
+
+/// Memory in thousandths of a MB (Mesos scalars carry three decimals), so it
+/// can be an ordered index key.
+type MemKey = u64;
+
+fn mem_key(mem_mb: f64) -> MemKey {
+    (mem_mb.max(0.0) * 1000.0).round() as MemKey
+}
+
+/// What is left of one offer during the round.
+struct Remaining<'a> {
+    offer: &'a Offer,
+    cpus: f64,
+    mem: MemKey,
+    ports_taken: BTreeSet<u64>,
+    tasks: Vec<TaskId>,
+}
+
+/// Offer indexes by constraint, each ordered by free memory, then by offer
+/// position (earlier offers first on ties).
+type Key = (MemKey, Reverse<usize>);
+
+#[derive(Default)]
+struct Index<'a> {
+    all: BTreeSet<Key>,
+    by_agent: BTreeMap<&'a str, BTreeSet<Key>>,
+    by_node_name: BTreeMap<&'a str, BTreeSet<Key>>,
+    by_node_type: BTreeMap<&'a str, BTreeSet<Key>>,
+}
+
+impl<'a> Index<'a> {
+    fn insert(&mut self, offer: &'a Offer, key: Key) {
+        self.all.insert(key);
+        self.by_agent
+            .entry(offer.agent_id.0.as_str())
+            .or_default()
+            .insert(key);
+        if let Some(name) = offer.attributes.get("nodename") {
+            self.by_node_name
+                .entry(name.as_str())
+                .or_default()
+                .insert(key);
+        }
+        if let Some(node_type) = offer.attributes.get("nodetype") {
+            self.by_node_type
+                .entry(node_type.as_str())
+                .or_default()
+                .insert(key);
+        }
+    }
+
+    fn remove(&mut self, offer: &'a Offer, key: Key) {
+        self.all.remove(&key);
+        let sets = [
+            self.by_agent.get_mut(offer.agent_id.0.as_str()),
+            offer
+                .attributes
+                .get("nodename")
+                .and_then(|name| self.by_node_name.get_mut(name.as_str())),
+            offer
+                .attributes
+                .get("nodetype")
+                .and_then(|node_type| self.by_node_type.get_mut(node_type.as_str())),
+        ];
+        for set in sets.into_iter().flatten() {
+            set.remove(&key);
+        }
+    }
+
+    /// The candidate set for a request: the narrowest constraint wins, and
+    /// every other constraint is re-checked per offer by `constraint_miss`.
+    fn candidates(&self, request: &Request<'_>) -> Option<&BTreeSet<Key>> {
+        if let Some(agent) = request.agent {
+            self.by_agent.get(agent.0.as_str())
+        } else if !request.spec.node_name.is_empty() {
+            self.by_node_name.get(request.spec.node_name.as_str())
+        } else if !request.spec.node_type.is_empty() {
+            self.by_node_type.get(request.spec.node_type.as_str())
+        } else {
+            Some(&self.all)
+        }
+    }
+}
+
+/// Places `requests` onto `offers`.
+pub fn place(requests: &[Request<'_>], offers: &[Offer]) -> Placement {
+    let mut remaining: Vec<Remaining<'_>> = offers
+        .iter()
+        .map(|offer| Remaining {
+            offer,
+            cpus: offer.cpus,
+            mem: mem_key(offer.mem_mb),
+            ports_taken: BTreeSet::new(),
+            tasks: Vec::new(),
+        })
+        .collect();
+    let mut index = Index::default();
+    for (offer_idx, offer) in offers.iter().enumerate() {
+        index.insert(offer, (remaining[offer_idx].mem, Reverse(offer_idx)));
+    }
+    let mut unplaced = Vec::new();
+    for request in requests {
+        match choose(&index, &remaining, request) {
+            Ok(offer_idx) => {
+                let slot = &mut remaining[offer_idx];
+                let offer = slot.offer;
+                index.remove(offer, (slot.mem, Reverse(offer_idx)));
+                slot.cpus -= request.spec.launch_cpus();
+                slot.mem = slot.mem.saturating_sub(mem_key(request.spec.mem_mb as f64));
+                slot.ports_taken.extend(
+                    request
+                        .spec
+                        .ports
+                        .iter()
+                        .map(|port| u64::from(port.host_port)),
+                );
+                slot.tasks.push(request.task_id.clone());
+                index.insert(offer, (slot.mem, Reverse(offer_idx)));
+            }
+            Err(reason) => unplaced.push((request.task_id.clone(), reason)),
+        }
+    }
+    let mut placement = Placement {
+        unplaced,
+        ..Placement::default()
+    };
+    for slot in remaining {
+        if slot.tasks.is_empty() {
+            placement.unused.push(slot.offer.id.clone());
+        } else {
+            placement.launches.push((
+                slot.offer.id.clone(),
+                slot.offer.agent_id.clone(),
+                slot.tasks,
+            ));
+        }
+    }
+    placement
+}
+
+/// The offer for one request, or the reason there is none.
+fn choose(
+    index: &Index<'_>,
+    remaining: &[Remaining<'_>],
+    request: &Request<'_>,
+) -> Result<usize, String> {
+    let spec = request.spec;
+    let Some(candidates) = index.candidates(request).filter(|set| !set.is_empty()) else {
+        return Err(no_candidate_reason(request));
+    };
+    let need_mem = mem_key(spec.mem_mb as f64);
+    let need_cpus = spec.launch_cpus();
+    // The most free memory first; nothing below `need_mem` can fit.
+    let mut first_miss: Option<String> = None;
+    let mut largest_mem = None;
+    let mut constraint_misses = 0;
+    for &(mem, Reverse(offer_idx)) in candidates.iter().rev().take(MAX_PROBES) {
+        let slot = &remaining[offer_idx];
+        if let Some(miss) = constraint_miss(request, slot.offer) {
+            constraint_misses += 1;
+            first_miss.get_or_insert(miss);
+            continue;
+        }
+        largest_mem.get_or_insert(mem);
+        if mem < need_mem {
+            break;
+        }
+        if slot.cpus + 1e-9 < need_cpus {
+            first_miss.get_or_insert(format!(
+                "needs cpus {}, {} has {}",
+                format_number(need_cpus),
+                slot.offer.hostname,
+                format_number(slot.cpus.max(0.0))
+            ));
+            continue;
+        }
+        if let Some(port) = spec
+            .ports
+            .iter()
+            .map(|port| u64::from(port.host_port))
+            .find(|port| !port_free(slot, *port))
+        {
+            first_miss.get_or_insert(format!("port {port} not free on {}", slot.offer.hostname));
+            continue;
+        }
+        return Ok(offer_idx);
+    }
+    match largest_mem {
+        Some(mem) if mem < need_mem && first_miss.is_none() => Err(format!(
+            "needs mem {}, largest offer has {}",
+            spec.mem_mb,
+            format_number(mem as f64 / 1000.0)
+        )),
+        Some(mem) if mem < need_mem => Err(first_miss.unwrap_or_default()),
+        None if constraint_misses > 0 => Err(first_miss.unwrap_or_default()),
+        _ => Err(first_miss
+            .unwrap_or_else(|| format!("no fitting offer among the {MAX_PROBES} largest"))),
+    }
+}
+
+/// A constraint the narrowest index did not already guarantee.
+fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
+    let spec = request.spec;
+    let attribute = |name: &str| offer.attributes.get(name).map(String::as_str).unwrap_or("");
+    if !spec.node_name.is_empty() && attribute("nodename") != spec.node_name {
+        return Some(format!(
+            "{} has nodename={}, needs {}",
+            offer.hostname,
+            attribute("nodename"),
+            spec.node_name
+        ));
+    }
+    if !spec.node_type.is_empty() && attribute("nodetype") != spec.node_type {
+        return Some(format!(
+            "{} has nodetype={}, needs {}",
+            offer.hostname,
+            attribute("nodetype"),
+            spec.node_type
+        ));
+    }
+    None
+}
+
+fn no_candidate_reason(request: &Request<'_>) -> String {
+    let spec = request.spec;
+    if let Some(agent) = request.agent {
+        format!("no offer from its node (agent {})", agent.0)
+    } else if !spec.node_name.is_empty() {
+        format!("no offer from a node with nodename={}", spec.node_name)
+    } else if !spec.node_type.is_empty() {
+        format!("no offer from a node with nodetype={}", spec.node_type)
+    } else {
+        "no offers".to_string()
+    }
+}
+
+fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
+    !slot.ports_taken.contains(&port)
+        && slot
+            .offer
+            .ports
+            .iter()
+            .any(|&(begin, end)| begin <= port && port <= end)
+}
+
+/// Shortest decimal form: 1 not 1.0, 0.5, 64.
+pub fn format_number(value: f64) -> String {
+    let rounded = (value * 1000.0).round() / 1000.0;
+    format!("{rounded}")
+}
+
+#[cfg(test)]
+mod tests;

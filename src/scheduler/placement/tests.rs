@@ -1,0 +1,288 @@
+//! Data-driven placement tests: a compact text world in, sorted text out.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::scheduler::model::{NetworkMode, PortMapping, Sla};
+
+/// Parses the fixture, places, and compares the rendered outcome.
+///
+/// Fixture lines:
+/// `offer <id> agent=<a> host=<h> [type=<t>] [name=<n>] cpus=<c> mem=<m> [ports=<b>-<e>,...]`
+/// `task <id> mem=<m> [cpus=<c>] [type=<t>] [name=<n>] [agent=<a>] [ports=<p>,...]`
+#[track_caller]
+fn check(fixture: &str, expected: &str) {
+    let mut offers = Vec::new();
+    let mut tasks: Vec<(TaskId, TaskSpec, Option<AgentId>)> = Vec::new();
+    for line in fixture
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
+        let mut words = line.split_whitespace();
+        let kind = words.next().unwrap();
+        let id = words.next().unwrap().to_string();
+        let fields: BTreeMap<&str, &str> =
+            words.map(|word| word.split_once('=').unwrap()).collect();
+        let get = |key: &str| fields.get(key).copied().unwrap_or("");
+        match kind {
+            "offer" => {
+                let mut attributes = BTreeMap::new();
+                if !get("type").is_empty() {
+                    attributes.insert("nodetype".to_string(), get("type").to_string());
+                }
+                if !get("name").is_empty() {
+                    attributes.insert("nodename".to_string(), get("name").to_string());
+                }
+                let ports = get("ports")
+                    .split(',')
+                    .filter(|it| !it.is_empty())
+                    .map(|range| {
+                        let (begin, end) = range.split_once('-').unwrap();
+                        (begin.parse().unwrap(), end.parse().unwrap())
+                    })
+                    .collect();
+                offers.push(Offer {
+                    id: OfferId(id),
+                    agent_id: AgentId(get("agent").to_string()),
+                    hostname: get("host").to_string(),
+                    cpus: get("cpus").parse().unwrap(),
+                    mem_mb: get("mem").parse().unwrap(),
+                    ports,
+                    attributes,
+                });
+            }
+            "task" => {
+                let spec = TaskSpec {
+                    id: id.clone(),
+                    docker_image: "image".to_string(),
+                    mem_mb: get("mem").parse().unwrap(),
+                    cpus: fields.get("cpus").map(|it| it.parse().unwrap()),
+                    sla: Sla::None,
+                    node_type: get("type").to_string(),
+                    node_name: get("name").to_string(),
+                    not_metered: false,
+                    reshuffleable: false,
+                    arguments: Vec::new(),
+                    volumes: Vec::new(),
+                    ports: get("ports")
+                        .split(',')
+                        .filter(|it| !it.is_empty())
+                        .map(|port| PortMapping {
+                            host_port: port.parse().unwrap(),
+                            container_port: 80,
+                        })
+                        .collect(),
+                    network: NetworkMode::Default,
+                };
+                let agent = fields.get("agent").map(|it| AgentId(it.to_string()));
+                tasks.push((TaskId(id), spec, agent));
+            }
+            other => panic!("unknown fixture line kind {other}"),
+        }
+    }
+    let requests: Vec<Request<'_>> = tasks
+        .iter()
+        .map(|(task_id, spec, agent)| Request {
+            task_id,
+            spec,
+            agent: agent.as_ref(),
+        })
+        .collect();
+    let placement = place(&requests, &offers);
+    let mut lines = Vec::new();
+    for (offer_id, agent_id, task_ids) in &placement.launches {
+        let names: Vec<&str> = task_ids.iter().map(|it| it.0.as_str()).collect();
+        lines.push(format!(
+            "launch {} {}: {}",
+            offer_id.0,
+            agent_id.0,
+            names.join(" ")
+        ));
+    }
+    for offer_id in &placement.unused {
+        lines.push(format!("decline {}", offer_id.0));
+    }
+    for (task_id, reason) in &placement.unplaced {
+        lines.push(format!("pending {}: {}", task_id.0, reason));
+    }
+    lines.sort();
+    let mut expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    expected.sort();
+    assert_eq!(lines.join("\n"), expected.join("\n"));
+}
+
+const LAB: &str = "
+    offer o1 agent=a1 host=slave1 type=analytics name=slave1 cpus=3 mem=2048 ports=31000-32000
+    offer o2 agent=a2 host=slave2 type=lab name=slave2 cpus=2 mem=1024 ports=31000-32000
+    offer o3 agent=a3 host=slave3 type=lab name=slave3 cpus=2 mem=1024 ports=31000-32000
+";
+
+#[test]
+fn node_type_constraint_picks_a_matching_node() {
+    check(
+        &format!("{LAB} task stress60 mem=100 type=lab"),
+        "
+        decline o1
+        decline o3
+        launch o2 a2: stress60
+    ",
+    );
+    check(
+        &format!("{LAB} task influxdb mem=100 cpus=1 type=analytics ports=31400,31410"),
+        "
+        decline o2
+        decline o3
+        launch o1 a1: influxdb
+    ",
+    );
+}
+
+#[test]
+fn node_name_and_pinned_agent() {
+    check(
+        &format!("{LAB} task dns mem=250 name=slave3"),
+        "
+        decline o1
+        decline o2
+        launch o3 a3: dns
+    ",
+    );
+    check(
+        &format!("{LAB} task copy mem=50 agent=a2"),
+        "
+        decline o1
+        decline o3
+        launch o2 a2: copy
+    ",
+    );
+}
+
+#[test]
+fn several_tasks_are_packed_into_one_offer() {
+    check(
+        "
+        offer o1 agent=a1 host=slave1 cpus=1 mem=300
+        task t1 mem=100
+        task t2 mem=100
+        task t3 mem=100
+        task t4 mem=100
+    ",
+        "
+        launch o1 a1: t1 t2 t3
+        pending t4: needs mem 100, largest offer has 0
+    ",
+    );
+}
+
+#[test]
+fn worst_fit_spreads_tasks_over_nodes() {
+    check(
+        &format!("{LAB} task a mem=600 type=lab\n task b mem=600 type=lab"),
+        "
+        decline o1
+        launch o2 a2: a
+        launch o3 a3: b
+    ",
+    );
+}
+
+#[test]
+fn port_conflicts_send_the_second_task_elsewhere_or_leave_it_pending() {
+    check(
+        "
+        offer o2 agent=a2 host=slave2 cpus=2 mem=1024 ports=31000-32000
+        task first mem=10 ports=31500
+        task second mem=10 ports=31500
+    ",
+        "
+        launch o2 a2: first
+        pending second: port 31500 not free on slave2
+    ",
+    );
+    check(&format!("{LAB} task first mem=10 type=lab ports=31500\n task second mem=10 type=lab ports=31500"), "
+        decline o1
+        launch o2 a2: first
+        launch o3 a3: second
+    ");
+    check(
+        "
+        offer o1 agent=a1 host=slave1 cpus=2 mem=1024 ports=31000-31099
+        task outside mem=10 ports=31500
+    ",
+        "
+        decline o1
+        pending outside: port 31500 not free on slave1
+    ",
+    );
+}
+
+#[test]
+fn pending_reasons_name_the_missing_thing() {
+    check(
+        &format!("{LAB} task big mem=4096"),
+        "
+        decline o1
+        decline o2
+        decline o3
+        pending big: needs mem 4096, largest offer has 2048
+    ",
+    );
+    check(
+        &format!("{LAB} task wide mem=10 cpus=4"),
+        "
+        decline o1
+        decline o2
+        decline o3
+        pending wide: needs cpus 4, slave1 has 3
+    ",
+    );
+    check(
+        "offer o2 agent=a2 host=slave2 type=lab cpus=2 mem=1024\n task db mem=10 type=analytics",
+        "
+        decline o2
+        pending db: no offer from a node with nodetype=analytics
+    ",
+    );
+    check(
+        "offer o2 agent=a2 host=slave2 type=lab cpus=2 mem=1024\n task x mem=10 name=slave9",
+        "
+        decline o2
+        pending x: no offer from a node with nodename=slave9
+    ",
+    );
+    check("task lonely mem=10", "pending lonely: no offers");
+}
+
+#[test]
+fn default_cpus_are_accounted() {
+    // Ten tasks with the default 0.1 cpus fit one cpu exactly; the eleventh does not.
+    let tasks: String = (0..11).map(|n| format!("task t{n:02} mem=1\n")).collect();
+    check(
+        &format!("offer o1 agent=a1 host=h cpus=1 mem=100\n{tasks}"),
+        "
+        launch o1 a1: t00 t01 t02 t03 t04 t05 t06 t07 t08 t09
+        pending t10: needs cpus 0.1, h has 0
+    ",
+    );
+}
+
+#[test]
+fn a_round_is_deterministic() {
+    let fixture = format!("{LAB} task a mem=100\n task b mem=100 type=lab\n task c mem=5000");
+    for _ in 0..2 {
+        check(
+            &fixture,
+            "
+            launch o1 a1: a
+            launch o2 a2: b
+            decline o3
+            pending c: needs mem 5000, largest offer has 1948
+        ",
+        );
+    }
+}

@@ -1,0 +1,707 @@
+//! `State`: tasks, one-per-node services and the node registry, and the one
+//! `handle_event` that changes them.
+//!
+//! Owned by the `state` thread. No I/O, no clock: the time comes in with each
+//! event and the calls for the master go out as return values.
+//!
+//! Task lifecycle, as the scheduler tracks it:
+//! `Pending` (waiting for an offer) → `Launching` (ACCEPT sent) → `Active(state)`
+//! (the master or agent reported a state) → removed on a terminal state. A
+//! task whose launch the master never saw (invalid offers, or unknown to a
+//! reconciliation before any agent update) goes back to `Pending`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::scheduler::model::{
+    AgentId, DockerInfo, FrameworkId, Offer, Sla, StatusReason, TaskId, TaskSpec, TaskState,
+    TaskUpdate,
+};
+use crate::scheduler::placement::{self, Request};
+use crate::scheduler::{
+    ApiCommand, ApiReply, ApiRequest, Call, Event, Launch, MesosEvent, NodeView, ReshuffleStep,
+    TaskView,
+};
+
+/// Refuse filter for offers declined while tasks are still waiting: short,
+/// so a freed resource comes back soon.
+pub const REFUSE_SECONDS_BUSY: f64 = 5.0;
+
+/// Refuse filter for offers declined with nothing to place: long, since we
+/// REVIVE (which clears filters) as soon as work arrives.
+pub const REFUSE_SECONDS_IDLE: f64 = 120.0;
+
+/// A KILL without a terminal answer is sent again after this long; Mesos
+/// does not promise delivery of kills.
+pub const KILL_RETRY: Duration = Duration::from_secs(30);
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for an offer.
+    Pending,
+    /// ACCEPT sent; no status yet.
+    Launching,
+    /// The last state Mesos reported.
+    Active(TaskState),
+}
+
+/// One task instance, keyed by its internal id.
+#[derive(Clone, Debug)]
+struct Task {
+    spec: TaskSpec,
+    phase: Phase,
+    /// Set for one-per-node copies: the agent the copy belongs to.
+    pinned_agent: Option<AgentId>,
+    agent_id: Option<AgentId>,
+    hostname: Option<String>,
+    docker: DockerInfo,
+    created_at: u64,
+    status_message: String,
+    pending_reason: Option<String>,
+    /// Killed by the user (or replaced by a reshuffle): when the kill was last sent.
+    kill_sent_at: Option<SystemTime>,
+    /// A replacement waits until this task is gone (reshuffle, singleton).
+    waits_for: Option<TaskId>,
+    /// Creation order, for oldest-first placement.
+    seq: u64,
+}
+
+impl Task {
+    fn is_kill_requested(&self) -> bool {
+        self.kill_sent_at.is_some()
+    }
+}
+
+/// A one-per-node submission: the template for its copies.
+#[derive(Clone, Debug)]
+struct Service {
+    spec: TaskSpec,
+    /// Agents that have (or had) a copy; a node gets a copy only once.
+    covered: BTreeSet<AgentId>,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    hostname: String,
+    node_type: String,
+    node_name: String,
+    time_of_last_offer: u64,
+}
+
+/// All mutable scheduler state.
+#[derive(Debug, Default)]
+pub struct State {
+    framework_id: Option<FrameworkId>,
+    subscribed: bool,
+    tasks: BTreeMap<TaskId, Task>,
+    /// Live instances per user id (for `singleton`).
+    instances: BTreeMap<String, BTreeSet<TaskId>>,
+    services: BTreeMap<String, Service>,
+    nodes: BTreeMap<AgentId, Node>,
+    /// What we last told the master.
+    suppressed: bool,
+    /// The largest unix-nanosecond stamp handed out, so ids stay unique.
+    last_id_nanos: u128,
+    next_seq: u64,
+}
+
+impl State {
+    pub fn new(framework_id: Option<FrameworkId>) -> State {
+        State {
+            framework_id,
+            ..State::default()
+        }
+    }
+
+    pub fn framework_id(&self) -> Option<&FrameworkId> {
+        self.framework_id.as_ref()
+    }
+
+    /// The single entry point: applies one event, returns the calls to make.
+    pub fn handle_event(&mut self, event: Event, now: SystemTime) -> Vec<Call> {
+        let mut calls = Vec::new();
+        match event {
+            Event::Api(command) => self.on_api(command, now, &mut calls),
+            Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
+            Event::Tick => self.on_tick(now, &mut calls),
+        }
+        self.update_suppression(&mut calls);
+        calls
+    }
+
+    fn on_api(&mut self, command: ApiCommand, now: SystemTime, calls: &mut Vec<Call>) {
+        let ApiCommand { request, reply } = command;
+        let answer = match request {
+            ApiRequest::Submit(spec) => self.on_submit(spec, now),
+            ApiRequest::ListTasks => {
+                ApiReply::Tasks(self.tasks.keys().map(|id| self.view(id)).collect())
+            }
+            ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
+            ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
+            ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
+        };
+        // The handler may have timed out and gone; that is its business.
+        let _ = reply.send(answer);
+    }
+
+    fn on_submit(&mut self, spec: TaskSpec, now: SystemTime) -> ApiReply {
+        let id = spec.id.clone();
+        match spec.sla {
+            Sla::None => {
+                self.add_task(spec, None, None, now);
+            }
+            Sla::Singleton => {
+                if self.instances.get(&id).is_some_and(|live| !live.is_empty()) {
+                    log::info!("duplicate singleton ignored id={id}");
+                } else {
+                    self.add_task(spec, None, None, now);
+                }
+            }
+            Sla::OnePerNode => {
+                if self.services.contains_key(&id) {
+                    log::info!("duplicate one-per-node service ignored id={id}");
+                } else {
+                    self.services.insert(
+                        id.clone(),
+                        Service {
+                            spec,
+                            covered: BTreeSet::new(),
+                        },
+                    );
+                    self.add_missing_copies(now);
+                }
+            }
+        }
+        ApiReply::Submitted { id }
+    }
+
+    fn on_kill(&mut self, prefix: &str, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+        let matched: Vec<TaskId> = self
+            .tasks
+            .range(TaskId(prefix.to_string())..)
+            .map(|(id, _)| id)
+            .take_while(|id| id.0.starts_with(prefix))
+            .cloned()
+            .collect();
+        // A prefix that covers a service's id covers all of its copies,
+        // present and future: the service ends with them.
+        let services: Vec<String> = self
+            .services
+            .keys()
+            .filter(|id| internal_prefix(id).starts_with(prefix))
+            .cloned()
+            .collect();
+        if matched.is_empty() && services.is_empty() {
+            return ApiReply::NotFound(format!("no task id starts with {prefix}"));
+        }
+        let mut views = Vec::new();
+        for task_id in matched {
+            views.push(self.view(&task_id));
+            self.kill(&task_id, now, calls);
+        }
+        for service_id in services {
+            log::info!("service removed id={service_id}");
+            self.services.remove(&service_id);
+        }
+        ApiReply::Killed(views)
+    }
+
+    fn on_reshuffle(&mut self, dry_run: bool, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+        let chosen: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| {
+                task.spec.reshuffleable
+                    && task.spec.sla != Sla::OnePerNode
+                    && task.phase == Phase::Active(TaskState::Running)
+                    && !task.is_kill_requested()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut steps = Vec::new();
+        for old_id in chosen {
+            let Some(task) = self.tasks.get(&old_id) else {
+                continue;
+            };
+            steps.push(ReshuffleStep {
+                id: task.spec.id.clone(),
+                internal_id: old_id.clone(),
+                from_host: task.hostname.clone(),
+            });
+            if dry_run {
+                continue;
+            }
+            let spec = task.spec.clone();
+            // The replacement waits for Mesos to confirm the old task is gone,
+            // so placement sees its resources free (and a singleton is never doubled).
+            self.add_task(spec, None, Some(old_id.clone()), now);
+            self.kill(&old_id, now, calls);
+        }
+        ApiReply::Reshuffled(steps)
+    }
+
+    fn on_mesos(&mut self, event: MesosEvent, now: SystemTime, calls: &mut Vec<Call>) {
+        match event {
+            MesosEvent::Subscribed { framework_id } => self.on_subscribed(framework_id, now, calls),
+            MesosEvent::Offers(offers) => self.on_offers(offers, now, calls),
+            MesosEvent::Rescind(offer_id) => {
+                // Offers are used or declined in the turn they arrive, so a
+                // rescind finds nothing to forget.
+                log::debug!("offer rescinded offer={}", offer_id.0);
+            }
+            MesosEvent::Update(update) => self.on_update(update, calls),
+            MesosEvent::AgentLost(agent_id) => {
+                if let Some(node) = self.nodes.remove(&agent_id) {
+                    log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
+                }
+            }
+            MesosEvent::Disconnected { .. } => self.subscribed = false,
+            MesosEvent::FrameworkRemoved => self.on_framework_removed(),
+            MesosEvent::CallFailed { call, reason } => self.on_call_failed(call, &reason, calls),
+        }
+    }
+
+    fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
+        self.framework_id = Some(framework_id);
+        self.subscribed = true;
+        // A (re)subscription un-suppresses us on the master.
+        self.suppressed = false;
+        // Ask about every task the master may know, so launches lost in the
+        // disconnection come back to pending (reference §4.5).
+        let launched: Vec<(TaskId, Option<AgentId>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.phase != Phase::Pending)
+            .map(|(id, task)| (id.clone(), task.agent_id.clone()))
+            .collect();
+        if !launched.is_empty() {
+            calls.push(Call::Reconcile(launched));
+        }
+        let killing: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.is_kill_requested() && task.phase != Phase::Pending)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in killing {
+            self.send_kill(&task_id, now, calls);
+        }
+    }
+
+    fn on_offers(&mut self, offers: Vec<Offer>, now: SystemTime, calls: &mut Vec<Call>) {
+        let now_secs = unix_seconds(now);
+        for offer in &offers {
+            let attribute = |name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
+            let node = Node {
+                hostname: offer.hostname.clone(),
+                node_type: attribute("nodetype"),
+                node_name: attribute("nodename"),
+                time_of_last_offer: now_secs,
+            };
+            if self.nodes.insert(offer.agent_id.clone(), node).is_none() {
+                log::info!(
+                    "node registered agent={} hostname={}",
+                    offer.agent_id.0,
+                    offer.hostname
+                );
+            }
+        }
+        self.add_missing_copies(now);
+
+        let mut waiting: Vec<(&u64, &TaskId, &Task)> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
+            .filter(|(_, task)| {
+                task.waits_for
+                    .as_ref()
+                    .is_none_or(|other| !self.tasks.contains_key(other))
+            })
+            .map(|(id, task)| (&task.seq, id, task))
+            .collect();
+        waiting.sort_unstable_by_key(|(seq, _, _)| **seq);
+        let requests: Vec<Request<'_>> = waiting
+            .iter()
+            .map(|(_, id, task)| Request {
+                task_id: id,
+                spec: &task.spec,
+                agent: task.pinned_agent.as_ref(),
+            })
+            .collect();
+        let placement = placement::place(&requests, &offers);
+
+        let hostnames: BTreeMap<&AgentId, &str> = offers
+            .iter()
+            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
+            .collect();
+        let mut launched: Vec<(AgentId, String, Vec<TaskId>)> = Vec::new();
+        for (offer_id, agent_id, task_ids) in placement.launches {
+            let hostname = hostnames.get(&agent_id).copied().unwrap_or("").to_string();
+            let tasks: Vec<Launch> = task_ids
+                .iter()
+                .filter_map(|id| {
+                    self.tasks.get(id).map(|task| Launch {
+                        task_id: id.clone(),
+                        spec: task.spec.clone(),
+                    })
+                })
+                .collect();
+            calls.push(Call::Launch {
+                agent_id: agent_id.clone(),
+                offer_ids: vec![offer_id],
+                tasks,
+                refuse_seconds: REFUSE_SECONDS_BUSY,
+            });
+            launched.push((agent_id, hostname, task_ids));
+        }
+        let still_waiting = !placement.unplaced.is_empty();
+        for (task_id, reason) in placement.unplaced {
+            if let Some(task) = self.tasks.get_mut(&task_id) {
+                log::debug!("task not placed task={} reason={reason}", task_id.0);
+                task.pending_reason = Some(reason);
+            }
+        }
+        for (agent_id, hostname, task_ids) in launched {
+            for task_id in task_ids {
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    log::info!(
+                        "task launched task={} agent={} hostname={hostname}",
+                        task_id.0,
+                        agent_id.0
+                    );
+                    task.phase = Phase::Launching;
+                    task.agent_id = Some(agent_id.clone());
+                    task.hostname = Some(hostname.clone());
+                    task.pending_reason = None;
+                }
+            }
+        }
+        if !placement.unused.is_empty() {
+            let refuse_seconds = if still_waiting {
+                REFUSE_SECONDS_BUSY
+            } else {
+                REFUSE_SECONDS_IDLE
+            };
+            calls.push(Call::Decline {
+                offer_ids: placement.unused,
+                refuse_seconds,
+            });
+        }
+    }
+
+    fn on_update(&mut self, update: TaskUpdate, calls: &mut Vec<Call>) {
+        // Acknowledge exactly the updates that carry a uuid, known task or not.
+        if let Some(uuid) = &update.uuid {
+            match &update.agent_id {
+                Some(agent_id) => calls.push(Call::Acknowledge {
+                    agent_id: agent_id.clone(),
+                    task_id: update.task_id.clone(),
+                    uuid: uuid.clone(),
+                }),
+                None => log::warn!(
+                    "update with uuid but no agent cannot be acknowledged task={}",
+                    update.task_id.0
+                ),
+            }
+        }
+        let Some(task) = self.tasks.get_mut(&update.task_id) else {
+            log::warn!(
+                "update for unknown task task={} state={}",
+                update.task_id.0,
+                update.state.as_str()
+            );
+            return;
+        };
+        let previous = task.phase;
+        log::info!(
+            "task status task={} state={} message={:?}",
+            update.task_id.0,
+            update.state.as_str(),
+            update.message
+        );
+        if !update.message.is_empty() {
+            task.status_message = update.message.clone();
+        }
+        if let Some(agent_id) = &update.agent_id {
+            if task.agent_id.as_ref() != Some(agent_id) {
+                task.hostname = self
+                    .nodes
+                    .get(agent_id)
+                    .map(|node| node.hostname.clone())
+                    .or(task.hostname.take());
+                task.agent_id = Some(agent_id.clone());
+            }
+        }
+        if let Some(docker) = update.docker {
+            task.docker = docker;
+        }
+        if !update.state.is_terminal() {
+            // A reconciliation answer must not move a task backwards.
+            if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
+                task.phase = Phase::Active(update.state);
+            }
+            return;
+        }
+        // The master never ran this launch (invalid offers, or it does not
+        // know the task although no agent ever reported it): try again.
+        let never_started = matches!(previous, Phase::Launching | Phase::Pending);
+        let launch_lost = matches!(
+            update.state,
+            TaskState::Lost | TaskState::Dropped | TaskState::Gone | TaskState::Unknown
+        ) && (update.reason == StatusReason::InvalidOffers || never_started);
+        if launch_lost && !task.is_kill_requested() {
+            log::warn!(
+                "launch lost, task back to pending task={} state={}",
+                update.task_id.0,
+                update.state.as_str()
+            );
+            task.phase = Phase::Pending;
+            task.agent_id = None;
+            task.hostname = None;
+            task.pending_reason = Some(format!(
+                "relaunching after {}: {}",
+                update.state.as_str(),
+                update.message
+            ));
+            return;
+        }
+        if update.state == TaskState::Error {
+            log::error!(
+                "task rejected by mesos task={} message={:?}",
+                update.task_id.0,
+                update.message
+            );
+        }
+        self.remove_task(&update.task_id);
+    }
+
+    fn on_framework_removed(&mut self) {
+        // The master killed everything of the old framework: what the user
+        // still wants goes back to pending under the new one.
+        self.framework_id = None;
+        let killed: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.is_kill_requested())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in killed {
+            self.remove_task(&task_id);
+        }
+        for task in self.tasks.values_mut() {
+            task.phase = Phase::Pending;
+            task.agent_id = None;
+            task.hostname = None;
+        }
+    }
+
+    fn on_call_failed(&mut self, call: Call, reason: &str, calls: &mut Vec<Call>) {
+        if let Call::Launch {
+            tasks, agent_id, ..
+        } = call
+        {
+            // The master may or may not have seen the ACCEPT; ask rather than guess.
+            log::warn!(
+                "launch call failed, reconciling tasks={} reason={reason}",
+                tasks.len()
+            );
+            if self.subscribed {
+                calls.push(Call::Reconcile(
+                    tasks
+                        .into_iter()
+                        .map(|launch| (launch.task_id, Some(agent_id.clone())))
+                        .collect(),
+                ));
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+        if !self.subscribed {
+            return;
+        }
+        let overdue: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.phase != Phase::Pending)
+            .filter(|(_, task)| {
+                task.kill_sent_at
+                    .is_some_and(|sent| now.duration_since(sent).unwrap_or_default() >= KILL_RETRY)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in overdue {
+            self.send_kill(&task_id, now, calls);
+        }
+    }
+
+    /// Suppress when nothing can be placed; revive when something can.
+    fn update_suppression(&mut self, calls: &mut Vec<Call>) {
+        if !self.subscribed {
+            return;
+        }
+        let wants_offers = self
+            .tasks
+            .values()
+            .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
+        if wants_offers && self.suppressed {
+            self.suppressed = false;
+            calls.push(Call::Revive);
+        } else if !wants_offers && !self.suppressed {
+            self.suppressed = true;
+            calls.push(Call::Suppress);
+        }
+    }
+
+    /// Creates a copy of every one-per-node service on every matching node
+    /// that has never had one.
+    fn add_missing_copies(&mut self, now: SystemTime) {
+        let mut copies = Vec::new();
+        for service in self.services.values_mut() {
+            for (agent_id, node) in &self.nodes {
+                let matches = (service.spec.node_type.is_empty()
+                    || service.spec.node_type == node.node_type)
+                    && (service.spec.node_name.is_empty()
+                        || service.spec.node_name == node.node_name);
+                if matches && service.covered.insert(agent_id.clone()) {
+                    let mut spec = service.spec.clone();
+                    spec.node_name = if node.node_name.is_empty() {
+                        node.hostname.clone()
+                    } else {
+                        node.node_name.clone()
+                    };
+                    copies.push((spec, agent_id.clone()));
+                }
+            }
+        }
+        for (spec, agent_id) in copies {
+            self.add_task(spec, Some(agent_id), None, now);
+        }
+    }
+
+    fn add_task(
+        &mut self,
+        spec: TaskSpec,
+        pinned_agent: Option<AgentId>,
+        waits_for: Option<TaskId>,
+        now: SystemTime,
+    ) -> TaskId {
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .max(self.last_id_nanos + 1);
+        self.last_id_nanos = nanos;
+        let task_id = TaskId(format!("{}-{nanos}", internal_prefix(&spec.id)));
+        log::info!("task accepted task={} sla={}", task_id.0, spec.sla.as_str());
+        self.instances
+            .entry(spec.id.clone())
+            .or_default()
+            .insert(task_id.clone());
+        let task = Task {
+            spec,
+            phase: Phase::Pending,
+            pinned_agent,
+            agent_id: None,
+            hostname: None,
+            docker: DockerInfo::default(),
+            created_at: unix_seconds(now),
+            status_message: String::new(),
+            pending_reason: Some("waiting for offers".to_string()),
+            kill_sent_at: None,
+            waits_for,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        self.tasks.insert(task_id.clone(), task);
+        task_id
+    }
+
+    fn remove_task(&mut self, task_id: &TaskId) {
+        if let Some(task) = self.tasks.remove(task_id) {
+            log::info!("task removed task={}", task_id.0);
+            if let Some(live) = self.instances.get_mut(&task.spec.id) {
+                live.remove(task_id);
+                if live.is_empty() {
+                    self.instances.remove(&task.spec.id);
+                }
+            }
+        }
+    }
+
+    /// Drops a pending task at once; asks Mesos to kill a launched one.
+    fn kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        if task.phase == Phase::Pending {
+            self.remove_task(task_id);
+        } else {
+            self.send_kill(task_id, now, calls);
+        }
+    }
+
+    fn send_kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.kill_sent_at = Some(now);
+            calls.push(Call::Kill {
+                task_id: task_id.clone(),
+                agent_id: task.agent_id.clone(),
+            });
+        }
+    }
+
+    fn view(&self, task_id: &TaskId) -> TaskView {
+        let task = &self.tasks[task_id];
+        let state = match task.phase {
+            Phase::Pending => "pending".to_string(),
+            Phase::Launching => "launching".to_string(),
+            Phase::Active(state) => state.as_str().to_string(),
+        };
+        TaskView {
+            spec: task.spec.clone(),
+            internal_id: task_id.clone(),
+            state,
+            agent_id: task.agent_id.clone(),
+            hostname: task.hostname.clone(),
+            docker_id: task.docker.id.clone(),
+            docker_name: task.docker.name.clone(),
+            process_id: task.docker.pid,
+            created_at: task.created_at,
+            request_sent: task.phase != Phase::Pending,
+            running: task.phase == Phase::Active(TaskState::Running),
+            status_message: task.status_message.clone(),
+            pending_reason: if task.phase == Phase::Pending {
+                task.pending_reason.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    fn node_views(&self) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .map(|(agent_id, node)| NodeView {
+                agent_id: agent_id.clone(),
+                hostname: node.hostname.clone(),
+                node_type: node.node_type.clone(),
+                node_name: node.node_name.clone(),
+                time_of_last_offer: node.time_of_last_offer,
+            })
+            .collect()
+    }
+}
+
+/// The user id as it appears in internal ids: spaces removed.
+fn internal_prefix(user_id: &str) -> String {
+    user_id.replace(' ', "")
+}
+
+fn unix_seconds(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+#[cfg(test)]
+mod tests;
