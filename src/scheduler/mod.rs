@@ -10,9 +10,10 @@ pub mod model;
 pub mod placement;
 pub mod state;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
 pub use crate::scheduler::state::State;
@@ -33,6 +34,9 @@ pub const MESOS_INBOX_CAPACITY: usize = 1024;
 
 /// Capacity of the channel from the state thread to the Mesos caller.
 pub const OUTBOX_CAPACITY: usize = 4096;
+
+/// Calls waiting behind a full outbox before each turn logs a warning.
+pub const BACKLOG_WARNING: usize = 10_000;
 
 /// Every input of the state thread.
 #[derive(Debug)]
@@ -183,8 +187,12 @@ pub struct Launch {
     pub spec: TaskSpec,
 }
 
-/// The state thread's run loop: one `select!`, one `handle_event`, effects out.
-/// Returns when the API inbox closes (shutdown).
+/// The state thread's run loop: one `select!`, one `handle_event`, calls out.
+/// Returns when an inbox closes (shutdown).
+///
+/// Calls go to the `mesos-caller` thread with `try_send`: when the master is
+/// slow and the outbox is full, calls wait in `backlog` (in order) and this
+/// thread keeps serving the REST API instead of blocking on the network.
 pub fn run(
     mut state: State,
     api_inbox: Receiver<ApiCommand>,
@@ -192,6 +200,7 @@ pub fn run(
     outbox: Sender<Call>,
 ) {
     let ticker = crossbeam_channel::tick(TICK_INTERVAL);
+    let mut backlog: VecDeque<Call> = VecDeque::new();
     loop {
         let event = select! {
             recv(api_inbox) -> it => match it { Ok(command) => Event::Api(command), Err(_) => return },
@@ -199,12 +208,19 @@ pub fn run(
             recv(ticker) -> _ => Event::Tick,
         };
         let turn_start = Instant::now();
-        let calls = state.handle_event(event, SystemTime::now());
-        for call in calls {
-            // The caller thread only stops at shutdown, after this loop.
-            if outbox.send(call).is_err() {
-                return;
+        backlog.extend(state.handle_event(event, SystemTime::now()));
+        while let Some(call) = backlog.pop_front() {
+            match outbox.try_send(call) {
+                Ok(()) => {}
+                Err(TrySendError::Full(call)) => {
+                    backlog.push_front(call);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
             }
+        }
+        if backlog.len() > BACKLOG_WARNING {
+            log::warn!("mesos calls backing up queued={}", backlog.len());
         }
         let took = turn_start.elapsed();
         if took > SLOW_TURN {

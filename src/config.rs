@@ -1,0 +1,241 @@
+//! Command-line flags → `Config`. Hand-written (no clap): a handful of
+//! `--flag VALUE` pairs, each validated here so the rest of the program gets
+//! typed values. Runs once on the main thread.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::mesos::client::BasicAuth;
+
+/// One week: a lost connection must never make Mesos kill the lab's tasks.
+pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The largest secret file we read.
+const MAX_SECRET_FILE: u64 = 4096;
+
+pub const USAGE: &str = "\
+charmander-scheduler: a Mesos framework for the Charmander scheduling lab
+
+Usage: charmander-scheduler [FLAGS]
+
+Flags:
+  --master HOST:PORT        Mesos master to subscribe to (default 127.0.0.1:5050);
+                            a non-leading master redirects us to the leader
+  --listen ADDR:PORT        REST API address (default 0.0.0.0:7075)
+  --sim                     start a simulated Charmander lab (mesos-sim with
+                            slave1..slave3) in-process and use it as the master
+  --framework-name NAME     FrameworkInfo.name (default \"Charmander Scheduler\")
+  --user USER               FrameworkInfo.user (default root)
+  --role ROLE               FrameworkInfo.role (default *)
+  --hostname HOST           FrameworkInfo.hostname (default: this machine's name)
+  --failover-timeout SECS   how long Mesos keeps our tasks after we disconnect
+                            (default 604800, one week)
+  --principal NAME          Mesos HTTP basic-auth principal (optional)
+  --secret-file FILE        file holding the principal's secret (with --principal)
+  --http-workers N          REST worker threads (default 4)
+  --log-level LEVEL         error, warn, info, debug or trace (default info);
+                            RUST_LOG overrides it
+  -h, --help                print this help
+";
+
+/// Everything the program needs, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub master: String,
+    pub listen: String,
+    pub sim: bool,
+    pub framework_name: String,
+    pub user: String,
+    pub role: String,
+    pub hostname: String,
+    pub failover_timeout: Duration,
+    pub auth: Option<BasicAuth>,
+    pub http_workers: usize,
+    pub log_level: log::LevelFilter,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            master: "127.0.0.1:5050".to_string(),
+            listen: "0.0.0.0:7075".to_string(),
+            sim: false,
+            framework_name: "Charmander Scheduler".to_string(),
+            user: "root".to_string(),
+            role: "*".to_string(),
+            hostname: default_hostname(),
+            failover_timeout: DEFAULT_FAILOVER_TIMEOUT,
+            auth: None,
+            http_workers: 4,
+            log_level: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// What parsing the command line produced.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Run(Config),
+    Help,
+}
+
+/// A bad command line; printed with the usage hint, exit code 2.
+#[derive(Debug, PartialEq)]
+pub enum Error {
+    UnknownFlag(String),
+    MissingValue(&'static str),
+    BadValue { flag: &'static str, value: String, why: &'static str },
+    SecretFile { path: String, why: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownFlag(flag) => write!(f, "unknown flag {flag:?}"),
+            Error::MissingValue(flag) => write!(f, "{flag} needs a value"),
+            Error::BadValue { flag, value, why } => write!(f, "bad value {value:?} for {flag}: {why}"),
+            Error::SecretFile { path, why } => write!(f, "cannot read secret file {path}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
+    let mut config = Config::default();
+    let mut principal = None;
+    let mut secret_file = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &'static str| inline.clone().or_else(|| args.next()).ok_or(Error::MissingValue(name));
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--sim" => config.sim = true,
+            "--master" => config.master = host_port("--master", value("--master")?)?,
+            "--listen" => config.listen = host_port("--listen", value("--listen")?)?,
+            "--framework-name" => config.framework_name = non_empty("--framework-name", value("--framework-name")?)?,
+            "--user" => config.user = non_empty("--user", value("--user")?)?,
+            "--role" => config.role = non_empty("--role", value("--role")?)?,
+            "--hostname" => config.hostname = non_empty("--hostname", value("--hostname")?)?,
+            "--failover-timeout" => {
+                let text = value("--failover-timeout")?;
+                let seconds: f64 = text.parse().map_err(|_| bad("--failover-timeout", &text, "not a number of seconds"))?;
+                // The master rejects values that overflow int64 nanoseconds.
+                if !(seconds.is_finite() && (0.0..=9.0e9).contains(&seconds)) {
+                    return Err(bad("--failover-timeout", &text, "must be between 0 and 9e9 seconds"));
+                }
+                config.failover_timeout = Duration::from_secs_f64(seconds);
+            }
+            "--principal" => principal = Some(non_empty("--principal", value("--principal")?)?),
+            "--secret-file" => secret_file = Some(value("--secret-file")?),
+            "--http-workers" => {
+                let text = value("--http-workers")?;
+                config.http_workers = text.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad("--http-workers", &text, "must be 1 to 64"))?;
+            }
+            "--log-level" => {
+                let text = value("--log-level")?;
+                config.log_level = text.parse().map_err(|_| bad("--log-level", &text, "use error, warn, info, debug or trace"))?;
+            }
+            _ => return Err(Error::UnknownFlag(arg)),
+        }
+    }
+    config.auth = match (principal, secret_file) {
+        (None, None) => None,
+        (Some(_), None) => return Err(Error::MissingValue("--secret-file")),
+        (None, Some(_)) => return Err(Error::MissingValue("--principal")),
+        (Some(principal), Some(path)) => Some(BasicAuth { principal, secret: read_secret(&path)? }),
+    };
+    Ok(Parsed::Run(config))
+}
+
+fn bad(flag: &'static str, value: &str, why: &'static str) -> Error {
+    Error::BadValue { flag, value: value.to_string(), why }
+}
+
+fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
+    if value.trim().is_empty() {
+        return Err(bad(flag, &value, "must not be empty"));
+    }
+    Ok(value)
+}
+
+fn host_port(flag: &'static str, value: String) -> Result<String, Error> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(value),
+        _ => Err(bad(flag, &value, "expected HOST:PORT")),
+    }
+}
+
+fn read_secret(path: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let error = |why: String| Error::SecretFile { path: path.to_string(), why };
+    let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
+    let mut secret = String::new();
+    file.take(MAX_SECRET_FILE).read_to_string(&mut secret).map_err(|err| error(err.to_string()))?;
+    let secret = secret.trim_end_matches(['\r', '\n']).to_string();
+    if secret.is_empty() {
+        return Err(error("file is empty".to_string()));
+    }
+    // HTTP basic auth cannot carry a ':' in the secret (reference §6).
+    if secret.contains(':') {
+        return Err(error("secret must not contain ':'".to_string()));
+    }
+    Ok(secret)
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[track_caller]
+    fn check_error(line: &str, expected: &str) {
+        match parse(args(line)) {
+            Err(err) => assert_eq!(err.to_string(), expected),
+            Ok(parsed) => panic!("{line:?} parsed as {parsed:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let Ok(Parsed::Run(config)) = parse(args("")) else { panic!("empty args must parse") };
+        assert_eq!((config.master.as_str(), config.listen.as_str(), config.failover_timeout), ("127.0.0.1:5050", "0.0.0.0:7075", DEFAULT_FAILOVER_TIMEOUT));
+        let Ok(Parsed::Run(config)) = parse(args("--sim --master m1:5050 --listen=127.0.0.1:0 --role lab --failover-timeout 60 --log-level debug")) else {
+            panic!("valid flags must parse")
+        };
+        assert!(config.sim);
+        assert_eq!((config.master.as_str(), config.listen.as_str(), config.role.as_str()), ("m1:5050", "127.0.0.1:0", "lab"));
+        assert_eq!((config.failover_timeout, config.log_level), (Duration::from_secs(60), log::LevelFilter::Debug));
+        assert_eq!(parse(args("--help")), Ok(Parsed::Help));
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        check_error("--bogus", "unknown flag \"--bogus\"");
+        check_error("--master", "--master needs a value");
+        check_error("--master nohost", "bad value \"nohost\" for --master: expected HOST:PORT");
+        check_error("--listen :99999", "bad value \":99999\" for --listen: expected HOST:PORT");
+        check_error("--failover-timeout -1", "bad value \"-1\" for --failover-timeout: must be between 0 and 9e9 seconds");
+        check_error("--failover-timeout NaN", "bad value \"NaN\" for --failover-timeout: must be between 0 and 9e9 seconds");
+        check_error("--log-level loud", "bad value \"loud\" for --log-level: use error, warn, info, debug or trace");
+        check_error("--principal p", "--secret-file needs a value");
+        check_error("--principal p --secret-file /nonexistent/x", "cannot read secret file /nonexistent/x: No such file or directory (os error 2)");
+    }
+}
