@@ -355,7 +355,15 @@ impl State {
             });
             launched.push((agent_id, hostname, task_ids));
         }
-        let still_waiting = !placement.unplaced.is_empty();
+        // Replacements waiting for their predecessor count as waiting too:
+        // a long filter now would keep them off these nodes later.
+        let still_waiting = !placement.unplaced.is_empty()
+            || waiting.len()
+                < self
+                    .tasks
+                    .values()
+                    .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
+                    .count();
         for (task_id, reason) in placement.unplaced {
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 log::debug!("task not placed task={} reason={reason}", task_id.0);
@@ -480,6 +488,7 @@ impl State {
         // The master killed everything of the old framework: what the user
         // still wants goes back to pending under the new one.
         self.framework_id = None;
+        self.subscribed = false;
         let killed: Vec<TaskId> = self
             .tasks
             .iter()
@@ -493,6 +502,7 @@ impl State {
             task.phase = Phase::Pending;
             task.agent_id = None;
             task.hostname = None;
+            task.pending_reason = Some("waiting for offers".to_string());
         }
     }
 

@@ -1,1 +1,690 @@
-//! State transition tests.
+//! State transition tests: a script of events in, the calls and the task
+//! table out, as text. The clock is an argument, so ids are deterministic:
+//! the first task accepted at t=1000 s is `<id>-1000000000000`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::bounded;
+
+use super::*;
+use crate::scheduler::model::{NetworkMode, OfferId, PortMapping};
+
+/// Runs `script` (one step per line) and compares everything the steps
+/// printed with `expected`.
+///
+/// Steps:
+/// - `submit <id> mem=<m> [cpus=] [type=] [name=] [sla=singleton|one-per-node] [ports=p,q] [reshuffle]`
+/// - `subscribed` / `disconnected` / `removed`
+/// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
+/// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
+/// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>`
+/// - `launch-failed <task-prefix>` / `lost <agent>` / `tasks` / `nodes`
+#[track_caller]
+fn check(script: &str, expected: &str) {
+    let mut state = State::new(None);
+    let mut now = UNIX_EPOCH + Duration::from_secs(1000);
+    let mut out = Vec::new();
+    let mut offer_seq = 0;
+    for line in script
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
+        out.push(format!("> {line}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (event, show_reply) = match words[0] {
+            "submit" => (api(ApiRequest::Submit(spec(&words[1..]))), true),
+            "kill" => (
+                api(ApiRequest::Kill {
+                    id_prefix: words[1].to_string(),
+                }),
+                true,
+            ),
+            "reshuffle" => (
+                api(ApiRequest::Reshuffle {
+                    dry_run: words.get(1) == Some(&"dry"),
+                }),
+                true,
+            ),
+            "tasks" => (api(ApiRequest::ListTasks), true),
+            "nodes" => (api(ApiRequest::ListNodes), true),
+            "subscribed" => (
+                Event::Mesos(MesosEvent::Subscribed {
+                    framework_id: FrameworkId("fw".to_string()),
+                }),
+                false,
+            ),
+            "disconnected" => (
+                Event::Mesos(MesosEvent::Disconnected {
+                    reason: "test".to_string(),
+                }),
+                false,
+            ),
+            "removed" => (Event::Mesos(MesosEvent::FrameworkRemoved), false),
+            "lost" => (
+                Event::Mesos(MesosEvent::AgentLost(AgentId(words[1].to_string()))),
+                false,
+            ),
+            "offer" => {
+                let offers = words[1..]
+                    .iter()
+                    .map(|agent| {
+                        offer_seq += 1;
+                        lab_offer(agent, offer_seq)
+                    })
+                    .collect();
+                (Event::Mesos(MesosEvent::Offers(offers)), false)
+            }
+            "update" => (
+                Event::Mesos(MesosEvent::Update(update(&state, &words[1..]))),
+                false,
+            ),
+            "launch-failed" => {
+                let task_id = find(&state, words[1]);
+                let call = Call::Launch {
+                    agent_id: AgentId("slave2".to_string()),
+                    offer_ids: vec![OfferId("o".to_string())],
+                    tasks: vec![Launch {
+                        task_id: task_id.clone(),
+                        spec: state.tasks[&task_id].spec.clone(),
+                    }],
+                    refuse_seconds: 5.0,
+                };
+                (
+                    Event::Mesos(MesosEvent::CallFailed {
+                        call,
+                        reason: "timeout".to_string(),
+                    }),
+                    false,
+                )
+            }
+            "tick" => {
+                now += Duration::from_secs(words[1].parse().unwrap());
+                (Event::Tick, false)
+            }
+            other => panic!("unknown step {other}"),
+        };
+        let (reply_receiver, event) = match event {
+            Event::Api(command) => {
+                let (sender, receiver) = bounded(1);
+                (
+                    Some(receiver),
+                    Event::Api(ApiCommand {
+                        request: command.request,
+                        reply: sender,
+                    }),
+                )
+            }
+            other => (None, other),
+        };
+        for call in state.handle_event(event, now) {
+            out.push(render_call(&call));
+        }
+        if let (true, Some(receiver)) = (show_reply, reply_receiver) {
+            out.extend(render_reply(
+                receiver.try_recv().expect("every request gets a reply"),
+            ));
+        }
+    }
+    let actual = out
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
+}
+
+/// An API event; `check` swaps in a reply channel it keeps.
+fn api(request: ApiRequest) -> Event {
+    let (sender, _receiver) = bounded(1);
+    Event::Api(ApiCommand {
+        request,
+        reply: sender,
+    })
+}
+
+fn spec(words: &[&str]) -> TaskSpec {
+    let fields: BTreeMap<&str, &str> = words[1..]
+        .iter()
+        .map(|word| word.split_once('=').unwrap_or((word, "")))
+        .collect();
+    let get = |key: &str| fields.get(key).copied().unwrap_or("");
+    TaskSpec {
+        id: words[0].to_string(),
+        docker_image: "image".to_string(),
+        mem_mb: get("mem").parse().unwrap(),
+        cpus: fields.get("cpus").map(|it| it.parse().unwrap()),
+        sla: match get("sla") {
+            "singleton" => Sla::Singleton,
+            "one-per-node" => Sla::OnePerNode,
+            _ => Sla::None,
+        },
+        node_type: get("type").to_string(),
+        node_name: get("name").to_string(),
+        not_metered: false,
+        reshuffleable: fields.contains_key("reshuffle"),
+        arguments: Vec::new(),
+        volumes: Vec::new(),
+        ports: get("ports")
+            .split(',')
+            .filter(|it| !it.is_empty())
+            .map(|port| PortMapping {
+                host_port: port.parse().unwrap(),
+                container_port: 80,
+            })
+            .collect(),
+        network: NetworkMode::Default,
+    }
+}
+
+fn lab_offer(agent: &str, seq: usize) -> Offer {
+    let (node_type, cpus, mem_mb) = if agent == "slave1" {
+        ("analytics", 3.0, 2048.0)
+    } else {
+        ("lab", 2.0, 1024.0)
+    };
+    Offer {
+        id: OfferId(format!("o{seq}")),
+        agent_id: AgentId(agent.to_string()),
+        hostname: agent.to_string(),
+        cpus,
+        mem_mb,
+        ports: vec![(31000, 32000)],
+        attributes: [
+            ("nodetype".to_string(), node_type.to_string()),
+            ("nodename".to_string(), agent.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn find(state: &State, prefix: &str) -> TaskId {
+    state
+        .tasks
+        .keys()
+        .find(|id| id.0.starts_with(prefix))
+        .cloned()
+        .unwrap_or_else(|| TaskId(prefix.to_string()))
+}
+
+fn update(state: &State, words: &[&str]) -> TaskUpdate {
+    let task_id = find(state, words[0]);
+    let flags = &words[2..];
+    let task_state = [
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Lost,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+    ]
+    .into_iter()
+    .find(|it| it.as_str() == words[1])
+    .expect("known state");
+    TaskUpdate {
+        agent_id: state
+            .tasks
+            .get(&task_id)
+            .and_then(|task| task.agent_id.clone())
+            .or(Some(AgentId("slave9".to_string()))),
+        task_id,
+        state: task_state,
+        reason: if flags.contains(&"invalid") {
+            StatusReason::InvalidOffers
+        } else if flags.contains(&"reconcile") {
+            StatusReason::Reconciliation
+        } else {
+            StatusReason::Other
+        },
+        message: if flags.contains(&"invalid") {
+            "Task launched with invalid offers: Offer o1 is no longer valid".to_string()
+        } else {
+            String::new()
+        },
+        uuid: flags.contains(&"ack").then(|| vec![7; 16]),
+        docker: flags.contains(&"docker").then(|| DockerInfo {
+            id: "abc".to_string(),
+            name: "mesos-x".to_string(),
+            pid: 42,
+        }),
+    }
+}
+
+fn render_call(call: &Call) -> String {
+    let ids = |tasks: &[TaskId]| {
+        tasks
+            .iter()
+            .map(|it| it.0.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match call {
+        Call::Launch {
+            agent_id, tasks, ..
+        } => {
+            format!(
+                "  LAUNCH on {}: {}",
+                agent_id.0,
+                ids(&tasks
+                    .iter()
+                    .map(|it| it.task_id.clone())
+                    .collect::<Vec<_>>())
+            )
+        }
+        Call::Decline {
+            offer_ids,
+            refuse_seconds,
+        } => {
+            format!(
+                "  DECLINE {} refuse={refuse_seconds}",
+                offer_ids
+                    .iter()
+                    .map(|it| it.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+        Call::Kill { task_id, .. } => format!("  KILL {}", task_id.0),
+        Call::Acknowledge { task_id, .. } => format!("  ACK {}", task_id.0),
+        Call::Reconcile(tasks) => format!(
+            "  RECONCILE {}",
+            ids(&tasks.iter().map(|it| it.0.clone()).collect::<Vec<_>>())
+        ),
+        Call::Suppress => "  SUPPRESS".to_string(),
+        Call::Revive => "  REVIVE".to_string(),
+        Call::Teardown => "  TEARDOWN".to_string(),
+    }
+}
+
+fn render_reply(reply: ApiReply) -> Vec<String> {
+    let task_line = |view: &TaskView| {
+        let mut line = format!(
+            "  = {} {} {}",
+            view.internal_id.0,
+            view.state,
+            view.hostname.as_deref().unwrap_or("-")
+        );
+        if view.spec.node_name != "" && view.spec.sla == Sla::OnePerNode {
+            line.push_str(&format!(" nodename={}", view.spec.node_name));
+        }
+        if view.docker_id != "" {
+            line.push_str(&format!(
+                " docker={}/{}/{}",
+                view.docker_id, view.docker_name, view.process_id
+            ));
+        }
+        if let Some(reason) = &view.pending_reason {
+            line.push_str(&format!(" ({reason})"));
+        }
+        line
+    };
+    match reply {
+        ApiReply::Submitted { id } => vec![format!("  = submitted {id}")],
+        ApiReply::Tasks(views) => views.iter().map(task_line).collect(),
+        ApiReply::Killed(views) => views
+            .iter()
+            .map(|view| format!("  = killing {}", view.internal_id.0))
+            .collect(),
+        ApiReply::Reshuffled(steps) => steps
+            .iter()
+            .map(|step| {
+                format!(
+                    "  = reshuffle {} from {}",
+                    step.internal_id.0,
+                    step.from_host.as_deref().unwrap_or("-")
+                )
+            })
+            .collect(),
+        ApiReply::Nodes(nodes) => nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "  = node {} {} type={} name={}",
+                    node.agent_id.0, node.hostname, node.node_type, node.node_name
+                )
+            })
+            .collect(),
+        ApiReply::NotFound(message) => vec![format!("  = not found: {message}")],
+    }
+}
+
+#[test]
+fn submit_place_run_and_finish() {
+    check(
+        "
+        subscribed
+        submit stress60 mem=100 type=lab
+        offer slave1 slave2 slave3
+        update stress60 TASK_STARTING ack
+        update stress60 TASK_RUNNING ack docker
+        tasks
+        update stress60 TASK_FINISHED ack
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit stress60 mem=100 type=lab
+          REVIVE
+          = submitted stress60
+        > offer slave1 slave2 slave3
+          LAUNCH on slave2: stress60-1000000000000
+          DECLINE o1 o3 refuse=120
+          SUPPRESS
+        > update stress60 TASK_STARTING ack
+          ACK stress60-1000000000000
+        > update stress60 TASK_RUNNING ack docker
+          ACK stress60-1000000000000
+        > tasks
+          = stress60-1000000000000 TASK_RUNNING slave2 docker=abc/mesos-x/42
+        > update stress60 TASK_FINISHED ack
+          ACK stress60-1000000000000
+        > tasks
+        ",
+    );
+}
+
+#[test]
+fn invalid_offers_put_the_task_back_to_pending_without_ack() {
+    check(
+        "
+        subscribed
+        submit web mem=10
+        offer slave2
+        update web TASK_DROPPED invalid
+        tasks
+        offer slave3
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit web mem=10
+          REVIVE
+          = submitted web
+        > offer slave2
+          LAUNCH on slave2: web-1000000000000
+          SUPPRESS
+        > update web TASK_DROPPED invalid
+          REVIVE
+        > tasks
+          = web-1000000000000 pending - (relaunching after TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid)
+        > offer slave3
+          LAUNCH on slave3: web-1000000000000
+          SUPPRESS
+        ",
+    );
+}
+
+#[test]
+fn singleton_keeps_one_instance_and_one_per_node_covers_late_nodes() {
+    check(
+        "
+        subscribed
+        submit influxdb mem=100 cpus=1 type=analytics sla=singleton ports=31400,31410
+        submit influxdb mem=100 cpus=1 type=analytics sla=singleton
+        submit cadvisor mem=50 sla=one-per-node ports=31500
+        tasks
+        offer slave1 slave2
+        offer slave3
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit influxdb mem=100 cpus=1 type=analytics sla=singleton ports=31400,31410
+          REVIVE
+          = submitted influxdb
+        > submit influxdb mem=100 cpus=1 type=analytics sla=singleton
+          = submitted influxdb
+        > submit cadvisor mem=50 sla=one-per-node ports=31500
+          = submitted cadvisor
+        > tasks
+          = influxdb-1000000000000 pending - (waiting for offers)
+        > offer slave1 slave2
+          LAUNCH on slave1: influxdb-1000000000000 cadvisor-1000000000001
+          LAUNCH on slave2: cadvisor-1000000000002
+          SUPPRESS
+        > offer slave3
+          LAUNCH on slave3: cadvisor-1000000000003
+        > tasks
+          = cadvisor-1000000000001 launching slave1 nodename=slave1
+          = cadvisor-1000000000002 launching slave2 nodename=slave2
+          = cadvisor-1000000000003 launching slave3 nodename=slave3
+          = influxdb-1000000000000 launching slave1
+        ",
+    );
+}
+
+#[test]
+fn kill_by_prefix_drops_pending_and_kills_launched() {
+    check(
+        "
+        subscribed
+        submit stress60 mem=100 type=lab
+        offer slave2
+        submit stress80 mem=5000
+        kill stress
+        tasks
+        kill nothing
+        update stress60 TASK_KILLED ack
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit stress60 mem=100 type=lab
+          REVIVE
+          = submitted stress60
+        > offer slave2
+          LAUNCH on slave2: stress60-1000000000000
+          SUPPRESS
+        > submit stress80 mem=5000
+          REVIVE
+          = submitted stress80
+        > kill stress
+          KILL stress60-1000000000000
+          SUPPRESS
+          = killing stress60-1000000000000
+          = killing stress80-1000000000001
+        > tasks
+          = stress60-1000000000000 launching slave2
+        > kill nothing
+          = not found: no task id starts with nothing
+        > update stress60 TASK_KILLED ack
+          ACK stress60-1000000000000
+        > tasks
+        ",
+    );
+}
+
+#[test]
+fn reshuffle_replaces_a_singleton_only_after_the_old_one_is_gone() {
+    check(
+        "
+        subscribed
+        submit sim mem=100 type=lab sla=singleton reshuffle
+        offer slave2
+        update sim TASK_RUNNING ack
+        reshuffle dry
+        reshuffle
+        offer slave3
+        update sim-1000000000000 TASK_KILLED ack
+        offer slave3
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit sim mem=100 type=lab sla=singleton reshuffle
+          REVIVE
+          = submitted sim
+        > offer slave2
+          LAUNCH on slave2: sim-1000000000000
+          SUPPRESS
+        > update sim TASK_RUNNING ack
+          ACK sim-1000000000000
+        > reshuffle dry
+          = reshuffle sim-1000000000000 from slave2
+        > reshuffle
+          KILL sim-1000000000000
+          REVIVE
+          = reshuffle sim-1000000000000 from slave2
+        > offer slave3
+          DECLINE o2 refuse=5
+        > update sim-1000000000000 TASK_KILLED ack
+          ACK sim-1000000000000
+        > offer slave3
+          LAUNCH on slave3: sim-1000000000001
+          SUPPRESS
+        > tasks
+          = sim-1000000000001 launching slave3
+        ",
+    );
+}
+
+#[test]
+fn unknown_updates_are_acknowledged_and_master_updates_are_not() {
+    check(
+        "
+        update ghost TASK_RUNNING ack
+        update ghost TASK_LOST reconcile
+        ",
+        "
+        > update ghost TASK_RUNNING ack
+          ACK ghost
+        > update ghost TASK_LOST reconcile
+        ",
+    );
+}
+
+#[test]
+fn resubscription_reconciles_launched_tasks_and_resends_kills() {
+    check(
+        "
+        subscribed
+        submit a mem=10
+        submit b mem=10
+        offer slave2
+        kill b
+        disconnected
+        subscribed
+        update a TASK_LOST reconcile
+        tick 31
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001
+          SUPPRESS
+        > kill b
+          KILL b-1000000000001
+          = killing b-1000000000001
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000 b-1000000000001
+          KILL b-1000000000001
+          SUPPRESS
+        > update a TASK_LOST reconcile
+          REVIVE
+        > tick 31
+          KILL b-1000000000001
+        ",
+    );
+}
+
+#[test]
+fn a_failed_launch_call_is_reconciled_not_guessed() {
+    check(
+        "
+        subscribed
+        submit a mem=10
+        offer slave2
+        launch-failed a
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > launch-failed a
+          RECONCILE a-1000000000000
+        ",
+    );
+}
+
+#[test]
+fn node_registry_learns_from_offers_and_forgets_lost_agents() {
+    check(
+        "
+        offer slave1 slave2
+        lost slave2
+        nodes
+        ",
+        "
+        > offer slave1 slave2
+          DECLINE o1 o2 refuse=120
+        > lost slave2
+        > nodes
+          = node slave1 slave1 type=analytics name=slave1
+        ",
+    );
+}
+
+#[test]
+fn a_removed_framework_brings_its_tasks_back_to_pending() {
+    check(
+        "
+        subscribed
+        submit a mem=10
+        offer slave2
+        removed
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > removed
+        > tasks
+          = a-1000000000000 pending - (waiting for offers)
+        ",
+    );
+}
+
+#[test]
+fn ids_stay_unique_within_one_nanosecond() {
+    let mut state = State::new(None);
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
+    let a = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
+    let b = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
+    assert_eq!(
+        (a.0.as_str(), b.0.as_str()),
+        ("xy-5000000000", "xy-5000000001")
+    );
+}
