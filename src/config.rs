@@ -84,8 +84,15 @@ pub enum Parsed {
 pub enum Error {
     UnknownFlag(String),
     MissingValue(&'static str),
-    BadValue { flag: &'static str, value: String, why: &'static str },
-    SecretFile { path: String, why: String },
+    BadValue {
+        flag: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    SecretFile {
+        path: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -93,7 +100,9 @@ impl fmt::Display for Error {
         match self {
             Error::UnknownFlag(flag) => write!(f, "unknown flag {flag:?}"),
             Error::MissingValue(flag) => write!(f, "{flag} needs a value"),
-            Error::BadValue { flag, value, why } => write!(f, "bad value {value:?} for {flag}: {why}"),
+            Error::BadValue { flag, value, why } => {
+                write!(f, "bad value {value:?} for {flag}: {why}")
+            }
             Error::SecretFile { path, why } => write!(f, "cannot read secret file {path}: {why}"),
         }
     }
@@ -110,25 +119,40 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(value.to_string()))
+            }
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &'static str| inline.clone().or_else(|| args.next()).ok_or(Error::MissingValue(name));
+        let mut value = |name: &'static str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(Error::MissingValue(name))
+        };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--sim" => config.sim = true,
             "--master" => config.master = host_port("--master", value("--master")?)?,
             "--listen" => config.listen = host_port("--listen", value("--listen")?)?,
-            "--framework-name" => config.framework_name = non_empty("--framework-name", value("--framework-name")?)?,
+            "--framework-name" => {
+                config.framework_name = non_empty("--framework-name", value("--framework-name")?)?
+            }
             "--user" => config.user = non_empty("--user", value("--user")?)?,
             "--role" => config.role = non_empty("--role", value("--role")?)?,
             "--hostname" => config.hostname = non_empty("--hostname", value("--hostname")?)?,
             "--failover-timeout" => {
                 let text = value("--failover-timeout")?;
-                let seconds: f64 = text.parse().map_err(|_| bad("--failover-timeout", &text, "not a number of seconds"))?;
+                let seconds: f64 = text
+                    .parse()
+                    .map_err(|_| bad("--failover-timeout", &text, "not a number of seconds"))?;
                 // The master rejects values that overflow int64 nanoseconds.
                 if !(seconds.is_finite() && (0.0..=9.0e9).contains(&seconds)) {
-                    return Err(bad("--failover-timeout", &text, "must be between 0 and 9e9 seconds"));
+                    return Err(bad(
+                        "--failover-timeout",
+                        &text,
+                        "must be between 0 and 9e9 seconds",
+                    ));
                 }
                 config.failover_timeout = Duration::from_secs_f64(seconds);
             }
@@ -136,11 +160,21 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             "--secret-file" => secret_file = Some(value("--secret-file")?),
             "--http-workers" => {
                 let text = value("--http-workers")?;
-                config.http_workers = text.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad("--http-workers", &text, "must be 1 to 64"))?;
+                config.http_workers = text
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| bad("--http-workers", &text, "must be 1 to 64"))?;
             }
             "--log-level" => {
                 let text = value("--log-level")?;
-                config.log_level = text.parse().map_err(|_| bad("--log-level", &text, "use error, warn, info, debug or trace"))?;
+                config.log_level = text.parse().map_err(|_| {
+                    bad(
+                        "--log-level",
+                        &text,
+                        "use error, warn, info, debug or trace",
+                    )
+                })?;
             }
             _ => return Err(Error::UnknownFlag(arg)),
         }
@@ -149,13 +183,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
         (None, None) => None,
         (Some(_), None) => return Err(Error::MissingValue("--secret-file")),
         (None, Some(_)) => return Err(Error::MissingValue("--principal")),
-        (Some(principal), Some(path)) => Some(BasicAuth { principal, secret: read_secret(&path)? }),
+        (Some(principal), Some(path)) => Some(BasicAuth {
+            principal,
+            secret: read_secret(&path)?,
+        }),
     };
     Ok(Parsed::Run(config))
 }
 
 fn bad(flag: &'static str, value: &str, why: &'static str) -> Error {
-    Error::BadValue { flag, value: value.to_string(), why }
+    Error::BadValue {
+        flag,
+        value: value.to_string(),
+        why,
+    }
 }
 
 fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
@@ -174,10 +215,15 @@ fn host_port(flag: &'static str, value: String) -> Result<String, Error> {
 
 fn read_secret(path: &str) -> Result<String, Error> {
     use std::io::Read;
-    let error = |why: String| Error::SecretFile { path: path.to_string(), why };
+    let error = |why: String| Error::SecretFile {
+        path: path.to_string(),
+        why,
+    };
     let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
     let mut secret = String::new();
-    file.take(MAX_SECRET_FILE).read_to_string(&mut secret).map_err(|err| error(err.to_string()))?;
+    file.take(MAX_SECRET_FILE)
+        .read_to_string(&mut secret)
+        .map_err(|err| error(err.to_string()))?;
     let secret = secret.trim_end_matches(['\r', '\n']).to_string();
     if secret.is_empty() {
         return Err(error("file is empty".to_string()));
@@ -215,14 +261,33 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let Ok(Parsed::Run(config)) = parse(args("")) else { panic!("empty args must parse") };
-        assert_eq!((config.master.as_str(), config.listen.as_str(), config.failover_timeout), ("127.0.0.1:5050", "0.0.0.0:7075", DEFAULT_FAILOVER_TIMEOUT));
+        let Ok(Parsed::Run(config)) = parse(args("")) else {
+            panic!("empty args must parse")
+        };
+        assert_eq!(
+            (
+                config.master.as_str(),
+                config.listen.as_str(),
+                config.failover_timeout
+            ),
+            ("127.0.0.1:5050", "0.0.0.0:7075", DEFAULT_FAILOVER_TIMEOUT)
+        );
         let Ok(Parsed::Run(config)) = parse(args("--sim --master m1:5050 --listen=127.0.0.1:0 --role lab --failover-timeout 60 --log-level debug")) else {
             panic!("valid flags must parse")
         };
         assert!(config.sim);
-        assert_eq!((config.master.as_str(), config.listen.as_str(), config.role.as_str()), ("m1:5050", "127.0.0.1:0", "lab"));
-        assert_eq!((config.failover_timeout, config.log_level), (Duration::from_secs(60), log::LevelFilter::Debug));
+        assert_eq!(
+            (
+                config.master.as_str(),
+                config.listen.as_str(),
+                config.role.as_str()
+            ),
+            ("m1:5050", "127.0.0.1:0", "lab")
+        );
+        assert_eq!(
+            (config.failover_timeout, config.log_level),
+            (Duration::from_secs(60), log::LevelFilter::Debug)
+        );
         assert_eq!(parse(args("--help")), Ok(Parsed::Help));
     }
 
@@ -230,12 +295,30 @@ mod tests {
     fn bad_flags_say_what_is_wrong() {
         check_error("--bogus", "unknown flag \"--bogus\"");
         check_error("--master", "--master needs a value");
-        check_error("--master nohost", "bad value \"nohost\" for --master: expected HOST:PORT");
-        check_error("--listen :99999", "bad value \":99999\" for --listen: expected HOST:PORT");
-        check_error("--failover-timeout -1", "bad value \"-1\" for --failover-timeout: must be between 0 and 9e9 seconds");
-        check_error("--failover-timeout NaN", "bad value \"NaN\" for --failover-timeout: must be between 0 and 9e9 seconds");
-        check_error("--log-level loud", "bad value \"loud\" for --log-level: use error, warn, info, debug or trace");
+        check_error(
+            "--master nohost",
+            "bad value \"nohost\" for --master: expected HOST:PORT",
+        );
+        check_error(
+            "--listen :99999",
+            "bad value \":99999\" for --listen: expected HOST:PORT",
+        );
+        check_error(
+            "--failover-timeout -1",
+            "bad value \"-1\" for --failover-timeout: must be between 0 and 9e9 seconds",
+        );
+        check_error(
+            "--failover-timeout NaN",
+            "bad value \"NaN\" for --failover-timeout: must be between 0 and 9e9 seconds",
+        );
+        check_error(
+            "--log-level loud",
+            "bad value \"loud\" for --log-level: use error, warn, info, debug or trace",
+        );
         check_error("--principal p", "--secret-file needs a value");
-        check_error("--principal p --secret-file /nonexistent/x", "cannot read secret file /nonexistent/x: No such file or directory (os error 2)");
+        check_error(
+            "--principal p --secret-file /nonexistent/x",
+            "cannot read secret file /nonexistent/x: No such file or directory (os error 2)",
+        );
     }
 }

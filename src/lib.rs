@@ -10,4 +10,3 @@
 pub mod config;
 pub mod mesos;
 pub mod scheduler;
-
