@@ -1,0 +1,198 @@
+//! Shared test plumbing: a simulated lab (mesos-sim) plus the real scheduler
+//! wired by `charmander::start`, both on port 0, and small HTTP helpers.
+//! Everything waits on deadlines, never on bare sleeps.
+
+use std::time::{Duration, Instant};
+
+use charmander::config::Config;
+use charmander::sim::{self, AgentSpec, SimConfig};
+use serde_json::Value;
+
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// How often `wait_until` polls.
+const POLL: Duration = Duration::from_millis(25);
+
+/// A simulated Mesos master and a scheduler subscribed to it.
+pub struct Lab {
+    // Field order is drop order: the scheduler stops before its master.
+    pub scheduler: Option<charmander::Running>,
+    pub sim: sim::Master,
+    pub http: ureq::Agent,
+}
+
+impl Lab {
+    /// The Charmander lab (slave1 analytics, slave2/slave3 lab) with fast heartbeats.
+    pub fn start() -> Lab {
+        Lab::with_agents(sim::charmander_lab())
+    }
+
+    pub fn with_agents(agents: Vec<AgentSpec>) -> Lab {
+        let sim = sim::Master::start(fast_sim(agents)).expect("sim starts");
+        let scheduler = charmander::start(scheduler_config(&sim.addr().to_string())).expect("scheduler starts");
+        let lab = Lab { scheduler: Some(scheduler), sim, http: http_agent() };
+        lab.wait_subscribed();
+        lab
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        let addr = self.scheduler.as_ref().expect("scheduler running").api_addr();
+        format!("http://{addr}{path}")
+    }
+
+    pub fn sim_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.sim.addr())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        request(&self.http, "GET", &self.api(path), None)
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        request(&self.http, "POST", &self.api(path), Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        request(&self.http, "DELETE", &self.api(path), None)
+    }
+
+    pub fn sim_post(&self, path: &str, body: &str) -> (u16, Value) {
+        request(&self.http, "POST", &self.sim_url(path), Some(body))
+    }
+
+    pub fn sim_delete(&self, path: &str) -> (u16, Value) {
+        request(&self.http, "DELETE", &self.sim_url(path), None)
+    }
+
+    /// The simulator's `/sim/state` document.
+    pub fn sim_state(&self) -> Value {
+        let (status, state) = request(&self.http, "GET", &self.sim_url("/sim/state"), None);
+        assert_eq!(status, 200, "sim state: {state}");
+        state
+    }
+
+    /// Every task the scheduler lists.
+    pub fn tasks(&self) -> Vec<Value> {
+        let (status, tasks) = self.get("/client/task");
+        assert_eq!(status, 200, "task list: {tasks}");
+        tasks.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Tasks whose user id is `id`.
+    pub fn tasks_named(&self, id: &str) -> Vec<Value> {
+        self.tasks().into_iter().filter(|task| task["id"] == id).collect()
+    }
+
+    /// Waits until the tasks named `id` are `count` and all TASK_RUNNING; returns them.
+    #[track_caller]
+    pub fn wait_running(&self, id: &str, count: usize) -> Vec<Value> {
+        let mut last = Vec::new();
+        let ok = wait_until(DEADLINE, || {
+            last = self.tasks_named(id);
+            last.len() == count && last.iter().all(|task| task["state"] == "TASK_RUNNING")
+        });
+        assert!(ok, "{count} running {id} tasks expected, have: {}", serde_json::to_string_pretty(&last).unwrap_or_default());
+        last
+    }
+
+    /// Waits until the simulator shows our framework subscribed.
+    #[track_caller]
+    pub fn wait_subscribed(&self) {
+        let ok = wait_until(DEADLINE, || {
+            self.sim_state()["frameworks"].as_array().is_some_and(|frameworks| frameworks.iter().any(|fw| fw["connected"] == true))
+        });
+        assert!(ok, "scheduler never subscribed: {}", self.sim_state());
+    }
+
+    /// Count of calls of `kind` (e.g. "ACCEPT") the simulator received.
+    pub fn calls(&self, kind: &str) -> u64 {
+        self.sim_state()["calls"][kind].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.shutdown();
+        }
+    }
+}
+
+/// A simulator config tuned for tests: quick heartbeats, offers and retries.
+pub fn fast_sim(agents: Vec<AgentSpec>) -> SimConfig {
+    SimConfig {
+        listen: "127.0.0.1:0".to_string(),
+        agents,
+        heartbeat: Duration::from_millis(500),
+        allocation_interval: Duration::from_millis(100),
+        update_retry: Duration::from_millis(500),
+        ..SimConfig::default()
+    }
+}
+
+pub fn scheduler_config(master: &str) -> Config {
+    Config { master: master.to_string(), listen: "127.0.0.1:0".to_string(), http_workers: 2, ..Config::default() }
+}
+
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// One request; returns the status and the body as JSON (or as a JSON string
+/// when it is not JSON).
+pub fn request(http: &ureq::Agent, method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let result = match (method, body) {
+        ("GET", _) => http.get(url).call(),
+        ("DELETE", _) => http.delete(url).call(),
+        ("POST", Some(body)) => http.post(url).header("Content-Type", "application/json").send(body),
+        ("POST", None) => http.post(url).send_empty(),
+        ("PUT", Some(body)) => http.put(url).send(body),
+        _ => panic!("unsupported request {method}"),
+    };
+    let mut response = result.unwrap_or_else(|err| panic!("{method} {url} failed: {err}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The lab's example task files from the reference API document.
+pub const CADVISOR: &str = r#"{
+"id": "cadvisor", "dockerimage": "google/cadvisor:0.6.2", "mem": "50", "sla": "one-per-node", "notmetered": true,
+"volumes": [
+ {"host_path":"/", "container_path":"/rootfs", "mode":"ro"},
+ {"host_path":"/var/run", "container_path":"/var/run", "mode":"rw"},
+ {"host_path":"/sys", "container_path":"/sys", "mode":"ro"},
+ {"host_path":"/var/lib/docker", "container_path":"/var/lib/docker/", "mode":"ro"}],
+"ports": [{"host_port":"31500", "container_port":"8080"}]
+}"#;
+
+pub const STRESS60: &str = r#"{
+"id": "stress60", "dockerimage": "stress", "mem": "100", "reshuffleable": true, "nodetype": "lab",
+"arguments": ["--vm-bytes", "60M", "--vm", "1"]
+}"#;
+
+pub const INFLUXDB: &str = r#"{
+"id": "influxdb", "dockerimage": "influxdb", "mem": "100", "cpus": "1", "sla": "singleton", "nodetype": "analytics", "notmetered": true,
+"volumes": [{"host_path":"/analytics/log/influxdb", "container_path":"/log/", "mode":"rw"}],
+"ports": [{"host_port":"31400", "container_port":"8083"}, {"host_port":"31410", "container_port":"8086"}]
+}"#;
