@@ -9,4 +9,5 @@
 
 pub mod config;
 pub mod mesos;
+pub mod redis;
 pub mod scheduler;

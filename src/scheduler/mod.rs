@@ -6,6 +6,7 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
+pub mod intelligence;
 pub mod model;
 pub mod placement;
 pub mod state;
