@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
+use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
 pub use crate::scheduler::state::State;
 
@@ -66,6 +67,33 @@ pub enum ApiRequest {
     Reshuffle { dry_run: bool },
     /// `GET /client/node`.
     ListNodes,
+    /// `GET /client/intelligence`.
+    ListIntelligence,
+    /// `PUT /client/intelligence/<task>/<attribute>`; an empty `raw` clears.
+    SetIntelligence {
+        task: String,
+        attribute: String,
+        raw: String,
+        source: Source,
+    },
+    /// `DELETE /client/intelligence/<task>/<attribute>`.
+    ClearIntelligence {
+        task: String,
+        attribute: String,
+        source: Source,
+    },
+    /// From the Redis bridge: what changed in Redis since its last cycle.
+    SyncIntelligence(Vec<IntelligenceChange>),
+    /// From the Redis bridge: nodes, tasks and the intelligence table to publish.
+    Snapshot,
+}
+
+/// One intelligence key that changed in Redis; `raw` None or empty clears it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntelligenceChange {
+    pub task: String,
+    pub attribute: String,
+    pub raw: Option<String>,
 }
 
 #[derive(Debug)]
@@ -79,15 +107,39 @@ pub enum ApiReply {
     Killed(Vec<TaskView>),
     Reshuffled(Vec<ReshuffleStep>),
     Nodes(Vec<NodeView>),
+    /// The whole intelligence table.
+    Intelligence(Table),
+    /// An intelligence entry was set or cleared.
+    IntelligenceChanged,
+    /// Sync result: the changes the table refused, with the reason.
+    Synced {
+        rejected: Vec<(IntelligenceChange, String)>,
+    },
+    Snapshot(Snapshot),
     /// Nothing matched; the message says what.
     NotFound(String),
+    /// The request is well-formed but its value is not acceptable (400).
+    Invalid(String),
+}
+
+/// What the Redis bridge publishes each cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub nodes: Vec<NodeView>,
+    pub tasks: Vec<TaskView>,
+    pub intelligence: Table,
 }
 
 /// One task as `GET /client/task` shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskView {
-    /// The spec the task runs with (for one-per-node copies, pinned to the node).
+    /// The spec the task runs with: the request with task intelligence
+    /// applied (for one-per-node copies, pinned to the node).
     pub spec: TaskSpec,
+    /// The spec as the user submitted it.
+    pub requested: TaskSpec,
+    /// The intelligence entries that changed `spec`: (attribute, derived value).
+    pub intelligence: Vec<(String, String)>,
     pub internal_id: TaskId,
     /// "pending", "launching", or the Mesos state name such as "TASK_RUNNING".
     pub state: String,
@@ -121,8 +173,13 @@ pub struct NodeView {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReshuffleStep {
     pub id: String,
+    /// The task being replaced.
     pub internal_id: TaskId,
     pub from_host: Option<String>,
+    /// Where the replacement must go, when intelligence pins it (nodename).
+    pub to_host: Option<String>,
+    /// The intelligence entries that change the replacement: (attribute, derived value).
+    pub changes: Vec<(String, String)>,
 }
 
 /// What the Mesos reader and caller tell the state thread.

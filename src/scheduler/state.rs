@@ -13,14 +13,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, Offer, Sla, StatusReason, TaskId, TaskSpec, TaskState,
     TaskUpdate,
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
-    ApiCommand, ApiReply, ApiRequest, Call, Event, Launch, MesosEvent, NodeView, ReshuffleStep,
-    TaskView,
+    ApiCommand, ApiReply, ApiRequest, Call, Event, IntelligenceChange, Launch, MesosEvent,
+    NodeView, ReshuffleStep, Snapshot, TaskView,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -49,7 +50,12 @@ enum Phase {
 /// One task instance, keyed by its internal id.
 #[derive(Clone, Debug)]
 struct Task {
+    /// What the task runs with: `requested` plus intelligence.
     spec: TaskSpec,
+    /// What the user submitted.
+    requested: TaskSpec,
+    /// Intelligence entries that changed `spec`: (attribute, derived value).
+    applied: Vec<(String, String)>,
     phase: Phase,
     /// Set for one-per-node copies: the agent the copy belongs to.
     pinned_agent: Option<AgentId>,
@@ -99,6 +105,7 @@ pub struct State {
     instances: BTreeMap<String, BTreeSet<TaskId>>,
     services: BTreeMap<String, Service>,
     nodes: BTreeMap<AgentId, Node>,
+    intelligence: Table,
     /// What we last told the master.
     suppressed: bool,
     /// The largest unix-nanosecond stamp handed out, so ids stay unique.
@@ -140,6 +147,29 @@ impl State {
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
+            ApiRequest::ListIntelligence => ApiReply::Intelligence(self.intelligence.clone()),
+            ApiRequest::SetIntelligence {
+                task,
+                attribute,
+                raw,
+                source,
+            } => self.on_set_intelligence(task, attribute, raw, source, now),
+            ApiRequest::ClearIntelligence {
+                task,
+                attribute,
+                source,
+            } => match self.clear_intelligence(&task, &attribute, source) {
+                true => ApiReply::IntelligenceChanged,
+                false => ApiReply::NotFound(format!(
+                    "no intelligence for task {task} attribute {attribute}"
+                )),
+            },
+            ApiRequest::SyncIntelligence(changes) => self.on_sync_intelligence(changes, now),
+            ApiRequest::Snapshot => ApiReply::Snapshot(Snapshot {
+                nodes: self.node_views(),
+                tasks: self.tasks.keys().map(|id| self.view(id)).collect(),
+                intelligence: self.intelligence.clone(),
+            }),
         };
         // The handler may have timed out and gone; that is its business.
         let _ = reply.send(answer);
@@ -147,7 +177,10 @@ impl State {
 
     fn on_submit(&mut self, spec: TaskSpec, now: SystemTime) -> ApiReply {
         let id = spec.id.clone();
-        match spec.sla {
+        // Intelligence (an `sla` override included) is applied before the
+        // SLA decides what to create, unlike the original.
+        let (effective, _) = intelligence::apply(&spec, &self.intelligence);
+        match effective.sla {
             Sla::None => {
                 self.add_task(spec, None, None, now);
             }
@@ -224,18 +257,22 @@ impl State {
             let Some(task) = self.tasks.get(&old_id) else {
                 continue;
             };
+            let (effective, changes) = intelligence::apply(&task.requested, &self.intelligence);
+            let to_host = (!effective.node_name.is_empty()).then(|| effective.node_name.clone());
             steps.push(ReshuffleStep {
                 id: task.spec.id.clone(),
                 internal_id: old_id.clone(),
                 from_host: task.hostname.clone(),
+                to_host,
+                changes,
             });
             if dry_run {
                 continue;
             }
-            let spec = task.spec.clone();
+            let requested = task.requested.clone();
             // The replacement waits for Mesos to confirm the old task is gone,
             // so placement sees its resources free (and a singleton is never doubled).
-            self.add_task(spec, None, Some(old_id.clone()), now);
+            self.add_task(requested, None, Some(old_id.clone()), now);
             self.kill(&old_id, now, calls);
         }
         ApiReply::Reshuffled(steps)
@@ -547,14 +584,17 @@ impl State {
     }
 
     /// Suppress when nothing can be placed; revive when something can.
+    /// One-per-node services keep offers coming: offers are the only way
+    /// Mesos tells a framework that a node joined.
     fn update_suppression(&mut self, calls: &mut Vec<Call>) {
         if !self.subscribed {
             return;
         }
-        let wants_offers = self
-            .tasks
-            .values()
-            .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
+        let wants_offers = !self.services.is_empty()
+            || self
+                .tasks
+                .values()
+                .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
         if wants_offers && self.suppressed {
             self.suppressed = false;
             calls.push(Call::Revive);
@@ -590,13 +630,24 @@ impl State {
         }
     }
 
+    /// Creates a pending task from what the user asked for, with the current
+    /// intelligence applied. One-per-node copies (`pinned_agent`) keep their
+    /// node: a `nodename`, `nodetype` or `sla` override must not pin every
+    /// copy to one node (the original's bug); mem and cpus still apply.
     fn add_task(
         &mut self,
-        spec: TaskSpec,
+        requested: TaskSpec,
         pinned_agent: Option<AgentId>,
         waits_for: Option<TaskId>,
         now: SystemTime,
     ) -> TaskId {
+        let (mut spec, mut applied) = intelligence::apply(&requested, &self.intelligence);
+        if pinned_agent.is_some() {
+            spec.node_name = requested.node_name.clone();
+            spec.node_type = requested.node_type.clone();
+            spec.sla = requested.sla;
+            applied.retain(|(attribute, _)| attribute == "mem" || attribute == "cpus");
+        }
         let nanos = now
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -611,6 +662,8 @@ impl State {
             .insert(task_id.clone());
         let task = Task {
             spec,
+            requested,
+            applied,
             phase: Phase::Pending,
             pinned_agent,
             agent_id: None,
@@ -662,6 +715,111 @@ impl State {
         }
     }
 
+    fn on_set_intelligence(
+        &mut self,
+        task: String,
+        attribute: String,
+        raw: String,
+        source: Source,
+        now: SystemTime,
+    ) -> ApiReply {
+        if task.is_empty() || task.contains([':', '/']) {
+            return ApiReply::Invalid(format!(
+                "task name {task:?} must be non-empty without ':' or '/'"
+            ));
+        }
+        if raw.trim().is_empty() {
+            self.clear_intelligence(&task, &attribute, source);
+            return ApiReply::IntelligenceChanged;
+        }
+        match intelligence::derive(&attribute, &raw) {
+            Ok(derived) => {
+                log::info!(
+                    "intelligence set task={task} attribute={attribute} value={} source={}",
+                    derived.display(),
+                    source.as_str()
+                );
+                let entry = Entry {
+                    source,
+                    raw: raw.trim().to_string(),
+                    derived,
+                    updated_at: unix_seconds(now),
+                };
+                self.intelligence
+                    .entry(task)
+                    .or_default()
+                    .insert(attribute, entry);
+                ApiReply::IntelligenceChanged
+            }
+            Err(reason) => ApiReply::Invalid(reason),
+        }
+    }
+
+    /// Removes one entry; true when there was one.
+    fn clear_intelligence(&mut self, task: &str, attribute: &str, source: Source) -> bool {
+        let Some(entries) = self.intelligence.get_mut(task) else {
+            return false;
+        };
+        let removed = entries.remove(attribute).is_some();
+        if entries.is_empty() {
+            self.intelligence.remove(task);
+        }
+        if removed {
+            log::info!(
+                "intelligence cleared task={task} attribute={attribute} source={}",
+                source.as_str()
+            );
+        }
+        removed
+    }
+
+    /// Applies what changed in Redis. An invalid value is refused and the
+    /// value already learned is kept: nothing learned is lost to garbage.
+    fn on_sync_intelligence(
+        &mut self,
+        changes: Vec<IntelligenceChange>,
+        now: SystemTime,
+    ) -> ApiReply {
+        let mut rejected = Vec::new();
+        for change in changes {
+            match change
+                .raw
+                .as_deref()
+                .map(str::trim)
+                .filter(|raw| !raw.is_empty())
+            {
+                None => {
+                    self.clear_intelligence(&change.task, &change.attribute, Source::Redis);
+                }
+                Some(raw) => match intelligence::derive(&change.attribute, raw) {
+                    Ok(derived) => {
+                        let entry = Entry {
+                            source: Source::Redis,
+                            raw: raw.to_string(),
+                            derived,
+                            updated_at: unix_seconds(now),
+                        };
+                        let entries = self.intelligence.entry(change.task.clone()).or_default();
+                        if entries
+                            .get(&change.attribute)
+                            .is_none_or(|old| old.raw != entry.raw)
+                        {
+                            log::info!(
+                                "intelligence set task={} attribute={} value={} source=redis",
+                                change.task,
+                                change.attribute,
+                                entry.derived.display()
+                            );
+                            entries.insert(change.attribute.clone(), entry);
+                        }
+                    }
+                    Err(reason) => rejected.push((change, reason)),
+                },
+            }
+        }
+        ApiReply::Synced { rejected }
+    }
+
     fn view(&self, task_id: &TaskId) -> TaskView {
         let task = &self.tasks[task_id];
         let state = match task.phase {
@@ -671,6 +829,8 @@ impl State {
         };
         TaskView {
             spec: task.spec.clone(),
+            requested: task.requested.clone(),
+            intelligence: task.applied.clone(),
             internal_id: task_id.clone(),
             state,
             agent_id: task.agent_id.clone(),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::bounded;
 
 use super::*;
+use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping};
 
 /// Runs `script` (one step per line) and compares everything the steps
@@ -49,6 +50,30 @@ fn check(script: &str, expected: &str) {
             ),
             "tasks" => (api(ApiRequest::ListTasks), true),
             "nodes" => (api(ApiRequest::ListNodes), true),
+            "intel" => {
+                let raw = words.get(3).copied().unwrap_or("").to_string();
+                (
+                    api(ApiRequest::SetIntelligence {
+                        task: words[1].to_string(),
+                        attribute: words[2].to_string(),
+                        raw,
+                        source: Source::Rest,
+                    }),
+                    true,
+                )
+            }
+            "sync" => {
+                let raw = words.get(3).map(|it| it.to_string()).filter(|it| it != "-");
+                (
+                    api(ApiRequest::SyncIntelligence(vec![IntelligenceChange {
+                        task: words[1].to_string(),
+                        attribute: words[2].to_string(),
+                        raw,
+                    }])),
+                    true,
+                )
+            }
+            "intelligence" => (api(ApiRequest::ListIntelligence), true),
             "subscribed" => (
                 Event::Mesos(MesosEvent::Subscribed {
                     framework_id: FrameworkId("fw".to_string()),
@@ -315,6 +340,12 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             view.state,
             view.hostname.as_deref().unwrap_or("-")
         );
+        if view.spec.mem_mb != view.requested.mem_mb {
+            line.push_str(&format!(
+                " mem={} (asked {})",
+                view.spec.mem_mb, view.requested.mem_mb
+            ));
+        }
         if view.spec.node_name != "" && view.spec.sla == Sla::OnePerNode {
             line.push_str(&format!(" nodename={}", view.spec.node_name));
         }
@@ -323,6 +354,9 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
                 " docker={}/{}/{}",
                 view.docker_id, view.docker_name, view.process_id
             ));
+        }
+        for (attribute, value) in &view.intelligence {
+            line.push_str(&format!(" [{attribute}={value}]"));
         }
         if let Some(reason) = &view.pending_reason {
             line.push_str(&format!(" ({reason})"));
@@ -339,11 +373,20 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         ApiReply::Reshuffled(steps) => steps
             .iter()
             .map(|step| {
+                let changes: Vec<String> = step
+                    .changes
+                    .iter()
+                    .map(|(attribute, value)| format!("{attribute}={value}"))
+                    .collect();
                 format!(
-                    "  = reshuffle {} from {}",
+                    "  = reshuffle {} from {} to {} {}",
                     step.internal_id.0,
-                    step.from_host.as_deref().unwrap_or("-")
+                    step.from_host.as_deref().unwrap_or("-"),
+                    step.to_host.as_deref().unwrap_or("-"),
+                    changes.join(" ")
                 )
+                .trim_end()
+                .to_string()
             })
             .collect(),
         ApiReply::Nodes(nodes) => nodes
@@ -356,6 +399,35 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             })
             .collect(),
         ApiReply::NotFound(message) => vec![format!("  = not found: {message}")],
+        ApiReply::Invalid(message) => vec![format!("  = invalid: {message}")],
+        ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
+        ApiReply::Intelligence(table) => table
+            .iter()
+            .flat_map(|(task, entries)| {
+                entries.iter().map(move |(attribute, entry)| {
+                    format!(
+                        "  = {task}/{attribute} raw={} derived={} source={}",
+                        entry.raw,
+                        entry.derived.display(),
+                        entry.source.as_str()
+                    )
+                })
+            })
+            .collect(),
+        ApiReply::Synced { rejected } => rejected
+            .iter()
+            .map(|(change, reason)| {
+                format!(
+                    "  = rejected {}/{}: {reason}",
+                    change.task, change.attribute
+                )
+            })
+            .collect(),
+        ApiReply::Snapshot(snapshot) => vec![format!(
+            "  = snapshot nodes={} tasks={}",
+            snapshot.nodes.len(),
+            snapshot.tasks.len()
+        )],
     }
 }
 
@@ -454,7 +526,6 @@ fn singleton_keeps_one_instance_and_one_per_node_covers_late_nodes() {
         > offer slave1 slave2
           LAUNCH on slave1: influxdb-1000000000000 cadvisor-1000000000001
           LAUNCH on slave2: cadvisor-1000000000002
-          SUPPRESS
         > offer slave3
           LAUNCH on slave3: cadvisor-1000000000003
         > tasks
@@ -535,11 +606,11 @@ fn reshuffle_replaces_a_singleton_only_after_the_old_one_is_gone() {
         > update sim TASK_RUNNING ack
           ACK sim-1000000000000
         > reshuffle dry
-          = reshuffle sim-1000000000000 from slave2
+          = reshuffle sim-1000000000000 from slave2 to -
         > reshuffle
           KILL sim-1000000000000
           REVIVE
-          = reshuffle sim-1000000000000 from slave2
+          = reshuffle sim-1000000000000 from slave2 to -
         > offer slave3
           DECLINE o2 refuse=5
         > update sim-1000000000000 TASK_KILLED ack
@@ -686,5 +757,156 @@ fn ids_stay_unique_within_one_nanosecond() {
     assert_eq!(
         (a.0.as_str(), b.0.as_str()),
         ("xy-5000000000", "xy-5000000001")
+    );
+}
+
+#[test]
+fn intelligence_changes_mem_node_and_sla_of_a_resubmitted_task() {
+    check(
+        "
+        subscribed
+        intel lookbusy200 mem 209924096
+        intel lookbusy200 nodename slave3
+        intel lookbusy200 sla singleton
+        submit lookbusy200 mem=300 type=lab
+        submit lookbusy200 mem=300 type=lab
+        offer slave1 slave2 slave3
+        tasks
+        intelligence
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > intel lookbusy200 mem 209924096
+          = intelligence changed
+        > intel lookbusy200 nodename slave3
+          = intelligence changed
+        > intel lookbusy200 sla singleton
+          = intelligence changed
+        > submit lookbusy200 mem=300 type=lab
+          REVIVE
+          = submitted lookbusy200
+        > submit lookbusy200 mem=300 type=lab
+          = submitted lookbusy200
+        > offer slave1 slave2 slave3
+          LAUNCH on slave3: lookbusy200-1000000000000
+          DECLINE o1 o2 refuse=120
+          SUPPRESS
+        > tasks
+          = lookbusy200-1000000000000 launching slave3 mem=230 (asked 300) [mem=230] [nodename=slave3] [sla=singleton]
+        > intelligence
+          = lookbusy200/mem raw=209924096 derived=230 source=rest
+          = lookbusy200/nodename raw=slave3 derived=slave3 source=rest
+          = lookbusy200/sla raw=singleton derived=singleton source=rest
+        ",
+    );
+}
+
+#[test]
+fn reshuffle_moves_a_task_to_the_node_pinned_by_intelligence() {
+    check(
+        "
+        subscribed
+        submit stress60 mem=100 type=lab sla=singleton reshuffle
+        offer slave2
+        update stress60 TASK_RUNNING ack
+        sync stress60 nodename slave3
+        sync stress60 mem 50000000
+        reshuffle dry
+        reshuffle
+        update stress60-1000000000000 TASK_KILLED ack
+        offer slave2 slave3
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > submit stress60 mem=100 type=lab sla=singleton reshuffle
+          REVIVE
+          = submitted stress60
+        > offer slave2
+          LAUNCH on slave2: stress60-1000000000000
+          SUPPRESS
+        > update stress60 TASK_RUNNING ack
+          ACK stress60-1000000000000
+        > sync stress60 nodename slave3
+        > sync stress60 mem 50000000
+        > reshuffle dry
+          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=55 nodename=slave3
+        > reshuffle
+          KILL stress60-1000000000000
+          REVIVE
+          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=55 nodename=slave3
+        > update stress60-1000000000000 TASK_KILLED ack
+          ACK stress60-1000000000000
+        > offer slave2 slave3
+          LAUNCH on slave3: stress60-1000000000001
+          DECLINE o2 refuse=120
+          SUPPRESS
+        > tasks
+          = stress60-1000000000001 launching slave3 mem=55 (asked 100) [mem=55] [nodename=slave3]
+        ",
+    );
+}
+
+#[test]
+fn a_nodename_override_does_not_pin_every_one_per_node_copy() {
+    check(
+        "
+        subscribed
+        intel cadvisor nodename slave1
+        intel cadvisor mem 60000000
+        submit cadvisor mem=50 sla=one-per-node
+        offer slave1 slave2
+        tasks
+        ",
+        "
+        > subscribed
+          SUPPRESS
+        > intel cadvisor nodename slave1
+          = intelligence changed
+        > intel cadvisor mem 60000000
+          = intelligence changed
+        > submit cadvisor mem=50 sla=one-per-node
+          REVIVE
+          = submitted cadvisor
+        > offer slave1 slave2
+          LAUNCH on slave1: cadvisor-1000000000000
+          LAUNCH on slave2: cadvisor-1000000000001
+        > tasks
+          = cadvisor-1000000000000 launching slave1 mem=66 (asked 50) nodename=slave1 [mem=66]
+          = cadvisor-1000000000001 launching slave2 mem=66 (asked 50) nodename=slave2 [mem=66]
+        ",
+    );
+}
+
+#[test]
+fn bad_values_are_refused_and_the_learned_value_is_kept() {
+    check(
+        "
+        sync sim mem 209924096
+        sync sim mem 2.1E8
+        intel sim mem lots
+        intel sim colour blue
+        intel a:b mem 1
+        intelligence
+        sync sim mem -
+        intelligence
+        ",
+        r#"
+        > sync sim mem 209924096
+        > sync sim mem 2.1E8
+          = rejected sim/mem: mem must be a whole number of bytes, got "2.1E8"
+        > intel sim mem lots
+          = invalid: mem must be a whole number of bytes, got "lots"
+        > intel sim colour blue
+          = invalid: unknown attribute "colour"; known: mem, cpus, nodename, nodetype, sla
+        > intel a:b mem 1
+          = invalid: task name "a:b" must be non-empty without ':' or '/'
+        > intelligence
+          = sim/mem raw=209924096 derived=230 source=redis
+        > sync sim mem -
+        > intelligence
+        "#,
     );
 }
