@@ -10,6 +10,9 @@ use crate::mesos::client::BasicAuth;
 /// One week: a lost connection must never make Mesos kill the lab's tasks.
 pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Seconds between Redis cycles, as in the original.
+pub const DEFAULT_REDIS_INTERVAL: Duration = Duration::from_secs(15);
+
 /// The largest secret file we read.
 const MAX_SECRET_FILE: u64 = 4096;
 
@@ -33,6 +36,9 @@ Flags:
   --principal NAME          Mesos HTTP basic-auth principal (optional)
   --secret-file FILE        file holding the principal's secret (with --principal)
   --http-workers N          REST worker threads (default 4)
+  --redis HOST:PORT         publish nodes and tasks to Redis and read task
+                            intelligence from it (default: no Redis)
+  --redis-interval SECS     seconds between Redis cycles (default 15)
   --log-level LEVEL         error, warn, info, debug or trace (default info);
                             RUST_LOG overrides it
   -h, --help                print this help
@@ -52,6 +58,9 @@ pub struct Config {
     pub auth: Option<BasicAuth>,
     pub http_workers: usize,
     pub log_level: log::LevelFilter,
+    /// host:port of the lab's Redis; `None` runs without the bridge.
+    pub redis: Option<String>,
+    pub redis_interval: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +77,8 @@ impl Default for Config {
             auth: None,
             http_workers: 4,
             log_level: log::LevelFilter::Info,
+            redis: None,
+            redis_interval: DEFAULT_REDIS_INTERVAL,
         }
     }
 }
@@ -165,6 +176,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
                     .ok()
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| bad("--http-workers", &text, "must be 1 to 64"))?;
+            }
+            "--redis" => config.redis = Some(host_port("--redis", value("--redis")?)?),
+            "--redis-interval" => {
+                let text = value("--redis-interval")?;
+                let seconds: f64 = text.parse().map_err(|_| bad("--redis-interval", &text, "not a number of seconds"))?;
+                if !(seconds.is_finite() && (0.05..=3600.0).contains(&seconds)) {
+                    return Err(bad("--redis-interval", &text, "must be between 0.05 and 3600 seconds"));
+                }
+                config.redis_interval = Duration::from_secs_f64(seconds);
             }
             "--log-level" => {
                 let text = value("--log-level")?;
@@ -316,6 +336,8 @@ mod tests {
             "bad value \"loud\" for --log-level: use error, warn, info, debug or trace",
         );
         check_error("--principal p", "--secret-file needs a value");
+        check_error("--redis 6379", "bad value \"6379\" for --redis: expected HOST:PORT");
+        check_error("--redis-interval 0", "bad value \"0\" for --redis-interval: must be between 0.05 and 3600 seconds");
         check_error(
             "--principal p --secret-file /nonexistent/x",
             "cannot read secret file /nonexistent/x: No such file or directory (os error 2)",

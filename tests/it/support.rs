@@ -29,8 +29,19 @@ impl Lab {
     }
 
     pub fn with_agents(agents: Vec<AgentSpec>) -> Lab {
+        Lab::build(agents, |_| {})
+    }
+
+    /// The Charmander lab with a scheduler config adjusted by `adjust`.
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Lab {
+        Lab::build(sim::charmander_lab(), adjust)
+    }
+
+    fn build(agents: Vec<AgentSpec>, adjust: impl FnOnce(&mut Config)) -> Lab {
         let sim = sim::Master::start(fast_sim(agents)).expect("sim starts");
-        let scheduler = charmander::start(scheduler_config(&sim.addr().to_string())).expect("scheduler starts");
+        let mut config = scheduler_config(&sim.addr().to_string());
+        adjust(&mut config);
+        let scheduler = charmander::start(config).expect("scheduler starts");
         let lab = Lab { scheduler: Some(scheduler), sim, http: http_agent() };
         lab.wait_subscribed();
         lab
@@ -51,6 +62,10 @@ impl Lab {
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         request(&self.http, "POST", &self.api(path), Some(body))
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> (u16, Value) {
+        request(&self.http, "PUT", &self.api(path), Some(body))
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
