@@ -85,6 +85,7 @@ impl Default for Config {
 
 /// What parsing the command line produced.
 #[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // built once, at startup
 pub enum Parsed {
     Run(Config),
     Help,
@@ -180,9 +181,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             "--redis" => config.redis = Some(host_port("--redis", value("--redis")?)?),
             "--redis-interval" => {
                 let text = value("--redis-interval")?;
-                let seconds: f64 = text.parse().map_err(|_| bad("--redis-interval", &text, "not a number of seconds"))?;
+                let seconds: f64 = text
+                    .parse()
+                    .map_err(|_| bad("--redis-interval", &text, "not a number of seconds"))?;
                 if !(seconds.is_finite() && (0.05..=3600.0).contains(&seconds)) {
-                    return Err(bad("--redis-interval", &text, "must be between 0.05 and 3600 seconds"));
+                    return Err(bad(
+                        "--redis-interval",
+                        &text,
+                        "must be between 0.05 and 3600 seconds",
+                    ));
                 }
                 config.redis_interval = Duration::from_secs_f64(seconds);
             }
@@ -336,8 +343,14 @@ mod tests {
             "bad value \"loud\" for --log-level: use error, warn, info, debug or trace",
         );
         check_error("--principal p", "--secret-file needs a value");
-        check_error("--redis 6379", "bad value \"6379\" for --redis: expected HOST:PORT");
-        check_error("--redis-interval 0", "bad value \"0\" for --redis-interval: must be between 0.05 and 3600 seconds");
+        check_error(
+            "--redis 6379",
+            "bad value \"6379\" for --redis: expected HOST:PORT",
+        );
+        check_error(
+            "--redis-interval 0",
+            "bad value \"0\" for --redis-interval: must be between 0.05 and 3600 seconds",
+        );
         check_error(
             "--principal p --secret-file /nonexistent/x",
             "cannot read secret file /nonexistent/x: No such file or directory (os error 2)",

@@ -7,7 +7,146 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod base64;
 pub mod config;
 pub mod mesos;
 pub mod redis;
 pub mod scheduler;
+pub mod sim;
+
+use std::io;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::bounded;
+
+use crate::config::Config;
+use crate::mesos::convert::FrameworkSettings;
+use crate::mesos::{Connection, MesosConfig};
+use crate::scheduler::{State, API_INBOX_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY};
+
+/// A running scheduler: REST workers, the state thread, the Mesos reader and
+/// caller, the optional Redis bridge and the optional in-process lab.
+pub struct Running {
+    api: Option<api::ApiServer>,
+    bridge: Option<redis::Bridge>,
+    state: Option<JoinHandle<()>>,
+    connection: Option<Connection>,
+    sim: Option<sim::Master>,
+    master: String,
+}
+
+/// Starts everything `config` asks for. With `--sim` a simulated Charmander
+/// lab starts first on a loopback port and becomes the master.
+pub fn start(config: Config) -> io::Result<Running> {
+    let sim = if config.sim {
+        let lab = sim::SimConfig {
+            listen: "127.0.0.1:0".to_string(),
+            ..sim::SimConfig::default()
+        };
+        Some(sim::Master::start(lab)?)
+    } else {
+        None
+    };
+    let master = sim
+        .as_ref()
+        .map_or(config.master.clone(), |sim| sim.addr().to_string());
+    let (api_tx, api_rx) = bounded(API_INBOX_CAPACITY);
+    let (mesos_tx, mesos_rx) = bounded(MESOS_INBOX_CAPACITY);
+    let (call_tx, call_rx) = bounded(OUTBOX_CAPACITY);
+    let state = std::thread::Builder::new()
+        .name("state".to_string())
+        .spawn(move || scheduler::run(State::new(None), api_rx, mesos_rx, call_tx))?;
+    let mesos_config = MesosConfig {
+        master: master.clone(),
+        framework: FrameworkSettings {
+            name: config.framework_name.clone(),
+            user: config.user.clone(),
+            role: config.role.clone(),
+            hostname: config.hostname.clone(),
+            principal: config.auth.as_ref().map(|auth| auth.principal.clone()),
+            failover_timeout: config.failover_timeout.as_secs_f64(),
+        },
+        framework_id: None,
+        auth: config.auth.clone(),
+    };
+    let connection = Connection::start(mesos_config, mesos_tx, call_rx)?;
+    let bridge = match &config.redis {
+        Some(addr) => Some(redis::Bridge::start(
+            redis::RedisConfig {
+                addr: addr.clone(),
+                interval: config.redis_interval,
+            },
+            api_tx.clone(),
+        )?),
+        None => None,
+    };
+    let api = api::ApiServer::start(&config.listen, config.http_workers, api_tx)?;
+    log::info!(
+        "charmander-scheduler api=http://{} master={master}",
+        api.addr()
+    );
+    Ok(Running {
+        api: Some(api),
+        bridge,
+        state: Some(state),
+        connection: Some(connection),
+        sim,
+        master,
+    })
+}
+
+impl Running {
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .as_ref()
+            .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), api::ApiServer::addr)
+    }
+
+    /// host:port of the master we were started with (the simulator's with `--sim`).
+    pub fn master(&self) -> &str {
+        &self.master
+    }
+
+    /// Blocks until the state thread ends (it runs until shutdown).
+    pub fn wait(mut self) {
+        if let Some(state) = self.state.take() {
+            let _ = state.join();
+        }
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Stops in dependency order: the REST workers and the bridge hold the
+    /// state thread's inbox, so they go first; then the state thread ends and
+    /// drops the outbox, which lets the Mesos caller end.
+    fn stop(&mut self) {
+        if let Some(api) = self.api.take() {
+            api.shutdown();
+        }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown();
+        }
+        // With every sender of its API inbox gone, the state thread returns.
+        if let Some(state) = self.state.take() {
+            if state.join().is_err() {
+                log::error!("state thread panicked");
+            }
+        }
+        if let Some(connection) = self.connection.take() {
+            connection.shutdown();
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

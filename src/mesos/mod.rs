@@ -313,11 +313,8 @@ fn run_caller(
 ) {
     let mut session: Option<Session> = None;
     for call in calls {
-        loop {
-            match sessions.try_recv() {
-                Ok(newer) => session = Some(newer),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-            }
+        while let Ok(newer) = sessions.try_recv() {
+            session = Some(newer);
         }
         let result = match &session {
             Some(session) => send_with_retry(&caller, session, &call),

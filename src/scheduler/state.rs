@@ -108,6 +108,9 @@ pub struct State {
     intelligence: Table,
     /// What we last told the master.
     suppressed: bool,
+    /// Offers arrived since the last (re)subscription: the node registry
+    /// has seen the cluster, so suppressing cannot hide it.
+    nodes_surveyed: bool,
     /// The largest unix-nanosecond stamp handed out, so ids stay unique.
     last_id_nanos: u128,
     next_seq: u64,
@@ -281,7 +284,10 @@ impl State {
     fn on_mesos(&mut self, event: MesosEvent, now: SystemTime, calls: &mut Vec<Call>) {
         match event {
             MesosEvent::Subscribed { framework_id } => self.on_subscribed(framework_id, now, calls),
-            MesosEvent::Offers(offers) => self.on_offers(offers, now, calls),
+            MesosEvent::Offers(offers) => {
+                self.nodes_surveyed = true;
+                self.on_offers(offers, now, calls)
+            }
             MesosEvent::Rescind(offer_id) => {
                 // Offers are used or declined in the turn they arrive, so a
                 // rescind finds nothing to forget.
@@ -302,8 +308,10 @@ impl State {
     fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
         self.framework_id = Some(framework_id);
         self.subscribed = true;
-        // A (re)subscription un-suppresses us on the master.
+        // A (re)subscription un-suppresses us on the master; stay so until
+        // the first offers have shown the registry every node.
         self.suppressed = false;
+        self.nodes_surveyed = false;
         // Ask about every task the master may know, so launches lost in the
         // disconnection come back to pending (reference §4.5).
         let launched: Vec<(TaskId, Option<AgentId>)> = self
@@ -590,7 +598,8 @@ impl State {
         if !self.subscribed {
             return;
         }
-        let wants_offers = !self.services.is_empty()
+        let wants_offers = !self.nodes_surveyed
+            || !self.services.is_empty()
             || self
                 .tasks
                 .values()

@@ -39,8 +39,13 @@ impl Client {
             framework_id: None,
             auth: None,
         };
-        let connection = Connection::start(config, event_sender, call_receiver).expect("client starts");
-        Client { events, calls, connection: Some(connection) }
+        let connection =
+            Connection::start(config, event_sender, call_receiver).expect("client starts");
+        Client {
+            events,
+            calls,
+            connection: Some(connection),
+        }
     }
 
     /// The next event matching `want`, skipping others.
@@ -89,7 +94,10 @@ fn docker_task(id: &str) -> TaskSpec {
         reshuffleable: false,
         arguments: vec!["sleep".to_string(), "3600".to_string()],
         volumes: Vec::new(),
-        ports: vec![PortMapping { host_port: 31001, container_port: 80 }],
+        ports: vec![PortMapping {
+            host_port: 31001,
+            container_port: 80,
+        }],
         network: NetworkMode::Default,
     }
 }
@@ -107,14 +115,36 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         MesosEvent::Offers(offers) if !offers.is_empty() => Some(offers),
         _ => None,
     });
-    let offer = offers.iter().find(|offer| offer.hostname == "slave2").expect("an offer from slave2").clone();
-    assert_eq!(offer.attributes.get("nodetype").map(String::as_str), Some("lab"));
+    let offer = offers
+        .iter()
+        .find(|offer| offer.hostname == "slave2")
+        .expect("an offer from slave2")
+        .clone();
+    assert_eq!(
+        offer.attributes.get("nodetype").map(String::as_str),
+        Some("lab")
+    );
     assert!(offer.ports.contains(&(31000, 32000)), "{:?}", offer.ports);
-    let others: Vec<_> = offers.iter().filter(|it| it.id != offer.id).map(|it| it.id.clone()).collect();
-    client.send(Call::Decline { offer_ids: others, refuse_seconds: 60.0 });
+    let others: Vec<_> = offers
+        .iter()
+        .filter(|it| it.id != offer.id)
+        .map(|it| it.id.clone())
+        .collect();
+    client.send(Call::Decline {
+        offer_ids: others,
+        refuse_seconds: 60.0,
+    });
 
     let task_id = TaskId("probe-1".to_string());
-    client.send(Call::Launch { agent_id: offer.agent_id.clone(), offer_ids: vec![offer.id.clone()], tasks: vec![Launch { task_id: task_id.clone(), spec: docker_task("probe") }], refuse_seconds: 5.0 });
+    client.send(Call::Launch {
+        agent_id: offer.agent_id.clone(),
+        offer_ids: vec![offer.id.clone()],
+        tasks: vec![Launch {
+            task_id: task_id.clone(),
+            spec: docker_task("probe"),
+        }],
+        refuse_seconds: 5.0,
+    });
     // STARTING then RUNNING, each with a uuid that we acknowledge; the agent
     // sends RUNNING only after STARTING was acknowledged.
     for expected in [TaskState::Starting, TaskState::Running] {
@@ -126,45 +156,105 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         let uuid = update.uuid.clone().expect("agent updates carry a uuid");
         assert_eq!(uuid.len(), 16);
         if expected == TaskState::Running {
-            let docker = update.docker.clone().expect("RUNNING carries docker inspect data");
-            assert!(docker.name.starts_with("mesos-") && docker.pid > 0, "{docker:?}");
+            let docker = update
+                .docker
+                .clone()
+                .expect("RUNNING carries docker inspect data");
+            assert!(
+                docker.name.starts_with("mesos-") && docker.pid > 0,
+                "{docker:?}"
+            );
         }
-        client.send(Call::Acknowledge { agent_id: update.agent_id.clone().expect("agent id"), task_id: task_id.clone(), uuid });
+        client.send(Call::Acknowledge {
+            agent_id: update.agent_id.clone().expect("agent id"),
+            task_id: task_id.clone(),
+            uuid,
+        });
     }
 
     // Explicit reconciliation: the master answers without a uuid.
-    client.send(Call::Reconcile(vec![(task_id.clone(), None), (TaskId("ghost".to_string()), None)]));
+    client.send(Call::Reconcile(vec![
+        (task_id.clone(), None),
+        (TaskId("ghost".to_string()), None),
+    ]));
     let mut answers = Vec::new();
     while answers.len() < 2 {
-        answers.push(client.expect("a reconciliation answer", |event| match event {
-            MesosEvent::Update(update) if update.reason == StatusReason::Reconciliation => Some(update),
-            _ => None,
-        }));
+        answers.push(
+            client.expect("a reconciliation answer", |event| match event {
+                MesosEvent::Update(update) if update.reason == StatusReason::Reconciliation => {
+                    Some(update)
+                }
+                _ => None,
+            }),
+        );
     }
     answers.sort_by(|a, b| a.task_id.cmp(&b.task_id));
-    assert_eq!((answers[0].task_id.0.as_str(), answers[0].uuid.is_none()), ("ghost", true));
+    assert_eq!(
+        (answers[0].task_id.0.as_str(), answers[0].uuid.is_none()),
+        ("ghost", true)
+    );
     assert_ne!(answers[0].state, TaskState::Running);
-    assert_eq!((answers[1].state, answers[1].uuid.is_none()), (TaskState::Running, true));
+    assert_eq!(
+        (answers[1].state, answers[1].uuid.is_none()),
+        (TaskState::Running, true)
+    );
 
     client.send(Call::Suppress);
     client.send(Call::Revive);
-    client.send(Call::Kill { task_id: task_id.clone(), agent_id: Some(offer.agent_id.clone()) });
+    client.send(Call::Kill {
+        task_id: task_id.clone(),
+        agent_id: Some(offer.agent_id.clone()),
+    });
     let killed = client.expect("TASK_KILLED", |event| match event {
-        MesosEvent::Update(update) if update.task_id == task_id && update.state.is_terminal() => Some(update),
+        MesosEvent::Update(update) if update.task_id == task_id && update.state.is_terminal() => {
+            Some(update)
+        }
         _ => None,
     });
     assert_eq!(killed.state, TaskState::Killed);
-    client.send(Call::Acknowledge { agent_id: killed.agent_id.clone().expect("agent id"), task_id: task_id.clone(), uuid: killed.uuid.clone().expect("uuid") });
+    client.send(Call::Acknowledge {
+        agent_id: killed.agent_id.clone().expect("agent id"),
+        task_id: task_id.clone(),
+        uuid: killed.uuid.clone().expect("uuid"),
+    });
 
     client.send(Call::Teardown);
     let http = crate::support::http_agent();
     let torn_down = wait_until(DEADLINE, || {
-        let (_, state) = crate::support::request(&http, "GET", &format!("http://{}/sim/state", master.addr()), None);
+        let (_, state) = crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None,
+        );
         let calls = &state["calls"];
-        ["DECLINE", "ACCEPT", "ACKNOWLEDGE", "RECONCILE", "SUPPRESS", "REVIVE", "KILL", "TEARDOWN"].iter().all(|kind| calls[*kind].as_u64().unwrap_or(0) >= 1)
-            && state["frameworks"].as_array().is_some_and(|frameworks| frameworks.iter().all(|fw| fw["connected"] != true))
+        [
+            "DECLINE",
+            "ACCEPT",
+            "ACKNOWLEDGE",
+            "RECONCILE",
+            "SUPPRESS",
+            "REVIVE",
+            "KILL",
+            "TEARDOWN",
+        ]
+        .iter()
+        .all(|kind| calls[*kind].as_u64().unwrap_or(0) >= 1)
+            && state["frameworks"]
+                .as_array()
+                .is_some_and(|frameworks| frameworks.iter().all(|fw| fw["connected"] != true))
     });
-    assert!(torn_down, "calls or teardown missing: {}", crate::support::request(&http, "GET", &format!("http://{}/sim/state", master.addr()), None).1);
+    assert!(
+        torn_down,
+        "calls or teardown missing: {}",
+        crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None
+        )
+        .1
+    );
 }
 
 #[test]
@@ -173,19 +263,39 @@ fn a_non_leading_master_redirects_us_to_the_leader() {
     let mut follower_config = fast_sim(Vec::new());
     follower_config.redirect_to = Some(leader.addr().to_string());
     let follower = sim::Master::start(follower_config).expect("follower starts");
-    let scheduler = charmander::start(scheduler_config(&follower.addr().to_string())).expect("scheduler starts");
+    let scheduler = charmander::start(scheduler_config(&follower.addr().to_string()))
+        .expect("scheduler starts");
     let http = crate::support::http_agent();
     let on_leader = wait_until(DEADLINE, || {
-        let (_, state) = crate::support::request(&http, "GET", &format!("http://{}/sim/state", leader.addr()), None);
-        state["frameworks"].as_array().is_some_and(|frameworks| frameworks.iter().any(|fw| fw["connected"] == true))
+        let (_, state) = crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", leader.addr()),
+            None,
+        );
+        state["frameworks"]
+            .as_array()
+            .is_some_and(|frameworks| frameworks.iter().any(|fw| fw["connected"] == true))
     });
     assert!(on_leader, "the scheduler never reached the leader");
     // And it works there: a task submitted to the scheduler runs on the leader.
-    let (status, _) = crate::support::request(&http, "POST", &format!("http://{}/client/task", scheduler.api_addr()), Some(STRESS60));
+    let (status, _) = crate::support::request(
+        &http,
+        "POST",
+        &format!("http://{}/client/task", scheduler.api_addr()),
+        Some(STRESS60),
+    );
     assert_eq!(status, 202);
     let running = wait_until(DEADLINE, || {
-        let (_, state) = crate::support::request(&http, "GET", &format!("http://{}/sim/state", leader.addr()), None);
-        state["tasks"].as_array().is_some_and(|tasks| tasks.iter().any(|task| task["state"] == "TASK_RUNNING"))
+        let (_, state) = crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", leader.addr()),
+            None,
+        );
+        state["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|task| task["state"] == "TASK_RUNNING"))
     });
     assert!(running);
     scheduler.shutdown();
@@ -194,18 +304,41 @@ fn a_non_leading_master_redirects_us_to_the_leader() {
 /// The framework id the simulator knows, and how many SUBSCRIBE calls it got.
 fn framework_and_subscribes(lab: &Lab) -> (Value, u64) {
     let state = lab.sim_state();
-    (state["frameworks"][0]["id"].clone(), state["calls"]["SUBSCRIBE"].as_u64().unwrap_or(0))
+    (
+        state["frameworks"][0]["id"].clone(),
+        state["calls"]["SUBSCRIBE"].as_u64().unwrap_or(0),
+    )
 }
 
 #[track_caller]
-fn assert_recovers_without_loss(lab: &Lab, subscribes_before: u64, framework_before: &Value, running_before: &[Value]) {
-    assert!(wait_until(DEADLINE, || framework_and_subscribes(lab).1 > subscribes_before), "no resubscription: {}", lab.sim_state());
+fn assert_recovers_without_loss(
+    lab: &Lab,
+    subscribes_before: u64,
+    framework_before: &Value,
+    running_before: &[Value],
+) {
+    assert!(
+        wait_until(DEADLINE, || framework_and_subscribes(lab).1
+            > subscribes_before),
+        "no resubscription: {}",
+        lab.sim_state()
+    );
     lab.wait_subscribed();
-    assert_eq!(&framework_and_subscribes(lab).0, framework_before, "resubscribed with another framework id");
+    assert_eq!(
+        &framework_and_subscribes(lab).0,
+        framework_before,
+        "resubscribed with another framework id"
+    );
     let after = lab.wait_running("stress60", 1);
-    assert_eq!(after[0]["InternalID"], running_before[0]["InternalID"], "the task was replaced, not kept");
+    assert_eq!(
+        after[0]["InternalID"], running_before[0]["InternalID"],
+        "the task was replaced, not kept"
+    );
     assert_eq!(lab.calls("ACCEPT"), 1, "a task was launched twice");
-    let sim_tasks = lab.sim_state()["tasks"].as_array().cloned().unwrap_or_default();
+    let sim_tasks = lab.sim_state()["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(sim_tasks.len(), 1, "{sim_tasks:?}");
 }
 
@@ -229,7 +362,10 @@ fn a_silent_stream_is_detected_by_missing_heartbeats_and_resubscribed() {
     let (status, reply) = lab.sim_post("/sim/heartbeats/pause", "");
     assert!(status < 300, "{status} {reply}");
     // Heartbeats every 0.5 s: five missed ones (2.5 s) end the stream.
-    assert!(wait_until(DEADLINE, || framework_and_subscribes(&lab).1 > subscribes), "silence went unnoticed");
+    assert!(
+        wait_until(DEADLINE, || framework_and_subscribes(&lab).1 > subscribes),
+        "silence went unnoticed"
+    );
     lab.sim_post("/sim/heartbeats/resume", "");
     assert_recovers_without_loss(&lab, subscribes, &framework, &running);
 }

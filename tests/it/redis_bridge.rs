@@ -20,18 +20,33 @@ struct RedisServer {
 impl RedisServer {
     fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         let server = RedisServer { child, port };
-        assert!(wait_until(DEADLINE, || server.try_command(&["PING"]).is_some()), "redis-server did not start on {port}");
+        assert!(
+            wait_until(DEADLINE, || server.try_command(&["PING"]).is_some()),
+            "redis-server did not start on {port}"
+        );
         server
     }
 
     fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|it| it.local_addr()).expect("free port").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|it| it.local_addr())
+            .expect("free port")
+            .port();
         RedisServer::start_on(port)
     }
 
@@ -53,7 +68,8 @@ impl RedisServer {
     }
 
     fn command(&self, args: &[&str]) -> String {
-        self.try_command(args).unwrap_or_else(|| panic!("redis command {args:?} failed"))
+        self.try_command(args)
+            .unwrap_or_else(|| panic!("redis command {args:?} failed"))
     }
 }
 
@@ -96,7 +112,12 @@ fn lab_with(redis: &RedisServer) -> Lab {
 }
 
 fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
-    let mut keys: Vec<String> = redis.command(&["KEYS", pattern]).lines().map(str::to_string).filter(|it| !it.is_empty()).collect();
+    let mut keys: Vec<String> = redis
+        .command(&["KEYS", pattern])
+        .lines()
+        .map(str::to_string)
+        .filter(|it| !it.is_empty())
+        .collect();
     keys.sort();
     keys
 }
@@ -106,28 +127,61 @@ fn nodes_and_tasks_are_published_with_ttl_order_and_the_original_json() {
     let redis = RedisServer::start();
     let lab = lab_with(&redis);
     lab.post("/client/task", STRESS60);
-    lab.post("/client/task", r#"{"id":"quiet","dockerimage":"x","mem":"10","notmetered":true}"#);
+    lab.post(
+        "/client/task",
+        r#"{"id":"quiet","dockerimage":"x","mem":"10","notmetered":true}"#,
+    );
     let running = lab.wait_running("stress60", 1);
     let internal = running[0]["InternalID"].as_str().unwrap_or("").to_string();
-    assert!(wait_until(DEADLINE, || keys(&redis, "charmander:nodes:*").len() == 3), "{:?}", keys(&redis, "*"));
-    assert!(wait_until(DEADLINE, || keys(&redis, "charmander:tasks:*").len() == 2), "{:?}", keys(&redis, "*"));
+    assert!(
+        wait_until(DEADLINE, || keys(&redis, "charmander:nodes:*").len() == 3),
+        "{:?}",
+        keys(&redis, "*")
+    );
+    assert!(
+        wait_until(DEADLINE, || keys(&redis, "charmander:tasks:*").len() == 2),
+        "{:?}",
+        keys(&redis, "*")
+    );
     // Only metered tasks appear under tasks-metered.
     let metered = keys(&redis, "charmander:tasks-metered:*");
     assert_eq!(metered, [format!("charmander:tasks-metered:{internal}")]);
     // TTL is 30 s (refreshed every cycle).
-    for key in [format!("charmander:tasks:{internal}"), "charmander:nodes:slave1".to_string()] {
+    for key in [
+        format!("charmander:tasks:{internal}"),
+        "charmander:nodes:slave1".to_string(),
+    ] {
         let ttl: i64 = redis.command(&["TTL", &key]).parse().unwrap_or(-1);
         assert!((1..=30).contains(&ttl), "{key} ttl {ttl}");
     }
     // The values are the contract's JSON.
     assert!(wait_until(DEADLINE, || {
-        let task: Value = serde_json::from_str(&redis.command(&["GET", &format!("charmander:tasks:{internal}")])).unwrap_or(Value::Null);
+        let task: Value =
+            serde_json::from_str(&redis.command(&["GET", &format!("charmander:tasks:{internal}")]))
+                .unwrap_or(Value::Null);
         task["Running"] == true
     }));
-    let task: Value = serde_json::from_str(&redis.command(&["GET", &format!("charmander:tasks:{internal}")])).expect("task json");
-    assert_eq!((&task["id"], &task["mem"], &task["InternalID"]), (&Value::from("stress60"), &Value::from("100"), &Value::from(internal.clone())));
-    let node: Value = serde_json::from_str(&redis.command(&["GET", "charmander:nodes:slave1"])).expect("node json");
-    assert_eq!((&node["hostname"], &node["nodetype"], &node["nodename"]), (&Value::from("slave1"), &Value::from("analytics"), &Value::from("slave1")));
+    let task: Value =
+        serde_json::from_str(&redis.command(&["GET", &format!("charmander:tasks:{internal}")]))
+            .expect("task json");
+    assert_eq!(
+        (&task["id"], &task["mem"], &task["InternalID"]),
+        (
+            &Value::from("stress60"),
+            &Value::from("100"),
+            &Value::from(internal.clone())
+        )
+    );
+    let node: Value = serde_json::from_str(&redis.command(&["GET", "charmander:nodes:slave1"]))
+        .expect("node json");
+    assert_eq!(
+        (&node["hostname"], &node["nodetype"], &node["nodename"]),
+        (
+            &Value::from("slave1"),
+            &Value::from("analytics"),
+            &Value::from("slave1")
+        )
+    );
     assert!(node["timeoflastoffer"].as_u64().unwrap_or(0) > 0);
 }
 
@@ -136,7 +190,9 @@ fn each_cycle_writes_nodes_then_metered_tasks_then_tasks() {
     let redis = RedisServer::start();
     // Watch every command Redis executes, in order.
     let mut monitor = TcpStream::connect(redis.addr()).expect("monitor connects");
-    monitor.write_all(b"*1\r\n$7\r\nMONITOR\r\n").expect("monitor");
+    monitor
+        .write_all(b"*1\r\n$7\r\nMONITOR\r\n")
+        .expect("monitor");
     monitor.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut monitor = BufReader::new(monitor);
     let lab = lab_with(&redis);
@@ -144,20 +200,37 @@ fn each_cycle_writes_nodes_then_metered_tasks_then_tasks() {
     let mut order = Vec::new();
     let mut line = String::new();
     // Read until one full cycle with a metered task went by.
-    while order.iter().filter(|it: &&String| it.as_str() == "tasks").count() < 2 {
+    while order
+        .iter()
+        .filter(|it: &&String| it.as_str() == "tasks")
+        .count()
+        < 2
+    {
         line.clear();
         if monitor.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
-        for (needle, name) in [("\"charmander:nodes:", "nodes"), ("\"charmander:tasks-metered:", "metered"), ("\"charmander:tasks:", "tasks")] {
+        for (needle, name) in [
+            ("\"charmander:nodes:", "nodes"),
+            ("\"charmander:tasks-metered:", "metered"),
+            ("\"charmander:tasks:", "tasks"),
+        ] {
             if line.contains("\"SET\"") && line.contains(needle) {
                 order.push(name.to_string());
             }
         }
     }
-    let cycle: Vec<&str> = order.iter().map(String::as_str).skip_while(|it| *it != "nodes").collect();
+    let cycle: Vec<&str> = order
+        .iter()
+        .map(String::as_str)
+        .skip_while(|it| *it != "nodes")
+        .collect();
     // nodes (3) → metered (1) → tasks (1), and again.
-    assert_eq!(&cycle[..5], ["nodes", "nodes", "nodes", "metered", "tasks"], "{order:?}");
+    assert_eq!(
+        &cycle[..5],
+        ["nodes", "nodes", "nodes", "metered", "tasks"],
+        "{order:?}"
+    );
     drop(lab);
 }
 
@@ -165,7 +238,11 @@ fn each_cycle_writes_nodes_then_metered_tasks_then_tasks() {
 fn intelligence_flows_from_redis_into_placement_and_from_rest_into_redis() {
     let redis = RedisServer::start();
     let lab = lab_with(&redis);
-    redis.command(&["SET", "charmander:task-intelligence:stress60:mem", "209924096"]);
+    redis.command(&[
+        "SET",
+        "charmander:task-intelligence:stress60:mem",
+        "209924096",
+    ]);
     redis.command(&["SET", "charmander:task-intelligence:broken", "1"]);
     let learned = wait_until(DEADLINE, || {
         let (_, table) = lab.get("/client/intelligence");
@@ -179,18 +256,33 @@ fn intelligence_flows_from_redis_into_placement_and_from_rest_into_redis() {
     // A REST write is published to Redis for the analytics.
     let (status, reply) = lab.put("/client/intelligence/lookbusy200/mem", "300000000");
     assert!(status < 300, "{status} {reply}");
-    assert!(wait_until(DEADLINE, || redis.command(&["GET", "charmander:task-intelligence:lookbusy200:mem"]) == "300000000"));
+    assert!(wait_until(DEADLINE, || redis.command(&[
+        "GET",
+        "charmander:task-intelligence:lookbusy200:mem"
+    ]) == "300000000"));
 
     // Garbage from Redis is ignored and the learned value kept.
     // The marker is written after the garbage, so once the table has it the
     // bridge has seen the garbage too.
     redis.command(&["SET", "charmander:task-intelligence:stress60:mem", "2.1E8"]);
     redis.command(&["SET", "charmander:task-intelligence:marker:cpus", "0.5"]);
-    assert!(wait_until(DEADLINE, || lab.get("/client/intelligence").1.to_string().contains("marker")));
-    assert!(lab.get("/client/intelligence").1.to_string().contains("209924096"));
+    assert!(wait_until(DEADLINE, || lab
+        .get("/client/intelligence")
+        .1
+        .to_string()
+        .contains("marker")));
+    assert!(lab
+        .get("/client/intelligence")
+        .1
+        .to_string()
+        .contains("209924096"));
     // Deleting the key clears the override.
     redis.command(&["DEL", "charmander:task-intelligence:stress60:mem"]);
-    assert!(wait_until(DEADLINE, || !lab.get("/client/intelligence").1.to_string().contains("209924096")));
+    assert!(wait_until(DEADLINE, || !lab
+        .get("/client/intelligence")
+        .1
+        .to_string()
+        .contains("209924096")));
 }
 
 #[test]
@@ -198,15 +290,31 @@ fn redis_going_away_and_coming_back_never_stops_the_scheduler() {
     let redis = RedisServer::start();
     let port = redis.port;
     let lab = lab_with(&redis);
-    redis.command(&["SET", "charmander:task-intelligence:stress60:mem", "209924096"]);
-    assert!(wait_until(DEADLINE, || lab.get("/client/intelligence").1.to_string().contains("209924096")));
+    redis.command(&[
+        "SET",
+        "charmander:task-intelligence:stress60:mem",
+        "209924096",
+    ]);
+    assert!(wait_until(DEADLINE, || lab
+        .get("/client/intelligence")
+        .1
+        .to_string()
+        .contains("209924096")));
     drop(redis);
     // The scheduler keeps serving and keeps what it learned.
     lab.post("/client/task", STRESS60);
     let running = lab.wait_running("stress60", 1);
     assert_eq!(running[0]["mem"], "230");
-    assert!(lab.get("/client/intelligence").1.to_string().contains("209924096"));
+    assert!(lab
+        .get("/client/intelligence")
+        .1
+        .to_string()
+        .contains("209924096"));
     // Redis comes back (empty) on the same port: the bridge publishes again.
     let redis = RedisServer::start_on(port);
-    assert!(wait_until(DEADLINE, || keys(&redis, "charmander:tasks:*").len() == 1), "{:?}", keys(&redis, "*"));
+    assert!(
+        wait_until(DEADLINE, || keys(&redis, "charmander:tasks:*").len() == 1),
+        "{:?}",
+        keys(&redis, "*")
+    );
 }

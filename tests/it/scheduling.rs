@@ -7,7 +7,10 @@ use crate::support::{wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60};
 use charmander::sim::AgentSpec;
 
 fn hosts(tasks: &[Value]) -> Vec<String> {
-    let mut hosts: Vec<String> = tasks.iter().map(|task| task["hostname"].as_str().unwrap_or("").to_string()).collect();
+    let mut hosts: Vec<String> = tasks
+        .iter()
+        .map(|task| task["hostname"].as_str().unwrap_or("").to_string())
+        .collect();
     hosts.sort();
     hosts
 }
@@ -17,24 +20,43 @@ fn ping_answers_pong() {
     let lab = Lab::start();
     let mut response = lab.http.get(&lab.api("/admin/ping")).call().expect("ping");
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.body_mut().read_to_string().expect("body").trim(), "Pong");
+    assert_eq!(
+        response.body_mut().read_to_string().expect("body").trim(),
+        "Pong"
+    );
 }
 
 #[test]
 fn reference_examples_are_placed_as_required() {
     let lab = Lab::start();
-    for (body, id) in [(CADVISOR, "cadvisor"), (INFLUXDB, "influxdb"), (STRESS60, "stress60")] {
+    for (body, id) in [
+        (CADVISOR, "cadvisor"),
+        (INFLUXDB, "influxdb"),
+        (STRESS60, "stress60"),
+    ] {
         let (status, reply) = lab.post("/client/task", body);
-        assert_eq!((status, reply), (202, json!({"code": 202, "message": format!("Run task: {id}")})));
+        assert_eq!(
+            (status, reply),
+            (
+                202,
+                json!({"code": 202, "message": format!("Run task: {id}")})
+            )
+        );
     }
     // cadvisor: one copy on each of the three nodes, each pinned by nodename.
     let cadvisor = lab.wait_running("cadvisor", 3);
     assert_eq!(hosts(&cadvisor), ["slave1", "slave2", "slave3"]);
     for task in &cadvisor {
         assert_eq!(task["nodename"], task["hostname"]);
-        assert_eq!(task["ports"], json!([{"container_port": "8080", "host_port": "31500"}]));
+        assert_eq!(
+            task["ports"],
+            json!([{"container_port": "8080", "host_port": "31500"}])
+        );
         assert_eq!(task["mem"], "50");
-        assert!(task["InternalID"].as_str().unwrap_or("").starts_with("cadvisor-"));
+        assert!(task["InternalID"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("cadvisor-"));
     }
     // influxdb: a singleton on the analytics node with its ports.
     let influxdb = lab.wait_running("influxdb", 1);
@@ -42,20 +64,47 @@ fn reference_examples_are_placed_as_required() {
     assert_eq!(influxdb[0]["cpus"], "1");
     // stress60: on a lab node.
     let stress = lab.wait_running("stress60", 1);
-    assert!(["slave2", "slave3"].contains(&stress[0]["hostname"].as_str().unwrap_or("")), "{stress:?}");
+    assert!(
+        ["slave2", "slave3"].contains(&stress[0]["hostname"].as_str().unwrap_or("")),
+        "{stress:?}"
+    );
     // RUNNING filled the docker fields from the docker-inspect data.
     for task in cadvisor.iter().chain(&influxdb).chain(&stress) {
         assert_eq!(task["Running"], true);
         assert_eq!(task["RequestSent"], true);
-        assert!(!task["DockerID"].as_str().unwrap_or("").is_empty(), "{task}");
-        assert!(task["DockerName"].as_str().is_some_and(|name| name.starts_with("mesos-")), "{task}");
+        assert!(
+            !task["DockerID"].as_str().unwrap_or("").is_empty(),
+            "{task}"
+        );
+        assert!(
+            task["DockerName"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("mesos-")),
+            "{task}"
+        );
         assert!(task["ProcessID"].as_u64().unwrap_or(0) > 0, "{task}");
         assert!(!task["SlaveID"].as_str().unwrap_or("").is_empty(), "{task}");
     }
     // The master sees the same five tasks running, and every update was acknowledged.
-    let sim_tasks = lab.sim_state()["tasks"].as_array().cloned().unwrap_or_default();
-    assert_eq!(sim_tasks.iter().filter(|task| task["state"] == "TASK_RUNNING").count(), 5, "{sim_tasks:?}");
-    assert!(wait_until(DEADLINE, || lab.sim_state()["unacknowledged"].as_object().is_none_or(|it| it.values().all(|n| n == 0))), "updates stay unacknowledged: {}", lab.sim_state());
+    let sim_tasks = lab.sim_state()["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        sim_tasks
+            .iter()
+            .filter(|task| task["state"] == "TASK_RUNNING")
+            .count(),
+        5,
+        "{sim_tasks:?}"
+    );
+    assert!(
+        wait_until(DEADLINE, || lab.sim_state()["unacknowledged"]
+            .as_object()
+            .is_none_or(|it| it.values().all(|n| n == 0))),
+        "updates stay unacknowledged: {}",
+        lab.sim_state()
+    );
     // A duplicate singleton submit is accepted but starts nothing.
     assert_eq!(lab.post("/client/task", INFLUXDB).0, 202);
     assert_eq!(lab.tasks_named("influxdb").len(), 1);
@@ -71,12 +120,24 @@ fn kill_by_prefix_kills_every_match_and_404s_on_none() {
     assert_eq!(status, 200, "{reply}");
     let message = reply["message"].as_str().unwrap_or("");
     for task in &running {
-        assert!(message.contains(task["InternalID"].as_str().unwrap_or("?")), "{message}");
+        assert!(
+            message.contains(task["InternalID"].as_str().unwrap_or("?")),
+            "{message}"
+        );
     }
     assert!(message.starts_with("Kill task: "), "{message}");
-    assert!(wait_until(DEADLINE, || lab.tasks_named("stress60").is_empty()), "killed tasks stay listed");
-    let killed = lab.sim_state()["tasks"].as_array().cloned().unwrap_or_default();
-    assert!(killed.iter().all(|task| task["state"] != "TASK_RUNNING"), "{killed:?}");
+    assert!(
+        wait_until(DEADLINE, || lab.tasks_named("stress60").is_empty()),
+        "killed tasks stay listed"
+    );
+    let killed = lab.sim_state()["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        killed.iter().all(|task| task["state"] != "TASK_RUNNING"),
+        "{killed:?}"
+    );
     let (status, reply) = lab.delete("/client/task/stress");
     assert_eq!(status, 404, "{reply}");
     assert_eq!(reply["code"], 404);
@@ -85,7 +146,10 @@ fn kill_by_prefix_kills_every_match_and_404s_on_none() {
 #[test]
 fn pending_tasks_are_dropped_by_kill_at_once() {
     let lab = Lab::start();
-    lab.post("/client/task", r#"{"id":"huge","dockerimage":"x","mem":"999999"}"#);
+    lab.post(
+        "/client/task",
+        r#"{"id":"huge","dockerimage":"x","mem":"999999"}"#,
+    );
     assert_eq!(lab.tasks_named("huge")[0]["state"], "pending");
     let (status, reply) = lab.delete("/client/task/huge");
     assert_eq!(status, 200, "{reply}");
@@ -98,17 +162,26 @@ fn reshuffle_restarts_reshuffleable_tasks_singletons_included() {
     lab.post("/client/task", STRESS60);
     lab.post("/client/task", r#"{"id":"solo","dockerimage":"lookbusy","mem":"100","sla":"singleton","reshuffleable":true,"nodetype":"lab"}"#);
     lab.post("/client/task", INFLUXDB);
-    let before: Vec<Value> = lab.wait_running("stress60", 1).into_iter().chain(lab.wait_running("solo", 1)).collect();
+    let before: Vec<Value> = lab
+        .wait_running("stress60", 1)
+        .into_iter()
+        .chain(lab.wait_running("solo", 1))
+        .collect();
     lab.wait_running("influxdb", 1);
     let (status, reply) = lab.get("/client/task/reshuffle");
     assert_eq!(status, 202, "{reply}");
-    assert_eq!((&reply["code"], &reply["message"]), (&json!(202), &json!("Reshuffle tasks")));
+    assert_eq!(
+        (&reply["code"], &reply["message"]),
+        (&json!(202), &json!("Reshuffle tasks"))
+    );
     for old in &before {
         let id = old["id"].as_str().unwrap_or("");
         let old_internal = old["InternalID"].clone();
         let replaced = wait_until(DEADLINE, || {
             let now = lab.tasks_named(id);
-            now.len() == 1 && now[0]["InternalID"] != old_internal && now[0]["state"] == "TASK_RUNNING"
+            now.len() == 1
+                && now[0]["InternalID"] != old_internal
+                && now[0]["state"] == "TASK_RUNNING"
         });
         assert!(replaced, "{id} was not replaced: {:?}", lab.tasks_named(id));
     }
@@ -135,20 +208,31 @@ fn one_per_node_before_any_node_is_known_is_not_lost() {
     for agent in charmander::sim::charmander_lab() {
         lab.sim_post("/sim/agents", &agent_json(&agent).to_string());
     }
-    assert_eq!(hosts(&lab.wait_running("cadvisor", 3)), ["slave1", "slave2", "slave3"]);
+    assert_eq!(
+        hosts(&lab.wait_running("cadvisor", 3)),
+        ["slave1", "slave2", "slave3"]
+    );
 }
 
 #[test]
 fn two_tasks_wanting_one_host_port_on_one_node_do_not_collide() {
     let lab = Lab::start();
-    let task = |id: &str| format!(r#"{{"id":"{id}","dockerimage":"web","mem":"10","nodename":"slave2","ports":[{{"host_port":"31500","container_port":"80"}}]}}"#);
+    let task = |id: &str| {
+        format!(
+            r#"{{"id":"{id}","dockerimage":"web","mem":"10","nodename":"slave2","ports":[{{"host_port":"31500","container_port":"80"}}]}}"#
+        )
+    };
     lab.post("/client/task", &task("web-a"));
     lab.wait_running("web-a", 1);
     lab.post("/client/task", &task("web-b"));
     let mut reason = String::new();
     let explained = wait_until(DEADLINE, || {
         let task = lab.tasks_named("web-b");
-        reason = task.first().and_then(|it| it["pending_reason"].as_str()).unwrap_or("").to_string();
+        reason = task
+            .first()
+            .and_then(|it| it["pending_reason"].as_str())
+            .unwrap_or("")
+            .to_string();
         reason.contains("31500")
     });
     assert!(explained, "pending reason: {reason:?}");
@@ -162,34 +246,87 @@ fn two_tasks_wanting_one_host_port_on_one_node_do_not_collide() {
 fn several_tasks_are_packed_into_one_offer() {
     let lab = Lab::with_agents(Vec::new());
     for n in 0..3 {
-        lab.post("/client/task", &format!(r#"{{"id":"pack{n}","dockerimage":"x","mem":"10","nodetype":"lab"}}"#));
+        lab.post(
+            "/client/task",
+            &format!(r#"{{"id":"pack{n}","dockerimage":"x","mem":"10","nodetype":"lab"}}"#),
+        );
     }
-    let slave2 = charmander::sim::charmander_lab().into_iter().find(|agent| agent.hostname == "slave2").expect("lab has slave2");
+    let slave2 = charmander::sim::charmander_lab()
+        .into_iter()
+        .find(|agent| agent.hostname == "slave2")
+        .expect("lab has slave2");
     lab.sim_post("/sim/agents", &agent_json(&slave2).to_string());
     for n in 0..3 {
         lab.wait_running(&format!("pack{n}"), 1);
     }
-    assert_eq!(lab.calls("ACCEPT"), 1, "three tasks, one offer, one ACCEPT: {}", lab.sim_state()["calls"]);
+    assert_eq!(
+        lab.calls("ACCEPT"),
+        1,
+        "three tasks, one offer, one ACCEPT: {}",
+        lab.sim_state()["calls"]
+    );
 }
 
 #[test]
 fn pending_tasks_say_why() {
     let lab = Lab::start();
-    lab.post("/client/task", r#"{"id":"nowhere","dockerimage":"x","mem":"10","nodetype":"gpu"}"#);
-    lab.post("/client/task", r#"{"id":"toobig","dockerimage":"x","mem":"100000"}"#);
-    let reason = |id: &str| lab.tasks_named(id).first().and_then(|it| it["pending_reason"].as_str().map(str::to_string)).unwrap_or_default();
-    assert!(wait_until(DEADLINE, || reason("nowhere") == "no offer from a node with nodetype=gpu"), "{}", reason("nowhere"));
-    assert!(wait_until(DEADLINE, || reason("toobig").starts_with("needs mem 100000, largest offer has ")), "{}", reason("toobig"));
+    lab.post(
+        "/client/task",
+        r#"{"id":"nowhere","dockerimage":"x","mem":"10","nodetype":"gpu"}"#,
+    );
+    lab.post(
+        "/client/task",
+        r#"{"id":"toobig","dockerimage":"x","mem":"100000"}"#,
+    );
+    let reason = |id: &str| {
+        lab.tasks_named(id)
+            .first()
+            .and_then(|it| it["pending_reason"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(DEADLINE, || reason("nowhere")
+            == "no offer from a node with nodetype=gpu"),
+        "{}",
+        reason("nowhere")
+    );
+    assert!(
+        wait_until(DEADLINE, || reason("toobig")
+            .starts_with("needs mem 100000, largest offer has ")),
+        "{}",
+        reason("toobig")
+    );
 }
 
 #[test]
 fn the_node_registry_lists_the_lab() {
     let lab = Lab::start();
-    assert!(wait_until(DEADLINE, || lab.get("/client/node").1.as_array().is_some_and(|nodes| nodes.len() == 3)));
+    assert!(wait_until(DEADLINE, || lab
+        .get("/client/node")
+        .1
+        .as_array()
+        .is_some_and(|nodes| nodes.len() == 3)));
     let (_, nodes) = lab.get("/client/node");
-    let mut seen: Vec<(String, String)> = nodes.as_array().into_iter().flatten().map(|node| (node["hostname"].as_str().unwrap_or("").to_string(), node["nodetype"].as_str().unwrap_or("").to_string())).collect();
+    let mut seen: Vec<(String, String)> = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            (
+                node["hostname"].as_str().unwrap_or("").to_string(),
+                node["nodetype"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
     seen.sort();
-    assert_eq!(seen, [("slave1".into(), "analytics".into()), ("slave2".into(), "lab".into()), ("slave3".into(), "lab".into())]);
+    assert_eq!(
+        seen,
+        [
+            ("slave1".into(), "analytics".into()),
+            ("slave2".into(), "lab".into()),
+            ("slave3".into(), "lab".into())
+        ]
+    );
 }
 
 #[test]
@@ -197,7 +334,13 @@ fn validation_errors_reach_the_user_through_the_real_server() {
     let lab = Lab::start();
     let (status, reply) = lab.post("/client/task", r#"{"id":"x","mem":"10"}"#);
     assert_eq!(status, 400);
-    assert!(reply["message"].as_str().unwrap_or("").contains("dockerimage"), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dockerimage"),
+        "{reply}"
+    );
     assert!(lab.tasks().is_empty());
 }
 

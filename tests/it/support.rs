@@ -42,13 +42,21 @@ impl Lab {
         let mut config = scheduler_config(&sim.addr().to_string());
         adjust(&mut config);
         let scheduler = charmander::start(config).expect("scheduler starts");
-        let lab = Lab { scheduler: Some(scheduler), sim, http: http_agent() };
+        let lab = Lab {
+            scheduler: Some(scheduler),
+            sim,
+            http: http_agent(),
+        };
         lab.wait_subscribed();
         lab
     }
 
     pub fn api(&self, path: &str) -> String {
-        let addr = self.scheduler.as_ref().expect("scheduler running").api_addr();
+        let addr = self
+            .scheduler
+            .as_ref()
+            .expect("scheduler running")
+            .api_addr();
         format!("http://{addr}{path}")
     }
 
@@ -96,7 +104,10 @@ impl Lab {
 
     /// Tasks whose user id is `id`.
     pub fn tasks_named(&self, id: &str) -> Vec<Value> {
-        self.tasks().into_iter().filter(|task| task["id"] == id).collect()
+        self.tasks()
+            .into_iter()
+            .filter(|task| task["id"] == id)
+            .collect()
     }
 
     /// Waits until the tasks named `id` are `count` and all TASK_RUNNING; returns them.
@@ -107,7 +118,11 @@ impl Lab {
             last = self.tasks_named(id);
             last.len() == count && last.iter().all(|task| task["state"] == "TASK_RUNNING")
         });
-        assert!(ok, "{count} running {id} tasks expected, have: {}", serde_json::to_string_pretty(&last).unwrap_or_default());
+        assert!(
+            ok,
+            "{count} running {id} tasks expected, have: {}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        );
         last
     }
 
@@ -115,7 +130,9 @@ impl Lab {
     #[track_caller]
     pub fn wait_subscribed(&self) {
         let ok = wait_until(DEADLINE, || {
-            self.sim_state()["frameworks"].as_array().is_some_and(|frameworks| frameworks.iter().any(|fw| fw["connected"] == true))
+            self.sim_state()["frameworks"]
+                .as_array()
+                .is_some_and(|frameworks| frameworks.iter().any(|fw| fw["connected"] == true))
         });
         assert!(ok, "scheduler never subscribed: {}", self.sim_state());
     }
@@ -147,7 +164,12 @@ pub fn fast_sim(agents: Vec<AgentSpec>) -> SimConfig {
 }
 
 pub fn scheduler_config(master: &str) -> Config {
-    Config { master: master.to_string(), listen: "127.0.0.1:0".to_string(), http_workers: 2, ..Config::default() }
+    Config {
+        master: master.to_string(),
+        listen: "127.0.0.1:0".to_string(),
+        http_workers: 2,
+        ..Config::default()
+    }
 }
 
 pub fn http_agent() -> ureq::Agent {
@@ -164,7 +186,10 @@ pub fn request(http: &ureq::Agent, method: &str, url: &str, body: Option<&str>) 
     let result = match (method, body) {
         ("GET", _) => http.get(url).call(),
         ("DELETE", _) => http.delete(url).call(),
-        ("POST", Some(body)) => http.post(url).header("Content-Type", "application/json").send(body),
+        ("POST", Some(body)) => http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body),
         ("POST", None) => http.post(url).send_empty(),
         ("PUT", Some(body)) => http.put(url).send(body),
         _ => panic!("unsupported request {method}"),

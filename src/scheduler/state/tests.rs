@@ -346,10 +346,10 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
                 view.spec.mem_mb, view.requested.mem_mb
             ));
         }
-        if view.spec.node_name != "" && view.spec.sla == Sla::OnePerNode {
+        if !view.spec.node_name.is_empty() && view.spec.sla == Sla::OnePerNode {
             line.push_str(&format!(" nodename={}", view.spec.node_name));
         }
-        if view.docker_id != "" {
+        if !view.docker_id.is_empty() {
             line.push_str(&format!(
                 " docker={}/{}/{}",
                 view.docker_id, view.docker_name, view.process_id
@@ -446,9 +446,7 @@ fn submit_place_run_and_finish() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit stress60 mem=100 type=lab
-          REVIVE
           = submitted stress60
         > offer slave1 slave2 slave3
           LAUNCH on slave2: stress60-1000000000000
@@ -480,9 +478,7 @@ fn invalid_offers_put_the_task_back_to_pending_without_ack() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit web mem=10
-          REVIVE
           = submitted web
         > offer slave2
           LAUNCH on slave2: web-1000000000000
@@ -513,9 +509,7 @@ fn singleton_keeps_one_instance_and_one_per_node_covers_late_nodes() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton ports=31400,31410
-          REVIVE
           = submitted influxdb
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton
           = submitted influxdb
@@ -553,9 +547,7 @@ fn kill_by_prefix_drops_pending_and_kills_launched() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit stress60 mem=100 type=lab
-          REVIVE
           = submitted stress60
         > offer slave2
           LAUNCH on slave2: stress60-1000000000000
@@ -596,9 +588,7 @@ fn reshuffle_replaces_a_singleton_only_after_the_old_one_is_gone() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit sim mem=100 type=lab sla=singleton reshuffle
-          REVIVE
           = submitted sim
         > offer slave2
           LAUNCH on slave2: sim-1000000000000
@@ -655,9 +645,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit a mem=10
-          REVIVE
           = submitted a
         > submit b mem=10
           = submitted b
@@ -671,9 +659,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         > subscribed
           RECONCILE a-1000000000000 b-1000000000001
           KILL b-1000000000001
-          SUPPRESS
         > update a TASK_LOST reconcile
-          REVIVE
         > tick 31
           KILL b-1000000000001
         ",
@@ -691,9 +677,7 @@ fn a_failed_launch_call_is_reconciled_not_guessed() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit a mem=10
-          REVIVE
           = submitted a
         > offer slave2
           LAUNCH on slave2: a-1000000000000
@@ -734,9 +718,7 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit a mem=10
-          REVIVE
           = submitted a
         > offer slave2
           LAUNCH on slave2: a-1000000000000
@@ -776,7 +758,6 @@ fn intelligence_changes_mem_node_and_sla_of_a_resubmitted_task() {
         ",
         "
         > subscribed
-          SUPPRESS
         > intel lookbusy200 mem 209924096
           = intelligence changed
         > intel lookbusy200 nodename slave3
@@ -784,7 +765,6 @@ fn intelligence_changes_mem_node_and_sla_of_a_resubmitted_task() {
         > intel lookbusy200 sla singleton
           = intelligence changed
         > submit lookbusy200 mem=300 type=lab
-          REVIVE
           = submitted lookbusy200
         > submit lookbusy200 mem=300 type=lab
           = submitted lookbusy200
@@ -820,9 +800,7 @@ fn reshuffle_moves_a_task_to_the_node_pinned_by_intelligence() {
         ",
         "
         > subscribed
-          SUPPRESS
         > submit stress60 mem=100 type=lab sla=singleton reshuffle
-          REVIVE
           = submitted stress60
         > offer slave2
           LAUNCH on slave2: stress60-1000000000000
@@ -862,13 +840,11 @@ fn a_nodename_override_does_not_pin_every_one_per_node_copy() {
         ",
         "
         > subscribed
-          SUPPRESS
         > intel cadvisor nodename slave1
           = intelligence changed
         > intel cadvisor mem 60000000
           = intelligence changed
         > submit cadvisor mem=50 sla=one-per-node
-          REVIVE
           = submitted cadvisor
         > offer slave1 slave2
           LAUNCH on slave1: cadvisor-1000000000000
@@ -908,5 +884,31 @@ fn bad_values_are_refused_and_the_learned_value_is_kept() {
         > sync sim mem -
         > intelligence
         "#,
+    );
+}
+
+#[test]
+fn offers_keep_coming_until_the_registry_has_seen_the_cluster() {
+    check(
+        "
+        subscribed
+        tick 1
+        offer slave1 slave2
+        disconnected
+        subscribed
+        offer slave3
+        ",
+        "
+        > subscribed
+        > tick 1
+        > offer slave1 slave2
+          DECLINE o1 o2 refuse=120
+          SUPPRESS
+        > disconnected
+        > subscribed
+        > offer slave3
+          DECLINE o3 refuse=120
+          SUPPRESS
+        ",
     );
 }

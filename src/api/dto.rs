@@ -1,0 +1,1093 @@
+//! The JSON contract of the REST API and of the Redis values: task and node
+//! objects (contract §1.2), the reply bodies, and the lenient task-request
+//! parser (contract §6.4).
+//!
+//! Pure: no I/O, no logging. These are the only serde-derived types of the
+//! crate besides the config; the scheduler core never sees them. Field order
+//! follows the Go structs of the original, so the text stays comparable.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::scheduler::intelligence::Table;
+use crate::scheduler::model::{NetworkMode, PortMapping, Sla, TaskSpec, Volume, VolumeMode};
+use crate::scheduler::placement::format_number;
+use crate::scheduler::{NodeView, ReshuffleStep, TaskView};
+
+/// The task object of contract §1.2 (`GET /client/task`, `charmander:tasks:*`).
+pub fn task_json(task: &TaskView) -> String {
+    to_json(&TaskDto::from(task))
+}
+
+/// The node object of contract §1.2 (`GET /client/node`, `charmander:nodes:*`).
+pub fn node_json(node: &NodeView) -> String {
+    to_json(&NodeDto::from(node))
+}
+
+/// Parses and validates a `POST /client/task` body. The error is the message
+/// of the 400 reply and says exactly what is wrong.
+///
+/// Lenient like the original's decoder: only the first JSON value counts
+/// (trailing bytes are ignored), unknown fields are ignored, `null` counts as
+/// absent, and numbers may be quoted or bare.
+pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
+    let first = serde_json::Deserializer::from_slice(body)
+        .into_iter::<Value>()
+        .next();
+    let value = match first {
+        None => return Err("empty body: expected a JSON task object".to_string()),
+        Some(Err(err)) => return Err(format!("invalid JSON: {err}")),
+        Some(Ok(value)) => value,
+    };
+    let Value::Object(object) = value else {
+        return Err(format!(
+            "body must be a JSON object such as {EXAMPLE_TASK}, got {}",
+            kind(&value)
+        ));
+    };
+    let fields = Fields(&object);
+    let id = fields.required_name("id")?;
+    let docker_image = fields.required_name("dockerimage")?;
+    let mem_mb = match fields.get("mem") {
+        None => return Err(missing("mem")),
+        Some(value) => positive_whole(value)
+            .ok_or_else(|| bad_value(value, "mem", "a positive whole number of MB"))?,
+    };
+    let cpus = match fields.get("cpus") {
+        None => None,
+        Some(value) => Some(
+            positive_number(value)
+                .ok_or_else(|| bad_value(value, "cpus", "a positive number of cpus"))?,
+        ),
+    };
+    let sla = match fields.string("sla")?.as_deref().unwrap_or("") {
+        "" => Sla::None,
+        "one-per-node" => Sla::OnePerNode,
+        "singleton" => Sla::Singleton,
+        other => return Err(format!("bad sla {other:?}: use one-per-node or singleton")),
+    };
+    let network_mode = fields.string("networkmode")?.unwrap_or_default();
+    let network = match network_mode.to_ascii_lowercase().as_str() {
+        "" => NetworkMode::Default,
+        "host" => NetworkMode::Host,
+        "bridge" => NetworkMode::Bridge,
+        "none" => NetworkMode::None,
+        _ => {
+            return Err(format!(
+                "bad networkmode {network_mode:?}: use bridge, host or none"
+            ))
+        }
+    };
+    Ok(TaskSpec {
+        id,
+        docker_image,
+        mem_mb,
+        cpus,
+        sla,
+        node_type: fields.string("nodetype")?.unwrap_or_default(),
+        node_name: fields.string("nodename")?.unwrap_or_default(),
+        not_metered: fields.boolean("notmetered")?,
+        reshuffleable: fields.boolean("reshuffleable")?,
+        arguments: parse_arguments(fields.get("arguments"))?,
+        volumes: parse_volumes(fields.get("volumes"))?,
+        ports: parse_ports(fields.get("ports"))?,
+        network,
+    })
+}
+
+/// The raw value of a `PUT /client/intelligence/<task>/<attr>` body: the
+/// trimmed text, or the string itself when the body is a JSON string. Numbers
+/// keep their exact text ("2.1E8" stays "2.1E8" so validation can name it).
+pub(crate) fn parse_intelligence_value(body: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "body must be UTF-8 text: the raw value, e.g. 209924096".to_string())?
+        .trim();
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::String(inner)) => Ok(inner.trim().to_string()),
+        _ => Ok(text.to_string()),
+    }
+}
+
+/// `{"code":..,"message":..}`, the body of every reply but lists.
+pub(crate) fn message_json(code: u16, message: &str) -> String {
+    to_json(&MessageDto { code, message })
+}
+
+/// `[task, ...]` for `GET /client/task`.
+pub(crate) fn tasks_json(tasks: &[TaskView]) -> String {
+    to_json(&tasks.iter().map(TaskDto::from).collect::<Vec<_>>())
+}
+
+/// `[node, ...]` for `GET /client/node`.
+pub(crate) fn nodes_json(nodes: &[NodeView]) -> String {
+    to_json(&nodes.iter().map(NodeDto::from).collect::<Vec<_>>())
+}
+
+/// The 200 reply of `DELETE /client/task/<prefix>`.
+pub(crate) fn killed_json(tasks: &[TaskView]) -> String {
+    let ids: Vec<&str> = tasks
+        .iter()
+        .map(|task| task.internal_id.0.as_str())
+        .collect();
+    let message = format!("Kill task: {}", ids.join(", "));
+    to_json(&KilledDto {
+        code: 200,
+        message: &message,
+        tasks: tasks.iter().map(TaskDto::from).collect(),
+    })
+}
+
+/// The 202 reply of `GET /client/task/reshuffle`.
+pub(crate) fn reshuffled_json(steps: &[ReshuffleStep], dry_run: bool) -> String {
+    let plan = steps
+        .iter()
+        .map(|step| StepDto {
+            id: &step.id,
+            internal_id: &step.internal_id.0,
+            from: step.from_host.as_deref(),
+            to: step.to_host.as_deref(),
+            changes: pairs(&step.changes),
+        })
+        .collect();
+    to_json(&ReshuffledDto {
+        code: 202,
+        message: "Reshuffle tasks",
+        plan,
+        dry_run,
+    })
+}
+
+/// `{"<task>": {"<attr>": {"raw","value","source","updated_at"}}}`.
+pub(crate) fn intelligence_json(table: &Table) -> String {
+    let dto: BTreeMap<&str, BTreeMap<&str, EntryDto<'_>>> = table
+        .iter()
+        .map(|(task, entries)| {
+            let entries = entries
+                .iter()
+                .map(|(attribute, entry)| {
+                    let dto = EntryDto {
+                        raw: &entry.raw,
+                        value: entry.derived.display(),
+                        source: entry.source.as_str(),
+                        updated_at: entry.updated_at,
+                    };
+                    (attribute.as_str(), dto)
+                })
+                .collect();
+            (task.as_str(), entries)
+        })
+        .collect();
+    to_json(&dto)
+}
+
+const EXAMPLE_TASK: &str = r#"{"id":"web","dockerimage":"nginx","mem":"64"}"#;
+
+#[derive(Serialize)]
+struct TaskDto<'a> {
+    id: &'a str,
+    dockerimage: &'a str,
+    mem: String,
+    cpus: String,
+    sla: &'static str,
+    nodetype: &'a str,
+    nodename: &'a str,
+    notmetered: bool,
+    reshuffleable: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    arguments: &'a Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<VolumeDto<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortDto>,
+    networkmode: &'static str,
+    #[serde(rename = "InternalID")]
+    internal_id: &'a str,
+    #[serde(rename = "SlaveID")]
+    slave_id: &'a str,
+    #[serde(rename = "DockerID")]
+    docker_id: &'a str,
+    #[serde(rename = "DockerName")]
+    docker_name: &'a str,
+    #[serde(rename = "ProcessID")]
+    process_id: u64,
+    #[serde(rename = "CreatedAt")]
+    created_at: u64,
+    #[serde(rename = "RequestSent")]
+    request_sent: bool,
+    #[serde(rename = "Running")]
+    running: bool,
+    // Additions, after the original's fields.
+    state: &'a str,
+    hostname: &'a str,
+    agent_id: Option<&'a str>,
+    status_message: &'a str,
+    pending_reason: Option<&'a str>,
+    requested: RequestedDto<'a>,
+    intelligence: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Serialize)]
+struct RequestedDto<'a> {
+    mem: String,
+    cpus: String,
+    nodename: &'a str,
+    nodetype: &'a str,
+    sla: &'static str,
+}
+
+#[derive(Serialize)]
+struct VolumeDto<'a> {
+    container_path: &'a str,
+    host_path: &'a str,
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct PortDto {
+    container_port: String,
+    host_port: String,
+}
+
+#[derive(Serialize)]
+struct NodeDto<'a> {
+    id: &'a str,
+    hostname: &'a str,
+    nodetype: &'a str,
+    nodename: &'a str,
+    timeoflastoffer: u64,
+    agent_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct MessageDto<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct KilledDto<'a> {
+    code: u16,
+    message: &'a str,
+    tasks: Vec<TaskDto<'a>>,
+}
+
+#[derive(Serialize)]
+struct ReshuffledDto<'a> {
+    code: u16,
+    message: &'a str,
+    plan: Vec<StepDto<'a>>,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct StepDto<'a> {
+    id: &'a str,
+    #[serde(rename = "InternalID")]
+    internal_id: &'a str,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    changes: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Serialize)]
+struct EntryDto<'a> {
+    raw: &'a str,
+    value: String,
+    source: &'static str,
+    updated_at: u64,
+}
+
+impl<'a> From<&'a TaskView> for TaskDto<'a> {
+    fn from(task: &'a TaskView) -> TaskDto<'a> {
+        let spec = &task.spec;
+        let agent_id = task.agent_id.as_ref().map(|agent| agent.0.as_str());
+        TaskDto {
+            id: &spec.id,
+            dockerimage: &spec.docker_image,
+            mem: spec.mem_mb.to_string(),
+            cpus: cpus_text(spec.cpus),
+            sla: spec.sla.as_str(),
+            nodetype: &spec.node_type,
+            nodename: &spec.node_name,
+            notmetered: spec.not_metered,
+            reshuffleable: spec.reshuffleable,
+            arguments: &spec.arguments,
+            volumes: spec.volumes.iter().map(VolumeDto::from).collect(),
+            ports: spec.ports.iter().map(PortDto::from).collect(),
+            networkmode: spec.network.as_str(),
+            internal_id: &task.internal_id.0,
+            slave_id: agent_id.unwrap_or(""),
+            docker_id: &task.docker_id,
+            docker_name: &task.docker_name,
+            process_id: task.process_id,
+            created_at: task.created_at,
+            request_sent: task.request_sent,
+            running: task.running,
+            state: &task.state,
+            hostname: task.hostname.as_deref().unwrap_or(""),
+            agent_id,
+            status_message: &task.status_message,
+            pending_reason: task.pending_reason.as_deref(),
+            requested: RequestedDto {
+                mem: task.requested.mem_mb.to_string(),
+                cpus: cpus_text(task.requested.cpus),
+                nodename: &task.requested.node_name,
+                nodetype: &task.requested.node_type,
+                sla: task.requested.sla.as_str(),
+            },
+            intelligence: pairs(&task.intelligence),
+        }
+    }
+}
+
+impl<'a> From<&'a Volume> for VolumeDto<'a> {
+    fn from(volume: &'a Volume) -> VolumeDto<'a> {
+        VolumeDto {
+            container_path: &volume.container_path,
+            host_path: &volume.host_path,
+            mode: volume.mode.as_str(),
+        }
+    }
+}
+
+impl From<&PortMapping> for PortDto {
+    fn from(port: &PortMapping) -> PortDto {
+        PortDto {
+            container_port: port.container_port.to_string(),
+            host_port: port.host_port.to_string(),
+        }
+    }
+}
+
+impl<'a> From<&'a NodeView> for NodeDto<'a> {
+    fn from(node: &'a NodeView) -> NodeDto<'a> {
+        NodeDto {
+            id: &node.agent_id.0,
+            hostname: &node.hostname,
+            nodetype: &node.node_type,
+            nodename: &node.node_name,
+            timeoflastoffer: node.time_of_last_offer,
+            agent_id: &node.agent_id.0,
+        }
+    }
+}
+
+/// Serializes like Go's `json.Marshal`: `<`, `>`, `&`, U+2028 and U+2029 are
+/// escaped. Those characters can only occur inside JSON strings, so replacing
+/// them in the whole text is safe.
+fn to_json(value: &impl Serialize) -> String {
+    // Serializing these plain structs (string keys, no floats) cannot fail.
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
+    if !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return text;
+    }
+    text.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+/// The contract's cpus text: "0" when the user gave none (as the original
+/// showed it; the launch uses `DEFAULT_CPUS`), else e.g. "0.5" or "1".
+fn cpus_text(cpus: Option<f64>) -> String {
+    cpus.map(format_number).unwrap_or_else(|| "0".to_string())
+}
+
+fn pairs(pairs: &[(String, String)]) -> BTreeMap<&str, &str> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
+}
+
+/// Field access on the request object, with `null` treated as absent.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|value| !value.is_null())
+    }
+
+    /// A trimmed string field, `None` when absent.
+    fn string(&self, name: &str) -> Result<Option<String>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.trim().to_string())),
+            Some(value) => Err(bad_value(value, name, "a string")),
+        }
+    }
+
+    fn required_name(&self, name: &str) -> Result<String, String> {
+        match self.string(name)? {
+            None => Err(missing(name)),
+            Some(text) if text.is_empty() => Err(format!("field {name:?} must not be empty")),
+            Some(text) => Ok(text),
+        }
+    }
+
+    /// true/false, also as the strings "true"/"false"; absent is false.
+    fn boolean(&self, name: &str) -> Result<bool, String> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(Value::Bool(flag)) => Ok(*flag),
+            Some(Value::String(text)) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+            Some(Value::String(text)) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+            Some(value) => Err(bad_value(value, name, "true or false")),
+        }
+    }
+}
+
+fn parse_arguments(value: Option<&Value>) -> Result<Vec<String>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = value else {
+        return Err(bad_value(value, "arguments", "an array of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(idx, item)| match item {
+            Value::String(text) => Ok(text.clone()),
+            _ => Err(bad_value(item, &format!("arguments[{idx}]"), "a string")),
+        })
+        .collect()
+}
+
+fn parse_volumes(value: Option<&Value>) -> Result<Vec<Volume>, String> {
+    objects(value, "volumes")?
+        .into_iter()
+        .enumerate()
+        .map(|(idx, object)| {
+            let fields = Fields(object);
+            let path = |name: &str| match fields.string(name) {
+                Ok(Some(text)) if !text.is_empty() => Ok(text),
+                Ok(_) => Err(format!("missing field {name:?} in volumes[{idx}]")),
+                Err(err) => Err(format!("{err} in volumes[{idx}]")),
+            };
+            let host_path = path("host_path")?;
+            let container_path = path("container_path")?;
+            // Docker mounts read-write unless told otherwise, and so did the original.
+            let mode_text = fields
+                .string("mode")
+                .map_err(|err| format!("{err} in volumes[{idx}]"))?
+                .unwrap_or_default();
+            let mode = match mode_text.to_ascii_lowercase().as_str() {
+                "" | "rw" => VolumeMode::ReadWrite,
+                "ro" => VolumeMode::ReadOnly,
+                _ => {
+                    return Err(format!(
+                        "bad volume mode {mode_text:?} in volumes[{idx}]: use ro or rw"
+                    ))
+                }
+            };
+            Ok(Volume {
+                host_path,
+                container_path,
+                mode,
+            })
+        })
+        .collect()
+}
+
+fn parse_ports(value: Option<&Value>) -> Result<Vec<PortMapping>, String> {
+    objects(value, "ports")?
+        .into_iter()
+        .enumerate()
+        .map(|(idx, object)| {
+            let fields = Fields(object);
+            let port = |name: &str| -> Result<u16, String> {
+                let Some(value) = fields.get(name) else {
+                    return Err(format!("missing field {name:?} in ports[{idx}]"));
+                };
+                let number = whole(value).ok_or_else(|| {
+                    bad_value(value, &format!("ports[{idx}].{name}"), "a port number")
+                })?;
+                match u16::try_from(number) {
+                    Ok(port) if port > 0 => Ok(port),
+                    _ => Err(format!("port {number} outside 1-65535 in ports[{idx}]")),
+                }
+            };
+            Ok(PortMapping {
+                host_port: port("host_port")?,
+                container_port: port("container_port")?,
+            })
+        })
+        .collect()
+}
+
+/// An optional array of objects.
+fn objects<'a>(
+    value: Option<&'a Value>,
+    name: &str,
+) -> Result<Vec<&'a Map<String, Value>>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Value::Array(items) = value else {
+        return Err(bad_value(value, name, "an array of objects"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(idx, item)| match item {
+            Value::Object(object) => Ok(object),
+            _ => Err(bad_value(item, &format!("{name}[{idx}]"), "an object")),
+        })
+        .collect()
+}
+
+/// A whole number, quoted ("50") or bare (50).
+fn whole(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(number) => number.as_u64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn positive_whole(value: &Value) -> Option<u64> {
+    whole(value).filter(|number| *number > 0)
+}
+
+/// A finite positive number, quoted ("0.5") or bare (0.5).
+fn positive_number(value: &Value) -> Option<f64> {
+    let number = match value {
+        Value::Number(number) => number.as_f64()?,
+        Value::String(text) => text.trim().parse().ok()?,
+        _ => return None,
+    };
+    (number.is_finite() && number > 0.0).then_some(number)
+}
+
+fn missing(name: &str) -> String {
+    format!("missing field {name:?}")
+}
+
+/// `bad value "abc" for "mem": expected ...`; the value is shown as JSON.
+fn bad_value(value: &Value, name: &str, expected: &str) -> String {
+    let mut shown = value.to_string();
+    if shown.len() > 60 {
+        let cut = (0..=60)
+            .rev()
+            .find(|idx| shown.is_char_boundary(*idx))
+            .unwrap_or(0);
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    format!("bad value {shown} for {name:?}: expected {expected}")
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scheduler::intelligence::{Derived, Entry, Source};
+    use crate::scheduler::model::{AgentId, TaskId};
+
+    const CADVISOR: &str = r#"{
+        "id": "cadvisor", "dockerimage": "google/cadvisor:0.6.2", "mem": "50",
+        "sla": "one-per-node", "notmetered": true,
+        "volumes": [
+            {"host_path":"/", "container_path":"/rootfs", "mode":"ro"},
+            {"host_path":"/var/run", "container_path":"/var/run", "mode":"rw"},
+            {"host_path":"/sys", "container_path":"/sys", "mode":"ro"},
+            {"host_path":"/var/lib/docker", "container_path":"/var/lib/docker/", "mode":"ro"}
+        ],
+        "ports": [{"host_port":"31500", "container_port":"8080"}]
+    }"#;
+    const STRESS60: &str = r#"{
+        "id": "stress60", "dockerimage": "stress", "mem": "100", "reshuffleable": true,
+        "nodetype": "lab", "arguments": ["--vm-bytes", "60M", "--vm", "1"]
+    }"#;
+    const INFLUXDB: &str = r#"{
+        "id": "influxdb", "dockerimage": "influxdb", "mem": "100", "cpus": "1",
+        "sla": "singleton", "nodetype": "analytics", "notmetered": true,
+        "volumes": [{"host_path":"/analytics/log/influxdb", "container_path":"/log/", "mode":"rw"}],
+        "ports": [
+            {"host_port":"31400", "container_port":"8083"},
+            {"host_port":"31410", "container_port":"8086"}
+        ]
+    }"#;
+
+    fn spec(id: &str, image: &str, mem_mb: u64) -> TaskSpec {
+        TaskSpec {
+            id: id.to_string(),
+            docker_image: image.to_string(),
+            mem_mb,
+            cpus: None,
+            sla: Sla::None,
+            node_type: String::new(),
+            node_name: String::new(),
+            not_metered: false,
+            reshuffleable: false,
+            arguments: Vec::new(),
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            network: NetworkMode::Default,
+        }
+    }
+
+    fn volume(host_path: &str, container_path: &str, mode: VolumeMode) -> Volume {
+        Volume {
+            host_path: host_path.to_string(),
+            container_path: container_path.to_string(),
+            mode,
+        }
+    }
+
+    fn port(host_port: u16, container_port: u16) -> PortMapping {
+        PortMapping {
+            host_port,
+            container_port,
+        }
+    }
+
+    #[track_caller]
+    fn check_ok(body: &str, expected: TaskSpec) {
+        assert_eq!(parse_task(body.as_bytes()), Ok(expected), "{body}");
+    }
+
+    #[track_caller]
+    fn check_err(body: &str, expected: &str) {
+        match parse_task(body.as_bytes()) {
+            Ok(spec) => panic!("{body} parsed as {spec:?}, expected {expected:?}"),
+            Err(message) => assert_eq!(message, expected, "{body}"),
+        }
+    }
+
+    #[test]
+    fn the_reference_examples_parse() {
+        check_ok(
+            CADVISOR,
+            TaskSpec {
+                sla: Sla::OnePerNode,
+                not_metered: true,
+                volumes: vec![
+                    volume("/", "/rootfs", VolumeMode::ReadOnly),
+                    volume("/var/run", "/var/run", VolumeMode::ReadWrite),
+                    volume("/sys", "/sys", VolumeMode::ReadOnly),
+                    volume("/var/lib/docker", "/var/lib/docker/", VolumeMode::ReadOnly),
+                ],
+                ports: vec![port(31500, 8080)],
+                ..spec("cadvisor", "google/cadvisor:0.6.2", 50)
+            },
+        );
+        check_ok(
+            STRESS60,
+            TaskSpec {
+                reshuffleable: true,
+                node_type: "lab".to_string(),
+                arguments: ["--vm-bytes", "60M", "--vm", "1"]
+                    .map(String::from)
+                    .to_vec(),
+                ..spec("stress60", "stress", 100)
+            },
+        );
+        check_ok(
+            INFLUXDB,
+            TaskSpec {
+                cpus: Some(1.0),
+                sla: Sla::Singleton,
+                node_type: "analytics".to_string(),
+                not_metered: true,
+                volumes: vec![volume(
+                    "/analytics/log/influxdb",
+                    "/log/",
+                    VolumeMode::ReadWrite,
+                )],
+                ports: vec![port(31400, 8083), port(31410, 8086)],
+                ..spec("influxdb", "influxdb", 100)
+            },
+        );
+    }
+
+    #[test]
+    fn lenient_inputs_are_accepted() {
+        let minimal = || spec("web", "nginx", 64);
+        check_ok(r#"{"id":"web","dockerimage":"nginx","mem":64}"#, minimal());
+        check_ok(
+            r#"{"id":" web ","dockerimage":"nginx","mem":" 64 "}"#,
+            minimal(),
+        );
+        // Only the first JSON value counts, as with the original's decoder.
+        check_ok(
+            r#"{"id":"web","dockerimage":"nginx","mem":"64"} trailing {"#,
+            minimal(),
+        );
+        check_ok(
+            r#"{"id":"web","dockerimage":"nginx","mem":"64","colour":"blue","cpus":null,"sla":""}"#,
+            minimal(),
+        );
+        check_ok(
+            r#"{"id":"web","dockerimage":"nginx","mem":"64","cpus":0.5,"notmetered":"true",
+                "reshuffleable":"false","networkmode":"HOST","nodename":"slave2",
+                "volumes":[{"host_path":"/a","container_path":"/b"},{"host_path":"/c","container_path":"/d","mode":"RO"}],
+                "ports":[{"host_port":31000,"container_port":"80"}]}"#,
+            TaskSpec {
+                cpus: Some(0.5),
+                not_metered: true,
+                network: NetworkMode::Host,
+                node_name: "slave2".to_string(),
+                volumes: vec![
+                    volume("/a", "/b", VolumeMode::ReadWrite),
+                    volume("/c", "/d", VolumeMode::ReadOnly),
+                ],
+                ports: vec![port(31000, 80)],
+                ..minimal()
+            },
+        );
+        for (mode, network) in [
+            ("bridge", NetworkMode::Bridge),
+            ("none", NetworkMode::None),
+            ("", NetworkMode::Default),
+        ] {
+            let body = format!(
+                r#"{{"id":"web","dockerimage":"nginx","mem":"64","networkmode":"{mode}"}}"#
+            );
+            check_ok(
+                &body,
+                TaskSpec {
+                    network,
+                    ..minimal()
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn every_bad_request_says_what_is_wrong() {
+        let base = r#""dockerimage":"nginx","mem":"64""#;
+        let with = |extra: &str| format!(r#"{{"id":"web",{base},{extra}}}"#);
+        check_err("", "empty body: expected a JSON task object");
+        check_err("  \n", "empty body: expected a JSON task object");
+        check_err(
+            "{\"id\":",
+            "invalid JSON: EOF while parsing a value at line 1 column 6",
+        );
+        check_err(
+            "[1]",
+            r#"body must be a JSON object such as {"id":"web","dockerimage":"nginx","mem":"64"}, got an array"#,
+        );
+        check_err(
+            "null",
+            r#"body must be a JSON object such as {"id":"web","dockerimage":"nginx","mem":"64"}, got null"#,
+        );
+        check_err(&format!("{{{base}}}"), r#"missing field "id""#);
+        check_err(
+            &format!(r#"{{"id":"  ",{base}}}"#),
+            r#"field "id" must not be empty"#,
+        );
+        check_err(
+            &format!(r#"{{"id":7,{base}}}"#),
+            r#"bad value 7 for "id": expected a string"#,
+        );
+        check_err(
+            r#"{"id":"web","mem":"64"}"#,
+            r#"missing field "dockerimage""#,
+        );
+        check_err(
+            r#"{"id":"web","dockerimage":"","mem":"64"}"#,
+            r#"field "dockerimage" must not be empty"#,
+        );
+        check_err(
+            r#"{"id":"web","dockerimage":"nginx"}"#,
+            r#"missing field "mem""#,
+        );
+        for (mem, shown) in [
+            (r#""abc""#, r#""abc""#),
+            (r#""0""#, r#""0""#),
+            ("0", "0"),
+            ("-5", "-5"),
+            (r#""12.5""#, r#""12.5""#),
+            ("true", "true"),
+        ] {
+            check_err(
+                &format!(r#"{{"id":"web","dockerimage":"nginx","mem":{mem}}}"#),
+                &format!(r#"bad value {shown} for "mem": expected a positive whole number of MB"#),
+            );
+        }
+        check_err(
+            &with(r#""cpus":"lots""#),
+            r#"bad value "lots" for "cpus": expected a positive number of cpus"#,
+        );
+        check_err(
+            &with(r#""cpus":0"#),
+            r#"bad value 0 for "cpus": expected a positive number of cpus"#,
+        );
+        check_err(
+            &with(r#""cpus":"inf""#),
+            r#"bad value "inf" for "cpus": expected a positive number of cpus"#,
+        );
+        check_err(
+            &with(r#""sla":"x""#),
+            r#"bad sla "x": use one-per-node or singleton"#,
+        );
+        check_err(
+            &with(r#""networkmode":"overlay""#),
+            r#"bad networkmode "overlay": use bridge, host or none"#,
+        );
+        check_err(
+            &with(r#""notmetered":"yes""#),
+            r#"bad value "yes" for "notmetered": expected true or false"#,
+        );
+        check_err(
+            &with(r#""nodetype":["lab"]"#),
+            r#"bad value ["lab"] for "nodetype": expected a string"#,
+        );
+        check_err(
+            &with(r#""arguments":"-v""#),
+            r#"bad value "-v" for "arguments": expected an array of strings"#,
+        );
+        check_err(
+            &with(r#""arguments":["-v",1]"#),
+            r#"bad value 1 for "arguments[1]": expected a string"#,
+        );
+        check_err(
+            &with(r#""volumes":[{"host_path":"/a","container_path":"/b","mode":"rx"}]"#),
+            r#"bad volume mode "rx" in volumes[0]: use ro or rw"#,
+        );
+        check_err(
+            &with(r#""volumes":[{"container_path":"/b"}]"#),
+            r#"missing field "host_path" in volumes[0]"#,
+        );
+        check_err(
+            &with(r#""volumes":["/a:/b"]"#),
+            r#"bad value "/a:/b" for "volumes[0]": expected an object"#,
+        );
+        check_err(
+            &with(r#""ports":[{"host_port":"0","container_port":"80"}]"#),
+            "port 0 outside 1-65535 in ports[0]",
+        );
+        check_err(
+            &with(r#""ports":[{"host_port":70000,"container_port":"80"}]"#),
+            "port 70000 outside 1-65535 in ports[0]",
+        );
+        check_err(
+            &with(r#""ports":[{"host_port":"31000","container_port":"http"}]"#),
+            r#"bad value "http" for "ports[0].container_port": expected a port number"#,
+        );
+        check_err(
+            &with(r#""ports":[{"host_port":"31000"}]"#),
+            r#"missing field "container_port" in ports[0]"#,
+        );
+        // Long values are cut in the message.
+        let long = "x".repeat(100);
+        let message = parse_task(with(&format!(r#""cpus":"{long}""#)).as_bytes()).unwrap_err();
+        assert!(message.contains("xxx…") && message.len() < 140, "{message}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for body in [
+            "\u{0}",
+            "{{{{",
+            "\"",
+            "{\"id\":\"\u{e9}\"}",
+            "[",
+            "1e999",
+            "{\"mem\":1e999}",
+        ] {
+            let _ = parse_task(body.as_bytes());
+        }
+        let _ = parse_task(&[0xff, 0xfe, b'{']);
+        let deep = "[".repeat(10_000);
+        assert!(parse_task(deep.as_bytes()).is_err());
+    }
+
+    fn running_copy() -> TaskView {
+        let requested = TaskSpec {
+            sla: Sla::OnePerNode,
+            not_metered: true,
+            volumes: vec![volume("/", "/rootfs", VolumeMode::ReadOnly)],
+            ports: vec![port(31500, 8080)],
+            ..spec("cadvisor", "google/cadvisor:0.6.2", 50)
+        };
+        TaskView {
+            spec: TaskSpec {
+                node_name: "slave2".to_string(),
+                mem_mb: 230,
+                ..requested.clone()
+            },
+            requested,
+            intelligence: vec![("mem".to_string(), "230".to_string())],
+            internal_id: TaskId("cadvisor-1464567890123456789".to_string()),
+            state: "TASK_RUNNING".to_string(),
+            agent_id: Some(AgentId("S1".to_string())),
+            hostname: Some("slave2".to_string()),
+            docker_id: "abc123".to_string(),
+            docker_name: "mesos-S1.c1".to_string(),
+            process_id: 4242,
+            created_at: 1464567890,
+            request_sent: true,
+            running: true,
+            status_message: String::new(),
+            pending_reason: None,
+        }
+    }
+
+    #[test]
+    fn task_json_has_the_contract_names_and_types() {
+        let text = task_json(&running_copy());
+        assert!(
+            text.starts_with(r#"{"id":"cadvisor","dockerimage":"#),
+            "{text}"
+        );
+        let value: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            value,
+            json!({
+                "id": "cadvisor", "dockerimage": "google/cadvisor:0.6.2", "mem": "230", "cpus": "0",
+                "sla": "one-per-node", "nodetype": "", "nodename": "slave2",
+                "notmetered": true, "reshuffleable": false,
+                "volumes": [{"container_path": "/rootfs", "host_path": "/", "mode": "ro"}],
+                "ports": [{"container_port": "8080", "host_port": "31500"}],
+                "networkmode": "",
+                "InternalID": "cadvisor-1464567890123456789", "SlaveID": "S1",
+                "DockerID": "abc123", "DockerName": "mesos-S1.c1", "ProcessID": 4242,
+                "CreatedAt": 1464567890, "RequestSent": true, "Running": true,
+                "state": "TASK_RUNNING", "hostname": "slave2", "agent_id": "S1",
+                "status_message": "", "pending_reason": null,
+                "requested": {"mem": "50", "cpus": "0", "nodename": "", "nodetype": "", "sla": "one-per-node"},
+                "intelligence": {"mem": "230"}
+            })
+        );
+    }
+
+    #[test]
+    fn task_json_of_a_pending_task() {
+        let mut task = running_copy();
+        task.spec = TaskSpec {
+            cpus: Some(0.1),
+            arguments: vec!["<&>".to_string()],
+            ..spec("web", "nginx", 64)
+        };
+        task.requested = TaskSpec {
+            cpus: Some(1.0),
+            ..task.spec.clone()
+        };
+        task.intelligence.clear();
+        task.agent_id = None;
+        task.hostname = None;
+        task.running = false;
+        task.request_sent = false;
+        task.state = "pending".to_string();
+        task.pending_reason = Some("no offer with 64 MB".to_string());
+        let text = task_json(&task);
+        // Go's json.Marshal escapes HTML characters; so do we.
+        assert!(
+            text.contains(r#""arguments":["\u003c\u0026\u003e"]"#),
+            "{text}"
+        );
+        let value: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(value["arguments"], json!(["<&>"]));
+        assert_eq!(
+            (&value["cpus"], &value["requested"]["cpus"]),
+            (&json!("0.1"), &json!("1"))
+        );
+        assert_eq!(
+            (&value["SlaveID"], &value["hostname"], &value["agent_id"]),
+            (&json!(""), &json!(""), &Value::Null)
+        );
+        assert_eq!(value["pending_reason"], "no offer with 64 MB");
+        // Empty lists are omitted, as Go's omitempty did.
+        assert!(
+            value.get("volumes").is_none() && value.get("ports").is_none(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn node_json_has_the_contract_names_and_types() {
+        let node = NodeView {
+            agent_id: AgentId("20160529-S1".to_string()),
+            hostname: "slave2".to_string(),
+            node_type: "lab".to_string(),
+            node_name: "slave2".to_string(),
+            time_of_last_offer: 1464567890,
+        };
+        assert_eq!(
+            node_json(&node),
+            r#"{"id":"20160529-S1","hostname":"slave2","nodetype":"lab","nodename":"slave2","timeoflastoffer":1464567890,"agent_id":"20160529-S1"}"#
+        );
+    }
+
+    #[test]
+    fn reply_bodies() {
+        assert_eq!(
+            message_json(202, "Run task: web"),
+            r#"{"code":202,"message":"Run task: web"}"#
+        );
+        let killed: Value =
+            serde_json::from_str(&killed_json(&[running_copy(), running_copy()])).expect("json");
+        assert_eq!(
+            killed["message"],
+            "Kill task: cadvisor-1464567890123456789, cadvisor-1464567890123456789"
+        );
+        assert_eq!(killed["tasks"].as_array().map(Vec::len), Some(2));
+        let step = ReshuffleStep {
+            id: "stress60".to_string(),
+            internal_id: TaskId("stress60-1".to_string()),
+            from_host: Some("slave2".to_string()),
+            to_host: None,
+            changes: vec![("mem".to_string(), "230".to_string())],
+        };
+        assert_eq!(
+            reshuffled_json(&[step], true),
+            r#"{"code":202,"message":"Reshuffle tasks","plan":[{"id":"stress60","InternalID":"stress60-1","from":"slave2","to":null,"changes":{"mem":"230"}}],"dry_run":true}"#
+        );
+        let mut table = Table::new();
+        table.entry("stress60".to_string()).or_default().insert(
+            "mem".to_string(),
+            Entry {
+                source: Source::Redis,
+                raw: "209924096".to_string(),
+                derived: Derived::MemMb(230),
+                updated_at: 7,
+            },
+        );
+        assert_eq!(
+            intelligence_json(&table),
+            r#"{"stress60":{"mem":{"raw":"209924096","value":"230","source":"redis","updated_at":7}}}"#
+        );
+        assert_eq!(intelligence_json(&Table::new()), "{}");
+    }
+
+    #[test]
+    fn intelligence_body_is_the_raw_value() {
+        #[track_caller]
+        fn check(body: &[u8], expected: Result<&str, &str>) {
+            assert_eq!(
+                parse_intelligence_value(body),
+                expected.map(str::to_string).map_err(str::to_string)
+            );
+        }
+        check(b"209924096", Ok("209924096"));
+        check(b" 209924096\n", Ok("209924096"));
+        check(b"\"slave2\"", Ok("slave2"));
+        check(b"\" singleton \"", Ok("singleton"));
+        check(b"2.1E8", Ok("2.1E8"));
+        check(b"slave2", Ok("slave2"));
+        check(b"", Ok(""));
+        check(b"\"\"", Ok(""));
+        check(
+            b"\xff",
+            Err("body must be UTF-8 text: the raw value, e.g. 209924096"),
+        );
+    }
+}

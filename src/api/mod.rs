@@ -1,0 +1,855 @@
+//! The REST API on :7075: a small pool of `http-N` worker threads over one
+//! `tiny_http::Server`.
+//!
+//! A worker routes the request (`route`), reads at most `MAX_BODY` bytes,
+//! parses the body into domain types (`dto`), sends one `ApiCommand` to the
+//! `state` thread and waits for its reply at most `REPLY_TIMEOUT`, then turns
+//! the reply into a status and a JSON body (`respond`). Workers never touch
+//! scheduler state, and nothing a client sends can make them panic.
+
+pub mod dto;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
+
+use crate::scheduler::intelligence::Source;
+use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
+
+/// The largest request body we read; a bigger one gets 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a worker waits for the state thread (to take the command and to
+/// answer it, together) before it answers 503.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A declared body above this is not answered at all; see `serve`.
+pub const MAX_DECLARED_BODY: usize = 16 * 1024 * 1024;
+
+/// The running HTTP workers. Dropping it stops them.
+pub struct ApiServer {
+    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Binds `listen` (port 0 picks a free port) and starts `workers` threads
+    /// named `http-N` (at least one).
+    pub fn start(
+        listen: &str,
+        workers: usize,
+        state: Sender<ApiCommand>,
+    ) -> std::io::Result<ApiServer> {
+        let server = tiny_http::Server::http(listen).map_err(std::io::Error::other)?;
+        let addr = server.server_addr().to_ip().ok_or_else(|| {
+            std::io::Error::other(format!("{listen} is not an IP listen address"))
+        })?;
+        let mut api_server = ApiServer {
+            server: Arc::new(server),
+            addr,
+            stopping: Arc::new(AtomicBool::new(false)),
+            workers: Vec::new(),
+        };
+        for worker_idx in 0..workers.max(1) {
+            let server = Arc::clone(&api_server.server);
+            let stopping = Arc::clone(&api_server.stopping);
+            let state = state.clone();
+            // On a spawn error, dropping `api_server` stops the workers already running.
+            let worker = std::thread::Builder::new()
+                .name(format!("http-{worker_idx}"))
+                .spawn(move || serve(&server, &stopping, &state))?;
+            api_server.workers.push(worker);
+        }
+        log::info!("rest api listening addr={addr} workers={}", workers.max(1));
+        Ok(api_server)
+    }
+
+    /// The bound address (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the workers and joins them. A worker busy with a request finishes
+    /// it first (at most about `REPLY_TIMEOUT`).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                log::error!("http worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Everything a request can ask for, decided from method and path alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Route {
+    Ping,
+    SubmitTask,
+    ListTasks,
+    Reshuffle { dry_run: bool },
+    KillTasks { id_prefix: String },
+    ListNodes,
+    ListIntelligence,
+    SetIntelligence { task: String, attribute: String },
+    ClearIntelligence { task: String, attribute: String },
+}
+
+/// Every way a request fails before or instead of a scheduler reply. Mapped to
+/// HTTP in one place, `ApiError::status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ApiError {
+    /// No endpoint has this path (the path is the field).
+    NoSuchEndpoint(String),
+    /// The endpoint exists but not for this method; `allow` lists the methods.
+    MethodNotAllowed { allow: &'static str },
+    /// The request itself is malformed or its values are not acceptable.
+    BadRequest(String),
+    /// The scheduler found nothing to act on.
+    NotFound(String),
+    /// The body is longer than `MAX_BODY`.
+    BodyTooLarge,
+    /// The state thread did not answer within `REPLY_TIMEOUT`.
+    Busy,
+    /// The state thread is gone (shutting down).
+    Stopped,
+    /// A bug: the state thread answered with a reply that does not fit.
+    Internal(String),
+}
+
+/// A finished response, before it becomes a `tiny_http::Response`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reply {
+    status: u16,
+    body: String,
+    content_type: &'static str,
+    allow: Option<&'static str>,
+}
+
+const JSON: &str = "application/json";
+
+impl ApiError {
+    fn status(&self) -> u16 {
+        match self {
+            ApiError::NoSuchEndpoint(_) | ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BadRequest(_) => 400,
+            ApiError::BodyTooLarge => 413,
+            ApiError::Busy | ApiError::Stopped => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::NoSuchEndpoint(path) => format!("no such endpoint: {path}"),
+            ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
+            ApiError::BadRequest(message)
+            | ApiError::NotFound(message)
+            | ApiError::Internal(message) => message.clone(),
+            ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
+            ApiError::Busy => "scheduler busy".to_string(),
+            ApiError::Stopped => "scheduler is shutting down".to_string(),
+        }
+    }
+
+    fn into_reply(self) -> Reply {
+        let status = self.status();
+        let allow = match &self {
+            ApiError::MethodNotAllowed { allow } => Some(*allow),
+            _ => None,
+        };
+        Reply {
+            status,
+            body: dto::message_json(status, &self.message()),
+            content_type: JSON,
+            allow,
+        }
+    }
+}
+
+impl Reply {
+    fn json(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type: JSON,
+            allow: None,
+        }
+    }
+}
+
+/// One worker: serve requests until `stop` unblocks it.
+fn serve(server: &tiny_http::Server, stopping: &AtomicBool, state: &Sender<ApiCommand>) {
+    loop {
+        let request = match server.recv() {
+            Ok(request) => request,
+            Err(_) if stopping.load(Ordering::SeqCst) => return,
+            Err(err) => {
+                log::warn!("http accept failed error={err}");
+                continue;
+            }
+        };
+        let Some(mut request) = guard_declared_body(request) else {
+            continue;
+        };
+        let started = Instant::now();
+        let reply = handle(&mut request, state).unwrap_or_else(ApiError::into_reply);
+        log::debug!(
+            "http request method={} url={} status={} took_ms={}",
+            request.method(),
+            request.url(),
+            reply.status,
+            started.elapsed().as_millis()
+        );
+        if let Err(err) = request.respond(into_response(reply)) {
+            log::debug!("http reply not delivered error={err}");
+        }
+    }
+}
+
+/// tiny_http 0.12 drains an unread body when the request is dropped,
+/// allocating `vec![0; remaining]`: an absurd Content-Length panics (capacity
+/// overflow) or aborts (allocation failure) the process. Such a request is
+/// leaked instead (its socket and one tiny_http connection thread), the lesser
+/// harm; legitimate clients never get here. Shared with `mesos-sim`.
+pub fn guard_declared_body(request: tiny_http::Request) -> Option<tiny_http::Request> {
+    if request
+        .body_length()
+        .is_some_and(|length| length > MAX_DECLARED_BODY)
+    {
+        log::warn!(
+            "http request dropped unanswered: declared body too large method={} url={} length={:?}",
+            request.method(),
+            request.url(),
+            request.body_length()
+        );
+        std::mem::forget(request);
+        return None;
+    }
+    Some(request)
+}
+
+fn handle(request: &mut tiny_http::Request, state: &Sender<ApiCommand>) -> Result<Reply, ApiError> {
+    let route = route(request.method().as_str(), request.url())?;
+    let api_request = match &route {
+        Route::Ping => {
+            return Ok(Reply {
+                status: 200,
+                body: "Pong\n".to_string(),
+                content_type: "text/plain; charset=utf-8",
+                allow: None,
+            })
+        }
+        Route::SubmitTask => {
+            let body = read_body(request)?;
+            ApiRequest::Submit(dto::parse_task(&body).map_err(ApiError::BadRequest)?)
+        }
+        Route::ListTasks => ApiRequest::ListTasks,
+        Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
+        Route::KillTasks { id_prefix } => ApiRequest::Kill {
+            id_prefix: id_prefix.clone(),
+        },
+        Route::ListNodes => ApiRequest::ListNodes,
+        Route::ListIntelligence => ApiRequest::ListIntelligence,
+        Route::SetIntelligence { task, attribute } => {
+            let body = read_body(request)?;
+            ApiRequest::SetIntelligence {
+                task: task.clone(),
+                attribute: attribute.clone(),
+                raw: dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?,
+                source: Source::Rest,
+            }
+        }
+        Route::ClearIntelligence { task, attribute } => ApiRequest::ClearIntelligence {
+            task: task.clone(),
+            attribute: attribute.clone(),
+            source: Source::Rest,
+        },
+    };
+    // An empty value clears the entry; say so in the reply.
+    let route = match (route, &api_request) {
+        (Route::SetIntelligence { task, attribute }, ApiRequest::SetIntelligence { raw, .. })
+            if raw.is_empty() =>
+        {
+            Route::ClearIntelligence { task, attribute }
+        }
+        (route, _) => route,
+    };
+    let reply = ask(state, api_request)?;
+    respond(&route, reply)
+}
+
+/// Sends one command to the state thread and waits for its answer, both
+/// within `REPLY_TIMEOUT`.
+fn ask(state: &Sender<ApiCommand>, request: ApiRequest) -> Result<ApiReply, ApiError> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
+    let command = ApiCommand {
+        request,
+        reply: reply_sender,
+    };
+    match state.send_deadline(command, deadline) {
+        Ok(()) => {}
+        Err(SendTimeoutError::Timeout(_)) => return Err(ApiError::Busy),
+        Err(SendTimeoutError::Disconnected(_)) => return Err(ApiError::Stopped),
+    }
+    match reply_receiver.recv_deadline(deadline) {
+        Ok(reply) => Ok(reply),
+        Err(RecvTimeoutError::Timeout) => Err(ApiError::Busy),
+        // The state thread dropped the command without answering.
+        Err(RecvTimeoutError::Disconnected) => Err(ApiError::Stopped),
+    }
+}
+
+/// Reads the body, at most `MAX_BODY` bytes; more is 413.
+fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
+    if request
+        .body_length()
+        .is_some_and(|length| length > MAX_BODY)
+    {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|err| ApiError::BadRequest(format!("could not read the body: {err}")))?;
+    if body.len() > MAX_BODY {
+        return Err(ApiError::BodyTooLarge);
+    }
+    Ok(body)
+}
+
+fn into_response(reply: Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+    response.add_header(header("Content-Type", reply.content_type));
+    if let Some(allow) = reply.allow {
+        response.add_header(header("Allow", allow));
+    }
+    response
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("our header names and values are ASCII constants")
+}
+
+/// Decides the route from the method and the request target alone.
+fn route(method: &str, url: &str) -> Result<Route, ApiError> {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
+    match (method, segments.as_slice()) {
+        ("GET", ["admin", "ping"]) => Ok(Route::Ping),
+        (_, ["admin", "ping"]) => not_allowed("GET"),
+        ("GET", ["client", "task"]) => Ok(Route::ListTasks),
+        ("POST", ["client", "task"]) => Ok(Route::SubmitTask),
+        (_, ["client", "task"]) => not_allowed("GET, POST"),
+        // Before the kill pattern: GET reshuffles, DELETE kills tasks named "reshuffle…".
+        ("GET", ["client", "task", "reshuffle"]) => Ok(Route::Reshuffle {
+            dry_run: dry_run(query)?,
+        }),
+        ("DELETE", ["client", "task", id_prefix]) => Ok(Route::KillTasks {
+            id_prefix: path_part(id_prefix, "task id prefix")?,
+        }),
+        (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
+        (_, ["client", "task", _]) => not_allowed("DELETE"),
+        ("GET", ["client", "node"]) => Ok(Route::ListNodes),
+        (_, ["client", "node"]) => not_allowed("GET"),
+        ("GET", ["client", "intelligence"]) => Ok(Route::ListIntelligence),
+        (_, ["client", "intelligence"]) => not_allowed("GET"),
+        ("PUT", ["client", "intelligence", task, attribute]) => Ok(Route::SetIntelligence {
+            task: path_part(task, "task")?,
+            attribute: path_part(attribute, "attribute")?,
+        }),
+        ("DELETE", ["client", "intelligence", task, attribute]) => Ok(Route::ClearIntelligence {
+            task: path_part(task, "task")?,
+            attribute: path_part(attribute, "attribute")?,
+        }),
+        (_, ["client", "intelligence", _, _]) => not_allowed("PUT, DELETE"),
+        _ => Err(ApiError::NoSuchEndpoint(path.to_string())),
+    }
+}
+
+/// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
+fn dry_run(query: &str) -> Result<bool, ApiError> {
+    let mut dry_run = false;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "dry_run" {
+            continue;
+        }
+        dry_run = match value {
+            "" | "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "bad dry_run {value:?}: use true or false"
+                )))
+            }
+        };
+    }
+    Ok(dry_run)
+}
+
+/// A percent-decoded, non-empty path segment. `+` stays `+` (ids such as
+/// "normalload-u+600" exist).
+fn path_part(segment: &str, what: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest(format!("bad percent-encoding in {what} {segment:?}"));
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut idx = 0;
+    while idx < bytes.len() {
+        if bytes[idx] == b'%' {
+            let hex = bytes.get(idx + 1..idx + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            idx += 3;
+        } else {
+            decoded.push(bytes[idx]);
+            idx += 1;
+        }
+    }
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    if decoded.trim().is_empty() {
+        return Err(ApiError::BadRequest(format!("empty {what} in the path")));
+    }
+    Ok(decoded)
+}
+
+/// Turns the state thread's reply into a response. A reply that does not fit
+/// the route is a bug, answered with 500.
+fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
+    let reply = match (route, reply) {
+        (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
+        (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
+        (Route::SubmitTask, ApiReply::Submitted { id }) => {
+            Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
+        }
+        (Route::ListTasks, ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
+        (Route::KillTasks { .. }, ApiReply::Killed(tasks)) => {
+            Reply::json(200, dto::killed_json(&tasks))
+        }
+        (Route::Reshuffle { dry_run }, ApiReply::Reshuffled(steps)) => {
+            Reply::json(202, dto::reshuffled_json(&steps, *dry_run))
+        }
+        (Route::ListNodes, ApiReply::Nodes(nodes)) => Reply::json(200, dto::nodes_json(&nodes)),
+        (Route::ListIntelligence, ApiReply::Intelligence(table)) => {
+            Reply::json(200, dto::intelligence_json(&table))
+        }
+        (Route::SetIntelligence { task, attribute }, ApiReply::IntelligenceChanged) => Reply::json(
+            200,
+            dto::message_json(200, &format!("Set {task}/{attribute}")),
+        ),
+        (Route::ClearIntelligence { task, attribute }, ApiReply::IntelligenceChanged) => {
+            Reply::json(
+                200,
+                dto::message_json(200, &format!("Cleared {task}/{attribute}")),
+            )
+        }
+        (route, reply) => {
+            log::error!("unexpected scheduler reply route={route:?} reply={reply:?}");
+            return Err(ApiError::Internal(
+                "unexpected reply from the scheduler".to_string(),
+            ));
+        }
+    };
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::scheduler::intelligence::Table;
+
+    fn set(task: &str, attribute: &str) -> Route {
+        Route::SetIntelligence {
+            task: task.to_string(),
+            attribute: attribute.to_string(),
+        }
+    }
+
+    fn clear(task: &str, attribute: &str) -> Route {
+        Route::ClearIntelligence {
+            task: task.to_string(),
+            attribute: attribute.to_string(),
+        }
+    }
+
+    fn kill(id_prefix: &str) -> Route {
+        Route::KillTasks {
+            id_prefix: id_prefix.to_string(),
+        }
+    }
+
+    /// `expected` is the route, or the error status with the Allow header.
+    #[track_caller]
+    fn check(method: &str, url: &str, expected: Result<Route, (u16, Option<&str>)>) {
+        let actual = route(method, url).map_err(|err| {
+            let reply = err.into_reply();
+            (reply.status, reply.allow)
+        });
+        assert_eq!(actual, expected, "{method} {url}");
+    }
+
+    #[test]
+    fn routing_table() {
+        check("GET", "/admin/ping", Ok(Route::Ping));
+        check("POST", "/admin/ping", Err((405, Some("GET"))));
+        check("GET", "/client/task", Ok(Route::ListTasks));
+        check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
+        check("POST", "/client/task", Ok(Route::SubmitTask));
+        check("PUT", "/client/task", Err((405, Some("GET, POST"))));
+        check(
+            "GET",
+            "/client/task/reshuffle",
+            Ok(Route::Reshuffle { dry_run: false }),
+        );
+        check(
+            "GET",
+            "/client/task/reshuffle?dry_run=true",
+            Ok(Route::Reshuffle { dry_run: true }),
+        );
+        check(
+            "GET",
+            "/client/task/reshuffle?a=b&dry_run=1",
+            Ok(Route::Reshuffle { dry_run: true }),
+        );
+        check(
+            "GET",
+            "/client/task/reshuffle?dry_run",
+            Ok(Route::Reshuffle { dry_run: true }),
+        );
+        check(
+            "GET",
+            "/client/task/reshuffle?dry_run=0",
+            Ok(Route::Reshuffle { dry_run: false }),
+        );
+        check(
+            "GET",
+            "/client/task/reshuffle?dry_run=maybe",
+            Err((400, None)),
+        );
+        check(
+            "POST",
+            "/client/task/reshuffle",
+            Err((405, Some("GET, DELETE"))),
+        );
+        check("DELETE", "/client/task/reshuffle", Ok(kill("reshuffle")));
+        check("DELETE", "/client/task/stress", Ok(kill("stress")));
+        check(
+            "DELETE",
+            "/client/task/normalload-u+600",
+            Ok(kill("normalload-u+600")),
+        );
+        check(
+            "DELETE",
+            "/client/task/my%20task%2F1",
+            Ok(kill("my task/1")),
+        );
+        check("DELETE", "/client/task/", Err((400, None)));
+        check("DELETE", "/client/task/%20", Err((400, None)));
+        check("DELETE", "/client/task/%zz", Err((400, None)));
+        check("DELETE", "/client/task/%e9", Err((400, None)));
+        check("DELETE", "/client/task/%4", Err((400, None)));
+        check("GET", "/client/task/stress", Err((405, Some("DELETE"))));
+        check("DELETE", "/client/task/a/b", Err((404, None)));
+        check("GET", "/client/node", Ok(Route::ListNodes));
+        check("DELETE", "/client/node", Err((405, Some("GET"))));
+        check("GET", "/client/intelligence", Ok(Route::ListIntelligence));
+        check(
+            "PUT",
+            "/client/intelligence/stress60/mem",
+            Ok(set("stress60", "mem")),
+        );
+        check(
+            "DELETE",
+            "/client/intelligence/stress60/mem",
+            Ok(clear("stress60", "mem")),
+        );
+        check(
+            "GET",
+            "/client/intelligence/stress60/mem",
+            Err((405, Some("PUT, DELETE"))),
+        );
+        check("PUT", "/client/intelligence/stress60", Err((404, None)));
+        check("PUT", "/client/intelligence//mem", Err((400, None)));
+        check("GET", "/", Err((404, None)));
+        check("GET", "", Err((404, None)));
+        check("GET", "/client", Err((404, None)));
+        check("GET", "/admin/ping/", Err((404, None)));
+        check("GET", "//admin/ping", Err((404, None)));
+        assert_eq!(
+            route("GET", "/nope?x=1").map_err(|err| err.message()),
+            Err("no such endpoint: /nope".to_string())
+        );
+    }
+
+    fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
+        let reply = reply.clone().unwrap_or_else(ApiError::into_reply);
+        assert_eq!(reply.content_type, JSON);
+        let value = serde_json::from_str(&reply.body).expect("replies are JSON");
+        (reply.status, value)
+    }
+
+    #[track_caller]
+    fn check_respond(route: Route, reply: ApiReply, expected: (u16, Value)) {
+        assert_eq!(body(&respond(&route, reply)), expected);
+    }
+
+    #[test]
+    fn replies_map_to_status_and_body() {
+        let message = |code: u16, message: &str| (code, json!({"code": code, "message": message}));
+        check_respond(
+            Route::SubmitTask,
+            ApiReply::Submitted {
+                id: "stress60".to_string(),
+            },
+            message(202, "Run task: stress60"),
+        );
+        check_respond(
+            Route::SubmitTask,
+            ApiReply::Invalid("no".to_string()),
+            message(400, "no"),
+        );
+        check_respond(
+            Route::ListTasks,
+            ApiReply::Tasks(Vec::new()),
+            (200, json!([])),
+        );
+        check_respond(
+            Route::ListNodes,
+            ApiReply::Nodes(Vec::new()),
+            (200, json!([])),
+        );
+        check_respond(
+            kill("x"),
+            ApiReply::NotFound("no task matches x".to_string()),
+            message(404, "no task matches x"),
+        );
+        check_respond(
+            kill("x"),
+            ApiReply::Killed(Vec::new()),
+            (
+                200,
+                json!({"code": 200, "message": "Kill task: ", "tasks": []}),
+            ),
+        );
+        check_respond(
+            Route::Reshuffle { dry_run: true },
+            ApiReply::Reshuffled(Vec::new()),
+            (
+                202,
+                json!({"code": 202, "message": "Reshuffle tasks", "plan": [], "dry_run": true}),
+            ),
+        );
+        check_respond(
+            Route::ListIntelligence,
+            ApiReply::Intelligence(Table::new()),
+            (200, json!({})),
+        );
+        check_respond(
+            set("t", "mem"),
+            ApiReply::IntelligenceChanged,
+            message(200, "Set t/mem"),
+        );
+        check_respond(
+            clear("t", "mem"),
+            ApiReply::IntelligenceChanged,
+            message(200, "Cleared t/mem"),
+        );
+        check_respond(
+            set("t", "colour"),
+            ApiReply::Invalid("unknown attribute".to_string()),
+            message(400, "unknown attribute"),
+        );
+        // Replies that do not fit the route are bugs: 500, never a panic.
+        check_respond(
+            Route::ListTasks,
+            ApiReply::Submitted {
+                id: "x".to_string(),
+            },
+            message(500, "unexpected reply from the scheduler"),
+        );
+        check_respond(
+            Route::ListTasks,
+            ApiReply::Synced {
+                rejected: Vec::new(),
+            },
+            message(500, "unexpected reply from the scheduler"),
+        );
+        assert_eq!(body(&Err(ApiError::Busy)), message(503, "scheduler busy"));
+        assert_eq!(
+            body(&Err(ApiError::BodyTooLarge)),
+            message(413, "body larger than 65536 bytes")
+        );
+    }
+
+    #[test]
+    fn a_stopped_state_thread_is_503_not_a_hang() {
+        let (state, inbox) = crossbeam_channel::bounded(1);
+        drop(inbox);
+        let err = ask(&state, ApiRequest::ListTasks).expect_err("no state thread");
+        assert_eq!(
+            (err.status(), err.message()),
+            (503, "scheduler is shutting down".to_string())
+        );
+    }
+
+    /// A stand-in for the state thread: accepts every submit, knows no tasks.
+    fn fake_state(inbox: crossbeam_channel::Receiver<ApiCommand>) {
+        for command in inbox {
+            let reply = match command.request {
+                ApiRequest::Submit(spec) => ApiReply::Submitted { id: spec.id },
+                ApiRequest::ListTasks => ApiReply::Tasks(Vec::new()),
+                ApiRequest::Kill { id_prefix } => {
+                    ApiReply::NotFound(format!("no task matches {id_prefix}"))
+                }
+                _ => ApiReply::Invalid("not in this test".to_string()),
+            };
+            let _ = command.reply.send(reply);
+        }
+    }
+
+    /// Sends one raw HTTP/1.1 request, returns (status, headers, body).
+    fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write head");
+        // The server may answer (413) before it has read everything.
+        let _ = stream.write_all(body);
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|it| it.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    #[test]
+    fn serves_over_a_real_socket() {
+        let (state, inbox) = crossbeam_channel::bounded(8);
+        let state_thread = std::thread::spawn(move || fake_state(inbox));
+        let server = ApiServer::start("127.0.0.1:0", 2, state).expect("binds");
+        let addr = server.addr();
+        assert_ne!(addr.port(), 0);
+
+        let (status, head, body) = http(addr, "GET", "/admin/ping", b"");
+        assert_eq!((status, body.as_str()), (200, "Pong\n"));
+        assert!(head.contains("content-type: text/plain"), "{head}");
+
+        let task = br#"{"id":"stress60","dockerimage":"stress","mem":"100"}"#;
+        let (status, head, body) = http(addr, "POST", "/client/task", task);
+        assert_eq!(
+            (status, body.as_str()),
+            (202, r#"{"code":202,"message":"Run task: stress60"}"#)
+        );
+        assert!(head.contains("content-type: application/json"), "{head}");
+
+        let (status, _, body) = http(addr, "POST", "/client/task", br#"{"id":"x"}"#);
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                400,
+                r#"{"code":400,"message":"missing field \"dockerimage\""}"#
+            )
+        );
+
+        let (status, _, body) = http(addr, "GET", "/client/task", b"");
+        assert_eq!((status, body.as_str()), (200, "[]"));
+
+        let (status, _, body) = http(addr, "DELETE", "/client/task/zzz", b"");
+        assert_eq!(
+            (status, body.as_str()),
+            (404, r#"{"code":404,"message":"no task matches zzz"}"#)
+        );
+
+        let (status, _, body) = http(addr, "GET", "/nowhere", b"");
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                404,
+                r#"{"code":404,"message":"no such endpoint: /nowhere"}"#
+            )
+        );
+
+        let (status, head, _) = http(addr, "PATCH", "/client/task", b"");
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: get, post"), "{head}");
+
+        let (status, _, body) = http(addr, "POST", "/client/task", &vec![b' '; MAX_BODY + 1]);
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                413,
+                r#"{"code":413,"message":"body larger than 65536 bytes"}"#
+            )
+        );
+        // Exactly MAX_BODY is read and parsed (here: all whitespace, so empty).
+        let (status, _, _) = http(addr, "POST", "/client/task", &vec![b' '; MAX_BODY]);
+        assert_eq!(status, 400);
+
+        server.shutdown();
+        state_thread
+            .join()
+            .expect("the fake state thread ends with its senders");
+    }
+
+    /// tiny_http 0.12 drains an unread body on drop with `vec![0; remaining]`,
+    /// so a huge Content-Length used to kill the worker (the process in release).
+    #[test]
+    fn a_huge_declared_body_does_not_kill_a_worker() {
+        let (state, inbox) = crossbeam_channel::bounded(8);
+        let state_thread = std::thread::spawn(move || fake_state(inbox));
+        let server = ApiServer::start("127.0.0.1:0", 1, state).expect("binds");
+        let mut attacker = TcpStream::connect(server.addr()).expect("connect");
+        let head = "POST /admin/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
+        attacker.write_all(head.as_bytes()).expect("write");
+        // With one worker, two pings in a row prove it survived whichever came first.
+        for _ in 0..2 {
+            let (status, _, body) = http(server.addr(), "GET", "/admin/ping", b"");
+            assert_eq!((status, body.as_str()), (200, "Pong\n"));
+        }
+        drop(attacker);
+        server.shutdown();
+        state_thread
+            .join()
+            .expect("the fake state thread ends with its senders");
+    }
+}

@@ -1,0 +1,256 @@
+//! Resource arithmetic for the simulated master: cpus and mem in fixed-point
+//! thousandths (Mesos keeps three decimals), ports as inclusive ranges.
+
+use crate::mesos::proto::mesos as v1;
+
+/// One thousandth: Mesos scalars carry three decimal places.
+const MILLI: f64 = 1000.0;
+
+/// Smallest offer worth making, as the Mesos allocator's defaults: 0.01 cpus or 32 MB.
+const MIN_OFFER_CPUS: i64 = 10;
+const MIN_OFFER_MEM: i64 = 32 * 1000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Thousandths of a cpu.
+    pub cpus: i64,
+    /// Thousandths of a MB.
+    pub mem: i64,
+    /// Inclusive, sorted, non-overlapping port ranges.
+    pub ports: Vec<(u64, u64)>,
+}
+
+impl Resources {
+    pub fn new(cpus: f64, mem_mb: f64, ports: &[(u64, u64)]) -> Resources {
+        let mut resources = Resources {
+            cpus: milli(cpus),
+            mem: milli(mem_mb),
+            ports: Vec::new(),
+        };
+        for range in ports {
+            resources.ports = add_ranges(&resources.ports, &[*range]);
+        }
+        resources
+    }
+
+    /// Sums a task's resources. Only cpus, mem and ports exist on our agents,
+    /// so anything else can never fit and is an error.
+    pub fn from_proto(list: &[v1::Resource]) -> Result<Resources, String> {
+        let mut total = Resources::default();
+        for resource in list {
+            match (resource.name(), resource.type_()) {
+                ("cpus" | "mem", v1::value::Type::SCALAR) => {
+                    let value = resource.scalar.value();
+                    if !value.is_finite() || value < 0.0 {
+                        return Err(format!(
+                            "Invalid scalar resource {}: {value}",
+                            resource.name()
+                        ));
+                    }
+                    if resource.name() == "cpus" {
+                        total.cpus += milli(value);
+                    } else {
+                        total.mem += milli(value);
+                    }
+                }
+                ("ports", v1::value::Type::RANGES) => {
+                    for range in &resource.ranges.range {
+                        let (begin, end) = (range.begin(), range.end());
+                        if begin > end {
+                            return Err(format!("Invalid port range [{begin}-{end}]"));
+                        }
+                        if overlaps(&total.ports, (begin, end)) {
+                            return Err(format!("Port range [{begin}-{end}] is used twice"));
+                        }
+                        total.ports = add_ranges(&total.ports, &[(begin, end)]);
+                    }
+                }
+                (name, _) => return Err(format!("Resource '{name}' is not offered by this agent")),
+            }
+        }
+        Ok(total)
+    }
+
+    pub fn to_proto(&self) -> Vec<v1::Resource> {
+        let mut list = vec![scalar("cpus", self.cpus), scalar("mem", self.mem)];
+        if !self.ports.is_empty() {
+            let mut ports = v1::Resource::new();
+            ports.set_name("ports".to_string());
+            ports.set_type(v1::value::Type::RANGES);
+            ports.set_role("*".to_string());
+            for &(begin, end) in &self.ports {
+                let mut range = v1::value::Range::new();
+                range.set_begin(begin);
+                range.set_end(end);
+                ports.ranges.mut_or_insert_default().range.push(range);
+            }
+            list.push(ports);
+        }
+        list
+    }
+
+    pub fn contains(&self, other: &Resources) -> bool {
+        self.cpus >= other.cpus
+            && self.mem >= other.mem
+            && other.ports.iter().all(|&range| covers(&self.ports, range))
+    }
+
+    /// Takes `other` out; the caller has checked `contains`.
+    pub fn subtract(&mut self, other: &Resources) {
+        self.cpus -= other.cpus;
+        self.mem -= other.mem;
+        self.ports = subtract_ranges(&self.ports, &other.ports);
+    }
+
+    pub fn add(&mut self, other: &Resources) {
+        self.cpus += other.cpus;
+        self.mem += other.mem;
+        self.ports = add_ranges(&self.ports, &other.ports);
+    }
+
+    pub fn worth_offering(&self) -> bool {
+        self.cpus >= MIN_OFFER_CPUS || self.mem >= MIN_OFFER_MEM
+    }
+
+    pub fn cpus(&self) -> f64 {
+        self.cpus as f64 / MILLI
+    }
+
+    pub fn mem_mb(&self) -> f64 {
+        self.mem as f64 / MILLI
+    }
+
+    pub fn describe(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(|(b, e)| format!("{b}-{e}")).collect();
+        format!(
+            "cpus:{}; mem:{}; ports:[{}]",
+            self.cpus(),
+            self.mem_mb(),
+            ports.join(", ")
+        )
+    }
+}
+
+fn milli(value: f64) -> i64 {
+    (value * MILLI).round() as i64
+}
+
+fn scalar(name: &str, value: i64) -> v1::Resource {
+    let mut resource = v1::Resource::new();
+    resource.set_name(name.to_string());
+    resource.set_type(v1::value::Type::SCALAR);
+    resource
+        .scalar
+        .mut_or_insert_default()
+        .set_value(value as f64 / MILLI);
+    resource.set_role("*".to_string());
+    resource
+}
+
+fn covers(ranges: &[(u64, u64)], (begin, end): (u64, u64)) -> bool {
+    ranges.iter().any(|&(b, e)| b <= begin && end <= e)
+}
+
+fn overlaps(ranges: &[(u64, u64)], (begin, end): (u64, u64)) -> bool {
+    ranges.iter().any(|&(b, e)| begin <= e && b <= end)
+}
+
+/// Union of two range lists, merged and sorted.
+pub fn add_ranges(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (begin, end) in all {
+        match merged.last_mut() {
+            Some(last) if begin <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((begin, end)),
+        }
+    }
+    merged
+}
+
+/// `a` minus `b`.
+pub fn subtract_ranges(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut left = a.to_vec();
+    for &(begin, end) in b {
+        let mut next = Vec::with_capacity(left.len() + 1);
+        for (b0, e0) in left {
+            if end < b0 || e0 < begin {
+                next.push((b0, e0));
+                continue;
+            }
+            if b0 < begin {
+                next.push((b0, begin - 1));
+            }
+            if end < e0 {
+                next.push((end + 1, e0));
+            }
+        }
+        left = next;
+    }
+    left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_add_and_subtract() {
+        let check_sub = |a: &[(u64, u64)], b: &[(u64, u64)], expected: &[(u64, u64)]| {
+            assert_eq!(subtract_ranges(a, b), expected, "{a:?} - {b:?}");
+            if covers_all(a, b) {
+                assert_eq!(
+                    add_ranges(&subtract_ranges(a, b), b),
+                    add_ranges(a, &[]),
+                    "{a:?}"
+                );
+            }
+        };
+        check_sub(
+            &[(31000, 32000)],
+            &[(31500, 31500)],
+            &[(31000, 31499), (31501, 32000)],
+        );
+        check_sub(&[(31000, 32000)], &[(31000, 31000)], &[(31001, 32000)]);
+        check_sub(&[(31000, 32000)], &[(32000, 32000)], &[(31000, 31999)]);
+        check_sub(&[(31000, 32000)], &[(31000, 32000)], &[]);
+        check_sub(&[(1, 5), (10, 20)], &[(4, 12)], &[(1, 3), (13, 20)]);
+        assert_eq!(
+            add_ranges(&[(1, 3)], &[(4, 6), (10, 11)]),
+            [(1, 6), (10, 11)]
+        );
+    }
+
+    fn covers_all(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {
+        b.iter().all(|&range| covers(a, range))
+    }
+
+    #[test]
+    fn containment_and_arithmetic() {
+        let mut agent = Resources::new(2.0, 1024.0, &[(31000, 32000)]);
+        let task = Resources::new(0.1, 100.0, &[(31500, 31500)]);
+        assert!(agent.contains(&task));
+        agent.subtract(&task);
+        assert_eq!(agent.cpus, 1900);
+        assert!(!agent.contains(&task), "port 31500 is gone");
+        agent.add(&task);
+        assert_eq!(agent, Resources::new(2.0, 1024.0, &[(31000, 32000)]));
+        assert!(!Resources::new(0.0, 1.0, &[]).worth_offering());
+    }
+
+    #[test]
+    fn task_resources_are_validated() {
+        let mut disk = v1::Resource::new();
+        disk.set_name("disk".into());
+        disk.set_type(v1::value::Type::SCALAR);
+        assert!(Resources::from_proto(&[disk]).is_err());
+        let both = Resources::new(1.0, 1.0, &[(5, 5)]).to_proto();
+        assert_eq!(
+            Resources::from_proto(&both),
+            Ok(Resources::new(1.0, 1.0, &[(5, 5)]))
+        );
+        let twice: Vec<v1::Resource> = both.iter().chain(&both[2..]).cloned().collect();
+        assert!(Resources::from_proto(&twice).is_err());
+    }
+}
