@@ -1,1 +1,835 @@
+//! `mesos-sim` as a master, seen by a plain JSON client written here from the
+//! reference (not our scheduler's client): status codes and their order,
+//! the stream's framing, offers, validation, the reliable update stream,
+//! kill, reconcile, filters, failover, teardown and agent removal.
 
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use crate::support::{fast_sim, http_agent, request, wait_until, DEADLINE};
+use charmander::sim::{self, SimConfig};
+
+/// A JSON subscription read as a chunked RecordIO stream.
+struct Stream {
+    reader: BufReader<TcpStream>,
+    stream_id: String,
+    content_type: String,
+}
+
+impl Stream {
+    /// The next event, or `None` once the master ended the stream.
+    fn next(&mut self) -> Option<Value> {
+        let mut size = String::new();
+        self.reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return None;
+        }
+        let mut chunk = vec![0u8; size + 2];
+        self.reader.read_exact(&mut chunk).ok()?;
+        // One record per chunk here; the record is "<length>\n<json>".
+        let text = String::from_utf8(chunk[..size].to_vec()).ok()?;
+        let (length, record) = text.split_once('\n')?;
+        assert_eq!(
+            length.parse::<usize>().ok()?,
+            record.len(),
+            "RecordIO length"
+        );
+        serde_json::from_str(record).ok()
+    }
+
+    /// The next event of `kind`, skipping heartbeats and others.
+    #[track_caller]
+    fn expect(&mut self, kind: &str) -> Value {
+        for _ in 0..1000 {
+            match self.next() {
+                Some(event) if event["type"] == kind => return event,
+                Some(_) => continue,
+                None => panic!("stream ended while waiting for {kind}"),
+            }
+        }
+        panic!("no {kind} in 1000 events")
+    }
+
+    /// The next UPDATE for `task` (skipping others).
+    #[track_caller]
+    fn update_for(&mut self, task: &str) -> Value {
+        loop {
+            let event = self.expect("UPDATE");
+            if event["update"]["status"]["task_id"]["value"] == task {
+                return event["update"]["status"].clone();
+            }
+        }
+    }
+}
+
+/// Raw HTTP/1.1 POST of a JSON SUBSCRIBE, as pymesos sends it.
+fn subscribe(master: &str, body: &Value, headers: &str) -> Result<Stream, (u16, String)> {
+    let mut socket = TcpStream::connect(master).expect("connects");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let body = body.to_string();
+    write!(
+        socket,
+        "POST /api/v1/scheduler HTTP/1.1\r\nHost: {master}\r\nContent-Type: application/json\r\n{headers}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut reader = BufReader::new(socket);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        if line.trim().is_empty() {
+            break;
+        }
+        head.push(line.trim().to_string());
+    }
+    let header = |name: &str| {
+        head.iter()
+            .find_map(|line| {
+                line.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    if status != 200 {
+        let mut text = String::new();
+        let _ = reader.take(4096).read_to_string(&mut text);
+        return Err((status, text));
+    }
+    assert_eq!(header("transfer-encoding"), "chunked");
+    assert!(header("content-length").is_empty());
+    Ok(Stream {
+        stream_id: header("mesos-stream-id"),
+        content_type: header("content-type"),
+        reader,
+    })
+}
+
+fn framework_info(extra: Value) -> Value {
+    let mut info = json!({"user": "root", "name": "json-client", "failover_timeout": 3600.0});
+    if let (Some(info), Some(extra)) = (info.as_object_mut(), extra.as_object()) {
+        info.extend(extra.clone());
+    }
+    info
+}
+
+fn subscribe_call(info: Value) -> Value {
+    json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": info}})
+}
+
+/// A subscribed JSON client: its stream and its framework id.
+struct Client {
+    master: String,
+    http: ureq::Agent,
+    stream: Stream,
+    framework_id: String,
+}
+
+impl Client {
+    fn subscribe(master: &sim::Master, info: Value) -> Client {
+        let master = master.addr().to_string();
+        let mut stream = subscribe(&master, &subscribe_call(info), "")
+            .unwrap_or_else(|e| panic!("subscribe: {e:?}"));
+        assert_eq!(
+            stream.content_type, "application/json",
+            "JSON when no Accept is sent"
+        );
+        let subscribed = stream.next().expect("first event");
+        assert_eq!(subscribed["type"], "SUBSCRIBED", "{subscribed}");
+        assert!(subscribed["subscribed"]["master_info"]["port"]
+            .as_u64()
+            .is_some());
+        assert_eq!(stream.next().expect("second event")["type"], "HEARTBEAT");
+        let framework_id = subscribed["subscribed"]["framework_id"]["value"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        Client {
+            master,
+            http: http_agent(),
+            stream,
+            framework_id,
+        }
+    }
+
+    /// POSTs a call; returns the status and body text.
+    fn call(&self, kind: &str, body: Value) -> (u16, String) {
+        let mut call = json!({"type": kind, "framework_id": {"value": self.framework_id}});
+        if let (Some(call), Some(body)) = (call.as_object_mut(), body.as_object()) {
+            call.extend(body.clone());
+        }
+        self.post(&call, Some(&self.stream.stream_id))
+    }
+
+    fn post(&self, call: &Value, stream_id: Option<&str>) -> (u16, String) {
+        let mut post = self
+            .http
+            .post(format!("http://{}/api/v1/scheduler", self.master))
+            .header("Content-Type", "application/json");
+        if let Some(stream_id) = stream_id {
+            post = post.header("Mesos-Stream-Id", stream_id);
+        }
+        let mut response = post.send(call.to_string()).expect("call answered");
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// The offers of the next OFFERS event.
+    fn offers(&mut self) -> Vec<Value> {
+        self.stream.expect("OFFERS")["offers"]["offers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn ack(&self, status: &Value) {
+        let ack = json!({"acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": status["uuid"]}});
+        assert_eq!(self.call("ACKNOWLEDGE", ack).0, 202);
+    }
+
+    fn sim_state(&self) -> Value {
+        request(
+            &self.http,
+            "GET",
+            &format!("http://{}/sim/state", self.master),
+            None,
+        )
+        .1
+    }
+}
+
+fn docker_task(id: &str, offer: &Value, port: u64) -> Value {
+    json!({
+        "name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+            {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": port, "end": port}]}}],
+        "command": {"shell": false, "arguments": ["sleep", "60"]},
+        "container": {"type": "DOCKER", "docker": {"image": "busybox", "network": "BRIDGE",
+            "port_mappings": [{"host_port": port, "container_port": 80}]}}
+    })
+}
+
+fn accept(offer: &Value, tasks: Vec<Value>) -> Value {
+    json!({"accept": {"offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
+        "filters": {"refuse_seconds": 0.1}}})
+}
+
+fn lab() -> sim::Master {
+    sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts")
+}
+
+#[test]
+fn http_errors_come_with_the_real_codes_in_the_real_order() {
+    let master = lab();
+    let addr = master.addr().to_string();
+    let http = http_agent();
+    let url = format!("http://{addr}/api/v1/scheduler");
+    let post = |content_type: Option<&str>, body: &str, stream_id: Option<&str>| {
+        let mut post = http.post(&url);
+        if let Some(content_type) = content_type {
+            post = post.header("Content-Type", content_type);
+        }
+        if let Some(stream_id) = stream_id {
+            post = post.header("Mesos-Stream-Id", stream_id);
+        }
+        let mut response = post.send(body.to_string()).expect("answered");
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let check = |(status, body): (u16, String), want_status: u16, want_body: &str| {
+        assert_eq!(status, want_status, "{body}");
+        assert!(
+            body.starts_with(want_body),
+            "{want_status}: {body:?} should start with {want_body:?}"
+        );
+    };
+    let get = http.get(&url).call().expect("answered");
+    assert_eq!(get.status().as_u16(), 405);
+    assert_eq!(
+        get.headers().get("Allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    check(
+        post(None, "{}", None),
+        400,
+        "Expecting 'Content-Type' to be present",
+    );
+    check(
+        post(Some("application/json; charset=utf-8"), "{}", None),
+        415,
+        "Expecting 'Content-Type' of application/json or application/x-protobuf",
+    );
+    check(
+        post(Some("application/json"), "{", None),
+        400,
+        "Failed to parse body into JSON",
+    );
+    check(post(Some("application/json"), r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u"}}}"#, None), 400, "Failed to convert JSON into Call protobuf: Missing required fields: subscribe.framework_info.name");
+    check(
+        post(Some("application/x-protobuf"), "\u{1}", None),
+        400,
+        "Failed to parse body into Call protobuf",
+    );
+    check(
+        post(
+            Some("application/json"),
+            r#"{"type":"KILL","kill":{"task_id":{"value":"t"}}}"#,
+            None,
+        ),
+        400,
+        "Failed to validate scheduler::Call: Expecting 'framework_id' to be present",
+    );
+    let kill =
+        r#"{"type":"KILL","framework_id":{"value":"nobody"},"kill":{"task_id":{"value":"t"}}}"#;
+    check(
+        post(Some("application/json"), kill, None),
+        400,
+        "Framework cannot be found",
+    );
+    let subscribe_body = subscribe_call(framework_info(json!({})));
+    let refused = subscribe(&addr, &subscribe_body, "Accept: application/recordio\r\n")
+        .err()
+        .expect("406");
+    assert_eq!(refused.0, 406, "{refused:?}");
+    let refused = subscribe(&addr, &subscribe_body, "Mesos-Stream-Id: x\r\n")
+        .err()
+        .expect("400");
+    assert_eq!(
+        refused,
+        (
+            400,
+            "Subscribe calls should not include the 'Mesos-Stream-Id' header".to_string()
+        )
+    );
+    let client = Client::subscribe(&master, framework_info(json!({})));
+    let kill = json!({"type": "KILL", "framework_id": {"value": client.framework_id}, "kill": {"task_id": {"value": "t"}}});
+    check(
+        client.post(&kill, None),
+        400,
+        "All non-subscribe calls should include the 'Mesos-Stream-Id' header",
+    );
+    check(
+        client.post(&kill, Some("stale")),
+        400,
+        "The stream ID 'stale' included in this request didn't match",
+    );
+    check(client.post(&kill, Some(&client.stream.stream_id)), 202, "");
+    let ack = json!({"acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAEC"}});
+    check(
+        client.call("ACKNOWLEDGE", ack),
+        400,
+        "Failed to validate scheduler::Call: Expecting 'uuid' to be 16 bytes",
+    );
+    check(client.call("UNKNOWN", json!({})), 501, "");
+}
+
+#[test]
+fn a_non_leader_redirects_every_call_without_a_scheme() {
+    let mut config = fast_sim(Vec::new());
+    config.redirect_to = Some("leader.example:5050".to_string());
+    let follower = sim::Master::start(config).expect("starts");
+    let addr = follower.addr().to_string();
+    let refused = subscribe(&addr, &subscribe_call(framework_info(json!({}))), "")
+        .err()
+        .expect("307");
+    assert_eq!(refused.0, 307);
+    let mut socket = TcpStream::connect(&addr).expect("connects");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    write!(socket, "POST /api/v1/scheduler?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}").expect("writes");
+    let mut text = String::new();
+    let _ = socket.read_to_string(&mut text);
+    assert!(
+        text.contains("Location: //leader.example:5050/api/v1/scheduler?x=1\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_docker_task_runs_through_the_reliable_update_stream() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offers = client.offers();
+    assert_eq!(offers.len(), 3, "one offer per agent");
+    let slave2 = offers
+        .iter()
+        .find(|offer| offer["hostname"] == "slave2")
+        .expect("slave2 offered")
+        .clone();
+    assert_eq!(
+        slave2["attributes"],
+        json!([
+        {"name": "nodetype", "type": "TEXT", "text": {"value": "lab"}},
+        {"name": "nodename", "type": "TEXT", "text": {"value": "slave2"}}])
+    );
+    let resources: Vec<&str> = slave2["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(resources, ["cpus", "mem", "ports"]);
+    assert_eq!(
+        slave2["resources"][2]["ranges"]["range"],
+        json!([{"begin": 31000, "end": 32000}])
+    );
+    assert_eq!(
+        client
+            .call(
+                "ACCEPT",
+                accept(&slave2, vec![docker_task("web", &slave2, 31005)])
+            )
+            .0,
+        202
+    );
+
+    let starting = client.stream.update_for("web");
+    assert_eq!(
+        (&starting["state"], &starting["source"]),
+        (&json!("TASK_STARTING"), &json!("SOURCE_EXECUTOR"))
+    );
+    assert_eq!(
+        starting["executor_id"]["value"], "web",
+        "no custom executor: executor id = task id"
+    );
+    let uuid = starting["uuid"]
+        .as_str()
+        .expect("agent updates carry a uuid")
+        .to_string();
+    assert_eq!(charmander::base64::decode(&uuid).map(|b| b.len()), Ok(16));
+    // Not acknowledged: the same update comes again, same uuid, and nothing newer.
+    let again = client.stream.update_for("web");
+    assert_eq!(
+        (&again["state"], &again["uuid"]),
+        (&json!("TASK_STARTING"), &json!(uuid))
+    );
+    assert_eq!(
+        client.sim_state()["unacknowledged"]["web"],
+        2,
+        "STARTING and RUNNING queued on the agent"
+    );
+    client.ack(&again);
+    let running = client.stream.update_for("web");
+    assert_eq!(running["state"], "TASK_RUNNING");
+    let data =
+        charmander::base64::decode(running["data"].as_str().expect("docker inspect in data"))
+            .expect("base64");
+    let inspect: Value = serde_json::from_slice(&data).expect("inspect JSON");
+    assert!(
+        inspect[0]["Id"].as_str().is_some_and(|id| id.len() == 64),
+        "{inspect}"
+    );
+    assert!(inspect[0]["Name"]
+        .as_str()
+        .is_some_and(|name| name.starts_with("/mesos-")));
+    assert!(inspect[0]["State"]["Pid"]
+        .as_u64()
+        .is_some_and(|pid| pid > 0));
+    assert!(
+        running["container_status"]["network_infos"][0]["ip_addresses"][0]["ip_address"]
+            .is_string()
+    );
+    client.ack(&running);
+    assert!(wait_until(DEADLINE, || client.sim_state()
+        ["unacknowledged"]
+        .as_object()
+        .is_some_and(|it| it.is_empty())));
+
+    // Implicit and explicit reconciliation: master updates, no uuid.
+    assert_eq!(client.call("RECONCILE", json!({"reconcile": {}})).0, 202);
+    let latest = client.stream.update_for("web");
+    assert_eq!(
+        (&latest["state"], &latest["reason"], &latest["source"]),
+        (
+            &json!("TASK_RUNNING"),
+            &json!("REASON_RECONCILIATION"),
+            &json!("SOURCE_MASTER")
+        )
+    );
+    assert!(latest.get("uuid").is_none(), "{latest}");
+    assert_eq!(
+        client
+            .call(
+                "RECONCILE",
+                json!({"reconcile": {"tasks": [{"task_id": {"value": "ghost"}}]}})
+            )
+            .0,
+        202
+    );
+    let ghost = client.stream.update_for("ghost");
+    assert_eq!(
+        (&ghost["state"], &ghost["message"]),
+        (
+            &json!("TASK_LOST"),
+            &json!("Reconciliation: Task is unknown")
+        )
+    );
+
+    // KILL: TASK_KILLED through the reliable stream; an unknown task is reconciled.
+    assert_eq!(
+        client
+            .call("KILL", json!({"kill": {"task_id": {"value": "web"}}}))
+            .0,
+        202
+    );
+    let killed = client.stream.update_for("web");
+    assert_eq!(killed["state"], "TASK_KILLED");
+    client.ack(&killed);
+    assert_eq!(
+        client
+            .call(
+                "KILL",
+                json!({"kill": {"task_id": {"value": "nope"}, "agent_id": slave2["agent_id"]}})
+            )
+            .0,
+        202
+    );
+    let nope = client.stream.update_for("nope");
+    assert_eq!(
+        (&nope["state"], &nope["message"]),
+        (
+            &json!("TASK_LOST"),
+            &json!("Reconciliation: Task is unknown to the agent")
+        )
+    );
+    // Acknowledged terminal tasks are forgotten.
+    assert!(wait_until(DEADLINE, || client.sim_state()["tasks"]
+        .as_array()
+        .is_some_and(|t| t.is_empty())));
+}
+
+#[test]
+fn invalid_offers_and_invalid_tasks_are_refused_like_the_master_does() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offers = client.offers();
+    let first = offers[0].clone();
+    // Two tasks on one offer: the first fits, the second asks for more than is left.
+    let mut greedy = docker_task("greedy", &first, 31002);
+    greedy["resources"][1]["scalar"]["value"] = json!(1_000_000);
+    let mut no_docker = docker_task("no-docker", &first, 31003);
+    no_docker["container"] = json!({"type": "DOCKER"});
+    let tasks = vec![docker_task("fits", &first, 31001), greedy, no_docker];
+    assert_eq!(client.call("ACCEPT", accept(&first, tasks)).0, 202);
+    let greedy = client.stream.update_for("greedy");
+    assert_eq!(
+        (&greedy["state"], &greedy["reason"]),
+        (&json!("TASK_ERROR"), &json!("REASON_TASK_INVALID"))
+    );
+    assert!(
+        greedy["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is more than available"),
+        "{greedy}"
+    );
+    assert!(greedy.get("uuid").is_none());
+    let no_docker = client.stream.update_for("no-docker");
+    assert_eq!(no_docker["state"], "TASK_ERROR");
+    assert_eq!(client.stream.update_for("fits")["state"], "TASK_STARTING");
+    // The used offer again: TASK_LOST for a framework that is not PARTITION_AWARE.
+    assert_eq!(
+        client
+            .call(
+                "ACCEPT",
+                accept(&first, vec![docker_task("late", &first, 31009)])
+            )
+            .0,
+        202
+    );
+    let late = client.stream.update_for("late");
+    assert_eq!(
+        (&late["state"], &late["reason"], &late["source"]),
+        (
+            &json!("TASK_LOST"),
+            &json!("REASON_INVALID_OFFERS"),
+            &json!("SOURCE_MASTER")
+        )
+    );
+    assert_eq!(
+        late["message"],
+        format!(
+            "Task launched with invalid offers: Offer {} is no longer valid",
+            first["id"]["value"].as_str().unwrap_or("")
+        )
+    );
+    assert!(late.get("uuid").is_none());
+
+    // A PARTITION_AWARE framework gets TASK_DROPPED instead.
+    drop(client);
+    let mut aware = Client::subscribe(
+        &master,
+        framework_info(json!({"capabilities": [{"type": "PARTITION_AWARE"}]})),
+    );
+    let offer = aware.offers()[0].clone();
+    let mut stale = offer.clone();
+    stale["id"]["value"] = json!("no-such-offer");
+    assert_eq!(
+        aware
+            .call(
+                "ACCEPT",
+                accept(&stale, vec![docker_task("dropped", &offer, 31010)])
+            )
+            .0,
+        202
+    );
+    let dropped = aware.stream.update_for("dropped");
+    assert_eq!(
+        (&dropped["state"], &dropped["reason"]),
+        (&json!("TASK_DROPPED"), &json!("REASON_INVALID_OFFERS"))
+    );
+}
+
+#[test]
+fn declined_agents_stay_away_until_revive_and_suppress_stops_offers() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offers = client.offers();
+    let ids: Vec<Value> = offers.iter().map(|offer| offer["id"].clone()).collect();
+    assert_eq!(
+        client
+            .call(
+                "DECLINE",
+                json!({"decline": {"offer_ids": ids, "filters": {"refuse_seconds": 3600}}})
+            )
+            .0,
+        202
+    );
+    // Unknown offer ids are ignored.
+    assert_eq!(
+        client
+            .call(
+                "DECLINE",
+                json!({"decline": {"offer_ids": [{"value": "nope"}]}})
+            )
+            .0,
+        202
+    );
+    // Allocation rounds go on (every 100 ms): a new agent is offered, the
+    // declined ones are not.
+    let slave4 = json!({"hostname": "slave4", "cpus": 1, "mem": 512});
+    let (status, _) = request(
+        &client.http,
+        "POST",
+        &format!("http://{}/sim/agents", client.master),
+        Some(&slave4.to_string()),
+    );
+    assert_eq!(status, 200);
+    let next: Vec<Value> = client
+        .offers()
+        .iter()
+        .map(|offer| offer["hostname"].clone())
+        .collect();
+    assert_eq!(next, [json!("slave4")]);
+    assert_eq!(client.call("REVIVE", json!({})).0, 202);
+    let mut revived: Vec<String> = client
+        .offers()
+        .iter()
+        .filter_map(|offer| offer["hostname"].as_str().map(str::to_string))
+        .collect();
+    revived.sort();
+    assert_eq!(
+        revived,
+        ["slave1", "slave2", "slave3"],
+        "REVIVE clears the filters"
+    );
+    assert_eq!(client.call("SUPPRESS", json!({})).0, 202);
+    let ids: Vec<Value> = client.sim_state()["offers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| json!({"value": o["id"]}))
+        .collect();
+    assert_eq!(
+        client
+            .call(
+                "DECLINE",
+                json!({"decline": {"offer_ids": ids, "filters": {"refuse_seconds": 0}}})
+            )
+            .0,
+        202
+    );
+    assert!(wait_until(DEADLINE, || client.sim_state()["frameworks"][0]
+        ["suppressed"]
+        == true));
+    assert!(
+        wait_until(DEADLINE, || client.sim_state()["offers"]
+            .as_array()
+            .is_some_and(|o| o.is_empty())),
+        "suppressed: no new offers"
+    );
+}
+
+#[test]
+fn failover_replaces_the_old_subscriber_and_teardown_is_final() {
+    let master = lab();
+    let mut first = Client::subscribe(&master, framework_info(json!({})));
+    let offer = first.offers()[0].clone();
+    assert_eq!(
+        first
+            .call(
+                "ACCEPT",
+                accept(&offer, vec![docker_task("kept", &offer, 31020)])
+            )
+            .0,
+        202
+    );
+    let starting = first.stream.update_for("kept");
+    // A second subscriber with the same id takes over; the first hears why.
+    let id = first.framework_id.clone();
+    let info = framework_info(json!({"id": {"value": id}}));
+    let mut call = subscribe_call(info.clone());
+    call["framework_id"] = json!({"value": id});
+    let mut second = subscribe(&first.master, &call, "").expect("resubscribes");
+    assert_eq!(second.next().expect("event")["type"], "SUBSCRIBED");
+    let error = first.stream.expect("ERROR");
+    assert_eq!(error["error"]["message"], "Framework failed over");
+    assert!(first.stream.next().is_none(), "the old stream is closed");
+    // The unacknowledged update is sent again on the new stream, same uuid.
+    let resent = second.update_for("kept");
+    assert_eq!(resent["uuid"], starting["uuid"]);
+    let mut client = Client {
+        stream: second,
+        ..first
+    };
+    client.ack(&resent);
+    assert_eq!(client.stream.update_for("kept")["state"], "TASK_RUNNING");
+    // TEARDOWN: the stream ends with the final chunk; the id is gone for good.
+    assert_eq!(client.call("TEARDOWN", json!({})).0, 202);
+    while client.stream.next().is_some() {}
+    let state = client.sim_state();
+    assert_eq!(state["tasks"], json!([]), "teardown kills every task");
+    let mut again = subscribe(&client.master, &call, "").expect("200 with an ERROR");
+    assert_eq!(
+        again.next().expect("event")["error"]["message"],
+        "Framework has been removed"
+    );
+    assert!(again.next().is_none());
+}
+
+#[test]
+fn a_framework_whose_failover_timeout_expires_is_removed() {
+    let master = lab();
+    let client = Client::subscribe(&master, framework_info(json!({"failover_timeout": 0.2})));
+    let (status, _) = request(
+        &client.http,
+        "POST",
+        &format!("http://{}/sim/drop-stream", client.master),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        wait_until(DEADLINE, || client.sim_state()["removed_frameworks"] == 1),
+        "{}",
+        client.sim_state()
+    );
+}
+
+#[test]
+fn removing_an_agent_loses_its_tasks_and_reports_the_failure() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offers = client.offers();
+    let slave3 = offers
+        .iter()
+        .find(|offer| offer["hostname"] == "slave3")
+        .expect("slave3")
+        .clone();
+    assert_eq!(
+        client
+            .call(
+                "ACCEPT",
+                accept(&slave3, vec![docker_task("doomed", &slave3, 31030)])
+            )
+            .0,
+        202
+    );
+    let starting = client.stream.update_for("doomed");
+    client.ack(&starting);
+    let (status, reply) = request(
+        &client.http,
+        "DELETE",
+        &format!("http://{}/sim/agents/slave3", client.master),
+        None,
+    );
+    assert_eq!(status, 200, "{reply}");
+    let lost = client.stream.update_for("doomed");
+    assert_eq!(
+        (&lost["state"], &lost["reason"]),
+        (&json!("TASK_LOST"), &json!("REASON_AGENT_REMOVED"))
+    );
+    let failure = client.stream.expect("FAILURE");
+    assert_eq!(failure["failure"]["agent_id"], slave3["agent_id"]);
+    let (status, _) = request(
+        &client.http,
+        "DELETE",
+        &format!("http://{}/sim/agents/slave3", client.master),
+        None,
+    );
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn control_endpoints_validate_their_input() {
+    let master = sim::Master::start(SimConfig {
+        listen: "127.0.0.1:0".to_string(),
+        ..SimConfig::default()
+    })
+    .expect("starts");
+    let http = http_agent();
+    let url = |path: &str| format!("http://{}{path}", master.addr());
+    assert_eq!(
+        request(&http, "POST", &url("/sim/agents"), Some("{")).0,
+        400
+    );
+    assert_eq!(
+        request(
+            &http,
+            "POST",
+            &url("/sim/agents"),
+            Some(r#"{"hostname":"slave1","cpus":1,"mem":1}"#)
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        request(&http, "POST", &url("/sim/tasks/none/fail"), Some("")).0,
+        404
+    );
+    assert_eq!(request(&http, "GET", &url("/sim/nothing"), None).0, 404);
+    assert_eq!(
+        request(&http, "GET", &url("/version"), None).1["version"],
+        sim::MESOS_VERSION
+    );
+}
+
+#[test]
+fn the_scheduler_recovers_a_task_the_sim_fails() {
+    let lab = crate::support::Lab::start();
+    lab.post("/client/task", crate::support::STRESS60);
+    let running = lab.wait_running("stress60", 1);
+    let internal = running[0]["InternalID"].as_str().unwrap_or("").to_string();
+    let (status, reply) = lab.sim_post(&format!("/sim/tasks/{internal}/fail"), "");
+    assert_eq!(status, 200, "{reply}");
+    // The default restart policy is "never", as in the original: the task leaves the list.
+    assert!(wait_until(DEADLINE, || lab
+        .tasks_named("stress60")
+        .is_empty()));
+    let (status, _) = lab.sim_delete("/sim/agents/slave1");
+    assert_eq!(status, 200);
+}
