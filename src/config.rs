@@ -13,6 +13,12 @@ pub const DEFAULT_FAILOVER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600
 /// Seconds between Redis cycles, as in the original.
 pub const DEFAULT_REDIS_INTERVAL: Duration = Duration::from_secs(15);
 
+/// Where state lives when `--state-dir` is not given (and not `--sim`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/charmander-scheduler";
+
+/// How often every task is reconciled with the master.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// The largest secret file we read.
 const MAX_SECRET_FILE: u64 = 4096;
 
@@ -36,6 +42,16 @@ Flags:
   --principal NAME          Mesos HTTP basic-auth principal (optional)
   --secret-file FILE        file holding the principal's secret (with --principal)
   --http-workers N          REST worker threads (default 4)
+  --state-dir DIR           where the framework id, tasks and intelligence are
+                            kept across restarts (default
+                            /var/lib/charmander-scheduler; with --sim: kept in
+                            memory only, unless given)
+  --reset                   tear down the stored framework (killing its tasks)
+                            and start clean: the lab's old \"reset cluster\"
+  --reconcile-interval SECS reconcile every task with the master this often
+                            (default 600)
+  --api-token-file FILE     require \"Authorization: Bearer <token>\" on every
+                            endpoint that changes something (default: open)
   --redis HOST:PORT         publish nodes and tasks to Redis and read task
                             intelligence from it (default: no Redis)
   --redis-interval SECS     seconds between Redis cycles (default 15)
@@ -61,6 +77,12 @@ pub struct Config {
     /// host:port of the lab's Redis; `None` runs without the bridge.
     pub redis: Option<String>,
     pub redis_interval: Duration,
+    /// `None` keeps state in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
+    pub reset: bool,
+    pub reconcile_interval: Duration,
+    /// Bearer token for mutating endpoints; `None` leaves them open.
+    pub api_token: Option<String>,
 }
 
 impl Default for Config {
@@ -79,6 +101,10 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             redis: None,
             redis_interval: DEFAULT_REDIS_INTERVAL,
+            state_dir: None,
+            reset: false,
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            api_token: None,
         }
     }
 }
@@ -127,6 +153,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
     let mut config = Config::default();
     let mut principal = None;
     let mut secret_file = None;
+    let mut state_dir = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -178,6 +205,27 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| bad("--http-workers", &text, "must be 1 to 64"))?;
             }
+            "--state-dir" => state_dir = Some(non_empty("--state-dir", value("--state-dir")?)?),
+            "--reset" => config.reset = true,
+            "--reconcile-interval" => {
+                let text = value("--reconcile-interval")?;
+                config.reconcile_interval = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && (1.0..=86_400.0).contains(s))
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        bad(
+                            "--reconcile-interval",
+                            &text,
+                            "must be between 1 and 86400 seconds",
+                        )
+                    })?;
+            }
+            "--api-token-file" => {
+                let path = value("--api-token-file")?;
+                config.api_token = Some(read_secret(&path)?);
+            }
             "--redis" => config.redis = Some(host_port("--redis", value("--redis")?)?),
             "--redis-interval" => {
                 let text = value("--redis-interval")?;
@@ -206,6 +254,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             _ => return Err(Error::UnknownFlag(arg)),
         }
     }
+    // The simulated lab lives in memory, so by default its state does too.
+    config.state_dir = match (state_dir, config.sim) {
+        (Some(dir), _) => Some(dir.into()),
+        (None, true) => None,
+        (None, false) => Some(DEFAULT_STATE_DIR.into()),
+    };
     config.auth = match (principal, secret_file) {
         (None, None) => None,
         (Some(_), None) => return Err(Error::MissingValue("--secret-file")),
@@ -316,6 +370,32 @@ mod tests {
             (Duration::from_secs(60), log::LevelFilter::Debug)
         );
         assert_eq!(parse(args("--help")), Ok(Parsed::Help));
+    }
+
+    #[test]
+    fn state_lives_on_disk_by_default_but_in_memory_with_the_sim() {
+        let dir = |line: &str| match parse(args(line)) {
+            Ok(Parsed::Run(config)) => config.state_dir,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(dir(""), Some(DEFAULT_STATE_DIR.into()));
+        assert_eq!(dir("--sim"), None);
+        assert_eq!(dir("--sim --state-dir /tmp/x"), Some("/tmp/x".into()));
+        let Ok(Parsed::Run(config)) = parse(args("--reset --reconcile-interval 30")) else {
+            panic!("valid flags must parse")
+        };
+        assert_eq!(
+            (config.reset, config.reconcile_interval),
+            (true, Duration::from_secs(30))
+        );
+        check_error(
+            "--reconcile-interval 0",
+            "bad value \"0\" for --reconcile-interval: must be between 1 and 86400 seconds",
+        );
+        check_error(
+            "--api-token-file /nonexistent/t",
+            "cannot read secret file /nonexistent/t: No such file or directory (os error 2)",
+        );
     }
 
     #[test]
