@@ -14,6 +14,7 @@ pub mod mesos;
 pub mod redis;
 pub mod scheduler;
 pub mod sim;
+pub mod store;
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,7 +25,9 @@ use crossbeam_channel::bounded;
 use crate::config::Config;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::{Connection, MesosConfig};
-use crate::scheduler::{State, API_INBOX_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY};
+use crate::scheduler::{
+    State, API_INBOX_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY,
+};
 
 /// A running scheduler: REST workers, the state thread, the Mesos reader and
 /// caller, the optional Redis bridge and the optional in-process lab.
@@ -32,6 +35,7 @@ pub struct Running {
     api: Option<api::ApiServer>,
     bridge: Option<redis::Bridge>,
     state: Option<JoinHandle<()>>,
+    journal: Option<JoinHandle<()>>,
     connection: Option<Connection>,
     sim: Option<sim::Master>,
     master: String,
@@ -40,6 +44,8 @@ pub struct Running {
 /// Starts everything `config` asks for. With `--sim` a simulated Charmander
 /// lab starts first on a loopback port and becomes the master.
 pub fn start(config: Config) -> io::Result<Running> {
+    let (mut state, store) = load_state(&config)?;
+    state.set_reconcile_interval(config.reconcile_interval);
     let sim = if config.sim {
         let lab = sim::SimConfig {
             listen: "127.0.0.1:0".to_string(),
@@ -55,9 +61,14 @@ pub fn start(config: Config) -> io::Result<Running> {
     let (api_tx, api_rx) = bounded(API_INBOX_CAPACITY);
     let (mesos_tx, mesos_rx) = bounded(MESOS_INBOX_CAPACITY);
     let (call_tx, call_rx) = bounded(OUTBOX_CAPACITY);
+    let (turn_tx, turn_rx) = bounded(JOURNAL_CAPACITY);
+    let framework_id = state.framework_id().cloned();
+    let journal = std::thread::Builder::new()
+        .name("journal".to_string())
+        .spawn(move || store::run_journal(store, turn_rx, call_tx))?;
     let state = std::thread::Builder::new()
         .name("state".to_string())
-        .spawn(move || scheduler::run(State::new(None), api_rx, mesos_rx, call_tx))?;
+        .spawn(move || scheduler::run(state, api_rx, mesos_rx, turn_tx))?;
     let mesos_config = MesosConfig {
         master: master.clone(),
         framework: FrameworkSettings {
@@ -68,7 +79,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             principal: config.auth.as_ref().map(|auth| auth.principal.clone()),
             failover_timeout: config.failover_timeout.as_secs_f64(),
         },
-        framework_id: None,
+        framework_id,
         auth: config.auth.clone(),
     };
     let connection = Connection::start(mesos_config, mesos_tx, call_rx)?;
@@ -91,6 +102,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         api: Some(api),
         bridge,
         state: Some(state),
+        journal: Some(journal),
         connection: Some(connection),
         sim,
         master,
@@ -130,10 +142,14 @@ impl Running {
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
         }
-        // With every sender of its API inbox gone, the state thread returns.
-        if let Some(state) = self.state.take() {
-            if state.join().is_err() {
-                log::error!("state thread panicked");
+        // With every sender of its API inbox gone, the state thread returns;
+        // then the journal drains what it was given and ends.
+        for (name, thread) in [
+            ("state", self.state.take()),
+            ("journal", self.journal.take()),
+        ] {
+            if thread.is_some_and(|thread| thread.join().is_err()) {
+                log::error!("{name} thread panicked");
             }
         }
         if let Some(connection) = self.connection.take() {
@@ -149,4 +165,29 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Opens the state directory (when configured) and rebuilds the state from
+/// it; `--reset` clears the tasks and tears the old framework down.
+fn load_state(config: &Config) -> io::Result<(State, Option<store::Store>)> {
+    let Some(dir) = &config.state_dir else {
+        return Ok((State::new(None), None));
+    };
+    let (mut store, records) = store::Store::open(dir).map_err(io::Error::other)?;
+    let mut state = State::restore(&records)
+        .map_err(|e| io::Error::other(format!("state in {}: {e}", dir.display())))?;
+    if config.reset {
+        state.reset();
+        let records = state.take_records();
+        store
+            .commit(&records.iter().collect::<Vec<_>>())
+            .map_err(io::Error::other)?;
+    }
+    log::info!(
+        "state restored dir={} framework={} tasks={}",
+        dir.display(),
+        state.framework_id().map_or("(new)", |id| id.0.as_str()),
+        state.task_count()
+    );
+    Ok((state, Some(store)))
 }

@@ -11,7 +11,6 @@ pub mod model;
 pub mod placement;
 pub mod state;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
@@ -39,6 +38,12 @@ pub const OUTBOX_CAPACITY: usize = 4096;
 
 /// Calls waiting behind a full outbox before each turn logs a warning.
 pub const BACKLOG_WARNING: usize = 10_000;
+
+/// Capacity of the channel from the state thread to the journal thread, in turns.
+pub const JOURNAL_CAPACITY: usize = 1024;
+
+/// How soon a turn held back by a full journal channel is offered again.
+pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
 /// Every input of the state thread.
 #[derive(Debug)]
@@ -120,6 +125,29 @@ pub enum ApiReply {
     NotFound(String),
     /// The request is well-formed but its value is not acceptable (400).
     Invalid(String),
+    /// Done in memory, but it could not be made durable (503).
+    Unavailable(String),
+}
+
+/// What one state-loop turn produced: durable changes first, then the
+/// effects that may leave the process only once those are on disk.
+#[derive(Debug, Default)]
+pub struct Turn {
+    pub records: Vec<state::Record>,
+    pub calls: Vec<Call>,
+    pub replies: Vec<(Sender<ApiReply>, ApiReply)>,
+}
+
+impl Turn {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.calls.is_empty() && self.replies.is_empty()
+    }
+
+    fn append(&mut self, mut other: Turn) {
+        self.records.append(&mut other.records);
+        self.calls.append(&mut other.calls);
+        self.replies.append(&mut other.replies);
+    }
 }
 
 /// What the Redis bridge publishes each cycle.
@@ -245,44 +273,56 @@ pub struct Launch {
     pub spec: TaskSpec,
 }
 
-/// The state thread's run loop: one `select!`, one `handle_event`, calls out.
-/// Returns when an inbox closes (shutdown).
+/// The state thread's run loop: one `select!`, one `handle_event`, and the
+/// turn handed to the `journal` thread, which makes it durable and then lets
+/// its calls and replies out.
 ///
-/// Calls go to the `mesos-caller` thread with `try_send`: when the master is
-/// slow and the outbox is full, calls wait in `backlog` (in order) and this
-/// thread keeps serving the REST API instead of blocking on the network.
+/// Turns go out with `try_send`: when the journal or the master is slow and
+/// the channel is full, turns merge into `backlog` (in order) and this thread
+/// keeps serving instead of blocking.
 pub fn run(
     mut state: State,
     api_inbox: Receiver<ApiCommand>,
     mesos_inbox: Receiver<MesosEvent>,
-    outbox: Sender<Call>,
+    outbox: Sender<Turn>,
 ) {
     let ticker = crossbeam_channel::tick(TICK_INTERVAL);
-    let mut backlog: VecDeque<Call> = VecDeque::new();
+    let mut backlog = Turn::default();
     loop {
-        let event = select! {
-            recv(api_inbox) -> it => match it { Ok(command) => Event::Api(command), Err(_) => return },
-            recv(mesos_inbox) -> it => match it { Ok(event) => Event::Mesos(event), Err(_) => return },
-            recv(ticker) -> _ => Event::Tick,
+        let event = if backlog.is_empty() {
+            select! {
+                recv(api_inbox) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => return },
+                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => return },
+                recv(ticker) -> _ => Some(Event::Tick),
+            }
+        } else {
+            select! {
+                recv(api_inbox) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => return },
+                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => return },
+                recv(ticker) -> _ => Some(Event::Tick),
+                default(BACKLOG_RETRY) => None,
+            }
         };
-        let turn_start = Instant::now();
-        backlog.extend(state.handle_event(event, SystemTime::now()));
-        while let Some(call) = backlog.pop_front() {
-            match outbox.try_send(call) {
-                Ok(()) => {}
-                Err(TrySendError::Full(call)) => {
-                    backlog.push_front(call);
-                    break;
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+        if let Some(event) = event {
+            let turn_start = Instant::now();
+            backlog.append(state.handle_event(event, SystemTime::now()));
+            let took = turn_start.elapsed();
+            if took > SLOW_TURN {
+                log::warn!("slow loop turn took_ms={}", took.as_millis());
             }
         }
-        if backlog.len() > BACKLOG_WARNING {
-            log::warn!("mesos calls backing up queued={}", backlog.len());
+        if backlog.is_empty() {
+            continue;
         }
-        let took = turn_start.elapsed();
-        if took > SLOW_TURN {
-            log::warn!("slow loop turn took_ms={}", took.as_millis());
+        match outbox.try_send(std::mem::take(&mut backlog)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(turn)) => {
+                backlog = turn;
+                if backlog.calls.len() > BACKLOG_WARNING {
+                    log::warn!("mesos calls backing up queued={}", backlog.calls.len());
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }

@@ -165,6 +165,23 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 14] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Lost,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+        TaskState::GoneByOperator,
+        TaskState::Unknown,
+    ];
+
     /// The Mesos name, e.g. `TASK_RUNNING`.
     pub fn as_str(self) -> &'static str {
         match self {

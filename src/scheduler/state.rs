@@ -10,6 +10,11 @@
 //! task whose launch the master never saw (invalid offers, or unknown to a
 //! reconciliation before any agent update) goes back to `Pending`.
 
+mod persist;
+
+pub use persist::Record;
+use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +26,7 @@ use crate::scheduler::model::{
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
     ApiCommand, ApiReply, ApiRequest, Call, Event, IntelligenceChange, Launch, MesosEvent,
-    NodeView, ReshuffleStep, Snapshot, TaskView,
+    NodeView, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -35,6 +40,9 @@ pub const REFUSE_SECONDS_IDLE: f64 = 120.0;
 /// A KILL without a terminal answer is sent again after this long; Mesos
 /// does not promise delivery of kills.
 pub const KILL_RETRY: Duration = Duration::from_secs(30);
+
+/// Every task is reconciled this often unless configured otherwise.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +122,15 @@ pub struct State {
     /// The largest unix-nanosecond stamp handed out, so ids stay unique.
     last_id_nanos: u128,
     next_seq: u64,
+    /// When every task was last reconciled, and how often to do it.
+    last_reconcile: Option<SystemTime>,
+    reconcile_interval: Duration,
+    /// `--reset`: send TEARDOWN for the stored framework once subscribed.
+    teardown_pending: bool,
+    /// Record keys changed since the last `take_records`.
+    dirty: BTreeSet<String>,
+    /// Replies of this turn; they leave once the turn is durable.
+    replies: Vec<(crossbeam_channel::Sender<ApiReply>, ApiReply)>,
 }
 
 impl State {
@@ -128,8 +145,31 @@ impl State {
         self.framework_id.as_ref()
     }
 
-    /// The single entry point: applies one event, returns the calls to make.
-    pub fn handle_event(&mut self, event: Event, now: SystemTime) -> Vec<Call> {
+    /// How often every task is reconciled (default `DEFAULT_RECONCILE_INTERVAL`).
+    pub fn set_reconcile_interval(&mut self, interval: Duration) {
+        self.reconcile_interval = interval;
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// `--reset`: forget every task and service (intelligence stays: it is
+    /// what the lab learned) and tear the stored framework down once
+    /// subscribed, so Mesos kills whatever it still runs for it.
+    pub fn reset(&mut self) {
+        let tasks: Vec<String> = self.tasks.keys().map(task_key).collect();
+        let services: Vec<String> = self.services.keys().map(|id| service_key(id)).collect();
+        self.dirty.extend(tasks.into_iter().chain(services));
+        self.tasks.clear();
+        self.instances.clear();
+        self.services.clear();
+        self.teardown_pending = self.framework_id.is_some();
+    }
+
+    /// The single entry point: applies one event; returns what changed (to
+    /// make durable) and the calls and replies that may follow.
+    pub fn handle_event(&mut self, event: Event, now: SystemTime) -> Turn {
         let mut calls = Vec::new();
         match event {
             Event::Api(command) => self.on_api(command, now, &mut calls),
@@ -137,7 +177,15 @@ impl State {
             Event::Tick => self.on_tick(now, &mut calls),
         }
         self.update_suppression(&mut calls);
-        calls
+        Turn {
+            records: self.take_records(),
+            calls,
+            replies: std::mem::take(&mut self.replies),
+        }
+    }
+
+    fn touch(&mut self, key: String) {
+        self.dirty.insert(key);
     }
 
     fn on_api(&mut self, command: ApiCommand, now: SystemTime, calls: &mut Vec<Call>) {
@@ -174,8 +222,7 @@ impl State {
                 intelligence: self.intelligence.clone(),
             }),
         };
-        // The handler may have timed out and gone; that is its business.
-        let _ = reply.send(answer);
+        self.replies.push((reply, answer));
     }
 
     fn on_submit(&mut self, spec: TaskSpec, now: SystemTime) -> ApiReply {
@@ -198,6 +245,7 @@ impl State {
                 if self.services.contains_key(&id) {
                     log::info!("duplicate one-per-node service ignored id={id}");
                 } else {
+                    self.touch(service_key(&id));
                     self.services.insert(
                         id.clone(),
                         Service {
@@ -239,6 +287,7 @@ impl State {
         for service_id in services {
             log::info!("service removed id={service_id}");
             self.services.remove(&service_id);
+            self.touch(service_key(&service_id));
         }
         ApiReply::Killed(views)
     }
@@ -306,8 +355,17 @@ impl State {
     }
 
     fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
+        if self.framework_id.as_ref() != Some(&framework_id) {
+            self.touch(FRAMEWORK_KEY.to_string());
+        }
         self.framework_id = Some(framework_id);
         self.subscribed = true;
+        if self.teardown_pending {
+            self.teardown_pending = false;
+            log::warn!("reset: tearing down the stored framework; Mesos kills its tasks");
+            calls.push(Call::Teardown);
+            return;
+        }
         // A (re)subscription un-suppresses us on the master; stay so until
         // the first offers have shown the registry every node.
         self.suppressed = false;
@@ -323,6 +381,10 @@ impl State {
         if !launched.is_empty() {
             calls.push(Call::Reconcile(launched));
         }
+        // Then implicitly: the master names every task it runs for us, and
+        // those we do not know are killed (see `on_update`).
+        calls.push(Call::Reconcile(Vec::new()));
+        self.last_reconcile = Some(now);
         let killing: Vec<TaskId> = self
             .tasks
             .iter()
@@ -417,6 +479,7 @@ impl State {
         }
         for (agent_id, hostname, task_ids) in launched {
             for task_id in task_ids {
+                self.dirty.insert(task_key(&task_id));
                 if let Some(task) = self.tasks.get_mut(&task_id) {
                     log::info!(
                         "task launched task={} agent={} hostname={hostname}",
@@ -458,12 +521,26 @@ impl State {
                 ),
             }
         }
+        if self.tasks.contains_key(&update.task_id) {
+            self.dirty.insert(task_key(&update.task_id));
+        }
         let Some(task) = self.tasks.get_mut(&update.task_id) else {
             log::warn!(
                 "update for unknown task task={} state={}",
                 update.task_id.0,
                 update.state.as_str()
             );
+            // Ours by the framework id, unknown to us: nobody wants it.
+            if !update.state.is_terminal() && self.subscribed {
+                log::warn!(
+                    "killing a task this scheduler does not know task={}",
+                    update.task_id.0
+                );
+                calls.push(Call::Kill {
+                    task_id: update.task_id.clone(),
+                    agent_id: update.agent_id.clone(),
+                });
+            }
             return;
         };
         let previous = task.phase;
@@ -499,10 +576,14 @@ impl State {
         // The master never ran this launch (invalid offers, or it does not
         // know the task although no agent ever reported it): try again.
         let never_started = matches!(previous, Phase::Launching | Phase::Pending);
+        // A reconciliation that finds the task unknown (after a restart or a
+        // master failover) is not the user's doing either: run it again.
         let launch_lost = matches!(
             update.state,
             TaskState::Lost | TaskState::Dropped | TaskState::Gone | TaskState::Unknown
-        ) && (update.reason == StatusReason::InvalidOffers || never_started);
+        ) && (update.reason == StatusReason::InvalidOffers
+            || update.reason == StatusReason::Reconciliation
+            || never_started);
         if launch_lost && !task.is_kill_requested() {
             log::warn!(
                 "launch lost, task back to pending task={} state={}",
@@ -533,6 +614,7 @@ impl State {
         // The master killed everything of the old framework: what the user
         // still wants goes back to pending under the new one.
         self.framework_id = None;
+        self.touch(FRAMEWORK_KEY.to_string());
         self.subscribed = false;
         let killed: Vec<TaskId> = self
             .tasks
@@ -543,6 +625,8 @@ impl State {
         for task_id in killed {
             self.remove_task(&task_id);
         }
+        let keys: Vec<String> = self.tasks.keys().map(task_key).collect();
+        self.dirty.extend(keys);
         for task in self.tasks.values_mut() {
             task.phase = Phase::Pending;
             task.agent_id = None;
@@ -575,6 +659,28 @@ impl State {
     fn on_tick(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
         if !self.subscribed {
             return;
+        }
+        let interval = if self.reconcile_interval.is_zero() {
+            DEFAULT_RECONCILE_INTERVAL
+        } else {
+            self.reconcile_interval
+        };
+        if self
+            .last_reconcile
+            .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
+        {
+            let launched: Vec<(TaskId, Option<AgentId>)> = self
+                .tasks
+                .iter()
+                .filter(|(_, task)| task.phase != Phase::Pending)
+                .map(|(id, task)| (id.clone(), task.agent_id.clone()))
+                .collect();
+            log::info!("periodic reconciliation tasks={}", launched.len());
+            if !launched.is_empty() {
+                calls.push(Call::Reconcile(launched));
+            }
+            calls.push(Call::Reconcile(Vec::new()));
+            self.last_reconcile = Some(now);
         }
         let overdue: Vec<TaskId> = self
             .tasks
@@ -624,6 +730,7 @@ impl State {
                     && (service.spec.node_name.is_empty()
                         || service.spec.node_name == node.node_name);
                 if matches && service.covered.insert(agent_id.clone()) {
+                    self.dirty.insert(service_key(&service.spec.id));
                     let mut spec = service.spec.clone();
                     spec.node_name = if node.node_name.is_empty() {
                         node.hostname.clone()
@@ -686,12 +793,15 @@ impl State {
             seq: self.next_seq,
         };
         self.next_seq += 1;
+        self.touch(task_key(&task_id));
+        self.touch(META_KEY.to_string());
         self.tasks.insert(task_id.clone(), task);
         task_id
     }
 
     fn remove_task(&mut self, task_id: &TaskId) {
         if let Some(task) = self.tasks.remove(task_id) {
+            self.touch(task_key(task_id));
             log::info!("task removed task={}", task_id.0);
             if let Some(live) = self.instances.get_mut(&task.spec.id) {
                 live.remove(task_id);
@@ -716,6 +826,9 @@ impl State {
 
     fn send_kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
         if let Some(task) = self.tasks.get_mut(task_id) {
+            if task.kill_sent_at.is_none() {
+                self.dirty.insert(task_key(task_id));
+            }
             task.kill_sent_at = Some(now);
             calls.push(Call::Kill {
                 task_id: task_id.clone(),
@@ -754,6 +867,7 @@ impl State {
                     derived,
                     updated_at: unix_seconds(now),
                 };
+                self.touch(intelligence_key(&task));
                 self.intelligence
                     .entry(task)
                     .or_default()
@@ -774,6 +888,7 @@ impl State {
             self.intelligence.remove(task);
         }
         if removed {
+            self.touch(intelligence_key(task));
             log::info!(
                 "intelligence cleared task={task} attribute={attribute} source={}",
                 source.as_str()
@@ -820,6 +935,7 @@ impl State {
                                 entry.derived.display()
                             );
                             entries.insert(change.attribute.clone(), entry);
+                            self.dirty.insert(intelligence_key(&change.task));
                         }
                     }
                     Err(reason) => rejected.push((change, reason)),

@@ -24,6 +24,7 @@ use crate::scheduler::model::{NetworkMode, OfferId, PortMapping};
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
+    let mut journal = Vec::new();
     let mut now = UNIX_EPOCH + Duration::from_secs(1000);
     let mut out = Vec::new();
     let mut offer_seq = 0;
@@ -143,9 +144,21 @@ fn check(script: &str, expected: &str) {
             }
             other => (None, other),
         };
-        for call in state.handle_event(event, now) {
-            out.push(render_call(&call));
+        let turn = state.handle_event(event, now);
+        journal.extend(turn.records);
+        for call in &turn.calls {
+            out.push(render_call(call));
         }
+        for (reply_to, reply) in turn.replies {
+            let _ = reply_to.send(reply);
+        }
+        // Everything durable survives a restart: the journal so far rebuilds it.
+        let restored = State::restore(&journal).expect("the journal restores");
+        assert_eq!(
+            restored.all_records(),
+            state.all_records(),
+            "durable state after `{line}`"
+        );
         if let (true, Some(receiver)) = (show_reply, reply_receiver) {
             out.extend(render_reply(
                 receiver.try_recv().expect("every request gets a reply"),
@@ -322,6 +335,7 @@ fn render_call(call: &Call) -> String {
         }
         Call::Kill { task_id, .. } => format!("  KILL {}", task_id.0),
         Call::Acknowledge { task_id, .. } => format!("  ACK {}", task_id.0),
+        Call::Reconcile(tasks) if tasks.is_empty() => "  RECONCILE all".to_string(),
         Call::Reconcile(tasks) => format!(
             "  RECONCILE {}",
             ids(&tasks.iter().map(|it| it.0.clone()).collect::<Vec<_>>())
@@ -400,6 +414,7 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             .collect(),
         ApiReply::NotFound(message) => vec![format!("  = not found: {message}")],
         ApiReply::Invalid(message) => vec![format!("  = invalid: {message}")],
+        ApiReply::Unavailable(message) => vec![format!("  = unavailable: {message}")],
         ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
         ApiReply::Intelligence(table) => table
             .iter()
@@ -446,6 +461,7 @@ fn submit_place_run_and_finish() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit stress60 mem=100 type=lab
           = submitted stress60
         > offer slave1 slave2 slave3
@@ -478,6 +494,7 @@ fn invalid_offers_put_the_task_back_to_pending_without_ack() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit web mem=10
           = submitted web
         > offer slave2
@@ -509,6 +526,7 @@ fn singleton_keeps_one_instance_and_one_per_node_covers_late_nodes() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton ports=31400,31410
           = submitted influxdb
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton
@@ -547,6 +565,7 @@ fn kill_by_prefix_drops_pending_and_kills_launched() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit stress60 mem=100 type=lab
           = submitted stress60
         > offer slave2
@@ -588,6 +607,7 @@ fn reshuffle_replaces_a_singleton_only_after_the_old_one_is_gone() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit sim mem=100 type=lab sla=singleton reshuffle
           = submitted sim
         > offer slave2
@@ -645,6 +665,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit a mem=10
           = submitted a
         > submit b mem=10
@@ -658,6 +679,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         > disconnected
         > subscribed
           RECONCILE a-1000000000000 b-1000000000001
+          RECONCILE all
           KILL b-1000000000001
         > update a TASK_LOST reconcile
         > tick 31
@@ -677,6 +699,7 @@ fn a_failed_launch_call_is_reconciled_not_guessed() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit a mem=10
           = submitted a
         > offer slave2
@@ -718,6 +741,7 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit a mem=10
           = submitted a
         > offer slave2
@@ -758,6 +782,7 @@ fn intelligence_changes_mem_node_and_sla_of_a_resubmitted_task() {
         ",
         "
         > subscribed
+          RECONCILE all
         > intel lookbusy200 mem 209924096
           = intelligence changed
         > intel lookbusy200 nodename slave3
@@ -800,6 +825,7 @@ fn reshuffle_moves_a_task_to_the_node_pinned_by_intelligence() {
         ",
         "
         > subscribed
+          RECONCILE all
         > submit stress60 mem=100 type=lab sla=singleton reshuffle
           = submitted stress60
         > offer slave2
@@ -840,6 +866,7 @@ fn a_nodename_override_does_not_pin_every_one_per_node_copy() {
         ",
         "
         > subscribed
+          RECONCILE all
         > intel cadvisor nodename slave1
           = intelligence changed
         > intel cadvisor mem 60000000
@@ -900,15 +927,64 @@ fn offers_keep_coming_until_the_registry_has_seen_the_cluster() {
         ",
         "
         > subscribed
+          RECONCILE all
         > tick 1
         > offer slave1 slave2
           DECLINE o1 o2 refuse=120
           SUPPRESS
         > disconnected
         > subscribed
+          RECONCILE all
         > offer slave3
           DECLINE o3 refuse=120
           SUPPRESS
+        ",
+    );
+}
+
+#[test]
+fn reconciliation_kills_strangers_and_reruns_tasks_the_master_lost() {
+    check(
+        "
+        subscribed
+        submit a mem=10
+        submit b mem=10
+        offer slave2
+        update a TASK_RUNNING ack
+        update b TASK_RUNNING ack
+        update ghost TASK_RUNNING reconcile
+        kill b
+        update a TASK_LOST reconcile
+        update b TASK_LOST reconcile
+        tasks
+        tick 601
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001
+          SUPPRESS
+        > update a TASK_RUNNING ack
+          ACK a-1000000000000
+        > update b TASK_RUNNING ack
+          ACK b-1000000000001
+        > update ghost TASK_RUNNING reconcile
+          KILL ghost
+        > kill b
+          KILL b-1000000000001
+          = killing b-1000000000001
+        > update a TASK_LOST reconcile
+          REVIVE
+        > update b TASK_LOST reconcile
+        > tasks
+          = a-1000000000000 pending - (relaunching after TASK_LOST: )
+        > tick 601
+          RECONCILE all
         ",
     );
 }
