@@ -24,6 +24,8 @@ const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
 /// The largest failover_timeout that fits int64 nanoseconds.
 const MAX_FAILOVER_SECONDS: f64 = (i64::MAX / 1_000_000_000) as f64;
 
+const DUPLICATE_ID: &str = "Task has duplicate ID: ";
+
 /// What a stream's writer thread receives.
 pub enum Out {
     Event(Box<Event>),
@@ -128,6 +130,10 @@ struct Counters {
     agents: u64,
     offers: u64,
     frameworks: u64,
+    /// Tasks that passed validation and went to an agent.
+    launches: u64,
+    /// Launches refused because the task id was already live.
+    duplicate_launches: u64,
 }
 
 impl Core {
@@ -380,6 +386,9 @@ impl Core {
             let checked = self.validate_task(id, &agent_id, &task, &pool, &seen);
             match checked {
                 Err(message) => {
+                    if message.starts_with(DUPLICATE_ID) {
+                        self.counters.duplicate_launches += 1;
+                    }
                     let mut status =
                         master_status(&task_id, TaskState::TASK_ERROR, Reason::REASON_TASK_INVALID);
                     status.set_message(message);
@@ -387,6 +396,7 @@ impl Core {
                     self.send(id, update_event(status), now);
                 }
                 Ok(resources) => {
+                    self.counters.launches += 1;
                     pool.subtract(&resources);
                     seen.insert(task_id.clone());
                     self.launch(id, &agent_id, task, resources, now);
@@ -451,7 +461,7 @@ impl Core {
             .get(id)
             .is_some_and(|f| f.tasks.get(task_id).is_some_and(|t| !is_terminal(t.state)));
         if live || seen.contains(task_id) {
-            return Err(format!("Task has duplicate ID: {task_id}"));
+            return Err(format!("{DUPLICATE_ID}{task_id}"));
         }
         if task.agent_id.value() != agent_id {
             return Err(format!(
@@ -1203,6 +1213,7 @@ impl Core {
             "master_id": self.master_id, "frameworks": frameworks, "agents": agents, "tasks": tasks,
             "offers": offers, "unacknowledged": unacknowledged, "calls": self.calls,
             "heartbeats_paused": self.heartbeats_paused, "removed_frameworks": self.removed.len(),
+            "launches": self.counters.launches, "duplicate_launches": self.counters.duplicate_launches,
         })
     }
 }
