@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use protobuf::{Message, MessageFull};
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 use crate::mesos::proto::scheduler::{call, Call, Event};
 use crate::mesos::recordio;
@@ -284,13 +284,23 @@ fn handle(shared: &Shared, mut request: Request) {
         } else {
             control(shared, &mut request, &path)
         };
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+    // Exactly the headers a master sends: a 202 has no Content-Type at all.
+    let mut headers = Vec::new();
     if !reply.content_type.is_empty() {
-        response = response.with_header(header("Content-Type", reply.content_type));
+        headers.push(header("Content-Type", reply.content_type));
     }
     for (name, value) in reply.headers {
-        response = response.with_header(header(name, &value));
+        headers.push(header(name, &value));
     }
+    let body = reply.body.into_bytes();
+    let length = body.len();
+    let response = Response::new(
+        StatusCode(reply.status),
+        headers,
+        std::io::Cursor::new(body),
+        Some(length),
+        None,
+    );
     let _ = request.respond(response);
 }
 
