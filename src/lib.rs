@@ -93,7 +93,12 @@ pub fn start(config: Config) -> io::Result<Running> {
         )?),
         None => None,
     };
-    let api = api::ApiServer::start(&config.listen, config.http_workers, api_tx)?;
+    let api = api::ApiServer::start(
+        &config.listen,
+        config.http_workers,
+        api_tx,
+        config.api_token.clone(),
+    )?;
     log::info!(
         "charmander-scheduler api=http://{} master={master}",
         api.addr()

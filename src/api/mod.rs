@@ -6,12 +6,17 @@
 //! `state` thread and waits for its reply at most `REPLY_TIMEOUT`, then turns
 //! the reply into a status and a JSON body (`respond`). Workers never touch
 //! scheduler state, and nothing a client sends can make them panic.
+//!
+//! With a token configured (`--api-token-file`), every route that changes
+//! something needs `Authorization: Bearer <token>` (`authorized`); the check
+//! runs after routing, so unknown paths stay 404 and wrong methods 405, and
+//! before the body is read. Reads stay open. The token is never logged.
 
 pub mod dto;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +33,17 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// answer it, together) before it answers 503.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Writes to a client that does not read give up after this long.
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests whose body is read while the handler runs (over 1 KiB, chunked,
+/// or `Expect: 100-continue`) are handled on a thread of their own, at most
+/// this many at once, so a client that sends half a body cannot hold a worker.
+pub const MAX_BODY_THREADS: usize = 64;
+
+/// tiny_http reads bodies up to this size before handing the request over.
+const BUFFERED_BODY: usize = 1024;
+
 /// A declared body above this is not answered at all; see `serve`.
 pub const MAX_DECLARED_BODY: usize = 16 * 1024 * 1024;
 
@@ -41,13 +57,16 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Binds `listen` (port 0 picks a free port) and starts `workers` threads
-    /// named `http-N` (at least one).
+    /// named `http-N` (at least one). With `token`, mutating routes require
+    /// `Authorization: Bearer <token>`; `None` leaves them open.
     pub fn start(
         listen: &str,
         workers: usize,
         state: Sender<ApiCommand>,
+        token: Option<String>,
     ) -> std::io::Result<ApiServer> {
-        let server = tiny_http::Server::http(listen).map_err(std::io::Error::other)?;
+        let server = tiny_http::Server::from_listener(listener_with_write_timeout(listen)?, None)
+            .map_err(std::io::Error::other)?;
         let addr = server.server_addr().to_ip().ok_or_else(|| {
             std::io::Error::other(format!("{listen} is not an IP listen address"))
         })?;
@@ -61,13 +80,18 @@ impl ApiServer {
             let server = Arc::clone(&api_server.server);
             let stopping = Arc::clone(&api_server.stopping);
             let state = state.clone();
+            let token = token.clone();
             // On a spawn error, dropping `api_server` stops the workers already running.
             let worker = std::thread::Builder::new()
                 .name(format!("http-{worker_idx}"))
-                .spawn(move || serve(&server, &stopping, &state))?;
+                .spawn(move || serve(&server, &stopping, &state, token.as_deref()))?;
             api_server.workers.push(worker);
         }
-        log::info!("rest api listening addr={addr} workers={}", workers.max(1));
+        log::info!(
+            "rest api listening addr={addr} workers={} auth={}",
+            workers.max(1),
+            if token.is_some() { "bearer" } else { "none" }
+        );
         Ok(api_server)
     }
 
@@ -129,10 +153,14 @@ enum ApiError {
     NotFound(String),
     /// The body is longer than `MAX_BODY`.
     BodyTooLarge,
+    /// A mutating route without the configured bearer token (or a wrong one).
+    Unauthorized,
     /// The state thread did not answer within `REPLY_TIMEOUT`.
     Busy,
     /// The state thread is gone (shutting down).
     Stopped,
+    /// Done in memory but not saved to disk (the state directory failed).
+    NotSaved(String),
     /// A bug: the state thread answered with a reply that does not fit.
     Internal(String),
 }
@@ -144,9 +172,14 @@ struct Reply {
     body: String,
     content_type: &'static str,
     allow: Option<&'static str>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: Option<&'static str>,
 }
 
 const JSON: &str = "application/json";
+
+/// The challenge sent with every 401 (RFC 6750 §3).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"charmander\"";
 
 impl ApiError {
     fn status(&self) -> u16 {
@@ -155,7 +188,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BadRequest(_) => 400,
             ApiError::BodyTooLarge => 413,
-            ApiError::Busy | ApiError::Stopped => 503,
+            ApiError::Unauthorized => 401,
+            ApiError::Busy | ApiError::Stopped | ApiError::NotSaved(_) => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -166,8 +200,10 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             ApiError::BadRequest(message)
             | ApiError::NotFound(message)
+            | ApiError::NotSaved(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
+            ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
             ApiError::Busy => "scheduler busy".to_string(),
             ApiError::Stopped => "scheduler is shutting down".to_string(),
         }
@@ -179,11 +215,16 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => Some(*allow),
             _ => None,
         };
+        let challenge = match &self {
+            ApiError::Unauthorized => Some(BEARER_CHALLENGE),
+            _ => None,
+        };
         Reply {
             status,
             body: dto::message_json(status, &self.message()),
             content_type: JSON,
             allow,
+            challenge,
         }
     }
 }
@@ -195,12 +236,18 @@ impl Reply {
             body,
             content_type: JSON,
             allow: None,
+            challenge: None,
         }
     }
 }
 
 /// One worker: serve requests until `stop` unblocks it.
-fn serve(server: &tiny_http::Server, stopping: &AtomicBool, state: &Sender<ApiCommand>) {
+fn serve(
+    server: &tiny_http::Server,
+    stopping: &AtomicBool,
+    state: &Sender<ApiCommand>,
+    token: Option<&str>,
+) {
     loop {
         let request = match server.recv() {
             Ok(request) => request,
@@ -210,11 +257,62 @@ fn serve(server: &tiny_http::Server, stopping: &AtomicBool, state: &Sender<ApiCo
                 continue;
             }
         };
-        let Some(mut request) = guard_declared_body(request) else {
+        let Some(request) = guard_declared_body(request) else {
             continue;
         };
+        if streams_its_body(&request) {
+            if BODY_THREADS.fetch_add(1, Ordering::SeqCst) < MAX_BODY_THREADS {
+                let (state, token) = (state.clone(), token.map(str::to_string));
+                let spawned = std::thread::Builder::new()
+                    .name("http-body".to_string())
+                    .spawn(move || {
+                        serve_one(request, &state, token.as_deref());
+                        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(err) = spawned {
+                    BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+                    log::warn!("http body thread not started error={err}");
+                }
+                continue;
+            }
+            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("http body threads all busy; serving on the worker");
+        }
+        serve_one(request, state, token);
+    }
+}
+
+/// Body threads running now.
+static BODY_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Does reading this request's body touch the socket (rather than a buffer
+/// tiny_http already filled)?
+fn streams_its_body(request: &tiny_http::Request) -> bool {
+    let header = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
+    header("Transfer-Encoding")
+        || request
+            .body_length()
+            .is_some_and(|n| n > BUFFERED_BODY || (n > 0 && header("Expect")))
+}
+
+/// Binds `listen` with a send timeout that every accepted socket inherits
+/// (the kernel copies SO_SNDTIMEO on accept): tiny_http sets no timeouts, so
+/// a client that never reads would otherwise hold a worker in `respond`. The
+/// option is set through a `TcpStream` view of the listening socket, which std
+/// allows for any socket. (A receive timeout cannot go there: it would make
+/// tiny_http's accept loop fail and stop.)
+pub fn listener_with_write_timeout(listen: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::OwnedFd;
+    let listener = std::net::TcpListener::bind(listen)?;
+    let socket = std::net::TcpStream::from(OwnedFd::from(listener));
+    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
+    Ok(std::net::TcpListener::from(OwnedFd::from(socket)))
+}
+
+fn serve_one(mut request: tiny_http::Request, state: &Sender<ApiCommand>, token: Option<&str>) {
+    {
         let started = Instant::now();
-        let reply = handle(&mut request, state).unwrap_or_else(ApiError::into_reply);
+        let reply = handle(&mut request, state, token).unwrap_or_else(ApiError::into_reply);
         log::debug!(
             "http request method={} url={} status={} took_ms={}",
             request.method(),
@@ -250,8 +348,29 @@ pub fn guard_declared_body(request: tiny_http::Request) -> Option<tiny_http::Req
     Some(request)
 }
 
-fn handle(request: &mut tiny_http::Request, state: &Sender<ApiCommand>) -> Result<Reply, ApiError> {
+fn handle(
+    request: &mut tiny_http::Request,
+    state: &Sender<ApiCommand>,
+    token: Option<&str>,
+) -> Result<Reply, ApiError> {
     let route = route(request.method().as_str(), request.url())?;
+    // Before the body is read: an unauthorized client costs us no parsing.
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|field| field.field.equiv("Authorization"))
+        .map(|field| field.value.as_str());
+    if !authorized(&route, authorization, token) {
+        log::info!(
+            "http request refused: missing or wrong bearer token method={} url={} peer={}",
+            request.method(),
+            request.url(),
+            request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
+        );
+        return Err(ApiError::Unauthorized);
+    }
     let api_request = match &route {
         Route::Ping => {
             return Ok(Reply {
@@ -259,6 +378,7 @@ fn handle(request: &mut tiny_http::Request, state: &Sender<ApiCommand>) -> Resul
                 body: "Pong\n".to_string(),
                 content_type: "text/plain; charset=utf-8",
                 allow: None,
+                challenge: None,
             })
         }
         Route::SubmitTask => {
@@ -348,6 +468,9 @@ fn into_response(reply: Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> 
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow));
     }
+    if let Some(challenge) = reply.challenge {
+        response.add_header(header("WWW-Authenticate", challenge));
+    }
     response
 }
 
@@ -391,6 +514,48 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
         (_, ["client", "intelligence", _, _]) => not_allowed("PUT, DELETE"),
         _ => Err(ApiError::NoSuchEndpoint(path.to_string())),
     }
+}
+
+/// Whether `route` may run: with a `token`, a route that changes something
+/// needs the `Authorization` header `Bearer <token>`; reads, dry-run
+/// reshuffles and everything without a token are open.
+fn authorized(route: &Route, header: Option<&str>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let mutating = match route {
+        Route::Ping | Route::ListTasks | Route::ListNodes | Route::ListIntelligence => false,
+        Route::Reshuffle { dry_run } => !dry_run,
+        Route::SubmitTask
+        | Route::KillTasks { .. }
+        | Route::SetIntelligence { .. }
+        | Route::ClearIntelligence { .. } => true,
+    };
+    if !mutating {
+        return true;
+    }
+    // The scheme is case-insensitive (RFC 7235 §2.1); the credentials are not.
+    let Some((scheme, credentials)) = header.map(str::trim).and_then(|it| it.split_once(' '))
+    else {
+        return false;
+    };
+    let credentials = credentials.trim_start_matches(' ');
+    scheme.eq_ignore_ascii_case("Bearer")
+        && !credentials.is_empty()
+        && constant_time_eq(credentials.as_bytes(), token.as_bytes())
+}
+
+/// Compares `presented` with `secret` in time that depends only on the
+/// secret's length, so a client cannot find the token byte by byte by timing
+/// our answers.
+fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
+    // Any length mismatch is a difference, folded in without branching early.
+    let mut difference = u8::from(presented.len() != secret.len());
+    for (idx, secret_byte) in secret.iter().enumerate() {
+        let presented_byte = presented.get(idx).copied().unwrap_or(!secret_byte);
+        difference |= std::hint::black_box(presented_byte ^ secret_byte);
+    }
+    difference == 0
 }
 
 /// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
@@ -445,6 +610,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
     let reply = match (route, reply) {
         (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
+        (_, ApiReply::Unavailable(message)) => return Err(ApiError::NotSaved(message)),
         (Route::SubmitTask, ApiReply::Submitted { id }) => {
             Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
         }
@@ -713,6 +879,83 @@ mod tests {
     }
 
     #[test]
+    fn mutating_routes_need_the_bearer_token() {
+        let token = Some("s3cret");
+        let mutating = [
+            Route::SubmitTask,
+            Route::Reshuffle { dry_run: false },
+            kill("stress"),
+            set("t", "mem"),
+            clear("t", "mem"),
+        ];
+        let reads = [
+            Route::Ping,
+            Route::ListTasks,
+            Route::ListNodes,
+            Route::ListIntelligence,
+            Route::Reshuffle { dry_run: true },
+        ];
+        for route in &mutating {
+            assert!(authorized(route, Some("Bearer s3cret"), token), "{route:?}");
+            assert!(authorized(route, Some("bearer s3cret"), token), "{route:?}");
+            assert!(
+                authorized(route, Some("  BEARER   s3cret "), token),
+                "{route:?}"
+            );
+            for header in [
+                None,
+                Some(""),
+                Some("Bearer"),
+                Some("Bearer "),
+                Some("s3cret"),
+                Some("Bearer s3cre"),
+                Some("Bearer s3cret2"),
+                Some("Bearer S3CRET"),
+                Some("Bearer s3cret x"),
+                Some("Basic s3cret"),
+                Some("Bearers3cret"),
+                Some("Basic czNjcmV0"),
+            ] {
+                assert!(!authorized(route, header, token), "{route:?} {header:?}");
+            }
+            // Without a configured token everything is open.
+            assert!(authorized(route, None, None), "{route:?}");
+            assert!(authorized(route, Some("Bearer nope"), None), "{route:?}");
+        }
+        for route in &reads {
+            assert!(authorized(route, None, token), "{route:?}");
+            assert!(authorized(route, Some("Bearer wrong"), token), "{route:?}");
+        }
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret\0", b"s3cret"));
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+        assert!(!constant_time_eq(b"t3cret", b"s3cret"));
+        // A presented prefix padded with the complement of the secret's bytes
+        // must not compare equal either.
+        assert!(!constant_time_eq(&[!b's'], b"s"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn unauthorized_is_401_with_a_bearer_challenge() {
+        let reply = ApiError::Unauthorized.into_reply();
+        assert_eq!(
+            (reply.status, reply.body.as_str(), reply.challenge),
+            (
+                401,
+                r#"{"code":401,"message":"missing or wrong bearer token"}"#,
+                Some(r#"Bearer realm="charmander""#)
+            )
+        );
+    }
+
+    #[test]
     fn a_stopped_state_thread_is_503_not_a_hang() {
         let (state, inbox) = crossbeam_channel::bounded(1);
         drop(inbox);
@@ -766,7 +1009,7 @@ mod tests {
     fn serves_over_a_real_socket() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 2, state).expect("binds");
+        let server = ApiServer::start("127.0.0.1:0", 2, state, None).expect("binds");
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
 
@@ -837,7 +1080,7 @@ mod tests {
     fn a_huge_declared_body_does_not_kill_a_worker() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 1, state).expect("binds");
+        let server = ApiServer::start("127.0.0.1:0", 1, state, None).expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");
         let head = "POST /admin/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
         attacker.write_all(head.as_bytes()).expect("write");

@@ -1,9 +1,13 @@
 //! Integration tests: real sockets on port 0, the real scheduler wiring
 //! (`charmander::start`) against `mesos-sim`.
 
+mod bad_master;
+mod bad_redis;
 mod durability;
+mod fuzz;
 mod mesos_client;
 mod redis_bridge;
 mod scheduling;
+mod security;
 mod sim_master;
 mod support;

@@ -1,0 +1,158 @@
+//! A master that speaks HTTP correctly but sends garbage on the event stream:
+//! not RecordIO, a truncated record, an oversized length, a record that is not
+//! a protobuf `Event`. The scheduler must drop each stream, resubscribe, and
+//! keep its REST API answering.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{http_agent, request, scheduler_config, wait_until, DEADLINE, STRESS60};
+
+/// What the fake sends after the SUBSCRIBE answer head, by connection number
+/// (cycling).
+const STREAMS: &[(&str, &[u8])] = &[
+    (
+        "not recordio",
+        b"this is not recordio at all\n\x00\xff\xfe garbage",
+    ),
+    ("truncated record", b"100\n\x08\x01\x12"),
+    ("oversized length", b"99999999999\n\x08\x01"),
+    // 10 bytes, exactly as announced, but field 15 with a wire type (7) that
+    // does not exist: not a protobuf `Event`.
+    (
+        "not a protobuf event",
+        b"10\n\x7f\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+    ),
+];
+
+/// A fake master on a loopback port; counts SUBSCRIBE attempts.
+struct FakeMaster {
+    addr: String,
+    subscribes: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeMaster {
+    fn start() -> FakeMaster {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let subscribes = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let subscribes = Arc::clone(&subscribes);
+            let stopping = Arc::clone(&stopping);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    if is_subscribe(&stream) {
+                        let idx = subscribes.fetch_add(1, Ordering::SeqCst);
+                        answer(stream, idx);
+                    }
+                }
+            })
+        };
+        FakeMaster {
+            addr,
+            subscribes,
+            stopping,
+            thread: Some(thread),
+        }
+    }
+
+    fn subscribes(&self) -> usize {
+        self.subscribes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeMaster {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocked accept.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("fake master thread");
+        }
+    }
+}
+
+/// Reads the request head; true for `POST /api/v1/scheduler`.
+fn is_subscribe(stream: &TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return false;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    request_line.starts_with("POST /api/v1/scheduler ")
+}
+
+/// A correct SUBSCRIBE answer head, then stream `idx % STREAMS.len()` as one
+/// chunk, then EOF.
+fn answer(mut stream: TcpStream, idx: usize) {
+    let (_, payload) = STREAMS[idx % STREAMS.len()];
+    let mut bytes = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nMesos-Stream-Id: fake-{idx}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(b"\r\n");
+    // The peer may already have hung up; that is its right.
+    let _ = stream.write_all(&bytes);
+    let _ = stream.flush();
+}
+
+#[test]
+fn garbage_on_the_event_stream_makes_the_scheduler_resubscribe() {
+    let master = FakeMaster::start();
+    let scheduler = charmander::start(scheduler_config(&master.addr)).expect("scheduler starts");
+    let http = http_agent();
+    let api = |path: &str| format!("http://{}{path}", scheduler.api_addr());
+
+    // Every kind of garbage once, and one more attempt after the last kind.
+    let wanted = STREAMS.len() + 1;
+    let resubscribed = wait_until(DEADLINE, || {
+        // The REST API answers all along.
+        let (status, pong) = request(&http, "GET", &api("/admin/ping"), None);
+        assert_eq!(
+            (status, pong),
+            (200, Value::String("Pong\n".to_string())),
+            "after {} subscribes",
+            master.subscribes()
+        );
+        master.subscribes() >= wanted
+    });
+    assert!(
+        resubscribed,
+        "{} subscribe attempts within {DEADLINE:?}, wanted {wanted}",
+        master.subscribes()
+    );
+
+    let (status, reply) = request(&http, "POST", &api("/client/task"), Some(STRESS60));
+    assert_eq!(status, 202, "{reply}");
+    let (status, tasks) = request(&http, "GET", &api("/client/task"), None);
+    assert_eq!(status, 200);
+    // Accepted and waiting: no master has offered anything.
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks}");
+    assert_eq!(tasks[0]["id"], "stress60", "{tasks}");
+    assert_ne!(tasks[0]["state"], "TASK_RUNNING", "{tasks}");
+    scheduler.shutdown();
+}

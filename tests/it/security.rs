@@ -1,0 +1,185 @@
+//! The bearer token (`--api-token-file`): mutating endpoints need
+//! `Authorization: Bearer <token>`, reads and dry runs stay open, and routing
+//! errors (404, 405) come before the token check.
+
+use serde_json::{json, Value};
+
+use crate::support::{Lab, STRESS60};
+
+const TOKEN: &str = "s3cret";
+
+/// One request with an optional `Authorization` header; the status, the
+/// `WWW-Authenticate` header and the body as JSON.
+fn call(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let url = lab.api(path);
+    let result = match (method, body) {
+        ("GET", _) => {
+            let mut request = lab.http.get(&url);
+            if let Some(value) = authorization {
+                request = request.header("Authorization", value);
+            }
+            request.call()
+        }
+        ("DELETE", _) => {
+            let mut request = lab.http.delete(&url);
+            if let Some(value) = authorization {
+                request = request.header("Authorization", value);
+            }
+            request.call()
+        }
+        ("POST", body) | ("PUT", body) => {
+            let mut request = if method == "POST" {
+                lab.http.post(&url)
+            } else {
+                lab.http.put(&url)
+            };
+            if let Some(value) = authorization {
+                request = request.header("Authorization", value);
+            }
+            request
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or(""))
+        }
+        _ => panic!("unsupported method {method}"),
+    };
+    let mut response = result.unwrap_or_else(|err| panic!("{method} {path} failed: {err}"));
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, challenge, value)
+}
+
+#[track_caller]
+fn assert_refused(answer: (u16, Option<String>, Value)) {
+    assert_eq!(
+        answer,
+        (
+            401,
+            Some(r#"Bearer realm="charmander""#.to_string()),
+            json!({"code": 401, "message": "missing or wrong bearer token"})
+        )
+    );
+}
+
+#[test]
+fn mutating_endpoints_need_the_bearer_token() {
+    let lab = Lab::start_with(|config| config.api_token = Some(TOKEN.into()));
+    let right = format!("Bearer {TOKEN}");
+
+    assert_refused(call(&lab, "POST", "/client/task", None, Some(STRESS60)));
+    assert_refused(call(
+        &lab,
+        "POST",
+        "/client/task",
+        Some("Bearer wrong"),
+        Some(STRESS60),
+    ));
+    assert_refused(call(
+        &lab,
+        "POST",
+        "/client/task",
+        Some(&format!("Basic {TOKEN}")),
+        Some(STRESS60),
+    ));
+    // The token is checked before the body is parsed: garbage is 401, not 400.
+    assert_refused(call(&lab, "POST", "/client/task", None, Some("{not json")));
+    assert!(lab.tasks().is_empty(), "a refused submit created a task");
+
+    let (status, _, reply) = call(&lab, "POST", "/client/task", Some(&right), Some(STRESS60));
+    assert_eq!(
+        (status, reply),
+        (202, json!({"code": 202, "message": "Run task: stress60"}))
+    );
+    lab.wait_running("stress60", 1);
+
+    // Reads stay open.
+    let (status, challenge, tasks) = call(&lab, "GET", "/client/task", None, None);
+    assert_eq!((status, challenge), (200, None));
+    assert_eq!(tasks.as_array().map(Vec::len), Some(1), "{tasks}");
+    for path in ["/admin/ping", "/client/node", "/client/intelligence"] {
+        let (status, _, _) = call(&lab, "GET", path, None, None);
+        assert_eq!(status, 200, "{path}");
+    }
+
+    // A dry-run reshuffle changes nothing and stays open; a real one does not.
+    let (status, _, plan) = call(
+        &lab,
+        "GET",
+        "/client/task/reshuffle?dry_run=true",
+        None,
+        None,
+    );
+    assert_eq!((status, &plan["dry_run"]), (202, &json!(true)), "{plan}");
+    assert_refused(call(&lab, "GET", "/client/task/reshuffle", None, None));
+    assert_refused(call(
+        &lab,
+        "GET",
+        "/client/task/reshuffle?dry_run=false",
+        None,
+        None,
+    ));
+    let (status, _, plan) = call(&lab, "GET", "/client/task/reshuffle", Some(&right), None);
+    assert_eq!(status, 202, "{plan}");
+
+    // Intelligence writes and kills.
+    assert_refused(call(
+        &lab,
+        "PUT",
+        "/client/intelligence/stress60/mem",
+        None,
+        Some("120"),
+    ));
+    assert_refused(call(
+        &lab,
+        "DELETE",
+        "/client/intelligence/stress60/mem",
+        Some("Bearer s3cret2"),
+        None,
+    ));
+    assert_refused(call(&lab, "DELETE", "/client/task/stress", None, None));
+    let (status, _, _) = call(
+        &lab,
+        "PUT",
+        "/client/intelligence/stress60/mem",
+        Some(&right),
+        Some("120"),
+    );
+    assert_eq!(status, 200);
+
+    // Routing errors come first: no endpoint is 404 and a wrong method 405,
+    // with or without a token.
+    let (status, challenge, _) = call(&lab, "POST", "/client/nowhere", None, Some("{}"));
+    assert_eq!((status, challenge), (404, None));
+    let (status, challenge, _) = call(&lab, "PUT", "/client/task", None, Some("{}"));
+    assert_eq!((status, challenge), (405, None));
+
+    let (status, _, killed) = call(&lab, "DELETE", "/client/task/stress", Some(&right), None);
+    assert_eq!(status, 200, "{killed}");
+}
+
+#[test]
+fn without_a_token_everything_stays_open() {
+    let lab = Lab::start();
+    let (status, _, _) = call(&lab, "POST", "/client/task", None, Some(STRESS60));
+    assert_eq!(status, 202);
+    // A client that sends a token anyway is not refused.
+    let (status, _, _) = call(
+        &lab,
+        "GET",
+        "/client/task/reshuffle",
+        Some("Bearer anything"),
+        None,
+    );
+    assert_eq!(status, 202);
+}
