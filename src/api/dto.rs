@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::scheduler::intelligence::Table;
-use crate::scheduler::model::{NetworkMode, PortMapping, Sla, TaskSpec, Volume, VolumeMode};
+use crate::scheduler::model::{
+    NetworkMode, PortMapping, RestartPolicy, Sla, TaskSpec, Volume, VolumeMode,
+};
 use crate::scheduler::placement::format_number;
 use crate::scheduler::{NodeView, ReshuffleStep, TaskView};
 
@@ -80,6 +82,11 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
             ))
         }
     };
+    let restart = match fields.string("restart")?.unwrap_or_default().as_str() {
+        "" => RestartPolicy::Never,
+        name => RestartPolicy::from_name(name)
+            .ok_or_else(|| format!("bad restart {name:?}: use never, on-failure or always"))?,
+    };
     Ok(TaskSpec {
         id,
         docker_image,
@@ -94,6 +101,7 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
         volumes: parse_volumes(fields.get("volumes"))?,
         ports: parse_ports(fields.get("ports"))?,
         network,
+        restart,
     })
 }
 
@@ -224,6 +232,9 @@ struct TaskDto<'a> {
     agent_id: Option<&'a str>,
     status_message: &'a str,
     pending_reason: Option<&'a str>,
+    restart: &'static str,
+    restarts: u32,
+    crash_looping: bool,
     requested: RequestedDto<'a>,
     intelligence: BTreeMap<&'a str, &'a str>,
 }
@@ -330,6 +341,9 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             agent_id,
             status_message: &task.status_message,
             pending_reason: task.pending_reason.as_deref(),
+            restart: spec.restart.as_str(),
+            restarts: task.restarts,
+            crash_looping: task.crash_looping,
             requested: RequestedDto {
                 mem: task.requested.mem_mb.to_string(),
                 cpus: cpus_text(task.requested.cpus),
@@ -640,6 +654,7 @@ mod tests {
             volumes: Vec::new(),
             ports: Vec::new(),
             network: NetworkMode::Default,
+            restart: RestartPolicy::Never,
         }
     }
 
@@ -843,6 +858,10 @@ mod tests {
             r#"bad networkmode "overlay": use bridge, host or none"#,
         );
         check_err(
+            &with(r#""restart":"sometimes""#),
+            r#"bad restart "sometimes": use never, on-failure or always"#,
+        );
+        check_err(
             &with(r#""notmetered":"yes""#),
             r#"bad value "yes" for "notmetered": expected true or false"#,
         );
@@ -938,6 +957,8 @@ mod tests {
             running: true,
             status_message: String::new(),
             pending_reason: None,
+            restarts: 0,
+            crash_looping: false,
         }
     }
 
@@ -963,6 +984,7 @@ mod tests {
                 "CreatedAt": 1464567890, "RequestSent": true, "Running": true,
                 "state": "TASK_RUNNING", "hostname": "slave2", "agent_id": "S1",
                 "status_message": "", "pending_reason": null,
+                "restart": "never", "restarts": 0, "crash_looping": false,
                 "requested": {"mem": "50", "cpus": "0", "nodename": "", "nodetype": "", "sla": "one-per-node"},
                 "intelligence": {"mem": "230"}
             })

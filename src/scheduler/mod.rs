@@ -184,6 +184,10 @@ pub struct TaskView {
     pub status_message: String,
     /// Why a pending task is not placed yet.
     pub pending_reason: Option<String>,
+    /// Restarts under the task's policy so far (0 for the first run).
+    pub restarts: u32,
+    /// Restarted `CRASH_LOOP_RESTARTS` times in a row without running stably.
+    pub crash_looping: bool,
 }
 
 /// One node of the registry, learned from offers.

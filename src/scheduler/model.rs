@@ -95,6 +95,49 @@ pub struct PortMapping {
     pub container_port: u16,
 }
 
+/// What happens when a task ends without being killed by the user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Gone is gone, as in the original.
+    #[default]
+    Never,
+    /// Run it again unless it finished (exit 0) or was refused as invalid.
+    OnFailure,
+    /// Run it again unless it was refused as invalid.
+    Always,
+}
+
+impl RestartPolicy {
+    /// The contract spelling: "never", "on-failure", "always".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RestartPolicy> {
+        [
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ]
+        .into_iter()
+        .find(|policy| policy.as_str() == name)
+    }
+
+    /// Does a task that ended in `state` (not killed by us) run again?
+    pub fn restarts_after(self, state: TaskState) -> bool {
+        match self {
+            RestartPolicy::Never => false,
+            _ if state == TaskState::Error => false,
+            RestartPolicy::OnFailure => state != TaskState::Finished,
+            RestartPolicy::Always => true,
+        }
+    }
+}
+
 /// A validated task request, exactly as the user asked for it (before task
 /// intelligence is applied).
 ///
@@ -119,6 +162,7 @@ pub struct TaskSpec {
     pub volumes: Vec<Volume>,
     pub ports: Vec<PortMapping>,
     pub network: NetworkMode,
+    pub restart: RestartPolicy,
 }
 
 /// The cpus a task gets when the request names none (as in the original).

@@ -41,6 +41,17 @@ pub const REFUSE_SECONDS_IDLE: f64 = 120.0;
 /// does not promise delivery of kills.
 pub const KILL_RETRY: Duration = Duration::from_secs(30);
 
+/// Restart backoff: the first restart waits `RESTART_BACKOFF_MIN`, each
+/// further one twice as long, up to `RESTART_BACKOFF_MAX`.
+pub const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A task that ran at least this long before ending starts its restart count afresh.
+pub const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// Restarts in a row (without a stable run) that make a task crash-looping.
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -79,6 +90,12 @@ struct Task {
     waits_for: Option<TaskId>,
     /// Creation order, for oldest-first placement.
     seq: u64,
+    /// Restarts under the restart policy that led to this instance.
+    restarts: u32,
+    /// A restarted task is not placed before this (backoff).
+    not_before: Option<SystemTime>,
+    /// When Mesos first reported it RUNNING.
+    running_since: Option<SystemTime>,
 }
 
 impl Task {
@@ -116,6 +133,9 @@ pub struct State {
     intelligence: Table,
     /// What we last told the master.
     suppressed: bool,
+    /// Offers were declined with the long idle filter since the last REVIVE:
+    /// new work must REVIVE to see those nodes again.
+    idle_filters: bool,
     /// Offers arrived since the last (re)subscription: the node registry
     /// has seen the cluster, so suppressing cannot hide it.
     nodes_surveyed: bool,
@@ -342,12 +362,8 @@ impl State {
                 // rescind finds nothing to forget.
                 log::debug!("offer rescinded offer={}", offer_id.0);
             }
-            MesosEvent::Update(update) => self.on_update(update, calls),
-            MesosEvent::AgentLost(agent_id) => {
-                if let Some(node) = self.nodes.remove(&agent_id) {
-                    log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
-                }
-            }
+            MesosEvent::Update(update) => self.on_update(update, now, calls),
+            MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
             MesosEvent::Disconnected { .. } => self.subscribed = false,
             MesosEvent::FrameworkRemoved => self.on_framework_removed(),
             MesosEvent::CallFailed { call, reason } => self.on_call_failed(call, &reason, calls),
@@ -366,6 +382,8 @@ impl State {
             calls.push(Call::Teardown);
             return;
         }
+        // Filters do not survive a new subscription's allocator state reliably; start clean.
+        self.idle_filters = false;
         // A (re)subscription un-suppresses us on the master; stay so until
         // the first offers have shown the registry every node.
         self.suppressed = false;
@@ -420,6 +438,7 @@ impl State {
             .tasks
             .iter()
             .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
+            .filter(|(_, task)| task.not_before.is_none_or(|at| now >= at))
             .filter(|(_, task)| {
                 task.waits_for
                     .as_ref()
@@ -497,6 +516,7 @@ impl State {
             let refuse_seconds = if still_waiting {
                 REFUSE_SECONDS_BUSY
             } else {
+                self.idle_filters = true;
                 REFUSE_SECONDS_IDLE
             };
             calls.push(Call::Decline {
@@ -506,7 +526,7 @@ impl State {
         }
     }
 
-    fn on_update(&mut self, update: TaskUpdate, calls: &mut Vec<Call>) {
+    fn on_update(&mut self, update: TaskUpdate, now: SystemTime, calls: &mut Vec<Call>) {
         // Acknowledge exactly the updates that carry a uuid, known task or not.
         if let Some(uuid) = &update.uuid {
             match &update.agent_id {
@@ -566,6 +586,9 @@ impl State {
         if let Some(docker) = update.docker {
             task.docker = docker;
         }
+        if update.state == TaskState::Running && task.running_since.is_none() {
+            task.running_since = Some(now);
+        }
         if !update.state.is_terminal() {
             // A reconciliation answer must not move a task backwards.
             if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
@@ -600,6 +623,45 @@ impl State {
             ));
             return;
         }
+        if !task.is_kill_requested() && task.requested.restart.restarts_after(update.state) {
+            let stable = task
+                .running_since
+                .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
+            let restarts = if stable { 1 } else { task.restarts + 1 };
+            let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
+            if let Some(agent) = pinned
+                .as_ref()
+                .filter(|agent| !self.nodes.contains_key(*agent))
+            {
+                // A copy for a node that is gone comes back with the node.
+                let agent = agent.clone();
+                self.remove_task(&update.task_id);
+                self.uncover(&agent);
+                return;
+            }
+            let delay = restart_delay(restarts);
+            log::warn!(
+                "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
+                update.task_id.0,
+                update.state.as_str(),
+                requested.restart.as_str(),
+                delay.as_secs()
+            );
+            self.remove_task(&update.task_id);
+            let replacement = self.add_task(requested, pinned, None, now);
+            if let Some(task) = self.tasks.get_mut(&replacement) {
+                task.restarts = restarts;
+                task.not_before = Some(now + delay);
+                task.pending_reason = Some(format!(
+                    "restart {restarts} after {}{}{}, not before {}s from now",
+                    update.state.as_str(),
+                    if update.message.is_empty() { "" } else { ": " },
+                    update.message,
+                    delay.as_secs()
+                ));
+            }
+            return;
+        }
         if update.state == TaskState::Error {
             log::error!(
                 "task rejected by mesos task={} message={:?}",
@@ -608,6 +670,35 @@ impl State {
             );
         }
         self.remove_task(&update.task_id);
+    }
+
+    /// The agent is gone (Mesos gives a returning node a new id). Its
+    /// one-per-node copies that wait for it can never run: drop them and
+    /// uncover the agent, so the node gets a copy again if it comes back.
+    fn on_agent_lost(&mut self, agent_id: &AgentId) {
+        if let Some(node) = self.nodes.remove(agent_id) {
+            log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
+        }
+        self.uncover(agent_id);
+        let stranded: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| {
+                task.phase == Phase::Pending && task.pinned_agent.as_ref() == Some(agent_id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for task_id in stranded {
+            self.remove_task(&task_id);
+        }
+    }
+
+    fn uncover(&mut self, agent_id: &AgentId) {
+        for (id, service) in self.services.iter_mut() {
+            if service.covered.remove(agent_id) {
+                self.dirty.insert(service_key(id));
+            }
+        }
     }
 
     fn on_framework_removed(&mut self) {
@@ -704,14 +795,16 @@ impl State {
         if !self.subscribed {
             return;
         }
-        let wants_offers = !self.nodes_surveyed
-            || !self.services.is_empty()
-            || self
-                .tasks
-                .values()
-                .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
-        if wants_offers && self.suppressed {
+        let work_waiting = self
+            .tasks
+            .values()
+            .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
+        let wants_offers = !self.nodes_surveyed || !self.services.is_empty() || work_waiting;
+        // Work that arrives after idle declines would otherwise wait out the
+        // long filter on every node it was declined on.
+        if (wants_offers && self.suppressed) || (work_waiting && self.idle_filters) {
             self.suppressed = false;
+            self.idle_filters = false;
             calls.push(Call::Revive);
         } else if !wants_offers && !self.suppressed {
             self.suppressed = true;
@@ -791,6 +884,9 @@ impl State {
             kill_sent_at: None,
             waits_for,
             seq: self.next_seq,
+            restarts: 0,
+            not_before: None,
+            running_since: None,
         };
         self.next_seq += 1;
         self.touch(task_key(&task_id));
@@ -972,6 +1068,8 @@ impl State {
             } else {
                 None
             },
+            restarts: task.restarts,
+            crash_looping: task.restarts >= CRASH_LOOP_RESTARTS,
         }
     }
 
@@ -992,6 +1090,12 @@ impl State {
 /// The user id as it appears in internal ids: spaces removed.
 fn internal_prefix(user_id: &str) -> String {
     user_id.replace(' ', "")
+}
+
+/// Backoff before restart number `restarts` (1-based).
+fn restart_delay(restarts: u32) -> Duration {
+    let doublings = restarts.saturating_sub(1).min(16);
+    (RESTART_BACKOFF_MIN * 2u32.pow(doublings)).min(RESTART_BACKOFF_MAX)
 }
 
 fn unix_seconds(now: SystemTime) -> u64 {

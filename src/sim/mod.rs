@@ -133,9 +133,13 @@ struct Shared {
 
 impl Master {
     pub fn start(config: SimConfig) -> io::Result<Master> {
-        let server = Server::http(&config.listen).map_err(|e| {
+        // Accepted sockets get a send timeout: a subscriber that stops
+        // reading is dropped instead of blocking its stream writer for ever.
+        let listener = crate::api::listener_with_write_timeout(&config.listen).map_err(|e| {
             io::Error::other(format!("mesos-sim cannot listen on {}: {e}", config.listen))
         })?;
+        let server = Server::from_listener(listener, None)
+            .map_err(|e| io::Error::other(format!("mesos-sim: {e}")))?;
         let addr = server
             .server_addr()
             .to_ip()

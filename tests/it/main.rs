@@ -7,6 +7,7 @@ mod durability;
 mod fuzz;
 mod mesos_client;
 mod redis_bridge;
+mod restart_policy;
 mod scheduling;
 mod security;
 mod sim_master;

@@ -99,6 +99,7 @@ fn docker_task(id: &str) -> TaskSpec {
             container_port: 80,
         }],
         network: NetworkMode::Default,
+        restart: Default::default(),
     }
 }
 

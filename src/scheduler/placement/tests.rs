@@ -74,6 +74,7 @@ fn check(fixture: &str, expected: &str) {
                         })
                         .collect(),
                     network: NetworkMode::Default,
+                    restart: Default::default(),
                 };
                 let agent = fields.get("agent").map(|it| AgentId(it.to_string()));
                 tasks.push((TaskId(id), spec, agent));

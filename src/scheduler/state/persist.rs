@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::{Phase, Service, State, Task};
 use crate::scheduler::intelligence::{self, Entry, Source};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, NetworkMode, PortMapping, Sla, TaskId, TaskSpec, TaskState,
-    Volume, VolumeMode,
+    AgentId, DockerInfo, FrameworkId, NetworkMode, PortMapping, RestartPolicy, Sla, TaskId,
+    TaskSpec, TaskState, Volume, VolumeMode,
 };
 
 /// One keyed value; `None` deletes the key.
@@ -186,6 +186,15 @@ impl State {
     }
 }
 
+fn unix_millis(time: std::time::SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn from_unix_millis(millis: u64) -> std::time::SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(millis)
+}
+
 fn text(value: &Value, field: &str) -> Result<String, String> {
     value[field]
         .as_str()
@@ -245,6 +254,9 @@ fn task_to_json(task: &Task) -> Value {
         "kill_requested": task.is_kill_requested(),
         "waits_for": task.waits_for.as_ref().map(|t| &t.0),
         "seq": task.seq,
+        "restarts": task.restarts,
+        "not_before_ms": task.not_before.map(unix_millis),
+        "running_since_ms": task.running_since.map(unix_millis),
     })
 }
 
@@ -283,6 +295,12 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
             .then_some(UNIX_EPOCH),
         waits_for: optional_text(value, "waits_for").map(TaskId),
         seq: value["seq"].as_u64().ok_or("missing seq")?,
+        restarts: value["restarts"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        not_before: value["not_before_ms"].as_u64().map(from_unix_millis),
+        running_since: value["running_since_ms"].as_u64().map(from_unix_millis),
     })
 }
 
@@ -294,6 +312,7 @@ pub(super) fn spec_to_json(spec: &TaskSpec) -> Value {
         "volumes": spec.volumes.iter().map(|v| json!([v.host_path, v.container_path, v.mode.as_str()])).collect::<Vec<_>>(),
         "ports": spec.ports.iter().map(|p| json!([p.host_port, p.container_port])).collect::<Vec<_>>(),
         "network": spec.network.as_str(),
+        "restart": spec.restart.as_str(),
     })
 }
 
@@ -368,5 +387,7 @@ pub(super) fn spec_from_json(value: &Value) -> Result<TaskSpec, String> {
         volumes,
         ports,
         network,
+        restart: RestartPolicy::from_name(value["restart"].as_str().unwrap_or("never"))
+            .ok_or("bad restart")?,
     })
 }

@@ -9,7 +9,7 @@ use crossbeam_channel::bounded;
 
 use super::*;
 use crate::scheduler::intelligence::Source;
-use crate::scheduler::model::{NetworkMode, OfferId, PortMapping};
+use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy};
 
 /// Runs `script` (one step per line) and compares everything the steps
 /// printed with `expected`.
@@ -218,6 +218,7 @@ fn spec(words: &[&str]) -> TaskSpec {
             })
             .collect(),
         network: NetworkMode::Default,
+        restart: RestartPolicy::from_name(get("restart")).unwrap_or_default(),
     }
 }
 
@@ -371,6 +372,12 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         }
         for (attribute, value) in &view.intelligence {
             line.push_str(&format!(" [{attribute}={value}]"));
+        }
+        if view.restarts > 0 {
+            line.push_str(&format!(" restarts={}", view.restarts));
+        }
+        if view.crash_looping {
+            line.push_str(" crash-looping");
         }
         if let Some(reason) = &view.pending_reason {
             line.push_str(&format!(" ({reason})"));
@@ -985,6 +992,137 @@ fn reconciliation_kills_strangers_and_reruns_tasks_the_master_lost() {
           = a-1000000000000 pending - (relaunching after TASK_LOST: )
         > tick 601
           RECONCILE all
+        ",
+    );
+}
+
+#[test]
+fn restart_policies_bring_tasks_back_with_backoff_until_they_crash_loop() {
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=on-failure
+        offer slave2
+        update a TASK_RUNNING ack
+        update a TASK_FAILED ack
+        offer slave2
+        tasks
+        tick 1
+        offer slave2
+        update a TASK_RUNNING
+        update a TASK_LOST
+        tick 2
+        offer slave3
+        update a TASK_RUNNING
+        update a TASK_FAILED
+        tasks
+        tick 4
+        offer slave3
+        update a TASK_RUNNING
+        tick 61
+        update a TASK_FAILED
+        tasks
+        kill a
+        submit b mem=10 restart=on-failure
+        submit c mem=10 restart=always
+        submit d mem=10
+        offer slave2
+        update b TASK_FINISHED
+        update c TASK_FINISHED
+        update d TASK_FAILED
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=on-failure
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > update a TASK_RUNNING ack
+          ACK a-1000000000000
+        > update a TASK_FAILED ack
+          ACK a-1000000000000
+          REVIVE
+        > offer slave2
+          DECLINE o2 refuse=5
+        > tasks
+          = a-1000000000001 pending - restarts=1 (restart 1 after TASK_FAILED, not before 1s from now)
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000001
+          SUPPRESS
+        > update a TASK_RUNNING
+        > update a TASK_LOST
+          REVIVE
+        > tick 2
+        > offer slave3
+          LAUNCH on slave3: a-1001000000000
+          SUPPRESS
+        > update a TASK_RUNNING
+        > update a TASK_FAILED
+          REVIVE
+        > tasks
+          = a-1003000000000 pending - restarts=3 crash-looping (restart 3 after TASK_FAILED, not before 4s from now)
+        > tick 4
+        > offer slave3
+          LAUNCH on slave3: a-1003000000000
+          SUPPRESS
+        > update a TASK_RUNNING
+        > tick 61
+        > update a TASK_FAILED
+          REVIVE
+        > tasks
+          = a-1068000000000 pending - restarts=1 (restart 1 after TASK_FAILED, not before 1s from now)
+        > kill a
+          SUPPRESS
+          = killing a-1068000000000
+        > submit b mem=10 restart=on-failure
+          REVIVE
+          = submitted b
+        > submit c mem=10 restart=always
+          = submitted c
+        > submit d mem=10
+          = submitted d
+        > offer slave2
+          LAUNCH on slave2: b-1068000000001 c-1068000000002 d-1068000000003
+          SUPPRESS
+        > update b TASK_FINISHED
+        > update c TASK_FINISHED
+          REVIVE
+        > update d TASK_FAILED
+        > tasks
+          = c-1068000000004 pending - restarts=1 (restart 1 after TASK_FINISHED, not before 1s from now)
+        ",
+    );
+}
+
+#[test]
+fn new_work_revives_past_idle_filters_while_a_service_keeps_offers_coming() {
+    check(
+        "
+        subscribed
+        submit mon mem=10 sla=one-per-node
+        offer slave1
+        offer slave1
+        submit a mem=10
+        offer slave1
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit mon mem=10 sla=one-per-node
+          = submitted mon
+        > offer slave1
+          LAUNCH on slave1: mon-1000000000000
+        > offer slave1
+          DECLINE o2 refuse=120
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > offer slave1
+          LAUNCH on slave1: a-1000000000001
         ",
     );
 }
