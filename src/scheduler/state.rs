@@ -589,7 +589,10 @@ impl State {
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now);
         }
-        if !update.state.is_terminal() {
+        // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
+        // nor its agent, e.g. after the whole cluster restarted.
+        let agent_unknown = update.state == TaskState::Unknown;
+        if !update.state.is_terminal() && !agent_unknown {
             // A reconciliation answer must not move a task backwards.
             if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
                 task.phase = Phase::Active(update.state);
@@ -613,14 +616,18 @@ impl State {
                 update.task_id.0,
                 update.state.as_str()
             );
+            let agent = task.agent_id.take();
             task.phase = Phase::Pending;
-            task.agent_id = None;
             task.hostname = None;
             task.pending_reason = Some(format!(
                 "relaunching after {}: {}",
                 update.state.as_str(),
                 update.message
             ));
+            if let Some(agent) = agent.filter(|_| agent_unknown) {
+                // A copy pinned to that agent goes with it.
+                self.on_agent_lost(&agent);
+            }
             return;
         }
         if !task.is_kill_requested() && task.requested.restart.restarts_after(update.state) {

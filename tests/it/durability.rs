@@ -448,3 +448,91 @@ fn kill_9_in_a_burst_of_submissions_loses_no_accepted_task_and_launches_none_twi
 fn request_ok(http: &ureq::Agent, url: &str) -> bool {
     http.get(url).call().is_ok_and(|r| r.status() == 200)
 }
+
+#[test]
+fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
+    let first = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let listen = first.addr().to_string();
+    let dir = TempDir::new("master-restart");
+    let scheduler = charmander::start(config_for(&first, &dir.0)).expect("starts");
+    let api = scheduler.api_addr().to_string();
+    let http = http_agent();
+    for body in [STRESS60, CADVISOR] {
+        assert_eq!(
+            request(
+                &http,
+                "POST",
+                &format!("http://{api}/client/task"),
+                Some(body)
+            )
+            .0,
+            202
+        );
+    }
+    assert!(wait_until(DEADLINE, || all_running(&api, 4)));
+    let before: Vec<String> = summary(&tasks(&api))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let framework = sim_state(&first)["frameworks"][0]["id"].clone();
+    // The master process dies with everything it knew; a new one starts on the same address.
+    first.shutdown();
+    let mut config = fast_sim(sim::charmander_lab());
+    config.listen = listen;
+    // tiny_http's accept thread lets go of the port shortly after shutdown.
+    let mut second = None;
+    assert!(
+        wait_until(DEADLINE, || {
+            second = sim::Master::start(config.clone()).ok();
+            second.is_some()
+        }),
+        "the master comes back on {}",
+        config.listen
+    );
+    let second = second.expect("started");
+    let recovered = wait_until(DEADLINE, || {
+        let state = sim_state(&second);
+        let on_master = state["tasks"].as_array().map_or(0, |t| {
+            t.iter().filter(|t| t["state"] == "TASK_RUNNING").count()
+        });
+        state["frameworks"][0]["connected"] == true && on_master == 4 && all_running(&api, 4)
+    });
+    assert!(
+        recovered,
+        "{} {:?}",
+        sim_state(&second),
+        summary(&tasks(&api))
+    );
+    let state = sim_state(&second);
+    assert_eq!(
+        state["frameworks"][0]["id"], framework,
+        "resubscribed with the same framework id"
+    );
+    // The plain task is relaunched under its own id; the agents came back
+    // with new ids (a restarted cluster), so each gets a fresh cadvisor copy.
+    let after: Vec<String> = summary(&tasks(&api))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let stress: Vec<&String> = before
+        .iter()
+        .filter(|id| id.starts_with("stress60-"))
+        .collect();
+    assert!(
+        stress.iter().all(|id| after.contains(id)),
+        "{after:?} lacks {stress:?}"
+    );
+    let cadvisor = tasks(&api)
+        .into_iter()
+        .filter(|t| t["id"] == "cadvisor")
+        .map(|t| t["hostname"].as_str().unwrap_or("").to_string());
+    assert_eq!(
+        cadvisor.collect::<BTreeSet<_>>(),
+        ["slave1", "slave2", "slave3"].map(String::from).into()
+    );
+    assert_eq!(
+        (&state["launches"], &state["duplicate_launches"]),
+        (&Value::from(4), &Value::from(0))
+    );
+    scheduler.shutdown();
+}

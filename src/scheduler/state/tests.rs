@@ -267,6 +267,7 @@ fn update(state: &State, words: &[&str]) -> TaskUpdate {
         TaskState::Dropped,
         TaskState::Unreachable,
         TaskState::Gone,
+        TaskState::Unknown,
     ]
     .into_iter()
     .find(|it| it.as_str() == words[1])
@@ -1123,6 +1124,50 @@ fn new_work_revives_past_idle_filters_while_a_service_keeps_offers_coming() {
           = submitted a
         > offer slave1
           LAUNCH on slave1: a-1000000000001
+        ",
+    );
+}
+
+#[test]
+fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_dropped() {
+    check(
+        "
+        subscribed
+        submit a mem=10 type=lab
+        submit mon mem=10 sla=one-per-node name=slave2
+        offer slave2
+        update a TASK_RUNNING ack
+        update mon TASK_RUNNING ack
+        disconnected
+        subscribed
+        update a TASK_UNKNOWN reconcile
+        update mon TASK_UNKNOWN reconcile
+        tasks
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 type=lab
+          = submitted a
+        > submit mon mem=10 sla=one-per-node name=slave2
+          = submitted mon
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 mon-1000000000001
+        > update a TASK_RUNNING ack
+          ACK a-1000000000000
+        > update mon TASK_RUNNING ack
+          ACK mon-1000000000001
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000 mon-1000000000001
+          RECONCILE all
+        > update a TASK_UNKNOWN reconcile
+        > update mon TASK_UNKNOWN reconcile
+        > tasks
+          = a-1000000000000 pending - (relaunching after TASK_UNKNOWN: )
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 mon-1000000000002
         ",
     );
 }
