@@ -29,6 +29,21 @@ use crate::scheduler::{
     State, API_INBOX_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY,
 };
 
+/// Logs to stderr with timestamps and thread names; RUST_LOG overrides the
+/// level. A panic is logged before the process ends. For both binaries.
+pub fn init_logging(level: log::LevelFilter) {
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_threads(true)
+        .env();
+    if let Err(error) = logger.init() {
+        eprintln!("logging unavailable: {error}");
+    }
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("panic: {info}");
+    }));
+}
+
 /// A running scheduler: REST workers, the state thread, the Mesos reader and
 /// caller, the optional Redis bridge and the optional in-process lab.
 pub struct Running {

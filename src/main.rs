@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_level);
+    charmander::init_logging(config.log_level);
     match charmander::start(config) {
         Ok(running) => {
             running.wait();
@@ -27,18 +27,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr with timestamps and thread names; RUST_LOG overrides the level.
-pub fn init_logging(level: log::LevelFilter) {
-    let logger = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_threads(true)
-        .env();
-    if let Err(error) = logger.init() {
-        eprintln!("logging unavailable: {error}");
-    }
-    std::panic::set_hook(Box::new(|info| {
-        log::error!("panic: {info}");
-    }));
 }

@@ -15,13 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logger = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_threads(true)
-        .env();
-    if let Err(error) = logger.init() {
-        eprintln!("logging unavailable: {error}");
-    }
+    charmander::init_logging(level);
     let agents = config.agents.len();
     match charmander::sim::Master::start(config) {
         Ok(master) => {

@@ -390,12 +390,7 @@ impl State {
         self.nodes_surveyed = false;
         // Ask about every task the master may know, so launches lost in the
         // disconnection come back to pending (reference §4.5).
-        let launched: Vec<(TaskId, Option<AgentId>)> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| task.phase != Phase::Pending)
-            .map(|(id, task)| (id.clone(), task.agent_id.clone()))
-            .collect();
+        let launched = self.launched_tasks();
         if !launched.is_empty() {
             calls.push(Call::Reconcile(launched));
         }
@@ -700,6 +695,16 @@ impl State {
         }
     }
 
+    /// Every task Mesos may know, with its agent: what explicit
+    /// reconciliation asks about.
+    fn launched_tasks(&self) -> Vec<(TaskId, Option<AgentId>)> {
+        self.tasks
+            .iter()
+            .filter(|(_, task)| task.phase != Phase::Pending)
+            .map(|(id, task)| (id.clone(), task.agent_id.clone()))
+            .collect()
+    }
+
     fn uncover(&mut self, agent_id: &AgentId) {
         for (id, service) in self.services.iter_mut() {
             if service.covered.remove(agent_id) {
@@ -767,12 +772,7 @@ impl State {
             .last_reconcile
             .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
         {
-            let launched: Vec<(TaskId, Option<AgentId>)> = self
-                .tasks
-                .iter()
-                .filter(|(_, task)| task.phase != Phase::Pending)
-                .map(|(id, task)| (id.clone(), task.agent_id.clone()))
-                .collect();
+            let launched = self.launched_tasks();
             log::info!("periodic reconciliation tasks={}", launched.len());
             if !launched.is_empty() {
                 calls.push(Call::Reconcile(launched));

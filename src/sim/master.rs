@@ -743,12 +743,9 @@ impl Core {
     fn start_running(&mut self, id: &str, task_id: &str, now: Instant) {
         let uuid = next_uuid(&mut self.rng);
         let container = next_uuid(&mut self.rng);
+        let more = next_uuid(&mut self.rng);
         let hostname = self.agent_hostname_of(id, task_id);
-        let Some(task) = self
-            .frameworks
-            .get_mut(id)
-            .and_then(|f| f.tasks.get_mut(task_id))
-        else {
+        let Some(task) = self.task_mut(id, task_id) else {
             return;
         };
         if task.state != TaskState::TASK_STARTING {
@@ -765,7 +762,7 @@ impl Core {
             .is_some_and(|c| c.type_() == v1::container_info::Type::DOCKER)
         {
             let inspect = json!([{
-                "Id": hex(&[container, next_uuid(&mut self.rng)].concat()),
+                "Id": hex(&[container, more].concat()),
                 "Name": format!("/mesos-{}", uuid_string(&container)),
                 "Config": {"Hostname": hostname},
                 "State": {"Running": true, "Pid": pid},
@@ -901,6 +898,10 @@ impl Core {
 
     // ----- the update streams ------------------------------------------------------
 
+    fn task_mut(&mut self, id: &str, task_id: &str) -> Option<&mut Task> {
+        self.frameworks.get_mut(id)?.tasks.get_mut(task_id)
+    }
+
     /// Sends the head of a task's update stream, if it is not already in flight.
     fn send_head(&mut self, id: &str, task_id: &str, now: Instant) {
         let Some(framework) = self.frameworks.get_mut(id) else {
@@ -924,11 +925,7 @@ impl Core {
 
     /// Moves a task to a terminal state from the agent's side, freeing its resources.
     fn finish_task(&mut self, id: &str, task_id: &str, status: v1::TaskStatus, now: Instant) {
-        let Some(task) = self
-            .frameworks
-            .get_mut(id)
-            .and_then(|f| f.tasks.get_mut(task_id))
-        else {
+        let Some(task) = self.task_mut(id, task_id) else {
             return;
         };
         task.state = status.state();

@@ -4,15 +4,14 @@
 //! keep its REST API answering.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{http_agent, request, scheduler_config, wait_until, DEADLINE, STRESS60};
+use crate::support::{
+    http_agent, request, scheduler_config, wait_until, FakeServer, DEADLINE, STRESS60,
+};
 
 /// What the fake sends after the SUBSCRIBE answer head, by connection number
 /// (cycling).
@@ -32,57 +31,14 @@ const STREAMS: &[(&str, &[u8])] = &[
 ];
 
 /// A fake master on a loopback port; counts SUBSCRIBE attempts.
-struct FakeMaster {
-    addr: String,
-    subscribes: Arc<AtomicUsize>,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeMaster {
-    fn start() -> FakeMaster {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let subscribes = Arc::new(AtomicUsize::new(0));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let subscribes = Arc::clone(&subscribes);
-            let stopping = Arc::clone(&stopping);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    if is_subscribe(&stream) {
-                        let idx = subscribes.fetch_add(1, Ordering::SeqCst);
-                        answer(stream, idx);
-                    }
-                }
-            })
-        };
-        FakeMaster {
-            addr,
-            subscribes,
-            stopping,
-            thread: Some(thread),
+fn fake_master() -> FakeServer {
+    FakeServer::start(|stream, n| {
+        let subscribe = is_subscribe(&stream);
+        if subscribe {
+            answer(stream, n);
         }
-    }
-
-    fn subscribes(&self) -> usize {
-        self.subscribes.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for FakeMaster {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocked accept.
-        let _ = TcpStream::connect(&self.addr);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("fake master thread");
-        }
-    }
+        subscribe
+    })
 }
 
 /// Reads the request head; true for `POST /api/v1/scheduler`.
@@ -122,7 +78,7 @@ fn answer(mut stream: TcpStream, idx: usize) {
 
 #[test]
 fn garbage_on_the_event_stream_makes_the_scheduler_resubscribe() {
-    let master = FakeMaster::start();
+    let master = fake_master();
     let scheduler = charmander::start(scheduler_config(&master.addr)).expect("scheduler starts");
     let http = http_agent();
     let api = |path: &str| format!("http://{}{path}", scheduler.api_addr());
@@ -136,14 +92,14 @@ fn garbage_on_the_event_stream_makes_the_scheduler_resubscribe() {
             (status, pong),
             (200, Value::String("Pong\n".to_string())),
             "after {} subscribes",
-            master.subscribes()
+            master.count()
         );
-        master.subscribes() >= wanted
+        master.count() >= wanted
     });
     assert!(
         resubscribed,
         "{} subscribe attempts within {DEADLINE:?}, wanted {wanted}",
-        master.subscribes()
+        master.count()
     );
 
     let (status, reply) = request(&http, "POST", &api("/client/task"), Some(STRESS60));

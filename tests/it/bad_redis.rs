@@ -4,13 +4,10 @@
 //! answering REST.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
+use crate::support::{wait_until, FakeServer, Lab, DEADLINE, STRESS60};
 
 /// The answer to the first command of connection `n`, cycling. After it the
 /// fake closes the connection.
@@ -27,55 +24,11 @@ const REPLIES: &[(&str, &[u8])] = &[
 ];
 
 /// A fake Redis on a loopback port; counts connections.
-struct FakeRedis {
-    addr: String,
-    connections: Arc<AtomicUsize>,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeRedis {
-    fn start() -> FakeRedis {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let stopping = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let connections = Arc::clone(&connections);
-            let stopping = Arc::clone(&stopping);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let idx = connections.fetch_add(1, Ordering::SeqCst);
-                    answer(stream, idx);
-                }
-            })
-        };
-        FakeRedis {
-            addr,
-            connections,
-            stopping,
-            thread: Some(thread),
-        }
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for FakeRedis {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocked accept.
-        let _ = TcpStream::connect(&self.addr);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("fake redis thread");
-        }
-    }
+fn fake_redis() -> FakeServer {
+    FakeServer::start(|stream, n| {
+        answer(stream, n);
+        true
+    })
 }
 
 /// Waits for the first command bytes, answers garbage, hangs up.
@@ -93,7 +46,7 @@ fn answer(mut stream: TcpStream, idx: usize) {
 
 #[test]
 fn garbage_from_redis_makes_the_bridge_reconnect_and_scheduling_goes_on() {
-    let redis = FakeRedis::start();
+    let redis = fake_redis();
     let lab = Lab::start_with(|config| {
         config.redis = Some(redis.addr.clone());
         config.redis_interval = Duration::from_millis(100);
@@ -106,12 +59,12 @@ fn garbage_from_redis_makes_the_bridge_reconnect_and_scheduling_goes_on() {
     let wanted = REPLIES.len().max(3);
     let reconnected = wait_until(DEADLINE, || {
         assert_eq!(lab.get("/admin/ping").0, 200);
-        redis.connections() >= wanted
+        redis.count() >= wanted
     });
     assert!(
         reconnected,
         "{} connections to the fake redis within {DEADLINE:?}, wanted {wanted}",
-        redis.connections()
+        redis.count()
     );
     assert_eq!(lab.tasks_named("stress60").len(), 1);
     assert_eq!(lab.get("/client/intelligence").0, 200);

@@ -72,6 +72,27 @@ fn summary(tasks: &[Value]) -> Vec<(String, String)> {
     out
 }
 
+/// stress60 and the cadvisor service (on all three nodes): four tasks, running.
+fn submit_lab_tasks(http: &ureq::Agent, api: &str) {
+    for body in [STRESS60, CADVISOR] {
+        assert_eq!(
+            request(
+                http,
+                "POST",
+                &format!("http://{api}/client/task"),
+                Some(body)
+            )
+            .0,
+            202
+        );
+    }
+    assert!(
+        wait_until(DEADLINE, || all_running(api, 4)),
+        "{:?}",
+        summary(&tasks(api))
+    );
+}
+
 fn all_running(api: &str, count: usize) -> bool {
     let listed = tasks(api);
     listed.len() == count && listed.iter().all(|t| t["state"] == "TASK_RUNNING")
@@ -84,23 +105,7 @@ fn a_restart_keeps_the_framework_and_every_task_running() {
     let first = charmander::start(config_for(&master, &dir.0)).expect("starts");
     let api = first.api_addr().to_string();
     let http = http_agent();
-    for body in [STRESS60, CADVISOR] {
-        assert_eq!(
-            request(
-                &http,
-                "POST",
-                &format!("http://{api}/client/task"),
-                Some(body)
-            )
-            .0,
-            202
-        );
-    }
-    assert!(
-        wait_until(DEADLINE, || all_running(&api, 4)),
-        "{:?}",
-        summary(&tasks(&api))
-    );
+    submit_lab_tasks(&http, &api);
     let before = summary(&tasks(&api));
     let framework = sim_state(&master)["frameworks"][0]["id"].clone();
     let launches = sim_state(&master)["launches"].clone();
@@ -457,19 +462,7 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
     let scheduler = charmander::start(config_for(&first, &dir.0)).expect("starts");
     let api = scheduler.api_addr().to_string();
     let http = http_agent();
-    for body in [STRESS60, CADVISOR] {
-        assert_eq!(
-            request(
-                &http,
-                "POST",
-                &format!("http://{api}/client/task"),
-                Some(body)
-            )
-            .0,
-            202
-        );
-    }
-    assert!(wait_until(DEADLINE, || all_running(&api, 4)));
+    submit_lab_tasks(&http, &api);
     let before: Vec<String> = summary(&tasks(&api))
         .into_iter()
         .map(|(id, _)| id)

@@ -236,3 +236,61 @@ pub const INFLUXDB: &str = r#"{
 "volumes": [{"host_path":"/analytics/log/influxdb", "container_path":"/log/", "mode":"rw"}],
 "ports": [{"host_port":"31400", "container_port":"8083"}, {"host_port":"31410", "container_port":"8086"}]
 }"#;
+
+/// A fake peer on a loopback port: each accepted connection goes to
+/// `serve(stream, n)` with its number `n` (from 0) and is counted only when
+/// `serve` returns true. Stopped and joined on drop.
+pub struct FakeServer {
+    pub addr: String,
+    counted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    pub fn start(
+        serve: impl Fn(std::net::TcpStream, usize) -> bool + Send + 'static,
+    ) -> FakeServer {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (inner_counted, inner_stopping) = (counted.clone(), stopping.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if inner_stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let n = inner_counted.load(Ordering::SeqCst);
+                if serve(stream, n) {
+                    inner_counted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        FakeServer {
+            addr,
+            counted,
+            stopping,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections `serve` counted.
+    pub fn count(&self) -> usize {
+        self.counted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the blocked accept.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
