@@ -101,6 +101,9 @@ pub struct SimConfig {
     pub update_retry: Duration,
     /// How long a task stays STARTING before it runs.
     pub task_start_delay: Duration,
+    /// (principal, secret) pairs: with any, every scheduler request needs
+    /// HTTP basic auth (`--authenticate_http_frameworks`).
+    pub credentials: Vec<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -113,6 +116,7 @@ impl Default for SimConfig {
             allocation_interval: Duration::from_secs(1),
             update_retry: Duration::from_secs(10),
             task_start_delay: Duration::from_millis(0),
+            credentials: Vec::new(),
         }
     }
 }
@@ -129,6 +133,7 @@ pub struct Master {
 struct Shared {
     core: Arc<Mutex<Core>>,
     redirect_to: Option<String>,
+    credentials: Vec<(String, String)>,
 }
 
 impl Master {
@@ -160,6 +165,7 @@ impl Master {
         let shared = Arc::new(Shared {
             core: core.clone(),
             redirect_to: config.redirect_to,
+            credentials: config.credentials,
         });
         let mut threads = Vec::new();
         for n in 0..HTTP_WORKERS {
@@ -346,6 +352,11 @@ struct Streaming {
 
 /// `/api/v1/scheduler`, checked in the real master's order.
 fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply> {
+    let principal =
+        authenticate(shared, request_header(request, "Authorization")).inspect_err(|_| {
+            // Shown in /sim/state as calls["UNAUTHENTICATED"].
+            lock(&shared.core).count_call("UNAUTHENTICATED");
+        })?;
     if let Some(leader) = &shared.redirect_to {
         let mut reply = Reply::text(307, "");
         reply
@@ -373,7 +384,9 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         format!("{:?}", t.enum_value_or(call::Type::UNKNOWN))
     });
     lock(&shared.core).count_call(&kind);
-    if let Err(message) = validate(&call) {
+    if let Err(message) =
+        validate(&call).and_then(|()| check_principal(&call, principal.as_deref()))
+    {
         return Err(Reply::text(
             400,
             format!("Failed to validate scheduler::Call: {message}"),
@@ -499,6 +512,53 @@ fn validate(call: &Call) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// With credentials configured: the authenticated principal, or 401.
+fn authenticate(shared: &Shared, header: Option<&str>) -> Result<Option<String>, Reply> {
+    if shared.credentials.is_empty() {
+        return Ok(None);
+    }
+    let decoded = header
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| crate::base64::decode(encoded.trim()).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let pair = decoded.as_deref().and_then(|text| text.split_once(':'));
+    match pair {
+        Some((principal, secret))
+            if shared
+                .credentials
+                .iter()
+                .any(|(p, s)| p == principal && s == secret) =>
+        {
+            Ok(Some(principal.to_string()))
+        }
+        _ => {
+            let mut reply = Reply::text(401, "");
+            reply.headers.push((
+                "WWW-Authenticate",
+                "Basic realm=\"mesos-master-scheduler\"".to_string(),
+            ));
+            Err(reply)
+        }
+    }
+}
+
+/// A SUBSCRIBE may not claim another principal than the one that authenticated.
+fn check_principal(call: &Call, principal: Option<&str>) -> Result<(), String> {
+    let Some(principal) = principal else {
+        return Ok(());
+    };
+    let claimed = call
+        .subscribe
+        .as_ref()
+        .and_then(|s| s.framework_info.principal.as_deref());
+    match claimed {
+        Some(claimed) if claimed != principal => Err(format!(
+            "Authenticated principal '{principal}' does not match principal '{claimed}' set in `FrameworkInfo`"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// JSON whenever JSON is acceptable (a missing Accept, `*/*` and
@@ -651,6 +711,27 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
     }
 }
 
+/// Parses a `--credentials` file as the real master reads it.
+pub fn parse_credentials(text: &str) -> Result<Vec<(String, String)>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let list = value["credentials"]
+        .as_array()
+        .ok_or("expected {\"credentials\": [...]}")?;
+    list.iter()
+        .map(
+            |entry| match (entry["principal"].as_str(), entry["secret"].as_str()) {
+                (Some(p), Some(s)) if !p.is_empty() && !s.contains(':') => {
+                    Ok((p.to_string(), s.to_string()))
+                }
+                _ => Err(format!(
+                    "bad credential {}: needs a principal and a secret without ':'",
+                    entry["principal"]
+                )),
+            },
+        )
+        .collect()
+}
+
 /// Parses an `--agents` file: a JSON list of agents.
 pub fn parse_agents_json(text: &str) -> Result<Vec<AgentSpec>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
@@ -758,6 +839,8 @@ Flags:
   --allocation-interval SECONDS how often offers are made (default 1)
   --update-retry SECONDS        resend an unacknowledged update after (default 10)
   --redirect-to HOST:PORT       act as a non-leading master: answer 307 to the leader
+  --credentials FILE            require HTTP basic auth from schedulers; FILE is
+                                {\"credentials\":[{\"principal\":\"p\",\"secret\":\"s\"}]}
   --log-level LEVEL             error, warn, info, debug or trace (default info)
   -h, --help                    print this help
 ";
@@ -802,6 +885,13 @@ pub fn parse_args(
                     ));
                 }
                 config.redirect_to = Some(leader);
+            }
+            "--credentials" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                config.credentials =
+                    parse_credentials(&text).map_err(|e| format!("{path}: {e}"))?;
             }
             "--log-level" => {
                 let text = value()?;
@@ -907,6 +997,21 @@ mod tests {
             415,
             "Expecting 'Content-Type' of",
         );
+    }
+
+    #[test]
+    fn credentials_files_parse_as_the_master_reads_them() {
+        assert_eq!(
+            parse_credentials(r#"{"credentials":[{"principal":"lab","secret":"pa55"}]}"#),
+            Ok(vec![("lab".to_string(), "pa55".to_string())])
+        );
+        for bad in [
+            "[]",
+            r#"{"credentials":[{"principal":"p"}]}"#,
+            r#"{"credentials":[{"principal":"p","secret":"a:b"}]}"#,
+        ] {
+            assert!(parse_credentials(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The bearer token (`--api-token-file`): mutating endpoints need
 //! `Authorization: Bearer <token>`, reads and dry runs stay open, and routing
-//! errors (404, 405) come before the token check.
+//! errors (404, 405) come before the token check. And Mesos HTTP basic auth
+//! (`--principal`, `--secret-file`) against a master that demands it.
 
 use serde_json::{json, Value};
 
@@ -182,4 +183,88 @@ fn without_a_token_everything_stays_open() {
         None,
     );
     assert_eq!(status, 202);
+}
+
+fn authenticating_master() -> charmander::sim::Master {
+    let mut config = crate::support::fast_sim(charmander::sim::charmander_lab());
+    config.credentials = vec![("lab".to_string(), "pa55".to_string())];
+    charmander::sim::Master::start(config).expect("sim starts")
+}
+
+fn scheduler_with(master: &charmander::sim::Master, secret: &str) -> charmander::Running {
+    let mut config = crate::support::scheduler_config(&master.addr().to_string());
+    config.auth = Some(charmander::mesos::client::BasicAuth {
+        principal: "lab".to_string(),
+        secret: secret.to_string(),
+    });
+    charmander::start(config).expect("scheduler starts")
+}
+
+#[test]
+fn mesos_basic_auth_gets_us_in_and_a_wrong_secret_does_not() {
+    let master = authenticating_master();
+    let http = crate::support::http_agent();
+    let state = || {
+        crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None,
+        )
+        .1
+    };
+    // A raw SUBSCRIBE without credentials is refused first of all, with the realm.
+    let response = http
+        .post(format!("http://{}/api/v1/scheduler", master.addr()))
+        .header("Content-Type", "application/json")
+        .send("{}")
+        .expect("answered");
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(
+        response
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Basic realm=\"mesos-master-scheduler\"")
+    );
+
+    let wrong = scheduler_with(&master, "guess");
+    // Refused, it keeps trying with backoff (and never gets in).
+    let tried = crate::support::wait_until(crate::support::DEADLINE, || {
+        state()["calls"]["UNAUTHENTICATED"].as_u64() >= Some(3)
+    });
+    assert!(tried, "{}", state());
+    wrong.shutdown();
+    assert!(
+        state()["frameworks"].as_array().is_some_and(Vec::is_empty),
+        "{}",
+        state()
+    );
+
+    let right = scheduler_with(&master, "pa55");
+    let subscribed = crate::support::wait_until(crate::support::DEADLINE, || {
+        state()["frameworks"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|fw| fw["connected"] == true))
+    });
+    assert!(subscribed, "{}", state());
+    // Calls carry the credentials too: a task launches and runs.
+    let api = right.api_addr();
+    assert_eq!(
+        crate::support::request(
+            &http,
+            "POST",
+            &format!("http://{api}/client/task"),
+            Some(STRESS60)
+        )
+        .0,
+        202
+    );
+    let running = crate::support::wait_until(crate::support::DEADLINE, || {
+        state()["tasks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["state"] == "TASK_RUNNING"))
+    });
+    assert!(running, "{}", state());
+    right.shutdown();
 }
