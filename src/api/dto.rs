@@ -51,6 +51,9 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
     };
     let fields = Fields(&object);
     let id = fields.required_name("id")?;
+    if let Some(why) = bad_id(&id) {
+        return Err(format!("bad id {id:?}: {why}"));
+    }
     let docker_image = fields.required_name("dockerimage")?;
     let mem_mb = match fields.get("mem") {
         None => return Err(missing("mem")),
@@ -59,6 +62,8 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
     };
     let cpus = match fields.get("cpus") {
         None => None,
+        // The original read 0 as "not given" and launched with the default.
+        Some(value) if zero(value) => None,
         Some(value) => Some(
             positive_number(value)
                 .ok_or_else(|| bad_value(value, "cpus", "a positive number of cpus"))?,
@@ -103,6 +108,23 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
         network,
         restart,
     })
+}
+
+/// Why a task id cannot be used, if it cannot: it becomes a Mesos TaskID
+/// (with `-<nanoseconds>` appended, spaces removed) and a Redis key part.
+fn bad_id(id: &str) -> Option<&'static str> {
+    if id
+        .chars()
+        .any(|c| matches!(c, '/' | '\\' | ':') || c.is_control())
+    {
+        Some("must not contain '/', '\\', ':' or control characters")
+    } else if id.len() > 200 {
+        Some("must be at most 200 bytes")
+    } else if matches!(id.replace(' ', "").as_str(), "" | "." | "..") {
+        Some("must not be '.' or '..' or only spaces")
+    } else {
+        None
+    }
 }
 
 /// The raw value of a `PUT /client/intelligence/<task>/<attr>` body: the
@@ -329,7 +351,12 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             ports: spec.ports.iter().map(PortDto::from).collect(),
             networkmode: spec.network.as_str(),
             internal_id: &task.internal_id.0,
-            slave_id: agent_id.unwrap_or(""),
+            // As in the original: set once the task has run.
+            slave_id: if task.running || !task.docker_id.is_empty() {
+                agent_id.unwrap_or("")
+            } else {
+                ""
+            },
             docker_id: &task.docker_id,
             docker_name: &task.docker_name,
             process_id: task.process_id,
@@ -421,8 +448,18 @@ fn pairs(pairs: &[(String, String)]) -> BTreeMap<&str, &str> {
 struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
+    /// Field names match case-insensitively, as Go's encoding/json did
+    /// for the original; an exact match wins.
     fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).filter(|value| !value.is_null())
+        self.0
+            .get(name)
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| value)
+            })
+            .filter(|value| !value.is_null())
     }
 
     /// A trimmed string field, `None` when absent.
@@ -568,6 +605,14 @@ fn positive_whole(value: &Value) -> Option<u64> {
 }
 
 /// A finite positive number, quoted ("0.5") or bare (0.5).
+fn zero(value: &Value) -> bool {
+    match value {
+        Value::Number(number) => number.as_f64() == Some(0.0),
+        Value::String(text) => text.trim().parse::<f64>().ok() == Some(0.0),
+        _ => false,
+    }
+}
+
 fn positive_number(value: &Value) -> Option<f64> {
     let number = match value {
         Value::Number(number) => number.as_f64()?,
@@ -842,9 +887,17 @@ mod tests {
             r#"bad value "lots" for "cpus": expected a positive number of cpus"#,
         );
         check_err(
-            &with(r#""cpus":0"#),
-            r#"bad value 0 for "cpus": expected a positive number of cpus"#,
+            &with(r#""cpus":-1"#),
+            r#"bad value -1 for "cpus": expected a positive number of cpus"#,
         );
+        // 0 means "not given", as in the original (the launch uses the default);
+        // field names match in any case, as Go's decoder did.
+        for body in [
+            r#"{"id":"web","dockerimage":"nginx","mem":"64","cpus":0}"#,
+            r#"{"ID":"web","DockerImage":"nginx","MEM":"64","cpus":"0"}"#,
+        ] {
+            check_ok(body, spec("web", "nginx", 64));
+        }
         check_err(
             &with(r#""cpus":"inf""#),
             r#"bad value "inf" for "cpus": expected a positive number of cpus"#,
@@ -857,6 +910,22 @@ mod tests {
             &with(r#""networkmode":"overlay""#),
             r#"bad networkmode "overlay": use bridge, host or none"#,
         );
+        for (id, why) in [
+            (
+                "e/f",
+                "must not contain '/', '\\', ':' or control characters",
+            ),
+            (
+                "a:b",
+                "must not contain '/', '\\', ':' or control characters",
+            ),
+            ("..", "must not be '.' or '..' or only spaces"),
+        ] {
+            check_err(
+                &format!(r#"{{"id":"{id}","dockerimage":"x","mem":"1"}}"#),
+                &format!("bad id {id:?}: {why}"),
+            );
+        }
         check_err(
             &with(r#""restart":"sometimes""#),
             r#"bad restart "sometimes": use never, on-failure or always"#,

@@ -95,9 +95,11 @@ pub fn derive(attribute: &str, raw: &str) -> Result<Derived, String> {
     }
 }
 
-/// Observed bytes → the MB a task gets, as the original computed it:
-/// `ceil(floor(bytes / 1e6) × 1.1)`, and 2 MB below 1e6 bytes. Unlike the
-/// original, a value that is not a whole number of bytes is an error, not 2 MB.
+/// Observed bytes → the MB a task gets, exactly as the original computed it:
+/// `math.Ceil(float64(bytes/1e6) * 1.1)` in float64, so its results carry
+/// over (50 MB → 56, as 50 × 1.1 is 55.000000000000007 in float64), and 2 MB
+/// below 1e6 bytes. Unlike the original, a value that is not a whole number
+/// of bytes is an error, not 2 MB.
 pub fn mem_mb_from_bytes(raw: &str) -> Result<u64, String> {
     let bytes: u64 = raw
         .parse()
@@ -106,8 +108,8 @@ pub fn mem_mb_from_bytes(raw: &str) -> Result<u64, String> {
         return Ok(2);
     }
     let mb = bytes / 1_000_000;
-    // ceil(mb * 1.1) in integers: mb + ceil(mb / 10). No float rounding, no overflow.
-    Ok(mb + mb.div_ceil(10))
+    // The same IEEE float64 arithmetic as Go; `as` saturates, so no overflow.
+    Ok((mb as f64 * 1.1).ceil() as u64)
 }
 
 /// The spec a task runs with: `requested` with every entry for its id
@@ -157,8 +159,12 @@ mod tests {
         check_mem("999999", Ok(2));
         check_mem("1000000", Ok(2)); // 1 MB → ceil(1.1) = 2
         check_mem("209924096", Ok(230)); // the lab's own example
-        check_mem("10000000", Ok(11)); // 10 → exactly 11, no float drift
-        check_mem("18446744073709551615", Ok(18446744073709 + 1844674407371));
+        check_mem("10000000", Ok(11));
+        // float64 as in the original: 50 × 1.1 = 55.000000000000007 → 56.
+        check_mem("50000000", Ok(56));
+        check_mem("100000000", Ok(111));
+        check_mem("300000000", Ok(330));
+        check_mem("18446744073709551615", Ok(20291418481080));
         check_mem(
             "2.1E8",
             Err("mem must be a whole number of bytes, got \"2.1E8\""),

@@ -222,7 +222,19 @@ fn choose(
             .map(|port| u64::from(port.host_port))
             .find(|port| !port_free(slot, *port))
         {
-            first_miss.get_or_insert(format!("port {port} not free on {}", slot.offer.hostname));
+            // Below or above every range the agent offers: not a question of it being taken.
+            let lowest = slot.offer.ports.iter().map(|range| range.0).min();
+            let highest = slot.offer.ports.iter().map(|range| range.1).max();
+            let outside =
+                lowest.is_none_or(|low| port < low) || highest.is_none_or(|high| port > high);
+            first_miss.get_or_insert(if outside {
+                format!(
+                    "port {port} outside the ports {} offers",
+                    slot.offer.hostname
+                )
+            } else {
+                format!("port {port} not free on {}", slot.offer.hostname)
+            });
             continue;
         }
         return Ok(offer_idx);

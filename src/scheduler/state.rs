@@ -255,14 +255,29 @@ impl State {
                 self.add_task(spec, None, None, now);
             }
             Sla::Singleton => {
-                if self.instances.get(&id).is_some_and(|live| !live.is_empty()) {
-                    log::info!("duplicate singleton ignored id={id}");
-                } else {
+                let live: Vec<&TaskId> = self.instances.get(&id).into_iter().flatten().collect();
+                let leaving: Vec<&TaskId> = live
+                    .iter()
+                    .copied()
+                    .filter(|task_id| {
+                        self.tasks
+                            .get(*task_id)
+                            .is_some_and(Task::is_kill_requested)
+                    })
+                    .collect();
+                if live.is_empty() {
                     self.add_task(spec, None, None, now);
+                } else if leaving.len() == live.len() {
+                    // Killed but not gone yet: the new one starts once Mesos confirms.
+                    let predecessor = leaving.last().map(|task_id| (*task_id).clone());
+                    self.add_task(spec, None, predecessor, now);
+                } else {
+                    log::info!("duplicate singleton ignored id={id}");
                 }
             }
             Sla::OnePerNode => {
-                if self.services.contains_key(&id) {
+                let has_copies = self.instances.get(&id).is_some_and(|live| !live.is_empty());
+                if self.services.contains_key(&id) && has_copies {
                     log::info!("duplicate one-per-node service ignored id={id}");
                 } else {
                     self.touch(service_key(&id));
@@ -298,6 +313,17 @@ impl State {
             .collect();
         if matched.is_empty() && services.is_empty() {
             return ApiReply::NotFound(format!("no task id starts with {prefix}"));
+        }
+        // A service whose every copy is killed ends too, whatever the prefix.
+        let mut services = services;
+        for (service_id, live) in &self.instances {
+            if self.services.contains_key(service_id)
+                && !services.contains(service_id)
+                && !live.is_empty()
+                && live.iter().all(|task_id| matched.contains(task_id))
+            {
+                services.push(service_id.clone());
+            }
         }
         let mut views = Vec::new();
         for task_id in matched {

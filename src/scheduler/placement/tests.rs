@@ -217,7 +217,7 @@ fn port_conflicts_send_the_second_task_elsewhere_or_leave_it_pending() {
     ",
         "
         decline o1
-        pending outside: port 31500 not free on slave1
+        pending outside: port 31500 outside the ports slave1 offers
     ",
     );
 }

@@ -844,11 +844,11 @@ fn reshuffle_moves_a_task_to_the_node_pinned_by_intelligence() {
         > sync stress60 nodename slave3
         > sync stress60 mem 50000000
         > reshuffle dry
-          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=55 nodename=slave3
+          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=56 nodename=slave3
         > reshuffle
           KILL stress60-1000000000000
           REVIVE
-          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=55 nodename=slave3
+          = reshuffle stress60-1000000000000 from slave2 to slave3 mem=56 nodename=slave3
         > update stress60-1000000000000 TASK_KILLED ack
           ACK stress60-1000000000000
         > offer slave2 slave3
@@ -856,7 +856,7 @@ fn reshuffle_moves_a_task_to_the_node_pinned_by_intelligence() {
           DECLINE o2 refuse=120
           SUPPRESS
         > tasks
-          = stress60-1000000000001 launching slave3 mem=55 (asked 100) [mem=55] [nodename=slave3]
+          = stress60-1000000000001 launching slave3 mem=56 (asked 100) [mem=56] [nodename=slave3]
         ",
     );
 }
@@ -1168,6 +1168,55 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
           = a-1000000000000 pending - (relaunching after TASK_UNKNOWN: )
         > offer slave2
           LAUNCH on slave2: a-1000000000000 mon-1000000000002
+        ",
+    );
+}
+
+#[test]
+fn killing_every_copy_ends_a_service_and_a_killed_singleton_can_be_resubmitted() {
+    check(
+        "
+        subscribed
+        submit mon mem=10 sla=one-per-node
+        submit db mem=10 sla=singleton
+        offer slave1 slave2
+        kill mon-
+        submit mon mem=10 sla=one-per-node
+        kill db
+        submit db mem=10 sla=singleton
+        offer slave3
+        update db-1000000000000 TASK_KILLED
+        offer slave3
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit mon mem=10 sla=one-per-node
+          = submitted mon
+        > submit db mem=10 sla=singleton
+          = submitted db
+        > offer slave1 slave2
+          LAUNCH on slave1: db-1000000000000 mon-1000000000001
+          LAUNCH on slave2: mon-1000000000002
+        > kill mon-
+          KILL mon-1000000000001
+          KILL mon-1000000000002
+          SUPPRESS
+          = killing mon-1000000000001
+          = killing mon-1000000000002
+        > submit mon mem=10 sla=one-per-node
+          REVIVE
+          = submitted mon
+        > kill db
+          KILL db-1000000000000
+          = killing db-1000000000000
+        > submit db mem=10 sla=singleton
+          = submitted db
+        > offer slave3
+          LAUNCH on slave3: mon-1000000000006
+        > update db-1000000000000 TASK_KILLED
+        > offer slave3
+          LAUNCH on slave3: db-1000000000005
         ",
     );
 }
