@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::scheduler::intelligence::Table;
 use crate::scheduler::model::{
@@ -108,6 +108,61 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
         network,
         restart,
     })
+}
+
+/// The TaskInfo as the original showed it (contract §1.2): Go protobuf JSON
+/// of the 0.2x `mesosproto` (so `slave_id`), enums as integers, empty
+/// fields left out. `slave_id` once the task was launched.
+fn task_info_json(task: &TaskView) -> Value {
+    let spec = &task.spec;
+    let id = &task.internal_id.0;
+    let mut resources = vec![
+        json!({"name": "cpus", "type": 0, "scalar": {"value": spec.launch_cpus()}}),
+        json!({"name": "mem", "type": 0, "scalar": {"value": spec.mem_mb}}),
+    ];
+    if !spec.ports.is_empty() {
+        let ranges: Vec<Value> = spec
+            .ports
+            .iter()
+            .map(|p| json!({"begin": p.host_port, "end": p.host_port}))
+            .collect();
+        resources.push(json!({"name": "ports", "type": 1, "ranges": {"range": ranges}}));
+    }
+    let mut command = json!({"shell": false});
+    if !spec.arguments.is_empty() {
+        command["arguments"] = json!(spec.arguments);
+    }
+    let mut docker = json!({"image": spec.docker_image});
+    if let Some(network) = spec.docker_network() {
+        docker["network"] = json!(match network {
+            NetworkMode::Host | NetworkMode::Default => 1,
+            NetworkMode::Bridge => 2,
+            NetworkMode::None => 3,
+        });
+    }
+    if !spec.ports.is_empty() {
+        docker["port_mappings"] = spec
+            .ports
+            .iter()
+            .map(|p| json!({"host_port": p.host_port, "container_port": p.container_port}))
+            .collect();
+    }
+    let mut container = json!({"type": 1, "docker": docker});
+    if !spec.volumes.is_empty() {
+        container["volumes"] = spec
+            .volumes
+            .iter()
+            .map(|v| {
+                let mode = if v.mode == VolumeMode::ReadOnly { 2 } else { 1 };
+                json!({"container_path": v.container_path, "host_path": v.host_path, "mode": mode})
+            })
+            .collect();
+    }
+    let mut info = json!({"name": id, "task_id": {"value": id}, "resources": resources, "command": command, "container": container});
+    if let Some(agent) = task.agent_id.as_ref().filter(|_| task.request_sent) {
+        info["slave_id"] = json!({"value": agent.0});
+    }
+    info
 }
 
 /// Why a task id cannot be used, if it cannot: it becomes a Mesos TaskID
@@ -244,6 +299,8 @@ struct TaskDto<'a> {
     process_id: u64,
     #[serde(rename = "CreatedAt")]
     created_at: u64,
+    #[serde(rename = "TaskInfo")]
+    task_info: Value,
     #[serde(rename = "RequestSent")]
     request_sent: bool,
     #[serde(rename = "Running")]
@@ -361,6 +418,7 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             docker_name: &task.docker_name,
             process_id: task.process_id,
             created_at: task.created_at,
+            task_info: task_info_json(task),
             request_sent: task.request_sent,
             running: task.running,
             state: &task.state,
@@ -1051,6 +1109,20 @@ mod tests {
                 "InternalID": "cadvisor-1464567890123456789", "SlaveID": "S1",
                 "DockerID": "abc123", "DockerName": "mesos-S1.c1", "ProcessID": 4242,
                 "CreatedAt": 1464567890, "RequestSent": true, "Running": true,
+                // As the original: Go protobuf JSON, enums as integers.
+                "TaskInfo": {
+                    "name": "cadvisor-1464567890123456789",
+                    "task_id": {"value": "cadvisor-1464567890123456789"},
+                    "slave_id": {"value": "S1"},
+                    "resources": [
+                        {"name": "cpus", "type": 0, "scalar": {"value": 0.1}},
+                        {"name": "mem", "type": 0, "scalar": {"value": 230}},
+                        {"name": "ports", "type": 1, "ranges": {"range": [{"begin": 31500, "end": 31500}]}}],
+                    "command": {"shell": false},
+                    "container": {"type": 1,
+                        "volumes": [{"container_path": "/rootfs", "host_path": "/", "mode": 2}],
+                        "docker": {"image": "google/cadvisor:0.6.2", "network": 2,
+                            "port_mappings": [{"host_port": 31500, "container_port": 8080}]}}},
                 "state": "TASK_RUNNING", "hostname": "slave2", "agent_id": "S1",
                 "status_message": "", "pending_reason": null,
                 "restart": "never", "restarts": 0, "crash_looping": false,

@@ -327,15 +327,11 @@ fn task_info(launch: &Launch, agent_id: &AgentId) -> v1::TaskInfo {
 
     let mut docker = v1::container_info::DockerInfo::new();
     docker.set_image(spec.docker_image.clone());
-    let network = match (spec.ports.is_empty(), spec.network) {
-        (false, _) | (true, NetworkMode::Bridge) => {
-            Some(v1::container_info::docker_info::Network::BRIDGE)
-        }
-        (true, NetworkMode::Host) => Some(v1::container_info::docker_info::Network::HOST),
-        (true, NetworkMode::None) => Some(v1::container_info::docker_info::Network::NONE),
-        // Left unset, Mesos applies its default, HOST, as the original did.
-        (true, NetworkMode::Default) => None,
-    };
+    let network = spec.docker_network().map(|network| match network {
+        NetworkMode::Host | NetworkMode::Default => v1::container_info::docker_info::Network::HOST,
+        NetworkMode::Bridge => v1::container_info::docker_info::Network::BRIDGE,
+        NetworkMode::None => v1::container_info::docker_info::Network::NONE,
+    });
     if let Some(network) = network {
         docker.set_network(network);
     }

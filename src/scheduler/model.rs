@@ -173,6 +173,17 @@ impl TaskSpec {
     pub fn launch_cpus(&self) -> f64 {
         self.cpus.unwrap_or(DEFAULT_CPUS)
     }
+
+    /// The Docker network the TaskInfo names: BRIDGE whenever ports are
+    /// mapped, else what the user asked for; `None` leaves the Mesos
+    /// default (HOST), as the original did.
+    pub fn docker_network(&self) -> Option<NetworkMode> {
+        match (self.ports.is_empty(), self.network) {
+            (false, _) | (true, NetworkMode::Bridge) => Some(NetworkMode::Bridge),
+            (true, NetworkMode::Default) => None,
+            (true, other) => Some(other),
+        }
+    }
 }
 
 /// One resource offer, reduced to what placement needs.
