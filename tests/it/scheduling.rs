@@ -330,20 +330,144 @@ fn the_node_registry_lists_the_lab() {
 }
 
 #[test]
-fn validation_errors_reach_the_user_through_the_real_server() {
+fn every_400_path_reaches_the_user_through_the_real_server() {
     let lab = Lab::start();
-    let (status, reply) = lab.post("/client/task", r#"{"id":"x","mem":"10"}"#);
-    assert_eq!(status, 400);
-    assert!(
-        reply["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("dockerimage"),
-        "{reply}"
-    );
-    assert!(lab.tasks().is_empty());
+    let task = |extra: &str| format!(r#"{{"id":"x","dockerimage":"y","mem":"10",{extra}}}"#);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            r#"{"dockerimage":"x","mem":"10"}"#.into(),
+            r#"missing field "id""#,
+        ),
+        (
+            r#"{"id":"","dockerimage":"x","mem":"10"}"#.into(),
+            r#"field "id" must not be empty"#,
+        ),
+        (
+            r#"{"id":"a/b","dockerimage":"x","mem":"10"}"#.into(),
+            r#"bad id "a/b""#,
+        ),
+        (
+            r#"{"id":"x","mem":"10"}"#.into(),
+            r#"missing field "dockerimage""#,
+        ),
+        (
+            r#"{"id":"x","dockerimage":"y"}"#.into(),
+            r#"missing field "mem""#,
+        ),
+        (
+            r#"{"id":"x","dockerimage":"y","mem":"lots"}"#.into(),
+            r#"bad value "lots" for "mem""#,
+        ),
+        (
+            r#"{"id":"x","dockerimage":"y","mem":"0"}"#.into(),
+            r#"bad value "0" for "mem""#,
+        ),
+        (
+            task(r#""sla":"twice""#),
+            r#"bad sla "twice": use one-per-node or singleton"#,
+        ),
+        (
+            task(r#""networkmode":"overlay""#),
+            r#"bad networkmode "overlay": use bridge, host or none"#,
+        ),
+        (
+            task(r#""volumes":[{"host_path":"/","container_path":"/r","mode":"rx"}]"#),
+            r#"bad volume mode "rx" in volumes[0]: use ro or rw"#,
+        ),
+        (task(r#""cpus":"many""#), r#"bad value "many" for "cpus""#),
+        (
+            task(r#""ports":[{"host_port":"70000","container_port":"80"}]"#),
+            "port 70000 outside 1-65535 in ports[0]",
+        ),
+        (
+            task(r#""ports":[{"host_port":"0","container_port":"80"}]"#),
+            "port 0 outside 1-65535 in ports[0]",
+        ),
+        (
+            task(r#""restart":"sometimes""#),
+            r#"bad restart "sometimes""#,
+        ),
+        ("[1]".into(), "body must be a JSON object"),
+        ("".into(), "empty body"),
+        (r#"{"id":"#.into(), "invalid JSON"),
+    ];
+    for (body, expected) in &cases {
+        let (status, reply) = lab.post("/client/task", body);
+        assert_eq!(
+            (status, &reply["code"]),
+            (400, &json!(400)),
+            "{body}: {reply}"
+        );
+        let message = reply["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(expected),
+            "{body}: {message:?} should say {expected:?}"
+        );
+    }
+    assert!(lab.tasks().is_empty(), "nothing refused was accepted");
 }
 
 pub fn agent_json(agent: &AgentSpec) -> Value {
     json!({"hostname": agent.hostname, "cpus": agent.cpus, "mem_mb": agent.mem_mb, "ports": agent.ports, "attributes": agent.attributes})
+}
+
+#[test]
+fn reshuffle_applies_intelligence_and_moves_a_task_to_its_pinned_node() {
+    let lab = Lab::start();
+    lab.post("/client/task", r#"{"id":"sim","dockerimage":"lookbusy","mem":"100","sla":"singleton","reshuffleable":true,"nodetype":"lab","nodename":"slave2"}"#);
+    let old = lab.wait_running("sim", 1)[0].clone();
+    assert_eq!(old["hostname"], "slave2");
+    // What the analytics learned: peak 209924096 bytes, and it belongs on slave3.
+    assert_eq!(lab.put("/client/intelligence/sim/mem", "209924096").0, 200);
+    assert_eq!(
+        lab.put("/client/intelligence/sim/nodename", r#""slave3""#)
+            .0,
+        200
+    );
+    assert_eq!(
+        lab.put("/client/intelligence/sim/mem", "2.1E8").0,
+        400,
+        "not a whole number of bytes"
+    );
+
+    let (status, plan) = lab.get("/client/task/reshuffle?dry_run=true");
+    assert_eq!(status, 202);
+    assert_eq!(plan["plan"][0]["from"], "slave2");
+    assert_eq!(plan["plan"][0]["to"], "slave3");
+    assert_eq!(
+        plan["plan"][0]["changes"],
+        json!({"mem": "230", "nodename": "slave3"})
+    );
+    assert_eq!(
+        lab.tasks_named("sim")[0]["InternalID"],
+        old["InternalID"],
+        "a dry run changes nothing"
+    );
+
+    let (status, reply) = lab.get("/client/task/reshuffle");
+    assert_eq!(
+        (status, &reply["message"]),
+        (202, &json!("Reshuffle tasks"))
+    );
+    let moved = wait_until(DEADLINE, || {
+        let now = lab.tasks_named("sim");
+        now.len() == 1
+            && now[0]["InternalID"] != old["InternalID"]
+            && now[0]["state"] == "TASK_RUNNING"
+    });
+    assert!(moved, "{:?}", lab.tasks_named("sim"));
+    let new = lab.tasks_named("sim")[0].clone();
+    assert_eq!(
+        (&new["hostname"], &new["mem"]),
+        (&json!("slave3"), &json!("230"))
+    );
+    assert_eq!(
+        (&new["requested"]["mem"], &new["intelligence"]["mem"]),
+        (&json!("100"), &json!("230"))
+    );
+    // The singleton was never doubled on the master.
+    let on_master = lab.sim_state()["tasks"].as_array().map_or(0, |t| {
+        t.iter().filter(|t| t["state"] == "TASK_RUNNING").count()
+    });
+    assert_eq!(on_master, 1);
 }
