@@ -260,25 +260,38 @@ fn serve(
         let Some(request) = guard_declared_body(request) else {
             continue;
         };
-        if streams_its_body(&request) {
-            if BODY_THREADS.fetch_add(1, Ordering::SeqCst) < MAX_BODY_THREADS {
-                let (state, token) = (state.clone(), token.map(str::to_string));
-                let spawned = std::thread::Builder::new()
-                    .name("http-body".to_string())
-                    .spawn(move || {
-                        serve_one(request, &state, token.as_deref());
-                        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if let Err(err) = spawned {
-                    BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-                    log::warn!("http body thread not started error={err}");
-                }
-                continue;
-            }
+        let (state, token) = (state.clone(), token.map(str::to_string));
+        dispatch(request, move |request| {
+            serve_one(request, &state, token.as_deref())
+        });
+    }
+}
+
+/// Runs `serve(request)` here, or on an `http-body` thread (at most
+/// `MAX_BODY_THREADS`) when reading the body would wait on the client's
+/// socket, so that a worker never blocks on a client. Shared with `mesos-sim`.
+pub fn dispatch(
+    request: tiny_http::Request,
+    serve: impl FnOnce(tiny_http::Request) + Send + 'static,
+) {
+    if !streams_its_body(&request) {
+        return serve(request);
+    }
+    if BODY_THREADS.fetch_add(1, Ordering::SeqCst) >= MAX_BODY_THREADS {
+        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        log::warn!("http body threads all busy; serving on the worker");
+        return serve(request);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("http-body".to_string())
+        .spawn(move || {
+            serve(request);
             BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("http body threads all busy; serving on the worker");
-        }
-        serve_one(request, state, token);
+        });
+    if let Err(err) = spawned {
+        // The request went down with the closure; its client sees the connection end.
+        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
+        log::warn!("http body thread not started, request dropped error={err}");
     }
 }
 

@@ -176,7 +176,11 @@ impl Master {
                     .spawn(move || {
                         while let Ok(request) = server.recv() {
                             if let Some(request) = crate::api::guard_declared_body(request) {
-                                handle(&shared, request);
+                                // Bodies still on the socket are read off the worker.
+                                let shared = shared.clone();
+                                crate::api::dispatch(request, move |request| {
+                                    handle(&shared, request)
+                                });
                             }
                         }
                     })?,
