@@ -3,8 +3,8 @@
 //! its effects (Mesos calls, REST replies) leave the process.
 //!
 //! Each record is framed as `len: u32 LE | crc32: u32 LE | payload`, where the
-//! payload is JSON `{"key": ..., "value": ...}` and a null value deletes the
-//! key. Loading replays the snapshot, then the journal; the last value of a
+//! checksum covers the length bytes and the payload, and the payload is JSON
+//! `{"key": ..., "value": ...}`; a null value deletes the key. Loading replays the snapshot, then the journal; the last value of a
 //! key wins. A torn last record (a crash in the middle of an append) is
 //! dropped with a warning; damage anywhere else stops startup with the file
 //! and byte offset, and nothing is discarded silently. When the journal
@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 
 use crate::scheduler::state::Record;
-use crate::scheduler::{ApiReply, Call, Turn};
+use crate::scheduler::{Call, Turn};
 
 /// The largest record accepted on load; anything claiming more is damage.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
@@ -30,6 +30,10 @@ pub const MAX_GROUP: usize = 1024;
 
 /// The journal is compacted once it is larger than this and than twice the snapshot.
 pub const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Exit code when the state directory fails: nothing that depended on the
+/// lost write has left the process, and a restart resumes from the disk.
+pub const EXIT_STATE_NOT_SAVED: i32 = 3;
 
 const SNAPSHOT: &str = "state.snapshot";
 const JOURNAL: &str = "state.journal";
@@ -41,6 +45,8 @@ pub struct Store {
     journal: File,
     journal_bytes: u64,
     snapshot_bytes: u64,
+    /// Compact once the journal is larger than this.
+    compact_at: u64,
     /// The live value of every key, framed, for compaction.
     live: BTreeMap<String, Vec<u8>>,
 }
@@ -102,6 +108,7 @@ impl Store {
             journal,
             journal_bytes: end as u64,
             snapshot_bytes: snapshot.len() as u64,
+            compact_at: COMPACT_MIN_BYTES.max(2 * snapshot.len() as u64),
             live,
         };
         log::info!(
@@ -114,21 +121,47 @@ impl Store {
     }
 
     /// Appends records and fsyncs: when this returns Ok they survive a crash.
+    /// An `Err` means they may not be on disk; the caller must not let
+    /// anything that depends on them out (see `run_journal`).
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
         let mut out = Vec::new();
         for record in records {
-            out.extend_from_slice(&frame(record));
+            let framed = frame(record);
+            if framed.len() - HEADER > MAX_RECORD {
+                return Err(format!(
+                    "record {} is {} bytes, over the limit of {MAX_RECORD}",
+                    record.key,
+                    framed.len()
+                ));
+            }
+            out.extend_from_slice(&framed);
+        }
+        let written = self
+            .journal
+            .write_all(&out)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = written {
+            // Leave no half record behind for a later append to bury.
+            let _ = self
+                .journal
+                .set_len(self.journal_bytes)
+                .and_then(|()| self.journal.sync_all());
+            return Err(format!(
+                "cannot write {}: {e}",
+                self.dir.join(JOURNAL).display()
+            ));
+        }
+        for record in records {
             remember(&mut self.live, record);
         }
-        self.journal
-            .write_all(&out)
-            .map_err(|e| format!("cannot write {}: {e}", self.dir.join(JOURNAL).display()))?;
-        self.journal
-            .sync_data()
-            .map_err(|e| format!("cannot sync {}: {e}", self.dir.join(JOURNAL).display()))?;
         self.journal_bytes += out.len() as u64;
-        if self.journal_bytes > COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes) {
-            self.compact()?;
+        if self.journal_bytes > self.compact_at {
+            // The records are durable either way; a failed compaction waits
+            // for the journal to grow again before the next try.
+            if let Err(error) = self.compact() {
+                log::error!("state: compaction failed, the journal keeps growing: {error}");
+                self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+            }
         }
         Ok(())
     }
@@ -157,6 +190,7 @@ impl Store {
         );
         self.snapshot_bytes = data.len() as u64;
         self.journal_bytes = 0;
+        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
     }
 }
@@ -198,11 +232,21 @@ pub fn frame(record: &Record) -> Vec<u8> {
     let payload = json!({"key": record.key, "value": record.value})
         .to_string()
         .into_bytes();
+    let length = (payload.len() as u32).to_le_bytes();
     let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(&payload).to_le_bytes());
+    out.extend_from_slice(&length);
+    out.extend_from_slice(&checksum(&length, &payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
+}
+
+/// The frame checksum: over the length bytes and the payload, so a run of
+/// zeros (a file extended but never written) is no valid empty record.
+fn checksum(length: &[u8; 4], payload: &[u8]) -> u32 {
+    let mut bytes = Vec::with_capacity(4 + payload.len());
+    bytes.extend_from_slice(length);
+    bytes.extend_from_slice(payload);
+    crc32(&bytes)
 }
 
 /// Where and why decoding stopped. `torn`: the bad record is the last one
@@ -220,14 +264,21 @@ pub fn decode(data: &[u8]) -> Result<(Vec<Record>, usize), Damage> {
     let mut offset = 0;
     while offset < data.len() {
         let rest = &data[offset..];
-        let damage = |why: String, torn: bool| Damage { offset, why, torn };
+        // Zeros to the end: the file grew but its data never reached the disk.
+        let zero_tail = rest.iter().all(|&b| b == 0);
+        let damage = |why: String, torn: bool| Damage {
+            offset,
+            why,
+            torn: torn || zero_tail,
+        };
         if rest.len() < HEADER {
             return Err(damage(
                 format!("record header cut short ({} of {HEADER} bytes)", rest.len()),
                 true,
             ));
         }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let length = [rest[0], rest[1], rest[2], rest[3]];
+        let len = u32::from_le_bytes(length) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if len > MAX_RECORD {
             return Err(damage(
@@ -241,7 +292,7 @@ pub fn decode(data: &[u8]) -> Result<(Vec<Record>, usize), Damage> {
                 true,
             ));
         };
-        if crc32(payload) != crc {
+        if checksum(&length, payload) != crc {
             return Err(damage(
                 "checksum mismatch".to_string(),
                 rest.len() == HEADER + len,
@@ -307,34 +358,26 @@ pub fn run_journal(mut store: Option<Store>, inbox: Receiver<Turn>, calls: Sende
             }
         }
         let records: Vec<&Record> = turns.iter().flat_map(|turn| &turn.records).collect();
-        let durable = match &mut store {
-            Some(store) if !records.is_empty() => store.commit(&records),
-            _ => Ok(()),
-        };
-        if let Err(error) = &durable {
-            log::error!("state not persisted: {error}");
+        if let Some(store) = store.as_mut().filter(|_| !records.is_empty()) {
+            if let Err(error) = store.commit(&records) {
+                // Going on would send launches and 202s the disk does not
+                // back. Stop before any of this group's effects leave; a
+                // restart (systemd) resumes from the last durable state.
+                log::error!("state not saved, stopping: {error}");
+                log::logger().flush();
+                std::process::exit(EXIT_STATE_NOT_SAVED);
+            }
         }
         for turn in turns {
+            // Replies first: a slow master must not hold up the REST API.
+            for (reply_to, reply) in turn.replies {
+                // The worker may have timed out and gone.
+                let _ = reply_to.send(reply);
+            }
             for call in turn.calls {
                 if calls.send(call).is_err() {
                     return;
                 }
-            }
-            for (reply_to, reply) in turn.replies {
-                let reply = match (&durable, reply) {
-                    (
-                        Err(error),
-                        ApiReply::Submitted { .. }
-                        | ApiReply::Killed(_)
-                        | ApiReply::Reshuffled(_)
-                        | ApiReply::IntelligenceChanged,
-                    ) => ApiReply::Unavailable(format!(
-                        "done in memory but not saved to disk: {error}"
-                    )),
-                    (_, reply) => reply,
-                };
-                // The worker may have timed out and gone.
-                let _ = reply_to.send(reply);
             }
         }
     }
@@ -408,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_of_zeros_is_a_write_that_never_reached_the_disk() {
+        let dir = temp_dir("zeros");
+        fs::create_dir_all(&dir).expect("dir");
+        let kept = record("framework", Some(json!({"id": "f-0001"})));
+        let mut data = frame(&kept);
+        data.extend(std::iter::repeat_n(0u8, 4096));
+        fs::write(dir.join(JOURNAL), &data).expect("write");
+        let (_, records) = Store::open(&dir).expect("zeros are torn, not damage");
+        assert_eq!(records, vec![kept]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn damage_before_the_end_stops_startup_with_file_and_offset() {
         let check = |name: &str, damage: &dyn Fn(&mut Vec<u8>), file: &str, expected: &str| {
             let dir = temp_dir(name);
@@ -449,9 +505,10 @@ mod tests {
             "not-json",
             &|data| {
                 let payload = b"{not json}";
+                let length = (payload.len() as u32).to_le_bytes();
                 let mut bad = Vec::new();
-                bad.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                bad.extend_from_slice(&crc32(payload).to_le_bytes());
+                bad.extend_from_slice(&length);
+                bad.extend_from_slice(&checksum(&length, payload).to_le_bytes());
                 bad.extend_from_slice(payload);
                 data.splice(0..0, bad);
             },

@@ -317,10 +317,22 @@ fn run_caller(
             session = Some(newer);
         }
         let result = match &session {
-            Some(session) => send_with_retry(&caller, session, &call),
-            None => Err("not subscribed yet".to_string()),
+            Some(current) => send_with_retry(&caller, current, &call),
+            None => Err(CallError {
+                reason: "not subscribed".to_string(),
+                master_gone: false,
+            }),
         };
-        if let Err(reason) = result {
+        if let Err(CallError {
+            reason,
+            master_gone,
+        }) = result
+        {
+            // The master is unreachable: calls queued behind this one fail
+            // at once, not one timeout each, until the reader resubscribes.
+            if master_gone {
+                session = None;
+            }
             log::warn!(
                 "mesos call failed call={} reason={reason}",
                 call_name(&call)
@@ -335,7 +347,13 @@ fn run_caller(
     }
 }
 
-fn send_with_retry(caller: &Caller, session: &Session, call: &Call) -> Result<(), String> {
+/// Why a call was not delivered; `master_gone` when the master could not be reached.
+struct CallError {
+    reason: String,
+    master_gone: bool,
+}
+
+fn send_with_retry(caller: &Caller, session: &Session, call: &Call) -> Result<(), CallError> {
     let bytes = convert::call_to_bytes(call, &session.framework_id);
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut attempt = 1;
@@ -349,7 +367,12 @@ fn send_with_retry(caller: &Caller, session: &Session, call: &Call) -> Result<()
                 attempt += 1;
                 thread::sleep(backoff.next_delay());
             }
-            Err(err) => return Err(err.to_string()),
+            Err(err) => {
+                return Err(CallError {
+                    master_gone: err.is_retryable(),
+                    reason: err.to_string(),
+                })
+            }
         }
     }
 }

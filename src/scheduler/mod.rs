@@ -42,6 +42,10 @@ pub const BACKLOG_WARNING: usize = 10_000;
 /// Capacity of the channel from the state thread to the journal thread, in turns.
 pub const JOURNAL_CAPACITY: usize = 1024;
 
+/// With this many calls held back, the state thread stops taking REST
+/// commands (they wait in the bounded API channel) until the backlog drains.
+pub const BACKLOG_LIMIT: usize = 50_000;
+
 /// How soon a turn held back by a full journal channel is offered again.
 pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
@@ -291,18 +295,25 @@ pub fn run(
     outbox: Sender<Turn>,
 ) {
     let ticker = crossbeam_channel::tick(TICK_INTERVAL);
+    let paused = crossbeam_channel::never();
     let mut backlog = Turn::default();
     loop {
+        // Back-pressure: with too much held back, REST commands wait.
+        let api = if backlog.calls.len() > BACKLOG_LIMIT {
+            &paused
+        } else {
+            &api_inbox
+        };
         let event = if backlog.is_empty() {
             select! {
-                recv(api_inbox) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => return },
-                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => return },
+                recv(api) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => break },
+                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => break },
                 recv(ticker) -> _ => Some(Event::Tick),
             }
         } else {
             select! {
-                recv(api_inbox) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => return },
-                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => return },
+                recv(api) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => break },
+                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => break },
                 recv(ticker) -> _ => Some(Event::Tick),
                 default(BACKLOG_RETRY) => None,
             }
@@ -328,5 +339,9 @@ pub fn run(
             }
             Err(TrySendError::Disconnected(_)) => return,
         }
+    }
+    // Shutting down: what is held back still goes to the journal.
+    if !backlog.is_empty() {
+        let _ = outbox.send(backlog);
     }
 }

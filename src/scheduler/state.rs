@@ -657,9 +657,10 @@ impl State {
                 .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
             let restarts = if stable { 1 } else { task.restarts + 1 };
             let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
+            // Only once offers came in since subscribing does a missing node mean it is gone.
             if let Some(agent) = pinned
                 .as_ref()
-                .filter(|agent| !self.nodes.contains_key(*agent))
+                .filter(|agent| self.nodes_surveyed && !self.nodes.contains_key(*agent))
             {
                 // A copy for a node that is gone comes back with the node.
                 let agent = agent.clone();

@@ -370,3 +370,38 @@ fn a_silent_stream_is_detected_by_missing_heartbeats_and_resubscribed() {
     lab.sim_post("/sim/heartbeats/resume", "");
     assert_recovers_without_loss(&lab, subscribes, &framework, &running);
 }
+
+#[test]
+fn calls_queued_behind_an_unreachable_master_fail_fast_instead_of_one_timeout_each() {
+    const QUEUED: usize = 200;
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let client = Client::start(&master.addr().to_string());
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    master.shutdown();
+    for n in 0..QUEUED {
+        client.send(Call::Kill {
+            task_id: TaskId(format!("t{n}")),
+            agent_id: None,
+        });
+    }
+    // Each one alone would take its retries and backoff (about 0.5 s here,
+    // 100 s for all); after the first failure the rest fail at once, well
+    // within one deadline for the lot.
+    let started = Instant::now();
+    let deadline = started + DEADLINE;
+    let mut failed = 0;
+    while failed < QUEUED {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.events.recv_timeout(left) {
+            Ok(MesosEvent::CallFailed { .. }) => failed += 1,
+            Ok(_) => {}
+            Err(_) => panic!("only {failed} of {QUEUED} calls reported failed within {DEADLINE:?}"),
+        }
+    }
+    println!(
+        "{QUEUED} calls to a gone master failed in {:?}",
+        started.elapsed()
+    );
+}
