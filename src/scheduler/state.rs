@@ -185,6 +185,7 @@ impl State {
         self.instances.clear();
         self.services.clear();
         self.teardown_pending = self.framework_id.is_some();
+        self.touch(META_KEY.to_string());
     }
 
     /// The single entry point: applies one event; returns what changed (to
@@ -404,6 +405,7 @@ impl State {
         self.subscribed = true;
         if self.teardown_pending {
             self.teardown_pending = false;
+            self.touch(META_KEY.to_string());
             log::warn!("reset: tearing down the stored framework; Mesos kills its tasks");
             calls.push(Call::Teardown);
             return;

@@ -74,7 +74,8 @@ impl State {
         }
         if key == META_KEY {
             return Some(
-                json!({"last_id_nanos": self.last_id_nanos.to_string(), "next_seq": self.next_seq}),
+                json!({"last_id_nanos": self.last_id_nanos.to_string(), "next_seq": self.next_seq,
+                       "teardown_pending": self.teardown_pending}),
             );
         }
         if let Some(id) = key.strip_prefix("task/") {
@@ -120,6 +121,7 @@ impl State {
                     .map_err(bad)?
                     .parse()
                     .map_err(|_| bad("bad last_id_nanos".into()))?;
+                state.teardown_pending = value["teardown_pending"].as_bool().unwrap_or(false);
                 state.next_seq = value["next_seq"]
                     .as_u64()
                     .ok_or_else(|| bad("bad next_seq".into()))?;
