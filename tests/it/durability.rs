@@ -529,3 +529,117 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
     );
     scheduler.shutdown();
 }
+
+#[test]
+fn real_processes_ride_out_a_dropped_stream_silence_and_a_lost_agent() {
+    let master = format!("127.0.0.1:{}", free_port());
+    let _sim = spawn(
+        env!("CARGO_BIN_EXE_mesos-sim"),
+        &[
+            "--listen",
+            &master,
+            "--heartbeat",
+            "0.5",
+            "--allocation-interval",
+            "0.1",
+            "--update-retry",
+            "0.5",
+            "--log-level",
+            "warn",
+        ],
+    );
+    let dir = TempDir::new("faults");
+    let api = format!("127.0.0.1:{}", free_port());
+    let _scheduler = scheduler_process(&master, &api, &dir.0);
+    let http = http_agent();
+    assert!(wait_until(DEADLINE, || request_ok(
+        &http,
+        &format!("http://{api}/admin/ping")
+    )));
+    let state = || get(&format!("http://{master}/sim/state"));
+    let subscribes = || state()["calls"]["SUBSCRIBE"].as_u64().unwrap_or(0);
+    let connected = || {
+        state()["frameworks"]
+            .as_array()
+            .is_some_and(|f| f.len() == 1 && f[0]["connected"] == true)
+    };
+    assert!(wait_until(DEADLINE, connected), "{}", state());
+    let db = r#"{"id":"db","dockerimage":"postgres","mem":"64","sla":"singleton","nodetype":"lab","restart":"on-failure"}"#;
+    for body in [STRESS60, db] {
+        assert_eq!(
+            request(
+                &http,
+                "POST",
+                &format!("http://{api}/client/task"),
+                Some(body)
+            )
+            .0,
+            202
+        );
+    }
+    assert!(
+        wait_until(DEADLINE, || all_running(&api, 2)),
+        "{:?}",
+        summary(&tasks(&api))
+    );
+    let before = summary(&tasks(&api));
+    let framework = state()["frameworks"][0]["id"].clone();
+
+    // 1. The master drops the stream; 2. the stream goes silent.
+    for (fault, undo) in [
+        ("/sim/drop-stream", None),
+        ("/sim/heartbeats/pause", Some("/sim/heartbeats/resume")),
+    ] {
+        let count = subscribes();
+        assert_eq!(
+            request(&http, "POST", &format!("http://{master}{fault}"), Some("")).0,
+            200
+        );
+        assert!(
+            wait_until(DEADLINE, || subscribes() > count),
+            "{fault}: no resubscription"
+        );
+        if let Some(undo) = undo {
+            request(&http, "POST", &format!("http://{master}{undo}"), Some(""));
+        }
+        assert!(wait_until(DEADLINE, connected), "{fault}: {}", state());
+        assert_eq!(
+            state()["frameworks"][0]["id"],
+            framework,
+            "{fault}: same framework id"
+        );
+        assert!(
+            wait_until(DEADLINE, || summary(&tasks(&api)) == before),
+            "{fault}: {:?}",
+            summary(&tasks(&api))
+        );
+    }
+    assert_eq!(state()["launches"], 2, "nothing relaunched");
+
+    // 3. The singleton's agent is removed: its restart policy brings it back elsewhere.
+    let db_host = tasks(&api)
+        .into_iter()
+        .find(|t| t["id"] == "db")
+        .and_then(|t| t["hostname"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert_eq!(
+        request(
+            &http,
+            "DELETE",
+            &format!("http://{master}/sim/agents/{db_host}"),
+            None
+        )
+        .0,
+        200
+    );
+    let moved = wait_until(DEADLINE, || {
+        tasks(&api).iter().any(|t| {
+            t["id"] == "db"
+                && t["state"] == "TASK_RUNNING"
+                && t["hostname"] != db_host.as_str()
+                && t["restarts"] == 1
+        })
+    });
+    assert!(moved, "{:?}", tasks(&api));
+    assert_eq!(state()["duplicate_launches"], 0);
+}
