@@ -289,6 +289,25 @@ fn spawn(binary: &str, args: &[&str]) -> Process {
     )
 }
 
+/// The mesos-sim binary with the Charmander lab and quick heartbeats.
+fn sim_process(listen: &str) -> Process {
+    spawn(
+        env!("CARGO_BIN_EXE_mesos-sim"),
+        &[
+            "--listen",
+            listen,
+            "--heartbeat",
+            "0.5",
+            "--allocation-interval",
+            "0.1",
+            "--update-retry",
+            "0.5",
+            "--log-level",
+            "warn",
+        ],
+    )
+}
+
 fn scheduler_process(master: &str, api: &str, dir: &Path) -> Process {
     let dir = dir.display().to_string();
     spawn(
@@ -311,21 +330,7 @@ fn kill_9_in_a_burst_of_submissions_loses_no_accepted_task_and_launches_none_twi
     const CLIENTS: usize = 8;
     const PER_CLIENT: usize = 60;
     let master = format!("127.0.0.1:{}", free_port());
-    let _sim = spawn(
-        env!("CARGO_BIN_EXE_mesos-sim"),
-        &[
-            "--listen",
-            &master,
-            "--heartbeat",
-            "0.5",
-            "--allocation-interval",
-            "0.1",
-            "--update-retry",
-            "0.5",
-            "--log-level",
-            "warn",
-        ],
-    );
+    let _sim = sim_process(&master);
     let dir = TempDir::new("kill9");
     let api = format!("127.0.0.1:{}", free_port());
     let scheduler = Arc::new(Mutex::new(Some(scheduler_process(&master, &api, &dir.0))));
@@ -533,21 +538,7 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
 #[test]
 fn real_processes_ride_out_a_dropped_stream_silence_and_a_lost_agent() {
     let master = format!("127.0.0.1:{}", free_port());
-    let _sim = spawn(
-        env!("CARGO_BIN_EXE_mesos-sim"),
-        &[
-            "--listen",
-            &master,
-            "--heartbeat",
-            "0.5",
-            "--allocation-interval",
-            "0.1",
-            "--update-retry",
-            "0.5",
-            "--log-level",
-            "warn",
-        ],
-    );
+    let _sim = sim_process(&master);
     let dir = TempDir::new("faults");
     let api = format!("127.0.0.1:{}", free_port());
     let _scheduler = scheduler_process(&master, &api, &dir.0);

@@ -256,22 +256,10 @@ fn find(state: &State, prefix: &str) -> TaskId {
 fn update(state: &State, words: &[&str]) -> TaskUpdate {
     let task_id = find(state, words[0]);
     let flags = &words[2..];
-    let task_state = [
-        TaskState::Starting,
-        TaskState::Running,
-        TaskState::Finished,
-        TaskState::Failed,
-        TaskState::Killed,
-        TaskState::Error,
-        TaskState::Lost,
-        TaskState::Dropped,
-        TaskState::Unreachable,
-        TaskState::Gone,
-        TaskState::Unknown,
-    ]
-    .into_iter()
-    .find(|it| it.as_str() == words[1])
-    .expect("known state");
+    let task_state = TaskState::ALL
+        .into_iter()
+        .find(|it| it.as_str() == words[1])
+        .expect("known state");
     TaskUpdate {
         agent_id: state
             .tasks
