@@ -430,6 +430,36 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_the_files_bounded_while_one_key_is_rewritten() {
+        let dir = temp_dir("bounded");
+        let (mut store, _) = Store::open(&dir).expect("opens");
+        let padding = "x".repeat(1000);
+        for n in 0..10_000 {
+            let update = record("task/busy", Some(json!({"n": n, "pad": padding})));
+            store.commit(&[&update]).expect("commits");
+        }
+        let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        // About 10 MB were written; the files hold one record plus at most one journal's worth.
+        assert!(
+            size(JOURNAL) <= COMPACT_MIN_BYTES + 2048,
+            "journal {}",
+            size(JOURNAL)
+        );
+        assert!(size(SNAPSHOT) < 2048, "snapshot {}", size(SNAPSHOT));
+        drop(store);
+        let (store, records) = Store::open(&dir).expect("reopens");
+        assert_eq!(
+            records
+                .last()
+                .and_then(|r| r.value.as_ref())
+                .map(|v| v["n"].clone()),
+            Some(json!(9999))
+        );
+        assert_eq!(store.live.len(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_crash_at_any_byte_of_an_append_loses_only_that_record() {
         let dir = temp_dir("torn");
         let kept = record("framework", Some(json!({"id": "f-0001"})));
