@@ -398,6 +398,10 @@ impl State {
     }
 
     fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
+        // Decline filters outlive a failover to a new subscription (only a
+        // deactivation clears them), so after a resubscription the next work
+        // must REVIVE to be sure to see every node.
+        self.idle_filters = self.framework_id.as_ref() == Some(&framework_id);
         if self.framework_id.as_ref() != Some(&framework_id) {
             self.touch(FRAMEWORK_KEY.to_string());
         }
@@ -410,8 +414,6 @@ impl State {
             calls.push(Call::Teardown);
             return;
         }
-        // Filters do not survive a new subscription's allocator state reliably; start clean.
-        self.idle_filters = false;
         // A (re)subscription un-suppresses us on the master; stay so until
         // the first offers have shown the registry every node.
         self.suppressed = false;
@@ -614,7 +616,9 @@ impl State {
         }
         // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
         // nor its agent, e.g. after the whole cluster restarted.
-        let agent_unknown = update.state == TaskState::Unknown;
+        let agent_unknown = update.state == TaskState::Unknown
+            || (update.state == TaskState::GoneByOperator
+                && update.reason == StatusReason::Reconciliation);
         if !update.state.is_terminal() && !agent_unknown {
             // A reconciliation answer must not move a task backwards.
             if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
@@ -629,7 +633,11 @@ impl State {
         // master failover) is not the user's doing either: run it again.
         let launch_lost = matches!(
             update.state,
-            TaskState::Lost | TaskState::Dropped | TaskState::Gone | TaskState::Unknown
+            TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::Unknown
+                | TaskState::GoneByOperator
         ) && (update.reason == StatusReason::InvalidOffers
             || update.reason == StatusReason::Reconciliation
             || never_started);

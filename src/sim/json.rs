@@ -206,10 +206,16 @@ fn json_kind(value: &Value) -> &'static str {
 
 fn integer<T: TryFrom<i128>>(value: &Value, name: &str) -> Result<T, String> {
     let n: Option<i128> = match value {
+        // Whole-valued floats (31000.0) are integers to the master's parser too.
         Value::Number(n) => n
             .as_i64()
             .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from)),
+            .or_else(|| n.as_u64().map(i128::from))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
+                    .map(|f| f as i128)
+            }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     };

@@ -26,6 +26,9 @@ const MAX_FAILOVER_SECONDS: f64 = (i64::MAX / 1_000_000_000) as f64;
 
 const DUPLICATE_ID: &str = "Task has duplicate ID: ";
 
+/// Update resends back off up to this many times the first wait.
+const MAX_RETRY_FACTOR: u32 = 60;
+
 /// What a stream's writer thread receives.
 pub enum Out {
     Event(Box<Event>),
@@ -108,6 +111,10 @@ struct Task {
     /// The agent's update stream: only the head is sent, until acknowledged.
     updates: VecDeque<v1::TaskStatus>,
     sent_at: Option<Instant>,
+    /// Wait before resending the head: doubles per resend, as an agent's does.
+    retry_delay: Duration,
+    /// From the last RUNNING status, for reconciliation answers.
+    container_status: Option<v1::ContainerStatus>,
 }
 
 pub struct Core {
@@ -117,6 +124,8 @@ pub struct Core {
     agents: BTreeMap<String, Agent>,
     frameworks: BTreeMap<String, Framework>,
     removed: HashSet<String>,
+    /// Agents removed through `/sim/agents`: gone, as if marked by an operator.
+    gone_agents: HashSet<String>,
     offers: HashMap<String, OfferRecord>,
     calls: BTreeMap<String, u64>,
     heartbeats_paused: bool,
@@ -163,6 +172,7 @@ impl Core {
             agents: BTreeMap::new(),
             frameworks: BTreeMap::new(),
             removed: HashSet::new(),
+            gone_agents: HashSet::new(),
             offers: HashMap::new(),
             calls: BTreeMap::new(),
             heartbeats_paused: false,
@@ -185,11 +195,21 @@ impl Core {
     pub fn authorize_call(
         &self,
         framework_id: &str,
+        principal: Option<&str>,
         stream_id: Option<&str>,
     ) -> Result<(), (u16, String)> {
         let Some(framework) = self.frameworks.get(framework_id) else {
             return Err((400, "Framework cannot be found".to_string()));
         };
+        if let Some(principal) = principal.filter(|p| *p != framework.info.principal()) {
+            return Err((
+                400,
+                format!(
+                    "Authenticated principal '{principal}' does not match principal '{}' set in `FrameworkInfo`",
+                    framework.info.principal()
+                ),
+            ));
+        }
         let Some(stream) = &framework.stream else {
             return Err((403, "Framework is not subscribed".to_string()));
         };
@@ -313,6 +333,8 @@ impl Core {
                     framework.failover_timeout()
                 );
                 framework.disconnected_at = Some(now);
+                // The allocator forgets a deactivated framework's filters.
+                framework.filters.clear();
             }
         }
         self.discard_offers_of(id);
@@ -456,10 +478,11 @@ impl Core {
         if let Some(error) = invalid_id(task_id) {
             return Err(format!("TaskID '{task_id}' {error}"));
         }
+        // Terminal tasks count until their last update is acknowledged.
         let live = self
             .frameworks
             .get(id)
-            .is_some_and(|f| f.tasks.get(task_id).is_some_and(|t| !is_terminal(t.state)));
+            .is_some_and(|f| f.tasks.contains_key(task_id));
         if live || seen.contains(task_id) {
             return Err(format!("{DUPLICATE_ID}{task_id}"));
         }
@@ -512,6 +535,8 @@ impl Core {
             run_at: None,
             updates: VecDeque::new(),
             sent_at: None,
+            retry_delay: self.timing.update_retry,
+            container_status: None,
         };
         let uuid = next_uuid(&mut self.rng);
         match launch_error {
@@ -586,13 +611,27 @@ impl Core {
         {
             return;
         }
+        let killing_state = framework
+            .info
+            .capabilities
+            .iter()
+            .any(|c| c.type_() == v1::framework_info::capability::Type::TASK_KILLING_STATE);
+        let staging = task.state == TaskState::TASK_STAGING;
+        if killing_state && !staging && task.state != TaskState::TASK_KILLING {
+            let status = agent_status(task, TaskState::TASK_KILLING, next_uuid(&mut self.rng));
+            task.state = TaskState::TASK_KILLING;
+            task.updates.push_back(status);
+        }
         let uuid = next_uuid(&mut self.rng);
         let mut status = agent_status(task, TaskState::TASK_KILLED, uuid);
-        if task.state == TaskState::TASK_STAGING || task.state == TaskState::TASK_STARTING {
+        // Only a task its executor never got is killed "during launch".
+        if staging {
             status.set_reason(Reason::REASON_TASK_KILLED_DURING_LAUNCH);
         }
         status.set_message("Container killed".to_string());
         self.finish_task(id, &task_id, status, now);
+        // TASK_KILLING may have gone first onto an idle stream.
+        self.send_head(id, &task_id, now);
     }
 
     pub fn acknowledge(&mut self, id: &str, ack: call::Acknowledge, now: Instant) {
@@ -612,6 +651,7 @@ impl Core {
         }
         task.updates.pop_front();
         task.sent_at = None;
+        task.retry_delay = self.timing.update_retry;
         if task.updates.is_empty() && is_terminal(task.state) {
             framework.tasks.remove(&task_id);
             return;
@@ -656,6 +696,20 @@ impl Core {
             .get(id)
             .is_some_and(Framework::partition_aware);
         let agent_known = agent_id.is_some_and(|agent| self.agents.contains_key(agent));
+        if agent_id.is_some_and(|agent| self.gone_agents.contains(agent)) {
+            let state = if partition_aware {
+                TaskState::TASK_GONE_BY_OPERATOR
+            } else {
+                TaskState::TASK_LOST
+            };
+            let mut status = master_status(task_id, state, Reason::REASON_RECONCILIATION);
+            status.set_message("Reconciliation: Agent is gone".to_string());
+            status
+                .agent_id
+                .mut_or_insert_default()
+                .set_value(agent_id.unwrap_or_default().to_string());
+            return status;
+        }
         let (state, message) = match (agent_known, partition_aware) {
             (true, true) => (
                 TaskState::TASK_GONE,
@@ -717,8 +771,11 @@ impl Core {
             }
             if task
                 .sent_at
-                .is_some_and(|at| now.duration_since(at) >= self.timing.update_retry)
+                .is_some_and(|at| now.duration_since(at) >= task.retry_delay)
             {
+                // 10 s, 20 s, ... up to 10 min with the default retry.
+                task.retry_delay =
+                    (task.retry_delay * 2).min(self.timing.update_retry * MAX_RETRY_FACTOR);
                 resend.push(task_id.clone());
             }
         }
@@ -777,6 +834,7 @@ impl Core {
         let container_status = status.container_status.mut_or_insert_default();
         container_status.network_infos.push(network);
         container_status.set_executor_pid(pid);
+        task.container_status = status.container_status.clone().into_option();
         let was_idle = task.updates.is_empty();
         task.updates.push_back(status);
         if was_idle {
@@ -1069,6 +1127,7 @@ impl Core {
             }
         }
         self.agents.remove(&agent_id);
+        self.gone_agents.insert(agent_id.clone());
         let ids: Vec<String> = self.frameworks.keys().cloned().collect();
         for id in ids {
             let Some(framework) = self.frameworks.get_mut(&id) else {
@@ -1086,12 +1145,15 @@ impl Core {
             }
             framework.filters.remove(&agent_id);
             for task_id in lost {
-                let state = if partition_aware {
-                    TaskState::TASK_GONE
+                let (state, reason) = if partition_aware {
+                    (
+                        TaskState::TASK_GONE_BY_OPERATOR,
+                        Reason::REASON_AGENT_REMOVED_BY_OPERATOR,
+                    )
                 } else {
-                    TaskState::TASK_LOST
+                    (TaskState::TASK_LOST, Reason::REASON_AGENT_REMOVED)
                 };
-                let mut status = master_status(&task_id, state, Reason::REASON_AGENT_REMOVED);
+                let mut status = master_status(&task_id, state, reason);
                 status.set_message(format!("Agent {hostname} removed"));
                 status
                     .agent_id
@@ -1203,7 +1265,7 @@ impl Core {
             .values()
             .map(|a| {
                 json!({"id": a.id, "hostname": a.spec.hostname, "cpus": a.spec.cpus, "mem": a.spec.mem_mb,
-                       "free_cpus": a.free.cpus(), "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes})
+                       "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes})
             })
             .collect();
         json!({
@@ -1367,6 +1429,7 @@ fn agent_status(task: &Task, state: TaskState, uuid: [u8; 16]) -> v1::TaskStatus
 fn latest_status(task_id: &str, task: &Task) -> v1::TaskStatus {
     let mut status = master_status(task_id, task.state, Reason::REASON_RECONCILIATION);
     status.set_message("Reconciliation: Latest task state".to_string());
+    status.container_status = task.container_status.clone().into();
     status
         .agent_id
         .mut_or_insert_default()

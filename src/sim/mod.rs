@@ -388,6 +388,7 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         format!("{:?}", t.enum_value_or(call::Type::UNKNOWN))
     });
     lock(&shared.core).count_call(&kind);
+    log::debug!("sim: call {kind}");
     if let Err(message) =
         validate(&call).and_then(|()| check_principal(&call, principal.as_deref()))
     {
@@ -408,7 +409,14 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         let (tx, events) = bounded(STREAM_CAPACITY);
         let mut core = lock(&shared.core);
         let stream_id = core.new_stream_id();
-        let subscribe = call.subscribe.into_option().unwrap_or_default();
+        let mut subscribe = call.subscribe.into_option().unwrap_or_default();
+        // An authenticated framework that names no principal gets its own.
+        if let Some(principal) = principal.as_ref() {
+            let info = subscribe.framework_info.mut_or_insert_default();
+            if !info.has_principal() {
+                info.set_principal(principal.clone());
+            }
+        }
         core.subscribe(
             subscribe,
             Stream {
@@ -425,8 +433,12 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
     }
     let framework_id = call.framework_id.value().to_string();
     let mut core = lock(&shared.core);
-    core.authorize_call(&framework_id, stream_header.as_deref())
-        .map_err(|(status, message)| Reply::text(status, message))?;
+    core.authorize_call(
+        &framework_id,
+        principal.as_deref(),
+        stream_header.as_deref(),
+    )
+    .map_err(|(status, message)| Reply::text(status, message))?;
     let now = Instant::now();
     let id = framework_id.as_str();
     match call.type_() {
@@ -472,10 +484,10 @@ fn parse_call(content_type: &str, body: &[u8]) -> Result<Call, Reply> {
 
 /// The master's `validation::scheduler::call::validate`, for the calls we know.
 fn validate(call: &Call) -> Result<(), String> {
-    let Some(kind) = call.type_ else {
+    // An enum number this protocol does not know is dropped by the parser: unset.
+    let Some(kind) = call.type_.and_then(|kind| kind.enum_value().ok()) else {
         return Err("Expecting 'type' to be present".to_string());
     };
-    let kind = kind.enum_value_or(call::Type::UNKNOWN);
     if kind == call::Type::SUBSCRIBE {
         let Some(subscribe) = call.subscribe.as_ref() else {
             return Err("Expecting 'subscribe' to be present".to_string());

@@ -6,6 +6,13 @@ use crate::mesos::proto::mesos as v1;
 /// One thousandth: Mesos scalars carry three decimal places.
 const MILLI: f64 = 1000.0;
 
+/// The largest scalar a task may ask for: far beyond any agent, small enough
+/// that sums in thousandths cannot overflow.
+const MAX_SCALAR: f64 = 1e12;
+
+/// Port ranges one task may list.
+const MAX_RANGES: usize = 65_536;
+
 /// Smallest offer worth making, as the Mesos allocator's defaults: 0.01 cpus or 32 MB.
 const MIN_OFFER_CPUS: i64 = 10;
 const MIN_OFFER_MEM: i64 = 32 * 1000;
@@ -37,21 +44,23 @@ impl Resources {
     /// so anything else can never fit and is an error.
     pub fn from_proto(list: &[v1::Resource]) -> Result<Resources, String> {
         let mut total = Resources::default();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
         for resource in list {
             match (resource.name(), resource.type_()) {
                 ("cpus" | "mem", v1::value::Type::SCALAR) => {
                     let value = resource.scalar.value();
-                    if !value.is_finite() || value < 0.0 {
+                    if !value.is_finite() || !(0.0..=MAX_SCALAR).contains(&value) {
                         return Err(format!(
                             "Invalid scalar resource {}: {value}",
                             resource.name()
                         ));
                     }
-                    if resource.name() == "cpus" {
-                        total.cpus += milli(value);
+                    let sum = if resource.name() == "cpus" {
+                        &mut total.cpus
                     } else {
-                        total.mem += milli(value);
-                    }
+                        &mut total.mem
+                    };
+                    *sum = sum.saturating_add(milli(value));
                 }
                 ("ports", v1::value::Type::RANGES) => {
                     for range in &resource.ranges.range {
@@ -59,15 +68,24 @@ impl Resources {
                         if begin > end {
                             return Err(format!("Invalid port range [{begin}-{end}]"));
                         }
-                        if overlaps(&total.ports, (begin, end)) {
-                            return Err(format!("Port range [{begin}-{end}] is used twice"));
+                        if ranges.len() >= MAX_RANGES {
+                            return Err(format!("More than {MAX_RANGES} port ranges"));
                         }
-                        total.ports = add_ranges(&total.ports, &[(begin, end)]);
+                        ranges.push((begin, end));
                     }
                 }
                 (name, _) => return Err(format!("Resource '{name}' is not offered by this agent")),
             }
         }
+        // Sorted once: any overlap is between neighbours.
+        ranges.sort_unstable();
+        if let Some(pair) = ranges.windows(2).find(|pair| pair[1].0 <= pair[0].1) {
+            return Err(format!(
+                "Port range [{}-{}] is used twice",
+                pair[1].0, pair[1].1
+            ));
+        }
+        total.ports = add_ranges(&ranges, &[]);
         Ok(total)
     }
 
@@ -149,10 +167,6 @@ fn scalar(name: &str, value: i64) -> v1::Resource {
 
 fn covers(ranges: &[(u64, u64)], (begin, end): (u64, u64)) -> bool {
     ranges.iter().any(|&(b, e)| b <= begin && end <= e)
-}
-
-fn overlaps(ranges: &[(u64, u64)], (begin, end): (u64, u64)) -> bool {
-    ranges.iter().any(|&(b, e)| begin <= e && b <= end)
 }
 
 /// Union of two range lists, merged and sorted.
@@ -252,5 +266,12 @@ mod tests {
         );
         let twice: Vec<v1::Resource> = both.iter().chain(&both[2..]).cloned().collect();
         assert!(Resources::from_proto(&twice).is_err());
+        // Hostile sizes are refused, never summed into an overflow.
+        let huge = Resources::new(1.0, 1.0, &[]).to_proto();
+        let mut huge: Vec<v1::Resource> = vec![huge[0].clone(), huge[0].clone()];
+        for resource in &mut huge {
+            resource.scalar.mut_or_insert_default().set_value(1e300);
+        }
+        assert!(Resources::from_proto(&huge).is_err());
     }
 }

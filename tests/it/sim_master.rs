@@ -462,6 +462,10 @@ fn a_docker_task_runs_through_the_reliable_update_stream() {
         )
     );
     assert!(latest.get("uuid").is_none(), "{latest}");
+    assert!(
+        latest["container_status"]["network_infos"][0]["ip_addresses"][0]["ip_address"].is_string(),
+        "{latest}"
+    );
     assert_eq!(
         client
             .call(
@@ -832,4 +836,63 @@ fn the_scheduler_recovers_a_task_the_sim_fails() {
         .is_empty()));
     let (status, _) = lab.sim_delete("/sim/agents/slave1");
     assert_eq!(status, 200);
+}
+
+#[test]
+fn kill_goes_through_killing_for_frameworks_that_ask_and_ids_stay_taken_until_acknowledged() {
+    let master = lab();
+    let mut client = Client::subscribe(
+        &master,
+        framework_info(json!({"capabilities": [{"type": "TASK_KILLING_STATE"}]})),
+    );
+    let offer = client.offers()[0].clone();
+    assert_eq!(
+        client
+            .call(
+                "ACCEPT",
+                accept(&offer, vec![docker_task("k", &offer, 31040)])
+            )
+            .0,
+        202
+    );
+    let starting = client.stream.update_for("k");
+    client.ack(&starting);
+    let running = client.stream.update_for("k");
+    client.ack(&running);
+    assert_eq!(
+        client
+            .call("KILL", json!({"kill": {"task_id": {"value": "k"}}}))
+            .0,
+        202
+    );
+    let killing = client.stream.update_for("k");
+    assert_eq!(killing["state"], "TASK_KILLING");
+    client.ack(&killing);
+    let killed = client.stream.update_for("k");
+    assert_eq!(killed["state"], "TASK_KILLED");
+    assert!(
+        killed.get("reason").is_none(),
+        "a running task is not killed during launch: {killed}"
+    );
+    // Not yet acknowledged: the id is still taken.
+    let again = client.offers()[0].clone();
+    assert_eq!(
+        client
+            .call(
+                "ACCEPT",
+                accept(&again, vec![docker_task("k", &again, 31041)])
+            )
+            .0,
+        202
+    );
+    let refused = client.stream.update_for("k");
+    let refused = if refused["state"] == "TASK_KILLED" {
+        client.stream.update_for("k")
+    } else {
+        refused
+    };
+    assert_eq!(
+        (&refused["state"], &refused["message"]),
+        (&json!("TASK_ERROR"), &json!("Task has duplicate ID: k"))
+    );
 }

@@ -678,6 +678,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
           RECONCILE all
           KILL b-1000000000001
         > update a TASK_LOST reconcile
+          REVIVE
         > tick 31
           KILL b-1000000000001
         ",
@@ -1151,6 +1152,7 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
           RECONCILE a-1000000000000 mon-1000000000001
           RECONCILE all
         > update a TASK_UNKNOWN reconcile
+          REVIVE
         > update mon TASK_UNKNOWN reconcile
         > tasks
           = a-1000000000000 pending - (relaunching after TASK_UNKNOWN: )
