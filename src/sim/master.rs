@@ -233,9 +233,26 @@ impl Core {
     // ----- subscription -------------------------------------------------------
 
     pub fn subscribe(&mut self, subscribe: call::Subscribe, stream: Stream, now: Instant) {
+        let suppressed_roles = subscribe.suppressed_roles;
         let mut info = subscribe.framework_info.unwrap_or_default();
         if let Some(error) = subscription_error(&info) {
             refuse(&stream, &error);
+            return;
+        }
+        let roles: Vec<&str> = if is_multi_role(&info) {
+            info.roles.iter().map(String::as_str).collect()
+        } else {
+            vec![info.role()]
+        };
+        let strangers: Vec<&String> = suppressed_roles
+            .iter()
+            .filter(|r| !roles.contains(&r.as_str()))
+            .collect();
+        if !strangers.is_empty() {
+            refuse(
+                &stream,
+                &format!("Suppressed roles {strangers:?} are not contained in the set of roles"),
+            );
             return;
         }
         let id = match info.id.as_ref().map(|id| id.value().to_string()) {
@@ -289,7 +306,8 @@ impl Core {
         };
         framework.stream = Some(stream);
         framework.disconnected_at = None;
-        framework.suppressed = false;
+        // SUBSCRIBE replaces the suppression with its `suppressed_roles`.
+        framework.suppressed = !suppressed_roles.is_empty();
         framework.next_heartbeat = now + self.timing.heartbeat;
         let mut subscribed = Event::new();
         subscribed.set_type(event::Type::SUBSCRIBED);

@@ -896,3 +896,44 @@ fn kill_goes_through_killing_for_frameworks_that_ask_and_ids_stay_taken_until_ac
         (&json!("TASK_ERROR"), &json!("Task has duplicate ID: k"))
     );
 }
+
+#[test]
+fn subscribe_replaces_the_suppression_with_its_suppressed_roles() {
+    let master = lab();
+    let addr = master.addr().to_string();
+    let call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info(json!({})), "suppressed_roles": ["*"]}});
+    let mut stream = subscribe(&addr, &call, "").expect("subscribes");
+    let subscribed = stream.next().expect("SUBSCRIBED");
+    let id = subscribed["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let http = http_agent();
+    let state = || request(&http, "GET", &format!("http://{addr}/sim/state"), None).1;
+    assert!(
+        wait_until(DEADLINE, || state()["frameworks"][0]["suppressed"] == true),
+        "{}",
+        state()
+    );
+    // Suppressed from the start: REVIVE brings the offers.
+    let mut client = Client {
+        master: addr.clone(),
+        http: http_agent(),
+        stream,
+        framework_id: id,
+    };
+    assert_eq!(state()["offers"], json!([]));
+    assert_eq!(client.call("REVIVE", json!({})).0, 202);
+    assert_eq!(client.offers().len(), 3);
+    // A role the framework does not have is refused.
+    let bad = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info(json!({})), "suppressed_roles": ["other"]}});
+    let mut refused = subscribe(&addr, &bad, "").expect("200 with an ERROR");
+    let error = refused.next().expect("an event");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Suppressed roles"),
+        "{error}"
+    );
+}
