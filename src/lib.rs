@@ -53,7 +53,6 @@ pub struct Running {
     journal: Option<JoinHandle<()>>,
     connection: Option<Connection>,
     sim: Option<sim::Master>,
-    master: String,
 }
 
 /// Starts everything `config` asks for. With `--sim` a simulated Charmander
@@ -125,7 +124,6 @@ pub fn start(config: Config) -> io::Result<Running> {
         journal: Some(journal),
         connection: Some(connection),
         sim,
-        master,
     })
 }
 
@@ -134,11 +132,6 @@ impl Running {
         self.api
             .as_ref()
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), api::ApiServer::addr)
-    }
-
-    /// host:port of the master we were started with (the simulator's with `--sim`).
-    pub fn master(&self) -> &str {
-        &self.master
     }
 
     /// Blocks until the state thread ends (it runs until shutdown).

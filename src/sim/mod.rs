@@ -299,12 +299,13 @@ fn handle(shared: &Shared, mut request: Request) {
             control(shared, &mut request, &path)
         };
     // Exactly the headers a master sends: a 202 has no Content-Type at all.
-    let mut headers = Vec::new();
+    let mut headers: Vec<Header> = reply
+        .headers
+        .iter()
+        .filter_map(|(name, value)| header(name, value))
+        .collect();
     if !reply.content_type.is_empty() {
-        headers.push(header("Content-Type", reply.content_type));
-    }
-    for (name, value) in reply.headers {
-        headers.push(header(name, &value));
+        headers.extend(header("Content-Type", reply.content_type));
     }
     let body = reply.body.into_bytes();
     let length = body.len();
@@ -318,9 +319,14 @@ fn handle(shared: &Shared, mut request: Request) {
     let _ = request.respond(response);
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|_| Header::from_bytes("X-Invalid", "1").expect("static header"))
+/// A header, or `None` (logged) when the value cannot be one, e.g. a
+/// Location built from a request target that is not ASCII.
+fn header(name: &str, value: &str) -> Option<Header> {
+    let header = Header::from_bytes(name.as_bytes(), value.as_bytes()).ok();
+    if header.is_none() {
+        log::warn!("sim: header {name} left out: value is not a valid header value");
+    }
+    header
 }
 
 fn request_header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {

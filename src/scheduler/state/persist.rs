@@ -5,7 +5,7 @@
 //! `service/<id>` (one-per-node templates) and `intelligence/<task>`. The
 //! node registry is not kept: offers rebuild it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
 use serde_json::{json, Value};
@@ -52,9 +52,12 @@ impl State {
             .collect()
     }
 
-    /// Every record of the current state, sorted by key.
+    /// Every record of the current state, sorted by key: what a replay of
+    /// the journal must rebuild (the state tests check it after every step).
+    #[cfg(test)]
     pub fn all_records(&self) -> Vec<Record> {
-        let mut keys: BTreeSet<String> = [FRAMEWORK_KEY.to_string(), META_KEY.to_string()].into();
+        let mut keys: std::collections::BTreeSet<String> =
+            [FRAMEWORK_KEY.to_string(), META_KEY.to_string()].into();
         keys.extend(self.tasks.keys().map(task_key));
         keys.extend(self.services.keys().map(|id| service_key(id)));
         keys.extend(self.intelligence.keys().map(|task| intelligence_key(task)));
