@@ -143,6 +143,8 @@ struct Counters {
     launches: u64,
     /// Launches refused because the task id was already live.
     duplicate_launches: u64,
+    /// Allocation rounds run, offers made or not.
+    allocation_rounds: u64,
 }
 
 impl Core {
@@ -870,6 +872,7 @@ impl Core {
     }
 
     fn allocate(&mut self, now: Instant) {
+        self.counters.allocation_rounds += 1;
         let ids: Vec<String> = self
             .frameworks
             .values()
@@ -1291,6 +1294,7 @@ impl Core {
             "offers": offers, "unacknowledged": unacknowledged, "calls": self.calls,
             "heartbeats_paused": self.heartbeats_paused, "removed_frameworks": self.removed.len(),
             "launches": self.counters.launches, "duplicate_launches": self.counters.duplicate_launches,
+            "allocation_rounds": self.counters.allocation_rounds,
         })
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    fast_sim, http_agent, request, scheduler_config, wait_until, CADVISOR, DEADLINE, STRESS60,
+    fast_sim, http_agent, request, scheduler_config, submit, wait_until, CADVISOR, DEADLINE,
+    STRESS60,
 };
 use charmander::config::Config;
 use charmander::sim;
@@ -75,16 +76,7 @@ fn summary(tasks: &[Value]) -> Vec<(String, String)> {
 /// stress60 and the cadvisor service (on all three nodes): four tasks, running.
 fn submit_lab_tasks(http: &ureq::Agent, api: &str) {
     for body in [STRESS60, CADVISOR] {
-        assert_eq!(
-            request(
-                http,
-                "POST",
-                &format!("http://{api}/client/task"),
-                Some(body)
-            )
-            .0,
-            202
-        );
+        submit(http, api, body);
     }
     assert!(
         wait_until(DEADLINE, || all_running(api, 4)),
@@ -166,16 +158,7 @@ fn reset_tears_the_old_framework_down_and_starts_clean() {
     let first = charmander::start(config_for(&master, &dir.0)).expect("starts");
     let api = first.api_addr().to_string();
     let http = http_agent();
-    assert_eq!(
-        request(
-            &http,
-            "POST",
-            &format!("http://{api}/client/task"),
-            Some(STRESS60)
-        )
-        .0,
-        202
-    );
+    submit(&http, &api, STRESS60);
     assert!(wait_until(DEADLINE, || all_running(&api, 1)));
     let (status, _) = request(
         &http,
@@ -232,16 +215,7 @@ fn a_damaged_state_file_stops_startup_naming_file_and_offset() {
     let http = http_agent();
     for n in 0..3 {
         let body = format!(r#"{{"id":"t{n}","dockerimage":"x","mem":"10"}}"#);
-        assert_eq!(
-            request(
-                &http,
-                "POST",
-                &format!("http://{api}/client/task"),
-                Some(&body)
-            )
-            .0,
-            202
-        );
+        submit(&http, &api, &body);
     }
     first.shutdown();
     let journal = dir.0.join("state.journal");
@@ -557,16 +531,7 @@ fn real_processes_ride_out_a_dropped_stream_silence_and_a_lost_agent() {
     assert!(wait_until(DEADLINE, connected), "{}", state());
     let db = r#"{"id":"db","dockerimage":"postgres","mem":"64","sla":"singleton","nodetype":"lab","restart":"on-failure"}"#;
     for body in [STRESS60, db] {
-        assert_eq!(
-            request(
-                &http,
-                "POST",
-                &format!("http://{api}/client/task"),
-                Some(body)
-            )
-            .0,
-            202
-        );
+        submit(&http, &api, body);
     }
     assert!(
         wait_until(DEADLINE, || all_running(&api, 2)),

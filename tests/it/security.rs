@@ -250,16 +250,7 @@ fn mesos_basic_auth_gets_us_in_and_a_wrong_secret_does_not() {
     assert!(subscribed, "{}", state());
     // Calls carry the credentials too: a task launches and runs.
     let api = right.api_addr();
-    assert_eq!(
-        crate::support::request(
-            &http,
-            "POST",
-            &format!("http://{api}/client/task"),
-            Some(STRESS60)
-        )
-        .0,
-        202
-    );
+    crate::support::submit(&http, &api.to_string(), STRESS60);
     let running = crate::support::wait_until(crate::support::DEADLINE, || {
         state()["tasks"]
             .as_array()

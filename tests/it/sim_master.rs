@@ -671,12 +671,28 @@ fn declined_agents_stay_away_until_revive_and_suppress_stops_offers() {
     assert!(wait_until(DEADLINE, || client.sim_state()["frameworks"][0]
         ["suppressed"]
         == true));
-    assert!(
-        wait_until(DEADLINE, || client.sim_state()["offers"]
-            .as_array()
-            .is_some_and(|o| o.is_empty())),
-        "suppressed: no new offers"
-    );
+    // Declined without a filter, the agents would be offered again in the
+    // next round. Let three rounds pass, then put a marker on the stream:
+    // nothing before it may be an offer.
+    let rounds = |client: &Client| {
+        client.sim_state()["allocation_rounds"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let start = rounds(&client);
+    assert!(wait_until(DEADLINE, || rounds(&client) >= start + 3));
+    let marker = json!({"reconcile": {"tasks": [{"task_id": {"value": "marker"}}]}});
+    assert_eq!(client.call("RECONCILE", marker).0, 202);
+    loop {
+        let event = client.stream.next().expect("the stream goes on");
+        assert_ne!(
+            event["type"], "OFFERS",
+            "an offer while suppressed: {event}"
+        );
+        if event["type"] == "UPDATE" && event["update"]["status"]["task_id"]["value"] == "marker" {
+            break;
+        }
+    }
 }
 
 #[test]

@@ -201,6 +201,18 @@ pub fn request(http: &ureq::Agent, method: &str, url: &str, body: Option<&str>) 
     (status, value)
 }
 
+/// POSTs a task to the scheduler at `api` (host:port) and checks the 202.
+#[track_caller]
+pub fn submit(http: &ureq::Agent, api: &str, body: &str) {
+    let (status, reply) = request(
+        http,
+        "POST",
+        &format!("http://{api}/client/task"),
+        Some(body),
+    );
+    assert_eq!(status, 202, "{body}: {reply}");
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -251,8 +263,16 @@ impl FakeServer {
     pub fn start(
         serve: impl Fn(std::net::TcpStream, usize) -> bool + Send + 'static,
     ) -> FakeServer {
-        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        FakeServer::on(listener, serve)
+    }
+
+    /// The same on a listener the caller bound (e.g. an address a test took over).
+    pub fn on(
+        listener: std::net::TcpListener,
+        serve: impl Fn(std::net::TcpStream, usize) -> bool + Send + 'static,
+    ) -> FakeServer {
+        use std::sync::atomic::Ordering;
         let addr = listener.local_addr().expect("addr").to_string();
         let counted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
