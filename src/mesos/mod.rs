@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::mesos::client::{BasicAuth, Caller};
 use crate::mesos::convert::{Decoded, FrameworkSettings};
 use crate::scheduler::model::FrameworkId;
-use crate::scheduler::{Call, MesosEvent};
+use crate::scheduler::{Call, CallFailure, MesosEvent};
 
 /// The heartbeat interval we assume until SUBSCRIBED tells us the real one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
@@ -338,7 +338,10 @@ fn run_caller(
                 call_name(&call)
             );
             if events
-                .send(MesosEvent::CallFailed { call, reason })
+                .send(MesosEvent::CallFailed {
+                    call,
+                    failure: CallFailure::Refused(reason),
+                })
                 .is_err()
             {
                 return;

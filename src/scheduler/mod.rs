@@ -237,11 +237,32 @@ pub enum MesosEvent {
     /// The master refused our framework id for good ("Framework has been
     /// removed"); its tasks are gone and the reader registers anew.
     FrameworkRemoved,
-    /// A call could not be delivered; the state thread decides what to redo.
+    /// A call that did not certainly take effect; the state thread decides
+    /// what to redo. The caller retries every other failure itself.
     CallFailed {
         call: Call,
-        reason: String,
+        failure: CallFailure,
     },
+}
+
+/// How a call failed, as far as the caller can know.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallFailure {
+    /// The master answered with an error (4xx): it did not act on the call
+    /// and never will. The text is the master's explanation.
+    Refused(String),
+    /// The request may have reached the master but its answer was lost (an
+    /// I/O error after it was sent). Only ACCEPT is reported this way, since
+    /// it is the one call that must never be re-sent blindly.
+    OutcomeUnknown(String),
+}
+
+impl CallFailure {
+    pub fn reason(&self) -> &str {
+        match self {
+            CallFailure::Refused(reason) | CallFailure::OutcomeUnknown(reason) => reason,
+        }
+    }
 }
 
 /// A scheduler call for the master, in domain terms. The `mesos-caller`

@@ -393,7 +393,9 @@ impl State {
             MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
             MesosEvent::Disconnected { .. } => self.subscribed = false,
             MesosEvent::FrameworkRemoved => self.on_framework_removed(),
-            MesosEvent::CallFailed { call, reason } => self.on_call_failed(call, &reason, calls),
+            MesosEvent::CallFailed { call, failure } => {
+                self.on_call_failed(call, failure.reason(), calls)
+            }
         }
     }
 

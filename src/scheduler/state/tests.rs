@@ -10,6 +10,7 @@ use crossbeam_channel::bounded;
 use super::*;
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy};
+use crate::scheduler::CallFailure;
 
 /// Runs `script` (one step per line) and compares everything the steps
 /// printed with `expected`.
@@ -120,7 +121,7 @@ fn check(script: &str, expected: &str) {
                 (
                     Event::Mesos(MesosEvent::CallFailed {
                         call,
-                        reason: "timeout".to_string(),
+                        failure: CallFailure::OutcomeUnknown("timeout".to_string()),
                     }),
                     false,
                 )
