@@ -106,6 +106,10 @@ struct Task {
     resources: Resources,
     /// The latest state the agent reported.
     state: TaskState,
+    /// The state of the last agent update sent to the framework: what
+    /// reconciliation answers (the real master's `status_update_state`),
+    /// which lags `state` while an update waits for its acknowledgement.
+    reported: Option<TaskState>,
     /// When a STARTING task turns RUNNING.
     run_at: Option<Instant>,
     /// The agent's update stream: only the head is sent, until acknowledged.
@@ -552,6 +556,7 @@ impl Core {
             agent_id: agent_id.to_string(),
             resources: resources.clone(),
             state: TaskState::TASK_STAGING,
+            reported: None,
             run_at: None,
             updates: VecDeque::new(),
             sent_at: None,
@@ -999,6 +1004,7 @@ impl Core {
             return;
         };
         task.sent_at = Some(now);
+        task.reported = Some(head.state());
         self.send(id, update_event(head), now);
     }
 
@@ -1448,8 +1454,12 @@ fn agent_status(task: &Task, state: TaskState, uuid: [u8; 16]) -> v1::TaskStatus
     status
 }
 
+/// A reconciliation answer for a known task: the state the framework was last
+/// told by its update stream (or, before any update, the task's state), as the
+/// real master answers, not the agent's newer state.
 fn latest_status(task_id: &str, task: &Task) -> v1::TaskStatus {
-    let mut status = master_status(task_id, task.state, Reason::REASON_RECONCILIATION);
+    let state = task.reported.unwrap_or(task.state);
+    let mut status = master_status(task_id, state, Reason::REASON_RECONCILIATION);
     status.set_message("Reconciliation: Latest task state".to_string());
     status.container_status = task.container_status.clone().into();
     status

@@ -62,6 +62,30 @@ impl Stream {
             }
         }
     }
+
+    /// The next master-generated UPDATE (no uuid) for `task`, skipping the
+    /// agent's resends and everything else.
+    #[track_caller]
+    fn master_update_for(&mut self, task: &str) -> Value {
+        loop {
+            let status = self.update_for(task);
+            if status.get("uuid").is_none() {
+                return status;
+            }
+        }
+    }
+
+    /// The next agent UPDATE (with a uuid) for `task` in `state`, skipping
+    /// resends of earlier ones.
+    #[track_caller]
+    fn agent_update_for(&mut self, task: &str, state: &str) -> Value {
+        loop {
+            let status = self.update_for(task);
+            if status.get("uuid").is_some() && status["state"] == state {
+                return status;
+            }
+        }
+    }
 }
 
 /// Raw HTTP/1.1 POST of a JSON SUBSCRIBE, as pymesos sends it.
@@ -951,5 +975,45 @@ fn subscribe_replaces_the_suppression_with_its_suppressed_roles() {
             .unwrap_or("")
             .starts_with("Suppressed roles"),
         "{error}"
+    );
+}
+
+#[test]
+fn reconciliation_answers_the_last_state_sent_not_the_agents_latest() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    let launch = accept(&offer, vec![docker_task("r", &offer, 31050)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("r", "TASK_STARTING");
+    // The agent runs the task, but RUNNING waits behind the unacknowledged STARTING.
+    assert!(
+        wait_until(DEADLINE, || client.sim_state()["tasks"][0]["state"]
+            == "TASK_RUNNING"),
+        "{}",
+        client.sim_state()
+    );
+    assert_eq!(client.call("RECONCILE", json!({"reconcile": {}})).0, 202);
+    let implicit = client.stream.master_update_for("r");
+    assert_eq!(
+        (
+            &implicit["state"],
+            &implicit["reason"],
+            &implicit["message"]
+        ),
+        (
+            &json!("TASK_STARTING"),
+            &json!("REASON_RECONCILIATION"),
+            &json!("Reconciliation: Latest task state")
+        ),
+        "{implicit}"
+    );
+    client.ack(&starting);
+    client.stream.agent_update_for("r", "TASK_RUNNING");
+    let explicit = json!({"reconcile": {"tasks": [{"task_id": {"value": "r"}}]}});
+    assert_eq!(client.call("RECONCILE", explicit).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("r")["state"],
+        "TASK_RUNNING"
     );
 }
