@@ -389,20 +389,21 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         return Err(Reply::text(400, "Expecting 'Content-Type' to be present"));
     };
     let body = read_body(request, MAX_CALL_BODY)?;
-    let call = parse_call(&content_type, &body)?;
-    let kind = call.type_.map_or("UNSET".to_string(), |t| {
+    let parsed = parse_call(&content_type, &body)?;
+    let kind = parsed.call.type_.map_or("UNSET".to_string(), |t| {
         format!("{:?}", t.enum_value_or(call::Type::UNKNOWN))
     });
     lock(&shared.core).count_call(&kind);
     log::debug!("sim: call {kind}");
     if let Err(message) =
-        validate(&call).and_then(|()| check_principal(&call, principal.as_deref()))
+        validate(&parsed).and_then(|()| check_principal(&parsed.call, principal.as_deref()))
     {
         return Err(Reply::text(
             400,
             format!("Failed to validate scheduler::Call: {message}"),
         ));
     }
+    let call = parsed.call;
     let stream_header = request_header(request, "Mesos-Stream-Id").map(str::to_string);
     if call.type_() == call::Type::SUBSCRIBE {
         let json = negotiate(request_header(request, "Accept"))?;
@@ -463,10 +464,50 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
     Err(Reply::accepted())
 }
 
-fn parse_call(content_type: &str, body: &[u8]) -> Result<Call, Reply> {
+/// Sub-messages of calls the simulator has no protobuf type for: the call
+/// type, the field's JSON name and its field number in the real `Call`. A
+/// call of that type without it is refused as the real master refuses it.
+const UNTYPED_SUB_MESSAGES: [(call::Type, &str, u32); 6] = [
+    (
+        call::Type::ACCEPT_INVERSE_OFFERS,
+        "accept_inverse_offers",
+        13,
+    ),
+    (
+        call::Type::DECLINE_INVERSE_OFFERS,
+        "decline_inverse_offers",
+        14,
+    ),
+    (
+        call::Type::ACKNOWLEDGE_OPERATION_STATUS,
+        "acknowledge_operation_status",
+        17,
+    ),
+    (call::Type::RECONCILE_OPERATIONS, "reconcile_operations", 18),
+    (call::Type::REQUEST, "request", 11),
+    (call::Type::UPDATE_FRAMEWORK, "update_framework", 19),
+];
+
+/// A parsed call, and which of the `UNTYPED_SUB_MESSAGES` its body carried.
+struct Parsed {
+    call: Call,
+    untyped: Vec<&'static str>,
+}
+
+fn parse_call(content_type: &str, body: &[u8]) -> Result<Parsed, Reply> {
     match content_type {
-        PROTOBUF => Call::parse_from_bytes(body)
-            .map_err(|_| Reply::text(400, "Failed to parse body into Call protobuf")),
+        PROTOBUF => {
+            let call = Call::parse_from_bytes(body)
+                .map_err(|_| Reply::text(400, "Failed to parse body into Call protobuf"))?;
+            // Fields this proto lacks stay in the unknown fields.
+            let unknown = call.special_fields.unknown_fields();
+            let untyped = UNTYPED_SUB_MESSAGES
+                .iter()
+                .filter(|(_, _, number)| unknown.get(*number).is_some())
+                .map(|(_, name, _)| *name)
+                .collect();
+            Ok(Parsed { call, untyped })
+        }
         JSON => {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| Reply::text(400, format!("Failed to parse body into JSON: {e}")))?;
@@ -476,10 +517,16 @@ fn parse_call(content_type: &str, body: &[u8]) -> Result<Call, Reply> {
                     format!("Failed to convert JSON into Call protobuf: {e}"),
                 )
             })?;
-            message
+            let call = message
                 .downcast_box::<Call>()
                 .map(|call| *call)
-                .map_err(|_| Reply::text(500, "internal error: not a Call"))
+                .map_err(|_| Reply::text(500, "internal error: not a Call"))?;
+            let untyped = UNTYPED_SUB_MESSAGES
+                .iter()
+                .filter(|(_, name, _)| value[*name].is_object())
+                .map(|(_, name, _)| *name)
+                .collect();
+            Ok(Parsed { call, untyped })
         }
         _ => Err(Reply::text(
             415,
@@ -489,7 +536,8 @@ fn parse_call(content_type: &str, body: &[u8]) -> Result<Call, Reply> {
 }
 
 /// The master's `validation::scheduler::call::validate`, for the calls we know.
-fn validate(call: &Call) -> Result<(), String> {
+fn validate(parsed: &Parsed) -> Result<(), String> {
+    let call = &parsed.call;
     // An enum number this protocol does not know is dropped by the parser: unset.
     let Some(kind) = call.type_.and_then(|kind| kind.enum_value().ok()) else {
         return Err("Expecting 'type' to be present".to_string());
@@ -516,7 +564,10 @@ fn validate(call: &Call) -> Result<(), String> {
         call::Type::ACKNOWLEDGE => call.acknowledge.is_some(),
         call::Type::RECONCILE => call.reconcile.is_some(),
         call::Type::MESSAGE => call.message.is_some(),
-        _ => true,
+        _ => UNTYPED_SUB_MESSAGES
+            .iter()
+            .find(|(untyped, _, _)| *untyped == kind)
+            .is_none_or(|(_, name, _)| parsed.untyped.contains(name)),
     };
     if !present {
         return Err(format!(
@@ -524,16 +575,15 @@ fn validate(call: &Call) -> Result<(), String> {
             format!("{kind:?}").to_lowercase()
         ));
     }
-    if kind == call::Type::ACKNOWLEDGE {
-        let uuid = call.acknowledge.uuid();
-        if uuid.len() != 16 {
-            return Err(format!(
-                "Expecting 'uuid' to be 16 bytes, got {}",
-                uuid.len()
-            ));
-        }
+    if kind == call::Type::ACKNOWLEDGE && !valid_uuid(call.acknowledge.uuid()) {
+        return Err("Not a valid UUID".to_string());
     }
     Ok(())
+}
+
+/// What the master's UUID parser accepts: 16 bytes of a known UUID version (1-5).
+fn valid_uuid(bytes: &[u8]) -> bool {
+    bytes.len() == 16 && (1..=5).contains(&(bytes[6] >> 4))
 }
 
 /// With credentials configured: the authenticated principal, or 401.
@@ -951,11 +1001,11 @@ mod tests {
     #[test]
     fn calls_are_validated_like_the_master() {
         let check = |json: Value, expected: &str| {
-            let call = parse_call(JSON, json.to_string().as_bytes())
+            let parsed = parse_call(JSON, json.to_string().as_bytes())
                 .ok()
                 .expect("parses");
             assert_eq!(
-                validate(&call).err().unwrap_or_default(),
+                validate(&parsed).err().unwrap_or_default(),
                 expected,
                 "{json}"
             );
@@ -983,12 +1033,56 @@ mod tests {
         );
         check(
             json!({"type": "ACKNOWLEDGE", "framework_id": {"value": "f"}, "acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAEC"}}),
-            "Expecting 'uuid' to be 16 bytes, got 3",
+            "Not a valid UUID",
         );
+        // Sixteen bytes of no known UUID version are not a UUID either.
+        check(
+            json!({"type": "ACKNOWLEDGE", "framework_id": {"value": "f"}, "acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAAAAAAAAAAAAAAAAAAAAA=="}}),
+            "Not a valid UUID",
+        );
+        check(
+            json!({"type": "ACKNOWLEDGE", "framework_id": {"value": "f"}, "acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAAAAAAAQAAAAAAAAAAAAA=="}}),
+            "",
+        );
+        for (kind, name) in [
+            ("REQUEST", "request"),
+            ("UPDATE_FRAMEWORK", "update_framework"),
+            ("RECONCILE_OPERATIONS", "reconcile_operations"),
+            ("ACCEPT_INVERSE_OFFERS", "accept_inverse_offers"),
+        ] {
+            check(
+                json!({"type": kind, "framework_id": {"value": "f"}}),
+                &format!("Expecting '{name}' to be present"),
+            );
+            check(
+                json!({"type": kind, "framework_id": {"value": "f"}, name: {}}),
+                "",
+            );
+        }
         check(
             json!({"type": "REVIVE", "framework_id": {"value": "f"}}),
             "",
         );
+    }
+
+    #[test]
+    fn sub_messages_without_a_type_here_are_seen_in_protobuf_bodies() {
+        let mut call = Call::new();
+        call.set_type(call::Type::REQUEST);
+        call.framework_id
+            .mut_or_insert_default()
+            .set_value("f".to_string());
+        let check = |call: &Call, expected: &str| {
+            let bytes = call.write_to_bytes().expect("encodes");
+            let parsed = parse_call(PROTOBUF, &bytes).ok().expect("parses");
+            assert_eq!(validate(&parsed).err().unwrap_or_default(), expected);
+        };
+        check(&call, "Expecting 'request' to be present");
+        // Field 11 is `request` in the real master's Call.
+        call.special_fields
+            .mut_unknown_fields()
+            .add_length_delimited(11, Vec::new());
+        check(&call, "");
     }
 
     #[test]

@@ -355,11 +355,42 @@ fn http_errors_come_with_the_real_codes_in_the_real_order() {
     );
     check(client.post(&kill, Some(&client.stream.stream_id)), 202, "");
     let ack = json!({"acknowledge": {"agent_id": {"value": "a"}, "task_id": {"value": "t"}, "uuid": "AAEC"}});
-    check(
+    assert_eq!(
         client.call("ACKNOWLEDGE", ack),
-        400,
-        "Failed to validate scheduler::Call: Expecting 'uuid' to be 16 bytes",
+        (
+            400,
+            "Failed to validate scheduler::Call: Not a valid UUID".to_string()
+        )
     );
+    // Every call that needs a sub-message names it, as the real master does.
+    for kind in [
+        "ACCEPT",
+        "DECLINE",
+        "KILL",
+        "SHUTDOWN",
+        "ACKNOWLEDGE",
+        "RECONCILE",
+        "MESSAGE",
+        "REQUEST",
+        "UPDATE_FRAMEWORK",
+        "ACCEPT_INVERSE_OFFERS",
+        "DECLINE_INVERSE_OFFERS",
+        "ACKNOWLEDGE_OPERATION_STATUS",
+        "RECONCILE_OPERATIONS",
+    ] {
+        assert_eq!(
+            client.call(kind, json!({})),
+            (
+                400,
+                format!(
+                    "Failed to validate scheduler::Call: Expecting '{}' to be present",
+                    kind.to_lowercase()
+                )
+            ),
+            "{kind}"
+        );
+    }
+    assert_eq!(client.call("REQUEST", json!({"request": {}})).0, 202);
     check(client.call("UNKNOWN", json!({})), 501, "");
 }
 
