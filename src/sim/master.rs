@@ -241,33 +241,13 @@ impl Core {
     pub fn subscribe(&mut self, subscribe: call::Subscribe, stream: Stream, now: Instant) {
         let suppressed_roles = subscribe.suppressed_roles;
         let mut info = subscribe.framework_info.unwrap_or_default();
-        if let Some(error) = subscription_error(&info) {
+        if let Some(error) = subscription_error(&info, &suppressed_roles, &self.removed) {
             refuse(&stream, &error);
             return;
         }
-        let roles: Vec<&str> = if is_multi_role(&info) {
-            info.roles.iter().map(String::as_str).collect()
-        } else {
-            vec![info.role()]
-        };
-        let strangers: Vec<&String> = suppressed_roles
-            .iter()
-            .filter(|r| !roles.contains(&r.as_str()))
-            .collect();
-        if !strangers.is_empty() {
-            refuse(
-                &stream,
-                &format!("Suppressed roles {strangers:?} are not contained in the set of roles"),
-            );
-            return;
-        }
         let id = match info.id.as_ref().map(|id| id.value().to_string()) {
-            Some(id) if self.removed.contains(&id) => {
-                refuse(&stream, "Framework has been removed");
-                return;
-            }
-            Some(id) => id,
-            None => {
+            Some(id) if !id.is_empty() => id,
+            _ => {
                 let id = format!("{}-{:04}", self.master_id, self.counters.frameworks);
                 self.counters.frameworks += 1;
                 id
@@ -275,7 +255,9 @@ impl Core {
         };
         info.id.mut_or_insert_default().set_value(id.clone());
         if let Some(old) = self.frameworks.get_mut(&id) {
-            if old.info.has_principal() && old.info.principal() != info.principal() {
+            // Adding, dropping or changing the principal are all refused;
+            // the old subscriber keeps its stream.
+            if old.info.principal != info.principal {
                 refuse(&stream, "Changing framework's principal is not allowed.");
                 return;
             }
@@ -1305,25 +1287,119 @@ impl Core {
     }
 }
 
-/// Subscription-level refusals (sent as ERROR events).
-fn subscription_error(info: &v1::FrameworkInfo) -> Option<String> {
+/// Subscription-level refusals (sent as ERROR events), in the master's order:
+/// roles, suppressed roles, removed, failover timeout.
+fn subscription_error(
+    info: &v1::FrameworkInfo,
+    suppressed_roles: &[String],
+    removed: &HashSet<String>,
+) -> Option<String> {
+    if let Some(error) = roles_error(info) {
+        return Some(error);
+    }
+    let id = info.id.as_ref().map_or("", |id| id.value());
+    let roles: Vec<&str> = if is_multi_role(info) {
+        info.roles.iter().map(String::as_str).collect()
+    } else {
+        vec![info.role()]
+    };
+    if let Some(stranger) = suppressed_roles
+        .iter()
+        .find(|r| !roles.contains(&r.as_str()))
+    {
+        return Some(format!(
+            "Suppressed role '{stranger}' is not contained in the list of roles"
+        ));
+    }
+    if removed.contains(id) {
+        return Some("Framework has been removed".to_string());
+    }
     let timeout = info.failover_timeout();
     if !timeout.is_finite() || timeout > MAX_FAILOVER_SECONDS {
         return Some(format!(
             "The framework failover_timeout ({timeout}) is invalid"
         ));
     }
-    if is_multi_role(info) && info.has_role() {
-        return Some(
-            "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"
-                .to_string(),
-        );
+    None
+}
+
+/// The master's checks of `FrameworkInfo.role`/`roles`: which field a
+/// framework may use, duplicates, then each role's name.
+fn roles_error(info: &v1::FrameworkInfo) -> Option<String> {
+    if is_multi_role(info) {
+        if info.has_role() {
+            return Some(
+                "'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"
+                    .to_string(),
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut duplicates: Vec<&str> = info
+            .roles
+            .iter()
+            .filter(|role| !seen.insert(role.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !duplicates.is_empty() {
+            duplicates.sort_unstable();
+            duplicates.dedup();
+            return Some(format!(
+                "'FrameworkInfo.roles' contains duplicate items: {{ {} }}",
+                duplicates.join(", ")
+            ));
+        }
+        info.roles.iter().find_map(|role| {
+            role_error(role).map(|e| format!("'FrameworkInfo.roles' contains invalid role: {e}"))
+        })
+    } else {
+        if !info.roles.is_empty() {
+            return Some(
+                "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"
+                    .to_string(),
+            );
+        }
+        role_error(info.role()).map(|e| format!("'FrameworkInfo.role' is not a valid role: {e}"))
     }
-    if !is_multi_role(info) && !info.roles.is_empty() {
-        return Some(
-            "'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"
-                .to_string(),
-        );
+}
+
+/// Why Mesos refuses a role name, in its words (`roles::validate`): `*`, or
+/// a `/`-separated path of components that are not `.`, `..` or `*`, do not
+/// start with `-` and hold no whitespace or DEL.
+pub fn role_error(role: &str) -> Option<String> {
+    if role == "*" {
+        return None;
+    }
+    if role.starts_with('/') {
+        return Some(format!("Role '{role}' cannot start with a slash"));
+    }
+    if role.ends_with('/') {
+        return Some(format!("Role '{role}' cannot end with a slash"));
+    }
+    if role.contains("//") {
+        return Some(format!("Role '{role}' cannot contain two adjacent slashes"));
+    }
+    if role.is_empty() {
+        return Some("Role names cannot be the empty string".to_string());
+    }
+    for component in role.split('/') {
+        if matches!(component, "." | ".." | "*") {
+            return Some(format!(
+                "Role '{role}' cannot include '{component}' as a component"
+            ));
+        }
+        if component.starts_with('-') {
+            return Some(format!(
+                "Role component '{component}' is invalid because it starts with a dash"
+            ));
+        }
+        if component
+            .chars()
+            .any(|c| matches!(c, '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r' | ' ' | '\u{7f}'))
+        {
+            return Some(format!(
+                "Role component '{component}' is invalid because it contains backspace or whitespace"
+            ));
+        }
     }
     None
 }

@@ -1000,11 +1000,8 @@ fn subscribe_replaces_the_suppression_with_its_suppressed_roles() {
     let bad = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info(json!({})), "suppressed_roles": ["other"]}});
     let mut refused = subscribe(&addr, &bad, "").expect("200 with an ERROR");
     let error = refused.next().expect("an event");
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("Suppressed roles"),
+    assert_eq!(
+        error["error"]["message"], "Suppressed role 'other' is not contained in the list of roles",
         "{error}"
     );
 }
@@ -1047,4 +1044,86 @@ fn reconciliation_answers_the_last_state_sent_not_the_agents_latest() {
         client.stream.master_update_for("r")["state"],
         "TASK_RUNNING"
     );
+}
+
+#[test]
+fn a_resubscribe_may_not_change_the_principal() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let id = json!({"value": client.framework_id});
+    for principal in ["added", ""] {
+        let info = framework_info(json!({"principal": principal, "id": id}));
+        let call =
+            json!({"type": "SUBSCRIBE", "framework_id": id, "subscribe": {"framework_info": info}});
+        let mut refused = subscribe(&client.master, &call, "").expect("200 with an ERROR");
+        let error = refused.next().expect("an event");
+        assert_eq!(
+            (&error["type"], &error["error"]["message"]),
+            (
+                &json!("ERROR"),
+                &json!("Changing framework's principal is not allowed.")
+            ),
+            "{principal:?}"
+        );
+        assert!(refused.next().is_none(), "the stream ends");
+    }
+    // The registered subscriber keeps its stream.
+    assert_eq!(client.call("REVIVE", json!({})).0, 202);
+    assert!(!client.offers().is_empty());
+}
+
+#[test]
+fn invalid_roles_are_refused_with_the_masters_words() {
+    let master = lab();
+    let addr = master.addr().to_string();
+    let refusal = |info: Value| {
+        let mut stream = subscribe(&addr, &subscribe_call(info), "").expect("200");
+        let event = stream.next().expect("an event");
+        let message = if event["type"] == "ERROR" {
+            assert!(stream.next().is_none(), "the stream ends after {event}");
+            event["error"]["message"].as_str().unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        message
+    };
+    let single = "'FrameworkInfo.role' is not a valid role: ";
+    for (role, error) in [
+        (
+            " x",
+            "Role component ' x' is invalid because it contains backspace or whitespace",
+        ),
+        (
+            "a\u{7f}",
+            "Role component 'a\u{7f}' is invalid because it contains backspace or whitespace",
+        ),
+        (
+            "-a",
+            "Role component '-a' is invalid because it starts with a dash",
+        ),
+        (".", "Role '.' cannot include '.' as a component"),
+        ("..", "Role '..' cannot include '..' as a component"),
+        ("a/*", "Role 'a/*' cannot include '*' as a component"),
+        ("/a", "Role '/a' cannot start with a slash"),
+        ("a/", "Role 'a/' cannot end with a slash"),
+        ("a//b", "Role 'a//b' cannot contain two adjacent slashes"),
+    ] {
+        assert_eq!(
+            refusal(framework_info(json!({"role": role}))),
+            format!("{single}{error}"),
+            "{role:?}"
+        );
+    }
+    let multi = |roles: Value| {
+        framework_info(json!({"roles": roles, "capabilities": [{"type": "MULTI_ROLE"}]}))
+    };
+    assert_eq!(
+        refusal(multi(json!(["a", "-b"]))),
+        "'FrameworkInfo.roles' contains invalid role: Role component '-b' is invalid because it starts with a dash"
+    );
+    assert_eq!(
+        refusal(multi(json!(["a", "a"]))),
+        "'FrameworkInfo.roles' contains duplicate items: { a }"
+    );
+    assert_eq!(refusal(framework_info(json!({"role": "lab/a.b"}))), "");
 }
