@@ -58,6 +58,9 @@ struct Agent {
     free: Resources,
     /// The outstanding offer of this agent, if any.
     offer: Option<String>,
+    /// Wall-clock nanoseconds since the epoch (the `unreachable_time` the
+    /// master reports) while the agent is unreachable; only displayed.
+    unreachable_since: Option<i64>,
 }
 
 struct OfferRecord {
@@ -81,6 +84,10 @@ struct Framework {
     /// Per agent: declined resources held back until `until`.
     filters: HashMap<String, Filter>,
     tasks: BTreeMap<String, Task>,
+    /// Tasks on unreachable agents: the master no longer tracks them, but the
+    /// agent still runs them (with their update streams) and brings them back
+    /// when it re-registers.
+    unreachable_tasks: BTreeMap<String, Task>,
 }
 
 impl Framework {
@@ -285,6 +292,7 @@ impl Core {
                     next_heartbeat: now,
                     filters: HashMap::new(),
                     tasks: BTreeMap::new(),
+                    unreachable_tasks: BTreeMap::new(),
                 },
             );
         }
@@ -492,6 +500,15 @@ impl Core {
         if live || seen.contains(task_id) {
             return Err(format!("{DUPLICATE_ID}{task_id}"));
         }
+        if self
+            .frameworks
+            .get(id)
+            .is_some_and(|f| f.unreachable_tasks.contains_key(task_id))
+        {
+            return Err(format!(
+                "Task reuses the ID of an unreachable task: {task_id}"
+            ));
+        }
         if task.agent_id.value() != agent_id {
             return Err(format!(
                 "Task uses invalid agent: {}",
@@ -692,6 +709,8 @@ impl Core {
         }
     }
 
+    /// The master's answer for a task it does not track (explicit
+    /// reconciliation, KILL): by what it knows of the agent named, if any.
     fn unknown_task_status(
         &self,
         id: &str,
@@ -702,32 +721,32 @@ impl Core {
             .frameworks
             .get(id)
             .is_some_and(Framework::partition_aware);
-        let agent_known = agent_id.is_some_and(|agent| self.agents.contains_key(agent));
-        if agent_id.is_some_and(|agent| self.gone_agents.contains(agent)) {
-            let state = if partition_aware {
-                TaskState::TASK_GONE_BY_OPERATOR
-            } else {
-                TaskState::TASK_LOST
-            };
-            let mut status = master_status(task_id, state, Reason::REASON_RECONCILIATION);
-            status.set_message("Reconciliation: Agent is gone".to_string());
-            status
-                .agent_id
-                .mut_or_insert_default()
-                .set_value(agent_id.unwrap_or_default().to_string());
-            return status;
-        }
-        let (state, message) = match (agent_known, partition_aware) {
-            (true, true) => (
+        let agent = agent_id.and_then(|agent| self.agents.get(agent));
+        let unreachable_since = agent.and_then(|a| a.unreachable_since);
+        let gone = agent_id.is_some_and(|agent| self.gone_agents.contains(agent));
+        let (state, message) = if unreachable_since.is_some() {
+            (
+                TaskState::TASK_UNREACHABLE,
+                "Reconciliation: Task is unreachable",
+            )
+        } else if agent.is_some() {
+            (
                 TaskState::TASK_GONE,
                 "Reconciliation: Task is unknown to the agent",
-            ),
-            (true, false) => (
-                TaskState::TASK_LOST,
-                "Reconciliation: Task is unknown to the agent",
-            ),
-            (false, true) => (TaskState::TASK_UNKNOWN, "Reconciliation: Task is unknown"),
-            (false, false) => (TaskState::TASK_LOST, "Reconciliation: Task is unknown"),
+            )
+        } else if gone {
+            (
+                TaskState::TASK_GONE_BY_OPERATOR,
+                "Reconciliation: Task is gone",
+            )
+        } else {
+            (TaskState::TASK_UNKNOWN, "Reconciliation: Task is unknown")
+        };
+        // Frameworks that are not partition-aware hear TASK_LOST for all of these.
+        let state = if partition_aware {
+            state
+        } else {
+            TaskState::TASK_LOST
         };
         let mut status = master_status(task_id, state, Reason::REASON_RECONCILIATION);
         status.set_message(message.to_string());
@@ -736,6 +755,9 @@ impl Core {
                 .agent_id
                 .mut_or_insert_default()
                 .set_value(agent.to_string());
+        }
+        if let Some(since) = unreachable_since {
+            status.unreachable_time.mut_or_insert_default().nanoseconds = Some(since);
         }
         status
     }
@@ -875,7 +897,10 @@ impl Core {
             let Some(agent) = self.agents.get(agent_id) else {
                 continue;
             };
-            if agent.offer.is_some() || !agent.free.worth_offering() {
+            if agent.offer.is_some()
+                || agent.unreachable_since.is_some()
+                || !agent.free.worth_offering()
+            {
                 continue;
             }
             // Rotate which framework is asked first, so several share fairly.
@@ -1072,7 +1097,12 @@ impl Core {
         let Some(framework) = self.frameworks.remove(id) else {
             return;
         };
-        for task in framework.tasks.values() {
+        // Tasks of an unreachable agent are killed when it comes back.
+        for task in framework
+            .tasks
+            .values()
+            .chain(framework.unreachable_tasks.values())
+        {
             if !is_terminal(task.state) {
                 if let Some(agent) = self.agents.get_mut(&task.agent_id) {
                     agent.free.add(&task.resources);
@@ -1105,71 +1135,46 @@ impl Core {
                 spec,
                 free,
                 offer: None,
+                unreachable_since: None,
             },
         );
         self.next_allocation = now;
         Ok(id)
     }
 
-    /// Removes an agent: its offers are rescinded, its tasks lost, and every
-    /// framework hears FAILURE.
-    pub fn remove_agent(&mut self, hostname: &str, now: Instant) -> Result<String, String> {
-        let Some(agent_id) = self
-            .agents
+    fn agent_by_hostname(&self, hostname: &str) -> Result<String, (u16, String)> {
+        self.agents
             .values()
             .find(|a| a.spec.hostname == hostname)
             .map(|a| a.id.clone())
-        else {
-            return Err(format!("no agent {hostname}"));
+            .ok_or_else(|| (404, format!("no agent {hostname}")))
+    }
+
+    /// Rescinds the agent's outstanding offer, if any.
+    fn rescind_offer_of(&mut self, agent_id: &str, now: Instant) {
+        let Some(offer_id) = self.agents.get_mut(agent_id).and_then(|a| a.offer.take()) else {
+            return;
         };
-        if let Some(offer_id) = self.agents.get(&agent_id).and_then(|a| a.offer.clone()) {
-            if let Some(offer) = self.offers.remove(&offer_id) {
-                let mut rescind = Event::new();
-                rescind.set_type(event::Type::RESCIND);
-                rescind
-                    .rescind
-                    .mut_or_insert_default()
-                    .offer_id
-                    .mut_or_insert_default()
-                    .set_value(offer_id);
-                self.send(&offer.framework_id, rescind, now);
+        if let Some(offer) = self.offers.remove(&offer_id) {
+            if let Some(agent) = self.agents.get_mut(agent_id) {
+                agent.free.add(&offer.resources);
             }
+            let mut rescind = Event::new();
+            rescind.set_type(event::Type::RESCIND);
+            rescind
+                .rescind
+                .mut_or_insert_default()
+                .offer_id
+                .mut_or_insert_default()
+                .set_value(offer_id);
+            self.send(&offer.framework_id, rescind, now);
         }
-        self.agents.remove(&agent_id);
-        self.gone_agents.insert(agent_id.clone());
+    }
+
+    /// FAILURE with the agent's id to every connected framework.
+    fn send_agent_lost(&mut self, agent_id: &str, now: Instant) {
         let ids: Vec<String> = self.frameworks.keys().cloned().collect();
         for id in ids {
-            let Some(framework) = self.frameworks.get_mut(&id) else {
-                continue;
-            };
-            let partition_aware = framework.partition_aware();
-            let lost: Vec<String> = framework
-                .tasks
-                .iter()
-                .filter(|(_, t)| t.agent_id == agent_id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for task_id in &lost {
-                framework.tasks.remove(task_id);
-            }
-            framework.filters.remove(&agent_id);
-            for task_id in lost {
-                let (state, reason) = if partition_aware {
-                    (
-                        TaskState::TASK_GONE_BY_OPERATOR,
-                        Reason::REASON_AGENT_REMOVED_BY_OPERATOR,
-                    )
-                } else {
-                    (TaskState::TASK_LOST, Reason::REASON_AGENT_REMOVED)
-                };
-                let mut status = master_status(&task_id, state, reason);
-                status.set_message(format!("Agent {hostname} removed"));
-                status
-                    .agent_id
-                    .mut_or_insert_default()
-                    .set_value(agent_id.clone());
-                self.send(&id, update_event(status), now);
-            }
             let mut failure = Event::new();
             failure.set_type(event::Type::FAILURE);
             failure
@@ -1177,8 +1182,160 @@ impl Core {
                 .mut_or_insert_default()
                 .agent_id
                 .mut_or_insert_default()
-                .set_value(agent_id.clone());
+                .set_value(agent_id.to_string());
             self.send(&id, failure, now);
+        }
+    }
+
+    /// Takes the tasks of `agent_id` out of `tasks` (or `unreachable_tasks`)
+    /// of every framework: (framework id, partition-aware, task id, task).
+    fn take_tasks_on(
+        &mut self,
+        agent_id: &str,
+        unreachable: bool,
+    ) -> Vec<(String, bool, String, Task)> {
+        let mut taken = Vec::new();
+        for (id, framework) in &mut self.frameworks {
+            let partition_aware = framework.partition_aware();
+            let tasks = if unreachable {
+                &mut framework.unreachable_tasks
+            } else {
+                &mut framework.tasks
+            };
+            let on_agent: Vec<String> = tasks
+                .iter()
+                .filter(|(_, t)| t.agent_id == agent_id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for task_id in on_agent {
+                if let Some(task) = tasks.remove(&task_id) {
+                    taken.push((id.clone(), partition_aware, task_id, task));
+                }
+            }
+        }
+        taken
+    }
+
+    /// The agent stops answering the master's health checks: its offer is
+    /// rescinded, its tasks become TASK_UNREACHABLE (TASK_LOST for frameworks
+    /// that are not partition-aware) and leave the master's task list, and
+    /// every framework hears FAILURE. The agent keeps its id and its tasks.
+    pub fn agent_unreachable(
+        &mut self,
+        hostname: &str,
+        now: Instant,
+    ) -> Result<String, (u16, String)> {
+        let agent_id = self.agent_by_hostname(hostname)?;
+        if self
+            .agents
+            .get(&agent_id)
+            .is_some_and(|a| a.unreachable_since.is_some())
+        {
+            return Err((409, format!("agent {hostname} is already unreachable")));
+        }
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        self.rescind_offer_of(&agent_id, now);
+        if let Some(agent) = self.agents.get_mut(&agent_id) {
+            agent.unreachable_since = Some(since);
+        }
+        log::info!("sim: agent {agent_id} ({hostname}) unreachable");
+        for (id, partition_aware, task_id, mut task) in self.take_tasks_on(&agent_id, false) {
+            let state = if partition_aware {
+                TaskState::TASK_UNREACHABLE
+            } else {
+                TaskState::TASK_LOST
+            };
+            let mut status = master_status(&task_id, state, Reason::REASON_AGENT_REMOVED);
+            status.set_message("health check timed out".to_string());
+            status
+                .agent_id
+                .mut_or_insert_default()
+                .set_value(agent_id.clone());
+            status.unreachable_time.mut_or_insert_default().nanoseconds = Some(since);
+            // Whatever was in flight is resent when the agent comes back.
+            task.sent_at = None;
+            task.retry_delay = self.timing.update_retry;
+            if let Some(framework) = self.frameworks.get_mut(&id) {
+                framework.filters.remove(&agent_id);
+                framework.unreachable_tasks.insert(task_id, task);
+            }
+            self.send(&id, update_event(status), now);
+        }
+        self.send_agent_lost(&agent_id, now);
+        Ok(agent_id)
+    }
+
+    /// An unreachable agent re-registers with its old id: every task it still
+    /// runs is tracked again and reported in its current state (a master
+    /// update, no uuid), its unacknowledged updates are resent, and its
+    /// resources are offered again.
+    pub fn agent_reregister(
+        &mut self,
+        hostname: &str,
+        now: Instant,
+    ) -> Result<String, (u16, String)> {
+        let agent_id = self.agent_by_hostname(hostname)?;
+        match self.agents.get_mut(&agent_id) {
+            Some(agent) if agent.unreachable_since.is_some() => agent.unreachable_since = None,
+            _ => return Err((409, format!("agent {hostname} is not unreachable"))),
+        }
+        log::info!("sim: agent {agent_id} ({hostname}) re-registered");
+        for (id, _, task_id, task) in self.take_tasks_on(&agent_id, true) {
+            let mut status = master_status(&task_id, task.state, Reason::REASON_AGENT_REREGISTERED);
+            status.set_message("Unreachable agent re-reregistered".to_string());
+            status
+                .agent_id
+                .mut_or_insert_default()
+                .set_value(agent_id.clone());
+            status.container_status = task.container_status.clone().into();
+            if let Some(framework) = self.frameworks.get_mut(&id) {
+                framework.tasks.insert(task_id.clone(), task);
+            }
+            self.send(&id, update_event(status), now);
+            self.send_head(&id, &task_id, now);
+        }
+        self.next_allocation = now;
+        Ok(agent_id)
+    }
+
+    /// Marks an agent gone, as an operator does: its offer is rescinded, its
+    /// tasks (reachable or not) become TASK_GONE_BY_OPERATOR (TASK_LOST for
+    /// frameworks that are not partition-aware), and, unless it was already
+    /// unreachable, every framework hears FAILURE. Its id is never used again.
+    pub fn remove_agent(&mut self, hostname: &str, now: Instant) -> Result<String, (u16, String)> {
+        let agent_id = self.agent_by_hostname(hostname)?;
+        self.rescind_offer_of(&agent_id, now);
+        let was_reachable = self
+            .agents
+            .remove(&agent_id)
+            .is_some_and(|a| a.unreachable_since.is_none());
+        self.gone_agents.insert(agent_id.clone());
+        let mut gone = self.take_tasks_on(&agent_id, false);
+        gone.extend(self.take_tasks_on(&agent_id, true));
+        for (id, partition_aware, task_id, _) in gone {
+            let (state, reason) = if partition_aware {
+                (
+                    TaskState::TASK_GONE_BY_OPERATOR,
+                    Reason::REASON_AGENT_REMOVED_BY_OPERATOR,
+                )
+            } else {
+                (TaskState::TASK_LOST, Reason::REASON_AGENT_REMOVED)
+            };
+            let mut status = master_status(&task_id, state, reason);
+            status.set_message("Agent has been marked gone".to_string());
+            status
+                .agent_id
+                .mut_or_insert_default()
+                .set_value(agent_id.clone());
+            self.send(&id, update_event(status), now);
+        }
+        for framework in self.frameworks.values_mut() {
+            framework.filters.remove(&agent_id);
+        }
+        if was_reachable {
+            self.send_agent_lost(&agent_id, now);
         }
         Ok(agent_id)
     }
@@ -1245,7 +1402,9 @@ impl Core {
         let mut tasks = Vec::new();
         let mut unacknowledged = serde_json::Map::new();
         for framework in self.frameworks.values() {
-            for (task_id, task) in &framework.tasks {
+            let reachable = framework.tasks.iter().map(|t| (t, true));
+            let unreachable = framework.unreachable_tasks.iter().map(|t| (t, false));
+            for ((task_id, task), reachable) in reachable.chain(unreachable) {
                 let hostname = self
                     .agents
                     .get(&task.agent_id)
@@ -1255,6 +1414,7 @@ impl Core {
                     "id": task_id, "framework_id": framework.id, "agent_id": task.agent_id, "hostname": hostname,
                     "state": state_name(task.state), "cpus": task.resources.cpus(), "mem": task.resources.mem_mb(),
                     "ports": task.resources.ports, "unacknowledged": task.updates.len(),
+                    "reachable": reachable,
                 }));
                 if !task.updates.is_empty() {
                     unacknowledged.insert(task_id.clone(), json!(task.updates.len()));
@@ -1274,7 +1434,8 @@ impl Core {
             .values()
             .map(|a| {
                 json!({"id": a.id, "hostname": a.spec.hostname, "cpus": a.spec.cpus, "mem": a.spec.mem_mb,
-                       "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes})
+                       "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes,
+                       "unreachable": a.unreachable_since.is_some()})
             })
             .collect();
         json!({

@@ -731,6 +731,10 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
         Ok(body) => Reply::json(200, body),
         Err(message) => Reply::json(missing, json!({"code": missing, "message": message})),
     };
+    let answer = |result: Result<Value, (u16, String)>| match result {
+        Ok(body) => Reply::json(200, body),
+        Err((code, message)) => Reply::json(code, json!({"code": code, "message": message})),
+    };
     match (&method, segments.as_slice()) {
         (Method::Get, ["version"]) => Reply::json(
             200,
@@ -756,11 +760,20 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
                 Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
             }
         }
-        (Method::Delete, ["sim", "agents", hostname]) => done(
+        (Method::Delete, ["sim", "agents", hostname]) => answer(
             lock(&shared.core)
                 .remove_agent(hostname, now)
                 .map(|id| json!({"removed": id})),
-            404,
+        ),
+        (Method::Post, ["sim", "agents", hostname, "unreachable"]) => answer(
+            lock(&shared.core)
+                .agent_unreachable(hostname, now)
+                .map(|id| json!({"unreachable": id})),
+        ),
+        (Method::Post, ["sim", "agents", hostname, "reregister"]) => answer(
+            lock(&shared.core)
+                .agent_reregister(hostname, now)
+                .map(|id| json!({"reregistered": id})),
         ),
         (Method::Post, ["sim", "tasks", task_id, action @ ("fail" | "finish")]) => done(
             lock(&shared.core)

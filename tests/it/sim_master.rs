@@ -1046,6 +1046,178 @@ fn reconciliation_answers_the_last_state_sent_not_the_agents_latest() {
     );
 }
 
+/// The agent ids of the offers outstanding now.
+fn offered_agents(client: &Client) -> Vec<Value> {
+    client.sim_state()["offers"]
+        .as_array()
+        .map(|offers| offers.iter().map(|o| o["agent_id"].clone()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_unreachable_agent_comes_back_with_its_id_and_its_tasks() {
+    let master = lab();
+    let mut client = Client::subscribe(
+        &master,
+        framework_info(json!({"capabilities": [{"type": "PARTITION_AWARE"}]})),
+    );
+    let offers = client.offers();
+    let slave3 = offers
+        .iter()
+        .find(|offer| offer["hostname"] == "slave3")
+        .expect("slave3")
+        .clone();
+    let agent = slave3["agent_id"]["value"].clone();
+    let launch = accept(&slave3, vec![docker_task("u", &slave3, 31060)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("u", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("u", "TASK_RUNNING");
+    client.ack(&running);
+    // The rest of slave3 is offered again, so going away rescinds an offer.
+    assert!(wait_until(DEADLINE, || offered_agents(&client).contains(&json!(agent))));
+    let sim = |method: &str, path: &str| {
+        request(
+            &client.http,
+            method,
+            &format!("http://{}{path}", client.master),
+            Some(""),
+        )
+    };
+    let (status, reply) = sim("POST", "/sim/agents/slave3/unreachable");
+    assert_eq!((status, &reply["unreachable"]), (200, &agent), "{reply}");
+    assert_eq!(sim("POST", "/sim/agents/slave3/unreachable").0, 409);
+    let rescind = client.stream.expect("RESCIND");
+    assert!(rescind["rescind"]["offer_id"]["value"].is_string());
+    let unreachable = client.stream.master_update_for("u");
+    assert_eq!(
+        (
+            &unreachable["state"],
+            &unreachable["reason"],
+            &unreachable["source"]
+        ),
+        (
+            &json!("TASK_UNREACHABLE"),
+            &json!("REASON_AGENT_REMOVED"),
+            &json!("SOURCE_MASTER")
+        ),
+        "{unreachable}"
+    );
+    assert!(unreachable["unreachable_time"]["nanoseconds"].is_i64());
+    let failure = client.stream.expect("FAILURE");
+    assert_eq!(failure["failure"]["agent_id"]["value"], agent);
+    // The master answers for the task only when asked with its agent.
+    let explicit = json!({"reconcile": {"tasks": [{"task_id": {"value": "u"}, "agent_id": {"value": agent}}]}});
+    assert_eq!(client.call("RECONCILE", explicit.clone()).0, 202);
+    let answer = client.stream.master_update_for("u");
+    assert_eq!(
+        (&answer["state"], &answer["message"]),
+        (
+            &json!("TASK_UNREACHABLE"),
+            &json!("Reconciliation: Task is unreachable")
+        )
+    );
+    // Its id stays taken, and slave3 gets no offers while it is away.
+    let other = client.sim_state()["offers"][0].clone();
+    let offer = json!({"id": {"value": other["id"]}, "agent_id": {"value": other["agent_id"]}});
+    let relaunch = accept(&offer, vec![docker_task("u", &offer, 31061)]);
+    assert_eq!(client.call("ACCEPT", relaunch).0, 202);
+    let refused = client.stream.master_update_for("u");
+    assert_eq!(
+        (&refused["state"], &refused["message"]),
+        (
+            &json!("TASK_ERROR"),
+            &json!("Task reuses the ID of an unreachable task: u")
+        )
+    );
+    let rounds = client.sim_state()["allocation_rounds"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(wait_until(DEADLINE, || client.sim_state()
+        ["allocation_rounds"]
+        .as_u64()
+        .unwrap_or(0)
+        >= rounds + 3));
+    assert!(!offered_agents(&client).contains(&json!(agent)));
+    // Back with the same id: the task is RUNNING again and offers resume.
+    let (status, reply) = sim("POST", "/sim/agents/slave3/reregister");
+    assert_eq!((status, &reply["reregistered"]), (200, &agent), "{reply}");
+    assert_eq!(sim("POST", "/sim/agents/slave3/reregister").0, 409);
+    let back = client.stream.master_update_for("u");
+    assert_eq!(
+        (&back["state"], &back["reason"], &back["message"]),
+        (
+            &json!("TASK_RUNNING"),
+            &json!("REASON_AGENT_REREGISTERED"),
+            &json!("Unreachable agent re-reregistered")
+        ),
+        "{back}"
+    );
+    assert_eq!(back["agent_id"]["value"], agent);
+    assert!(wait_until(DEADLINE, || offered_agents(&client).contains(&json!(agent))));
+    assert_eq!(client.call("RECONCILE", explicit.clone()).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("u")["state"],
+        "TASK_RUNNING"
+    );
+    // Removed is different: gone for good, and a new agent gets a new id.
+    assert_eq!(sim("DELETE", "/sim/agents/slave3").0, 200);
+    let gone = client.stream.master_update_for("u");
+    assert_eq!(
+        (&gone["state"], &gone["message"]),
+        (
+            &json!("TASK_GONE_BY_OPERATOR"),
+            &json!("Agent has been marked gone")
+        )
+    );
+    assert_eq!(client.call("RECONCILE", explicit).0, 202);
+    let answer = client.stream.master_update_for("u");
+    assert_eq!(
+        (&answer["state"], &answer["message"]),
+        (
+            &json!("TASK_GONE_BY_OPERATOR"),
+            &json!("Reconciliation: Task is gone")
+        )
+    );
+    assert_eq!(sim("POST", "/sim/agents/slave3/reregister").0, 404);
+    let (status, added) = request(
+        &client.http,
+        "POST",
+        &format!("http://{}/sim/agents", client.master),
+        Some(r#"{"hostname":"slave3","cpus":2,"mem":1024}"#),
+    );
+    assert_eq!(status, 200);
+    assert_ne!(added["id"], agent);
+}
+
+#[test]
+fn frameworks_that_are_not_partition_aware_hear_lost_from_an_unreachable_agent() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    let hostname = offer["hostname"].as_str().unwrap_or("").to_string();
+    let launch = accept(&offer, vec![docker_task("n", &offer, 31070)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("n", "TASK_STARTING");
+    client.ack(&starting);
+    let (status, _) = request(
+        &client.http,
+        "POST",
+        &format!("http://{}/sim/agents/{hostname}/unreachable", client.master),
+        Some(""),
+    );
+    assert_eq!(status, 200);
+    let lost = client.stream.master_update_for("n");
+    assert_eq!(
+        (&lost["state"], &lost["reason"]),
+        (&json!("TASK_LOST"), &json!("REASON_AGENT_REMOVED"))
+    );
+    assert_eq!(
+        client.stream.expect("FAILURE")["failure"]["agent_id"],
+        offer["agent_id"]
+    );
+}
+
 #[test]
 fn a_resubscribe_may_not_change_the_principal() {
     let master = lab();
