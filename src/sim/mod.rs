@@ -104,6 +104,9 @@ pub struct SimConfig {
     /// (principal, secret) pairs: with any, every scheduler request needs
     /// HTTP basic auth (`--authenticate_http_frameworks`).
     pub credentials: Vec<(String, String)>,
+    /// How long after start no leader is elected: scheduler requests get 503
+    /// "No leader elected" until then.
+    pub leader_after: Duration,
 }
 
 impl Default for SimConfig {
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             update_retry: Duration::from_secs(10),
             task_start_delay: Duration::from_millis(0),
             credentials: Vec::new(),
+            leader_after: Duration::ZERO,
         }
     }
 }
@@ -134,6 +138,26 @@ struct Shared {
     core: Arc<Mutex<Core>>,
     redirect_to: Option<String>,
     credentials: Vec<(String, String)>,
+    /// When this master is (or becomes) the elected leader; `None` while no
+    /// leader is elected until `/sim/leader/elect`.
+    elected_at: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn elected(&self, now: Instant) -> bool {
+        let elected_at = *self
+            .elected_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        elected_at.is_some_and(|at| now >= at)
+    }
+
+    fn set_elected_at(&self, at: Option<Instant>) {
+        *self
+            .elected_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = at;
+    }
 }
 
 impl Master {
@@ -166,6 +190,7 @@ impl Master {
             core: core.clone(),
             redirect_to: config.redirect_to,
             credentials: config.credentials,
+            elected_at: Mutex::new(Some(now + config.leader_after)),
         });
         let mut threads = Vec::new();
         for n in 0..HTTP_WORKERS {
@@ -367,6 +392,11 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
             // Shown in /sim/state as calls["UNAUTHENTICATED"].
             lock(&shared.core).count_call("UNAUTHENTICATED");
         })?;
+    // A master that is not the leader redirects to the one it knows, or
+    // answers 503 while none is elected (`Master::Http::redirect`).
+    if !shared.elected(Instant::now()) {
+        return Err(Reply::text(503, "No leader elected"));
+    }
     if let Some(leader) = &shared.redirect_to {
         let mut reply = Reply::text(307, "");
         reply
@@ -775,6 +805,16 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
                 .agent_reregister(hostname, now)
                 .map(|id| json!({"reregistered": id})),
         ),
+        (Method::Post, ["sim", "leader", "lose"]) => {
+            // A real master that loses leadership exits: its streams break.
+            shared.set_elected_at(None);
+            let dropped = lock(&shared.core).drop_streams(now);
+            Reply::json(200, json!({"leader": false, "dropped": dropped}))
+        }
+        (Method::Post, ["sim", "leader", "elect"]) => {
+            shared.set_elected_at(Some(now));
+            Reply::json(200, json!({"leader": true}))
+        }
         (Method::Post, ["sim", "tasks", task_id, action @ ("fail" | "finish")]) => done(
             lock(&shared.core)
                 .end_task(task_id, *action == "fail", now)
@@ -924,6 +964,8 @@ Flags:
   --allocation-interval SECONDS how often offers are made (default 1)
   --update-retry SECONDS        resend an unacknowledged update after (default 10)
   --redirect-to HOST:PORT       act as a non-leading master: answer 307 to the leader
+  --leader-after SECONDS        no leader is elected for that long after start: every
+                                scheduler request gets 503 \"No leader elected\"
   --credentials FILE            require HTTP basic auth from schedulers; FILE is
                                 {\"credentials\":[{\"principal\":\"p\",\"secret\":\"s\"}]}
   --log-level LEVEL             error, warn, info, debug or trace (default info)
@@ -962,6 +1004,7 @@ pub fn parse_args(
             "--heartbeat" => config.heartbeat = seconds(value()?)?,
             "--allocation-interval" => config.allocation_interval = seconds(value()?)?,
             "--update-retry" => config.update_retry = seconds(value()?)?,
+            "--leader-after" => config.leader_after = seconds(value()?)?,
             "--redirect-to" => {
                 let leader = value()?;
                 if !leader.contains(':') {

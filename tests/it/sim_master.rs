@@ -1219,6 +1219,40 @@ fn frameworks_that_are_not_partition_aware_hear_lost_from_an_unreachable_agent()
 }
 
 #[test]
+fn no_leader_means_503_until_one_is_elected() {
+    let mut config = fast_sim(sim::charmander_lab());
+    config.leader_after = std::time::Duration::from_secs(3600);
+    let master = sim::Master::start(config).expect("starts");
+    let addr = master.addr().to_string();
+    let http = http_agent();
+    let no_leader = (503, "No leader elected".to_string());
+    let call = subscribe_call(framework_info(json!({})));
+    assert_eq!(subscribe(&addr, &call, "").err(), Some(no_leader.clone()));
+    // Every scheduler call, valid or not; the control endpoints stay open.
+    let kill = json!({"type": "KILL", "framework_id": {"value": "f"}, "kill": {"task_id": {"value": "t"}}});
+    let mut response = http
+        .post(format!("http://{addr}/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .send(kill.to_string())
+        .expect("answered");
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap_or_default()
+        ),
+        no_leader
+    );
+    let control = |path: &str| request(&http, "POST", &format!("http://{addr}{path}"), Some(""));
+    assert_eq!(control("/sim/leader/elect").0, 200);
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    assert_eq!(client.offers().len(), 3);
+    // A master that loses leadership drops its subscribers.
+    assert_eq!(control("/sim/leader/lose").0, 200);
+    assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
+    assert_eq!(subscribe(&addr, &call, "").err(), Some(no_leader));
+}
+
+#[test]
 fn a_resubscribe_may_not_change_the_principal() {
     let master = lab();
     let mut client = Client::subscribe(&master, framework_info(json!({})));
