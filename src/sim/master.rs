@@ -58,9 +58,19 @@ struct Agent {
     free: Resources,
     /// The outstanding offer of this agent, if any.
     offer: Option<String>,
-    /// Wall-clock nanoseconds since the epoch (the `unreachable_time` the
-    /// master reports) while the agent is unreachable; only displayed.
-    unreachable_since: Option<i64>,
+    /// Why the agent is not registered with the master right now, if it is not.
+    away: Option<Away>,
+}
+
+/// Why a known agent is not registered with the master.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Away {
+    /// Marked unreachable at this wall-clock time (nanoseconds since the
+    /// epoch, the `unreachable_time` the master reports; only displayed).
+    Unreachable(i64),
+    /// Not re-registered since the master restarted: the master's in-memory
+    /// registry does not know it.
+    Unknown,
 }
 
 struct OfferRecord {
@@ -84,10 +94,11 @@ struct Framework {
     /// Per agent: declined resources held back until `until`.
     filters: HashMap<String, Filter>,
     tasks: BTreeMap<String, Task>,
-    /// Tasks on unreachable agents: the master no longer tracks them, but the
-    /// agent still runs them (with their update streams) and brings them back
-    /// when it re-registers.
-    unreachable_tasks: BTreeMap<String, Task>,
+    /// Tasks on agents that are away (unreachable, or unknown since a master
+    /// restart): the master no longer tracks them, but the agent still runs
+    /// them (with their update streams) and brings them back when it
+    /// re-registers.
+    away_tasks: BTreeMap<String, Task>,
 }
 
 impl Framework {
@@ -141,6 +152,8 @@ pub struct Core {
     calls: BTreeMap<String, u64>,
     heartbeats_paused: bool,
     next_allocation: Instant,
+    /// After a master restart: when the agents still unknown re-register.
+    reregister_at: Option<Instant>,
     counters: Counters,
     rng: u64,
 }
@@ -190,6 +203,7 @@ impl Core {
             calls: BTreeMap::new(),
             heartbeats_paused: false,
             next_allocation: now,
+            reregister_at: None,
             counters: Counters::default(),
             rng,
         }
@@ -292,7 +306,7 @@ impl Core {
                     next_heartbeat: now,
                     filters: HashMap::new(),
                     tasks: BTreeMap::new(),
-                    unreachable_tasks: BTreeMap::new(),
+                    away_tasks: BTreeMap::new(),
                 },
             );
         }
@@ -500,14 +514,22 @@ impl Core {
         if live || seen.contains(task_id) {
             return Err(format!("{DUPLICATE_ID}{task_id}"));
         }
-        if self
+        let away = self
             .frameworks
             .get(id)
-            .is_some_and(|f| f.unreachable_tasks.contains_key(task_id))
-        {
-            return Err(format!(
-                "Task reuses the ID of an unreachable task: {task_id}"
-            ));
+            .and_then(|f| f.away_tasks.get(task_id))
+            .and_then(|t| self.agents.get(&t.agent_id))
+            .and_then(|a| a.away);
+        match away {
+            Some(Away::Unreachable(_)) => {
+                return Err(format!(
+                    "Task reuses the ID of an unreachable task: {task_id}"
+                ))
+            }
+            // A real master after a restart does not know the task yet; the
+            // collision shows once the agent is back. Refused here at once.
+            Some(Away::Unknown) => return Err(format!("{DUPLICATE_ID}{task_id}")),
+            None => {}
         }
         if task.agent_id.value() != agent_id {
             return Err(format!(
@@ -722,7 +744,12 @@ impl Core {
             .get(id)
             .is_some_and(Framework::partition_aware);
         let agent = agent_id.and_then(|agent| self.agents.get(agent));
-        let unreachable_since = agent.and_then(|a| a.unreachable_since);
+        let unreachable_since = match agent.and_then(|a| a.away) {
+            Some(Away::Unreachable(since)) => Some(since),
+            _ => None,
+        };
+        // An agent the restarted master has not heard from is unknown to it.
+        let agent = agent.filter(|a| a.away.is_none());
         let gone = agent_id.is_some_and(|agent| self.gone_agents.contains(agent));
         let (state, message) = if unreachable_since.is_some() {
             (
@@ -766,6 +793,18 @@ impl Core {
 
     /// Heartbeats, task starts, update retries, failover timeouts and offers.
     pub fn tick(&mut self, now: Instant) {
+        if self.reregister_at.is_some_and(|at| now >= at) {
+            self.reregister_at = None;
+            let unknown: Vec<String> = self
+                .agents
+                .values()
+                .filter(|a| a.away == Some(Away::Unknown))
+                .map(|a| a.spec.hostname.clone())
+                .collect();
+            for hostname in unknown {
+                let _ = self.agent_reregister(&hostname, now);
+            }
+        }
         let ids: Vec<String> = self.frameworks.keys().cloned().collect();
         for id in &ids {
             self.tick_framework(id, now);
@@ -897,10 +936,7 @@ impl Core {
             let Some(agent) = self.agents.get(agent_id) else {
                 continue;
             };
-            if agent.offer.is_some()
-                || agent.unreachable_since.is_some()
-                || !agent.free.worth_offering()
-            {
+            if agent.offer.is_some() || agent.away.is_some() || !agent.free.worth_offering() {
                 continue;
             }
             // Rotate which framework is asked first, so several share fairly.
@@ -1101,7 +1137,7 @@ impl Core {
         for task in framework
             .tasks
             .values()
-            .chain(framework.unreachable_tasks.values())
+            .chain(framework.away_tasks.values())
         {
             if !is_terminal(task.state) {
                 if let Some(agent) = self.agents.get_mut(&task.agent_id) {
@@ -1135,7 +1171,7 @@ impl Core {
                 spec,
                 free,
                 offer: None,
-                unreachable_since: None,
+                away: None,
             },
         );
         self.next_allocation = now;
@@ -1187,18 +1223,14 @@ impl Core {
         }
     }
 
-    /// Takes the tasks of `agent_id` out of `tasks` (or `unreachable_tasks`)
+    /// Takes the tasks of `agent_id` out of `tasks` (or `away_tasks`)
     /// of every framework: (framework id, partition-aware, task id, task).
-    fn take_tasks_on(
-        &mut self,
-        agent_id: &str,
-        unreachable: bool,
-    ) -> Vec<(String, bool, String, Task)> {
+    fn take_tasks_on(&mut self, agent_id: &str, away: bool) -> Vec<(String, bool, String, Task)> {
         let mut taken = Vec::new();
         for (id, framework) in &mut self.frameworks {
             let partition_aware = framework.partition_aware();
-            let tasks = if unreachable {
-                &mut framework.unreachable_tasks
+            let tasks = if away {
+                &mut framework.away_tasks
             } else {
                 &mut framework.tasks
             };
@@ -1226,19 +1258,15 @@ impl Core {
         now: Instant,
     ) -> Result<String, (u16, String)> {
         let agent_id = self.agent_by_hostname(hostname)?;
-        if self
-            .agents
-            .get(&agent_id)
-            .is_some_and(|a| a.unreachable_since.is_some())
-        {
-            return Err((409, format!("agent {hostname} is already unreachable")));
+        if self.agents.get(&agent_id).is_some_and(|a| a.away.is_some()) {
+            return Err((409, format!("agent {hostname} is not registered")));
         }
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         self.rescind_offer_of(&agent_id, now);
         if let Some(agent) = self.agents.get_mut(&agent_id) {
-            agent.unreachable_since = Some(since);
+            agent.away = Some(Away::Unreachable(since));
         }
         log::info!("sim: agent {agent_id} ({hostname}) unreachable");
         for (id, partition_aware, task_id, mut task) in self.take_tasks_on(&agent_id, false) {
@@ -1259,7 +1287,7 @@ impl Core {
             task.retry_delay = self.timing.update_retry;
             if let Some(framework) = self.frameworks.get_mut(&id) {
                 framework.filters.remove(&agent_id);
-                framework.unreachable_tasks.insert(task_id, task);
+                framework.away_tasks.insert(task_id, task);
             }
             self.send(&id, update_event(status), now);
         }
@@ -1267,24 +1295,25 @@ impl Core {
         Ok(agent_id)
     }
 
-    /// An unreachable agent re-registers with its old id: every task it still
-    /// runs is tracked again and reported in its current state (a master
-    /// update, no uuid), its unacknowledged updates are resent, and its
-    /// resources are offered again.
+    /// An agent that is away (unreachable, or unknown after a master restart)
+    /// re-registers with its old id: every task it still runs is tracked again
+    /// and reported in its current state (a master update, no uuid), its
+    /// unacknowledged updates are resent, and its resources are offered again.
     pub fn agent_reregister(
         &mut self,
         hostname: &str,
         now: Instant,
     ) -> Result<String, (u16, String)> {
         let agent_id = self.agent_by_hostname(hostname)?;
-        match self.agents.get_mut(&agent_id) {
-            Some(agent) if agent.unreachable_since.is_some() => agent.unreachable_since = None,
-            _ => return Err((409, format!("agent {hostname} is not unreachable"))),
-        }
+        let message = match self.agents.get_mut(&agent_id).and_then(|a| a.away.take()) {
+            Some(Away::Unreachable(_)) => "Unreachable agent re-reregistered",
+            Some(Away::Unknown) => "Unknown agent reregistered",
+            None => return Err((409, format!("agent {hostname} is registered"))),
+        };
         log::info!("sim: agent {agent_id} ({hostname}) re-registered");
         for (id, _, task_id, task) in self.take_tasks_on(&agent_id, true) {
             let mut status = master_status(&task_id, task.state, Reason::REASON_AGENT_REREGISTERED);
-            status.set_message("Unreachable agent re-reregistered".to_string());
+            status.set_message(message.to_string());
             status
                 .agent_id
                 .mut_or_insert_default()
@@ -1310,7 +1339,7 @@ impl Core {
         let was_reachable = self
             .agents
             .remove(&agent_id)
-            .is_some_and(|a| a.unreachable_since.is_none());
+            .is_some_and(|a| a.away.is_none());
         self.gone_agents.insert(agent_id.clone());
         let mut gone = self.take_tasks_on(&agent_id, false);
         gone.extend(self.take_tasks_on(&agent_id, true));
@@ -1338,6 +1367,46 @@ impl Core {
             self.send_agent_lost(&agent_id, now);
         }
         Ok(agent_id)
+    }
+
+    /// The master process restarts with an in-memory registry: a new master
+    /// id, every stream dropped (no final chunk), every offer and filter gone,
+    /// removed frameworks and gone agents forgotten, and every agent unknown,
+    /// its tasks untracked, until it re-registers (through
+    /// `agent_reregister`, or all at once after `reregister_after`).
+    /// Frameworks resubscribe with their ids; until then nothing times out.
+    pub fn restart(&mut self, reregister_after: Option<Duration>, now: Instant) -> String {
+        self.drop_streams(now);
+        let offers: Vec<String> = self.offers.keys().cloned().collect();
+        for offer_id in offers {
+            self.return_offer(&offer_id);
+        }
+        self.master_id = uuid_string(&next_uuid(&mut self.rng));
+        self.master_info.set_id(self.master_id.clone());
+        self.removed.clear();
+        self.gone_agents.clear();
+        let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
+        for agent_id in &agent_ids {
+            for (id, _, task_id, mut task) in self.take_tasks_on(agent_id, false) {
+                task.sent_at = None;
+                task.retry_delay = self.timing.update_retry;
+                if let Some(framework) = self.frameworks.get_mut(&id) {
+                    framework.away_tasks.insert(task_id, task);
+                }
+            }
+            if let Some(agent) = self.agents.get_mut(agent_id) {
+                agent.away = Some(Away::Unknown);
+            }
+        }
+        for framework in self.frameworks.values_mut() {
+            // Not known to the new master: no failover timer runs.
+            framework.disconnected_at = None;
+            framework.suppressed = false;
+            framework.filters.clear();
+        }
+        self.reregister_at = reregister_after.map(|after| now + after);
+        log::info!("sim: master restarted as {}", self.master_id);
+        self.master_id.clone()
     }
 
     /// Ends a running task as its container would: FINISHED (exit 0) or FAILED.
@@ -1403,7 +1472,7 @@ impl Core {
         let mut unacknowledged = serde_json::Map::new();
         for framework in self.frameworks.values() {
             let reachable = framework.tasks.iter().map(|t| (t, true));
-            let unreachable = framework.unreachable_tasks.iter().map(|t| (t, false));
+            let unreachable = framework.away_tasks.iter().map(|t| (t, false));
             for ((task_id, task), reachable) in reachable.chain(unreachable) {
                 let hostname = self
                     .agents
@@ -1435,7 +1504,8 @@ impl Core {
             .map(|a| {
                 json!({"id": a.id, "hostname": a.spec.hostname, "cpus": a.spec.cpus, "mem": a.spec.mem_mb,
                        "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes,
-                       "unreachable": a.unreachable_since.is_some()})
+                       "unreachable": matches!(a.away, Some(Away::Unreachable(_))),
+                       "registered": a.away.is_none()})
             })
             .collect();
         json!({

@@ -805,6 +805,19 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
                 .agent_reregister(hostname, now)
                 .map(|id| json!({"reregistered": id})),
         ),
+        (Method::Post, ["sim", "master", "restart"]) => {
+            let body = match read_body(request, MAX_CONTROL_BODY) {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            match restart_delay(&body) {
+                Ok(after) => {
+                    let master_id = lock(&shared.core).restart(after, now);
+                    Reply::json(200, json!({"master_id": master_id}))
+                }
+                Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
+            }
+        }
         (Method::Post, ["sim", "leader", "lose"]) => {
             // A real master that loses leadership exits: its streams break.
             shared.set_elected_at(None);
@@ -833,6 +846,27 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
             404,
             json!({"code": 404, "message": format!("no such endpoint: {method} {path}")}),
         ),
+    }
+}
+
+/// The body of `/sim/master/restart`: empty, or
+/// `{"agents_reregister_after": SECONDS}` (0 to 86400).
+fn restart_delay(body: &[u8]) -> Result<Option<Duration>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    match &value["agents_reregister_after"] {
+        Value::Null => Ok(None),
+        seconds => seconds
+            .as_f64()
+            .filter(|s| (0.0..=86_400.0).contains(s))
+            .map(|s| Some(Duration::from_secs_f64(s)))
+            .ok_or_else(|| {
+                format!(
+                    "\"agents_reregister_after\" must be seconds from 0 to 86400, not {seconds}"
+                )
+            }),
     }
 }
 

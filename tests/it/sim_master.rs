@@ -1333,3 +1333,97 @@ fn invalid_roles_are_refused_with_the_masters_words() {
     );
     assert_eq!(refusal(framework_info(json!({"role": "lab/a.b"}))), "");
 }
+
+#[test]
+fn a_restarted_master_knows_no_agent_until_it_reregisters() {
+    let master = lab();
+    let info = framework_info(json!({"capabilities": [{"type": "PARTITION_AWARE"}]}));
+    let mut client = Client::subscribe(&master, info.clone());
+    let offer = client.offers()[0].clone();
+    let hostname = offer["hostname"].as_str().unwrap_or("").to_string();
+    let agent = offer["agent_id"]["value"].clone();
+    let launch = accept(&offer, vec![docker_task("m", &offer, 31080)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("m", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("m", "TASK_RUNNING");
+    client.ack(&running);
+    let (http, addr) = (http_agent(), client.master.clone());
+    let sim = |path: &str, body: &str| {
+        request(&http, "POST", &format!("http://{addr}{path}"), Some(body))
+    };
+    let old_master = client.sim_state()["master_id"].clone();
+    let (status, restarted) = sim("/sim/master/restart", "");
+    assert_eq!(status, 200, "{restarted}");
+    assert_ne!(restarted["master_id"], old_master);
+    assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
+    // The framework resubscribes with its id to a master that knows no agent.
+    let resubscribe = |client: &mut Client| {
+        let id = json!({"value": client.framework_id});
+        let mut info = info.clone();
+        info["id"] = id.clone();
+        let mut call = subscribe_call(info);
+        call["framework_id"] = id;
+        let mut stream = subscribe(&client.master, &call, "").expect("resubscribes");
+        let subscribed = stream.next().expect("SUBSCRIBED");
+        assert_eq!(
+            subscribed["subscribed"]["framework_id"]["value"],
+            client.framework_id
+        );
+        client.stream = stream;
+    };
+    resubscribe(&mut client);
+    let explicit = json!({"reconcile": {"tasks": [{"task_id": {"value": "m"}, "agent_id": {"value": agent}}]}});
+    assert_eq!(client.call("RECONCILE", explicit.clone()).0, 202);
+    let unknown = client.stream.master_update_for("m");
+    assert_eq!(
+        (&unknown["state"], &unknown["message"]),
+        (
+            &json!("TASK_UNKNOWN"),
+            &json!("Reconciliation: Task is unknown")
+        )
+    );
+    let rounds = client.sim_state()["allocation_rounds"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(wait_until(DEADLINE, || client.sim_state()
+        ["allocation_rounds"]
+        .as_u64()
+        .unwrap_or(0)
+        >= rounds + 3));
+    assert_eq!(client.sim_state()["offers"], json!([]));
+    // The agent comes back with its id and its task, still running.
+    let (status, reply) = sim(&format!("/sim/agents/{hostname}/reregister"), "");
+    assert_eq!((status, &reply["reregistered"]), (200, &agent), "{reply}");
+    let back = client.stream.master_update_for("m");
+    assert_eq!(
+        (&back["state"], &back["reason"], &back["message"]),
+        (
+            &json!("TASK_RUNNING"),
+            &json!("REASON_AGENT_REREGISTERED"),
+            &json!("Unknown agent reregistered")
+        )
+    );
+    assert!(wait_until(DEADLINE, || offered_agents(&client).contains(&json!(agent))));
+    // Restarted again, the agents come back by themselves.
+    assert_eq!(
+        sim("/sim/master/restart", r#"{"agents_reregister_after": 0}"#).0,
+        200
+    );
+    assert!(wait_until(DEADLINE, || {
+        let state = client.sim_state();
+        state["agents"]
+            .as_array()
+            .is_some_and(|agents| agents.iter().all(|a| a["registered"] == true))
+    }));
+    resubscribe(&mut client);
+    assert_eq!(client.call("RECONCILE", explicit).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("m")["state"],
+        "TASK_RUNNING"
+    );
+    assert_eq!(
+        sim("/sim/master/restart", r#"{"agents_reregister_after": -1}"#).0,
+        400
+    );
+}
