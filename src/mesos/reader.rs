@@ -1,0 +1,254 @@
+//! The `mesos-reader` thread: keeps one subscription alive and turns its event
+//! stream into `MesosEvent`s for the state thread.
+//!
+//! `Reader` owns everything the subscription needs between attempts (the
+//! master to try next, the framework id, the heartbeat interval, the backoff)
+//! so one attempt is one method call: `run` loops over `subscribe_once`,
+//! which subscribes, reads the stream until it ends, and says what to do next.
+//! `on_subscribed` hands the new session to the caller *before* SUBSCRIBED is
+//! forwarded, so the calls that answer it carry the new stream id.
+
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::mesos::backoff::Backoff;
+use crate::mesos::client::{self, Subscription};
+use crate::mesos::convert::{self, Decoded};
+use crate::mesos::{
+    is_stopped, recordio, MesosConfig, Session, BACKOFF_MAX, BACKOFF_MIN, DEFAULT_HEARTBEAT,
+    MAX_REDIRECTS, MIN_IDLE_TIMEOUT, MISSED_HEARTBEATS,
+};
+use crate::scheduler::model::FrameworkId;
+use crate::scheduler::MesosEvent;
+
+/// What one subscription attempt ended with.
+enum Attempt {
+    /// Shutdown was asked for, or the state thread is gone.
+    Stop,
+    /// A 307: subscribe to the named leader at once.
+    Redirected,
+    /// The attempt failed or the stream ended; back off and try again.
+    Lost(String),
+}
+
+/// The reader's state across subscription attempts.
+pub(crate) struct Reader {
+    config: MesosConfig,
+    events: Sender<MesosEvent>,
+    sessions: Sender<Session>,
+    stop: Receiver<()>,
+    /// The open stream's socket, so shutdown can close it from outside.
+    socket_slot: Arc<Mutex<Option<TcpStream>>>,
+    /// Where the next SUBSCRIBE goes (a redirect target or the configured master).
+    master: String,
+    /// Resubscribe with this id; `None` registers anew.
+    framework_id: Option<FrameworkId>,
+    heartbeat: Duration,
+    backoff: Backoff,
+    /// 307s followed in a row.
+    redirects: u32,
+    /// When the current outage began; a failure is logged once per outage.
+    failing_since: Option<Instant>,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        config: MesosConfig,
+        events: Sender<MesosEvent>,
+        sessions: Sender<Session>,
+        stop: Receiver<()>,
+        socket_slot: Arc<Mutex<Option<TcpStream>>>,
+    ) -> Reader {
+        Reader {
+            master: config.master.clone(),
+            framework_id: config.framework_id.clone(),
+            config,
+            events,
+            sessions,
+            stop,
+            socket_slot,
+            heartbeat: DEFAULT_HEARTBEAT,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            redirects: 0,
+            failing_since: None,
+        }
+    }
+
+    /// Subscribes until stopped: after each lost subscription it tells the
+    /// state thread, backs off, and tries again.
+    pub(crate) fn run(mut self) {
+        loop {
+            if is_stopped(&self.stop) {
+                return;
+            }
+            let reason = match self.subscribe_once() {
+                Attempt::Stop => return,
+                Attempt::Redirected => continue,
+                Attempt::Lost(_) if is_stopped(&self.stop) => return,
+                Attempt::Lost(reason) => reason,
+            };
+            if self.failing_since.is_none() {
+                log::warn!(
+                    "mesos subscription lost master={} reason={reason}",
+                    self.master
+                );
+                self.failing_since = Some(Instant::now());
+            } else {
+                log::debug!(
+                    "mesos subscription still down master={} reason={reason}",
+                    self.master
+                );
+            }
+            if self
+                .events
+                .send(MesosEvent::Disconnected { reason })
+                .is_err()
+            {
+                return;
+            }
+            let delay = self.backoff.next_delay();
+            if self.stop.recv_timeout(delay).is_ok() || is_stopped(&self.stop) {
+                return;
+            }
+            // After a failed attempt on a redirect target, go back to the
+            // configured master: the leader may have moved again.
+            if self.redirects == 0 {
+                self.master = self.config.master.clone();
+            }
+        }
+    }
+
+    /// One SUBSCRIBE and, when it is accepted, its whole event stream.
+    fn subscribe_once(&mut self) -> Attempt {
+        let call = convert::subscribe_to_bytes(&self.config.framework, self.framework_id.as_ref());
+        let idle_timeout = (self.heartbeat * MISSED_HEARTBEATS).max(MIN_IDLE_TIMEOUT);
+        let subscription =
+            match client::subscribe(&self.master, &call, self.config.auth.as_ref(), idle_timeout) {
+                Ok(subscription) => subscription,
+                Err(client::Error::Redirect { location }) => {
+                    self.redirects += 1;
+                    log::info!(
+                        "following redirect to leading master from={} to={location}",
+                        self.master
+                    );
+                    self.master = location;
+                    if self.redirects <= MAX_REDIRECTS {
+                        return Attempt::Redirected;
+                    }
+                    self.redirects = 0;
+                    return Attempt::Lost(format!("more than {MAX_REDIRECTS} redirects in a row"));
+                }
+                Err(err) => return Attempt::Lost(err.to_string()),
+            };
+        *self
+            .socket_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = subscription.socket.try_clone().ok();
+        // A shutdown that raced with the connect must still unblock us.
+        if is_stopped(&self.stop) {
+            return Attempt::Stop;
+        }
+        let ended = self.read_stream(subscription);
+        *self
+            .socket_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.redirects = 0;
+        ended
+    }
+
+    /// Reads events until the stream ends.
+    fn read_stream(&mut self, mut subscription: Subscription) -> Attempt {
+        loop {
+            let record = match recordio::read_record(&mut subscription.body, recordio::MAX_RECORD) {
+                Ok(Some(record)) => record,
+                Ok(None) => return Attempt::Lost("stream ended".to_string()),
+                Err(err) => return Attempt::Lost(err.to_string()),
+            };
+            let decoded = match convert::event_from_bytes(&record) {
+                Ok(decoded) => decoded,
+                Err(err) => return Attempt::Lost(err.to_string()),
+            };
+            let event = match decoded {
+                Decoded::Subscribed {
+                    framework_id,
+                    heartbeat_seconds,
+                } => match self.on_subscribed(&subscription, framework_id, heartbeat_seconds) {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return Attempt::Stop,
+                    Err(reason) => return Attempt::Lost(reason),
+                },
+                Decoded::Heartbeat => continue,
+                Decoded::Offers(offers) => MesosEvent::Offers(offers),
+                Decoded::Rescind(offer_id) => MesosEvent::Rescind(offer_id),
+                Decoded::Update(update) => MesosEvent::Update(update),
+                Decoded::AgentLost(agent_id) => MesosEvent::AgentLost(agent_id),
+                Decoded::Ignored(kind) => {
+                    log::debug!("ignored event type={kind}");
+                    continue;
+                }
+                Decoded::Error(message) => return self.on_error(message),
+            };
+            if self.events.send(event).is_err() {
+                return Attempt::Stop;
+            }
+        }
+    }
+
+    /// SUBSCRIBED: adopt the heartbeat and framework id, and hand the new
+    /// session to the caller. `Ok(None)` when the caller is gone.
+    fn on_subscribed(
+        &mut self,
+        subscription: &Subscription,
+        framework_id: FrameworkId,
+        heartbeat_seconds: Option<f64>,
+    ) -> Result<Option<MesosEvent>, String> {
+        if let Some(seconds) = heartbeat_seconds.filter(|it| it.is_finite() && *it > 0.0) {
+            self.heartbeat = Duration::from_secs_f64(seconds.min(3600.0));
+            let idle_timeout = (self.heartbeat * MISSED_HEARTBEATS).max(MIN_IDLE_TIMEOUT);
+            subscription
+                .socket
+                .set_read_timeout(Some(idle_timeout))
+                .map_err(|err| err.to_string())?;
+        }
+        log::info!(
+            "subscribed framework={} master={} stream={}",
+            framework_id.0,
+            self.master,
+            subscription.stream_id
+        );
+        if let Some(since) = self.failing_since.take() {
+            log::info!(
+                "mesos subscription back after_ms={}",
+                since.elapsed().as_millis()
+            );
+        }
+        self.backoff.reset();
+        self.framework_id = Some(framework_id.clone());
+        let session = Session {
+            leader: self.master.clone(),
+            stream_id: subscription.stream_id.clone(),
+            framework_id: framework_id.clone(),
+        };
+        if self.sessions.send(session).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(MesosEvent::Subscribed { framework_id }))
+    }
+
+    /// An ERROR event: the master ends the stream after it.
+    fn on_error(&mut self, message: String) -> Attempt {
+        log::error!("master sent error message={message:?}");
+        // A removed framework id is permanent for this master: register anew.
+        if message.contains("Framework has been removed") {
+            self.framework_id = None;
+            if self.events.send(MesosEvent::FrameworkRemoved).is_err() {
+                return Attempt::Stop;
+            }
+        }
+        Attempt::Lost(format!("master error: {message}"))
+    }
+}
