@@ -155,6 +155,11 @@ impl Running {
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
         }
+        // The caller must not wait for a master while the journal waits for
+        // the caller: from here it sends only what goes through at once.
+        if let Some(connection) = self.connection.as_mut() {
+            connection.stop();
+        }
         // With every sender of its API inbox gone, the state thread returns;
         // then the journal drains what it was given and ends.
         for (name, thread) in [

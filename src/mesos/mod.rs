@@ -19,12 +19,14 @@ pub mod recordio;
 pub use backoff::Backoff;
 
 use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::mesos::caller::CallerLoop;
 use crate::mesos::client::{BasicAuth, Caller};
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::reader::Reader;
@@ -44,9 +46,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
 /// 307s followed in a row before backing off (mesos-go allows 9).
 pub const MAX_REDIRECTS: u32 = 9;
-
-/// Attempts for one call when the master answers 503 or the connection fails.
-pub const MAX_CALL_ATTEMPTS: u32 = 3;
 
 /// The shortest idle timeout on the event stream, whatever the heartbeat says.
 pub(crate) const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -68,6 +67,9 @@ pub(crate) struct Session {
     leader: String,
     stream_id: String,
     framework_id: FrameworkId,
+    /// Set by the reader when this session's event stream ends: a 4xx on a
+    /// call may then mean "stale session", not "refused".
+    ended: Arc<AtomicBool>,
 }
 
 /// The running reader and caller threads.
@@ -75,12 +77,14 @@ pub struct Connection {
     reader: Option<JoinHandle<()>>,
     caller: Option<JoinHandle<()>>,
     stop: Option<Sender<()>>,
-    socket: Arc<Mutex<Option<TcpStream>>>,
+    /// The event stream's socket and the socket of the call in progress.
+    sockets: [Arc<Mutex<Option<TcpStream>>>; 2],
 }
 
 impl Connection {
     /// Starts `mesos-reader` and `mesos-caller`. Events go to `events`; the
-    /// caller sends what arrives on `calls` and stops when it closes.
+    /// caller sends what arrives on `calls` and stops when it closes or at
+    /// `stop`.
     pub fn start(
         config: MesosConfig,
         events: Sender<MesosEvent>,
@@ -90,12 +94,14 @@ impl Connection {
         let (session_sender, session_receiver) =
             crossbeam_channel::bounded::<Session>(SESSION_CAPACITY);
         let socket = Arc::new(Mutex::new(None));
+        let call_socket = Arc::new(Mutex::new(None));
         let caller_events = events.clone();
-        let auth = config.auth.clone();
+        let caller = Caller::new(config.auth.clone(), Arc::clone(&call_socket));
+        let caller_stop = stop_receiver.clone();
         let caller = thread::Builder::new()
             .name("mesos-caller".to_string())
             .spawn(move || {
-                caller::run_caller(Caller::new(auth), calls, session_receiver, caller_events)
+                CallerLoop::new(caller, calls, session_receiver, caller_stop, caller_events).run()
             })?;
         let reader_socket = Arc::clone(&socket);
         let reader = thread::Builder::new()
@@ -107,26 +113,31 @@ impl Connection {
             reader: Some(reader),
             caller: Some(caller),
             stop: Some(stop_sender),
-            socket,
+            sockets: [socket, call_socket],
         })
     }
 
-    /// Stops the reader (closing its socket so a blocked read returns) and
-    /// joins both threads. The caller stops once the state thread has dropped
-    /// its sender, so call this after the state thread has ended.
+    /// Asks both threads to stop without waiting: the reader ends, and the
+    /// caller still sends what it can send at once but no longer waits for
+    /// a session or a backoff (a caller waiting for a master that is gone
+    /// would otherwise hold up the journal, and with it the shutdown).
+    pub fn stop(&mut self) {
+        drop(self.stop.take());
+    }
+
+    /// Stops both threads (closing their sockets so blocked reads return) and
+    /// joins them. The caller may still be sending what the journal hands it,
+    /// so call this after the journal has ended.
     pub fn shutdown(mut self) {
         self.stop_threads();
     }
 
     fn stop_threads(&mut self) {
-        drop(self.stop.take());
-        if let Some(socket) = self
-            .socket
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            client::close(socket);
+        self.stop();
+        for slot in &self.sockets {
+            if let Some(socket) = slot.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                client::close(socket);
+            }
         }
         for handle in [self.reader.take(), self.caller.take()]
             .into_iter()

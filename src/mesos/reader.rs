@@ -9,6 +9,7 @@
 //! forwarded, so the calls that answer it carry the new stream id.
 
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,8 @@ pub(crate) struct Reader {
     redirects: u32,
     /// When the current outage began; a failure is logged once per outage.
     failing_since: Option<Instant>,
+    /// The current session's "stream ended" flag, shared with the caller.
+    stream_ended: Option<Arc<AtomicBool>>,
 }
 
 impl Reader {
@@ -74,6 +77,7 @@ impl Reader {
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             redirects: 0,
             failing_since: None,
+            stream_ended: None,
         }
     }
 
@@ -152,6 +156,9 @@ impl Reader {
             return Attempt::Stop;
         }
         let ended = self.read_stream(subscription);
+        if let Some(flag) = self.stream_ended.take() {
+            flag.store(true, Ordering::SeqCst);
+        }
         *self
             .socket_slot
             .lock()
@@ -228,10 +235,15 @@ impl Reader {
         }
         self.backoff.reset();
         self.framework_id = Some(framework_id.clone());
+        let ended = Arc::new(AtomicBool::new(false));
+        if let Some(previous) = self.stream_ended.replace(Arc::clone(&ended)) {
+            previous.store(true, Ordering::SeqCst);
+        }
         let session = Session {
             leader: self.master.clone(),
             stream_id: subscription.stream_id.clone(),
             framework_id: framework_id.clone(),
+            ended,
         };
         if self.sessions.send(session).is_err() {
             return Ok(None);

@@ -3,6 +3,7 @@
 
 mod bad_master;
 mod bad_redis;
+mod call_proxy;
 mod durability;
 mod fuzz;
 mod mesos_client;
