@@ -20,11 +20,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::config::Config;
 use crate::mesos::convert::FrameworkSettings;
-use crate::mesos::{Connection, MesosConfig};
+use crate::mesos::{Connection, Fatal, MesosConfig};
 use crate::scheduler::{
     State, API_INBOX_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY,
 };
@@ -50,6 +50,8 @@ pub struct Running {
     api: Option<api::ApiServer>,
     bridge: Option<redis::Bridge>,
     state: Option<JoinHandle<()>>,
+    /// Disconnected when the state thread ends.
+    state_done: Receiver<()>,
     journal: Option<JoinHandle<()>>,
     connection: Option<Connection>,
     sim: Option<sim::Master>,
@@ -80,9 +82,13 @@ pub fn start(config: Config) -> io::Result<Running> {
     let journal = std::thread::Builder::new()
         .name("journal".to_string())
         .spawn(move || store::run_journal(store, turn_rx, call_tx))?;
+    let (state_done_tx, state_done) = bounded::<()>(0);
     let state = std::thread::Builder::new()
         .name("state".to_string())
-        .spawn(move || scheduler::run(state, api_rx, mesos_rx, turn_tx))?;
+        .spawn(move || {
+            let _done = state_done_tx;
+            scheduler::run(state, api_rx, mesos_rx, turn_tx)
+        })?;
     let mesos_config = MesosConfig {
         master: master.clone(),
         framework: FrameworkSettings {
@@ -121,6 +127,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         api: Some(api),
         bridge,
         state: Some(state),
+        state_done,
         journal: Some(journal),
         connection: Some(connection),
         sim,
@@ -134,11 +141,31 @@ impl Running {
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), api::ApiServer::addr)
     }
 
-    /// Blocks until the state thread ends (it runs until shutdown).
-    pub fn wait(mut self) {
+    /// Blocks until the state thread ends (it runs until shutdown) or the
+    /// Mesos connection fails for good; that error is returned after
+    /// everything has stopped, for `main` to turn into the exit code.
+    pub fn wait(mut self) -> Result<(), Fatal> {
+        let mut fatal = self
+            .connection
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, Connection::fatal);
+        loop {
+            select! {
+                recv(fatal) -> error => match error {
+                    Ok(error) => {
+                        self.stop();
+                        return Err(error);
+                    }
+                    // The reader ended without an error: only the state thread counts.
+                    Err(_) => fatal = crossbeam_channel::never(),
+                },
+                recv(self.state_done) -> _ => break,
+            }
+        }
         if let Some(state) = self.state.take() {
             let _ = state.join();
         }
+        Ok(())
     }
 
     pub fn shutdown(mut self) {

@@ -18,6 +18,7 @@ pub mod recordio;
 
 pub use backoff::Backoff;
 
+use std::fmt;
 use std::net::TcpStream;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,6 +51,41 @@ pub const MAX_REDIRECTS: u32 = 9;
 /// The shortest idle timeout on the event stream, whatever the heartbeat says.
 pub(crate) const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Exit code when another scheduler took our framework over ("Framework
+/// failed over"): taking it back would start a ping-pong between the two, so
+/// the unit file must not restart on it (`RestartPreventExitStatus=`).
+pub const EXIT_FAILED_OVER: u8 = 4;
+
+/// Why the connection to Mesos cannot go on and the process must stop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fatal {
+    /// Another scheduler subscribed with our framework id and the master gave
+    /// it the framework.
+    FailedOver { framework_id: String },
+}
+
+impl Fatal {
+    /// The process exit code that tells the supervisor what happened.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Fatal::FailedOver { .. } => EXIT_FAILED_OVER,
+        }
+    }
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fatal::FailedOver { framework_id } => write!(
+                f,
+                "framework {framework_id} failed over to another scheduler: another process subscribed with our framework id and the master gave the framework to it; stopping instead of taking it back (two schedulers would displace each other for ever)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Fatal {}
+
 /// Everything the reader needs to subscribe.
 #[derive(Clone, Debug)]
 pub struct MesosConfig {
@@ -77,6 +113,8 @@ pub struct Connection {
     reader: Option<JoinHandle<()>>,
     caller: Option<JoinHandle<()>>,
     stop: Option<Sender<()>>,
+    /// Where the reader reports a `Fatal` error (at most one).
+    fatal: Receiver<Fatal>,
     /// The event stream's socket and the socket of the call in progress.
     sockets: [Arc<Mutex<Option<TcpStream>>>; 2],
 }
@@ -104,17 +142,33 @@ impl Connection {
                 CallerLoop::new(caller, calls, session_receiver, caller_stop, caller_events).run()
             })?;
         let reader_socket = Arc::clone(&socket);
+        let (fatal_sender, fatal) = crossbeam_channel::bounded::<Fatal>(1);
         let reader = thread::Builder::new()
             .name("mesos-reader".to_string())
             .spawn(move || {
-                Reader::new(config, events, session_sender, stop_receiver, reader_socket).run()
+                Reader::new(
+                    config,
+                    events,
+                    session_sender,
+                    fatal_sender,
+                    stop_receiver,
+                    reader_socket,
+                )
+                .run()
             })?;
         Ok(Connection {
             reader: Some(reader),
             caller: Some(caller),
             stop: Some(stop_sender),
+            fatal,
             sockets: [socket, call_socket],
         })
+    }
+
+    /// Receives the error that ended the connection for good, if one does;
+    /// disconnected once the reader has ended without one.
+    pub fn fatal(&self) -> Receiver<Fatal> {
+        self.fatal.clone()
     }
 
     /// Asks both threads to stop without waiting: the reader ends, and the

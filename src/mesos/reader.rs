@@ -19,7 +19,7 @@ use crate::mesos::backoff::Backoff;
 use crate::mesos::client::{self, Subscription};
 use crate::mesos::convert::{self, Decoded};
 use crate::mesos::{
-    is_stopped, recordio, MesosConfig, Session, BACKOFF_MAX, BACKOFF_MIN, DEFAULT_HEARTBEAT,
+    is_stopped, recordio, Fatal, MesosConfig, Session, BACKOFF_MAX, BACKOFF_MIN, DEFAULT_HEARTBEAT,
     MAX_REDIRECTS, MIN_IDLE_TIMEOUT, MISSED_HEARTBEATS,
 };
 use crate::scheduler::model::FrameworkId;
@@ -40,6 +40,7 @@ pub(crate) struct Reader {
     config: MesosConfig,
     events: Sender<MesosEvent>,
     sessions: Sender<Session>,
+    fatal: Sender<Fatal>,
     stop: Receiver<()>,
     /// The open stream's socket, so shutdown can close it from outside.
     socket_slot: Arc<Mutex<Option<TcpStream>>>,
@@ -62,6 +63,7 @@ impl Reader {
         config: MesosConfig,
         events: Sender<MesosEvent>,
         sessions: Sender<Session>,
+        fatal: Sender<Fatal>,
         stop: Receiver<()>,
         socket_slot: Arc<Mutex<Option<TcpStream>>>,
     ) -> Reader {
@@ -71,6 +73,7 @@ impl Reader {
             config,
             events,
             sessions,
+            fatal,
             stop,
             socket_slot,
             heartbeat: DEFAULT_HEARTBEAT,
@@ -254,6 +257,13 @@ impl Reader {
     /// An ERROR event: the master ends the stream after it.
     fn on_error(&mut self, message: String) -> Attempt {
         log::error!("master sent error message={message:?}");
+        if message.contains("Framework failed over") {
+            let framework_id = self
+                .framework_id
+                .as_ref()
+                .map_or_else(String::new, |id| id.0.clone());
+            return self.give_up(Fatal::FailedOver { framework_id });
+        }
         // A removed framework id is permanent for this master: register anew.
         if message.contains("Framework has been removed") {
             self.framework_id = None;
@@ -262,5 +272,14 @@ impl Reader {
             }
         }
         Attempt::Lost(format!("master error: {message}"))
+    }
+
+    /// Ends the reader for good: the error goes to `main` (through
+    /// `Running::wait`), which stops the process with its exit code.
+    fn give_up(&mut self, fatal: Fatal) -> Attempt {
+        log::error!("{fatal}");
+        // Capacity one and only one sender: the first error is kept.
+        let _ = self.fatal.try_send(fatal);
+        Attempt::Stop
     }
 }
