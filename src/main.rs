@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 clean stop, 1 cannot start (e.g. the state dir is locked by
 //! another process), 2 bad flags, 3 state not saved (`store`), 4 the
-//! framework failed over to another scheduler (`mesos::EXIT_FAILED_OVER`).
+//! framework failed over to another scheduler (`mesos::EXIT_FAILED_OVER`), 5
+//! the master refuses our SUBSCRIBE for good (`mesos::EXIT_SUBSCRIBE_REFUSED`).
 
 use std::process::ExitCode;
 

@@ -56,12 +56,24 @@ pub(crate) const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// the unit file must not restart on it (`RestartPreventExitStatus=`).
 pub const EXIT_FAILED_OVER: u8 = 4;
 
+/// Exit code when the master refuses our SUBSCRIBE for a reason in our flags
+/// (a principal the framework cannot change to, a role it does not accept):
+/// retrying cannot fix it, so neither can a restart.
+pub const EXIT_SUBSCRIBE_REFUSED: u8 = 5;
+
 /// Why the connection to Mesos cannot go on and the process must stop.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fatal {
     /// Another scheduler subscribed with our framework id and the master gave
     /// it the framework.
     FailedOver { framework_id: String },
+    /// The master refuses our SUBSCRIBE for good: `message` is its text,
+    /// `flag` the one to fix and `why` what the refusal means.
+    SubscribeRefused {
+        message: String,
+        flag: &'static str,
+        why: &'static str,
+    },
 }
 
 impl Fatal {
@@ -69,6 +81,7 @@ impl Fatal {
     pub fn exit_code(&self) -> u8 {
         match self {
             Fatal::FailedOver { .. } => EXIT_FAILED_OVER,
+            Fatal::SubscribeRefused { .. } => EXIT_SUBSCRIBE_REFUSED,
         }
     }
 }
@@ -79,6 +92,10 @@ impl fmt::Display for Fatal {
             Fatal::FailedOver { framework_id } => write!(
                 f,
                 "framework {framework_id} failed over to another scheduler: another process subscribed with our framework id and the master gave the framework to it; stopping instead of taking it back (two schedulers would displace each other for ever)"
+            ),
+            Fatal::SubscribeRefused { message, flag, why } => write!(
+                f,
+                "the master refuses to subscribe us: {message:?}; check {flag}: {why}; retrying cannot change that, so stopping"
             ),
         }
     }

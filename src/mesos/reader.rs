@@ -257,21 +257,27 @@ impl Reader {
     /// An ERROR event: the master ends the stream after it.
     fn on_error(&mut self, message: String) -> Attempt {
         log::error!("master sent error message={message:?}");
-        if message.contains("Framework failed over") {
-            let framework_id = self
-                .framework_id
-                .as_ref()
-                .map_or_else(String::new, |id| id.0.clone());
-            return self.give_up(Fatal::FailedOver { framework_id });
-        }
-        // A removed framework id is permanent for this master: register anew.
-        if message.contains("Framework has been removed") {
-            self.framework_id = None;
-            if self.events.send(MesosEvent::FrameworkRemoved).is_err() {
-                return Attempt::Stop;
+        match classify_error(&message) {
+            ErrorKind::FailedOver => {
+                let framework_id = self
+                    .framework_id
+                    .as_ref()
+                    .map_or_else(String::new, |id| id.0.clone());
+                self.give_up(Fatal::FailedOver { framework_id })
             }
+            ErrorKind::Permanent { flag, why } => {
+                self.give_up(Fatal::SubscribeRefused { message, flag, why })
+            }
+            // A removed framework id is permanent for this master: register anew.
+            ErrorKind::Removed => {
+                self.framework_id = None;
+                if self.events.send(MesosEvent::FrameworkRemoved).is_err() {
+                    return Attempt::Stop;
+                }
+                Attempt::Lost(format!("master error: {message}"))
+            }
+            ErrorKind::Transient => Attempt::Lost(format!("master error: {message}")),
         }
-        Attempt::Lost(format!("master error: {message}"))
     }
 
     /// Ends the reader for good: the error goes to `main` (through
@@ -281,5 +287,97 @@ impl Reader {
         // Capacity one and only one sender: the first error is kept.
         let _ = self.fatal.try_send(fatal);
         Attempt::Stop
+    }
+}
+
+/// What an ERROR event means for the subscription.
+#[derive(Debug, PartialEq)]
+enum ErrorKind {
+    /// Another scheduler subscribed with our framework id.
+    FailedOver,
+    /// Our framework id is gone for good; register anew.
+    Removed,
+    /// The master refuses our SUBSCRIBE for a reason in our flags, which
+    /// retrying cannot change: `flag` is the one to fix.
+    Permanent {
+        flag: &'static str,
+        why: &'static str,
+    },
+    /// Anything else: resubscribe after a backoff.
+    Transient,
+}
+
+/// Sorts an ERROR message by the texts a Mesos 1.x master sends
+/// (`src/master/master.cpp`, `src/master/validation.cpp`,
+/// `src/common/roles.cpp`).
+fn classify_error(message: &str) -> ErrorKind {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("framework failed over") {
+        ErrorKind::FailedOver
+    } else if lower.contains("framework has been removed") {
+        ErrorKind::Removed
+    } else if lower.contains("principal") {
+        ErrorKind::Permanent {
+            flag: "--principal",
+            why: "a registered framework keeps the principal it was registered with; run with that principal, or register a new framework (another --state-dir)",
+        }
+    } else if lower.contains("role") {
+        ErrorKind::Permanent {
+            flag: "--role",
+            why: "the master does not accept this role (invalid, not in its --roles, or suppressed roles outside the framework's roles)",
+        }
+    } else if lower.contains("not authorized") || lower.contains("unauthorized") {
+        ErrorKind::Permanent {
+            flag: "--principal",
+            why: "the master's ACLs do not let this principal register this framework",
+        }
+    } else {
+        ErrorKind::Transient
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_sorted_by_what_retrying_can_fix() {
+        let check = |message: &str, expected: &str| {
+            let kind = match classify_error(message) {
+                ErrorKind::FailedOver => "failed over".to_string(),
+                ErrorKind::Removed => "removed".to_string(),
+                ErrorKind::Permanent { flag, .. } => format!("permanent {flag}"),
+                ErrorKind::Transient => "transient".to_string(),
+            };
+            assert_eq!(kind, expected, "{message}");
+        };
+        check("Framework failed over", "failed over");
+        check("Framework has been removed", "removed");
+        check(
+            "Changing framework's principal is not allowed.",
+            "permanent --principal",
+        );
+        check(
+            "Authenticated principal 'a' does not match principal 'b' set in `FrameworkInfo`",
+            "permanent --principal",
+        );
+        check(
+            "Role name 'a b' is invalid because it contains slash, backspace or whitespace",
+            "permanent --role",
+        );
+        check(
+            "Role 'x' is not present in the master's --roles",
+            "permanent --role",
+        );
+        check(
+            "Suppressed roles [\"x\"] are not contained in the set of roles",
+            "permanent --role",
+        );
+        check(
+            "Not authorized to register as framework",
+            "permanent --principal",
+        );
+        check("Master is recovering", "transient");
+        check("", "transient");
     }
 }

@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 
 use crate::support::{fast_sim, http_agent, request, scheduler_config, wait_until, DEADLINE};
+use charmander::mesos::client::BasicAuth;
 use charmander::sim;
 
 /// A directory of its own under the system temp dir, emptied.
@@ -112,5 +113,63 @@ fn a_second_scheduler_on_one_state_dir_refuses_to_start_and_names_the_dir() {
     first.shutdown();
     let again = charmander::start(config).expect("starts after the first stopped");
     again.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// See: issue 8, finding 6. A registered framework cannot change its
+/// principal; the scheduler used to resubscribe for ever.
+#[test]
+fn a_principal_the_framework_cannot_change_to_stops_the_scheduler_with_its_code() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let http = http_agent();
+    let sim_state = || {
+        request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None,
+        )
+        .1
+    };
+    let dir = temp_dir("principal");
+    let with_principal = |principal: &str| {
+        let mut config = scheduler_config(&master.addr().to_string());
+        config.state_dir = Some(dir.clone());
+        config.auth = Some(BasicAuth {
+            principal: principal.to_string(),
+            secret: "secret".to_string(),
+        });
+        config
+    };
+    let first = charmander::start(with_principal("alice")).expect("starts");
+    let mut framework = String::new();
+    let stored = wait_until(DEADLINE, || {
+        framework = sim_state()["frameworks"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let journal = std::fs::read(dir.join("state.journal")).unwrap_or_default();
+        !framework.is_empty() && String::from_utf8_lossy(&journal).contains(&framework)
+    });
+    assert!(stored, "the framework id never reached the state dir");
+    first.shutdown();
+
+    let second = charmander::start(with_principal("bob")).expect("starts");
+    let (done, result) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done.send(second.wait());
+    });
+    let fatal = match result.recv_timeout(DEADLINE) {
+        Ok(Err(fatal)) => fatal,
+        other => panic!("the scheduler kept going: {other:?}"),
+    };
+    assert_eq!(fatal.exit_code(), charmander::mesos::EXIT_SUBSCRIBE_REFUSED);
+    let text = fatal.to_string();
+    assert!(
+        text.contains("Changing framework's principal is not allowed")
+            && text.contains("--principal"),
+        "{text}"
+    );
+    assert_eq!(sim_state()["calls"]["SUBSCRIBE"], 2, "{}", sim_state());
     let _ = std::fs::remove_dir_all(&dir);
 }
