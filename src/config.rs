@@ -35,7 +35,9 @@ Flags:
                             slave1..slave3) in-process and use it as the master
   --framework-name NAME     FrameworkInfo.name (default \"Charmander Scheduler\")
   --user USER               FrameworkInfo.user (default root)
-  --role ROLE               FrameworkInfo.role (default *)
+  --role ROLE               FrameworkInfo.role (default *); checked as Mesos
+                            does: no whitespace, no leading '-', not . or ..,
+                            '/' only between the parts of a hierarchy
   --hostname HOST           FrameworkInfo.hostname (default: this machine's name)
   --failover-timeout SECS   how long Mesos keeps our tasks after we disconnect
                             (default 604800, one week)
@@ -178,7 +180,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
                 config.framework_name = non_empty("--framework-name", value("--framework-name")?)?
             }
             "--user" => config.user = non_empty("--user", value("--user")?)?,
-            "--role" => config.role = non_empty("--role", value("--role")?)?,
+            "--role" => config.role = role(value("--role")?)?,
             "--hostname" => config.hostname = non_empty("--hostname", value("--hostname")?)?,
             "--failover-timeout" => {
                 let text = value("--failover-timeout")?;
@@ -285,6 +287,51 @@ fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
         return Err(bad(flag, &value, "must not be empty"));
     }
     Ok(value)
+}
+
+fn role(value: String) -> Result<String, Error> {
+    match invalid_role(&value) {
+        Some(why) => Err(bad("--role", &value, why)),
+        None => Ok(value),
+    }
+}
+
+/// Why Mesos would refuse `role` on SUBSCRIBE, if it would (the rules of
+/// Mesos' `src/common/roles.cpp` and `docs/roles.md`): `*` is the default
+/// role; any other role is one or more `/`-separated components (a role
+/// hierarchy), each non-empty, not `.`, `..` or `*`, not starting with `-`,
+/// and free of whitespace and control characters.
+pub fn invalid_role(role: &str) -> Option<&'static str> {
+    if role == "*" {
+        return None;
+    }
+    if role.is_empty() {
+        return Some("must not be empty");
+    }
+    if role.starts_with('/') || role.ends_with('/') {
+        return Some("must not start or end with '/'");
+    }
+    for component in role.split('/') {
+        if component.is_empty() {
+            return Some("must not contain '//' ('/' only separates the parts of a hierarchy)");
+        }
+        if component == "." || component == ".." {
+            return Some("'.' and '..' are not valid roles or role parts");
+        }
+        if component == "*" {
+            return Some("'*' is only valid as the whole role");
+        }
+        if component.starts_with('-') {
+            return Some("a role (and each '/'-separated part) must not start with '-'");
+        }
+        if component
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Some("must not contain whitespace or control characters");
+        }
+    }
+    None
 }
 
 fn host_port(flag: &'static str, value: String) -> Result<String, Error> {
@@ -396,6 +443,62 @@ mod tests {
             "--api-token-file /nonexistent/t",
             "cannot read secret file /nonexistent/t: No such file or directory (os error 2)",
         );
+    }
+
+    /// See: issue 8, finding 5. An invalid role used to reach the master,
+    /// which refused every SUBSCRIBE.
+    #[test]
+    fn roles_are_validated_the_way_mesos_does() {
+        let check = |role: &str, expected: Option<&'static str>| {
+            assert_eq!(invalid_role(role), expected, "{role:?}");
+            let parsed = parse(vec!["--role".to_string(), role.to_string()]);
+            match expected {
+                None => assert!(
+                    matches!(&parsed, Ok(Parsed::Run(config)) if config.role == role),
+                    "{role:?}: {parsed:?}"
+                ),
+                Some(why) => assert_eq!(
+                    parsed,
+                    Err(Error::BadValue {
+                        flag: "--role",
+                        value: role.to_string(),
+                        why
+                    })
+                ),
+            }
+        };
+        let whitespace = Some("must not contain whitespace or control characters");
+        let dots = Some("'.' and '..' are not valid roles or role parts");
+        let dash = Some("a role (and each '/'-separated part) must not start with '-'");
+        let edge_slash = Some("must not start or end with '/'");
+        let double_slash =
+            Some("must not contain '//' ('/' only separates the parts of a hierarchy)");
+        let star = Some("'*' is only valid as the whole role");
+        check("*", None);
+        check("lab", None);
+        check("lab-analytics_2.x", None);
+        check("eng/frontend/server", None);
+        check("a.b", None);
+        check("x-", None);
+        check("", Some("must not be empty"));
+        check(".", dots);
+        check("..", dots);
+        check("eng/..", dots);
+        check("./eng", dots);
+        check("-lab", dash);
+        check("eng/-x", dash);
+        check("a b", whitespace);
+        check(" lab", whitespace);
+        check("lab\t", whitespace);
+        check("lab\n", whitespace);
+        check("la\u{7f}b", whitespace);
+        check("la\u{0}b", whitespace);
+        check("/eng", edge_slash);
+        check("eng/", edge_slash);
+        check("/", edge_slash);
+        check("eng//x", double_slash);
+        check("eng/*", star);
+        check("**", None);
     }
 
     #[test]
