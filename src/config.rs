@@ -19,6 +19,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/charmander-scheduler";
 /// How often every task is reconciled with the master.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// The most addresses `--master` may list.
+pub const MAX_MASTERS: usize = 16;
+
 /// The largest secret file we read.
 const MAX_SECRET_FILE: u64 = 4096;
 
@@ -28,8 +31,10 @@ charmander-scheduler: a Mesos framework for the Charmander scheduling lab
 Usage: charmander-scheduler [FLAGS]
 
 Flags:
-  --master HOST:PORT        Mesos master to subscribe to (default 127.0.0.1:5050);
-                            a non-leading master redirects us to the leader
+  --master HOST:PORT[,...]  Mesos master(s) to subscribe to (default
+                            127.0.0.1:5050); a non-leading master redirects us
+                            to the leader; on a connection failure or 503 the
+                            next address is tried, round robin
   --listen ADDR:PORT        REST API address (default 0.0.0.0:7075)
   --sim                     start a simulated Charmander lab (mesos-sim with
                             slave1..slave3) in-process and use it as the master
@@ -65,6 +70,7 @@ Flags:
 /// Everything the program needs, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// One or more master addresses, comma-separated (see `masters`).
     pub master: String,
     pub listen: String,
     pub sim: bool,
@@ -85,6 +91,17 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
     pub api_token: Option<String>,
+}
+
+impl Config {
+    /// The master addresses in the order given.
+    pub fn masters(&self) -> Vec<String> {
+        self.master
+            .split(',')
+            .map(|it| it.trim().to_string())
+            .filter(|it| !it.is_empty())
+            .collect()
+    }
 }
 
 impl Default for Config {
@@ -174,7 +191,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--sim" => config.sim = true,
-            "--master" => config.master = host_port("--master", value("--master")?)?,
+            "--master" => config.master = master_list(value("--master")?)?,
             "--listen" => config.listen = host_port("--listen", value("--listen")?)?,
             "--framework-name" => {
                 config.framework_name = non_empty("--framework-name", value("--framework-name")?)?
@@ -287,6 +304,19 @@ fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
         return Err(bad(flag, &value, "must not be empty"));
     }
     Ok(value)
+}
+
+/// `host:port[,host:port...]`, each checked; spaces around commas dropped.
+fn master_list(value: String) -> Result<String, Error> {
+    let masters: Vec<&str> = value.split(',').map(str::trim).collect();
+    if masters.len() > MAX_MASTERS {
+        return Err(bad("--master", &value, "lists more than 16 addresses"));
+    }
+    for master in &masters {
+        host_port("--master", master.to_string())
+            .map_err(|_| bad("--master", &value, "expected HOST:PORT[,HOST:PORT...]"))?;
+    }
+    Ok(masters.join(","))
 }
 
 fn role(value: String) -> Result<String, Error> {
@@ -445,6 +475,24 @@ mod tests {
         );
     }
 
+    /// See: issue 8, finding 8. One address was all a lab with three
+    /// masters could give.
+    #[test]
+    fn master_takes_a_list_of_addresses() {
+        let masters = |line: &str| match parse(args(line)) {
+            Ok(Parsed::Run(config)) => config.masters(),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(masters(""), ["127.0.0.1:5050"]);
+        assert_eq!(masters("--master m1:5050"), ["m1:5050"]);
+        assert_eq!(
+            masters("--master m1:5050,m2:5051,10.0.0.3:5050"),
+            ["m1:5050", "m2:5051", "10.0.0.3:5050"]
+        );
+        let many = vec!["m:5050"; MAX_MASTERS + 1].join(",");
+        assert!(parse(vec!["--master".to_string(), many]).is_err());
+    }
+
     /// See: issue 8, finding 5. An invalid role used to reach the master,
     /// which refused every SUBSCRIBE.
     #[test]
@@ -507,7 +555,15 @@ mod tests {
         check_error("--master", "--master needs a value");
         check_error(
             "--master nohost",
-            "bad value \"nohost\" for --master: expected HOST:PORT",
+            "bad value \"nohost\" for --master: expected HOST:PORT[,HOST:PORT...]",
+        );
+        check_error(
+            "--master m1:5050,,m2:5050",
+            "bad value \"m1:5050,,m2:5050\" for --master: expected HOST:PORT[,HOST:PORT...]",
+        );
+        check_error(
+            "--master m1:5050,m2",
+            "bad value \"m1:5050,m2\" for --master: expected HOST:PORT[,HOST:PORT...]",
         );
         check_error(
             "--listen :99999",

@@ -71,9 +71,10 @@ pub fn start(config: Config) -> io::Result<Running> {
     } else {
         None
     };
-    let master = sim
+    let masters = sim
         .as_ref()
-        .map_or(config.master.clone(), |sim| sim.addr().to_string());
+        .map_or_else(|| config.masters(), |sim| vec![sim.addr().to_string()]);
+    let master = masters.join(",");
     let (api_tx, api_rx) = bounded(API_INBOX_CAPACITY);
     let (mesos_tx, mesos_rx) = bounded(MESOS_INBOX_CAPACITY);
     let (call_tx, call_rx) = bounded(OUTBOX_CAPACITY);
@@ -90,7 +91,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             scheduler::run(state, api_rx, mesos_rx, turn_tx)
         })?;
     let mesos_config = MesosConfig {
-        master: master.clone(),
+        masters,
         framework: FrameworkSettings {
             name: config.framework_name.clone(),
             user: config.user.clone(),

@@ -106,8 +106,9 @@ impl std::error::Error for Fatal {}
 /// Everything the reader needs to subscribe.
 #[derive(Clone, Debug)]
 pub struct MesosConfig {
-    /// host:port of a master; redirects move us to the leader.
-    pub master: String,
+    /// host:port of each master, tried in turn (round robin); a non-leading
+    /// master redirects us to the leader. Never empty.
+    pub masters: Vec<String>,
     pub framework: FrameworkSettings,
     /// Resubscribe with this id (restart with stored state); `None` registers anew.
     pub framework_id: Option<FrameworkId>,

@@ -44,8 +44,13 @@ pub(crate) struct Reader {
     stop: Receiver<()>,
     /// The open stream's socket, so shutdown can close it from outside.
     socket_slot: Arc<Mutex<Option<TcpStream>>>,
-    /// Where the next SUBSCRIBE goes (a redirect target or the configured master).
+    /// Where the next SUBSCRIBE goes: a configured master or a redirect target.
     master: String,
+    /// The configured master `master` came from (index into `config.masters`).
+    index: usize,
+    /// Failed attempts since the last success or backoff: after one per
+    /// configured master (a full round) the reader backs off.
+    failed_in_round: usize,
     /// Resubscribe with this id; `None` registers anew.
     framework_id: Option<FrameworkId>,
     heartbeat: Duration,
@@ -68,7 +73,9 @@ impl Reader {
         socket_slot: Arc<Mutex<Option<TcpStream>>>,
     ) -> Reader {
         Reader {
-            master: config.master.clone(),
+            master: config.masters.first().cloned().unwrap_or_default(),
+            index: 0,
+            failed_in_round: 0,
             framework_id: config.framework_id.clone(),
             config,
             events,
@@ -116,15 +123,27 @@ impl Reader {
             {
                 return;
             }
-            let delay = self.backoff.next_delay();
-            if self.stop.recv_timeout(delay).is_ok() || is_stopped(&self.stop) {
-                return;
+            // Each failure moves on to the next configured master at once;
+            // only a full round of failures (no master reachable, or none
+            // with a leader) waits for the backoff.
+            self.failed_in_round += 1;
+            if self.failed_in_round >= self.config.masters.len() {
+                self.failed_in_round = 0;
+                let delay = self.backoff.next_delay();
+                if self.stop.recv_timeout(delay).is_ok() || is_stopped(&self.stop) {
+                    return;
+                }
             }
-            // After a failed attempt on a redirect target, go back to the
-            // configured master: the leader may have moved again.
-            if self.redirects == 0 {
-                self.master = self.config.master.clone();
-            }
+            // The leader may have moved (or been a redirect target that is
+            // gone): go on from the configured list.
+            self.redirects = 0;
+            self.index = (self.index + 1) % self.config.masters.len().max(1);
+            self.master = self
+                .config
+                .masters
+                .get(self.index)
+                .cloned()
+                .unwrap_or_default();
         }
     }
 
@@ -237,6 +256,7 @@ impl Reader {
             );
         }
         self.backoff.reset();
+        self.failed_in_round = 0;
         self.framework_id = Some(framework_id.clone());
         let ended = Arc::new(AtomicBool::new(false));
         if let Some(previous) = self.stream_ended.replace(Arc::clone(&ended)) {

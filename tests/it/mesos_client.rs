@@ -28,7 +28,7 @@ impl Client {
         let (event_sender, events) = bounded(1024);
         let (calls, call_receiver) = bounded(1024);
         let config = MesosConfig {
-            master: master.to_string(),
+            masters: vec![master.to_string()],
             framework: FrameworkSettings {
                 name: "client-test".to_string(),
                 user: "root".to_string(),
@@ -578,4 +578,88 @@ fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
     client.send(Call::Revive);
     assert!(wait_until(DEADLINE, || proxy.count("REVIVE", Mode::Pass) == 1));
     assert_eq!(proxy.count("ACKNOWLEDGE", Mode::Pass), 1);
+}
+
+/// An address nothing listens on (bound once, then let go).
+fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// Starts a scheduler on `masters` (a `--master` list), submits STRESS60 and
+/// waits until it runs on `leader`; returns the scheduler.
+#[track_caller]
+fn runs_on_the_leader(masters: &str, leader: &sim::Master) -> charmander::Running {
+    let config = charmander::config::parse(vec!["--master".to_string(), masters.to_string()])
+        .expect("the list parses");
+    let charmander::config::Parsed::Run(parsed) = config else {
+        panic!("not a run config")
+    };
+    let mut config = scheduler_config(&parsed.master);
+    config.master = parsed.master;
+    let scheduler = charmander::start(config).expect("scheduler starts");
+    let http = crate::support::http_agent();
+    crate::support::submit(&http, &scheduler.api_addr().to_string(), STRESS60);
+    let running = wait_until(DEADLINE, || {
+        let (_, state) = crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", leader.addr()),
+            None,
+        );
+        state["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|task| task["state"] == "TASK_RUNNING"))
+    });
+    assert!(running, "no task ran on the leader with --master {masters}");
+    scheduler
+}
+
+/// See: issue 8, finding 8. A lab with several masters lists them all; a
+/// dead first address costs one failed connect, then the next one is tried.
+#[test]
+fn a_master_list_whose_first_address_is_dead_reaches_the_next_one() {
+    let leader = sim::Master::start(fast_sim(sim::charmander_lab())).expect("leader starts");
+    let masters = format!("{},{}", dead_address(), leader.addr());
+    runs_on_the_leader(&masters, &leader).shutdown();
+}
+
+/// See: issue 8, finding 8. The first listed master is not the leader: its
+/// 307 leads us to the leader.
+#[test]
+fn a_master_list_whose_first_address_is_a_non_leader_is_redirected_to_the_leader() {
+    let leader = sim::Master::start(fast_sim(sim::charmander_lab())).expect("leader starts");
+    let mut follower_config = fast_sim(Vec::new());
+    follower_config.redirect_to = Some(leader.addr().to_string());
+    let follower = sim::Master::start(follower_config).expect("follower starts");
+    let masters = format!("{},{}", follower.addr(), dead_address());
+    runs_on_the_leader(&masters, &leader).shutdown();
+}
+
+/// See: issue 8, finding 8. The master we are subscribed to goes away: the
+/// reader moves on to the next address in the list and resubscribes there
+/// with the same framework id.
+#[test]
+fn when_the_leader_goes_the_next_master_in_the_list_takes_over() {
+    let first = sim::Master::start(fast_sim(sim::charmander_lab())).expect("first starts");
+    let second = sim::Master::start(fast_sim(sim::charmander_lab())).expect("second starts");
+    let masters = format!("{},{}", first.addr(), second.addr());
+    let scheduler = runs_on_the_leader(&masters, &first);
+    let http = crate::support::http_agent();
+    let framework = |master: &std::net::SocketAddr| {
+        let (_, state) =
+            crate::support::request(&http, "GET", &format!("http://{master}/sim/state"), None);
+        state["frameworks"]
+            .as_array()
+            .and_then(|it| it.iter().find(|fw| fw["connected"] == true).cloned())
+            .map(|fw| fw["id"].clone())
+    };
+    let id = framework(&first.addr()).expect("subscribed to the first");
+    let second_addr = second.addr();
+    first.shutdown();
+    assert!(
+        wait_until(DEADLINE, || framework(&second_addr) == Some(id.clone())),
+        "the second master never got our framework"
+    );
+    scheduler.shutdown();
 }
