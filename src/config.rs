@@ -19,6 +19,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/charmander-scheduler";
 /// How often every task is reconciled with the master.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// The most addresses `--master` may list.
+pub const MAX_MASTERS: usize = 16;
+
 /// The largest secret file we read.
 const MAX_SECRET_FILE: u64 = 4096;
 
@@ -28,14 +31,18 @@ charmander-scheduler: a Mesos framework for the Charmander scheduling lab
 Usage: charmander-scheduler [FLAGS]
 
 Flags:
-  --master HOST:PORT        Mesos master to subscribe to (default 127.0.0.1:5050);
-                            a non-leading master redirects us to the leader
+  --master HOST:PORT[,...]  Mesos master(s) to subscribe to (default
+                            127.0.0.1:5050); a non-leading master redirects us
+                            to the leader; on a connection failure or 503 the
+                            next address is tried, round robin
   --listen ADDR:PORT        REST API address (default 0.0.0.0:7075)
   --sim                     start a simulated Charmander lab (mesos-sim with
                             slave1..slave3) in-process and use it as the master
   --framework-name NAME     FrameworkInfo.name (default \"Charmander Scheduler\")
   --user USER               FrameworkInfo.user (default root)
-  --role ROLE               FrameworkInfo.role (default *)
+  --role ROLE               FrameworkInfo.role (default *); checked as Mesos
+                            does: no whitespace, no leading '-', not . or ..,
+                            '/' only between the parts of a hierarchy
   --hostname HOST           FrameworkInfo.hostname (default: this machine's name)
   --failover-timeout SECS   how long Mesos keeps our tasks after we disconnect
                             (default 604800, one week)
@@ -63,6 +70,7 @@ Flags:
 /// Everything the program needs, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// One or more master addresses, comma-separated (see `masters`).
     pub master: String,
     pub listen: String,
     pub sim: bool,
@@ -83,6 +91,17 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
     pub api_token: Option<String>,
+}
+
+impl Config {
+    /// The master addresses in the order given.
+    pub fn masters(&self) -> Vec<String> {
+        self.master
+            .split(',')
+            .map(|it| it.trim().to_string())
+            .filter(|it| !it.is_empty())
+            .collect()
+    }
 }
 
 impl Default for Config {
@@ -172,13 +191,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--sim" => config.sim = true,
-            "--master" => config.master = host_port("--master", value("--master")?)?,
+            "--master" => config.master = master_list(value("--master")?)?,
             "--listen" => config.listen = host_port("--listen", value("--listen")?)?,
             "--framework-name" => {
                 config.framework_name = non_empty("--framework-name", value("--framework-name")?)?
             }
             "--user" => config.user = non_empty("--user", value("--user")?)?,
-            "--role" => config.role = non_empty("--role", value("--role")?)?,
+            "--role" => config.role = role(value("--role")?)?,
             "--hostname" => config.hostname = non_empty("--hostname", value("--hostname")?)?,
             "--failover-timeout" => {
                 let text = value("--failover-timeout")?;
@@ -285,6 +304,64 @@ fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
         return Err(bad(flag, &value, "must not be empty"));
     }
     Ok(value)
+}
+
+/// `host:port[,host:port...]`, each checked; spaces around commas dropped.
+fn master_list(value: String) -> Result<String, Error> {
+    let masters: Vec<&str> = value.split(',').map(str::trim).collect();
+    if masters.len() > MAX_MASTERS {
+        return Err(bad("--master", &value, "lists more than 16 addresses"));
+    }
+    for master in &masters {
+        host_port("--master", master.to_string())
+            .map_err(|_| bad("--master", &value, "expected HOST:PORT[,HOST:PORT...]"))?;
+    }
+    Ok(masters.join(","))
+}
+
+fn role(value: String) -> Result<String, Error> {
+    match invalid_role(&value) {
+        Some(why) => Err(bad("--role", &value, why)),
+        None => Ok(value),
+    }
+}
+
+/// Why Mesos would refuse `role` on SUBSCRIBE, if it would (the rules of
+/// Mesos' `src/common/roles.cpp` and `docs/roles.md`): `*` is the default
+/// role; any other role is one or more `/`-separated components (a role
+/// hierarchy), each non-empty, not `.`, `..` or `*`, not starting with `-`,
+/// and free of whitespace and control characters.
+pub fn invalid_role(role: &str) -> Option<&'static str> {
+    if role == "*" {
+        return None;
+    }
+    if role.is_empty() {
+        return Some("must not be empty");
+    }
+    if role.starts_with('/') || role.ends_with('/') {
+        return Some("must not start or end with '/'");
+    }
+    for component in role.split('/') {
+        if component.is_empty() {
+            return Some("must not contain '//' ('/' only separates the parts of a hierarchy)");
+        }
+        if component == "." || component == ".." {
+            return Some("'.' and '..' are not valid roles or role parts");
+        }
+        if component == "*" {
+            return Some("'*' is only valid as the whole role");
+        }
+        if component.starts_with('-') {
+            return Some("a role (and each '/'-separated part) must not start with '-'");
+        }
+        if component
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Some("must not contain whitespace or control characters");
+        }
+    }
+    None
 }
 
 fn host_port(flag: &'static str, value: String) -> Result<String, Error> {
@@ -398,13 +475,95 @@ mod tests {
         );
     }
 
+    /// See: issue 8, finding 8. One address was all a lab with three
+    /// masters could give.
+    #[test]
+    fn master_takes_a_list_of_addresses() {
+        let masters = |line: &str| match parse(args(line)) {
+            Ok(Parsed::Run(config)) => config.masters(),
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(masters(""), ["127.0.0.1:5050"]);
+        assert_eq!(masters("--master m1:5050"), ["m1:5050"]);
+        assert_eq!(
+            masters("--master m1:5050,m2:5051,10.0.0.3:5050"),
+            ["m1:5050", "m2:5051", "10.0.0.3:5050"]
+        );
+        let many = vec!["m:5050"; MAX_MASTERS + 1].join(",");
+        assert!(parse(vec!["--master".to_string(), many]).is_err());
+    }
+
+    /// See: issue 8, finding 5. An invalid role used to reach the master,
+    /// which refused every SUBSCRIBE.
+    #[test]
+    fn roles_are_validated_the_way_mesos_does() {
+        let check = |role: &str, expected: Option<&'static str>| {
+            assert_eq!(invalid_role(role), expected, "{role:?}");
+            let parsed = parse(vec!["--role".to_string(), role.to_string()]);
+            match expected {
+                None => assert!(
+                    matches!(&parsed, Ok(Parsed::Run(config)) if config.role == role),
+                    "{role:?}: {parsed:?}"
+                ),
+                Some(why) => assert_eq!(
+                    parsed,
+                    Err(Error::BadValue {
+                        flag: "--role",
+                        value: role.to_string(),
+                        why
+                    })
+                ),
+            }
+        };
+        let whitespace = Some("must not contain whitespace or control characters");
+        let dots = Some("'.' and '..' are not valid roles or role parts");
+        let dash = Some("a role (and each '/'-separated part) must not start with '-'");
+        let edge_slash = Some("must not start or end with '/'");
+        let double_slash =
+            Some("must not contain '//' ('/' only separates the parts of a hierarchy)");
+        let star = Some("'*' is only valid as the whole role");
+        check("*", None);
+        check("lab", None);
+        check("lab-analytics_2.x", None);
+        check("eng/frontend/server", None);
+        check("a.b", None);
+        check("x-", None);
+        check("", Some("must not be empty"));
+        check(".", dots);
+        check("..", dots);
+        check("eng/..", dots);
+        check("./eng", dots);
+        check("-lab", dash);
+        check("eng/-x", dash);
+        check("a b", whitespace);
+        check(" lab", whitespace);
+        check("lab\t", whitespace);
+        check("lab\n", whitespace);
+        check("la\u{7f}b", whitespace);
+        check("la\u{0}b", whitespace);
+        check("/eng", edge_slash);
+        check("eng/", edge_slash);
+        check("/", edge_slash);
+        check("eng//x", double_slash);
+        check("eng/*", star);
+        check("**", None);
+    }
+
     #[test]
     fn bad_flags_say_what_is_wrong() {
         check_error("--bogus", "unknown flag \"--bogus\"");
         check_error("--master", "--master needs a value");
         check_error(
             "--master nohost",
-            "bad value \"nohost\" for --master: expected HOST:PORT",
+            "bad value \"nohost\" for --master: expected HOST:PORT[,HOST:PORT...]",
+        );
+        check_error(
+            "--master m1:5050,,m2:5050",
+            "bad value \"m1:5050,,m2:5050\" for --master: expected HOST:PORT[,HOST:PORT...]",
+        );
+        check_error(
+            "--master m1:5050,m2",
+            "bad value \"m1:5050,m2\" for --master: expected HOST:PORT[,HOST:PORT...]",
         );
         check_error(
             "--listen :99999",

@@ -20,11 +20,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::config::Config;
 use crate::mesos::convert::FrameworkSettings;
-use crate::mesos::{Connection, MesosConfig};
+use crate::mesos::{Connection, Fatal, MesosConfig};
 use crate::scheduler::{
     State, API_INBOX_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY,
 };
@@ -50,6 +50,8 @@ pub struct Running {
     api: Option<api::ApiServer>,
     bridge: Option<redis::Bridge>,
     state: Option<JoinHandle<()>>,
+    /// Disconnected when the state thread ends.
+    state_done: Receiver<()>,
     journal: Option<JoinHandle<()>>,
     connection: Option<Connection>,
     sim: Option<sim::Master>,
@@ -69,9 +71,10 @@ pub fn start(config: Config) -> io::Result<Running> {
     } else {
         None
     };
-    let master = sim
+    let masters = sim
         .as_ref()
-        .map_or(config.master.clone(), |sim| sim.addr().to_string());
+        .map_or_else(|| config.masters(), |sim| vec![sim.addr().to_string()]);
+    let master = masters.join(",");
     let (api_tx, api_rx) = bounded(API_INBOX_CAPACITY);
     let (mesos_tx, mesos_rx) = bounded(MESOS_INBOX_CAPACITY);
     let (call_tx, call_rx) = bounded(OUTBOX_CAPACITY);
@@ -80,11 +83,15 @@ pub fn start(config: Config) -> io::Result<Running> {
     let journal = std::thread::Builder::new()
         .name("journal".to_string())
         .spawn(move || store::run_journal(store, turn_rx, call_tx))?;
+    let (state_done_tx, state_done) = bounded::<()>(0);
     let state = std::thread::Builder::new()
         .name("state".to_string())
-        .spawn(move || scheduler::run(state, api_rx, mesos_rx, turn_tx))?;
+        .spawn(move || {
+            let _done = state_done_tx;
+            scheduler::run(state, api_rx, mesos_rx, turn_tx)
+        })?;
     let mesos_config = MesosConfig {
-        master: master.clone(),
+        masters,
         framework: FrameworkSettings {
             name: config.framework_name.clone(),
             user: config.user.clone(),
@@ -121,6 +128,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         api: Some(api),
         bridge,
         state: Some(state),
+        state_done,
         journal: Some(journal),
         connection: Some(connection),
         sim,
@@ -134,11 +142,31 @@ impl Running {
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), api::ApiServer::addr)
     }
 
-    /// Blocks until the state thread ends (it runs until shutdown).
-    pub fn wait(mut self) {
+    /// Blocks until the state thread ends (it runs until shutdown) or the
+    /// Mesos connection fails for good; that error is returned after
+    /// everything has stopped, for `main` to turn into the exit code.
+    pub fn wait(mut self) -> Result<(), Fatal> {
+        let mut fatal = self
+            .connection
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, Connection::fatal);
+        loop {
+            select! {
+                recv(fatal) -> error => match error {
+                    Ok(error) => {
+                        self.stop();
+                        return Err(error);
+                    }
+                    // The reader ended without an error: only the state thread counts.
+                    Err(_) => fatal = crossbeam_channel::never(),
+                },
+                recv(self.state_done) -> _ => break,
+            }
+        }
         if let Some(state) = self.state.take() {
             let _ = state.join();
         }
+        Ok(())
     }
 
     pub fn shutdown(mut self) {
@@ -154,6 +182,11 @@ impl Running {
         }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
+        }
+        // The caller must not wait for a master while the journal waits for
+        // the caller: from here it sends only what goes through at once.
+        if let Some(connection) = self.connection.as_mut() {
+            connection.stop();
         }
         // With every sender of its API inbox gone, the state thread returns;
         // then the journal drains what it was given and ends.

@@ -1,4 +1,10 @@
-//! `charmander-scheduler`: parse flags, set up logging, start, run until killed.
+//! `charmander-scheduler`: parse flags, set up logging, start, run until killed
+//! or until the Mesos connection fails for good.
+//!
+//! Exit codes: 0 clean stop, 1 cannot start (e.g. the state dir is locked by
+//! another process), 2 bad flags, 3 state not saved (`store`), 4 the
+//! framework failed over to another scheduler (`mesos::EXIT_FAILED_OVER`), 5
+//! the master refuses our SUBSCRIBE for good (`mesos::EXIT_SUBSCRIBE_REFUSED`).
 
 use std::process::ExitCode;
 
@@ -18,10 +24,14 @@ fn main() -> ExitCode {
     };
     charmander::init_logging(config.log_level);
     match charmander::start(config) {
-        Ok(running) => {
-            running.wait();
-            ExitCode::SUCCESS
-        }
+        Ok(running) => match running.wait() {
+            Ok(()) => ExitCode::SUCCESS,
+            // Already logged where it happened; this is the exit code.
+            Err(fatal) => {
+                log::error!("stopped: exit_code={}", fatal.exit_code());
+                ExitCode::from(fatal.exit_code())
+            }
+        },
         Err(error) => {
             log::error!("cannot start: {error}");
             ExitCode::FAILURE

@@ -35,6 +35,11 @@ pub const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 /// lost write has left the process, and a restart resumes from the disk.
 pub const EXIT_STATE_NOT_SAVED: i32 = 3;
 
+/// The file a running scheduler holds an exclusive lock on, so two processes
+/// never share a state directory (each would overwrite the other's journal
+/// and fight over the framework).
+pub const LOCK_FILE: &str = "lock";
+
 const SNAPSHOT: &str = "state.snapshot";
 const JOURNAL: &str = "state.journal";
 const HEADER: usize = 8;
@@ -42,6 +47,8 @@ const HEADER: usize = 8;
 /// The open state directory.
 pub struct Store {
     dir: PathBuf,
+    /// Holds the directory's exclusive lock for as long as the store lives.
+    _lock: File,
     journal: File,
     journal_bytes: u64,
     snapshot_bytes: u64,
@@ -56,6 +63,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, Vec<Record>), String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
+        let lock = lock_dir(dir)?;
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
         // A leftover of a compaction that did not finish; the old snapshot stands.
@@ -105,6 +113,7 @@ impl Store {
         }
         let store = Store {
             dir: dir.to_path_buf(),
+            _lock: lock,
             journal,
             journal_bytes: end as u64,
             snapshot_bytes: snapshot.len() as u64,
@@ -383,6 +392,29 @@ pub fn run_journal(mut store: Option<Store>, inbox: Receiver<Turn>, calls: Sende
     }
 }
 
+/// Takes the exclusive lock on `dir`; released when the returned file closes
+/// (also when the process dies, so a crash leaves no stale lock).
+fn lock_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "state directory {} is in use by another charmander-scheduler (it holds the lock on {}); two schedulers on one --state-dir would corrupt it",
+            dir.display(),
+            path.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +437,22 @@ mod tests {
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    /// See: issue 8, finding 2. Two processes on one state dir each append
+    /// to the journal and fight over the framework.
+    #[test]
+    fn a_second_open_of_one_state_dir_is_refused_until_the_first_closes() {
+        let dir = temp_dir("locked");
+        let (first, _) = Store::open(&dir).expect("opens");
+        let error = Store::open(&dir).err().unwrap_or_default();
+        assert!(
+            error.contains(&format!("state directory {} is in use", dir.display())),
+            "{error}"
+        );
+        drop(first);
+        assert!(Store::open(&dir).is_ok(), "the lock outlived its store");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

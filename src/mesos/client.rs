@@ -3,16 +3,18 @@
 //! SUBSCRIBE is a long-lived streaming response, so it is spoken over a plain
 //! `TcpStream`: that gives us a per-read idle timeout (a silent master is
 //! detected by missing heartbeats) and a socket handle that shutdown can close
-//! to unblock the reader at once. Every other call is a short POST through a
-//! `ureq::Agent` with explicit timeouts, no automatic redirects (ureq 3 cannot
-//! resend a POST body on 307) and status codes read as values.
+//! to unblock the reader at once. Every other call is a short POST, also over
+//! a plain `TcpStream` (one keep-alive connection reused), so a failure is
+//! known to have happened before the request was complete ("not delivered")
+//! or after ("outcome unknown"); a general HTTP client hides that line.
 //!
 //! Runs on the `mesos-reader` (subscribe) and `mesos-caller` (calls) threads.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The scheduler API path on every master.
 pub const SCHEDULER_PATH: &str = "/api/v1/scheduler";
@@ -105,13 +107,6 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
-    }
-}
-
-impl Error {
-    /// 503 means "no leader yet" or "still recovering": worth retrying.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Io { .. } | Error::Status { status: 503, .. })
     }
 }
 
@@ -231,76 +226,226 @@ pub fn close(socket: &TcpStream) {
     let _ = socket.shutdown(Shutdown::Both);
 }
 
-/// Sends calls. One per `mesos-caller` thread; reuses connections.
+/// How a call failed, as far as the sender can tell: the distinction decides
+/// whether it may be sent again.
+#[derive(Debug)]
+pub enum CallError {
+    /// The master did not get the call: the connection failed before the
+    /// whole request was written, or the master answered 503 (no leader,
+    /// recovering) or 307 (not the leader). Safe to send again.
+    NotDelivered(Error),
+    /// The whole request went out but no usable answer came back (an I/O
+    /// error while waiting, bad HTTP, a 5xx other than 503): the master may
+    /// have acted on it.
+    OutcomeUnknown(Error),
+    /// The master answered 4xx: it did not act on the call and never will.
+    Refused(Error),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::NotDelivered(err) => write!(f, "not delivered: {err}"),
+            CallError::OutcomeUnknown(err) => write!(f, "outcome unknown: {err}"),
+            CallError::Refused(err) => write!(f, "refused: {err}"),
+        }
+    }
+}
+
+/// A socket whose every read stops at a deadline, so one call cannot take
+/// longer than `CALL_TIMEOUT` however slowly the master drips its answer.
+struct DeadlineStream {
+    socket: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no complete answer within the call timeout",
+            ));
+        }
+        self.socket
+            .set_read_timeout(Some(left.min(REQUEST_TIMEOUT)))?;
+        self.socket.read(buf)
+    }
+}
+
+/// One HTTP/1.1 connection to a master, kept between calls when the master
+/// allows it.
+struct CallConnection {
+    master: String,
+    reader: BufReader<DeadlineStream>,
+}
+
+/// Sends calls over plain HTTP/1.1 on a `TcpStream`, so it knows exactly how
+/// far a failed call got (see `CallError`). One per `mesos-caller` thread.
+///
+/// One idle keep-alive connection is kept for the next call. A call that must
+/// not be repeated (`reuse == false`, i.e. ACCEPT) always opens a fresh
+/// connection: on a reused one, a master that closed it while idle looks
+/// exactly like a master that got the call and died, and only a fresh
+/// connection makes such an error mean "outcome unknown" for real.
 pub struct Caller {
-    agent: ureq::Agent,
     auth: Option<BasicAuth>,
+    idle: Option<CallConnection>,
+    /// The socket of the call in progress, so shutdown can close it.
+    socket_slot: Arc<Mutex<Option<TcpStream>>>,
 }
 
 impl Caller {
-    pub fn new(auth: Option<BasicAuth>) -> Caller {
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_send_request(Some(REQUEST_TIMEOUT))
-            .timeout_send_body(Some(REQUEST_TIMEOUT))
-            .timeout_recv_response(Some(REQUEST_TIMEOUT))
-            .timeout_global(Some(CALL_TIMEOUT))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build();
+    pub fn new(auth: Option<BasicAuth>, socket_slot: Arc<Mutex<Option<TcpStream>>>) -> Caller {
         Caller {
-            agent: config.into(),
             auth,
+            idle: None,
+            socket_slot,
         }
     }
 
-    /// POSTs one call. Success is 202 (or 200); anything else is an error
-    /// carrying the master's message.
-    pub fn post(&self, master: &str, stream_id: &str, call: &[u8]) -> Result<(), Error> {
-        let url = format!("http://{master}{SCHEDULER_PATH}");
-        let mut request = self
-            .agent
-            .post(&url)
-            .header("Content-Type", PROTOBUF)
-            .header("Accept", PROTOBUF)
-            .header("Mesos-Stream-Id", stream_id);
-        if let Some(auth) = &self.auth {
-            request = request.header("Authorization", auth.header_value());
-        }
-        let mut response = request.send(call).map_err(|err| Error::Io {
+    /// POSTs one call. Success is 202 (or 200). `reuse` allows sending it on
+    /// the idle connection of an earlier call.
+    pub fn post(
+        &mut self,
+        master: &str,
+        stream_id: &str,
+        call: &[u8],
+        reuse: bool,
+    ) -> Result<(), CallError> {
+        let io_error = |source| Error::Io {
             master: master.to_string(),
-            source: io::Error::other(err.to_string()),
-        })?;
-        let status = response.status().as_u16();
-        match status {
-            200 | 202 => Ok(()),
-            307 => {
-                let location = response
-                    .headers()
-                    .get("location")
-                    .and_then(|it| it.to_str().ok())
-                    .unwrap_or_default();
-                let leader = leader_from_location(location).ok_or_else(|| Error::Protocol {
-                    master: master.to_string(),
-                    what: format!("307 with unusable Location {location:?}"),
-                })?;
-                Err(Error::Redirect { location: leader })
+            source,
+        };
+        let idle = self.idle.take().filter(|it| reuse && it.master == master);
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => connect_for_call(master)
+                .map_err(|source| CallError::NotDelivered(io_error(source)))?,
+        };
+        *self
+            .socket_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            connection.reader.get_ref().socket.try_clone().ok();
+        let result = self.exchange(&mut connection, master, stream_id, call);
+        *self
+            .socket_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        match result {
+            Ok(keep_alive) => {
+                if keep_alive {
+                    self.idle = Some(connection);
+                }
+                Ok(())
             }
-            _ => {
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(MAX_ERROR_BODY)
-                    .read_to_string()
-                    .unwrap_or_default();
-                Err(Error::Status {
-                    master: master.to_string(),
-                    status,
-                    body,
-                })
-            }
+            Err(err) => Err(err),
         }
     }
+
+    /// Writes the request and reads the answer; `Ok(true)` when the
+    /// connection may carry the next call.
+    fn exchange(
+        &self,
+        connection: &mut CallConnection,
+        master: &str,
+        stream_id: &str,
+        call: &[u8],
+    ) -> Result<bool, CallError> {
+        let io_error = |source| Error::Io {
+            master: master.to_string(),
+            source,
+        };
+        let mut request = format!(
+            "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nMesos-Stream-Id: {stream_id}\r\nContent-Length: {}\r\n",
+            call.len()
+        );
+        if let Some(auth) = &self.auth {
+            request.push_str(&format!("Authorization: {}\r\n", auth.header_value()));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(call);
+        // A write that fails leaves the request incomplete: the master cannot
+        // act on a body shorter than its Content-Length.
+        let mut socket = &connection.reader.get_ref().socket;
+        socket
+            .write_all(&bytes)
+            .and_then(|()| socket.flush())
+            .map_err(|source| CallError::NotDelivered(io_error(source)))?;
+        connection.reader.get_mut().deadline = Instant::now() + CALL_TIMEOUT;
+        // From here on the master may have the whole call.
+        let unknown = CallError::OutcomeUnknown;
+        let head = read_head(&mut connection.reader).map_err(|err| match err {
+            HeadError::Io(source) => unknown(io_error(source)),
+            HeadError::Bad(what) => unknown(Error::Protocol {
+                master: master.to_string(),
+                what,
+            }),
+        })?;
+        let length = head
+            .header("content-length")
+            .and_then(|it| it.parse::<u64>().ok());
+        // Mesos answers with a Content-Length (0 for 202). Without one (or
+        // chunked) the body is not read and the connection not kept.
+        let mut body = Vec::new();
+        let body_read = match length {
+            Some(length) => connection
+                .reader
+                .by_ref()
+                .take(length.min(MAX_ERROR_BODY))
+                .read_to_end(&mut body)
+                .is_ok(),
+            None => false,
+        };
+        let keep_alive = body_read
+            && length == Some(body.len() as u64)
+            && connection.reader.buffer().is_empty()
+            && !head
+                .header("connection")
+                .is_some_and(|it| it.eq_ignore_ascii_case("close"));
+        let status_error = |status| Error::Status {
+            master: master.to_string(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        match head.status {
+            200 | 202 => Ok(keep_alive),
+            307 => {
+                let location = head.header("location").unwrap_or_default();
+                let error = match leader_from_location(location) {
+                    Some(leader) => Error::Redirect { location: leader },
+                    None => Error::Protocol {
+                        master: master.to_string(),
+                        what: format!("307 with unusable Location {location:?}"),
+                    },
+                };
+                Err(CallError::NotDelivered(error))
+            }
+            503 => Err(CallError::NotDelivered(status_error(503))),
+            status @ 400..=499 => Err(CallError::Refused(status_error(status))),
+            status => Err(CallError::OutcomeUnknown(status_error(status))),
+        }
+    }
+}
+
+fn connect_for_call(master: &str) -> io::Result<CallConnection> {
+    let address = master
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
+    let socket = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
+    socket.set_nodelay(true)?;
+    socket.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    Ok(CallConnection {
+        master: master.to_string(),
+        reader: BufReader::new(DeadlineStream {
+            socket,
+            deadline: Instant::now() + CALL_TIMEOUT,
+        }),
+    })
 }
 
 /// Turns a master's `Location` (`//host:port/api/v1/scheduler`, or with a

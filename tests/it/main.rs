@@ -3,7 +3,9 @@
 
 mod bad_master;
 mod bad_redis;
+mod call_proxy;
 mod durability;
+mod failover;
 mod fuzz;
 mod mesos_client;
 mod redis_bridge;

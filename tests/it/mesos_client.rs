@@ -7,13 +7,14 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde_json::Value;
 
+use crate::call_proxy::{CallProxy, Mode};
 use crate::support::{fast_sim, scheduler_config, wait_until, FakeServer, Lab, DEADLINE, STRESS60};
 use charmander::mesos::convert::FrameworkSettings;
 use charmander::mesos::{Connection, MesosConfig};
 use charmander::scheduler::model::{
     NetworkMode, PortMapping, Sla, StatusReason, TaskId, TaskSpec, TaskState,
 };
-use charmander::scheduler::{Call, Launch, MesosEvent};
+use charmander::scheduler::{Call, CallFailure, Launch, MesosEvent};
 use charmander::sim;
 
 struct Client {
@@ -27,7 +28,7 @@ impl Client {
         let (event_sender, events) = bounded(1024);
         let (calls, call_receiver) = bounded(1024);
         let config = MesosConfig {
-            master: master.to_string(),
+            masters: vec![master.to_string()],
             framework: FrameworkSettings {
                 name: "client-test".to_string(),
                 user: "root".to_string(),
@@ -371,8 +372,11 @@ fn a_silent_stream_is_detected_by_missing_heartbeats_and_resubscribed() {
     assert_recovers_without_loss(&lab, subscribes, &framework, &running);
 }
 
+/// See: issue 8, finding 1. A gone master used to cost every queued call a
+/// local "not subscribed" failure; now the first call is retried with backoff,
+/// the rest wait behind it, and all of them go out once a master is back.
 #[test]
-fn calls_queued_behind_an_unreachable_master_fail_fast_instead_of_one_try_each() {
+fn calls_queued_behind_a_gone_master_wait_for_it_and_all_go_out_when_it_returns() {
     const QUEUED: usize = 200;
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
     let addr = master.addr().to_string();
@@ -400,16 +404,262 @@ fn calls_queued_behind_an_unreachable_master_fail_fast_instead_of_one_try_each()
             agent_id: None,
         });
     }
-    for _ in 0..QUEUED {
-        client.expect("CallFailed", |event| {
-            matches!(event, MesosEvent::CallFailed { .. }).then_some(())
-        });
-    }
-    // Only the first call spent its attempts on the gone master; the rest
-    // failed without trying (one attempt each would be 200 or more).
+    // The old caller gave up after three attempts and failed the rest.
     assert!(
-        gone.count() <= charmander::mesos::MAX_CALL_ATTEMPTS as usize,
-        "{} calls reached the gone master",
+        wait_until(DEADLINE, || gone.count() >= 4),
+        "the first call was not retried: {} attempts",
         gone.count()
     );
+    while let Ok(event) = client.events.try_recv() {
+        assert!(
+            !matches!(event, MesosEvent::CallFailed { .. }),
+            "a call failed although the master may come back: {event:?}"
+        );
+    }
+    let attempts = gone.count();
+    assert!(
+        attempts < QUEUED,
+        "{attempts} attempts: queued calls each tried"
+    );
+    drop(gone);
+    // A master comes back at the same address.
+    let mut back = None;
+    assert!(wait_until(DEADLINE, || {
+        back = sim::Master::start(sim::SimConfig {
+            listen: addr.clone(),
+            ..fast_sim(sim::charmander_lab())
+        })
+        .ok();
+        back.is_some()
+    }));
+    let back = back.expect("started");
+    let http = crate::support::http_agent();
+    let kills = || {
+        crate::support::request(&http, "GET", &format!("http://{addr}/sim/state"), None).1["calls"]
+            ["KILL"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(DEADLINE, || kills() == QUEUED as u64),
+        "{} of {QUEUED} kills reached the master that came back",
+        kills()
+    );
+    drop(client);
+    back.shutdown();
+}
+
+/// See: issue 8, finding 1. Calls refused with 503 while the event stream
+/// stays up used to make the caller drop its session for good; a task
+/// submitted then stayed pending for ever.
+#[test]
+fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = CallProxy::start(&master.addr().to_string());
+    let scheduler = charmander::start(scheduler_config(&proxy.addr)).expect("scheduler starts");
+    let http = crate::support::http_agent();
+    let sim_state = || {
+        crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None,
+        )
+        .1
+    };
+    assert!(wait_until(DEADLINE, || sim_state()["frameworks"]
+        .as_array()
+        .is_some_and(|it| it.iter().any(|fw| fw["connected"] == true))));
+    proxy.set_mode(Mode::Answer503);
+    crate::support::submit(&http, &scheduler.api_addr().to_string(), STRESS60);
+    // More refusals than the three attempts after which the old caller gave up.
+    assert!(
+        wait_until(DEADLINE, || proxy.count_all(Mode::Answer503) >= 5),
+        "calls stopped reaching the master after {} refusals",
+        proxy.count_all(Mode::Answer503)
+    );
+    proxy.set_mode(Mode::Pass);
+    let running = wait_until(DEADLINE, || {
+        sim_state()["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|task| task["state"] == "TASK_RUNNING"))
+    });
+    assert!(running, "the task never ran: {}", sim_state());
+    let tasks = sim_state()["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 1, "launched more than once: {tasks:?}");
+    scheduler.shutdown();
+}
+
+/// See: issue 8, finding 9. An ACCEPT whose answer is lost may have launched
+/// the task: it is reported as outcome unknown and never sent again, while an
+/// idempotent call in the same spot is sent again until it gets through.
+#[test]
+fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = CallProxy::start(&master.addr().to_string());
+    let client = Client::start(&proxy.addr);
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    let offer = client.expect("an offer from slave2", |event| match event {
+        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == "slave2"),
+        _ => None,
+    });
+    proxy.set_mode(Mode::HangUp);
+    let task_id = TaskId("probe-unknown".to_string());
+    client.send(Call::Launch {
+        agent_id: offer.agent_id.clone(),
+        offer_ids: vec![offer.id.clone()],
+        tasks: vec![Launch {
+            task_id: task_id.clone(),
+            spec: docker_task("probe"),
+        }],
+        refuse_seconds: 5.0,
+    });
+    let failure = client.expect("CallFailed for the ACCEPT", |event| match event {
+        MesosEvent::CallFailed {
+            call: Call::Launch { .. },
+            failure,
+        } => Some(failure),
+        _ => None,
+    });
+    assert!(
+        matches!(failure, CallFailure::OutcomeUnknown(_)),
+        "{failure:?}"
+    );
+    client.send(Call::Kill {
+        task_id: task_id.clone(),
+        agent_id: Some(offer.agent_id.clone()),
+    });
+    assert!(
+        wait_until(DEADLINE, || proxy.count("KILL", Mode::HangUp) >= 2),
+        "the KILL was not sent again"
+    );
+    proxy.set_mode(Mode::Pass);
+    assert!(
+        wait_until(DEADLINE, || proxy.count("KILL", Mode::Pass) == 1),
+        "the KILL never got through"
+    );
+    assert_eq!(
+        proxy.count("ACCEPT", Mode::HangUp) + proxy.count("ACCEPT", Mode::Pass),
+        1,
+        "the ACCEPT was sent again"
+    );
+    while let Ok(event) = client.events.try_recv() {
+        assert!(
+            !matches!(event, MesosEvent::CallFailed { .. }),
+            "an idempotent call was given up: {event:?}"
+        );
+    }
+}
+
+/// A 4xx means the master did not act and never will: reported as refused,
+/// once, and not sent again.
+#[test]
+fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = CallProxy::start(&master.addr().to_string());
+    let client = Client::start(&proxy.addr);
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    client.send(Call::Acknowledge {
+        agent_id: charmander::scheduler::model::AgentId("a".to_string()),
+        task_id: TaskId("t".to_string()),
+        uuid: vec![1, 2, 3],
+    });
+    let failure = client.expect("CallFailed", |event| match event {
+        MesosEvent::CallFailed { failure, .. } => Some(failure),
+        _ => None,
+    });
+    assert!(matches!(failure, CallFailure::Refused(_)), "{failure:?}");
+    // Calls go out in order: once the REVIVE is through, a resend of the
+    // acknowledgement would have been seen.
+    client.send(Call::Revive);
+    assert!(wait_until(DEADLINE, || proxy.count("REVIVE", Mode::Pass) == 1));
+    assert_eq!(proxy.count("ACKNOWLEDGE", Mode::Pass), 1);
+}
+
+/// An address nothing listens on (bound once, then let go).
+fn dead_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").to_string()
+}
+
+/// Starts a scheduler on `masters` (a `--master` list), submits STRESS60 and
+/// waits until it runs on `leader`; returns the scheduler.
+#[track_caller]
+fn runs_on_the_leader(masters: &str, leader: &sim::Master) -> charmander::Running {
+    let config = charmander::config::parse(vec!["--master".to_string(), masters.to_string()])
+        .expect("the list parses");
+    let charmander::config::Parsed::Run(parsed) = config else {
+        panic!("not a run config")
+    };
+    let mut config = scheduler_config(&parsed.master);
+    config.master = parsed.master;
+    let scheduler = charmander::start(config).expect("scheduler starts");
+    let http = crate::support::http_agent();
+    crate::support::submit(&http, &scheduler.api_addr().to_string(), STRESS60);
+    let running = wait_until(DEADLINE, || {
+        let (_, state) = crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", leader.addr()),
+            None,
+        );
+        state["tasks"]
+            .as_array()
+            .is_some_and(|tasks| tasks.iter().any(|task| task["state"] == "TASK_RUNNING"))
+    });
+    assert!(running, "no task ran on the leader with --master {masters}");
+    scheduler
+}
+
+/// See: issue 8, finding 8. A lab with several masters lists them all; a
+/// dead first address costs one failed connect, then the next one is tried.
+#[test]
+fn a_master_list_whose_first_address_is_dead_reaches_the_next_one() {
+    let leader = sim::Master::start(fast_sim(sim::charmander_lab())).expect("leader starts");
+    let masters = format!("{},{}", dead_address(), leader.addr());
+    runs_on_the_leader(&masters, &leader).shutdown();
+}
+
+/// See: issue 8, finding 8. The first listed master is not the leader: its
+/// 307 leads us to the leader.
+#[test]
+fn a_master_list_whose_first_address_is_a_non_leader_is_redirected_to_the_leader() {
+    let leader = sim::Master::start(fast_sim(sim::charmander_lab())).expect("leader starts");
+    let mut follower_config = fast_sim(Vec::new());
+    follower_config.redirect_to = Some(leader.addr().to_string());
+    let follower = sim::Master::start(follower_config).expect("follower starts");
+    let masters = format!("{},{}", follower.addr(), dead_address());
+    runs_on_the_leader(&masters, &leader).shutdown();
+}
+
+/// See: issue 8, finding 8. The master we are subscribed to goes away: the
+/// reader moves on to the next address in the list and resubscribes there
+/// with the same framework id.
+#[test]
+fn when_the_leader_goes_the_next_master_in_the_list_takes_over() {
+    let first = sim::Master::start(fast_sim(sim::charmander_lab())).expect("first starts");
+    let second = sim::Master::start(fast_sim(sim::charmander_lab())).expect("second starts");
+    let masters = format!("{},{}", first.addr(), second.addr());
+    let scheduler = runs_on_the_leader(&masters, &first);
+    let http = crate::support::http_agent();
+    let framework = |master: &std::net::SocketAddr| {
+        let (_, state) =
+            crate::support::request(&http, "GET", &format!("http://{master}/sim/state"), None);
+        state["frameworks"]
+            .as_array()
+            .and_then(|it| it.iter().find(|fw| fw["connected"] == true).cloned())
+            .map(|fw| fw["id"].clone())
+    };
+    let id = framework(&first.addr()).expect("subscribed to the first");
+    let second_addr = second.addr();
+    first.shutdown();
+    assert!(
+        wait_until(DEADLINE, || framework(&second_addr) == Some(id.clone())),
+        "the second master never got our framework"
+    );
+    scheduler.shutdown();
 }
