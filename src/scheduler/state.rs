@@ -442,8 +442,40 @@ impl State {
     }
 
     fn on_offers(&mut self, offers: Vec<Offer>, now: SystemTime, calls: &mut Vec<Call>) {
+        self.register_nodes(&offers, now);
+        self.add_missing_copies(now);
+        let waiting = self.waiting_requests(now);
+        let placement = {
+            let requests: Vec<Request<'_>> = waiting
+                .iter()
+                .filter_map(|id| {
+                    let task = self.tasks.get(id)?;
+                    Some(Request {
+                        task_id: id,
+                        spec: &task.spec,
+                        agent: task.pinned_agent.as_ref(),
+                    })
+                })
+                .collect();
+            placement::place(&requests, &offers)
+        };
+        // Replacements waiting for their predecessor count as waiting too:
+        // a long filter now would keep them off these nodes later.
+        let still_waiting = !placement.unplaced.is_empty() || waiting.len() < self.pending_count();
+        let unused = self.apply_placement(placement, &offers, calls);
+        if !unused.is_empty() {
+            let refuse_seconds = self.decline_filter(still_waiting);
+            calls.push(Call::Decline {
+                offer_ids: unused,
+                refuse_seconds,
+            });
+        }
+    }
+
+    /// The node registry learns every agent that offers.
+    fn register_nodes(&mut self, offers: &[Offer], now: SystemTime) {
         let now_secs = unix_seconds(now);
-        for offer in &offers {
+        for offer in offers {
             let attribute = |name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
             let node = Node {
                 hostname: offer.hostname.clone(),
@@ -459,9 +491,12 @@ impl State {
                 );
             }
         }
-        self.add_missing_copies(now);
+    }
 
-        let mut waiting: Vec<(&u64, &TaskId, &Task)> = self
+    /// The pending tasks that may be placed now, oldest first: not killed,
+    /// past their restart backoff, and not waiting for a predecessor.
+    fn waiting_requests(&self, now: SystemTime) -> Vec<TaskId> {
+        let mut waiting: Vec<(u64, &TaskId)> = self
             .tasks
             .iter()
             .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
@@ -471,85 +506,78 @@ impl State {
                     .as_ref()
                     .is_none_or(|other| !self.tasks.contains_key(other))
             })
-            .map(|(id, task)| (&task.seq, id, task))
+            .map(|(id, task)| (task.seq, id))
             .collect();
-        waiting.sort_unstable_by_key(|(seq, _, _)| **seq);
-        let requests: Vec<Request<'_>> = waiting
-            .iter()
-            .map(|(_, id, task)| Request {
-                task_id: id,
-                spec: &task.spec,
-                agent: task.pinned_agent.as_ref(),
-            })
-            .collect();
-        let placement = placement::place(&requests, &offers);
+        waiting.sort_unstable_by_key(|(seq, _)| *seq);
+        waiting.into_iter().map(|(_, id)| id.clone()).collect()
+    }
 
-        let hostnames: BTreeMap<&AgentId, &str> = offers
-            .iter()
-            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
-            .collect();
-        let mut launched: Vec<(AgentId, String, Vec<TaskId>)> = Vec::new();
-        for (offer_id, agent_id, task_ids) in placement.launches {
-            let hostname = hostnames.get(&agent_id).copied().unwrap_or("").to_string();
-            let tasks: Vec<Launch> = task_ids
-                .iter()
-                .filter_map(|id| {
-                    self.tasks.get(id).map(|task| Launch {
-                        task_id: id.clone(),
-                        spec: task.spec.clone(),
-                    })
-                })
-                .collect();
-            calls.push(Call::Launch {
-                agent_id: agent_id.clone(),
-                offer_ids: vec![offer_id],
-                tasks,
-                refuse_seconds: REFUSE_SECONDS_BUSY,
-            });
-            launched.push((agent_id, hostname, task_ids));
-        }
-        // Replacements waiting for their predecessor count as waiting too:
-        // a long filter now would keep them off these nodes later.
-        let still_waiting = !placement.unplaced.is_empty()
-            || waiting.len()
-                < self
-                    .tasks
-                    .values()
-                    .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
-                    .count();
+    /// Pending tasks that want an offer, placeable now or not.
+    fn pending_count(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
+            .count()
+    }
+
+    /// Sends the launches of `placement`, marks their tasks launching and
+    /// notes why the others wait; returns the offers nothing was placed on.
+    fn apply_placement(
+        &mut self,
+        placement: placement::Placement,
+        offers: &[Offer],
+        calls: &mut Vec<Call>,
+    ) -> Vec<crate::scheduler::model::OfferId> {
         for (task_id, reason) in placement.unplaced {
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 log::debug!("task not placed task={} reason={reason}", task_id.0);
                 task.pending_reason = Some(reason);
             }
         }
-        for (agent_id, hostname, task_ids) in launched {
+        for (offer_id, agent_id, task_ids) in placement.launches {
+            let hostname = offers
+                .iter()
+                .find(|offer| offer.agent_id == agent_id)
+                .map(|offer| offer.hostname.clone())
+                .unwrap_or_default();
+            let mut tasks = Vec::new();
             for task_id in task_ids {
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    continue;
+                };
+                log::info!(
+                    "task launched task={} agent={} hostname={hostname}",
+                    task_id.0,
+                    agent_id.0
+                );
+                task.phase = Phase::Launching;
+                task.agent_id = Some(agent_id.clone());
+                task.hostname = Some(hostname.clone());
+                task.pending_reason = None;
+                tasks.push(Launch {
+                    task_id: task_id.clone(),
+                    spec: task.spec.clone(),
+                });
                 self.dirty.insert(task_key(&task_id));
-                if let Some(task) = self.tasks.get_mut(&task_id) {
-                    log::info!(
-                        "task launched task={} agent={} hostname={hostname}",
-                        task_id.0,
-                        agent_id.0
-                    );
-                    task.phase = Phase::Launching;
-                    task.agent_id = Some(agent_id.clone());
-                    task.hostname = Some(hostname.clone());
-                    task.pending_reason = None;
-                }
             }
-        }
-        if !placement.unused.is_empty() {
-            let refuse_seconds = if still_waiting {
-                REFUSE_SECONDS_BUSY
-            } else {
-                self.idle_filters = true;
-                REFUSE_SECONDS_IDLE
-            };
-            calls.push(Call::Decline {
-                offer_ids: placement.unused,
-                refuse_seconds,
+            calls.push(Call::Launch {
+                agent_id,
+                offer_ids: vec![offer_id],
+                tasks,
+                refuse_seconds: REFUSE_SECONDS_BUSY,
             });
+        }
+        placement.unused
+    }
+
+    /// The refuse filter for declined offers: short while work waits, long
+    /// (and remembered, so new work revives) when idle.
+    fn decline_filter(&mut self, still_waiting: bool) -> f64 {
+        if still_waiting {
+            REFUSE_SECONDS_BUSY
+        } else {
+            self.idle_filters = true;
+            REFUSE_SECONDS_IDLE
         }
     }
 
@@ -568,35 +596,88 @@ impl State {
                 ),
             }
         }
-        if self.tasks.contains_key(&update.task_id) {
-            self.dirty.insert(task_key(&update.task_id));
-        }
-        let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            log::warn!(
-                "update for unknown task task={} state={}",
-                update.task_id.0,
-                update.state.as_str()
-            );
-            // Ours by the framework id, unknown to us: nobody wants it.
-            if !update.state.is_terminal() && self.subscribed {
-                log::warn!(
-                    "killing a task this scheduler does not know task={}",
-                    update.task_id.0
-                );
-                calls.push(Call::Kill {
-                    task_id: update.task_id.clone(),
-                    agent_id: update.agent_id.clone(),
-                });
-            }
+        let Some(task) = self.tasks.get(&update.task_id) else {
+            self.on_stranger(&update, calls);
             return;
         };
-        let previous = task.phase;
         log::info!(
             "task status task={} state={} message={:?}",
             update.task_id.0,
             update.state.as_str(),
             update.message
         );
+        let pinned_node_gone = task
+            .pinned_agent
+            .as_ref()
+            .is_some_and(|agent| self.nodes_surveyed && !self.nodes.contains_key(agent));
+        let outcome = update_outcome(&update, task, pinned_node_gone, now);
+        self.note_update(&update, now);
+        let task_id = &update.task_id;
+        match outcome {
+            Outcome::Stale => {}
+            Outcome::Progress(state) => {
+                if let Some(task) = self.tasks.get_mut(task_id) {
+                    task.phase = Phase::Active(state);
+                }
+            }
+            Outcome::Relaunch { agent_unknown } => {
+                log::warn!(
+                    "launch lost, task back to pending task={} state={}",
+                    task_id.0,
+                    update.state.as_str()
+                );
+                let agent = self.back_to_pending(task_id, &update);
+                if let Some(agent) = agent.filter(|_| agent_unknown) {
+                    // A copy pinned to that agent goes with it.
+                    self.on_agent_lost(&agent);
+                }
+            }
+            Outcome::DropForGoneNode(agent) => {
+                // A copy for a node that is gone comes back with the node.
+                self.remove_task(task_id);
+                self.uncover(&agent);
+            }
+            Outcome::Restart { restarts } => self.restart(task_id, restarts, &update, now),
+            Outcome::Remove => {
+                if update.state == TaskState::Error {
+                    log::error!(
+                        "task rejected by mesos task={} message={:?}",
+                        task_id.0,
+                        update.message
+                    );
+                }
+                self.remove_task(task_id);
+            }
+        }
+    }
+
+    /// An update for a task we do not know. Ours by the framework id,
+    /// unknown to us: nobody wants it.
+    fn on_stranger(&mut self, update: &TaskUpdate, calls: &mut Vec<Call>) {
+        log::warn!(
+            "update for unknown task task={} state={}",
+            update.task_id.0,
+            update.state.as_str()
+        );
+        if !update.state.is_terminal() && self.subscribed {
+            log::warn!(
+                "killing a task this scheduler does not know task={}",
+                update.task_id.0
+            );
+            calls.push(Call::Kill {
+                task_id: update.task_id.clone(),
+                agent_id: update.agent_id.clone(),
+            });
+        }
+    }
+
+    /// What every update of a known task records, whatever it leads to:
+    /// the message, the agent, the container, the first RUNNING.
+    fn note_update(&mut self, update: &TaskUpdate, now: SystemTime) {
+        let Some(task) = self.tasks.get_mut(&update.task_id) else {
+            return;
+        };
+        self.dirty.insert(task_key(&update.task_id));
         if !update.message.is_empty() {
             task.status_message = update.message.clone();
         }
@@ -610,107 +691,57 @@ impl State {
                 task.agent_id = Some(agent_id.clone());
             }
         }
-        if let Some(docker) = update.docker {
-            task.docker = docker;
+        if let Some(docker) = &update.docker {
+            task.docker = docker.clone();
         }
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now);
         }
-        // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
-        // nor its agent, e.g. after the whole cluster restarted.
-        let agent_unknown = update.state == TaskState::Unknown
-            || (update.state == TaskState::GoneByOperator
-                && update.reason == StatusReason::Reconciliation);
-        if !update.state.is_terminal() && !agent_unknown {
-            // A reconciliation answer must not move a task backwards.
-            if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
-                task.phase = Phase::Active(update.state);
-            }
+    }
+
+    /// Puts a launch the master never ran (or lost) back to pending; returns
+    /// the agent it was on.
+    fn back_to_pending(&mut self, task_id: &TaskId, update: &TaskUpdate) -> Option<AgentId> {
+        let task = self.tasks.get_mut(task_id)?;
+        self.dirty.insert(task_key(task_id));
+        let agent = task.agent_id.take();
+        task.phase = Phase::Pending;
+        task.hostname = None;
+        task.pending_reason = Some(format!(
+            "relaunching after {}: {}",
+            update.state.as_str(),
+            update.message
+        ));
+        agent
+    }
+
+    /// Replaces an ended task with a new instance under its restart policy.
+    fn restart(&mut self, task_id: &TaskId, restarts: u32, update: &TaskUpdate, now: SystemTime) {
+        let Some(task) = self.tasks.get(task_id) else {
             return;
-        }
-        // The master never ran this launch (invalid offers, or it does not
-        // know the task although no agent ever reported it): try again.
-        let never_started = matches!(previous, Phase::Launching | Phase::Pending);
-        // A reconciliation that finds the task unknown (after a restart or a
-        // master failover) is not the user's doing either: run it again.
-        let launch_lost = matches!(
-            update.state,
-            TaskState::Lost
-                | TaskState::Dropped
-                | TaskState::Gone
-                | TaskState::Unknown
-                | TaskState::GoneByOperator
-        ) && (update.reason == StatusReason::InvalidOffers
-            || update.reason == StatusReason::Reconciliation
-            || never_started);
-        if launch_lost && !task.is_kill_requested() {
-            log::warn!(
-                "launch lost, task back to pending task={} state={}",
-                update.task_id.0,
-                update.state.as_str()
-            );
-            let agent = task.agent_id.take();
-            task.phase = Phase::Pending;
-            task.hostname = None;
+        };
+        let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
+        let delay = restart_delay(restarts);
+        log::warn!(
+            "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
+            task_id.0,
+            update.state.as_str(),
+            requested.restart.as_str(),
+            delay.as_secs()
+        );
+        self.remove_task(task_id);
+        let replacement = self.add_task(requested, pinned, None, now);
+        if let Some(task) = self.tasks.get_mut(&replacement) {
+            task.restarts = restarts;
+            task.not_before = Some(now + delay);
             task.pending_reason = Some(format!(
-                "relaunching after {}: {}",
+                "restart {restarts} after {}{}{}, not before {}s from now",
                 update.state.as_str(),
-                update.message
-            ));
-            if let Some(agent) = agent.filter(|_| agent_unknown) {
-                // A copy pinned to that agent goes with it.
-                self.on_agent_lost(&agent);
-            }
-            return;
-        }
-        if !task.is_kill_requested() && task.requested.restart.restarts_after(update.state) {
-            let stable = task
-                .running_since
-                .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
-            let restarts = if stable { 1 } else { task.restarts + 1 };
-            let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
-            // Only once offers came in since subscribing does a missing node mean it is gone.
-            if let Some(agent) = pinned
-                .as_ref()
-                .filter(|agent| self.nodes_surveyed && !self.nodes.contains_key(*agent))
-            {
-                // A copy for a node that is gone comes back with the node.
-                let agent = agent.clone();
-                self.remove_task(&update.task_id);
-                self.uncover(&agent);
-                return;
-            }
-            let delay = restart_delay(restarts);
-            log::warn!(
-                "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
-                update.task_id.0,
-                update.state.as_str(),
-                requested.restart.as_str(),
+                if update.message.is_empty() { "" } else { ": " },
+                update.message,
                 delay.as_secs()
-            );
-            self.remove_task(&update.task_id);
-            let replacement = self.add_task(requested, pinned, None, now);
-            if let Some(task) = self.tasks.get_mut(&replacement) {
-                task.restarts = restarts;
-                task.not_before = Some(now + delay);
-                task.pending_reason = Some(format!(
-                    "restart {restarts} after {}{}{}, not before {}s from now",
-                    update.state.as_str(),
-                    if update.message.is_empty() { "" } else { ": " },
-                    update.message,
-                    delay.as_secs()
-                ));
-            }
-            return;
+            ));
         }
-        if update.state == TaskState::Error {
-            log::error!(
-                "task rejected by mesos task={} message={:?}",
-                update.task_id.0,
-                update.message
-            );
-        }
-        self.remove_task(&update.task_id);
     }
 
     /// The agent is gone (Mesos gives a returning node a new id). Its
@@ -1130,6 +1161,83 @@ impl State {
                 time_of_last_offer: node.time_of_last_offer,
             })
             .collect()
+    }
+}
+
+/// What a status update means for a known task; `update_outcome` decides,
+/// `State::on_update` acts.
+#[derive(Clone, Debug, PartialEq)]
+enum Outcome {
+    /// A reconciliation answer about a task already back to pending: it
+    /// must not move the task backwards.
+    Stale,
+    /// Not terminal: the task is in this state now.
+    Progress(TaskState),
+    /// The master never ran this launch, or lost it without the user's
+    /// doing: run it again. `agent_unknown`: the master knows neither the
+    /// task nor its agent.
+    Relaunch { agent_unknown: bool },
+    /// Ended; the restart policy runs it again (restart number `restarts`).
+    Restart { restarts: u32 },
+    /// Ended under a restart policy, but its pinned node is gone: the copy
+    /// comes back with the node.
+    DropForGoneNode(AgentId),
+    /// Ended for good.
+    Remove,
+}
+
+/// Classifies `update` for `task`. `pinned_node_gone`: the task is a
+/// one-per-node copy whose node is no longer in the registry (after offers
+/// have surveyed the cluster). Pure.
+fn update_outcome(
+    update: &TaskUpdate,
+    task: &Task,
+    pinned_node_gone: bool,
+    now: SystemTime,
+) -> Outcome {
+    // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
+    // nor its agent, e.g. after the whole cluster restarted.
+    let agent_unknown = update.state == TaskState::Unknown
+        || (update.state == TaskState::GoneByOperator
+            && update.reason == StatusReason::Reconciliation);
+    if !update.state.is_terminal() && !agent_unknown {
+        if update.reason == StatusReason::Reconciliation && task.phase == Phase::Pending {
+            return Outcome::Stale;
+        }
+        return Outcome::Progress(update.state);
+    }
+    // The master never ran this launch (invalid offers, or it does not
+    // know the task although no agent ever reported it), or a
+    // reconciliation finds it lost (after a restart or a master failover):
+    // not the user's doing either.
+    let never_started = matches!(task.phase, Phase::Launching | Phase::Pending);
+    let launch_lost = matches!(
+        update.state,
+        TaskState::Lost
+            | TaskState::Dropped
+            | TaskState::Gone
+            | TaskState::Unknown
+            | TaskState::GoneByOperator
+    ) && (update.reason == StatusReason::InvalidOffers
+        || update.reason == StatusReason::Reconciliation
+        || never_started);
+    if task.is_kill_requested() {
+        return Outcome::Remove;
+    }
+    if launch_lost {
+        return Outcome::Relaunch { agent_unknown };
+    }
+    if !task.requested.restart.restarts_after(update.state) {
+        return Outcome::Remove;
+    }
+    if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
+        return Outcome::DropForGoneNode(agent.clone());
+    }
+    let stable = task
+        .running_since
+        .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
+    Outcome::Restart {
+        restarts: if stable { 1 } else { task.restarts + 1 },
     }
 }
 

@@ -1211,3 +1211,115 @@ fn killing_every_copy_ends_a_service_and_a_killed_singleton_can_be_resubmitted()
         ",
     );
 }
+
+/// `update_outcome` as a table: one row per case, the task on the left, the
+/// update in the middle, the outcome on the right.
+///
+/// Row: `<phase> <flags> | <STATE> [reconcile|invalid] | <outcome>`, where
+/// phase is `pending`, `launching` or a state name; flags (comma-separated,
+/// `-` for none) are `killed`, `on-failure`, `always`, `pinned`, `node-gone`,
+/// `restarts=<n>`, `stable` (ran `STABLE_RUN`).
+#[test]
+fn update_outcomes() {
+    let table = "
+        TASK_STAGING -              | TASK_RUNNING                 | Progress(Running)
+        launching -                 | TASK_STARTING                | Progress(Starting)
+        TASK_RUNNING -              | TASK_UNREACHABLE             | Progress(Unreachable)
+        pending -                   | TASK_RUNNING reconcile       | Stale
+        launching -                 | TASK_RUNNING reconcile       | Progress(Running)
+        launching -                 | TASK_DROPPED invalid         | Relaunch { agent_unknown: false }
+        launching -                 | TASK_LOST                    | Relaunch { agent_unknown: false }
+        TASK_RUNNING -              | TASK_LOST reconcile          | Relaunch { agent_unknown: false }
+        TASK_RUNNING -              | TASK_UNKNOWN reconcile       | Relaunch { agent_unknown: true }
+        TASK_RUNNING -              | TASK_GONE_BY_OPERATOR reconcile | Relaunch { agent_unknown: true }
+        TASK_RUNNING -              | TASK_GONE_BY_OPERATOR        | Remove
+        TASK_RUNNING killed         | TASK_LOST reconcile          | Remove
+        TASK_RUNNING killed,always  | TASK_KILLED                  | Remove
+        TASK_RUNNING -              | TASK_FAILED                  | Remove
+        TASK_RUNNING on-failure     | TASK_FINISHED                | Remove
+        TASK_RUNNING on-failure     | TASK_FAILED                  | Restart { restarts: 1 }
+        TASK_RUNNING always,restarts=2 | TASK_FINISHED             | Restart { restarts: 3 }
+        TASK_RUNNING always,restarts=2,stable | TASK_FAILED        | Restart { restarts: 1 }
+        TASK_RUNNING always         | TASK_ERROR                   | Remove
+        TASK_RUNNING always,pinned  | TASK_FAILED                  | Restart { restarts: 1 }
+        TASK_RUNNING always,pinned,node-gone | TASK_FAILED         | DropForGoneNode(AgentId(\"slave2\"))
+    ";
+    let now = UNIX_EPOCH + Duration::from_secs(1000);
+    let mut failures = Vec::new();
+    for row in table.lines().map(str::trim).filter(|row| !row.is_empty()) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (task_words, update_words, expected) = (
+            cells[0].split_whitespace().collect::<Vec<_>>(),
+            cells[1].split_whitespace().collect::<Vec<_>>(),
+            cells[2],
+        );
+        let flags: Vec<&str> = task_words[1].split(',').collect();
+        let mut requested = spec(&["a", "mem=10"]);
+        requested.restart = flags
+            .iter()
+            .find_map(|flag| RestartPolicy::from_name(flag))
+            .unwrap_or_default();
+        let phase = match task_words[0] {
+            "pending" => Phase::Pending,
+            "launching" => Phase::Launching,
+            name => Phase::Active(
+                TaskState::ALL
+                    .into_iter()
+                    .find(|it| it.as_str() == name)
+                    .unwrap(),
+            ),
+        };
+        let task = Task {
+            spec: requested.clone(),
+            requested,
+            applied: Vec::new(),
+            phase,
+            pinned_agent: flags
+                .contains(&"pinned")
+                .then(|| AgentId("slave2".to_string())),
+            agent_id: Some(AgentId("slave2".to_string())),
+            hostname: None,
+            docker: DockerInfo::default(),
+            created_at: 0,
+            status_message: String::new(),
+            pending_reason: None,
+            kill_sent_at: flags.contains(&"killed").then_some(now),
+            waits_for: None,
+            seq: 0,
+            restarts: flags
+                .iter()
+                .find_map(|flag| flag.strip_prefix("restarts="))
+                .map_or(0, |n| n.parse().unwrap()),
+            not_before: None,
+            running_since: Some(if flags.contains(&"stable") {
+                now - STABLE_RUN
+            } else {
+                now
+            }),
+        };
+        let update = TaskUpdate {
+            task_id: TaskId("a-1".to_string()),
+            state: TaskState::ALL
+                .into_iter()
+                .find(|it| it.as_str() == update_words[0])
+                .unwrap(),
+            reason: match update_words.get(1) {
+                Some(&"reconcile") => StatusReason::Reconciliation,
+                Some(&"invalid") => StatusReason::InvalidOffers,
+                _ => StatusReason::Other,
+            },
+            message: String::new(),
+            agent_id: Some(AgentId("slave2".to_string())),
+            uuid: None,
+            docker: None,
+        };
+        let actual = format!(
+            "{:?}",
+            update_outcome(&update, &task, flags.contains(&"node-gone"), now)
+        );
+        if actual != expected {
+            failures.push(format!("{row}\n    got {actual}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
