@@ -621,12 +621,7 @@ impl State {
                 }
             }
             Outcome::Relaunch { agent_unknown } => {
-                log::warn!(
-                    "launch lost, task back to pending task={} state={}",
-                    task_id.0,
-                    update.state.as_str()
-                );
-                let agent = self.back_to_pending(task_id, &update);
+                let agent = self.relaunch(task_id, &update, now);
                 if let Some(agent) = agent.filter(|_| agent_unknown) {
                     // A copy pinned to that agent goes with it.
                     self.on_agent_lost(&agent);
@@ -699,20 +694,66 @@ impl State {
         }
     }
 
-    /// Puts a launch the master never ran (or lost) back to pending; returns
-    /// the agent it was on.
-    fn back_to_pending(&mut self, task_id: &TaskId, update: &TaskUpdate) -> Option<AgentId> {
-        let task = self.tasks.get_mut(task_id)?;
+    /// Puts a launch the master never ran (or lost) back to pending under a
+    /// new TaskID; returns the agent it was on.
+    ///
+    /// Mesos says a LOST, UNKNOWN, GONE, GONE_BY_OPERATOR or DROPPED task
+    /// "may still be running" (an agent that has not re-registered yet), and
+    /// a launch under a TaskID the master still knows fails with "Task has
+    /// duplicate ID". So the relaunch is a new instance of the same task: the
+    /// user id, the id prefix, creation order, restarts and pinned agent stay.
+    fn relaunch(
+        &mut self,
+        task_id: &TaskId,
+        update: &TaskUpdate,
+        now: SystemTime,
+    ) -> Option<AgentId> {
+        let mut task = self.tasks.remove(task_id)?;
         self.dirty.insert(task_key(task_id));
+        let new_id = self.new_task_id(&task.spec.id, now);
+        log::warn!(
+            "launch lost, task back to pending under a new id task={} new_task={} state={}",
+            task_id.0,
+            new_id.0,
+            update.state.as_str()
+        );
+        if let Some(live) = self.instances.get_mut(&task.spec.id) {
+            live.remove(task_id);
+            live.insert(new_id.clone());
+        }
+        // A replacement waiting for this task now waits for its new instance.
+        for (other_id, other) in self.tasks.iter_mut() {
+            if other.waits_for.as_ref() == Some(task_id) {
+                other.waits_for = Some(new_id.clone());
+                self.dirty.insert(task_key(other_id));
+            }
+        }
         let agent = task.agent_id.take();
         task.phase = Phase::Pending;
         task.hostname = None;
+        task.docker = DockerInfo::default();
+        task.running_since = None;
         task.pending_reason = Some(format!(
             "relaunching after {}: {}",
             update.state.as_str(),
             update.message
         ));
+        self.dirty.insert(task_key(&new_id));
+        self.touch(META_KEY.to_string());
+        self.tasks.insert(new_id, task);
         agent
+    }
+
+    /// A fresh internal id for `user_id`: `<id without spaces>-<unix nanos>`,
+    /// strictly above every id handed out before.
+    fn new_task_id(&mut self, user_id: &str, now: SystemTime) -> TaskId {
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .max(self.last_id_nanos + 1);
+        self.last_id_nanos = nanos;
+        TaskId(format!("{}-{nanos}", internal_prefix(user_id)))
     }
 
     /// Replaces an ended task with a new instance under its restart policy.
@@ -934,13 +975,7 @@ impl State {
             spec.sla = requested.sla;
             applied.retain(|(attribute, _)| attribute == "mem" || attribute == "cpus");
         }
-        let nanos = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .max(self.last_id_nanos + 1);
-        self.last_id_nanos = nanos;
-        let task_id = TaskId(format!("{}-{nanos}", internal_prefix(&spec.id)));
+        let task_id = self.new_task_id(&spec.id, now);
         log::info!("task accepted task={} sla={}", task_id.0, spec.sla.as_str());
         self.instances
             .entry(spec.id.clone())

@@ -500,9 +500,9 @@ fn invalid_offers_put_the_task_back_to_pending_without_ack() {
         > update web TASK_DROPPED invalid
           REVIVE
         > tasks
-          = web-1000000000000 pending - (relaunching after TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid)
+          = web-1000000000001 pending - (relaunching after TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid)
         > offer slave3
-          LAUNCH on slave3: web-1000000000000
+          LAUNCH on slave3: web-1000000000001
           SUPPRESS
         ",
     );
@@ -980,7 +980,7 @@ fn reconciliation_kills_strangers_and_reruns_tasks_the_master_lost() {
           REVIVE
         > update b TASK_LOST reconcile
         > tasks
-          = a-1000000000000 pending - (relaunching after TASK_LOST: )
+          = a-1000000000002 pending - (relaunching after TASK_LOST: )
         > tick 601
           RECONCILE all
         ",
@@ -1156,9 +1156,9 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
           REVIVE
         > update mon TASK_UNKNOWN reconcile
         > tasks
-          = a-1000000000000 pending - (relaunching after TASK_UNKNOWN: )
+          = a-1000000000002 pending - (relaunching after TASK_UNKNOWN: )
         > offer slave2
-          LAUNCH on slave2: a-1000000000000 mon-1000000000002
+          LAUNCH on slave2: a-1000000000002 mon-1000000000004
         ",
     );
 }
@@ -1322,4 +1322,53 @@ fn update_outcomes() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_relaunch_after_a_lost_task_gets_a_new_id_and_keeps_restarts_and_node() {
+    // The old instance "may still be running": when it turns up again it is
+    // a stranger and is killed; the new instance never collides with it.
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        submit mon mem=10 sla=one-per-node name=slave2
+        offer slave2
+        update a TASK_FAILED
+        tick 1
+        offer slave2
+        update a TASK_RUNNING
+        update mon TASK_RUNNING
+        update a TASK_LOST reconcile
+        update mon TASK_GONE reconcile
+        tasks
+        update a-1000000000002 TASK_RUNNING
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > submit mon mem=10 sla=one-per-node name=slave2
+          = submitted mon
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 mon-1000000000001
+        > update a TASK_FAILED
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000002
+        > update a TASK_RUNNING
+        > update mon TASK_RUNNING
+        > update a TASK_LOST reconcile
+        > update mon TASK_GONE reconcile
+        > tasks
+          = a-1001000000000 pending - restarts=1 (relaunching after TASK_LOST: )
+          = mon-1001000000001 pending - nodename=slave2 (relaunching after TASK_GONE: )
+        > update a-1000000000002 TASK_RUNNING
+          KILL a-1000000000002
+        > offer slave2
+          LAUNCH on slave2: mon-1001000000001 a-1001000000000
+        ",
+    );
 }
