@@ -785,14 +785,20 @@ impl State {
         }
     }
 
-    /// The agent is gone (Mesos gives a returning node a new id). Its
-    /// one-per-node copies that wait for it can never run: drop them and
-    /// uncover the agent, so the node gets a copy again if it comes back.
+    /// FAILURE for an agent: it is unreachable or removed. A removed agent
+    /// never comes back under its id, but an unreachable one does (Mesos
+    /// keeps the AgentID of an agent that re-registers), with its tasks,
+    /// which are TASK_UNREACHABLE meanwhile, not terminal.
+    ///
+    /// So the node leaves the registry, and its one-per-node copies that
+    /// never launched (they can only run there) are dropped; a service stays
+    /// covered on the agent while it has a launched copy there, so a node
+    /// that comes back never gets a second copy. The agent is uncovered once
+    /// that copy ends (`Outcome::DropForGoneNode`).
     fn on_agent_lost(&mut self, agent_id: &AgentId) {
         if let Some(node) = self.nodes.remove(agent_id) {
             log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
         }
-        self.uncover(agent_id);
         let stranded: Vec<TaskId> = self
             .tasks
             .iter()
@@ -804,6 +810,7 @@ impl State {
         for task_id in stranded {
             self.remove_task(&task_id);
         }
+        self.uncover(agent_id);
     }
 
     /// Every task Mesos may know, with its agent: what explicit
@@ -816,9 +823,18 @@ impl State {
             .collect()
     }
 
+    /// Uncovers `agent_id` for every service without a copy still pinned
+    /// there, so the node gets a copy again when it offers.
     fn uncover(&mut self, agent_id: &AgentId) {
         for (id, service) in self.services.iter_mut() {
-            if service.covered.remove(agent_id) {
+            let has_copy = self.instances.get(id).is_some_and(|live| {
+                live.iter().any(|task_id| {
+                    self.tasks
+                        .get(task_id)
+                        .is_some_and(|task| task.pinned_agent.as_ref() == Some(agent_id))
+                })
+            });
+            if !has_copy && service.covered.remove(agent_id) {
                 self.dirty.insert(service_key(id));
             }
         }
@@ -1214,8 +1230,8 @@ enum Outcome {
     Relaunch { agent_unknown: bool },
     /// Ended; the restart policy runs it again (restart number `restarts`).
     Restart { restarts: u32 },
-    /// Ended under a restart policy, but its pinned node is gone: the copy
-    /// comes back with the node.
+    /// A one-per-node copy ended while its node is gone: it comes back
+    /// with the node (a fresh copy), not before.
     DropForGoneNode(AgentId),
     /// Ended for good.
     Remove,
@@ -1262,11 +1278,13 @@ fn update_outcome(
     if launch_lost {
         return Outcome::Relaunch { agent_unknown };
     }
-    if !task.requested.restart.restarts_after(update.state) {
-        return Outcome::Remove;
-    }
+    // A copy whose node is gone ends with it, whatever its policy: the
+    // node gets a fresh copy if it comes back.
     if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
         return Outcome::DropForGoneNode(agent.clone());
+    }
+    if !task.requested.restart.restarts_after(update.state) {
+        return Outcome::Remove;
     }
     let stable = task
         .running_since

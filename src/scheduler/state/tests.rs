@@ -1243,6 +1243,8 @@ fn update_outcomes() {
         TASK_RUNNING always         | TASK_ERROR                   | Remove
         TASK_RUNNING always,pinned  | TASK_FAILED                  | Restart { restarts: 1 }
         TASK_RUNNING always,pinned,node-gone | TASK_FAILED         | DropForGoneNode(AgentId(\"slave2\"))
+        TASK_RUNNING pinned,node-gone | TASK_GONE                 | DropForGoneNode(AgentId(\"slave2\"))
+        TASK_RUNNING pinned,node-gone | TASK_UNREACHABLE          | Progress(Unreachable)
     ";
     let now = UNIX_EPOCH + Duration::from_secs(1000);
     let mut failures = Vec::new();
@@ -1369,6 +1371,55 @@ fn a_relaunch_after_a_lost_task_gets_a_new_id_and_keeps_restarts_and_node() {
           KILL a-1000000000002
         > offer slave2
           LAUNCH on slave2: mon-1001000000001 a-1001000000000
+        ",
+    );
+}
+
+#[test]
+fn an_unreachable_agent_that_comes_back_never_gives_its_node_two_copies() {
+    // FAILURE, TASK_UNREACHABLE, then the same AgentID offers again (Mesos
+    // keeps the id of an agent that re-registers) and the copy runs again.
+    // Only once the copy ends for good does the node get a fresh one.
+    check(
+        "
+        subscribed
+        submit mon mem=10 sla=one-per-node
+        offer slave2
+        update mon TASK_RUNNING
+        lost slave2
+        update mon TASK_UNREACHABLE
+        tasks
+        offer slave2
+        update mon TASK_RUNNING
+        tasks
+        lost slave2
+        update mon TASK_GONE
+        offer slave2
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit mon mem=10 sla=one-per-node
+          = submitted mon
+        > offer slave2
+          LAUNCH on slave2: mon-1000000000000
+        > update mon TASK_RUNNING
+        > lost slave2
+        > update mon TASK_UNREACHABLE
+        > tasks
+          = mon-1000000000000 TASK_UNREACHABLE slave2 nodename=slave2
+        > offer slave2
+          DECLINE o2 refuse=120
+        > update mon TASK_RUNNING
+        > tasks
+          = mon-1000000000000 TASK_RUNNING slave2 nodename=slave2
+        > lost slave2
+        > update mon TASK_GONE
+        > offer slave2
+          LAUNCH on slave2: mon-1000000000001
+        > tasks
+          = mon-1000000000001 launching slave2 nodename=slave2
         ",
     );
 }
