@@ -25,8 +25,8 @@ use crate::scheduler::model::{
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
-    ApiCommand, ApiReply, ApiRequest, Call, Event, IntelligenceChange, Launch, MesosEvent,
-    NodeView, ReshuffleStep, Snapshot, TaskView, Turn,
+    ApiCommand, ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch,
+    MesosEvent, NodeView, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -51,6 +51,10 @@ pub const STABLE_RUN: Duration = Duration::from_secs(60);
 
 /// Restarts in a row (without a stable run) that make a task crash-looping.
 pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// After a refused SUPPRESS or REVIVE, suppression is decided again this
+/// much later.
+pub const SUPPRESSION_RETRY: Duration = Duration::from_secs(5);
 
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
@@ -133,6 +137,9 @@ pub struct State {
     intelligence: Table,
     /// What we last told the master.
     suppressed: bool,
+    /// A SUPPRESS or REVIVE was refused: suppression is decided again at
+    /// this time, not in a tight loop of refused calls.
+    suppression_hold_until: Option<SystemTime>,
     /// Offers were declined with the long idle filter since the last REVIVE:
     /// new work must REVIVE to see those nodes again.
     idle_filters: bool,
@@ -197,7 +204,7 @@ impl State {
             Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
             Event::Tick => self.on_tick(now, &mut calls),
         }
-        self.update_suppression(&mut calls);
+        self.update_suppression(now, &mut calls);
         Turn {
             records: self.take_records(),
             calls,
@@ -394,7 +401,7 @@ impl State {
             MesosEvent::Disconnected { .. } => self.subscribed = false,
             MesosEvent::FrameworkRemoved => self.on_framework_removed(),
             MesosEvent::CallFailed { call, failure } => {
-                self.on_call_failed(call, failure.reason(), calls)
+                self.on_call_failed(call, failure, now, calls)
             }
         }
     }
@@ -621,7 +628,8 @@ impl State {
                 }
             }
             Outcome::Relaunch { agent_unknown } => {
-                let agent = self.relaunch(task_id, &update, now);
+                let why = format!("{}: {}", update.state.as_str(), update.message);
+                let agent = self.relaunch(task_id, &why, now);
                 if let Some(agent) = agent.filter(|_| agent_unknown) {
                     // A copy pinned to that agent goes with it.
                     self.on_agent_lost(&agent);
@@ -702,20 +710,14 @@ impl State {
     /// a launch under a TaskID the master still knows fails with "Task has
     /// duplicate ID". So the relaunch is a new instance of the same task: the
     /// user id, the id prefix, creation order, restarts and pinned agent stay.
-    fn relaunch(
-        &mut self,
-        task_id: &TaskId,
-        update: &TaskUpdate,
-        now: SystemTime,
-    ) -> Option<AgentId> {
+    fn relaunch(&mut self, task_id: &TaskId, why: &str, now: SystemTime) -> Option<AgentId> {
         let mut task = self.tasks.remove(task_id)?;
         self.dirty.insert(task_key(task_id));
         let new_id = self.new_task_id(&task.spec.id, now);
         log::warn!(
-            "launch lost, task back to pending under a new id task={} new_task={} state={}",
+            "launch lost, task back to pending under a new id task={} new_task={} why={why:?}",
             task_id.0,
-            new_id.0,
-            update.state.as_str()
+            new_id.0
         );
         if let Some(live) = self.instances.get_mut(&task.spec.id) {
             live.remove(task_id);
@@ -733,11 +735,7 @@ impl State {
         task.hostname = None;
         task.docker = DockerInfo::default();
         task.running_since = None;
-        task.pending_reason = Some(format!(
-            "relaunching after {}: {}",
-            update.state.as_str(),
-            update.message
-        ));
+        task.pending_reason = Some(format!("relaunching after {why}"));
         self.dirty.insert(task_key(&new_id));
         self.touch(META_KEY.to_string());
         self.tasks.insert(new_id, task);
@@ -865,23 +863,111 @@ impl State {
         }
     }
 
-    fn on_call_failed(&mut self, call: Call, reason: &str, calls: &mut Vec<Call>) {
-        if let Call::Launch {
-            tasks, agent_id, ..
-        } = call
-        {
-            // The master may or may not have seen the ACCEPT; ask rather than guess.
-            log::warn!(
-                "launch call failed, reconciling tasks={} reason={reason}",
-                tasks.len()
-            );
-            if self.subscribed {
-                calls.push(Call::Reconcile(
-                    tasks
-                        .into_iter()
-                        .map(|launch| (launch.task_id, Some(agent_id.clone())))
-                        .collect(),
-                ));
+    /// A call that did not certainly take effect (the caller retries every
+    /// other failure itself until it is delivered).
+    fn on_call_failed(
+        &mut self,
+        call: Call,
+        failure: CallFailure,
+        now: SystemTime,
+        calls: &mut Vec<Call>,
+    ) {
+        match (call, failure) {
+            (
+                Call::Launch {
+                    agent_id,
+                    offer_ids,
+                    tasks,
+                    ..
+                },
+                CallFailure::OutcomeUnknown(reason),
+            ) => {
+                // ACCEPT is not idempotent: re-sending it would launch twice or
+                // come back TASK_DROPPED "invalid offers" even if the first one
+                // worked. The tasks stay launching and reconciliation decides.
+                // The decline frees the offers if the ACCEPT never arrived; the
+                // master drops a decline of offers it already used.
+                log::warn!(
+                    "launch outcome unknown, reconciling tasks={} reason={reason}",
+                    tasks.len()
+                );
+                let asked: Vec<(TaskId, Option<AgentId>)> = tasks
+                    .into_iter()
+                    .filter(|launch| {
+                        self.tasks
+                            .get(&launch.task_id)
+                            .is_some_and(|task| task.phase == Phase::Launching)
+                    })
+                    .map(|launch| (launch.task_id, Some(agent_id.clone())))
+                    .collect();
+                if self.subscribed && !asked.is_empty() {
+                    calls.push(Call::Reconcile(asked));
+                }
+                calls.push(Call::Decline {
+                    offer_ids,
+                    refuse_seconds: REFUSE_SECONDS_BUSY,
+                });
+            }
+            (
+                Call::Launch {
+                    offer_ids, tasks, ..
+                },
+                CallFailure::Refused(reason),
+            ) => {
+                // The master did not act: the tasks wait for another offer
+                // (under new ids, so no launch can ever collide), and the
+                // offers are given back.
+                log::warn!(
+                    "launch refused, tasks back to pending tasks={} reason={reason}",
+                    tasks.len()
+                );
+                let update_reason = format!("launch refused: {reason}");
+                for launch in tasks {
+                    if self
+                        .tasks
+                        .get(&launch.task_id)
+                        .is_some_and(|task| task.phase == Phase::Launching)
+                    {
+                        self.relaunch(&launch.task_id, &update_reason, now);
+                    }
+                }
+                calls.push(Call::Decline {
+                    offer_ids,
+                    refuse_seconds: REFUSE_SECONDS_BUSY,
+                });
+            }
+            (call @ (Call::Suppress | Call::Revive), failure) => {
+                // The master's suppression is not what we last told it:
+                // assume it kept the other one, and decide again after a pause.
+                log::warn!(
+                    "{} refused, deciding suppression again reason={}",
+                    if call == Call::Suppress {
+                        "SUPPRESS"
+                    } else {
+                        "REVIVE"
+                    },
+                    failure.reason()
+                );
+                self.suppressed = call == Call::Revive;
+                if call == Call::Revive {
+                    self.idle_filters = true;
+                }
+                self.suppression_hold_until = Some(now + SUPPRESSION_RETRY);
+            }
+            (Call::Kill { task_id, .. }, failure) => {
+                // A known task's kill is sent again after `KILL_RETRY`.
+                log::warn!(
+                    "kill refused task={} reason={}",
+                    task_id.0,
+                    failure.reason()
+                );
+            }
+            (call, failure) => {
+                log::warn!(
+                    "call refused call={} reason={}",
+                    call_name(&call),
+                    failure.reason()
+                );
             }
         }
     }
@@ -925,10 +1011,11 @@ impl State {
     /// Suppress when nothing can be placed; revive when something can.
     /// One-per-node services keep offers coming: offers are the only way
     /// Mesos tells a framework that a node joined.
-    fn update_suppression(&mut self, calls: &mut Vec<Call>) {
-        if !self.subscribed {
+    fn update_suppression(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+        if !self.subscribed || self.suppression_hold_until.is_some_and(|until| now < until) {
             return;
         }
+        self.suppression_hold_until = None;
         let work_waiting = self
             .tasks
             .values()
@@ -1291,6 +1378,20 @@ fn update_outcome(
         .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
     Outcome::Restart {
         restarts: if stable { 1 } else { task.restarts + 1 },
+    }
+}
+
+/// The call type, for logs.
+fn call_name(call: &Call) -> &'static str {
+    match call {
+        Call::Launch { .. } => "ACCEPT",
+        Call::Decline { .. } => "DECLINE",
+        Call::Kill { .. } => "KILL",
+        Call::Acknowledge { .. } => "ACKNOWLEDGE",
+        Call::Reconcile(_) => "RECONCILE",
+        Call::Suppress => "SUPPRESS",
+        Call::Revive => "REVIVE",
+        Call::Teardown => "TEARDOWN",
     }
 }
 

@@ -21,7 +21,9 @@ use crate::scheduler::CallFailure;
 /// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
 /// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
 /// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>`
-/// - `launch-failed <task-prefix>` / `lost <agent>` / `tasks` / `nodes`
+/// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
+/// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
+/// - `lost <agent>` / `tasks` / `nodes`
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
@@ -107,8 +109,30 @@ fn check(script: &str, expected: &str) {
                 Event::Mesos(MesosEvent::Update(update(&state, &words[1..]))),
                 false,
             ),
+            "refused" => {
+                let call = match words[1] {
+                    "suppress" => Call::Suppress,
+                    "revive" => Call::Revive,
+                    _ => Call::Kill {
+                        task_id: find(&state, words[2]),
+                        agent_id: None,
+                    },
+                };
+                (
+                    Event::Mesos(MesosEvent::CallFailed {
+                        call,
+                        failure: CallFailure::Refused("400".to_string()),
+                    }),
+                    false,
+                )
+            }
             "launch-failed" => {
                 let task_id = find(&state, words[1]);
+                let failure = if words.get(2) == Some(&"refused") {
+                    CallFailure::Refused("Offer o is no longer valid".to_string())
+                } else {
+                    CallFailure::OutcomeUnknown("timeout".to_string())
+                };
                 let call = Call::Launch {
                     agent_id: AgentId("slave2".to_string()),
                     offer_ids: vec![OfferId("o".to_string())],
@@ -119,10 +143,7 @@ fn check(script: &str, expected: &str) {
                     refuse_seconds: 5.0,
                 };
                 (
-                    Event::Mesos(MesosEvent::CallFailed {
-                        call,
-                        failure: CallFailure::OutcomeUnknown("timeout".to_string()),
-                    }),
+                    Event::Mesos(MesosEvent::CallFailed { call, failure }),
                     false,
                 )
             }
@@ -687,24 +708,85 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
 }
 
 #[test]
-fn a_failed_launch_call_is_reconciled_not_guessed() {
+fn a_launch_with_an_unknown_outcome_is_reconciled_and_a_refused_one_goes_back_to_pending() {
     check(
         "
         subscribed
         submit a mem=10
+        submit b mem=10
+        submit c mem=10
         offer slave2
         launch-failed a
+        launch-failed b
+        launch-failed c refused
+        update a TASK_RUNNING reconcile
+        update b TASK_LOST reconcile
+        tasks
+        offer slave3
         ",
         "
         > subscribed
           RECONCILE all
         > submit a mem=10
           = submitted a
+        > submit b mem=10
+          = submitted b
+        > submit c mem=10
+          = submitted c
         > offer slave2
-          LAUNCH on slave2: a-1000000000000
+          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002
           SUPPRESS
         > launch-failed a
           RECONCILE a-1000000000000
+          DECLINE o refuse=5
+        > launch-failed b
+          RECONCILE b-1000000000001
+          DECLINE o refuse=5
+        > launch-failed c refused
+          DECLINE o refuse=5
+          REVIVE
+        > update a TASK_RUNNING reconcile
+        > update b TASK_LOST reconcile
+        > tasks
+          = a-1000000000000 TASK_RUNNING slave2
+          = b-1000000000004 pending - (relaunching after TASK_LOST: )
+          = c-1000000000003 pending - (relaunching after launch refused: Offer o is no longer valid)
+        > offer slave3
+          LAUNCH on slave3: b-1000000000004 c-1000000000003
+          SUPPRESS
+        ",
+    );
+}
+
+#[test]
+fn a_refused_suppress_or_revive_is_decided_again_after_a_pause() {
+    check(
+        "
+        subscribed
+        offer slave2
+        refused suppress
+        tick 1
+        tick 5
+        submit a mem=10
+        refused revive
+        tick 5
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > offer slave2
+          DECLINE o1 refuse=120
+          SUPPRESS
+        > refused suppress
+        > tick 1
+        > tick 5
+          SUPPRESS
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > refused revive
+        > tick 5
+          REVIVE
         ",
     );
 }
