@@ -56,8 +56,30 @@ pub const CRASH_LOOP_RESTARTS: u32 = 3;
 /// much later.
 pub const SUPPRESSION_RETRY: Duration = Duration::from_secs(5);
 
+/// Explicit reconciliation asks again about unanswered tasks after this
+/// long, doubling each time up to `RECONCILE_RETRY_MAX`.
+pub const RECONCILE_RETRY_MIN: Duration = Duration::from_secs(5);
+pub const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// An explicit reconciliation still waiting for answers. A master does not
+/// answer for tasks on agents that have not re-registered yet, so the
+/// tasks without an answer are asked about again with capped exponential
+/// backoff (`RECONCILE_RETRY_MIN` doubling to `RECONCILE_RETRY_MAX`).
+#[derive(Clone, Debug)]
+struct ReconcileRound {
+    /// Tasks asked about that have had no update since the round started.
+    unanswered: BTreeSet<TaskId>,
+    /// How many tasks the round asked about, for the summary.
+    asked: usize,
+    /// Retries so far.
+    retries: u32,
+    /// When the unanswered are asked again, and the wait after that.
+    retry_at: SystemTime,
+    delay: Duration,
+}
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +173,9 @@ pub struct State {
     next_seq: u64,
     /// When every task was last reconciled, and how often to do it.
     last_reconcile: Option<SystemTime>,
+    /// The explicit reconciliation in progress, until every task asked
+    /// about has answered.
+    reconcile_round: Option<ReconcileRound>,
     reconcile_interval: Duration,
     /// `--reset`: send TEARDOWN for the stored framework once subscribed.
     teardown_pending: bool,
@@ -398,7 +423,11 @@ impl State {
             }
             MesosEvent::Update(update) => self.on_update(update, now, calls),
             MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
-            MesosEvent::Disconnected { .. } => self.subscribed = false,
+            MesosEvent::Disconnected { .. } => {
+                // A new round starts with the next subscription.
+                self.subscribed = false;
+                self.reconcile_round = None;
+            }
             MesosEvent::FrameworkRemoved => self.on_framework_removed(),
             MesosEvent::CallFailed { call, failure } => {
                 self.on_call_failed(call, failure, now, calls)
@@ -427,16 +456,8 @@ impl State {
         // the first offers have shown the registry every node.
         self.suppressed = false;
         self.nodes_surveyed = false;
-        // Ask about every task the master may know, so launches lost in the
-        // disconnection come back to pending (reference §4.5).
-        let launched = self.launched_tasks();
-        if !launched.is_empty() {
-            calls.push(Call::Reconcile(launched));
-        }
-        // Then implicitly: the master names every task it runs for us, and
-        // those we do not know are killed (see `on_update`).
-        calls.push(Call::Reconcile(Vec::new()));
-        self.last_reconcile = Some(now);
+        self.reconcile_round = None;
+        self.start_reconciliation(now, calls);
         let killing: Vec<TaskId> = self
             .tasks
             .iter()
@@ -603,6 +624,7 @@ impl State {
                 ),
             }
         }
+        self.note_answer(&update.task_id);
         let Some(task) = self.tasks.get(&update.task_id) else {
             self.on_stranger(&update, calls);
             return;
@@ -811,6 +833,99 @@ impl State {
         self.uncover(agent_id);
     }
 
+    /// Starts a reconciliation round: explicitly about every task the master
+    /// may know, so launches lost meanwhile come back to pending (reference
+    /// §4.5), then implicitly: the master names every task it runs for us,
+    /// and those we do not know are killed (see `on_stranger`).
+    fn start_reconciliation(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+        let launched = self.launched_tasks();
+        log::info!("reconciliation started tasks={}", launched.len());
+        self.ask_about(launched.clone(), now, calls);
+        calls.push(Call::Reconcile(Vec::new()));
+        self.last_reconcile = Some(now);
+    }
+
+    /// Asks the master about `tasks` now and adds them to the round (one
+    /// starts if none is running), so they are asked again until answered.
+    fn ask_about(
+        &mut self,
+        tasks: Vec<(TaskId, Option<AgentId>)>,
+        now: SystemTime,
+        calls: &mut Vec<Call>,
+    ) {
+        if tasks.is_empty() {
+            return;
+        }
+        let round = self.reconcile_round.get_or_insert(ReconcileRound {
+            unanswered: BTreeSet::new(),
+            asked: 0,
+            retries: 0,
+            retry_at: now + RECONCILE_RETRY_MIN,
+            delay: RECONCILE_RETRY_MIN,
+        });
+        round.asked += tasks.len();
+        round
+            .unanswered
+            .extend(tasks.iter().map(|(task_id, _)| task_id.clone()));
+        calls.push(Call::Reconcile(tasks));
+    }
+
+    /// Any update about a task answers for it in the round.
+    fn note_answer(&mut self, task_id: &TaskId) {
+        if let Some(round) = &mut self.reconcile_round {
+            if round.unanswered.remove(task_id) && round.unanswered.is_empty() {
+                log::info!(
+                    "reconciliation complete tasks={} retries={}",
+                    round.asked,
+                    round.retries
+                );
+                self.reconcile_round = None;
+            }
+        }
+    }
+
+    /// Asks again about the tasks of the round that have not answered yet
+    /// (and still wait for one: not removed, not back to pending).
+    fn retry_reconciliation(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+        let Some(round) = &mut self.reconcile_round else {
+            return;
+        };
+        round.unanswered.retain(|task_id| {
+            self.tasks
+                .get(task_id)
+                .is_some_and(|task| task.phase != Phase::Pending)
+        });
+        if round.unanswered.is_empty() {
+            log::info!(
+                "reconciliation complete tasks={} retries={}",
+                round.asked,
+                round.retries
+            );
+            self.reconcile_round = None;
+            return;
+        }
+        if now < round.retry_at {
+            return;
+        }
+        round.retries += 1;
+        log::warn!(
+            "reconciliation retry retry={} unanswered={} of={} next_in_s={}",
+            round.retries,
+            round.unanswered.len(),
+            round.asked,
+            (round.delay * 2).min(RECONCILE_RETRY_MAX).as_secs()
+        );
+        round.delay = (round.delay * 2).min(RECONCILE_RETRY_MAX);
+        round.retry_at = now + round.delay;
+        calls.push(Call::Reconcile(
+            round
+                .unanswered
+                .iter()
+                .map(|task_id| (task_id.clone(), self.tasks[task_id].agent_id.clone()))
+                .collect(),
+        ));
+    }
+
     /// Every task Mesos may know, with its agent: what explicit
     /// reconciliation asks about.
     fn launched_tasks(&self) -> Vec<(TaskId, Option<AgentId>)> {
@@ -900,8 +1015,8 @@ impl State {
                     })
                     .map(|launch| (launch.task_id, Some(agent_id.clone())))
                     .collect();
-                if self.subscribed && !asked.is_empty() {
-                    calls.push(Call::Reconcile(asked));
+                if self.subscribed {
+                    self.ask_about(asked, now, calls);
                 }
                 calls.push(Call::Decline {
                     offer_ids,
@@ -976,22 +1091,18 @@ impl State {
         if !self.subscribed {
             return;
         }
+        self.retry_reconciliation(now, calls);
         let interval = if self.reconcile_interval.is_zero() {
             DEFAULT_RECONCILE_INTERVAL
         } else {
             self.reconcile_interval
         };
-        if self
-            .last_reconcile
-            .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
+        if self.reconcile_round.is_none()
+            && self
+                .last_reconcile
+                .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
         {
-            let launched = self.launched_tasks();
-            log::info!("periodic reconciliation tasks={}", launched.len());
-            if !launched.is_empty() {
-                calls.push(Call::Reconcile(launched));
-            }
-            calls.push(Call::Reconcile(Vec::new()));
-            self.last_reconcile = Some(now);
+            self.start_reconciliation(now, calls);
         }
         let overdue: Vec<TaskId> = self
             .tasks

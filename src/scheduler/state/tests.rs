@@ -702,6 +702,7 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         > update a TASK_LOST reconcile
           REVIVE
         > tick 31
+          RECONCILE b-1000000000001
           KILL b-1000000000001
         ",
     );
@@ -1502,6 +1503,69 @@ fn an_unreachable_agent_that_comes_back_never_gives_its_node_two_copies() {
           LAUNCH on slave2: mon-1000000000001
         > tasks
           = mon-1000000000001 launching slave2 nodename=slave2
+        ",
+    );
+}
+
+#[test]
+fn reconciliation_asks_again_with_backoff_until_every_task_has_answered() {
+    // A master does not answer for tasks on agents that have not
+    // re-registered yet: only those are asked about again, 5 s, 10 s, 20 s
+    // later, until they answer; then the periodic reconcile goes on.
+    check(
+        "
+        subscribed
+        submit a mem=10
+        submit b mem=10
+        submit c mem=10
+        offer slave2
+        update a TASK_RUNNING
+        update b TASK_RUNNING
+        update c TASK_RUNNING
+        disconnected
+        subscribed
+        update a TASK_RUNNING reconcile
+        tick 5
+        update b TASK_RUNNING reconcile
+        tick 5
+        tick 5
+        tick 10
+        update c TASK_RUNNING reconcile
+        tick 20
+        tick 575
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > submit c mem=10
+          = submitted c
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002
+          SUPPRESS
+        > update a TASK_RUNNING
+        > update b TASK_RUNNING
+        > update c TASK_RUNNING
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000 b-1000000000001 c-1000000000002
+          RECONCILE all
+        > update a TASK_RUNNING reconcile
+        > tick 5
+          RECONCILE b-1000000000001 c-1000000000002
+        > update b TASK_RUNNING reconcile
+        > tick 5
+        > tick 5
+          RECONCILE c-1000000000002
+        > tick 10
+        > update c TASK_RUNNING reconcile
+        > tick 20
+        > tick 575
+          RECONCILE a-1000000000000 b-1000000000001 c-1000000000002
+          RECONCILE all
         ",
     );
 }
