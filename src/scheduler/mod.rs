@@ -300,6 +300,9 @@ pub enum Call {
 pub struct Launch {
     pub task_id: TaskId,
     pub spec: TaskSpec,
+    /// The resources it takes, each with the reservation it was offered
+    /// with. Empty means unreserved resources as `spec` asks.
+    pub resources: Vec<model::Allocation>,
 }
 
 /// The state thread's run loop: one `select!`, one `handle_event`, and the

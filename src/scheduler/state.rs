@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, Offer, Sla, StatusReason, TaskId, TaskSpec, TaskState,
-    TaskUpdate,
+    TaskUpdate, UNRESERVED_ROLE,
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
@@ -150,6 +150,9 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct State {
     framework_id: Option<FrameworkId>,
+    /// The framework's role: placement uses only resources unreserved or
+    /// reserved for it.
+    role: String,
     subscribed: bool,
     tasks: BTreeMap<TaskId, Task>,
     /// Live instances per user id (for `singleton`).
@@ -189,8 +192,14 @@ impl State {
     pub fn new(framework_id: Option<FrameworkId>) -> State {
         State {
             framework_id,
+            role: UNRESERVED_ROLE.to_string(),
             ..State::default()
         }
+    }
+
+    /// The framework's role (`FrameworkSettings.role`), default `*`.
+    pub fn set_role(&mut self, role: &str) {
+        self.role = role.to_string();
     }
 
     pub fn framework_id(&self) -> Option<&FrameworkId> {
@@ -485,7 +494,7 @@ impl State {
                     })
                 })
                 .collect();
-            placement::place(&requests, &offers)
+            placement::place(&requests, &offers, &self.role)
         };
         // Replacements waiting for their predecessor count as waiting too:
         // a long filter now would keep them off these nodes later.
@@ -562,14 +571,14 @@ impl State {
                 task.pending_reason = Some(reason);
             }
         }
-        for (offer_id, agent_id, task_ids) in placement.launches {
+        for (offer_id, agent_id, placed) in placement.launches {
             let hostname = offers
                 .iter()
                 .find(|offer| offer.agent_id == agent_id)
                 .map(|offer| offer.hostname.clone())
                 .unwrap_or_default();
             let mut tasks = Vec::new();
-            for task_id in task_ids {
+            for (task_id, resources) in placed {
                 let Some(task) = self.tasks.get_mut(&task_id) else {
                     continue;
                 };
@@ -585,6 +594,7 @@ impl State {
                 tasks.push(Launch {
                     task_id: task_id.clone(),
                     spec: task.spec.clone(),
+                    resources,
                 });
                 self.dirty.insert(task_key(&task_id));
             }

@@ -114,7 +114,7 @@ impl State {
                 None => latest.remove(record.key.as_str()),
             };
         }
-        let mut state = State::default();
+        let mut state = State::new(None);
         for (key, value) in latest {
             let bad = |why: String| format!("state record {key:?}: {why}");
             if key == FRAMEWORK_KEY {

@@ -139,6 +139,7 @@ fn check(script: &str, expected: &str) {
                     tasks: vec![Launch {
                         task_id: task_id.clone(),
                         spec: state.tasks[&task_id].spec.clone(),
+                        resources: Vec::new(),
                     }],
                     refuse_seconds: 5.0,
                 };
@@ -250,20 +251,20 @@ fn lab_offer(agent: &str, seq: usize) -> Offer {
     } else {
         ("lab", 2.0, 1024.0)
     };
-    Offer {
-        id: OfferId(format!("o{seq}")),
-        agent_id: AgentId(agent.to_string()),
-        hostname: agent.to_string(),
+    Offer::unreserved(
+        OfferId(format!("o{seq}")),
+        AgentId(agent.to_string()),
+        agent.to_string(),
         cpus,
         mem_mb,
-        ports: vec![(31000, 32000)],
-        attributes: [
+        vec![(31000, 32000)],
+        [
             ("nodetype".to_string(), node_type.to_string()),
             ("nodename".to_string(), agent.to_string()),
         ]
         .into_iter()
         .collect(),
-    }
+    )
 }
 
 fn find(state: &State, prefix: &str) -> TaskId {
