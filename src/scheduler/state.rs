@@ -16,7 +16,7 @@ pub use persist::Record;
 use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
@@ -26,7 +26,7 @@ use crate::scheduler::model::{
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
     ApiCommand, ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch,
-    MesosEvent, NodeView, ReshuffleStep, Snapshot, TaskView, Turn,
+    MesosEvent, NodeView, Now, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -77,7 +77,7 @@ struct ReconcileRound {
     /// Retries so far.
     retries: u32,
     /// When the unanswered are asked again, and the wait after that.
-    retry_at: SystemTime,
+    retry_at: Instant,
     delay: Duration,
 }
 
@@ -110,23 +110,39 @@ struct Task {
     created_at: u64,
     status_message: String,
     pending_reason: Option<String>,
-    /// Killed by the user (or replaced by a reshuffle): when the kill was last sent.
-    kill_sent_at: Option<SystemTime>,
+    /// Killed by the user (or replaced by a reshuffle).
+    kill_requested: bool,
+    /// When the kill was last sent; `None` after a restart, so it is sent
+    /// again once subscribed.
+    kill_sent_at: Option<Instant>,
     /// A replacement waits until this task is gone (reshuffle, singleton).
     waits_for: Option<TaskId>,
     /// Creation order, for oldest-first placement.
     seq: u64,
     /// Restarts under the restart policy that led to this instance.
     restarts: u32,
-    /// A restarted task is not placed before this (backoff).
-    not_before: Option<SystemTime>,
-    /// When Mesos first reported it RUNNING.
-    running_since: Option<SystemTime>,
+    /// A restarted task waits this long before it is placed (durable).
+    backoff: Option<Duration>,
+    /// When the backoff ends. Derived from `backoff`: at the restart, or at
+    /// the first event after a restore (`State::rederive_deadlines`).
+    not_before: Option<Instant>,
+    /// When Mesos first reported it RUNNING in this process (not durable:
+    /// after a restart the stable-run clock starts at the next RUNNING).
+    running_since: Option<Instant>,
 }
 
 impl Task {
     fn is_kill_requested(&self) -> bool {
-        self.kill_sent_at.is_some()
+        self.kill_requested
+    }
+
+    /// Past its restart backoff (a restored one waits until re-derived).
+    fn backoff_over(&self, now: Instant) -> bool {
+        match (self.backoff, self.not_before) {
+            (None, _) => true,
+            (Some(_), Some(at)) => now >= at,
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -164,7 +180,7 @@ pub struct State {
     suppressed: bool,
     /// A SUPPRESS or REVIVE was refused: suppression is decided again at
     /// this time, not in a tight loop of refused calls.
-    suppression_hold_until: Option<SystemTime>,
+    suppression_hold_until: Option<Instant>,
     /// Offers were declined with the long idle filter since the last REVIVE:
     /// new work must REVIVE to see those nodes again.
     idle_filters: bool,
@@ -175,7 +191,7 @@ pub struct State {
     last_id_nanos: u128,
     next_seq: u64,
     /// When every task was last reconciled, and how often to do it.
-    last_reconcile: Option<SystemTime>,
+    last_reconcile: Option<Instant>,
     /// The explicit reconciliation in progress, until every task asked
     /// about has answered.
     reconcile_round: Option<ReconcileRound>,
@@ -231,7 +247,8 @@ impl State {
 
     /// The single entry point: applies one event; returns what changed (to
     /// make durable) and the calls and replies that may follow.
-    pub fn handle_event(&mut self, event: Event, now: SystemTime) -> Turn {
+    pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
+        self.rederive_deadlines(now.instant);
         let mut calls = Vec::new();
         match event {
             Event::Api(command) => self.on_api(command, now, &mut calls),
@@ -246,11 +263,23 @@ impl State {
         }
     }
 
+    /// Deadlines restored from disk start from the first event after the
+    /// restore: a restored restart waits its whole backoff again (a wall
+    /// clock stamp from before the restart could be hours off). Restored
+    /// kills have no send time and go out once subscribed.
+    fn rederive_deadlines(&mut self, now: Instant) {
+        for task in self.tasks.values_mut() {
+            if let (Some(backoff), None) = (task.backoff, task.not_before) {
+                task.not_before = Some(now + backoff);
+            }
+        }
+    }
+
     fn touch(&mut self, key: String) {
         self.dirty.insert(key);
     }
 
-    fn on_api(&mut self, command: ApiCommand, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_api(&mut self, command: ApiCommand, now: Now, calls: &mut Vec<Call>) {
         let ApiCommand { request, reply } = command;
         let answer = match request {
             ApiRequest::Submit(spec) => self.on_submit(spec, now),
@@ -287,7 +316,7 @@ impl State {
         self.replies.push((reply, answer));
     }
 
-    fn on_submit(&mut self, spec: TaskSpec, now: SystemTime) -> ApiReply {
+    fn on_submit(&mut self, spec: TaskSpec, now: Now) -> ApiReply {
         let id = spec.id.clone();
         // Intelligence (an `sla` override included) is applied before the
         // SLA decides what to create, unlike the original.
@@ -337,7 +366,7 @@ impl State {
         ApiReply::Submitted { id }
     }
 
-    fn on_kill(&mut self, prefix: &str, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+    fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
         let matched: Vec<TaskId> = self
             .tasks
             .range(TaskId(prefix.to_string())..)
@@ -380,7 +409,7 @@ impl State {
         ApiReply::Killed(views)
     }
 
-    fn on_reshuffle(&mut self, dry_run: bool, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+    fn on_reshuffle(&mut self, dry_run: bool, now: Now, calls: &mut Vec<Call>) -> ApiReply {
         let chosen: Vec<TaskId> = self
             .tasks
             .iter()
@@ -418,7 +447,7 @@ impl State {
         ApiReply::Reshuffled(steps)
     }
 
-    fn on_mesos(&mut self, event: MesosEvent, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_mesos(&mut self, event: MesosEvent, now: Now, calls: &mut Vec<Call>) {
         match event {
             MesosEvent::Subscribed { framework_id } => self.on_subscribed(framework_id, now, calls),
             MesosEvent::Offers(offers) => {
@@ -444,7 +473,7 @@ impl State {
         }
     }
 
-    fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_subscribed(&mut self, framework_id: FrameworkId, now: Now, calls: &mut Vec<Call>) {
         // Decline filters outlive a failover to a new subscription (only a
         // deactivation clears them), so after a resubscription the next work
         // must REVIVE to be sure to see every node.
@@ -466,7 +495,7 @@ impl State {
         self.suppressed = false;
         self.nodes_surveyed = false;
         self.reconcile_round = None;
-        self.start_reconciliation(now, calls);
+        self.start_reconciliation(now.instant, calls);
         let killing: Vec<TaskId> = self
             .tasks
             .iter()
@@ -478,7 +507,7 @@ impl State {
         }
     }
 
-    fn on_offers(&mut self, offers: Vec<Offer>, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_offers(&mut self, offers: Vec<Offer>, now: Now, calls: &mut Vec<Call>) {
         self.register_nodes(&offers, now);
         self.add_missing_copies(now);
         let waiting = self.waiting_requests(now);
@@ -510,8 +539,8 @@ impl State {
     }
 
     /// The node registry learns every agent that offers.
-    fn register_nodes(&mut self, offers: &[Offer], now: SystemTime) {
-        let now_secs = unix_seconds(now);
+    fn register_nodes(&mut self, offers: &[Offer], now: Now) {
+        let now_secs = unix_seconds(now.wall);
         for offer in offers {
             let attribute = |name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
             let node = Node {
@@ -532,12 +561,12 @@ impl State {
 
     /// The pending tasks that may be placed now, oldest first: not killed,
     /// past their restart backoff, and not waiting for a predecessor.
-    fn waiting_requests(&self, now: SystemTime) -> Vec<TaskId> {
+    fn waiting_requests(&self, now: Now) -> Vec<TaskId> {
         let mut waiting: Vec<(u64, &TaskId)> = self
             .tasks
             .iter()
             .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
-            .filter(|(_, task)| task.not_before.is_none_or(|at| now >= at))
+            .filter(|(_, task)| task.backoff_over(now.instant))
             .filter(|(_, task)| {
                 task.waits_for
                     .as_ref()
@@ -619,7 +648,7 @@ impl State {
         }
     }
 
-    fn on_update(&mut self, update: TaskUpdate, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_update(&mut self, update: TaskUpdate, now: Now, calls: &mut Vec<Call>) {
         // Acknowledge exactly the updates that carry a uuid, known task or not.
         if let Some(uuid) = &update.uuid {
             match &update.agent_id {
@@ -649,7 +678,7 @@ impl State {
             .pinned_agent
             .as_ref()
             .is_some_and(|agent| self.nodes_surveyed && !self.nodes.contains_key(agent));
-        let outcome = update_outcome(&update, task, pinned_node_gone, now);
+        let outcome = update_outcome(&update, task, pinned_node_gone, now.instant);
         self.note_update(&update, now);
         let task_id = &update.task_id;
         match outcome {
@@ -708,7 +737,7 @@ impl State {
 
     /// What every update of a known task records, whatever it leads to:
     /// the message, the agent, the container, the first RUNNING.
-    fn note_update(&mut self, update: &TaskUpdate, now: SystemTime) {
+    fn note_update(&mut self, update: &TaskUpdate, now: Now) {
         let Some(task) = self.tasks.get_mut(&update.task_id) else {
             return;
         };
@@ -730,7 +759,7 @@ impl State {
             task.docker = docker.clone();
         }
         if update.state == TaskState::Running && task.running_since.is_none() {
-            task.running_since = Some(now);
+            task.running_since = Some(now.instant);
         }
     }
 
@@ -742,7 +771,7 @@ impl State {
     /// a launch under a TaskID the master still knows fails with "Task has
     /// duplicate ID". So the relaunch is a new instance of the same task: the
     /// user id, the id prefix, creation order, restarts and pinned agent stay.
-    fn relaunch(&mut self, task_id: &TaskId, why: &str, now: SystemTime) -> Option<AgentId> {
+    fn relaunch(&mut self, task_id: &TaskId, why: &str, now: Now) -> Option<AgentId> {
         let mut task = self.tasks.remove(task_id)?;
         self.dirty.insert(task_key(task_id));
         let new_id = self.new_task_id(&task.spec.id, now);
@@ -776,8 +805,9 @@ impl State {
 
     /// A fresh internal id for `user_id`: `<id without spaces>-<unix nanos>`,
     /// strictly above every id handed out before.
-    fn new_task_id(&mut self, user_id: &str, now: SystemTime) -> TaskId {
+    fn new_task_id(&mut self, user_id: &str, now: Now) -> TaskId {
         let nanos = now
+            .wall
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos()
@@ -787,7 +817,7 @@ impl State {
     }
 
     /// Replaces an ended task with a new instance under its restart policy.
-    fn restart(&mut self, task_id: &TaskId, restarts: u32, update: &TaskUpdate, now: SystemTime) {
+    fn restart(&mut self, task_id: &TaskId, restarts: u32, update: &TaskUpdate, now: Now) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
@@ -804,7 +834,8 @@ impl State {
         let replacement = self.add_task(requested, pinned, None, now);
         if let Some(task) = self.tasks.get_mut(&replacement) {
             task.restarts = restarts;
-            task.not_before = Some(now + delay);
+            task.backoff = Some(delay);
+            task.not_before = Some(now.instant + delay);
             task.pending_reason = Some(format!(
                 "restart {restarts} after {}{}{}, not before {}s from now",
                 update.state.as_str(),
@@ -847,7 +878,7 @@ impl State {
     /// may know, so launches lost meanwhile come back to pending (reference
     /// §4.5), then implicitly: the master names every task it runs for us,
     /// and those we do not know are killed (see `on_stranger`).
-    fn start_reconciliation(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+    fn start_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
         let launched = self.launched_tasks();
         log::info!("reconciliation started tasks={}", launched.len());
         self.ask_about(launched.clone(), now, calls);
@@ -860,7 +891,7 @@ impl State {
     fn ask_about(
         &mut self,
         tasks: Vec<(TaskId, Option<AgentId>)>,
-        now: SystemTime,
+        now: Instant,
         calls: &mut Vec<Call>,
     ) {
         if tasks.is_empty() {
@@ -896,7 +927,7 @@ impl State {
 
     /// Asks again about the tasks of the round that have not answered yet
     /// (and still wait for one: not removed, not back to pending).
-    fn retry_reconciliation(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+    fn retry_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
         let Some(round) = &mut self.reconcile_round else {
             return;
         };
@@ -994,7 +1025,7 @@ impl State {
         &mut self,
         call: Call,
         failure: CallFailure,
-        now: SystemTime,
+        now: Now,
         calls: &mut Vec<Call>,
     ) {
         match (call, failure) {
@@ -1026,7 +1057,7 @@ impl State {
                     .map(|launch| (launch.task_id, Some(agent_id.clone())))
                     .collect();
                 if self.subscribed {
-                    self.ask_about(asked, now, calls);
+                    self.ask_about(asked, now.instant, calls);
                 }
                 calls.push(Call::Decline {
                     offer_ids,
@@ -1077,7 +1108,7 @@ impl State {
                 if call == Call::Revive {
                     self.idle_filters = true;
                 }
-                self.suppression_hold_until = Some(now + SUPPRESSION_RETRY);
+                self.suppression_hold_until = Some(now.instant + SUPPRESSION_RETRY);
             }
             (Call::Kill { task_id, .. }, failure) => {
                 // A known task's kill is sent again after `KILL_RETRY`.
@@ -1097,11 +1128,11 @@ impl State {
         }
     }
 
-    fn on_tick(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_tick(&mut self, now: Now, calls: &mut Vec<Call>) {
         if !self.subscribed {
             return;
         }
-        self.retry_reconciliation(now, calls);
+        self.retry_reconciliation(now.instant, calls);
         let interval = if self.reconcile_interval.is_zero() {
             DEFAULT_RECONCILE_INTERVAL
         } else {
@@ -1110,17 +1141,18 @@ impl State {
         if self.reconcile_round.is_none()
             && self
                 .last_reconcile
-                .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
+                .is_some_and(|at| now.instant.saturating_duration_since(at) >= interval)
         {
-            self.start_reconciliation(now, calls);
+            self.start_reconciliation(now.instant, calls);
         }
         let overdue: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, task)| task.phase != Phase::Pending)
+            .filter(|(_, task)| task.phase != Phase::Pending && task.kill_requested)
             .filter(|(_, task)| {
+                // Never sent by this process (restored): send it now.
                 task.kill_sent_at
-                    .is_some_and(|sent| now.duration_since(sent).unwrap_or_default() >= KILL_RETRY)
+                    .is_none_or(|sent| now.instant.saturating_duration_since(sent) >= KILL_RETRY)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -1132,8 +1164,12 @@ impl State {
     /// Suppress when nothing can be placed; revive when something can.
     /// One-per-node services keep offers coming: offers are the only way
     /// Mesos tells a framework that a node joined.
-    fn update_suppression(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
-        if !self.subscribed || self.suppression_hold_until.is_some_and(|until| now < until) {
+    fn update_suppression(&mut self, now: Now, calls: &mut Vec<Call>) {
+        if !self.subscribed
+            || self
+                .suppression_hold_until
+                .is_some_and(|until| now.instant < until)
+        {
             return;
         }
         self.suppression_hold_until = None;
@@ -1156,7 +1192,7 @@ impl State {
 
     /// Creates a copy of every one-per-node service on every matching node
     /// that has never had one.
-    fn add_missing_copies(&mut self, now: SystemTime) {
+    fn add_missing_copies(&mut self, now: Now) {
         let mut copies = Vec::new();
         for service in self.services.values_mut() {
             for (agent_id, node) in &self.nodes {
@@ -1190,7 +1226,7 @@ impl State {
         requested: TaskSpec,
         pinned_agent: Option<AgentId>,
         waits_for: Option<TaskId>,
-        now: SystemTime,
+        now: Now,
     ) -> TaskId {
         let (mut spec, mut applied) = intelligence::apply(&requested, &self.intelligence);
         if pinned_agent.is_some() {
@@ -1214,13 +1250,15 @@ impl State {
             agent_id: None,
             hostname: None,
             docker: DockerInfo::default(),
-            created_at: unix_seconds(now),
+            created_at: unix_seconds(now.wall),
             status_message: String::new(),
             pending_reason: Some("waiting for offers".to_string()),
+            kill_requested: false,
             kill_sent_at: None,
             waits_for,
             seq: self.next_seq,
             restarts: 0,
+            backoff: None,
             not_before: None,
             running_since: None,
         };
@@ -1245,7 +1283,7 @@ impl State {
     }
 
     /// Drops a pending task at once; asks Mesos to kill a launched one.
-    fn kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn kill(&mut self, task_id: &TaskId, now: Now, calls: &mut Vec<Call>) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
@@ -1256,12 +1294,13 @@ impl State {
         }
     }
 
-    fn send_kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn send_kill(&mut self, task_id: &TaskId, now: Now, calls: &mut Vec<Call>) {
         if let Some(task) = self.tasks.get_mut(task_id) {
-            if task.kill_sent_at.is_none() {
+            if !task.kill_requested {
+                task.kill_requested = true;
                 self.dirty.insert(task_key(task_id));
             }
-            task.kill_sent_at = Some(now);
+            task.kill_sent_at = Some(now.instant);
             calls.push(Call::Kill {
                 task_id: task_id.clone(),
                 agent_id: task.agent_id.clone(),
@@ -1275,7 +1314,7 @@ impl State {
         attribute: String,
         raw: String,
         source: Source,
-        now: SystemTime,
+        now: Now,
     ) -> ApiReply {
         if task.is_empty() || task.contains([':', '/']) {
             return ApiReply::Invalid(format!(
@@ -1297,7 +1336,7 @@ impl State {
                     source,
                     raw: raw.trim().to_string(),
                     derived,
-                    updated_at: unix_seconds(now),
+                    updated_at: unix_seconds(now.wall),
                 };
                 self.touch(intelligence_key(&task));
                 self.intelligence
@@ -1331,11 +1370,7 @@ impl State {
 
     /// Applies what changed in Redis. An invalid value is refused and the
     /// value already learned is kept: nothing learned is lost to garbage.
-    fn on_sync_intelligence(
-        &mut self,
-        changes: Vec<IntelligenceChange>,
-        now: SystemTime,
-    ) -> ApiReply {
+    fn on_sync_intelligence(&mut self, changes: Vec<IntelligenceChange>, now: Now) -> ApiReply {
         let mut rejected = Vec::new();
         for change in changes {
             match change
@@ -1353,7 +1388,7 @@ impl State {
                             source: Source::Redis,
                             raw: raw.to_string(),
                             derived,
-                            updated_at: unix_seconds(now),
+                            updated_at: unix_seconds(now.wall),
                         };
                         let entries = self.intelligence.entry(change.task.clone()).or_default();
                         if entries
@@ -1452,7 +1487,7 @@ fn update_outcome(
     update: &TaskUpdate,
     task: &Task,
     pinned_node_gone: bool,
-    now: SystemTime,
+    now: Instant,
 ) -> Outcome {
     // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
     // nor its agent, e.g. after the whole cluster restarted.
@@ -1496,7 +1531,7 @@ fn update_outcome(
     }
     let stable = task
         .running_since
-        .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
+        .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_RUN);
     Outcome::Restart {
         restarts: if stable { 1 } else { task.restarts + 1 },
     }

@@ -3,7 +3,7 @@
 //! the first task accepted at t=1000 s is `<id>-1000000000000`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::bounded;
 
@@ -20,7 +20,9 @@ use crate::scheduler::CallFailure;
 /// - `subscribed` / `disconnected` / `removed`
 /// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
 /// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
-/// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>`
+/// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>` (both clocks)
+/// - `wall <+/-seconds>`: only the wall clock steps, then a tick
+/// - `restart`: the state is restored from the journal so far, then a tick
 /// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
 /// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
 /// - `lost <agent>` / `tasks` / `nodes`
@@ -28,7 +30,11 @@ use crate::scheduler::CallFailure;
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
     let mut journal = Vec::new();
-    let mut now = UNIX_EPOCH + Duration::from_secs(1000);
+    // Two clocks, stepped together by `tick` and apart by `wall`.
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
     let mut out = Vec::new();
     let mut offer_seq = 0;
     for line in script
@@ -149,7 +155,25 @@ fn check(script: &str, expected: &str) {
                 )
             }
             "tick" => {
-                now += Duration::from_secs(words[1].parse().unwrap());
+                let step = Duration::from_secs(words[1].parse().unwrap());
+                now.instant += step;
+                now.wall += step;
+                (Event::Tick, false)
+            }
+            "restart" => {
+                // A new process: the state is what the journal rebuilds.
+                state = State::restore(&journal).expect("the journal restores");
+                (Event::Tick, false)
+            }
+            "wall" => {
+                // Only the wall clock steps (NTP, an operator): then a tick.
+                let seconds: i64 = words[1].parse().unwrap();
+                let step = Duration::from_secs(seconds.unsigned_abs());
+                if seconds < 0 {
+                    now.wall -= step;
+                } else {
+                    now.wall += step;
+                }
                 (Event::Tick, false)
             }
             other => panic!("unknown step {other}"),
@@ -839,7 +863,10 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
 #[test]
 fn ids_stay_unique_within_one_nanosecond() {
     let mut state = State::new(None);
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
+    let now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(5),
+    };
     let a = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
     let b = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
     assert_eq!(
@@ -1330,7 +1357,7 @@ fn update_outcomes() {
         TASK_RUNNING pinned,node-gone | TASK_GONE                 | DropForGoneNode(AgentId(\"slave2\"))
         TASK_RUNNING pinned,node-gone | TASK_UNREACHABLE          | Progress(Unreachable)
     ";
-    let now = UNIX_EPOCH + Duration::from_secs(1000);
+    let now = Instant::now() + Duration::from_secs(1000);
     let mut failures = Vec::new();
     for row in table.lines().map(str::trim).filter(|row| !row.is_empty()) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -1369,6 +1396,7 @@ fn update_outcomes() {
             created_at: 0,
             status_message: String::new(),
             pending_reason: None,
+            kill_requested: flags.contains(&"killed"),
             kill_sent_at: flags.contains(&"killed").then_some(now),
             waits_for: None,
             seq: 0,
@@ -1376,6 +1404,7 @@ fn update_outcomes() {
                 .iter()
                 .find_map(|flag| flag.strip_prefix("restarts="))
                 .map_or(0, |n| n.parse().unwrap()),
+            backoff: None,
             not_before: None,
             running_since: Some(if flags.contains(&"stable") {
                 now - STABLE_RUN
@@ -1567,6 +1596,96 @@ fn reconciliation_asks_again_with_backoff_until_every_task_has_answered() {
         > tick 575
           RECONCILE a-1000000000000 b-1000000000001 c-1000000000002
           RECONCILE all
+        ",
+    );
+}
+
+#[test]
+fn stepping_the_wall_clock_back_delays_neither_a_restart_nor_a_reconcile() {
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        offer slave2
+        update a TASK_FAILED
+        wall -3600
+        tick 1
+        offer slave2
+        update a TASK_RUNNING
+        wall -3600
+        tick 600
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > update a TASK_FAILED
+          REVIVE
+        > wall -3600
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000001
+          SUPPRESS
+        > update a TASK_RUNNING
+        > wall -3600
+        > tick 600
+          RECONCILE a-1000000000001
+          RECONCILE all
+        ",
+    );
+}
+
+#[test]
+fn restored_deadlines_start_again_from_the_restore() {
+    // The restart backoff runs again from the first event after the
+    // restore; a kill from before the restart goes out once subscribed.
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        submit b mem=10
+        offer slave2
+        kill b
+        update a TASK_FAILED
+        tick 1
+        restart
+        subscribed
+        offer slave2
+        tick 1
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001
+          SUPPRESS
+        > kill b
+          KILL b-1000000000001
+          = killing b-1000000000001
+        > update a TASK_FAILED
+          REVIVE
+        > tick 1
+        > restart
+        > subscribed
+          RECONCILE b-1000000000001
+          RECONCILE all
+          KILL b-1000000000001
+          REVIVE
+        > offer slave2
+          DECLINE o2 refuse=5
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000002
+          SUPPRESS
         ",
     );
 }
