@@ -7,8 +7,10 @@
 //! Task lifecycle, as the scheduler tracks it:
 //! `Pending` (waiting for an offer) → `Launching` (ACCEPT sent) → `Active(state)`
 //! (the master or agent reported a state) → removed on a terminal state. A
-//! task whose launch the master never saw (invalid offers, or unknown to a
-//! reconciliation before any agent update) goes back to `Pending`.
+//! task whose launch the master never saw or lost (invalid offers, a refused
+//! ACCEPT, or LOST/UNKNOWN/GONE/DROPPED from reconciliation) goes back to
+//! `Pending` under a new TaskID. `update_outcome` classifies every update;
+//! `on_update` acts on the outcome.
 
 mod persist;
 
