@@ -12,8 +12,8 @@ use protobuf::{Message, MessageField};
 use crate::mesos::proto::mesos as v1;
 use crate::mesos::proto::scheduler::{call, event, Call as ProtoCall, Event as ProtoEvent};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, StatusReason, TaskId, TaskState,
-    TaskUpdate, VolumeMode,
+    AgentId, Amount, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, Pool, Reservation,
+    ReservationInfo, StatusReason, TaskId, TaskState, TaskUpdate, VolumeMode,
 };
 use crate::scheduler::{Call, Launch};
 
@@ -301,24 +301,7 @@ fn task_info(launch: &Launch, agent_id: &AgentId) -> v1::TaskInfo {
     task.set_name(launch.task_id.0.clone());
     task.task_id = MessageField::some(task_id_to_proto(&launch.task_id));
     task.agent_id = MessageField::some(agent_id_to_proto(agent_id));
-    task.resources
-        .push(scalar_resource("cpus", spec.launch_cpus()));
-    task.resources
-        .push(scalar_resource("mem", spec.mem_mb as f64));
-    if !spec.ports.is_empty() {
-        let mut ranges = v1::value::Ranges::new();
-        for port in &spec.ports {
-            let mut range = v1::value::Range::new();
-            range.set_begin(u64::from(port.host_port));
-            range.set_end(u64::from(port.host_port));
-            ranges.range.push(range);
-        }
-        let mut resource = v1::Resource::new();
-        resource.set_name("ports".to_string());
-        resource.set_type(v1::value::Type::RANGES);
-        resource.ranges = MessageField::some(ranges);
-        task.resources.push(resource);
-    }
+    task.resources = launch_resources(launch);
     // No `value` and shell=false: the arguments go to the image's ENTRYPOINT.
     let mut command = v1::CommandInfo::new();
     command.set_shell(false);
@@ -369,17 +352,32 @@ fn scalar_resource(name: &str, value: f64) -> v1::Resource {
 }
 
 fn offer_from_proto(offer: &v1::Offer) -> Offer {
-    let mut cpus = 0.0;
-    let mut mem_mb = 0.0;
-    let mut ports = Vec::new();
+    // Resources are grouped by the reservation they carry: the framework may
+    // use only some of them, and must launch with each as it was offered.
+    let mut pools: Vec<Pool> = Vec::new();
     for resource in &offer.resources {
-        // Only unreserved or our-role resources are offered to us; we add up
-        // what is there regardless of role, as one framework with one role.
+        let reservation = reservation_from_proto(resource);
+        let index = match pools
+            .iter()
+            .position(|pool| pool.reservation == reservation)
+        {
+            Some(index) => index,
+            None => {
+                pools.push(Pool {
+                    reservation,
+                    cpus: 0.0,
+                    mem_mb: 0.0,
+                    ports: Vec::new(),
+                });
+                pools.len() - 1
+            }
+        };
+        let pool = &mut pools[index];
         match (resource.name(), resource.type_.map(|it| it.enum_value())) {
-            ("cpus", Some(Ok(v1::value::Type::SCALAR))) => cpus += resource.scalar.value(),
-            ("mem", Some(Ok(v1::value::Type::SCALAR))) => mem_mb += resource.scalar.value(),
+            ("cpus", Some(Ok(v1::value::Type::SCALAR))) => pool.cpus += resource.scalar.value(),
+            ("mem", Some(Ok(v1::value::Type::SCALAR))) => pool.mem_mb += resource.scalar.value(),
             ("ports", Some(Ok(v1::value::Type::RANGES))) => {
-                ports.extend(
+                pool.ports.extend(
                     resource
                         .ranges
                         .range
@@ -390,7 +388,9 @@ fn offer_from_proto(offer: &v1::Offer) -> Offer {
             _ => {}
         }
     }
-    ports.sort_unstable();
+    for pool in &mut pools {
+        pool.ports.sort_unstable();
+    }
     let attributes: BTreeMap<String, String> = offer
         .attributes
         .iter()
@@ -408,11 +408,128 @@ fn offer_from_proto(offer: &v1::Offer) -> Offer {
         id: OfferId(offer.id.value().to_string()),
         agent_id: AgentId(offer.agent_id.value().to_string()),
         hostname: offer.hostname().to_string(),
-        cpus,
-        mem_mb,
-        ports,
+        pools,
         attributes,
     }
+}
+
+/// The reservation of one offered resource. The refinement-format stack
+/// wins when present (its last entry names the role); otherwise the
+/// pre-refinement `role` (default `*`) and `reservation`.
+fn reservation_from_proto(resource: &v1::Resource) -> Reservation {
+    let refined: Vec<ReservationInfo> = resource
+        .reservations
+        .iter()
+        .map(reservation_info_from_proto)
+        .collect();
+    let role = match refined.last() {
+        Some(last) => last.role.clone().unwrap_or_default(),
+        None => resource.role().to_string(),
+    };
+    Reservation {
+        role,
+        dynamic: resource
+            .reservation
+            .as_ref()
+            .map(reservation_info_from_proto),
+        refined,
+    }
+}
+
+fn reservation_info_from_proto(info: &v1::resource::ReservationInfo) -> ReservationInfo {
+    ReservationInfo {
+        kind: info.type_.map(|kind| kind.value()),
+        role: info.role.clone(),
+        principal: info.principal.clone(),
+        labels: info
+            .labels
+            .labels
+            .iter()
+            .map(|label| (label.key().to_string(), label.value.clone()))
+            .collect(),
+    }
+}
+
+fn reservation_info_to_proto(info: &ReservationInfo) -> v1::resource::ReservationInfo {
+    let mut proto = v1::resource::ReservationInfo::new();
+    proto.type_ = info.kind.map(protobuf::EnumOrUnknown::from_i32);
+    proto.role = info.role.clone();
+    proto.principal = info.principal.clone();
+    if !info.labels.is_empty() {
+        let mut labels = v1::Labels::new();
+        for (key, value) in &info.labels {
+            let mut label = v1::Label::new();
+            label.set_key(key.clone());
+            label.value = value.clone();
+            labels.labels.push(label);
+        }
+        proto.labels = MessageField::some(labels);
+    }
+    proto
+}
+
+/// Marks `resource` with `reservation` exactly as it was offered. The
+/// unreserved role is left at its default (`*`).
+fn reserve(resource: &mut v1::Resource, reservation: &Reservation) {
+    if !reservation.is_unreserved() && reservation.refined.is_empty() {
+        resource.set_role(reservation.role.clone());
+    }
+    if let Some(dynamic) = &reservation.dynamic {
+        resource.reservation = MessageField::some(reservation_info_to_proto(dynamic));
+    }
+    resource.reservations = reservation
+        .refined
+        .iter()
+        .map(reservation_info_to_proto)
+        .collect();
+}
+
+/// The TaskInfo resources of a launch: the placed pieces with their
+/// reservations, or (no pieces) unreserved resources as the spec asks.
+fn launch_resources(launch: &Launch) -> Vec<v1::Resource> {
+    let spec = &launch.spec;
+    if launch.resources.is_empty() {
+        let ports: Vec<(u64, u64)> = spec
+            .ports
+            .iter()
+            .map(|port| (u64::from(port.host_port), u64::from(port.host_port)))
+            .collect();
+        let mut resources = vec![
+            scalar_resource("cpus", spec.launch_cpus()),
+            scalar_resource("mem", spec.mem_mb as f64),
+        ];
+        if !ports.is_empty() {
+            resources.push(ranges_resource("ports", &ports));
+        }
+        return resources;
+    }
+    launch
+        .resources
+        .iter()
+        .map(|piece| {
+            let mut resource = match &piece.amount {
+                Amount::Scalar(value) => scalar_resource(piece.name, *value),
+                Amount::Ranges(ranges) => ranges_resource(piece.name, ranges),
+            };
+            reserve(&mut resource, &piece.reservation);
+            resource
+        })
+        .collect()
+}
+
+fn ranges_resource(name: &str, ranges: &[(u64, u64)]) -> v1::Resource {
+    let mut proto_ranges = v1::value::Ranges::new();
+    for &(begin, end) in ranges {
+        let mut range = v1::value::Range::new();
+        range.set_begin(begin);
+        range.set_end(end);
+        proto_ranges.range.push(range);
+    }
+    let mut resource = v1::Resource::new();
+    resource.set_name(name.to_string());
+    resource.set_type(v1::value::Type::RANGES);
+    resource.ranges = MessageField::some(proto_ranges);
+    resource
 }
 
 fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
@@ -489,4 +606,128 @@ fn task_id_to_proto(id: &TaskId) -> v1::TaskID {
     let mut proto = v1::TaskID::new();
     proto.set_value(id.0.clone());
     proto
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::model::{Allocation, TaskSpec};
+
+    fn resource(
+        name: &str,
+        value: f64,
+        role: Option<&str>,
+        principal: Option<&str>,
+    ) -> v1::Resource {
+        let mut resource = scalar_resource(name, value);
+        if let Some(role) = role {
+            resource.set_role(role.to_string());
+        }
+        if let Some(principal) = principal {
+            let mut info = v1::resource::ReservationInfo::new();
+            info.set_principal(principal.to_string());
+            resource.reservation = MessageField::some(info);
+        }
+        resource
+    }
+
+    /// Offered resources keep their reservation, and a launch on them asks
+    /// for each piece exactly as offered (a real master answers TASK_ERROR
+    /// to a TaskInfo asking `*` for reserved resources).
+    #[test]
+    fn reservations_survive_from_offer_to_task_info() {
+        let mut offer = v1::Offer::new();
+        offer.id = MessageField::some(offer_id_to_proto(&OfferId("o1".to_string())));
+        offer.agent_id = MessageField::some(agent_id_to_proto(&AgentId("a1".to_string())));
+        offer.set_hostname("slave1".to_string());
+        offer.resources = vec![
+            resource("cpus", 1.0, None, None),
+            resource("cpus", 2.0, Some("eng"), None),
+            resource("mem", 512.0, Some("eng"), Some("ops")),
+            resource("mem", 256.0, None, None),
+        ];
+        let decoded = offer_from_proto(&offer);
+        let shown: Vec<String> = decoded
+            .pools
+            .iter()
+            .map(|pool| {
+                format!(
+                    "{}{} cpus={} mem={}",
+                    pool.reservation.role,
+                    pool.reservation
+                        .dynamic
+                        .as_ref()
+                        .and_then(|info| info.principal.as_deref())
+                        .map(|principal| format!("/{principal}"))
+                        .unwrap_or_default(),
+                    pool.cpus,
+                    pool.mem_mb
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "* cpus=1 mem=256",
+                "eng cpus=2 mem=0",
+                "eng/ops cpus=0 mem=512"
+            ]
+        );
+
+        let piece = |name, value, pool: usize| Allocation {
+            name,
+            amount: Amount::Scalar(value),
+            reservation: decoded.pools[pool].reservation.clone(),
+        };
+        let launch = Launch {
+            task_id: TaskId("t-1".to_string()),
+            spec: TaskSpec {
+                id: "t".to_string(),
+                docker_image: "image".to_string(),
+                mem_mb: 600,
+                cpus: Some(2.5),
+                sla: crate::scheduler::model::Sla::None,
+                node_type: String::new(),
+                node_name: String::new(),
+                not_metered: false,
+                reshuffleable: false,
+                arguments: Vec::new(),
+                volumes: Vec::new(),
+                ports: Vec::new(),
+                network: NetworkMode::Default,
+                restart: Default::default(),
+            },
+            resources: vec![
+                piece("cpus", 2.0, 1),
+                piece("cpus", 0.5, 0),
+                piece("mem", 512.0, 2),
+                piece("mem", 88.0, 0),
+            ],
+        };
+        let task = task_info(&launch, &AgentId("a1".to_string()));
+        let asked: Vec<String> = task
+            .resources
+            .iter()
+            .map(|resource| {
+                format!(
+                    "{}={} role={} principal={}",
+                    resource.name(),
+                    resource.scalar.value(),
+                    resource.role(),
+                    resource.reservation.principal()
+                )
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                "cpus=2 role=eng principal=",
+                "cpus=0.5 role=* principal=",
+                "mem=512 role=eng principal=ops",
+                "mem=88 role=* principal=",
+            ]
+        );
+        // The unreserved pieces leave `role` unset: the master's default `*`.
+        assert!(!task.resources[1].has_role());
+    }
 }

@@ -49,6 +49,28 @@ pub const BACKLOG_LIMIT: usize = 50_000;
 /// How soon a turn held back by a full journal channel is offered again.
 pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
+/// The time a state-loop turn runs at, read once per event by `run`.
+///
+/// `instant` (monotonic) is for every deadline: restart backoff, reconcile
+/// interval and retries, KILL resends, stable runs, suppression retries.
+/// `wall` is only for what people read or what is persisted: created_at,
+/// time_of_last_offer, intelligence updated_at, and the nanos of task ids.
+/// Stepping the wall clock therefore never delays or hurries a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+impl Now {
+    pub fn current() -> Now {
+        Now {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// Every input of the state thread.
 #[derive(Debug)]
 pub enum Event {
@@ -300,6 +322,9 @@ pub enum Call {
 pub struct Launch {
     pub task_id: TaskId,
     pub spec: TaskSpec,
+    /// The resources it takes, each with the reservation it was offered
+    /// with. Empty means unreserved resources as `spec` asks.
+    pub resources: Vec<model::Allocation>,
 }
 
 /// The state thread's run loop: one `select!`, one `handle_event`, and the
@@ -341,7 +366,7 @@ pub fn run(
         };
         if let Some(event) = event {
             let turn_start = Instant::now();
-            backlog.append(state.handle_event(event, SystemTime::now()));
+            backlog.append(state.handle_event(event, Now::current()));
             let took = turn_start.elapsed();
             if took > SLOW_TURN {
                 log::warn!("slow loop turn took_ms={}", took.as_millis());

@@ -186,18 +186,123 @@ impl TaskSpec {
     }
 }
 
-/// One resource offer, reduced to what placement needs.
+/// One resource offer, reduced to what placement needs: its resources
+/// grouped by the reservation they were offered with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Offer {
     pub id: OfferId,
     pub agent_id: AgentId,
     pub hostname: String,
-    pub cpus: f64,
-    pub mem_mb: f64,
-    /// Inclusive port ranges.
-    pub ports: Vec<(u64, u64)>,
+    /// One pool per distinct reservation, in the order first offered.
+    pub pools: Vec<Pool>,
     /// TEXT attributes (`nodetype`, `nodename`, ...). Non-TEXT ones are dropped.
     pub attributes: BTreeMap<String, String>,
+}
+
+impl Offer {
+    /// An offer of unreserved resources only.
+    pub fn unreserved(
+        id: OfferId,
+        agent_id: AgentId,
+        hostname: String,
+        cpus: f64,
+        mem_mb: f64,
+        ports: Vec<(u64, u64)>,
+        attributes: BTreeMap<String, String>,
+    ) -> Offer {
+        Offer {
+            id,
+            agent_id,
+            hostname,
+            pools: vec![Pool {
+                reservation: Reservation::unreserved(),
+                cpus,
+                mem_mb,
+                ports,
+            }],
+            attributes,
+        }
+    }
+}
+
+/// The cpus, mem and ports of one offer that carry the same reservation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub reservation: Reservation,
+    pub cpus: f64,
+    pub mem_mb: f64,
+    /// Inclusive port ranges, sorted.
+    pub ports: Vec<(u64, u64)>,
+}
+
+/// Whom resources are reserved for, exactly as the master offered them,
+/// so a launch can ask for them the same way: a TaskInfo that asks `*` for
+/// reserved resources is refused with TASK_ERROR.
+///
+/// Without the RESERVATION_REFINEMENT capability (we do not declare it) the
+/// master offers the "pre-refinement" format: `Resource.role` (`*` when
+/// unreserved; a role for a static reservation) plus `Resource.reservation`
+/// for a dynamic one. A refinement-format stack (`Resource.reservations`)
+/// is kept too, should a master send one, and echoed back as offered.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reservation {
+    /// The role the resources are reserved for; `*` when unreserved.
+    pub role: String,
+    /// `Resource.reservation`: present for a dynamic reservation.
+    pub dynamic: Option<ReservationInfo>,
+    /// `Resource.reservations`: the refinement-format stack, oldest first.
+    pub refined: Vec<ReservationInfo>,
+}
+
+/// The unreserved role.
+pub const UNRESERVED_ROLE: &str = "*";
+
+impl Reservation {
+    pub fn unreserved() -> Reservation {
+        Reservation {
+            role: UNRESERVED_ROLE.to_string(),
+            dynamic: None,
+            refined: Vec::new(),
+        }
+    }
+
+    pub fn is_unreserved(&self) -> bool {
+        self.role == UNRESERVED_ROLE
+    }
+
+    /// A framework of `role` may launch on these resources: unreserved, or
+    /// reserved for exactly that role.
+    pub fn usable_by(&self, role: &str) -> bool {
+        self.is_unreserved() || self.role == role
+    }
+}
+
+/// One `Resource.ReservationInfo`, as offered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReservationInfo {
+    /// `type`: 1 STATIC, 2 DYNAMIC; `None` when not set.
+    pub kind: Option<i32>,
+    pub role: Option<String>,
+    pub principal: Option<String>,
+    /// Labels as (key, value) pairs, in the offered order.
+    pub labels: Vec<(String, Option<String>)>,
+}
+
+/// How much of one resource a task takes from one pool.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Amount {
+    Scalar(f64),
+    /// Inclusive ranges.
+    Ranges(Vec<(u64, u64)>),
+}
+
+/// A piece of a task's resources, with the reservation it was offered with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Allocation {
+    /// `cpus`, `mem` or `ports`.
+    pub name: &'static str,
+    pub amount: Amount,
+    pub reservation: Reservation,
 }
 
 /// Where a task's lifecycle stands, from the scheduler's point of view.

@@ -2,6 +2,11 @@
 //! the pending requests and the offers of one OFFERS event, with no I/O, no
 //! clock and no logging, so the same input always gives the same output.
 //!
+//! Only resources unreserved (`*`) or reserved for the framework's role
+//! count; a task takes reserved-for-us resources first, then unreserved
+//! ones, and each piece remembers the reservation it was offered with so
+//! the launch can ask for it the same way.
+//!
 //! Strategy: tasks are taken in the order given (the state passes them oldest
 //! first). Each task considers only the offers its constraints allow (pinned
 //! agent, `nodename`, `nodetype`, or all), indexed by free memory, and takes
@@ -16,7 +21,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::scheduler::model::{AgentId, Offer, OfferId, TaskId, TaskSpec};
+use crate::scheduler::model::{
+    AgentId, Allocation, Amount, Offer, OfferId, Reservation, TaskId, TaskSpec,
+};
 
 /// Offers examined per task before it is left pending for this round.
 pub const MAX_PROBES: usize = 32;
@@ -30,32 +37,134 @@ pub struct Request<'a> {
     pub agent: Option<&'a AgentId>,
 }
 
+/// One placed task and the resources it takes from its offer.
+pub type Placed = (TaskId, Vec<Allocation>);
+
 /// The outcome of one round.
 #[derive(Debug, Default, PartialEq)]
 pub struct Placement {
-    /// Per used offer, the tasks to launch on it, in placement order.
-    pub launches: Vec<(OfferId, AgentId, Vec<TaskId>)>,
+    /// Per used offer, the tasks to launch on it, in placement order, each
+    /// with the resources it takes.
+    pub launches: Vec<(OfferId, AgentId, Vec<Placed>)>,
     /// Offers nothing was placed on.
     pub unused: Vec<OfferId>,
     /// Tasks left pending, with the reason for the user.
     pub unplaced: Vec<(TaskId, String)>,
 }
 
-/// Memory in thousandths of a MB (Mesos scalars carry three decimals), so it
-/// can be an ordered index key.
+/// Memory (MB) and cpus in thousandths (Mesos scalars carry three decimals), so
+/// they are exact and memory can be an ordered index key.
 type MemKey = u64;
 
-fn mem_key(mem_mb: f64) -> MemKey {
-    (mem_mb.max(0.0) * 1000.0).round() as MemKey
+fn thousandths(value: f64) -> MemKey {
+    (value.max(0.0) * 1000.0).round() as MemKey
+}
+
+/// Cpus in thousandths, like memory.
+type CpuKey = u64;
+
+/// What is left of one usable pool of an offer.
+struct PoolLeft<'a> {
+    reservation: &'a Reservation,
+    cpus: CpuKey,
+    mem: MemKey,
+    ports: &'a [(u64, u64)],
 }
 
 /// What is left of one offer during the round.
 struct Remaining<'a> {
     offer: &'a Offer,
-    cpus: f64,
+    /// The pools we may use: reserved for our role first, then unreserved.
+    pools: Vec<PoolLeft<'a>>,
+    cpus: CpuKey,
     mem: MemKey,
     ports_taken: BTreeSet<u64>,
-    tasks: Vec<TaskId>,
+    tasks: Vec<Placed>,
+}
+
+impl<'a> Remaining<'a> {
+    fn new(offer: &'a Offer, role: &str) -> Remaining<'a> {
+        let mut pools: Vec<PoolLeft<'a>> = offer
+            .pools
+            .iter()
+            .filter(|pool| pool.reservation.usable_by(role))
+            .map(|pool| PoolLeft {
+                reservation: &pool.reservation,
+                cpus: thousandths(pool.cpus),
+                mem: thousandths(pool.mem_mb),
+                ports: &pool.ports,
+            })
+            .collect();
+        // Stable: reserved-for-us pools keep their offered order, then `*`.
+        pools.sort_by_key(|pool| pool.reservation.is_unreserved());
+        Remaining {
+            offer,
+            cpus: pools.iter().map(|pool| pool.cpus).sum(),
+            mem: pools.iter().map(|pool| pool.mem).sum(),
+            pools,
+            ports_taken: BTreeSet::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Every usable port range.
+    fn port_ranges(&self) -> impl Iterator<Item = &(u64, u64)> {
+        self.pools.iter().flat_map(|pool| pool.ports.iter())
+    }
+
+    /// Takes what `spec` needs (it fits: `choose` checked), reserved pools
+    /// first; returns the pieces, each with its pool's reservation.
+    fn take(&mut self, spec: &TaskSpec) -> Vec<Allocation> {
+        let mut pieces = Vec::new();
+        let needs = [
+            ("cpus", thousandths(spec.launch_cpus())),
+            ("mem", thousandths(spec.mem_mb as f64)),
+        ];
+        for (name, mut need) in needs {
+            for pool in &mut self.pools {
+                let left = if name == "cpus" {
+                    &mut pool.cpus
+                } else {
+                    &mut pool.mem
+                };
+                let taken = need.min(*left);
+                if taken == 0 {
+                    continue;
+                }
+                *left -= taken;
+                need -= taken;
+                pieces.push(Allocation {
+                    name,
+                    amount: Amount::Scalar(taken as f64 / 1000.0),
+                    reservation: pool.reservation.clone(),
+                });
+            }
+            if name == "cpus" {
+                self.cpus = self.cpus.saturating_sub(thousandths(spec.launch_cpus()));
+            } else {
+                self.mem = self.mem.saturating_sub(thousandths(spec.mem_mb as f64));
+            }
+        }
+        let mut ports_by_pool: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+        for port in spec.ports.iter().map(|port| u64::from(port.host_port)) {
+            self.ports_taken.insert(port);
+            if let Some(index) = self.pools.iter().position(|pool| {
+                pool.ports
+                    .iter()
+                    .any(|&(begin, end)| begin <= port && port <= end)
+            }) {
+                ports_by_pool.entry(index).or_default().push((port, port));
+            }
+        }
+        for (index, ranges) in ports_by_pool {
+            pieces.push(Allocation {
+                name: "ports",
+                amount: Amount::Ranges(ranges),
+                reservation: self.pools[index].reservation.clone(),
+            });
+        }
+        pieces
+    }
 }
 
 /// Offer indexes by constraint, each ordered by free memory, then by offer
@@ -124,17 +233,12 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Places `requests` onto `offers`.
-pub fn place(requests: &[Request<'_>], offers: &[Offer]) -> Placement {
+/// Places `requests` onto `offers`, using only resources unreserved or
+/// reserved for `role`.
+pub fn place(requests: &[Request<'_>], offers: &[Offer], role: &str) -> Placement {
     let mut remaining: Vec<Remaining<'_>> = offers
         .iter()
-        .map(|offer| Remaining {
-            offer,
-            cpus: offer.cpus,
-            mem: mem_key(offer.mem_mb),
-            ports_taken: BTreeSet::new(),
-            tasks: Vec::new(),
-        })
+        .map(|offer| Remaining::new(offer, role))
         .collect();
     let mut index = Index::default();
     for (offer_idx, offer) in offers.iter().enumerate() {
@@ -147,16 +251,8 @@ pub fn place(requests: &[Request<'_>], offers: &[Offer]) -> Placement {
                 let slot = &mut remaining[offer_idx];
                 let offer = slot.offer;
                 index.remove(offer, (slot.mem, Reverse(offer_idx)));
-                slot.cpus -= request.spec.launch_cpus();
-                slot.mem = slot.mem.saturating_sub(mem_key(request.spec.mem_mb as f64));
-                slot.ports_taken.extend(
-                    request
-                        .spec
-                        .ports
-                        .iter()
-                        .map(|port| u64::from(port.host_port)),
-                );
-                slot.tasks.push(request.task_id.clone());
+                let pieces = slot.take(request.spec);
+                slot.tasks.push((request.task_id.clone(), pieces));
                 index.insert(offer, (slot.mem, Reverse(offer_idx)));
             }
             Err(reason) => unplaced.push((request.task_id.clone(), reason)),
@@ -190,8 +286,8 @@ fn choose(
     let Some(candidates) = index.candidates(request).filter(|set| !set.is_empty()) else {
         return Err(no_candidate_reason(request));
     };
-    let need_mem = mem_key(spec.mem_mb as f64);
-    let need_cpus = spec.launch_cpus();
+    let need_mem = thousandths(spec.mem_mb as f64);
+    let need_cpus = thousandths(spec.launch_cpus());
     // The most free memory first; nothing below `need_mem` can fit.
     let mut first_miss: Option<String> = None;
     let mut largest_mem = None;
@@ -207,12 +303,12 @@ fn choose(
         if mem < need_mem {
             break;
         }
-        if slot.cpus + 1e-9 < need_cpus {
+        if slot.cpus < need_cpus {
             first_miss.get_or_insert(format!(
                 "needs cpus {}, {} has {}",
-                format_number(need_cpus),
+                format_number(spec.launch_cpus()),
                 slot.offer.hostname,
-                format_number(slot.cpus.max(0.0))
+                format_number(slot.cpus as f64 / 1000.0)
             ));
             continue;
         }
@@ -223,8 +319,8 @@ fn choose(
             .find(|port| !port_free(slot, *port))
         {
             // Below or above every range the agent offers: not a question of it being taken.
-            let lowest = slot.offer.ports.iter().map(|range| range.0).min();
-            let highest = slot.offer.ports.iter().map(|range| range.1).max();
+            let lowest = slot.port_ranges().map(|range| range.0).min();
+            let highest = slot.port_ranges().map(|range| range.1).max();
             let outside =
                 lowest.is_none_or(|low| port < low) || highest.is_none_or(|high| port > high);
             first_miss.get_or_insert(if outside {
@@ -291,9 +387,7 @@ fn no_candidate_reason(request: &Request<'_>) -> String {
 fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
     !slot.ports_taken.contains(&port)
         && slot
-            .offer
-            .ports
-            .iter()
+            .port_ranges()
             .any(|&(begin, end)| begin <= port && port <= end)
 }
 

@@ -7,8 +7,10 @@
 //! Task lifecycle, as the scheduler tracks it:
 //! `Pending` (waiting for an offer) → `Launching` (ACCEPT sent) → `Active(state)`
 //! (the master or agent reported a state) → removed on a terminal state. A
-//! task whose launch the master never saw (invalid offers, or unknown to a
-//! reconciliation before any agent update) goes back to `Pending`.
+//! task whose launch the master never saw or lost (invalid offers, a refused
+//! ACCEPT, or LOST/UNKNOWN/GONE/DROPPED from reconciliation) goes back to
+//! `Pending` under a new TaskID. `update_outcome` classifies every update;
+//! `on_update` acts on the outcome.
 
 mod persist;
 
@@ -16,17 +18,17 @@ pub use persist::Record;
 use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, Offer, Sla, StatusReason, TaskId, TaskSpec, TaskState,
-    TaskUpdate,
+    TaskUpdate, UNRESERVED_ROLE,
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
-    ApiCommand, ApiReply, ApiRequest, Call, Event, IntelligenceChange, Launch, MesosEvent,
-    NodeView, ReshuffleStep, Snapshot, TaskView, Turn,
+    ApiCommand, ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch,
+    MesosEvent, NodeView, Now, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -52,8 +54,34 @@ pub const STABLE_RUN: Duration = Duration::from_secs(60);
 /// Restarts in a row (without a stable run) that make a task crash-looping.
 pub const CRASH_LOOP_RESTARTS: u32 = 3;
 
+/// After a refused SUPPRESS or REVIVE, suppression is decided again this
+/// much later.
+pub const SUPPRESSION_RETRY: Duration = Duration::from_secs(5);
+
+/// Explicit reconciliation asks again about unanswered tasks after this
+/// long, doubling each time up to `RECONCILE_RETRY_MAX`.
+pub const RECONCILE_RETRY_MIN: Duration = Duration::from_secs(5);
+pub const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// An explicit reconciliation still waiting for answers. A master does not
+/// answer for tasks on agents that have not re-registered yet, so the
+/// tasks without an answer are asked about again with capped exponential
+/// backoff (`RECONCILE_RETRY_MIN` doubling to `RECONCILE_RETRY_MAX`).
+#[derive(Clone, Debug)]
+struct ReconcileRound {
+    /// Tasks asked about that have had no update since the round started.
+    unanswered: BTreeSet<TaskId>,
+    /// How many tasks the round asked about, for the summary.
+    asked: usize,
+    /// Retries so far.
+    retries: u32,
+    /// When the unanswered are asked again, and the wait after that.
+    retry_at: Instant,
+    delay: Duration,
+}
 
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,23 +112,39 @@ struct Task {
     created_at: u64,
     status_message: String,
     pending_reason: Option<String>,
-    /// Killed by the user (or replaced by a reshuffle): when the kill was last sent.
-    kill_sent_at: Option<SystemTime>,
+    /// Killed by the user (or replaced by a reshuffle).
+    kill_requested: bool,
+    /// When the kill was last sent; `None` after a restart, so it is sent
+    /// again once subscribed.
+    kill_sent_at: Option<Instant>,
     /// A replacement waits until this task is gone (reshuffle, singleton).
     waits_for: Option<TaskId>,
     /// Creation order, for oldest-first placement.
     seq: u64,
     /// Restarts under the restart policy that led to this instance.
     restarts: u32,
-    /// A restarted task is not placed before this (backoff).
-    not_before: Option<SystemTime>,
-    /// When Mesos first reported it RUNNING.
-    running_since: Option<SystemTime>,
+    /// A restarted task waits this long before it is placed (durable).
+    backoff: Option<Duration>,
+    /// When the backoff ends. Derived from `backoff`: at the restart, or at
+    /// the first event after a restore (`State::rederive_deadlines`).
+    not_before: Option<Instant>,
+    /// When Mesos first reported it RUNNING in this process (not durable:
+    /// after a restart the stable-run clock starts at the next RUNNING).
+    running_since: Option<Instant>,
 }
 
 impl Task {
     fn is_kill_requested(&self) -> bool {
-        self.kill_sent_at.is_some()
+        self.kill_requested
+    }
+
+    /// Past its restart backoff (a restored one waits until re-derived).
+    fn backoff_over(&self, now: Instant) -> bool {
+        match (self.backoff, self.not_before) {
+            (None, _) => true,
+            (Some(_), Some(at)) => now >= at,
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -124,6 +168,9 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct State {
     framework_id: Option<FrameworkId>,
+    /// The framework's role: placement uses only resources unreserved or
+    /// reserved for it.
+    role: String,
     subscribed: bool,
     tasks: BTreeMap<TaskId, Task>,
     /// Live instances per user id (for `singleton`).
@@ -133,6 +180,9 @@ pub struct State {
     intelligence: Table,
     /// What we last told the master.
     suppressed: bool,
+    /// A SUPPRESS or REVIVE was refused: suppression is decided again at
+    /// this time, not in a tight loop of refused calls.
+    suppression_hold_until: Option<Instant>,
     /// Offers were declined with the long idle filter since the last REVIVE:
     /// new work must REVIVE to see those nodes again.
     idle_filters: bool,
@@ -143,7 +193,10 @@ pub struct State {
     last_id_nanos: u128,
     next_seq: u64,
     /// When every task was last reconciled, and how often to do it.
-    last_reconcile: Option<SystemTime>,
+    last_reconcile: Option<Instant>,
+    /// The explicit reconciliation in progress, until every task asked
+    /// about has answered.
+    reconcile_round: Option<ReconcileRound>,
     reconcile_interval: Duration,
     /// `--reset`: send TEARDOWN for the stored framework once subscribed.
     teardown_pending: bool,
@@ -157,8 +210,14 @@ impl State {
     pub fn new(framework_id: Option<FrameworkId>) -> State {
         State {
             framework_id,
+            role: UNRESERVED_ROLE.to_string(),
             ..State::default()
         }
+    }
+
+    /// The framework's role (`FrameworkSettings.role`), default `*`.
+    pub fn set_role(&mut self, role: &str) {
+        self.role = role.to_string();
     }
 
     pub fn framework_id(&self) -> Option<&FrameworkId> {
@@ -190,14 +249,15 @@ impl State {
 
     /// The single entry point: applies one event; returns what changed (to
     /// make durable) and the calls and replies that may follow.
-    pub fn handle_event(&mut self, event: Event, now: SystemTime) -> Turn {
+    pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
+        self.rederive_deadlines(now.instant);
         let mut calls = Vec::new();
         match event {
             Event::Api(command) => self.on_api(command, now, &mut calls),
             Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
             Event::Tick => self.on_tick(now, &mut calls),
         }
-        self.update_suppression(&mut calls);
+        self.update_suppression(now, &mut calls);
         Turn {
             records: self.take_records(),
             calls,
@@ -205,11 +265,23 @@ impl State {
         }
     }
 
+    /// Deadlines restored from disk start from the first event after the
+    /// restore: a restored restart waits its whole backoff again (a wall
+    /// clock stamp from before the restart could be hours off). Restored
+    /// kills have no send time and go out once subscribed.
+    fn rederive_deadlines(&mut self, now: Instant) {
+        for task in self.tasks.values_mut() {
+            if let (Some(backoff), None) = (task.backoff, task.not_before) {
+                task.not_before = Some(now + backoff);
+            }
+        }
+    }
+
     fn touch(&mut self, key: String) {
         self.dirty.insert(key);
     }
 
-    fn on_api(&mut self, command: ApiCommand, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_api(&mut self, command: ApiCommand, now: Now, calls: &mut Vec<Call>) {
         let ApiCommand { request, reply } = command;
         let answer = match request {
             ApiRequest::Submit(spec) => self.on_submit(spec, now),
@@ -246,7 +318,7 @@ impl State {
         self.replies.push((reply, answer));
     }
 
-    fn on_submit(&mut self, spec: TaskSpec, now: SystemTime) -> ApiReply {
+    fn on_submit(&mut self, spec: TaskSpec, now: Now) -> ApiReply {
         let id = spec.id.clone();
         // Intelligence (an `sla` override included) is applied before the
         // SLA decides what to create, unlike the original.
@@ -296,7 +368,7 @@ impl State {
         ApiReply::Submitted { id }
     }
 
-    fn on_kill(&mut self, prefix: &str, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+    fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
         let matched: Vec<TaskId> = self
             .tasks
             .range(TaskId(prefix.to_string())..)
@@ -339,7 +411,7 @@ impl State {
         ApiReply::Killed(views)
     }
 
-    fn on_reshuffle(&mut self, dry_run: bool, now: SystemTime, calls: &mut Vec<Call>) -> ApiReply {
+    fn on_reshuffle(&mut self, dry_run: bool, now: Now, calls: &mut Vec<Call>) -> ApiReply {
         let chosen: Vec<TaskId> = self
             .tasks
             .iter()
@@ -377,7 +449,7 @@ impl State {
         ApiReply::Reshuffled(steps)
     }
 
-    fn on_mesos(&mut self, event: MesosEvent, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_mesos(&mut self, event: MesosEvent, now: Now, calls: &mut Vec<Call>) {
         match event {
             MesosEvent::Subscribed { framework_id } => self.on_subscribed(framework_id, now, calls),
             MesosEvent::Offers(offers) => {
@@ -391,15 +463,19 @@ impl State {
             }
             MesosEvent::Update(update) => self.on_update(update, now, calls),
             MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
-            MesosEvent::Disconnected { .. } => self.subscribed = false,
+            MesosEvent::Disconnected { .. } => {
+                // A new round starts with the next subscription.
+                self.subscribed = false;
+                self.reconcile_round = None;
+            }
             MesosEvent::FrameworkRemoved => self.on_framework_removed(),
             MesosEvent::CallFailed { call, failure } => {
-                self.on_call_failed(call, failure.reason(), calls)
+                self.on_call_failed(call, failure, now, calls)
             }
         }
     }
 
-    fn on_subscribed(&mut self, framework_id: FrameworkId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_subscribed(&mut self, framework_id: FrameworkId, now: Now, calls: &mut Vec<Call>) {
         // Decline filters outlive a failover to a new subscription (only a
         // deactivation clears them), so after a resubscription the next work
         // must REVIVE to be sure to see every node.
@@ -420,16 +496,8 @@ impl State {
         // the first offers have shown the registry every node.
         self.suppressed = false;
         self.nodes_surveyed = false;
-        // Ask about every task the master may know, so launches lost in the
-        // disconnection come back to pending (reference §4.5).
-        let launched = self.launched_tasks();
-        if !launched.is_empty() {
-            calls.push(Call::Reconcile(launched));
-        }
-        // Then implicitly: the master names every task it runs for us, and
-        // those we do not know are killed (see `on_update`).
-        calls.push(Call::Reconcile(Vec::new()));
-        self.last_reconcile = Some(now);
+        self.reconcile_round = None;
+        self.start_reconciliation(now.instant, calls);
         let killing: Vec<TaskId> = self
             .tasks
             .iter()
@@ -441,9 +509,41 @@ impl State {
         }
     }
 
-    fn on_offers(&mut self, offers: Vec<Offer>, now: SystemTime, calls: &mut Vec<Call>) {
-        let now_secs = unix_seconds(now);
-        for offer in &offers {
+    fn on_offers(&mut self, offers: Vec<Offer>, now: Now, calls: &mut Vec<Call>) {
+        self.register_nodes(&offers, now);
+        self.add_missing_copies(now);
+        let waiting = self.waiting_requests(now);
+        let placement = {
+            let requests: Vec<Request<'_>> = waiting
+                .iter()
+                .filter_map(|id| {
+                    let task = self.tasks.get(id)?;
+                    Some(Request {
+                        task_id: id,
+                        spec: &task.spec,
+                        agent: task.pinned_agent.as_ref(),
+                    })
+                })
+                .collect();
+            placement::place(&requests, &offers, &self.role)
+        };
+        // Replacements waiting for their predecessor count as waiting too:
+        // a long filter now would keep them off these nodes later.
+        let still_waiting = !placement.unplaced.is_empty() || waiting.len() < self.pending_count();
+        let unused = self.apply_placement(placement, &offers, calls);
+        if !unused.is_empty() {
+            let refuse_seconds = self.decline_filter(still_waiting);
+            calls.push(Call::Decline {
+                offer_ids: unused,
+                refuse_seconds,
+            });
+        }
+    }
+
+    /// The node registry learns every agent that offers.
+    fn register_nodes(&mut self, offers: &[Offer], now: Now) {
+        let now_secs = unix_seconds(now.wall);
+        for offer in offers {
             let attribute = |name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
             let node = Node {
                 hostname: offer.hostname.clone(),
@@ -459,101 +559,98 @@ impl State {
                 );
             }
         }
-        self.add_missing_copies(now);
+    }
 
-        let mut waiting: Vec<(&u64, &TaskId, &Task)> = self
+    /// The pending tasks that may be placed now, oldest first: not killed,
+    /// past their restart backoff, and not waiting for a predecessor.
+    fn waiting_requests(&self, now: Now) -> Vec<TaskId> {
+        let mut waiting: Vec<(u64, &TaskId)> = self
             .tasks
             .iter()
             .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
-            .filter(|(_, task)| task.not_before.is_none_or(|at| now >= at))
+            .filter(|(_, task)| task.backoff_over(now.instant))
             .filter(|(_, task)| {
                 task.waits_for
                     .as_ref()
                     .is_none_or(|other| !self.tasks.contains_key(other))
             })
-            .map(|(id, task)| (&task.seq, id, task))
+            .map(|(id, task)| (task.seq, id))
             .collect();
-        waiting.sort_unstable_by_key(|(seq, _, _)| **seq);
-        let requests: Vec<Request<'_>> = waiting
-            .iter()
-            .map(|(_, id, task)| Request {
-                task_id: id,
-                spec: &task.spec,
-                agent: task.pinned_agent.as_ref(),
-            })
-            .collect();
-        let placement = placement::place(&requests, &offers);
+        waiting.sort_unstable_by_key(|(seq, _)| *seq);
+        waiting.into_iter().map(|(_, id)| id.clone()).collect()
+    }
 
-        let hostnames: BTreeMap<&AgentId, &str> = offers
-            .iter()
-            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
-            .collect();
-        let mut launched: Vec<(AgentId, String, Vec<TaskId>)> = Vec::new();
-        for (offer_id, agent_id, task_ids) in placement.launches {
-            let hostname = hostnames.get(&agent_id).copied().unwrap_or("").to_string();
-            let tasks: Vec<Launch> = task_ids
-                .iter()
-                .filter_map(|id| {
-                    self.tasks.get(id).map(|task| Launch {
-                        task_id: id.clone(),
-                        spec: task.spec.clone(),
-                    })
-                })
-                .collect();
-            calls.push(Call::Launch {
-                agent_id: agent_id.clone(),
-                offer_ids: vec![offer_id],
-                tasks,
-                refuse_seconds: REFUSE_SECONDS_BUSY,
-            });
-            launched.push((agent_id, hostname, task_ids));
-        }
-        // Replacements waiting for their predecessor count as waiting too:
-        // a long filter now would keep them off these nodes later.
-        let still_waiting = !placement.unplaced.is_empty()
-            || waiting.len()
-                < self
-                    .tasks
-                    .values()
-                    .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
-                    .count();
+    /// Pending tasks that want an offer, placeable now or not.
+    fn pending_count(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
+            .count()
+    }
+
+    /// Sends the launches of `placement`, marks their tasks launching and
+    /// notes why the others wait; returns the offers nothing was placed on.
+    fn apply_placement(
+        &mut self,
+        placement: placement::Placement,
+        offers: &[Offer],
+        calls: &mut Vec<Call>,
+    ) -> Vec<crate::scheduler::model::OfferId> {
         for (task_id, reason) in placement.unplaced {
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 log::debug!("task not placed task={} reason={reason}", task_id.0);
                 task.pending_reason = Some(reason);
             }
         }
-        for (agent_id, hostname, task_ids) in launched {
-            for task_id in task_ids {
+        for (offer_id, agent_id, placed) in placement.launches {
+            let hostname = offers
+                .iter()
+                .find(|offer| offer.agent_id == agent_id)
+                .map(|offer| offer.hostname.clone())
+                .unwrap_or_default();
+            let mut tasks = Vec::new();
+            for (task_id, resources) in placed {
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    continue;
+                };
+                log::info!(
+                    "task launched task={} agent={} hostname={hostname}",
+                    task_id.0,
+                    agent_id.0
+                );
+                task.phase = Phase::Launching;
+                task.agent_id = Some(agent_id.clone());
+                task.hostname = Some(hostname.clone());
+                task.pending_reason = None;
+                tasks.push(Launch {
+                    task_id: task_id.clone(),
+                    spec: task.spec.clone(),
+                    resources,
+                });
                 self.dirty.insert(task_key(&task_id));
-                if let Some(task) = self.tasks.get_mut(&task_id) {
-                    log::info!(
-                        "task launched task={} agent={} hostname={hostname}",
-                        task_id.0,
-                        agent_id.0
-                    );
-                    task.phase = Phase::Launching;
-                    task.agent_id = Some(agent_id.clone());
-                    task.hostname = Some(hostname.clone());
-                    task.pending_reason = None;
-                }
             }
-        }
-        if !placement.unused.is_empty() {
-            let refuse_seconds = if still_waiting {
-                REFUSE_SECONDS_BUSY
-            } else {
-                self.idle_filters = true;
-                REFUSE_SECONDS_IDLE
-            };
-            calls.push(Call::Decline {
-                offer_ids: placement.unused,
-                refuse_seconds,
+            calls.push(Call::Launch {
+                agent_id,
+                offer_ids: vec![offer_id],
+                tasks,
+                refuse_seconds: REFUSE_SECONDS_BUSY,
             });
+        }
+        placement.unused
+    }
+
+    /// The refuse filter for declined offers: short while work waits, long
+    /// (and remembered, so new work revives) when idle.
+    fn decline_filter(&mut self, still_waiting: bool) -> f64 {
+        if still_waiting {
+            REFUSE_SECONDS_BUSY
+        } else {
+            self.idle_filters = true;
+            REFUSE_SECONDS_IDLE
         }
     }
 
-    fn on_update(&mut self, update: TaskUpdate, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_update(&mut self, update: TaskUpdate, now: Now, calls: &mut Vec<Call>) {
         // Acknowledge exactly the updates that carry a uuid, known task or not.
         if let Some(uuid) = &update.uuid {
             match &update.agent_id {
@@ -568,35 +665,85 @@ impl State {
                 ),
             }
         }
-        if self.tasks.contains_key(&update.task_id) {
-            self.dirty.insert(task_key(&update.task_id));
-        }
-        let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            log::warn!(
-                "update for unknown task task={} state={}",
-                update.task_id.0,
-                update.state.as_str()
-            );
-            // Ours by the framework id, unknown to us: nobody wants it.
-            if !update.state.is_terminal() && self.subscribed {
-                log::warn!(
-                    "killing a task this scheduler does not know task={}",
-                    update.task_id.0
-                );
-                calls.push(Call::Kill {
-                    task_id: update.task_id.clone(),
-                    agent_id: update.agent_id.clone(),
-                });
-            }
+        self.note_answer(&update.task_id);
+        let Some(task) = self.tasks.get(&update.task_id) else {
+            self.on_stranger(&update, calls);
             return;
         };
-        let previous = task.phase;
         log::info!(
             "task status task={} state={} message={:?}",
             update.task_id.0,
             update.state.as_str(),
             update.message
         );
+        let pinned_node_gone = task
+            .pinned_agent
+            .as_ref()
+            .is_some_and(|agent| self.nodes_surveyed && !self.nodes.contains_key(agent));
+        let outcome = update_outcome(&update, task, pinned_node_gone, now.instant);
+        self.note_update(&update, now);
+        let task_id = &update.task_id;
+        match outcome {
+            Outcome::Stale => {}
+            Outcome::Progress(state) => {
+                if let Some(task) = self.tasks.get_mut(task_id) {
+                    task.phase = Phase::Active(state);
+                }
+            }
+            Outcome::Relaunch { agent_unknown } => {
+                let why = format!("{}: {}", update.state.as_str(), update.message);
+                let agent = self.relaunch(task_id, &why, now);
+                if let Some(agent) = agent.filter(|_| agent_unknown) {
+                    // A copy pinned to that agent goes with it.
+                    self.on_agent_lost(&agent);
+                }
+            }
+            Outcome::DropForGoneNode(agent) => {
+                // A copy for a node that is gone comes back with the node.
+                self.remove_task(task_id);
+                self.uncover(&agent);
+            }
+            Outcome::Restart { restarts } => self.restart(task_id, restarts, &update, now),
+            Outcome::Remove => {
+                if update.state == TaskState::Error {
+                    log::error!(
+                        "task rejected by mesos task={} message={:?}",
+                        task_id.0,
+                        update.message
+                    );
+                }
+                self.remove_task(task_id);
+            }
+        }
+    }
+
+    /// An update for a task we do not know. Ours by the framework id,
+    /// unknown to us: nobody wants it.
+    fn on_stranger(&mut self, update: &TaskUpdate, calls: &mut Vec<Call>) {
+        log::warn!(
+            "update for unknown task task={} state={}",
+            update.task_id.0,
+            update.state.as_str()
+        );
+        if !update.state.is_terminal() && self.subscribed {
+            log::warn!(
+                "killing a task this scheduler does not know task={}",
+                update.task_id.0
+            );
+            calls.push(Call::Kill {
+                task_id: update.task_id.clone(),
+                agent_id: update.agent_id.clone(),
+            });
+        }
+    }
+
+    /// What every update of a known task records, whatever it leads to:
+    /// the message, the agent, the container, the first RUNNING.
+    fn note_update(&mut self, update: &TaskUpdate, now: Now) {
+        let Some(task) = self.tasks.get_mut(&update.task_id) else {
+            return;
+        };
+        self.dirty.insert(task_key(&update.task_id));
         if !update.message.is_empty() {
             task.status_message = update.message.clone();
         }
@@ -610,117 +757,111 @@ impl State {
                 task.agent_id = Some(agent_id.clone());
             }
         }
-        if let Some(docker) = update.docker {
-            task.docker = docker;
+        if let Some(docker) = &update.docker {
+            task.docker = docker.clone();
         }
         if update.state == TaskState::Running && task.running_since.is_none() {
-            task.running_since = Some(now);
+            task.running_since = Some(now.instant);
         }
-        // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
-        // nor its agent, e.g. after the whole cluster restarted.
-        let agent_unknown = update.state == TaskState::Unknown
-            || (update.state == TaskState::GoneByOperator
-                && update.reason == StatusReason::Reconciliation);
-        if !update.state.is_terminal() && !agent_unknown {
-            // A reconciliation answer must not move a task backwards.
-            if !(update.reason == StatusReason::Reconciliation && previous == Phase::Pending) {
-                task.phase = Phase::Active(update.state);
-            }
-            return;
-        }
-        // The master never ran this launch (invalid offers, or it does not
-        // know the task although no agent ever reported it): try again.
-        let never_started = matches!(previous, Phase::Launching | Phase::Pending);
-        // A reconciliation that finds the task unknown (after a restart or a
-        // master failover) is not the user's doing either: run it again.
-        let launch_lost = matches!(
-            update.state,
-            TaskState::Lost
-                | TaskState::Dropped
-                | TaskState::Gone
-                | TaskState::Unknown
-                | TaskState::GoneByOperator
-        ) && (update.reason == StatusReason::InvalidOffers
-            || update.reason == StatusReason::Reconciliation
-            || never_started);
-        if launch_lost && !task.is_kill_requested() {
-            log::warn!(
-                "launch lost, task back to pending task={} state={}",
-                update.task_id.0,
-                update.state.as_str()
-            );
-            let agent = task.agent_id.take();
-            task.phase = Phase::Pending;
-            task.hostname = None;
-            task.pending_reason = Some(format!(
-                "relaunching after {}: {}",
-                update.state.as_str(),
-                update.message
-            ));
-            if let Some(agent) = agent.filter(|_| agent_unknown) {
-                // A copy pinned to that agent goes with it.
-                self.on_agent_lost(&agent);
-            }
-            return;
-        }
-        if !task.is_kill_requested() && task.requested.restart.restarts_after(update.state) {
-            let stable = task
-                .running_since
-                .is_some_and(|since| now.duration_since(since).unwrap_or_default() >= STABLE_RUN);
-            let restarts = if stable { 1 } else { task.restarts + 1 };
-            let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
-            // Only once offers came in since subscribing does a missing node mean it is gone.
-            if let Some(agent) = pinned
-                .as_ref()
-                .filter(|agent| self.nodes_surveyed && !self.nodes.contains_key(*agent))
-            {
-                // A copy for a node that is gone comes back with the node.
-                let agent = agent.clone();
-                self.remove_task(&update.task_id);
-                self.uncover(&agent);
-                return;
-            }
-            let delay = restart_delay(restarts);
-            log::warn!(
-                "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
-                update.task_id.0,
-                update.state.as_str(),
-                requested.restart.as_str(),
-                delay.as_secs()
-            );
-            self.remove_task(&update.task_id);
-            let replacement = self.add_task(requested, pinned, None, now);
-            if let Some(task) = self.tasks.get_mut(&replacement) {
-                task.restarts = restarts;
-                task.not_before = Some(now + delay);
-                task.pending_reason = Some(format!(
-                    "restart {restarts} after {}{}{}, not before {}s from now",
-                    update.state.as_str(),
-                    if update.message.is_empty() { "" } else { ": " },
-                    update.message,
-                    delay.as_secs()
-                ));
-            }
-            return;
-        }
-        if update.state == TaskState::Error {
-            log::error!(
-                "task rejected by mesos task={} message={:?}",
-                update.task_id.0,
-                update.message
-            );
-        }
-        self.remove_task(&update.task_id);
     }
 
-    /// The agent is gone (Mesos gives a returning node a new id). Its
-    /// one-per-node copies that wait for it can never run: drop them and
-    /// uncover the agent, so the node gets a copy again if it comes back.
+    /// Puts a launch the master never ran (or lost) back to pending under a
+    /// new TaskID; returns the agent it was on.
+    ///
+    /// Mesos says a LOST, UNKNOWN, GONE, GONE_BY_OPERATOR or DROPPED task
+    /// "may still be running" (an agent that has not re-registered yet), and
+    /// a launch under a TaskID the master still knows fails with "Task has
+    /// duplicate ID". So the relaunch is a new instance of the same task: the
+    /// user id, the id prefix, creation order, restarts and pinned agent stay.
+    fn relaunch(&mut self, task_id: &TaskId, why: &str, now: Now) -> Option<AgentId> {
+        let mut task = self.tasks.remove(task_id)?;
+        self.dirty.insert(task_key(task_id));
+        let new_id = self.new_task_id(&task.spec.id, now);
+        log::warn!(
+            "launch lost, task back to pending under a new id task={} new_task={} why={why:?}",
+            task_id.0,
+            new_id.0
+        );
+        if let Some(live) = self.instances.get_mut(&task.spec.id) {
+            live.remove(task_id);
+            live.insert(new_id.clone());
+        }
+        // A replacement waiting for this task now waits for its new instance.
+        for (other_id, other) in self.tasks.iter_mut() {
+            if other.waits_for.as_ref() == Some(task_id) {
+                other.waits_for = Some(new_id.clone());
+                self.dirty.insert(task_key(other_id));
+            }
+        }
+        let agent = task.agent_id.take();
+        task.phase = Phase::Pending;
+        task.hostname = None;
+        task.docker = DockerInfo::default();
+        task.running_since = None;
+        task.pending_reason = Some(format!("relaunching after {why}"));
+        self.dirty.insert(task_key(&new_id));
+        self.touch(META_KEY.to_string());
+        self.tasks.insert(new_id, task);
+        agent
+    }
+
+    /// A fresh internal id for `user_id`: `<id without spaces>-<unix nanos>`,
+    /// strictly above every id handed out before.
+    fn new_task_id(&mut self, user_id: &str, now: Now) -> TaskId {
+        let nanos = now
+            .wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .max(self.last_id_nanos + 1);
+        self.last_id_nanos = nanos;
+        TaskId(format!("{}-{nanos}", internal_prefix(user_id)))
+    }
+
+    /// Replaces an ended task with a new instance under its restart policy.
+    fn restart(&mut self, task_id: &TaskId, restarts: u32, update: &TaskUpdate, now: Now) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
+        let delay = restart_delay(restarts);
+        log::warn!(
+            "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
+            task_id.0,
+            update.state.as_str(),
+            requested.restart.as_str(),
+            delay.as_secs()
+        );
+        self.remove_task(task_id);
+        let replacement = self.add_task(requested, pinned, None, now);
+        if let Some(task) = self.tasks.get_mut(&replacement) {
+            task.restarts = restarts;
+            task.backoff = Some(delay);
+            task.not_before = Some(now.instant + delay);
+            task.pending_reason = Some(format!(
+                "restart {restarts} after {}{}{}, not before {}s from now",
+                update.state.as_str(),
+                if update.message.is_empty() { "" } else { ": " },
+                update.message,
+                delay.as_secs()
+            ));
+        }
+    }
+
+    /// FAILURE for an agent: it is unreachable or removed. A removed agent
+    /// never comes back under its id, but an unreachable one does (Mesos
+    /// keeps the AgentID of an agent that re-registers), with its tasks,
+    /// which are TASK_UNREACHABLE meanwhile, not terminal.
+    ///
+    /// So the node leaves the registry, and its one-per-node copies that
+    /// never launched (they can only run there) are dropped; a service stays
+    /// covered on the agent while it has a launched copy there, so a node
+    /// that comes back never gets a second copy. The agent is uncovered once
+    /// that copy ends (`Outcome::DropForGoneNode`).
     fn on_agent_lost(&mut self, agent_id: &AgentId) {
         if let Some(node) = self.nodes.remove(agent_id) {
             log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
         }
-        self.uncover(agent_id);
         let stranded: Vec<TaskId> = self
             .tasks
             .iter()
@@ -732,6 +873,100 @@ impl State {
         for task_id in stranded {
             self.remove_task(&task_id);
         }
+        self.uncover(agent_id);
+    }
+
+    /// Starts a reconciliation round: explicitly about every task the master
+    /// may know, so launches lost meanwhile come back to pending (reference
+    /// §4.5), then implicitly: the master names every task it runs for us,
+    /// and those we do not know are killed (see `on_stranger`).
+    fn start_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
+        let launched = self.launched_tasks();
+        log::info!("reconciliation started tasks={}", launched.len());
+        self.ask_about(launched.clone(), now, calls);
+        calls.push(Call::Reconcile(Vec::new()));
+        self.last_reconcile = Some(now);
+    }
+
+    /// Asks the master about `tasks` now and adds them to the round (one
+    /// starts if none is running), so they are asked again until answered.
+    fn ask_about(
+        &mut self,
+        tasks: Vec<(TaskId, Option<AgentId>)>,
+        now: Instant,
+        calls: &mut Vec<Call>,
+    ) {
+        if tasks.is_empty() {
+            return;
+        }
+        let round = self.reconcile_round.get_or_insert(ReconcileRound {
+            unanswered: BTreeSet::new(),
+            asked: 0,
+            retries: 0,
+            retry_at: now + RECONCILE_RETRY_MIN,
+            delay: RECONCILE_RETRY_MIN,
+        });
+        round.asked += tasks.len();
+        round
+            .unanswered
+            .extend(tasks.iter().map(|(task_id, _)| task_id.clone()));
+        calls.push(Call::Reconcile(tasks));
+    }
+
+    /// Any update about a task answers for it in the round.
+    fn note_answer(&mut self, task_id: &TaskId) {
+        if let Some(round) = &mut self.reconcile_round {
+            if round.unanswered.remove(task_id) && round.unanswered.is_empty() {
+                log::info!(
+                    "reconciliation complete tasks={} retries={}",
+                    round.asked,
+                    round.retries
+                );
+                self.reconcile_round = None;
+            }
+        }
+    }
+
+    /// Asks again about the tasks of the round that have not answered yet
+    /// (and still wait for one: not removed, not back to pending).
+    fn retry_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
+        let Some(round) = &mut self.reconcile_round else {
+            return;
+        };
+        round.unanswered.retain(|task_id| {
+            self.tasks
+                .get(task_id)
+                .is_some_and(|task| task.phase != Phase::Pending)
+        });
+        if round.unanswered.is_empty() {
+            log::info!(
+                "reconciliation complete tasks={} retries={}",
+                round.asked,
+                round.retries
+            );
+            self.reconcile_round = None;
+            return;
+        }
+        if now < round.retry_at {
+            return;
+        }
+        round.retries += 1;
+        log::warn!(
+            "reconciliation retry retry={} unanswered={} of={} next_in_s={}",
+            round.retries,
+            round.unanswered.len(),
+            round.asked,
+            (round.delay * 2).min(RECONCILE_RETRY_MAX).as_secs()
+        );
+        round.delay = (round.delay * 2).min(RECONCILE_RETRY_MAX);
+        round.retry_at = now + round.delay;
+        calls.push(Call::Reconcile(
+            round
+                .unanswered
+                .iter()
+                .map(|task_id| (task_id.clone(), self.tasks[task_id].agent_id.clone()))
+                .collect(),
+        ));
     }
 
     /// Every task Mesos may know, with its agent: what explicit
@@ -744,9 +979,18 @@ impl State {
             .collect()
     }
 
+    /// Uncovers `agent_id` for every service without a copy still pinned
+    /// there, so the node gets a copy again when it offers.
     fn uncover(&mut self, agent_id: &AgentId) {
         for (id, service) in self.services.iter_mut() {
-            if service.covered.remove(agent_id) {
+            let has_copy = self.instances.get(id).is_some_and(|live| {
+                live.iter().any(|task_id| {
+                    self.tasks
+                        .get(task_id)
+                        .is_some_and(|task| task.pinned_agent.as_ref() == Some(agent_id))
+                })
+            });
+            if !has_copy && service.covered.remove(agent_id) {
                 self.dirty.insert(service_key(id));
             }
         }
@@ -777,55 +1021,140 @@ impl State {
         }
     }
 
-    fn on_call_failed(&mut self, call: Call, reason: &str, calls: &mut Vec<Call>) {
-        if let Call::Launch {
-            tasks, agent_id, ..
-        } = call
-        {
-            // The master may or may not have seen the ACCEPT; ask rather than guess.
-            log::warn!(
-                "launch call failed, reconciling tasks={} reason={reason}",
-                tasks.len()
-            );
-            if self.subscribed {
-                calls.push(Call::Reconcile(
-                    tasks
-                        .into_iter()
-                        .map(|launch| (launch.task_id, Some(agent_id.clone())))
-                        .collect(),
-                ));
+    /// A call that did not certainly take effect (the caller retries every
+    /// other failure itself until it is delivered).
+    fn on_call_failed(
+        &mut self,
+        call: Call,
+        failure: CallFailure,
+        now: Now,
+        calls: &mut Vec<Call>,
+    ) {
+        match (call, failure) {
+            (
+                Call::Launch {
+                    agent_id,
+                    offer_ids,
+                    tasks,
+                    ..
+                },
+                CallFailure::OutcomeUnknown(reason),
+            ) => {
+                // ACCEPT is not idempotent: re-sending it would launch twice or
+                // come back TASK_DROPPED "invalid offers" even if the first one
+                // worked. The tasks stay launching and reconciliation decides.
+                // The decline frees the offers if the ACCEPT never arrived; the
+                // master drops a decline of offers it already used.
+                log::warn!(
+                    "launch outcome unknown, reconciling tasks={} reason={reason}",
+                    tasks.len()
+                );
+                let asked: Vec<(TaskId, Option<AgentId>)> = tasks
+                    .into_iter()
+                    .filter(|launch| {
+                        self.tasks
+                            .get(&launch.task_id)
+                            .is_some_and(|task| task.phase == Phase::Launching)
+                    })
+                    .map(|launch| (launch.task_id, Some(agent_id.clone())))
+                    .collect();
+                if self.subscribed {
+                    self.ask_about(asked, now.instant, calls);
+                }
+                calls.push(Call::Decline {
+                    offer_ids,
+                    refuse_seconds: REFUSE_SECONDS_BUSY,
+                });
+            }
+            (
+                Call::Launch {
+                    offer_ids, tasks, ..
+                },
+                CallFailure::Refused(reason),
+            ) => {
+                // The master did not act: the tasks wait for another offer
+                // (under new ids, so no launch can ever collide), and the
+                // offers are given back.
+                log::warn!(
+                    "launch refused, tasks back to pending tasks={} reason={reason}",
+                    tasks.len()
+                );
+                let update_reason = format!("launch refused: {reason}");
+                for launch in tasks {
+                    if self
+                        .tasks
+                        .get(&launch.task_id)
+                        .is_some_and(|task| task.phase == Phase::Launching)
+                    {
+                        self.relaunch(&launch.task_id, &update_reason, now);
+                    }
+                }
+                calls.push(Call::Decline {
+                    offer_ids,
+                    refuse_seconds: REFUSE_SECONDS_BUSY,
+                });
+            }
+            (call @ (Call::Suppress | Call::Revive), failure) => {
+                // The master's suppression is not what we last told it:
+                // assume it kept the other one, and decide again after a pause.
+                log::warn!(
+                    "{} refused, deciding suppression again reason={}",
+                    if call == Call::Suppress {
+                        "SUPPRESS"
+                    } else {
+                        "REVIVE"
+                    },
+                    failure.reason()
+                );
+                self.suppressed = call == Call::Revive;
+                if call == Call::Revive {
+                    self.idle_filters = true;
+                }
+                self.suppression_hold_until = Some(now.instant + SUPPRESSION_RETRY);
+            }
+            (Call::Kill { task_id, .. }, failure) => {
+                // A known task's kill is sent again after `KILL_RETRY`.
+                log::warn!(
+                    "kill refused task={} reason={}",
+                    task_id.0,
+                    failure.reason()
+                );
+            }
+            (call, failure) => {
+                log::warn!(
+                    "call refused call={} reason={}",
+                    call_name(&call),
+                    failure.reason()
+                );
             }
         }
     }
 
-    fn on_tick(&mut self, now: SystemTime, calls: &mut Vec<Call>) {
+    fn on_tick(&mut self, now: Now, calls: &mut Vec<Call>) {
         if !self.subscribed {
             return;
         }
+        self.retry_reconciliation(now.instant, calls);
         let interval = if self.reconcile_interval.is_zero() {
             DEFAULT_RECONCILE_INTERVAL
         } else {
             self.reconcile_interval
         };
-        if self
-            .last_reconcile
-            .is_some_and(|at| now.duration_since(at).unwrap_or_default() >= interval)
+        if self.reconcile_round.is_none()
+            && self
+                .last_reconcile
+                .is_some_and(|at| now.instant.saturating_duration_since(at) >= interval)
         {
-            let launched = self.launched_tasks();
-            log::info!("periodic reconciliation tasks={}", launched.len());
-            if !launched.is_empty() {
-                calls.push(Call::Reconcile(launched));
-            }
-            calls.push(Call::Reconcile(Vec::new()));
-            self.last_reconcile = Some(now);
+            self.start_reconciliation(now.instant, calls);
         }
         let overdue: Vec<TaskId> = self
             .tasks
             .iter()
-            .filter(|(_, task)| task.phase != Phase::Pending)
+            .filter(|(_, task)| task.phase != Phase::Pending && task.kill_requested)
             .filter(|(_, task)| {
+                // Never sent by this process (restored): send it now.
                 task.kill_sent_at
-                    .is_some_and(|sent| now.duration_since(sent).unwrap_or_default() >= KILL_RETRY)
+                    .is_none_or(|sent| now.instant.saturating_duration_since(sent) >= KILL_RETRY)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -837,10 +1166,15 @@ impl State {
     /// Suppress when nothing can be placed; revive when something can.
     /// One-per-node services keep offers coming: offers are the only way
     /// Mesos tells a framework that a node joined.
-    fn update_suppression(&mut self, calls: &mut Vec<Call>) {
-        if !self.subscribed {
+    fn update_suppression(&mut self, now: Now, calls: &mut Vec<Call>) {
+        if !self.subscribed
+            || self
+                .suppression_hold_until
+                .is_some_and(|until| now.instant < until)
+        {
             return;
         }
+        self.suppression_hold_until = None;
         let work_waiting = self
             .tasks
             .values()
@@ -860,7 +1194,7 @@ impl State {
 
     /// Creates a copy of every one-per-node service on every matching node
     /// that has never had one.
-    fn add_missing_copies(&mut self, now: SystemTime) {
+    fn add_missing_copies(&mut self, now: Now) {
         let mut copies = Vec::new();
         for service in self.services.values_mut() {
             for (agent_id, node) in &self.nodes {
@@ -894,7 +1228,7 @@ impl State {
         requested: TaskSpec,
         pinned_agent: Option<AgentId>,
         waits_for: Option<TaskId>,
-        now: SystemTime,
+        now: Now,
     ) -> TaskId {
         let (mut spec, mut applied) = intelligence::apply(&requested, &self.intelligence);
         if pinned_agent.is_some() {
@@ -903,13 +1237,7 @@ impl State {
             spec.sla = requested.sla;
             applied.retain(|(attribute, _)| attribute == "mem" || attribute == "cpus");
         }
-        let nanos = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .max(self.last_id_nanos + 1);
-        self.last_id_nanos = nanos;
-        let task_id = TaskId(format!("{}-{nanos}", internal_prefix(&spec.id)));
+        let task_id = self.new_task_id(&spec.id, now);
         log::info!("task accepted task={} sla={}", task_id.0, spec.sla.as_str());
         self.instances
             .entry(spec.id.clone())
@@ -924,13 +1252,15 @@ impl State {
             agent_id: None,
             hostname: None,
             docker: DockerInfo::default(),
-            created_at: unix_seconds(now),
+            created_at: unix_seconds(now.wall),
             status_message: String::new(),
             pending_reason: Some("waiting for offers".to_string()),
+            kill_requested: false,
             kill_sent_at: None,
             waits_for,
             seq: self.next_seq,
             restarts: 0,
+            backoff: None,
             not_before: None,
             running_since: None,
         };
@@ -955,7 +1285,7 @@ impl State {
     }
 
     /// Drops a pending task at once; asks Mesos to kill a launched one.
-    fn kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn kill(&mut self, task_id: &TaskId, now: Now, calls: &mut Vec<Call>) {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
@@ -966,12 +1296,13 @@ impl State {
         }
     }
 
-    fn send_kill(&mut self, task_id: &TaskId, now: SystemTime, calls: &mut Vec<Call>) {
+    fn send_kill(&mut self, task_id: &TaskId, now: Now, calls: &mut Vec<Call>) {
         if let Some(task) = self.tasks.get_mut(task_id) {
-            if task.kill_sent_at.is_none() {
+            if !task.kill_requested {
+                task.kill_requested = true;
                 self.dirty.insert(task_key(task_id));
             }
-            task.kill_sent_at = Some(now);
+            task.kill_sent_at = Some(now.instant);
             calls.push(Call::Kill {
                 task_id: task_id.clone(),
                 agent_id: task.agent_id.clone(),
@@ -985,7 +1316,7 @@ impl State {
         attribute: String,
         raw: String,
         source: Source,
-        now: SystemTime,
+        now: Now,
     ) -> ApiReply {
         if task.is_empty() || task.contains([':', '/']) {
             return ApiReply::Invalid(format!(
@@ -1007,7 +1338,7 @@ impl State {
                     source,
                     raw: raw.trim().to_string(),
                     derived,
-                    updated_at: unix_seconds(now),
+                    updated_at: unix_seconds(now.wall),
                 };
                 self.touch(intelligence_key(&task));
                 self.intelligence
@@ -1041,11 +1372,7 @@ impl State {
 
     /// Applies what changed in Redis. An invalid value is refused and the
     /// value already learned is kept: nothing learned is lost to garbage.
-    fn on_sync_intelligence(
-        &mut self,
-        changes: Vec<IntelligenceChange>,
-        now: SystemTime,
-    ) -> ApiReply {
+    fn on_sync_intelligence(&mut self, changes: Vec<IntelligenceChange>, now: Now) -> ApiReply {
         let mut rejected = Vec::new();
         for change in changes {
             match change
@@ -1063,7 +1390,7 @@ impl State {
                             source: Source::Redis,
                             raw: raw.to_string(),
                             derived,
-                            updated_at: unix_seconds(now),
+                            updated_at: unix_seconds(now.wall),
                         };
                         let entries = self.intelligence.entry(change.task.clone()).or_default();
                         if entries
@@ -1130,6 +1457,99 @@ impl State {
                 time_of_last_offer: node.time_of_last_offer,
             })
             .collect()
+    }
+}
+
+/// What a status update means for a known task; `update_outcome` decides,
+/// `State::on_update` acts.
+#[derive(Clone, Debug, PartialEq)]
+enum Outcome {
+    /// A reconciliation answer about a task already back to pending: it
+    /// must not move the task backwards.
+    Stale,
+    /// Not terminal: the task is in this state now.
+    Progress(TaskState),
+    /// The master never ran this launch, or lost it without the user's
+    /// doing: run it again. `agent_unknown`: the master knows neither the
+    /// task nor its agent.
+    Relaunch { agent_unknown: bool },
+    /// Ended; the restart policy runs it again (restart number `restarts`).
+    Restart { restarts: u32 },
+    /// A one-per-node copy ended while its node is gone: it comes back
+    /// with the node (a fresh copy), not before.
+    DropForGoneNode(AgentId),
+    /// Ended for good.
+    Remove,
+}
+
+/// Classifies `update` for `task`. `pinned_node_gone`: the task is a
+/// one-per-node copy whose node is no longer in the registry (after offers
+/// have surveyed the cluster). Pure.
+fn update_outcome(
+    update: &TaskUpdate,
+    task: &Task,
+    pinned_node_gone: bool,
+    now: Instant,
+) -> Outcome {
+    // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
+    // nor its agent, e.g. after the whole cluster restarted.
+    let agent_unknown = update.state == TaskState::Unknown
+        || (update.state == TaskState::GoneByOperator
+            && update.reason == StatusReason::Reconciliation);
+    if !update.state.is_terminal() && !agent_unknown {
+        if update.reason == StatusReason::Reconciliation && task.phase == Phase::Pending {
+            return Outcome::Stale;
+        }
+        return Outcome::Progress(update.state);
+    }
+    // The master never ran this launch (invalid offers, or it does not
+    // know the task although no agent ever reported it), or a
+    // reconciliation finds it lost (after a restart or a master failover):
+    // not the user's doing either.
+    let never_started = matches!(task.phase, Phase::Launching | Phase::Pending);
+    let launch_lost = matches!(
+        update.state,
+        TaskState::Lost
+            | TaskState::Dropped
+            | TaskState::Gone
+            | TaskState::Unknown
+            | TaskState::GoneByOperator
+    ) && (update.reason == StatusReason::InvalidOffers
+        || update.reason == StatusReason::Reconciliation
+        || never_started);
+    if task.is_kill_requested() {
+        return Outcome::Remove;
+    }
+    if launch_lost {
+        return Outcome::Relaunch { agent_unknown };
+    }
+    // A copy whose node is gone ends with it, whatever its policy: the
+    // node gets a fresh copy if it comes back.
+    if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
+        return Outcome::DropForGoneNode(agent.clone());
+    }
+    if !task.requested.restart.restarts_after(update.state) {
+        return Outcome::Remove;
+    }
+    let stable = task
+        .running_since
+        .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_RUN);
+    Outcome::Restart {
+        restarts: if stable { 1 } else { task.restarts + 1 },
+    }
+}
+
+/// The call type, for logs.
+fn call_name(call: &Call) -> &'static str {
+    match call {
+        Call::Launch { .. } => "ACCEPT",
+        Call::Decline { .. } => "DECLINE",
+        Call::Kill { .. } => "KILL",
+        Call::Acknowledge { .. } => "ACKNOWLEDGE",
+        Call::Reconcile(_) => "RECONCILE",
+        Call::Suppress => "SUPPRESS",
+        Call::Revive => "REVIVE",
+        Call::Teardown => "TEARDOWN",
     }
 }
 

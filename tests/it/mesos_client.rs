@@ -126,7 +126,14 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         offer.attributes.get("nodetype").map(String::as_str),
         Some("lab")
     );
-    assert!(offer.ports.contains(&(31000, 32000)), "{:?}", offer.ports);
+    assert!(
+        offer
+            .pools
+            .iter()
+            .any(|pool| pool.ports.contains(&(31000, 32000))),
+        "{:?}",
+        offer.pools
+    );
     let others: Vec<_> = offers
         .iter()
         .filter(|it| it.id != offer.id)
@@ -144,6 +151,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         tasks: vec![Launch {
             task_id: task_id.clone(),
             spec: docker_task("probe"),
+            resources: Vec::new(),
         }],
         refuse_seconds: 5.0,
     });

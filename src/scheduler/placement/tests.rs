@@ -3,15 +3,38 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::scheduler::model::{NetworkMode, PortMapping, Sla};
+use crate::scheduler::model::{NetworkMode, Pool, PortMapping, ReservationInfo, Sla};
 
 /// Parses the fixture, places, and compares the rendered outcome.
 ///
 /// Fixture lines:
-/// `offer <id> agent=<a> host=<h> [type=<t>] [name=<n>] cpus=<c> mem=<m> [ports=<b>-<e>,...]`
+/// `offer <id> agent=<a> host=<h> [type=<t>] [name=<n>] cpus=<c> mem=<m> [ports=<b>-<e>,...] [role=<r> [principal=<p>]]`
+/// (an offer id given again adds a pool with another reservation to that offer)
 /// `task <id> mem=<m> [cpus=<c>] [type=<t>] [name=<n>] [agent=<a>] [ports=<p>,...]`
 #[track_caller]
 fn check(fixture: &str, expected: &str) {
+    check_as("*", fixture, expected);
+}
+
+/// A reservation as the fixture names it: `role=` (default `*`), and
+/// `principal=` for a dynamic reservation.
+fn reservation(role: &str, principal: &str) -> Reservation {
+    let mut reservation = Reservation::unreserved();
+    if !role.is_empty() {
+        reservation.role = role.to_string();
+    }
+    if !principal.is_empty() {
+        reservation.dynamic = Some(ReservationInfo {
+            principal: Some(principal.to_string()),
+            ..ReservationInfo::default()
+        });
+    }
+    reservation
+}
+
+/// `check` for a framework of `role`.
+#[track_caller]
+fn check_as(role: &str, fixture: &str, expected: &str) {
     let mut offers = Vec::new();
     let mut tasks: Vec<(TaskId, TaskSpec, Option<AgentId>)> = Vec::new();
     for line in fixture
@@ -42,15 +65,26 @@ fn check(fixture: &str, expected: &str) {
                         (begin.parse().unwrap(), end.parse().unwrap())
                     })
                     .collect();
-                offers.push(Offer {
-                    id: OfferId(id),
-                    agent_id: AgentId(get("agent").to_string()),
-                    hostname: get("host").to_string(),
+                let pool = Pool {
+                    reservation: reservation(get("role"), get("principal")),
                     cpus: get("cpus").parse().unwrap(),
                     mem_mb: get("mem").parse().unwrap(),
                     ports,
-                    attributes,
-                });
+                };
+                // A repeated offer id adds a pool (another reservation) to it.
+                match offers
+                    .iter_mut()
+                    .find(|offer: &&mut Offer| offer.id.0 == id)
+                {
+                    Some(offer) => offer.pools.push(pool),
+                    None => offers.push(Offer {
+                        id: OfferId(id),
+                        agent_id: AgentId(get("agent").to_string()),
+                        hostname: get("host").to_string(),
+                        pools: vec![pool],
+                        attributes,
+                    }),
+                }
             }
             "task" => {
                 let spec = TaskSpec {
@@ -90,10 +124,43 @@ fn check(fixture: &str, expected: &str) {
             agent: agent.as_ref(),
         })
         .collect();
-    let placement = place(&requests, &offers);
+    let placement = place(&requests, &offers, role);
     let mut lines = Vec::new();
-    for (offer_id, agent_id, task_ids) in &placement.launches {
-        let names: Vec<&str> = task_ids.iter().map(|it| it.0.as_str()).collect();
+    for (offer_id, agent_id, placed) in &placement.launches {
+        let names: Vec<String> = placed
+            .iter()
+            .map(|(task_id, pieces)| {
+                if pieces.iter().all(|piece| piece.reservation.is_unreserved()) {
+                    return task_id.0.clone();
+                }
+                // Reserved pieces are shown: what the TaskInfo will ask for.
+                let shown: Vec<String> = pieces
+                    .iter()
+                    .map(|piece| {
+                        let amount = match &piece.amount {
+                            Amount::Scalar(value) => format_number(*value),
+                            Amount::Ranges(ranges) => ranges
+                                .iter()
+                                .map(|(begin, end)| format!("{begin}-{end}"))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        };
+                        let dynamic = piece
+                            .reservation
+                            .dynamic
+                            .as_ref()
+                            .and_then(|info| info.principal.as_deref())
+                            .map(|principal| format!("/{principal}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{}={amount}@{}{dynamic}",
+                            piece.name, piece.reservation.role
+                        )
+                    })
+                    .collect();
+                format!("{}({})", task_id.0, shown.join(" "))
+            })
+            .collect();
         lines.push(format!(
             "launch {} {}: {}",
             offer_id.0,
@@ -286,4 +353,44 @@ fn a_round_is_deterministic() {
         ",
         );
     }
+}
+
+#[test]
+fn only_unreserved_and_own_role_resources_are_used_and_each_piece_keeps_its_reservation() {
+    let cluster = "
+        offer o1 agent=a1 host=slave1 cpus=1 mem=512 ports=31000-31100
+        offer o1 role=eng cpus=2 mem=1024 ports=32000-32100
+        offer o1 role=other cpus=8 mem=8192
+        offer o2 agent=a2 host=slave2 role=other cpus=8 mem=8192
+        task t1 mem=1500 cpus=2.5 ports=32000
+        task t2 mem=100
+    ";
+    // Our role's reservation first, then unreserved; never another role's.
+    check_as(
+        "eng",
+        cluster,
+        "
+        launch o1 a1: t1(cpus=2@eng cpus=0.5@* mem=1024@eng mem=476@* ports=32000-32000@eng)
+        decline o2
+        pending t2: needs mem 100, largest offer has 36
+        ",
+    );
+    // A `*` framework sees only the unreserved part.
+    check(
+        cluster,
+        "
+        launch o1 a1: t2
+        decline o2
+        pending t1: needs mem 1500, largest offer has 512
+        ",
+    );
+    // A dynamic reservation goes back as offered, principal included.
+    check_as(
+        "eng",
+        "
+        offer o3 agent=a3 host=slave3 role=eng principal=ops cpus=1 mem=100
+        task t3 mem=50 cpus=0.5
+        ",
+        "launch o3 a3: t3(cpus=0.5@eng/ops mem=50@eng/ops)",
+    );
 }

@@ -6,7 +6,7 @@
 //! node registry is not kept: offers rebuild it.
 
 use std::collections::BTreeMap;
-use std::time::UNIX_EPOCH;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -114,7 +114,7 @@ impl State {
                 None => latest.remove(record.key.as_str()),
             };
         }
-        let mut state = State::default();
+        let mut state = State::new(None);
         for (key, value) in latest {
             let bad = |why: String| format!("state record {key:?}: {why}");
             if key == FRAMEWORK_KEY {
@@ -191,15 +191,6 @@ impl State {
     }
 }
 
-fn unix_millis(time: std::time::SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn from_unix_millis(millis: u64) -> std::time::SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_millis(millis)
-}
-
 fn text(value: &Value, field: &str) -> Result<String, String> {
     value[field]
         .as_str()
@@ -260,8 +251,7 @@ fn task_to_json(task: &Task) -> Value {
         "waits_for": task.waits_for.as_ref().map(|t| &t.0),
         "seq": task.seq,
         "restarts": task.restarts,
-        "not_before_ms": task.not_before.map(unix_millis),
-        "running_since_ms": task.running_since.map(unix_millis),
+        "backoff_ms": task.backoff.map(|backoff| backoff.as_millis() as u64),
     })
 }
 
@@ -277,6 +267,10 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
         .collect::<Result<_, _>>()?;
     let phase = phase_from_name(value["phase"].as_str().ok_or("missing phase")?)?;
     let docker = &value["docker"];
+    let restarts = value["restarts"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
     Ok(Task {
         spec: spec_from_json(&value["spec"])?,
         requested: spec_from_json(&value["requested"])?,
@@ -293,19 +287,25 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
         created_at: value["created_at"].as_u64().unwrap_or(0),
         status_message: optional_text(value, "status_message").unwrap_or_default(),
         pending_reason: (phase == Phase::Pending).then(|| "waiting for offers".to_string()),
-        // A kill from before the restart is sent again at once.
-        kill_sent_at: value["kill_requested"]
-            .as_bool()
-            .unwrap_or(false)
-            .then_some(UNIX_EPOCH),
+        // A kill from before the restart is sent again once subscribed.
+        kill_requested: value["kill_requested"].as_bool().unwrap_or(false),
+        kill_sent_at: None,
         waits_for: optional_text(value, "waits_for").map(TaskId),
         seq: value["seq"].as_u64().ok_or("missing seq")?,
-        restarts: value["restarts"]
+        restarts,
+        // Deadlines are monotonic and do not survive a restart: the backoff
+        // is re-derived from the first event after the restore (records from
+        // before that change only had a wall-clock `not_before_ms`).
+        backoff: value["backoff_ms"]
             .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
-        not_before: value["not_before_ms"].as_u64().map(from_unix_millis),
-        running_since: value["running_since_ms"].as_u64().map(from_unix_millis),
+            .map(Duration::from_millis)
+            .or_else(|| {
+                value["not_before_ms"]
+                    .as_u64()
+                    .map(|_| super::restart_delay(restarts))
+            }),
+        not_before: None,
+        running_since: None,
     })
 }
 

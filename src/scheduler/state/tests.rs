@@ -3,7 +3,7 @@
 //! the first task accepted at t=1000 s is `<id>-1000000000000`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::bounded;
 
@@ -20,13 +20,21 @@ use crate::scheduler::CallFailure;
 /// - `subscribed` / `disconnected` / `removed`
 /// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
 /// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
-/// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>`
-/// - `launch-failed <task-prefix>` / `lost <agent>` / `tasks` / `nodes`
+/// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>` (both clocks)
+/// - `wall <+/-seconds>`: only the wall clock steps, then a tick
+/// - `restart`: the state is restored from the journal so far, then a tick
+/// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
+/// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
+/// - `lost <agent>` / `tasks` / `nodes`
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
     let mut journal = Vec::new();
-    let mut now = UNIX_EPOCH + Duration::from_secs(1000);
+    // Two clocks, stepped together by `tick` and apart by `wall`.
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
     let mut out = Vec::new();
     let mut offer_seq = 0;
     for line in script
@@ -107,27 +115,65 @@ fn check(script: &str, expected: &str) {
                 Event::Mesos(MesosEvent::Update(update(&state, &words[1..]))),
                 false,
             ),
+            "refused" => {
+                let call = match words[1] {
+                    "suppress" => Call::Suppress,
+                    "revive" => Call::Revive,
+                    _ => Call::Kill {
+                        task_id: find(&state, words[2]),
+                        agent_id: None,
+                    },
+                };
+                (
+                    Event::Mesos(MesosEvent::CallFailed {
+                        call,
+                        failure: CallFailure::Refused("400".to_string()),
+                    }),
+                    false,
+                )
+            }
             "launch-failed" => {
                 let task_id = find(&state, words[1]);
+                let failure = if words.get(2) == Some(&"refused") {
+                    CallFailure::Refused("Offer o is no longer valid".to_string())
+                } else {
+                    CallFailure::OutcomeUnknown("timeout".to_string())
+                };
                 let call = Call::Launch {
                     agent_id: AgentId("slave2".to_string()),
                     offer_ids: vec![OfferId("o".to_string())],
                     tasks: vec![Launch {
                         task_id: task_id.clone(),
                         spec: state.tasks[&task_id].spec.clone(),
+                        resources: Vec::new(),
                     }],
                     refuse_seconds: 5.0,
                 };
                 (
-                    Event::Mesos(MesosEvent::CallFailed {
-                        call,
-                        failure: CallFailure::OutcomeUnknown("timeout".to_string()),
-                    }),
+                    Event::Mesos(MesosEvent::CallFailed { call, failure }),
                     false,
                 )
             }
             "tick" => {
-                now += Duration::from_secs(words[1].parse().unwrap());
+                let step = Duration::from_secs(words[1].parse().unwrap());
+                now.instant += step;
+                now.wall += step;
+                (Event::Tick, false)
+            }
+            "restart" => {
+                // A new process: the state is what the journal rebuilds.
+                state = State::restore(&journal).expect("the journal restores");
+                (Event::Tick, false)
+            }
+            "wall" => {
+                // Only the wall clock steps (NTP, an operator): then a tick.
+                let seconds: i64 = words[1].parse().unwrap();
+                let step = Duration::from_secs(seconds.unsigned_abs());
+                if seconds < 0 {
+                    now.wall -= step;
+                } else {
+                    now.wall += step;
+                }
                 (Event::Tick, false)
             }
             other => panic!("unknown step {other}"),
@@ -229,20 +275,20 @@ fn lab_offer(agent: &str, seq: usize) -> Offer {
     } else {
         ("lab", 2.0, 1024.0)
     };
-    Offer {
-        id: OfferId(format!("o{seq}")),
-        agent_id: AgentId(agent.to_string()),
-        hostname: agent.to_string(),
+    Offer::unreserved(
+        OfferId(format!("o{seq}")),
+        AgentId(agent.to_string()),
+        agent.to_string(),
         cpus,
         mem_mb,
-        ports: vec![(31000, 32000)],
-        attributes: [
+        vec![(31000, 32000)],
+        [
             ("nodetype".to_string(), node_type.to_string()),
             ("nodename".to_string(), agent.to_string()),
         ]
         .into_iter()
         .collect(),
-    }
+    )
 }
 
 fn find(state: &State, prefix: &str) -> TaskId {
@@ -500,9 +546,9 @@ fn invalid_offers_put_the_task_back_to_pending_without_ack() {
         > update web TASK_DROPPED invalid
           REVIVE
         > tasks
-          = web-1000000000000 pending - (relaunching after TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid)
+          = web-1000000000001 pending - (relaunching after TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid)
         > offer slave3
-          LAUNCH on slave3: web-1000000000000
+          LAUNCH on slave3: web-1000000000001
           SUPPRESS
         ",
     );
@@ -681,30 +727,92 @@ fn resubscription_reconciles_launched_tasks_and_resends_kills() {
         > update a TASK_LOST reconcile
           REVIVE
         > tick 31
+          RECONCILE b-1000000000001
           KILL b-1000000000001
         ",
     );
 }
 
 #[test]
-fn a_failed_launch_call_is_reconciled_not_guessed() {
+fn a_launch_with_an_unknown_outcome_is_reconciled_and_a_refused_one_goes_back_to_pending() {
     check(
         "
         subscribed
         submit a mem=10
+        submit b mem=10
+        submit c mem=10
         offer slave2
         launch-failed a
+        launch-failed b
+        launch-failed c refused
+        update a TASK_RUNNING reconcile
+        update b TASK_LOST reconcile
+        tasks
+        offer slave3
         ",
         "
         > subscribed
           RECONCILE all
         > submit a mem=10
           = submitted a
+        > submit b mem=10
+          = submitted b
+        > submit c mem=10
+          = submitted c
         > offer slave2
-          LAUNCH on slave2: a-1000000000000
+          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002
           SUPPRESS
         > launch-failed a
           RECONCILE a-1000000000000
+          DECLINE o refuse=5
+        > launch-failed b
+          RECONCILE b-1000000000001
+          DECLINE o refuse=5
+        > launch-failed c refused
+          DECLINE o refuse=5
+          REVIVE
+        > update a TASK_RUNNING reconcile
+        > update b TASK_LOST reconcile
+        > tasks
+          = a-1000000000000 TASK_RUNNING slave2
+          = b-1000000000004 pending - (relaunching after TASK_LOST: )
+          = c-1000000000003 pending - (relaunching after launch refused: Offer o is no longer valid)
+        > offer slave3
+          LAUNCH on slave3: b-1000000000004 c-1000000000003
+          SUPPRESS
+        ",
+    );
+}
+
+#[test]
+fn a_refused_suppress_or_revive_is_decided_again_after_a_pause() {
+    check(
+        "
+        subscribed
+        offer slave2
+        refused suppress
+        tick 1
+        tick 5
+        submit a mem=10
+        refused revive
+        tick 5
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > offer slave2
+          DECLINE o1 refuse=120
+          SUPPRESS
+        > refused suppress
+        > tick 1
+        > tick 5
+          SUPPRESS
+        > submit a mem=10
+          REVIVE
+          = submitted a
+        > refused revive
+        > tick 5
+          REVIVE
         ",
     );
 }
@@ -755,7 +863,10 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
 #[test]
 fn ids_stay_unique_within_one_nanosecond() {
     let mut state = State::new(None);
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(5);
+    let now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(5),
+    };
     let a = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
     let b = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
     assert_eq!(
@@ -980,7 +1091,7 @@ fn reconciliation_kills_strangers_and_reruns_tasks_the_master_lost() {
           REVIVE
         > update b TASK_LOST reconcile
         > tasks
-          = a-1000000000000 pending - (relaunching after TASK_LOST: )
+          = a-1000000000002 pending - (relaunching after TASK_LOST: )
         > tick 601
           RECONCILE all
         ",
@@ -1156,9 +1267,9 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
           REVIVE
         > update mon TASK_UNKNOWN reconcile
         > tasks
-          = a-1000000000000 pending - (relaunching after TASK_UNKNOWN: )
+          = a-1000000000002 pending - (relaunching after TASK_UNKNOWN: )
         > offer slave2
-          LAUNCH on slave2: a-1000000000000 mon-1000000000002
+          LAUNCH on slave2: a-1000000000002 mon-1000000000004
         ",
     );
 }
@@ -1208,6 +1319,373 @@ fn killing_every_copy_ends_a_service_and_a_killed_singleton_can_be_resubmitted()
         > update db-1000000000000 TASK_KILLED
         > offer slave3
           LAUNCH on slave3: db-1000000000005
+        ",
+    );
+}
+
+/// `update_outcome` as a table: one row per case, the task on the left, the
+/// update in the middle, the outcome on the right.
+///
+/// Row: `<phase> <flags> | <STATE> [reconcile|invalid] | <outcome>`, where
+/// phase is `pending`, `launching` or a state name; flags (comma-separated,
+/// `-` for none) are `killed`, `on-failure`, `always`, `pinned`, `node-gone`,
+/// `restarts=<n>`, `stable` (ran `STABLE_RUN`).
+#[test]
+fn update_outcomes() {
+    let table = "
+        TASK_STAGING -              | TASK_RUNNING                 | Progress(Running)
+        launching -                 | TASK_STARTING                | Progress(Starting)
+        TASK_RUNNING -              | TASK_UNREACHABLE             | Progress(Unreachable)
+        pending -                   | TASK_RUNNING reconcile       | Stale
+        launching -                 | TASK_RUNNING reconcile       | Progress(Running)
+        launching -                 | TASK_DROPPED invalid         | Relaunch { agent_unknown: false }
+        launching -                 | TASK_LOST                    | Relaunch { agent_unknown: false }
+        TASK_RUNNING -              | TASK_LOST reconcile          | Relaunch { agent_unknown: false }
+        TASK_RUNNING -              | TASK_UNKNOWN reconcile       | Relaunch { agent_unknown: true }
+        TASK_RUNNING -              | TASK_GONE_BY_OPERATOR reconcile | Relaunch { agent_unknown: true }
+        TASK_RUNNING -              | TASK_GONE_BY_OPERATOR        | Remove
+        TASK_RUNNING killed         | TASK_LOST reconcile          | Remove
+        TASK_RUNNING killed,always  | TASK_KILLED                  | Remove
+        TASK_RUNNING -              | TASK_FAILED                  | Remove
+        TASK_RUNNING on-failure     | TASK_FINISHED                | Remove
+        TASK_RUNNING on-failure     | TASK_FAILED                  | Restart { restarts: 1 }
+        TASK_RUNNING always,restarts=2 | TASK_FINISHED             | Restart { restarts: 3 }
+        TASK_RUNNING always,restarts=2,stable | TASK_FAILED        | Restart { restarts: 1 }
+        TASK_RUNNING always         | TASK_ERROR                   | Remove
+        TASK_RUNNING always,pinned  | TASK_FAILED                  | Restart { restarts: 1 }
+        TASK_RUNNING always,pinned,node-gone | TASK_FAILED         | DropForGoneNode(AgentId(\"slave2\"))
+        TASK_RUNNING pinned,node-gone | TASK_GONE                 | DropForGoneNode(AgentId(\"slave2\"))
+        TASK_RUNNING pinned,node-gone | TASK_UNREACHABLE          | Progress(Unreachable)
+    ";
+    let now = Instant::now() + Duration::from_secs(1000);
+    let mut failures = Vec::new();
+    for row in table.lines().map(str::trim).filter(|row| !row.is_empty()) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (task_words, update_words, expected) = (
+            cells[0].split_whitespace().collect::<Vec<_>>(),
+            cells[1].split_whitespace().collect::<Vec<_>>(),
+            cells[2],
+        );
+        let flags: Vec<&str> = task_words[1].split(',').collect();
+        let mut requested = spec(&["a", "mem=10"]);
+        requested.restart = flags
+            .iter()
+            .find_map(|flag| RestartPolicy::from_name(flag))
+            .unwrap_or_default();
+        let phase = match task_words[0] {
+            "pending" => Phase::Pending,
+            "launching" => Phase::Launching,
+            name => Phase::Active(
+                TaskState::ALL
+                    .into_iter()
+                    .find(|it| it.as_str() == name)
+                    .unwrap(),
+            ),
+        };
+        let task = Task {
+            spec: requested.clone(),
+            requested,
+            applied: Vec::new(),
+            phase,
+            pinned_agent: flags
+                .contains(&"pinned")
+                .then(|| AgentId("slave2".to_string())),
+            agent_id: Some(AgentId("slave2".to_string())),
+            hostname: None,
+            docker: DockerInfo::default(),
+            created_at: 0,
+            status_message: String::new(),
+            pending_reason: None,
+            kill_requested: flags.contains(&"killed"),
+            kill_sent_at: flags.contains(&"killed").then_some(now),
+            waits_for: None,
+            seq: 0,
+            restarts: flags
+                .iter()
+                .find_map(|flag| flag.strip_prefix("restarts="))
+                .map_or(0, |n| n.parse().unwrap()),
+            backoff: None,
+            not_before: None,
+            running_since: Some(if flags.contains(&"stable") {
+                now - STABLE_RUN
+            } else {
+                now
+            }),
+        };
+        let update = TaskUpdate {
+            task_id: TaskId("a-1".to_string()),
+            state: TaskState::ALL
+                .into_iter()
+                .find(|it| it.as_str() == update_words[0])
+                .unwrap(),
+            reason: match update_words.get(1) {
+                Some(&"reconcile") => StatusReason::Reconciliation,
+                Some(&"invalid") => StatusReason::InvalidOffers,
+                _ => StatusReason::Other,
+            },
+            message: String::new(),
+            agent_id: Some(AgentId("slave2".to_string())),
+            uuid: None,
+            docker: None,
+        };
+        let actual = format!(
+            "{:?}",
+            update_outcome(&update, &task, flags.contains(&"node-gone"), now)
+        );
+        if actual != expected {
+            failures.push(format!("{row}\n    got {actual}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_relaunch_after_a_lost_task_gets_a_new_id_and_keeps_restarts_and_node() {
+    // The old instance "may still be running": when it turns up again it is
+    // a stranger and is killed; the new instance never collides with it.
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        submit mon mem=10 sla=one-per-node name=slave2
+        offer slave2
+        update a TASK_FAILED
+        tick 1
+        offer slave2
+        update a TASK_RUNNING
+        update mon TASK_RUNNING
+        update a TASK_LOST reconcile
+        update mon TASK_GONE reconcile
+        tasks
+        update a-1000000000002 TASK_RUNNING
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > submit mon mem=10 sla=one-per-node name=slave2
+          = submitted mon
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 mon-1000000000001
+        > update a TASK_FAILED
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000002
+        > update a TASK_RUNNING
+        > update mon TASK_RUNNING
+        > update a TASK_LOST reconcile
+        > update mon TASK_GONE reconcile
+        > tasks
+          = a-1001000000000 pending - restarts=1 (relaunching after TASK_LOST: )
+          = mon-1001000000001 pending - nodename=slave2 (relaunching after TASK_GONE: )
+        > update a-1000000000002 TASK_RUNNING
+          KILL a-1000000000002
+        > offer slave2
+          LAUNCH on slave2: mon-1001000000001 a-1001000000000
+        ",
+    );
+}
+
+#[test]
+fn an_unreachable_agent_that_comes_back_never_gives_its_node_two_copies() {
+    // FAILURE, TASK_UNREACHABLE, then the same AgentID offers again (Mesos
+    // keeps the id of an agent that re-registers) and the copy runs again.
+    // Only once the copy ends for good does the node get a fresh one.
+    check(
+        "
+        subscribed
+        submit mon mem=10 sla=one-per-node
+        offer slave2
+        update mon TASK_RUNNING
+        lost slave2
+        update mon TASK_UNREACHABLE
+        tasks
+        offer slave2
+        update mon TASK_RUNNING
+        tasks
+        lost slave2
+        update mon TASK_GONE
+        offer slave2
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit mon mem=10 sla=one-per-node
+          = submitted mon
+        > offer slave2
+          LAUNCH on slave2: mon-1000000000000
+        > update mon TASK_RUNNING
+        > lost slave2
+        > update mon TASK_UNREACHABLE
+        > tasks
+          = mon-1000000000000 TASK_UNREACHABLE slave2 nodename=slave2
+        > offer slave2
+          DECLINE o2 refuse=120
+        > update mon TASK_RUNNING
+        > tasks
+          = mon-1000000000000 TASK_RUNNING slave2 nodename=slave2
+        > lost slave2
+        > update mon TASK_GONE
+        > offer slave2
+          LAUNCH on slave2: mon-1000000000001
+        > tasks
+          = mon-1000000000001 launching slave2 nodename=slave2
+        ",
+    );
+}
+
+#[test]
+fn reconciliation_asks_again_with_backoff_until_every_task_has_answered() {
+    // A master does not answer for tasks on agents that have not
+    // re-registered yet: only those are asked about again, 5 s, 10 s, 20 s
+    // later, until they answer; then the periodic reconcile goes on.
+    check(
+        "
+        subscribed
+        submit a mem=10
+        submit b mem=10
+        submit c mem=10
+        offer slave2
+        update a TASK_RUNNING
+        update b TASK_RUNNING
+        update c TASK_RUNNING
+        disconnected
+        subscribed
+        update a TASK_RUNNING reconcile
+        tick 5
+        update b TASK_RUNNING reconcile
+        tick 5
+        tick 5
+        tick 10
+        update c TASK_RUNNING reconcile
+        tick 20
+        tick 575
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > submit c mem=10
+          = submitted c
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002
+          SUPPRESS
+        > update a TASK_RUNNING
+        > update b TASK_RUNNING
+        > update c TASK_RUNNING
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000 b-1000000000001 c-1000000000002
+          RECONCILE all
+        > update a TASK_RUNNING reconcile
+        > tick 5
+          RECONCILE b-1000000000001 c-1000000000002
+        > update b TASK_RUNNING reconcile
+        > tick 5
+        > tick 5
+          RECONCILE c-1000000000002
+        > tick 10
+        > update c TASK_RUNNING reconcile
+        > tick 20
+        > tick 575
+          RECONCILE a-1000000000000 b-1000000000001 c-1000000000002
+          RECONCILE all
+        ",
+    );
+}
+
+#[test]
+fn stepping_the_wall_clock_back_delays_neither_a_restart_nor_a_reconcile() {
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        offer slave2
+        update a TASK_FAILED
+        wall -3600
+        tick 1
+        offer slave2
+        update a TASK_RUNNING
+        wall -3600
+        tick 600
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > update a TASK_FAILED
+          REVIVE
+        > wall -3600
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000001
+          SUPPRESS
+        > update a TASK_RUNNING
+        > wall -3600
+        > tick 600
+          RECONCILE a-1000000000001
+          RECONCILE all
+        ",
+    );
+}
+
+#[test]
+fn restored_deadlines_start_again_from_the_restore() {
+    // The restart backoff runs again from the first event after the
+    // restore; a kill from before the restart goes out once subscribed.
+    check(
+        "
+        subscribed
+        submit a mem=10 restart=always
+        submit b mem=10
+        offer slave2
+        kill b
+        update a TASK_FAILED
+        tick 1
+        restart
+        subscribed
+        offer slave2
+        tick 1
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 restart=always
+          = submitted a
+        > submit b mem=10
+          = submitted b
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000 b-1000000000001
+          SUPPRESS
+        > kill b
+          KILL b-1000000000001
+          = killing b-1000000000001
+        > update a TASK_FAILED
+          REVIVE
+        > tick 1
+        > restart
+        > subscribed
+          RECONCILE b-1000000000001
+          RECONCILE all
+          KILL b-1000000000001
+          REVIVE
+        > offer slave2
+          DECLINE o2 refuse=5
+        > tick 1
+        > offer slave2
+          LAUNCH on slave2: a-1000000000002
+          SUPPRESS
         ",
     );
 }
