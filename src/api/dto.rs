@@ -300,7 +300,7 @@ struct PortMappingDto {
 
 /// Why a task id cannot be used, if it cannot: it becomes a Mesos TaskID
 /// (with `-<nanoseconds>` appended, spaces removed) and a Redis key part.
-fn bad_id(id: &str) -> Option<&'static str> {
+pub(crate) fn bad_id(id: &str) -> Option<&'static str> {
     if id
         .chars()
         .any(|c| matches!(c, '/' | '\\' | ':') || c.is_control())
