@@ -18,6 +18,20 @@ use crate::scheduler::model::{
 use crate::scheduler::placement::format_number;
 use crate::scheduler::{NodeView, ReshuffleStep, TaskView};
 
+/// The smallest cpus a task may ask for: Mesos keeps three decimals of a
+/// scalar, so less would launch as 0 cpus.
+pub const MIN_CPUS: f64 = 0.001;
+
+/// The most cpus a task may ask for; more cannot exist on any lab node and
+/// would wait for ever.
+pub const MAX_CPUS: f64 = 1_000_000.0;
+
+/// The most memory a task may ask for, in MB (16 TiB).
+pub const MAX_MEM_MB: u64 = 16 * 1024 * 1024;
+
+const MEM_EXPECTED: &str = "a whole number of MB from 1 to 16777216";
+const CPUS_EXPECTED: &str = "a number of cpus from 0.001 to 1000000";
+
 /// The task object of contract §1.2 (`GET /client/task`, `charmander:tasks:*`).
 pub fn task_json(task: &TaskView) -> String {
     to_json(&TaskDto::from(task))
@@ -57,16 +71,18 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
     let docker_image = fields.required_name("dockerimage")?;
     let mem_mb = match fields.get("mem") {
         None => return Err(missing("mem")),
-        Some(value) => positive_whole(value)
-            .ok_or_else(|| bad_value(value, "mem", "a positive whole number of MB"))?,
+        Some(value) => whole(value)
+            .filter(|mem| (1..=MAX_MEM_MB).contains(mem))
+            .ok_or_else(|| bad_value(value, "mem", MEM_EXPECTED))?,
     };
     let cpus = match fields.get("cpus") {
         None => None,
         // The original read 0 as "not given" and launched with the default.
         Some(value) if zero(value) => None,
         Some(value) => Some(
-            positive_number(value)
-                .ok_or_else(|| bad_value(value, "cpus", "a positive number of cpus"))?,
+            number(value)
+                .filter(|cpus| (MIN_CPUS..=MAX_CPUS).contains(cpus))
+                .ok_or_else(|| bad_value(value, "cpus", CPUS_EXPECTED))?,
         ),
     };
     let sla = match fields.string("sla")?.as_deref().unwrap_or("") {
@@ -284,7 +300,7 @@ struct PortMappingDto {
 
 /// Why a task id cannot be used, if it cannot: it becomes a Mesos TaskID
 /// (with `-<nanoseconds>` appended, spaces removed) and a Redis key part.
-fn bad_id(id: &str) -> Option<&'static str> {
+pub(crate) fn bad_id(id: &str) -> Option<&'static str> {
     if id
         .chars()
         .any(|c| matches!(c, '/' | '\\' | ':') || c.is_control())
@@ -775,11 +791,7 @@ fn whole(value: &Value) -> Option<u64> {
     }
 }
 
-fn positive_whole(value: &Value) -> Option<u64> {
-    whole(value).filter(|number| *number > 0)
-}
-
-/// A finite positive number, quoted ("0.5") or bare (0.5).
+/// 0 or "0": the original's "not given".
 fn zero(value: &Value) -> bool {
     match value {
         Value::Number(number) => number.as_f64() == Some(0.0),
@@ -788,13 +800,14 @@ fn zero(value: &Value) -> bool {
     }
 }
 
-fn positive_number(value: &Value) -> Option<f64> {
+/// A finite number, quoted ("0.5") or bare (0.5).
+fn number(value: &Value) -> Option<f64> {
     let number = match value {
         Value::Number(number) => number.as_f64()?,
         Value::String(text) => text.trim().parse().ok()?,
         _ => return None,
     };
-    (number.is_finite() && number > 0.0).then_some(number)
+    number.is_finite().then_some(number)
 }
 
 fn missing(name: &str) -> String {
@@ -1054,16 +1067,18 @@ mod tests {
         ] {
             check_err(
                 &format!(r#"{{"id":"web","dockerimage":"nginx","mem":{mem}}}"#),
-                &format!(r#"bad value {shown} for "mem": expected a positive whole number of MB"#),
+                &format!(
+                    r#"bad value {shown} for "mem": expected a whole number of MB from 1 to 16777216"#
+                ),
             );
         }
         check_err(
             &with(r#""cpus":"lots""#),
-            r#"bad value "lots" for "cpus": expected a positive number of cpus"#,
+            r#"bad value "lots" for "cpus": expected a number of cpus from 0.001 to 1000000"#,
         );
         check_err(
             &with(r#""cpus":-1"#),
-            r#"bad value -1 for "cpus": expected a positive number of cpus"#,
+            r#"bad value -1 for "cpus": expected a number of cpus from 0.001 to 1000000"#,
         );
         // 0 means "not given", as in the original (the launch uses the default);
         // field names match in any case, as Go's decoder did.
@@ -1073,9 +1088,42 @@ mod tests {
         ] {
             check_ok(body, spec("web", "nginx", 64));
         }
+        // See: issue 9, B12. Less than Mesos' three decimals launched as 0
+        // cpus; absurd sizes were accepted and waited for ever.
+        for (field, value) in [
+            ("cpus", "0.0009"),
+            ("cpus", r#""0.0001""#),
+            ("cpus", r#""1e308""#),
+            ("cpus", "1000000.5"),
+            ("mem", "18446744073709551615"),
+            ("mem", r#""16777217""#),
+        ] {
+            let expected = if field == "cpus" {
+                CPUS_EXPECTED
+            } else {
+                MEM_EXPECTED
+            };
+            let body =
+                format!(r#"{{"id":"web","dockerimage":"nginx","mem":"64","{field}":{value}}}"#);
+            check_err(
+                &body,
+                &format!("bad value {value} for {field:?}: expected {expected}"),
+            );
+        }
+        check_ok(
+            &with(r#""cpus":"0.001""#),
+            TaskSpec {
+                cpus: Some(0.001),
+                ..spec("web", "nginx", 64)
+            },
+        );
+        check_ok(
+            r#"{"id":"web","dockerimage":"nginx","mem":16777216}"#,
+            spec("web", "nginx", 16_777_216),
+        );
         check_err(
             &with(r#""cpus":"inf""#),
-            r#"bad value "inf" for "cpus": expected a positive number of cpus"#,
+            r#"bad value "inf" for "cpus": expected a number of cpus from 0.001 to 1000000"#,
         );
         check_err(
             &with(r#""sla":"x""#),

@@ -30,12 +30,18 @@ pub const TTL_SECONDS: &str = "30";
 /// How long the bridge waits for the state thread's answer.
 pub const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keys asked for per SCAN step, and the most steps in one cycle.
+/// Keys asked for per SCAN step, and the most steps in one cycle. A SCAN
+/// pass that needs more goes on from its cursor in the next cycle.
 pub const SCAN_COUNT: &str = "1000";
 pub const MAX_SCAN_STEPS: usize = 1000;
 
-/// Keys per MGET.
-const MGET_BATCH: usize = 1000;
+/// Keys read per pipeline.
+const READ_BATCH: usize = 1000;
+
+/// An intelligence value this long or longer is not read (they are numbers
+/// and node names); the key is skipped, so one huge value cannot stop the
+/// rest from syncing.
+pub const MAX_VALUE_BYTES: usize = 4096;
 
 /// Reconnect backoff floor; the ceiling is the cycle interval.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -122,6 +128,10 @@ struct Worker {
     reported: BTreeSet<(String, String)>,
     outage: Option<String>,
     backoff: Backoff,
+    /// Where the SCAN pass goes on ("0": a new pass), and the keys it has
+    /// seen so far.
+    scan_cursor: String,
+    scan_seen: BTreeSet<String>,
 }
 
 impl Worker {
@@ -136,6 +146,8 @@ impl Worker {
             reported: BTreeSet::new(),
             outage: None,
             backoff,
+            scan_cursor: "0".to_string(),
+            scan_seen: BTreeSet::new(),
         }
     }
 
@@ -174,6 +186,8 @@ impl Worker {
         if self.connection.is_none() {
             self.connection = Some(Connection::connect(&self.config.addr)?);
             self.base = None;
+            self.scan_cursor = "0".to_string();
+            self.scan_seen.clear();
         }
         let snapshot = match self.ask(ApiRequest::Snapshot)? {
             ApiReply::Snapshot(snapshot) => snapshot,
@@ -184,14 +198,13 @@ impl Worker {
             }
         };
         self.publish(&snapshot)?;
-        let redis_now = self.read_intelligence()?;
+        let observed = self.read_intelligence()?;
         let empty = BTreeMap::new();
-        let plan = sync::plan(
-            self.base.as_ref().unwrap_or(&empty),
-            &redis_now,
-            &snapshot.intelligence,
-            &self.rejected,
-        );
+        let base = self.base.as_ref().unwrap_or(&empty);
+        let redis_now = sync::redis_view(base, &observed);
+        let mut plan = sync::plan(base, &redis_now, &snapshot.intelligence, &self.rejected);
+        plan.redis_set
+            .retain(|(key, _)| sync::may_write(key, base, &observed));
         for key in &plan.malformed {
             self.report_once(
                 key,
@@ -257,12 +270,16 @@ impl Worker {
         self.run(&commands)
     }
 
-    /// Every intelligence key and its value (SCAN, then MGET in batches).
-    fn read_intelligence(&mut self) -> Result<BTreeMap<String, String>, Failure> {
+    /// Continues the SCAN pass for at most `MAX_SCAN_STEPS` steps and reads
+    /// the keys it found (GETRANGE, at most `MAX_VALUE_BYTES` each, in
+    /// batches). A pass may span cycles; a key that cannot be read is skipped
+    /// and logged once, and the rest still sync.
+    fn read_intelligence(&mut self) -> Result<sync::Observed, Failure> {
         let pattern = format!("{}*", sync::INTELLIGENCE_PREFIX);
+        let fresh_pass = self.scan_cursor == "0";
         let mut keys = BTreeSet::new();
-        let mut cursor = "0".to_string();
         for _ in 0..MAX_SCAN_STEPS {
+            let cursor = self.scan_cursor.clone();
             let reply = self.connection()?.command(&[
                 b"SCAN",
                 cursor.as_bytes(),
@@ -284,37 +301,61 @@ impl Worker {
                     keys.insert(String::from_utf8_lossy(key).into_owned());
                 }
             }
-            cursor = String::from_utf8_lossy(next).into_owned();
-            if cursor == "0" {
+            self.scan_cursor = String::from_utf8_lossy(next).into_owned();
+            if self.scan_cursor == "0" {
                 break;
             }
         }
+        self.scan_seen.extend(keys.iter().cloned());
+        let pass = (self.scan_cursor == "0").then(|| std::mem::take(&mut self.scan_seen));
+        let mut observed = sync::Observed {
+            whole: fresh_pass && pass.is_some(),
+            pass,
+            ..sync::Observed::default()
+        };
         let keys: Vec<String> = keys.into_iter().collect();
-        let mut values = BTreeMap::new();
-        for batch in keys.chunks(MGET_BATCH) {
-            let mut command = vec![b"MGET".to_vec()];
-            command.extend(batch.iter().map(|key| key.as_bytes().to_vec()));
-            let replies = self.run_one(command)?;
-            let Reply::Array(items) = replies else {
-                return Err(Failure::Redis(format!("MGET answered {replies:?}")));
-            };
-            // Nil: deleted since SCAN, or not a string key.
-            for (key, item) in batch.iter().zip(items) {
-                if let Reply::Bulk(bytes) = item {
-                    match String::from_utf8(bytes) {
+        let last_byte = (MAX_VALUE_BYTES - 1).to_string();
+        for batch in keys.chunks(READ_BATCH) {
+            let commands: Vec<Vec<Vec<u8>>> = batch
+                .iter()
+                .map(|key| args(&["GETRANGE", key, "0", &last_byte]))
+                .collect();
+            let replies = self.connection()?.pipeline(&commands)?;
+            for (key, reply) in batch.iter().zip(replies) {
+                match reply {
+                    Reply::Bulk(bytes) if bytes.len() >= MAX_VALUE_BYTES => self.report_once(
+                        key,
+                        "",
+                        &format!(
+                            "ignoring a task-intelligence value of {MAX_VALUE_BYTES} bytes or more"
+                        ),
+                    ),
+                    Reply::Bulk(bytes) => match String::from_utf8(bytes) {
                         Ok(value) => {
-                            values.insert(key.clone(), value.trim().to_string());
+                            // An empty value is a key deleted since the SCAN.
+                            let value = value.trim();
+                            if !value.is_empty() {
+                                observed.values.insert(key.clone(), value.to_string());
+                            }
+                            observed.read.insert(key.clone());
                         }
                         Err(_) => self.report_once(
                             key,
                             "",
                             "ignoring a task-intelligence value that is not UTF-8",
                         ),
-                    }
+                    },
+                    // WRONGTYPE: not a string key.
+                    Reply::Error(message) => self.report_once(
+                        key,
+                        "",
+                        &format!("ignoring a task-intelligence key redis cannot read: {message}"),
+                    ),
+                    other => return Err(Failure::Redis(format!("GETRANGE answered {other:?}"))),
                 }
             }
         }
-        Ok(values)
+        Ok(observed)
     }
 
     fn apply_to_table(&mut self, changes: &[sync::Change]) -> Result<(), Failure> {
@@ -392,17 +433,6 @@ impl Worker {
             }
         }
         Ok(())
-    }
-
-    fn run_one(&mut self, command: Vec<Vec<u8>>) -> Result<Reply, Failure> {
-        let mut replies = self.connection()?.pipeline(&[command])?;
-        match replies.pop() {
-            Some(Reply::Error(message)) => Err(Failure::Redis(format!(
-                "redis refused a command: {message}"
-            ))),
-            Some(reply) => Ok(reply),
-            None => Err(Failure::Redis("no reply".to_string())),
-        }
     }
 }
 

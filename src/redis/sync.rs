@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::api::dto::bad_id;
 use crate::scheduler::intelligence::{Source, Table};
 
 /// The key prefix the analytics write (contract §1.3).
@@ -33,14 +34,65 @@ pub struct Plan {
     pub malformed: Vec<String>,
 }
 
-/// Splits a Redis key into (task, attribute).
+/// Splits a Redis key into (task, attribute). The task name must be a
+/// valid task id, exactly as a REST submit requires.
 pub fn parse_key(key: &str) -> Option<(&str, &str)> {
     let suffix = key.strip_prefix(INTELLIGENCE_PREFIX)?;
     let (task, attribute) = suffix.split_once(':')?;
-    if task.is_empty() || attribute.is_empty() || attribute.contains(':') {
+    if task.is_empty()
+        || attribute.is_empty()
+        || attribute.contains(':')
+        || bad_id(task).is_some()
+        || attribute.chars().any(char::is_control)
+    {
         return None;
     }
     Some((task, attribute))
+}
+
+/// What one cycle read of the intelligence keys in Redis.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Keys read this cycle with a non-empty value.
+    pub values: BTreeMap<String, String>,
+    /// Every key read this cycle, with a value or found gone. A key that
+    /// could not be read (too large, not a string, not UTF-8) is not here.
+    pub read: BTreeSet<String>,
+    /// When a SCAN pass ended this cycle: every key that pass saw.
+    pub pass: Option<BTreeSet<String>>,
+    /// The pass that ended this cycle also began in it, so `read` covers
+    /// everything Redis holds.
+    pub whole: bool,
+}
+
+/// What Redis holds as far as the bridge may conclude: the values read this
+/// cycle, and for every other key of `base` its base value (not reached by
+/// the scan yet, or unreadable: unchanged), unless a finished pass showed it
+/// gone. A scan that did not finish never reads as a deletion.
+pub fn redis_view(
+    base: &BTreeMap<String, String>,
+    observed: &Observed,
+) -> BTreeMap<String, String> {
+    let mut view = observed.values.clone();
+    for (key, value) in base {
+        if observed.read.contains(key) {
+            continue;
+        }
+        let gone = observed
+            .pass
+            .as_ref()
+            .is_some_and(|seen| !seen.contains(key));
+        if !gone {
+            view.insert(key.clone(), value.clone());
+        }
+    }
+    view
+}
+
+/// Whether the bridge may write `key` (a REST entry) to Redis: only when it
+/// knows what Redis holds there, so an unread newer value is never replaced.
+pub fn may_write(key: &str, base: &BTreeMap<String, String>, observed: &Observed) -> bool {
+    observed.whole || observed.read.contains(key) || base.contains_key(key)
 }
 
 pub fn key_for(task: &str, attribute: &str) -> String {
@@ -248,6 +300,110 @@ mod tests {
         assert_eq!(
             parse_key("charmander:task-intelligence:lookbusy200:mem"),
             Some(("lookbusy200", "mem"))
+        );
+    }
+
+    /// `redis_view` and `may_write` over keys named by a letter: `base` and
+    /// `read` as `key=value` lists (`key=` read and found gone), `pass` the
+    /// keys a finished SCAN pass saw (`None`: the pass goes on).
+    #[track_caller]
+    fn check_view(
+        base: &[(&str, &str)],
+        read: &[(&str, &str)],
+        pass: Option<&[&str]>,
+        whole: bool,
+        expected_view: &[(&str, &str)],
+        writable: &[&str],
+    ) {
+        let owned = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
+        };
+        let base = owned(base);
+        let observed = Observed {
+            values: owned(read)
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .collect(),
+            read: read.iter().map(|(key, _)| key.to_string()).collect(),
+            pass: pass.map(|keys| keys.iter().map(|key| key.to_string()).collect()),
+            whole,
+        };
+        assert_eq!(redis_view(&base, &observed), owned(expected_view));
+        let can_write: Vec<&str> = ["a", "b", "c", "d"]
+            .into_iter()
+            .filter(|key| may_write(key, &base, &observed))
+            .collect();
+        assert_eq!(can_write, writable);
+    }
+
+    // See: issue 9, B6. A SCAN cut short read as "every key not reached was
+    // deleted" and cleared learned intelligence.
+    #[test]
+    fn a_scan_that_did_not_finish_clears_nothing() {
+        // Mid-pass: only `a` was reached; `b` and `c` keep their values.
+        check_view(
+            &[("a", "1"), ("b", "2"), ("c", "3")],
+            &[("a", "9")],
+            None,
+            false,
+            &[("a", "9"), ("b", "2"), ("c", "3")],
+            &["a", "b", "c"],
+        );
+        // The pass ended: `c` was not seen in it, so it is gone; `b` was seen
+        // in an earlier cycle of the pass and keeps its value.
+        check_view(
+            &[("a", "1"), ("b", "2"), ("c", "3")],
+            &[("a", "1")],
+            Some(&["a", "b"]),
+            false,
+            &[("a", "1"), ("b", "2")],
+            &["a", "b", "c"],
+        );
+        // A key read and found gone is gone, pass or not.
+        check_view(&[("a", "1")], &[("a", "")], None, false, &[], &["a"]);
+        // A whole pass in one cycle: what it did not read is not in Redis,
+        // so a REST entry may be written anywhere.
+        check_view(
+            &[],
+            &[("a", "1")],
+            Some(&["a"]),
+            true,
+            &[("a", "1")],
+            &["a", "b", "c", "d"],
+        );
+    }
+
+    // See: issue 9, B9. A key that cannot be read (too large, not a string)
+    // is not in `read`: it keeps its last value instead of failing the cycle.
+    #[test]
+    fn an_unreadable_key_keeps_its_last_value() {
+        check_view(
+            &[("a", "1"), ("b", "2")],
+            &[("b", "5")],
+            Some(&["a", "b"]),
+            true,
+            &[("a", "1"), ("b", "5")],
+            &["a", "b", "c", "d"],
+        );
+    }
+
+    #[test]
+    fn task_names_from_redis_are_valid_task_ids() {
+        for bad in [
+            "charmander:task-intelligence:a/b:mem",
+            "charmander:task-intelligence:a\\b:mem",
+            "charmander:task-intelligence:..:mem",
+            "charmander:task-intelligence:a\u{7}b:mem",
+            "charmander:task-intelligence:ok:m\u{0}em",
+        ] {
+            assert_eq!(parse_key(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_key("charmander:task-intelligence:a b:mem"),
+            Some(("a b", "mem"))
         );
     }
 }

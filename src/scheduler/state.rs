@@ -369,19 +369,34 @@ impl State {
     }
 
     fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
-        let matched: Vec<TaskId> = self
+        let mut matched: Vec<TaskId> = self
             .tasks
             .range(TaskId(prefix.to_string())..)
             .map(|(id, _)| id)
             .take_while(|id| id.0.starts_with(prefix))
             .cloned()
             .collect();
+        // Internal ids drop spaces, so a prefix with a space can only be a
+        // user id: match it there (issue 9, B11).
+        let by_user_id = prefix.contains(' ');
+        if by_user_id {
+            matched.extend(
+                self.instances
+                    .range(prefix.to_string()..)
+                    .take_while(|(user_id, _)| user_id.starts_with(prefix))
+                    .flat_map(|(_, live)| live.iter().cloned()),
+            );
+            matched.sort();
+            matched.dedup();
+        }
         // A prefix that covers a service's id covers all of its copies,
         // present and future: the service ends with them.
         let services: Vec<String> = self
             .services
             .keys()
-            .filter(|id| internal_prefix(id).starts_with(prefix))
+            .filter(|id| {
+                internal_prefix(id).starts_with(prefix) || (by_user_id && id.starts_with(prefix))
+            })
             .cloned()
             .collect();
         if matched.is_empty() && services.is_empty() {

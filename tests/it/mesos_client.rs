@@ -521,6 +521,7 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
         tasks: vec![Launch {
             task_id: task_id.clone(),
             spec: docker_task("probe"),
+            resources: Vec::new(),
         }],
         refuse_seconds: 5.0,
     });

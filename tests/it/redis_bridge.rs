@@ -29,6 +29,9 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG POPULATE fills a test server with junk keys fast.
+                "--enable-debug-command",
+                "yes",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -317,4 +320,72 @@ fn redis_going_away_and_coming_back_never_stops_the_scheduler() {
         "{:?}",
         keys(&redis, "*")
     );
+}
+
+fn intelligence_table(lab: &Lab) -> Value {
+    let (status, table) = lab.get("/client/intelligence");
+    assert_eq!(status, 200, "{table}");
+    table
+}
+
+// See: issue 9, B6. SCAN stopped after MAX_SCAN_STEPS and every key it had
+// not reached read as deleted: learned entries were cleared, and keys past
+// the budget were never learned.
+#[test]
+fn a_scan_longer_than_one_cycle_learns_every_key_and_clears_none() {
+    let redis = RedisServer::start();
+    // More keys than one cycle's SCAN budget (MAX_SCAN_STEPS × SCAN_COUNT) visits.
+    redis.command(&["DEBUG", "POPULATE", "1200000", "junk"]);
+    let learned: Vec<String> = (0..20).map(|n| format!("learned{n}")).collect();
+    for task in &learned {
+        redis.command(&[
+            "SET",
+            &format!("charmander:task-intelligence:{task}:cpus"),
+            "0.5",
+        ]);
+    }
+    let lab = lab_with(&redis);
+    let mut table = Value::Null;
+    let all_learned = wait_until(DEADLINE, || {
+        table = intelligence_table(&lab);
+        learned.iter().all(|task| table.get(task).is_some())
+    });
+    assert!(all_learned, "{table}");
+    // A deletion is concluded only when a SCAN pass ends, so once it shows,
+    // a whole pass has run after everything was learned.
+    redis.command(&["DEL", "charmander:task-intelligence:learned19:cpus"]);
+    assert!(wait_until(DEADLINE, || intelligence_table(&lab)
+        .get("learned19")
+        .is_none()));
+    let table = intelligence_table(&lab);
+    for task in &learned[..19] {
+        assert!(table.get(task).is_some(), "{task} was cleared: {table}");
+    }
+}
+
+// See: issue 9, B9. One value over the reader's bulk limit failed every
+// cycle, so nothing else was learned until it was deleted.
+#[test]
+fn an_oversized_or_unreadable_value_is_skipped_and_the_rest_still_sync() {
+    let redis = RedisServer::start();
+    let huge = "1".repeat(2 * 1024 * 1024);
+    redis.command(&["SET", "charmander:task-intelligence:huge:mem", &huge]);
+    redis.command(&["LPUSH", "charmander:task-intelligence:listed:mem", "1"]);
+    redis.command(&["SET", "charmander:task-intelligence:a/b:mem", "100000000"]);
+    redis.command(&["SET", "charmander:task-intelligence:small:cpus", "0.5"]);
+    let lab = lab_with(&redis);
+    assert!(
+        wait_until(DEADLINE, || intelligence_table(&lab).get("small").is_some()),
+        "{}",
+        intelligence_table(&lab)
+    );
+    let table = intelligence_table(&lab);
+    for skipped in ["huge", "listed", "a/b"] {
+        assert!(table.get(skipped).is_none(), "{skipped}: {table}");
+    }
+    // And the bridge keeps cycling: a later key is learned too.
+    redis.command(&["SET", "charmander:task-intelligence:later:cpus", "1"]);
+    assert!(wait_until(DEADLINE, || intelligence_table(&lab)
+        .get("later")
+        .is_some()));
 }

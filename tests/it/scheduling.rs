@@ -471,3 +471,43 @@ fn reshuffle_applies_intelligence_and_moves_a_task_to_its_pinned_node() {
     });
     assert_eq!(on_master, 1);
 }
+
+// See: issue 9, B11. Internal ids drop spaces, so `DELETE /client/task/a%20b`
+// found nothing, and `ab` could not tell the two tasks apart by user id.
+#[test]
+fn a_task_with_spaces_is_killed_by_its_user_id_or_its_internal_id() {
+    let lab = Lab::start();
+    for id in ["a b", "ab", "c d"] {
+        let body = json!({"id": id, "dockerimage": "stress", "mem": "10"}).to_string();
+        assert_eq!(lab.post("/client/task", &body).0, 202);
+    }
+    lab.wait_running("a b", 1);
+    lab.wait_running("ab", 1);
+    let c_d = lab.wait_running("c d", 1);
+
+    let (status, reply) = lab.delete("/client/task/a%20b");
+    assert_eq!(status, 200, "{reply}");
+    let killed: Vec<&str> = reply["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|task| task["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(killed, ["a b"], "{reply}");
+    assert!(wait_until(DEADLINE, || lab.tasks_named("a b").is_empty()));
+    assert_eq!(lab.tasks_named("ab").len(), 1);
+
+    // The exact internal id works too, whatever the user id looked like.
+    let internal = c_d[0]["InternalID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(internal.starts_with("cd-"), "{internal}");
+    let (status, reply) = lab.delete(&format!("/client/task/{internal}"));
+    assert_eq!(status, 200, "{reply}");
+    assert!(wait_until(DEADLINE, || lab.tasks_named("c d").is_empty()));
+    assert_eq!(lab.tasks_named("ab").len(), 1);
+}

@@ -259,3 +259,108 @@ fn mesos_basic_auth_gets_us_in_and_a_wrong_secret_does_not() {
     assert!(running, "{}", state());
     right.shutdown();
 }
+
+/// A child process killed (SIGKILL) on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// See: issue 9, B8. At trace level ureq_proto dumped every request's bytes,
+// the Basic header (base64 of principal:secret) included.
+#[test]
+fn no_log_level_prints_the_mesos_secret() {
+    let master = authenticating_master();
+    let dir = std::env::temp_dir().join(format!("charmander-it-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "pa55\n").expect("secret written");
+    let log_path = dir.join("log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let api = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let scheduler = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_charmander-scheduler"))
+            .args(["--master", &master.addr().to_string(), "--listen", &api])
+            .args(["--principal", "lab", "--secret-file"])
+            .arg(&secret_file)
+            .args(["--state-dir"])
+            .arg(dir.join("state"))
+            .args(["--log-level", "trace"])
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("scheduler spawns"),
+    );
+    let http = crate::support::http_agent();
+    let up = crate::support::wait_until(crate::support::DEADLINE, || {
+        http.get(format!("http://{api}/admin/ping")).call().is_ok()
+    });
+    assert!(up, "scheduler at {api} did not start");
+    // Subscribed, launched and acknowledged: SUBSCRIBE and calls all went out.
+    crate::support::submit(&http, &api, STRESS60);
+    let acknowledged = crate::support::wait_until(crate::support::DEADLINE, || {
+        crate::support::request(
+            &http,
+            "GET",
+            &format!("http://{}/sim/state", master.addr()),
+            None,
+        )
+        .1["calls"]["ACKNOWLEDGE"]
+            .as_u64()
+            >= Some(2)
+    });
+    assert!(acknowledged, "the task never ran");
+    drop(scheduler);
+    let written = std::fs::read_to_string(&log_path).expect("log read");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        written.contains("TRACE"),
+        "trace logging was not on:\n{written}"
+    );
+    let header = charmander::base64::encode(b"lab:pa55");
+    // Wire dumps split a header over rows of 16 bytes: search the bytes too.
+    let dumped = String::from_utf8_lossy(&hex_dumped_bytes(&written)).into_owned();
+    for leak in ["pa55", header.as_str()] {
+        let line = written.lines().find(|line| line.contains(leak));
+        assert_eq!(line, None, "the log shows {leak:?}");
+        assert!(
+            !dumped.contains(leak),
+            "a wire dump in the log shows {leak:?}"
+        );
+    }
+}
+
+/// The bytes of every hex-dump row in a log (`… ] 504f 5354 …  POST./a`):
+/// up to eight groups of four hex digits, `--` for padding.
+fn hex_dumped_bytes(log: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in log.lines() {
+        let Some((_, row)) = line.split_once("] ") else {
+            continue;
+        };
+        let groups: Vec<&str> = row.split(' ').take(8).collect();
+        let is_dump = groups.len() == 8
+            && groups.iter().all(|group| {
+                group.len() == 4 && group.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+            });
+        if !is_dump {
+            continue;
+        }
+        for group in groups {
+            for pair in [&group[..2], &group[2..]] {
+                if let Ok(byte) = u8::from_str_radix(pair, 16) {
+                    bytes.push(byte);
+                }
+            }
+        }
+    }
+    bytes
+}
