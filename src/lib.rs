@@ -32,12 +32,8 @@ use crate::scheduler::{
 /// Logs to stderr with timestamps and thread names; RUST_LOG overrides the
 /// level. A panic is logged before the process ends. For both binaries.
 pub fn init_logging(level: log::LevelFilter) {
-    // ureq_proto dumps every request's bytes at trace level, the
-    // Authorization header with the Mesos secret included: it never gets
-    // past debug (ureq's own debug lines redact that header).
     let logger = simple_logger::SimpleLogger::new()
         .with_level(level)
-        .with_module_level("ureq_proto", level.min(log::LevelFilter::Debug))
         .with_threads(true)
         .env();
     if let Err(error) = logger.init() {

@@ -480,19 +480,27 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
         state["frameworks"][0]["id"], framework,
         "resubscribed with the same framework id"
     );
-    // The plain task is relaunched under its own id; the agents came back
-    // with new ids (a restarted cluster), so each gets a fresh cadvisor copy.
+    // The plain task is relaunched once, under a new TaskID with its own
+    // prefix: the master answered TASK_UNKNOWN, and such a task "may still be
+    // running", so its old id must not be reused (issue 8, finding 3). The
+    // agents came back with new ids (a restarted cluster), so each gets a
+    // fresh cadvisor copy.
     let after: Vec<String> = summary(&tasks(&api))
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let stress: Vec<&String> = before
+    let stress_before: Vec<&String> = before
         .iter()
         .filter(|id| id.starts_with("stress60-"))
         .collect();
+    let stress_after: Vec<&String> = after
+        .iter()
+        .filter(|id| id.starts_with("stress60-"))
+        .collect();
+    assert_eq!(stress_after.len(), 1, "{after:?}");
     assert!(
-        stress.iter().all(|id| after.contains(id)),
-        "{after:?} lacks {stress:?}"
+        !stress_before.contains(&stress_after[0]),
+        "{stress_after:?} reuses an id of {stress_before:?}"
     );
     let cadvisor = tasks(&api)
         .into_iter()
