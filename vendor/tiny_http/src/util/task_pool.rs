@@ -69,11 +69,15 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
-        } else {
+        // A waiting thread that was already notified for an earlier queued task
+        // still counts in `waiting_tasks` until it takes that task, so queue only
+        // while there are more waiting threads than queued tasks: otherwise a
+        // burst of tasks is queued with no thread left to run them.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) > queue.len() {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
+        } else {
+            self.add_thread(Some(code));
         }
     }
 
