@@ -5,6 +5,7 @@ use std::os::unix::net as unix_net;
 use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     path::PathBuf,
+    time::Duration,
 };
 
 /// Unified listener. Either a [`TcpListener`] or [`std::os::unix::net::UnixListener`]
@@ -60,6 +61,53 @@ impl std::io::Read for Connection {
         }
     }
 }
+// Reading and writing through a shared reference lets the read and write
+// halves of a connection share one socket (one file descriptor) instead of a
+// `try_clone`d one, which costs a descriptor and can fail (EMFILE).
+impl std::io::Read for &Connection {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.read(buf)
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.read(buf)
+            }
+        }
+    }
+}
+impl std::io::Write for &Connection {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.write(buf)
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.write(buf)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match *self {
+            Connection::Tcp(s) => {
+                let mut s: &TcpStream = s;
+                s.flush()
+            }
+            #[cfg(unix)]
+            Connection::Unix(s) => {
+                let mut s: &unix_net::UnixStream = s;
+                s.flush()
+            }
+        }
+    }
+}
 impl std::io::Write for Connection {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
@@ -79,7 +127,7 @@ impl std::io::Write for Connection {
 }
 impl Connection {
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
+    pub(crate) fn peer_addr(&self) -> std::io::Result<Option<SocketAddr>> {
         match self {
             Self::Tcp(s) => s.peer_addr().map(Some),
             #[cfg(unix)]
@@ -95,11 +143,12 @@ impl Connection {
         }
     }
 
-    pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
+    /// Sets how long one read may wait for data (`None`: for ever).
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
         match self {
-            Self::Tcp(s) => s.try_clone().map(Self::from),
+            Self::Tcp(s) => s.set_read_timeout(timeout),
             #[cfg(unix)]
-            Self::Unix(s) => s.try_clone().map(Self::from),
+            Self::Unix(s) => s.set_read_timeout(timeout),
         }
     }
 }

@@ -180,6 +180,75 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// Bounds that keep slow, idle, oversized or broken clients from holding a
+/// server's threads and memory, and the accept loop's answer to errors.
+///
+/// `Limits::default()` is what `Server::http`, `Server::new` and
+/// `Server::from_listener` use; `Server::new_with_limits` and
+/// `Server::from_listener_with_limits` take others. Change a field of the
+/// default: the struct may gain fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// How long a request may take to arrive once it has started: its request
+    /// line and headers must all arrive within this time of their first byte
+    /// (408 and close otherwise), and each read of its body, by the handler or
+    /// by the drain of an unread body, waits at most this long for data.
+    /// Sets `SO_RCVTIMEO` on every accepted socket. `None` waits for ever.
+    pub read_timeout: Option<Duration>,
+
+    /// How long a connection may stay open with no request started, on
+    /// arrival and between keep-alive requests; then it is closed without an
+    /// answer. `None` waits for ever. (TLS connections use `read_timeout`.)
+    pub idle_timeout: Option<Duration>,
+
+    /// Most bytes of a request head: request line and header lines with their
+    /// CRLFs. Past it the request is answered 414 URI Too Long (request line)
+    /// or 431 Request Header Fields Too Large (headers) and the connection closes.
+    pub max_header_bytes: usize,
+
+    /// Most header fields in a request; past it, 431 and close.
+    pub max_headers: usize,
+
+    /// Most bytes of an unread request body that are read and thrown away when
+    /// the request is dropped, so that the connection can serve its next
+    /// request. With more left (or after `read_timeout` spent draining), the
+    /// connection is closed instead.
+    pub max_drain_bytes: usize,
+
+    /// How long the accept loop pauses after `accept()` fails (for instance
+    /// EMFILE when out of file descriptors) before it tries again.
+    pub accept_error_backoff: Duration,
+}
+
+impl Limits {
+    /// Default `read_timeout`.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `idle_timeout`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_header_bytes`.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+    /// Default `max_headers`.
+    pub const DEFAULT_MAX_HEADERS: usize = 100;
+    /// Default `max_drain_bytes`.
+    pub const DEFAULT_MAX_DRAIN_BYTES: usize = 64 * 1024;
+    /// Default `accept_error_backoff`.
+    pub const DEFAULT_ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            read_timeout: Some(Limits::DEFAULT_READ_TIMEOUT),
+            idle_timeout: Some(Limits::DEFAULT_IDLE_TIMEOUT),
+            max_header_bytes: Limits::DEFAULT_MAX_HEADER_BYTES,
+            max_headers: Limits::DEFAULT_MAX_HEADERS,
+            max_drain_bytes: Limits::DEFAULT_MAX_DRAIN_BYTES,
+            accept_error_backoff: Limits::DEFAULT_ACCEPT_ERROR_BACKOFF,
+        }
+    }
+}
+
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -232,8 +301,16 @@ impl Server {
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::new_with_limits(config, Limits::default())
+    }
+
+    /// Same as `new()`, within the given limits.
+    pub fn new_with_limits(
+        config: ServerConfig,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener_with_limits(listener, config.ssl, limits)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -243,6 +320,15 @@ impl Server {
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// Same as `from_listener()`, within the given limits.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
@@ -295,6 +381,12 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        // Covers the request line, headers and body alike; a
+                        // connection whose socket cannot take it is not served.
+                        if let Err(err) = sock.set_read_timeout(limits.read_timeout) {
+                            log::warn!("Dropping a new client, no read timeout: {}", err);
+                            continue;
+                        }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -312,7 +404,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        ClientConnection::new(write_closable, read_closable, limits.clone())
                     }
                     Err(e) => Err(e),
                 };
@@ -339,10 +431,18 @@ impl Server {
                         }));
                     }
 
+                    // Out of file descriptors (EMFILE, ENFILE) or memory, a
+                    // connection aborted before it was accepted (ECONNABORTED),
+                    // a client gone before its address was read: none of these
+                    // should end the server. Pause, so that a lasting error
+                    // does not spin, and accept again.
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        log::error!(
+                            "Error accepting new client (retrying in {:?}): {}",
+                            limits.accept_error_backoff,
+                            e
+                        );
+                        thread::sleep(limits.accept_error_backoff);
                     }
                 }
             }

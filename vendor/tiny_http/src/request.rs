@@ -3,11 +3,10 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::util::{DrainBound, EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -108,6 +107,9 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// The `Content-Length` headers are invalid or disagree (RFC 9112 section 6.3).
+    InvalidContentLength,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -125,6 +127,9 @@ impl From<IoError> for RequestCreationError {
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
+///
+/// A body left unread when the `Request` is dropped is drained within `drain`;
+/// if it cannot be, `body_done` gets an error and the stream is left mid-body.
 #[allow(clippy::too_many_arguments)]
 pub fn new_request<R, W>(
     secure: bool,
@@ -135,6 +140,8 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    drain: DrainBound,
+    body_done: Option<Sender<io::Result<()>>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -147,15 +154,13 @@ where
         .map(|h| h.value.clone());
 
     // finding the content-length header
+    let content_length = content_length(&headers)?;
     let content_length = if transfer_encoding.is_some() {
         // if transfer-encoding is specified, the Content-Length
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        content_length
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -212,7 +217,7 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let data_reader = EqualReader::new(source_data, content_length, drain, body_done);
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
@@ -239,6 +244,29 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
     })
+}
+
+/// The body length the `Content-Length` headers declare. Repeated headers
+/// (or a list in one) must all agree; an invalid or disagreeing value is an
+/// error, since guessing would read the next request from the wrong place.
+fn content_length(headers: &[Header]) -> Result<Option<usize>, RequestCreationError> {
+    let mut length = None;
+    for header in headers.iter().filter(|h| h.field.equiv("Content-Length")) {
+        for value in header.value.as_str().split(',') {
+            let value = value.trim();
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestCreationError::InvalidContentLength);
+            }
+            let value: usize = value
+                .parse()
+                .map_err(|_| RequestCreationError::InvalidContentLength)?;
+            if length.map_or(false, |length| length != value) {
+                return Err(RequestCreationError::InvalidContentLength);
+            }
+            length = Some(value);
+        }
+    }
+    Ok(length)
 }
 
 impl Request {

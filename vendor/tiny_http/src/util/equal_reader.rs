@@ -1,36 +1,68 @@
-use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::io::{Error as IoError, ErrorKind, Read};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+/// How much of an unread body `EqualReader` may throw away when dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainBound {
+    /// Most bytes drained; with more left, nothing is read.
+    pub max_bytes: usize,
+    /// Longest time spent draining (`None`: no limit).
+    pub timeout: Option<Duration>,
+}
+
+impl DrainBound {
+    /// Drains everything, however long it takes (tiny_http 0.12.0's behaviour).
+    #[allow(dead_code)]
+    pub const UNBOUNDED: DrainBound = DrainBound {
+        max_bytes: usize::MAX,
+        timeout: None,
+    };
+}
+
+/// Size of the buffer unread bytes are drained through.
+const DRAIN_CHUNK: usize = 8 * 1024;
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
 /// If the limit is reached, it returns EOF. If the limit is not reached
-/// when the destructor is called, the remaining bytes will be read and
-/// thrown away.
+/// when the destructor is called, the remaining bytes are read and thrown
+/// away, within `drain`; when more remain than `drain` allows (or draining
+/// fails), the sub-reader is left mid-body and `last_read_signal` gets an
+/// error, which tells the connection to close rather than read on.
 pub struct EqualReader<R>
 where
     R: Read,
 {
     reader: R,
     size: usize,
-    last_read_signal: Sender<IoResult<()>>,
+    drain: DrainBound,
+    last_read_signal: Option<Sender<IoResult<()>>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
+    pub fn new(
+        reader: R,
+        size: usize,
+        drain: DrainBound,
+        last_read_signal: Option<Sender<IoResult<()>>>,
+    ) -> EqualReader<R> {
+        EqualReader {
             reader,
             size,
-            last_read_signal: tx,
-        };
+            drain,
+            last_read_signal,
+        }
+    }
 
-        (r, rx)
+    fn signal(&self, result: IoResult<()>) {
+        if let Some(signal) = &self.last_read_signal {
+            signal.send(result).ok();
+        }
     }
 }
 
@@ -64,22 +96,38 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
+        if self.size == 0 {
+            return;
+        }
+        if self.size > self.drain.max_bytes {
+            self.signal(Err(IoError::new(
+                ErrorKind::InvalidData,
+                "unread body too large to drain",
+            )));
+            return;
+        }
+        let deadline = self.drain.timeout.map(|timeout| Instant::now() + timeout);
+        let mut buf = vec![0; self.size.min(DRAIN_CHUNK)];
+        while self.size > 0 {
+            if matches!(deadline, Some(deadline) if Instant::now() >= deadline) {
+                self.signal(Err(IoError::new(
+                    ErrorKind::TimedOut,
+                    "draining the unread body took too long",
+                )));
+                return;
+            }
+            let chunk = self.size.min(buf.len());
+            match self.reader.read(&mut buf[..chunk]) {
                 Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
+                    self.signal(Err(e));
+                    return;
                 }
                 Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
+                    self.signal(Ok(()));
+                    return;
                 }
                 Ok(other) => {
-                    remaining_to_read -= other;
+                    self.size -= other;
                 }
             }
         }
@@ -98,7 +146,8 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader =
+                EqualReader::new(org_reader.by_ref(), 5, super::DrainBound::UNBOUNDED, None);
 
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
@@ -117,7 +166,8 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader =
+                EqualReader::new(org_reader.by_ref(), 5, super::DrainBound::UNBOUNDED, None);
 
             let mut vec = [0];
             equal_reader.read_exact(&mut vec).unwrap();
@@ -127,5 +177,29 @@ mod tests {
         let mut string = String::new();
         org_reader.read_to_string(&mut string).unwrap();
         assert_eq!(string, " world");
+    }
+
+    #[test]
+    fn test_drain_bound() {
+        use super::DrainBound;
+        use std::io::Cursor;
+        use std::sync::mpsc::channel;
+
+        let bound = DrainBound {
+            max_bytes: 4,
+            timeout: None,
+        };
+        let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
+        let (tx, rx) = channel();
+        {
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 6, bound, Some(tx));
+            let mut vec = [0];
+            equal_reader.read_exact(&mut vec).unwrap();
+        }
+        // 5 bytes were left, more than the bound: nothing is drained.
+        assert!(rx.recv().unwrap().is_err());
+        let mut string = String::new();
+        org_reader.read_to_string(&mut string).unwrap();
+        assert_eq!(string, "ello world");
     }
 }

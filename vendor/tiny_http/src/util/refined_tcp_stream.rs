@@ -1,13 +1,16 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{Error as IoError, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
 use crate::ssl::SslStream;
 
 pub(crate) enum Stream {
-    Http(Connection),
+    // Shared by the read and write halves of a connection.
+    Http(Arc<Connection>),
     #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
     Https(SslStream),
 }
@@ -15,7 +18,7 @@ pub(crate) enum Stream {
 impl Clone for Stream {
     fn clone(&self) -> Self {
         match self {
-            Stream::Http(tcp_stream) => Stream::Http(tcp_stream.try_clone().unwrap()),
+            Stream::Http(tcp_stream) => Stream::Http(Arc::clone(tcp_stream)),
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => Stream::Https(ssl_stream.clone()),
         }
@@ -24,7 +27,7 @@ impl Clone for Stream {
 
 impl From<Connection> for Stream {
     fn from(tcp_stream: Connection) -> Self {
-        Stream::Http(tcp_stream)
+        Stream::Http(Arc::new(tcp_stream))
     }
 }
 
@@ -57,7 +60,10 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.read(buf),
+            Stream::Http(tcp_stream) => {
+                let mut tcp_stream: &Connection = tcp_stream;
+                tcp_stream.read(buf)
+            }
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.read(buf),
         }
@@ -67,7 +73,10 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.write(buf),
+            Stream::Http(tcp_stream) => {
+                let mut tcp_stream: &Connection = tcp_stream;
+                tcp_stream.write(buf)
+            }
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.write(buf),
         }
@@ -75,7 +84,10 @@ impl Write for Stream {
 
     fn flush(&mut self) -> IoResult<()> {
         match self {
-            Stream::Http(tcp_stream) => tcp_stream.flush(),
+            Stream::Http(tcp_stream) => {
+                let mut tcp_stream: &Connection = tcp_stream;
+                tcp_stream.flush()
+            }
             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
             Stream::Https(ssl_stream) => ssl_stream.flush(),
         }
@@ -121,6 +133,26 @@ impl RefinedTcpStream {
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }
+
+    /// A handle that changes the socket's read timeout, for plain (not TLS)
+    /// connections.
+    pub(crate) fn read_timeout_handle(&self) -> Option<ReadTimeoutHandle> {
+        match &self.stream {
+            Stream::Http(connection) => Some(ReadTimeoutHandle(Arc::clone(connection))),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+}
+
+/// Changes the read timeout of a connection's socket (see
+/// `RefinedTcpStream::read_timeout_handle`).
+pub(crate) struct ReadTimeoutHandle(Arc<Connection>);
+
+impl ReadTimeoutHandle {
+    pub(crate) fn set(&self, timeout: Option<Duration>) -> IoResult<()> {
+        self.0.set_read_timeout(timeout)
+    }
 }
 
 impl Drop for RefinedTcpStream {
@@ -137,7 +169,12 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        // The socket is blocking, so `WouldBlock` (EAGAIN) can only mean that
+        // its read timeout expired: say so.
+        self.stream.read(buf).map_err(|err| match err.kind() {
+            ErrorKind::WouldBlock => IoError::new(ErrorKind::TimedOut, "read timed out"),
+            _ => err,
+        })
     }
 }
 

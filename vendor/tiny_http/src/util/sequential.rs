@@ -110,6 +110,20 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// Blocks until the reader before this one is dropped and this one may
+    /// read; false if that reader was lost instead.
+    pub fn wait_turn(&mut self) -> bool {
+        if let SequentialReaderInner::Waiting(ref mut recv) = self.inner {
+            match recv.recv() {
+                Ok(reader) => self.inner = SequentialReaderInner::MyTurn(reader),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
