@@ -260,7 +260,7 @@ fn content_length(headers: &[Header]) -> Result<Option<usize>, RequestCreationEr
             let value: usize = value
                 .parse()
                 .map_err(|_| RequestCreationError::InvalidContentLength)?;
-            if length.map_or(false, |length| length != value) {
+            if matches!(length, Some(length) if length != value) {
                 return Err(RequestCreationError::InvalidContentLength);
             }
             length = Some(value);
