@@ -223,7 +223,8 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        let decoder = FusedReader::new(Decoder::new(source_data));
+        Box::new(ChunkedBody::new(decoder, body_done)) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -244,6 +245,44 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
     })
+}
+
+/// A chunked body that, dropped before its end, tells the connection to close
+/// (through `body_done`): an unread chunked body is not drained, so the
+/// connection's next request would be read from inside it.
+struct ChunkedBody<R> {
+    inner: R,
+    finished: bool,
+    body_done: Option<Sender<io::Result<()>>>,
+}
+
+impl<R> ChunkedBody<R> {
+    fn new(inner: R, body_done: Option<Sender<io::Result<()>>>) -> ChunkedBody<R> {
+        ChunkedBody {
+            inner,
+            finished: false,
+            body_done,
+        }
+    }
+}
+
+impl<R: Read> Read for ChunkedBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read == 0 && !buf.is_empty() {
+            self.finished = true;
+        }
+        Ok(read)
+    }
+}
+
+impl<R> Drop for ChunkedBody<R> {
+    fn drop(&mut self) {
+        if let (false, Some(body_done)) = (self.finished, &self.body_done) {
+            let err = IoError::new(ErrorKind::InvalidData, "chunked body left unread");
+            body_done.send(Err(err)).ok();
+        }
+    }
 }
 
 /// The body length the `Content-Length` headers declare. Repeated headers

@@ -395,3 +395,44 @@ fn conflicting_content_lengths_get_400() {
     check("Content-Length: 5\r\nContent-Length: 5", "200");
     check("Content-Length: 5, 5", "200");
 }
+
+/// P8: a chunked body left partly unread closes the connection, so nothing
+/// inside the body is read as a request. Unpatched, a request hidden in the
+/// body past what the handler read was served.
+#[test]
+fn partly_read_chunked_body_closes_the_connection() {
+    /// Body bytes the handler reads before it answers, as a handler with a
+    /// body size limit would.
+    const READ_BY_HANDLER: usize = 8;
+    let server = Arc::new(server_with(Limits::default()));
+    let addr = server.server_addr().to_ip().unwrap();
+    let handler = {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let mut start = [0u8; READ_BY_HANDLER];
+                let _ = request.as_reader().read(&mut start);
+                let url = request.url().to_string();
+                let _ = request.respond(Response::from_string(url));
+            }
+        })
+    };
+    let hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut chunk = vec![b'x'; READ_BY_HANDLER];
+    chunk.extend_from_slice(hidden);
+    let mut request =
+        b"POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+    request.extend_from_slice(&chunk);
+    request.extend_from_slice(b"\r\n0\r\n\r\n");
+
+    let answer = exchange_until_close(addr, &request);
+    assert!(answer.starts_with("HTTP/1.1 200"), "got {:?}", answer);
+    assert!(
+        !answer.contains("smuggled"),
+        "a request inside a body was served: {:?}",
+        answer
+    );
+    server.unblock();
+    handler.join().unwrap();
+}
