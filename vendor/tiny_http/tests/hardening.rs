@@ -436,3 +436,44 @@ fn partly_read_chunked_body_closes_the_connection() {
     server.unblock();
     handler.join().unwrap();
 }
+
+/// P5: once a read of the body has failed (here: timed out), dropping the
+/// request does not drain the rest, which would wait on the same client
+/// again; the connection closes instead. Unpatched, the drop drained what the
+/// client sent late, and served its next request.
+#[test]
+fn body_read_failure_closes_instead_of_draining() {
+    let server = Arc::new(server_with(short_timeouts()));
+    let addr = server.server_addr().to_ip().unwrap();
+    let handler = {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let mut body = Vec::new();
+                let status = match request.as_reader().read_to_end(&mut body) {
+                    Ok(_) => 200,
+                    Err(_) => 400,
+                };
+                let _ = request.respond(Response::empty(status));
+            }
+        })
+    };
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\nx")
+        .unwrap();
+    let head = read_head(&mut stream, ANSWER_BOUND);
+    assert!(head.starts_with("HTTP/1.1 400"), "got {:?}", head);
+    // The rest of the body, late, then a next request on the connection.
+    let mut late = vec![b'x'; 1999];
+    late.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = stream.write_all(&late);
+    let rest = read_to_close(&mut stream, ANSWER_BOUND);
+    assert!(
+        !rest.contains("HTTP/1.1"),
+        "served after a failed body read: {:?}",
+        rest
+    );
+    server.unblock();
+    handler.join().unwrap();
+}

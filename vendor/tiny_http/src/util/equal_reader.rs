@@ -39,6 +39,8 @@ where
     size: usize,
     drain: DrainBound,
     last_read_signal: Option<Sender<IoResult<()>>>,
+    // a read of the body failed: the stream's position is not to be trusted
+    failed: bool,
 }
 
 impl<R> EqualReader<R>
@@ -56,6 +58,7 @@ where
             size,
             drain,
             last_read_signal,
+            failed: false,
         }
     }
 
@@ -86,7 +89,12 @@ where
                 self.size -= len;
                 Ok(len)
             }
-            err @ Err(_) => err,
+            Err(err) => {
+                if err.kind() != ErrorKind::Interrupted {
+                    self.failed = true;
+                }
+                Err(err)
+            }
         }
     }
 }
@@ -97,6 +105,15 @@ where
 {
     fn drop(&mut self) {
         if self.size == 0 {
+            return;
+        }
+        if self.failed {
+            // a read already failed (timed out, most likely): draining would
+            // wait on the same client again
+            self.signal(Err(IoError::new(
+                ErrorKind::InvalidData,
+                "body read failed, not drained",
+            )));
             return;
         }
         if self.size > self.drain.max_bytes {
