@@ -480,20 +480,25 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
         state["frameworks"][0]["id"], framework,
         "resubscribed with the same framework id"
     );
-    // The plain task is relaunched under its own id; the agents came back
-    // with new ids (a restarted cluster), so each gets a fresh cadvisor copy.
+    // The plain task is relaunched once, under a new id with the same
+    // prefix (the master may still know the old TaskID); the agents came
+    // back with new ids (a restarted cluster), so each gets a fresh cadvisor
+    // copy.
     let after: Vec<String> = summary(&tasks(&api))
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let stress: Vec<&String> = before
+    let stress_before: Vec<&String> = before
         .iter()
         .filter(|id| id.starts_with("stress60-"))
         .collect();
-    assert!(
-        stress.iter().all(|id| after.contains(id)),
-        "{after:?} lacks {stress:?}"
-    );
+    let stress_after: Vec<&String> = after
+        .iter()
+        .filter(|id| id.starts_with("stress60-"))
+        .collect();
+    assert_eq!(stress_before.len(), 1, "{before:?}");
+    assert_eq!(stress_after.len(), 1, "{after:?}");
+    assert_ne!(stress_after, stress_before, "relaunched under a new TaskID");
     let cadvisor = tasks(&api)
         .into_iter()
         .filter(|t| t["id"] == "cadvisor")
