@@ -200,6 +200,9 @@ pub struct State {
     reconcile_interval: Duration,
     /// `--reset`: send TEARDOWN for the stored framework once subscribed.
     teardown_pending: bool,
+    /// Built by `restore` and no event handled yet: deadlines still to
+    /// re-derive from the first event's instant.
+    restored: bool,
     /// Record keys changed since the last `take_records`.
     dirty: BTreeSet<String>,
     /// Replies of this turn; they leave once the turn is durable.
@@ -270,6 +273,9 @@ impl State {
     /// clock stamp from before the restart could be hours off). Restored
     /// kills have no send time and go out once subscribed.
     fn rederive_deadlines(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.restored) {
+            return;
+        }
         for task in self.tasks.values_mut() {
             if let (Some(backoff), None) = (task.backoff, task.not_before) {
                 task.not_before = Some(now + backoff);
