@@ -9,7 +9,7 @@ use crossbeam_channel::bounded;
 
 use super::*;
 use crate::scheduler::intelligence::Source;
-use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy};
+use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
 use crate::scheduler::CallFailure;
 
 /// Runs `script` (one step per line) and compares everything the steps
