@@ -1089,12 +1089,16 @@ impl State {
                 );
                 let update_reason = format!("launch refused: {reason}");
                 for launch in tasks {
-                    if self
-                        .tasks
-                        .get(&launch.task_id)
-                        .is_some_and(|task| task.phase == Phase::Launching)
-                    {
-                        self.relaunch(&launch.task_id, &update_reason, now);
+                    match self.tasks.get(&launch.task_id) {
+                        Some(task) if task.phase != Phase::Launching => {}
+                        // Killed meanwhile: it never ran, so it is gone.
+                        Some(task) if task.is_kill_requested() => {
+                            self.remove_task(&launch.task_id);
+                        }
+                        Some(_) => {
+                            self.relaunch(&launch.task_id, &update_reason, now);
+                        }
+                        None => {}
                     }
                 }
                 calls.push(Call::Decline {
