@@ -12,8 +12,10 @@
 //! `Pending` under a new TaskID. `update_outcome` classifies every update;
 //! `on_update` acts on the outcome.
 
+mod outcome;
 mod persist;
 
+use outcome::{update_outcome, Outcome};
 pub use persist::Record;
 use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, Offer, Sla, StatusReason, TaskId, TaskSpec, TaskState,
-    TaskUpdate, UNRESERVED_ROLE,
+    AgentId, DockerInfo, FrameworkId, Offer, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
+    UNRESERVED_ROLE,
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
@@ -200,6 +202,9 @@ pub struct State {
     reconcile_interval: Duration,
     /// `--reset`: send TEARDOWN for the stored framework once subscribed.
     teardown_pending: bool,
+    /// Built by `restore` and no event handled yet: deadlines still to
+    /// re-derive from the first event's instant.
+    restored: bool,
     /// Record keys changed since the last `take_records`.
     dirty: BTreeSet<String>,
     /// Replies of this turn; they leave once the turn is durable.
@@ -270,6 +275,9 @@ impl State {
     /// clock stamp from before the restart could be hours off). Restored
     /// kills have no send time and go out once subscribed.
     fn rederive_deadlines(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.restored) {
+            return;
+        }
         for task in self.tasks.values_mut() {
             if let (Some(backoff), None) = (task.backoff, task.not_before) {
                 task.not_before = Some(now + backoff);
@@ -1096,12 +1104,16 @@ impl State {
                 );
                 let update_reason = format!("launch refused: {reason}");
                 for launch in tasks {
-                    if self
-                        .tasks
-                        .get(&launch.task_id)
-                        .is_some_and(|task| task.phase == Phase::Launching)
-                    {
-                        self.relaunch(&launch.task_id, &update_reason, now);
+                    match self.tasks.get(&launch.task_id) {
+                        Some(task) if task.phase != Phase::Launching => {}
+                        // Killed meanwhile: it never ran, so it is gone.
+                        Some(task) if task.is_kill_requested() => {
+                            self.remove_task(&launch.task_id);
+                        }
+                        Some(_) => {
+                            self.relaunch(&launch.task_id, &update_reason, now);
+                        }
+                        None => {}
                     }
                 }
                 calls.push(Call::Decline {
@@ -1472,85 +1484,6 @@ impl State {
                 time_of_last_offer: node.time_of_last_offer,
             })
             .collect()
-    }
-}
-
-/// What a status update means for a known task; `update_outcome` decides,
-/// `State::on_update` acts.
-#[derive(Clone, Debug, PartialEq)]
-enum Outcome {
-    /// A reconciliation answer about a task already back to pending: it
-    /// must not move the task backwards.
-    Stale,
-    /// Not terminal: the task is in this state now.
-    Progress(TaskState),
-    /// The master never ran this launch, or lost it without the user's
-    /// doing: run it again. `agent_unknown`: the master knows neither the
-    /// task nor its agent.
-    Relaunch { agent_unknown: bool },
-    /// Ended; the restart policy runs it again (restart number `restarts`).
-    Restart { restarts: u32 },
-    /// A one-per-node copy ended while its node is gone: it comes back
-    /// with the node (a fresh copy), not before.
-    DropForGoneNode(AgentId),
-    /// Ended for good.
-    Remove,
-}
-
-/// Classifies `update` for `task`. `pinned_node_gone`: the task is a
-/// one-per-node copy whose node is no longer in the registry (after offers
-/// have surveyed the cluster). Pure.
-fn update_outcome(
-    update: &TaskUpdate,
-    task: &Task,
-    pinned_node_gone: bool,
-    now: Instant,
-) -> Outcome {
-    // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
-    // nor its agent, e.g. after the whole cluster restarted.
-    let agent_unknown = update.state == TaskState::Unknown
-        || (update.state == TaskState::GoneByOperator
-            && update.reason == StatusReason::Reconciliation);
-    if !update.state.is_terminal() && !agent_unknown {
-        if update.reason == StatusReason::Reconciliation && task.phase == Phase::Pending {
-            return Outcome::Stale;
-        }
-        return Outcome::Progress(update.state);
-    }
-    // The master never ran this launch (invalid offers, or it does not
-    // know the task although no agent ever reported it), or a
-    // reconciliation finds it lost (after a restart or a master failover):
-    // not the user's doing either.
-    let never_started = matches!(task.phase, Phase::Launching | Phase::Pending);
-    let launch_lost = matches!(
-        update.state,
-        TaskState::Lost
-            | TaskState::Dropped
-            | TaskState::Gone
-            | TaskState::Unknown
-            | TaskState::GoneByOperator
-    ) && (update.reason == StatusReason::InvalidOffers
-        || update.reason == StatusReason::Reconciliation
-        || never_started);
-    if task.is_kill_requested() {
-        return Outcome::Remove;
-    }
-    if launch_lost {
-        return Outcome::Relaunch { agent_unknown };
-    }
-    // A copy whose node is gone ends with it, whatever its policy: the
-    // node gets a fresh copy if it comes back.
-    if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
-        return Outcome::DropForGoneNode(agent.clone());
-    }
-    if !task.requested.restart.restarts_after(update.state) {
-        return Outcome::Remove;
-    }
-    let stable = task
-        .running_since
-        .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_RUN);
-    Outcome::Restart {
-        restarts: if stable { 1 } else { task.restarts + 1 },
     }
 }
 

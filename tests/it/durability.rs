@@ -480,11 +480,10 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
         state["frameworks"][0]["id"], framework,
         "resubscribed with the same framework id"
     );
-    // The plain task is relaunched once, under a new TaskID with its own
-    // prefix: the master answered TASK_UNKNOWN, and such a task "may still be
-    // running", so its old id must not be reused (issue 8, finding 3). The
-    // agents came back with new ids (a restarted cluster), so each gets a
-    // fresh cadvisor copy.
+    // The plain task is relaunched once, under a new id with the same
+    // prefix (the master may still know the old TaskID); the agents came
+    // back with new ids (a restarted cluster), so each gets a fresh cadvisor
+    // copy.
     let after: Vec<String> = summary(&tasks(&api))
         .into_iter()
         .map(|(id, _)| id)
@@ -497,11 +496,9 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
         .iter()
         .filter(|id| id.starts_with("stress60-"))
         .collect();
+    assert_eq!(stress_before.len(), 1, "{before:?}");
     assert_eq!(stress_after.len(), 1, "{after:?}");
-    assert!(
-        !stress_before.contains(&stress_after[0]),
-        "{stress_after:?} reuses an id of {stress_before:?}"
-    );
+    assert_ne!(stress_after, stress_before, "relaunched under a new TaskID");
     let cadvisor = tasks(&api)
         .into_iter()
         .filter(|t| t["id"] == "cadvisor")

@@ -115,6 +115,7 @@ impl State {
             };
         }
         let mut state = State::new(None);
+        state.restored = true;
         for (key, value) in latest {
             let bad = |why: String| format!("state record {key:?}: {why}");
             if key == FRAMEWORK_KEY {

@@ -9,7 +9,7 @@ use crossbeam_channel::bounded;
 
 use super::*;
 use crate::scheduler::intelligence::Source;
-use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy};
+use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
 use crate::scheduler::CallFailure;
 
 /// Runs `script` (one step per line) and compares everything the steps
@@ -741,7 +741,10 @@ fn a_launch_with_an_unknown_outcome_is_reconciled_and_a_refused_one_goes_back_to
         submit a mem=10
         submit b mem=10
         submit c mem=10
+        submit d mem=10
         offer slave2
+        kill d
+        launch-failed d refused
         launch-failed a
         launch-failed b
         launch-failed c refused
@@ -759,9 +762,16 @@ fn a_launch_with_an_unknown_outcome_is_reconciled_and_a_refused_one_goes_back_to
           = submitted b
         > submit c mem=10
           = submitted c
+        > submit d mem=10
+          = submitted d
         > offer slave2
-          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002
+          LAUNCH on slave2: a-1000000000000 b-1000000000001 c-1000000000002 d-1000000000003
           SUPPRESS
+        > kill d
+          KILL d-1000000000003
+          = killing d-1000000000003
+        > launch-failed d refused
+          DECLINE o refuse=5
         > launch-failed a
           RECONCILE a-1000000000000
           DECLINE o refuse=5
@@ -775,10 +785,10 @@ fn a_launch_with_an_unknown_outcome_is_reconciled_and_a_refused_one_goes_back_to
         > update b TASK_LOST reconcile
         > tasks
           = a-1000000000000 TASK_RUNNING slave2
-          = b-1000000000004 pending - (relaunching after TASK_LOST: )
-          = c-1000000000003 pending - (relaunching after launch refused: Offer o is no longer valid)
+          = b-1000000000005 pending - (relaunching after TASK_LOST: )
+          = c-1000000000004 pending - (relaunching after launch refused: Offer o is no longer valid)
         > offer slave3
-          LAUNCH on slave3: b-1000000000004 c-1000000000003
+          LAUNCH on slave3: b-1000000000005 c-1000000000004
           SUPPRESS
         ",
     );
