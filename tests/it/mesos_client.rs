@@ -663,3 +663,53 @@ fn when_the_leader_goes_the_next_master_in_the_list_takes_over() {
     );
     scheduler.shutdown();
 }
+
+/// Reads one request (head and Content-Length body) and answers 202 without
+/// `Connection: close`, then hangs up: a master that closes idle keep-alive
+/// connections.
+fn answer_one_call_then_close(stream: std::net::TcpStream) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_ok() {
+        let _ = (&stream).write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+    }
+}
+
+/// A master may close a kept-alive connection at any time; an idempotent
+/// call that meets such a connection goes out again at once on a new one,
+/// instead of failing (and starting an outage with a warning).
+#[test]
+fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
+    let master = FakeServer::start(|stream, _| {
+        answer_one_call_then_close(stream);
+        true
+    });
+    let mut caller = charmander::mesos::client::Caller::new(
+        None,
+        std::sync::Arc::new(std::sync::Mutex::new(None)),
+    );
+    for n in 0..3 {
+        if let Err(error) = caller.post(&master.addr, "stream", b"call", true) {
+            panic!("call {n} failed: {error}");
+        }
+    }
+    assert!(
+        wait_until(DEADLINE, || master.count() == 3),
+        "{} connections for 3 calls",
+        master.count()
+    );
+}
