@@ -713,3 +713,58 @@ fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
         master.count()
     );
 }
+
+/// An ACCEPT that has not got through when its subscription ends is not sent
+/// on the next one: the master rescinded its offers, so it is refused
+/// without reaching the master (sending it would only earn TASK_DROPPED).
+#[test]
+fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = CallProxy::start(&master.addr().to_string());
+    let client = Client::start(&proxy.addr);
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    let offer = client.expect("an offer from slave2", |event| match event {
+        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == "slave2"),
+        _ => None,
+    });
+    proxy.set_mode(Mode::Answer503);
+    client.send(Call::Launch {
+        agent_id: offer.agent_id.clone(),
+        offer_ids: vec![offer.id.clone()],
+        tasks: vec![Launch {
+            task_id: TaskId("probe-stale".to_string()),
+            spec: docker_task("probe"),
+        }],
+        refuse_seconds: 5.0,
+    });
+    assert!(wait_until(DEADLINE, || proxy
+        .count("ACCEPT", Mode::Answer503)
+        >= 1));
+    let http = crate::support::http_agent();
+    let (status, reply) = crate::support::request(
+        &http,
+        "POST",
+        &format!("http://{}/sim/drop-stream", master.addr()),
+        Some(""),
+    );
+    assert!(status < 300, "{status} {reply}");
+    client.expect("a new SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    proxy.set_mode(Mode::Pass);
+    let failure = client.expect("CallFailed for the ACCEPT", |event| match event {
+        MesosEvent::CallFailed {
+            call: Call::Launch { .. },
+            failure,
+        } => Some(failure),
+        _ => None,
+    });
+    assert!(matches!(failure, CallFailure::Refused(_)), "{failure:?}");
+    assert_eq!(
+        proxy.count("ACCEPT", Mode::Pass),
+        0,
+        "sent on the new subscription"
+    );
+}
