@@ -440,11 +440,31 @@ fn calls_queued_behind_a_gone_master_wait_for_it_and_all_go_out_when_it_returns(
             .as_u64()
             .unwrap_or(0)
     };
+    // The master counts calls it refuses too: a KILL sent on the old
+    // session just before the new one arrived is refused (stale stream id)
+    // and sent again, so it may be counted twice.
     assert!(
-        wait_until(DEADLINE, || kills() == QUEUED as u64),
+        wait_until(DEADLINE, || kills() >= QUEUED as u64),
         "{} of {QUEUED} kills reached the master that came back",
         kills()
     );
+    // Calls go out in order: once this one is through, every KILL before it
+    // was delivered or reported, and none may have been reported.
+    client.send(Call::Revive);
+    let revived = || {
+        crate::support::request(&http, "GET", &format!("http://{addr}/sim/state"), None).1["calls"]
+            ["REVIVE"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    };
+    assert!(wait_until(DEADLINE, revived), "the REVIVE never arrived");
+    while let Ok(event) = client.events.try_recv() {
+        assert!(
+            !matches!(event, MesosEvent::CallFailed { .. }),
+            "a call was given up: {event:?}"
+        );
+    }
     drop(client);
     back.shutdown();
 }
@@ -750,17 +770,32 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         Some(""),
     );
     assert!(status < 300, "{status} {reply}");
-    client.expect("a new SUBSCRIBED", |event| {
-        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
-    });
-    proxy.set_mode(Mode::Pass);
-    let failure = client.expect("CallFailed for the ACCEPT", |event| match event {
+    // The caller has the new session before SUBSCRIBED is forwarded, so the
+    // failure may come first: keep it.
+    let mut failure = None;
+    let mut keep_failure = |event| match event {
         MesosEvent::CallFailed {
             call: Call::Launch { .. },
-            failure,
-        } => Some(failure),
+            failure: it,
+        } => {
+            failure = Some(it);
+            None
+        }
+        MesosEvent::Subscribed { .. } => Some(()),
         _ => None,
-    });
+    };
+    client.expect("a new SUBSCRIBED", &mut keep_failure);
+    proxy.set_mode(Mode::Pass);
+    let failure = match failure {
+        Some(failure) => failure,
+        None => client.expect("CallFailed for the ACCEPT", |event| match event {
+            MesosEvent::CallFailed {
+                call: Call::Launch { .. },
+                failure,
+            } => Some(failure),
+            _ => None,
+        }),
+    };
     assert!(matches!(failure, CallFailure::Refused(_)), "{failure:?}");
     assert_eq!(
         proxy.count("ACCEPT", Mode::Pass),
