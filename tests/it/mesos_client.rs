@@ -684,29 +684,13 @@ fn when_the_leader_goes_the_next_master_in_the_list_takes_over() {
     scheduler.shutdown();
 }
 
-/// Reads one request (head and Content-Length body) and answers 202 without
-/// `Connection: close`, then hangs up: a master that closes idle keep-alive
-/// connections.
+/// Reads one request and answers 202 without `Connection: close`, then hangs
+/// up: a master that closes idle keep-alive connections.
 fn answer_one_call_then_close(stream: std::net::TcpStream) {
-    use std::io::{BufRead, Read, Write};
-    let mut reader = std::io::BufReader::new(&stream);
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_ok() {
-        let _ = (&stream).write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
-    }
+    answer_with(
+        stream,
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+    );
 }
 
 /// A master may close a kept-alive connection at any time; an idempotent
@@ -802,4 +786,86 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         0,
         "sent on the new subscription"
     );
+}
+
+/// Reads one request and answers it with `answer` (nothing: hang up).
+fn answer_with(stream: std::net::TcpStream, answer: &[u8]) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_ok() {
+        let _ = (&stream).write_all(answer);
+    }
+}
+
+/// What the caller may do next depends on how far a failed call got: the
+/// master's answer (or its absence) is sorted into not delivered, outcome
+/// unknown and refused.
+#[test]
+fn call_failures_are_sorted_by_how_far_the_call_got() {
+    use charmander::mesos::client::{CallError, Caller};
+    let check = |answer: &'static [u8], expected: &str| {
+        let master = FakeServer::start(move |stream, _| {
+            answer_with(stream, answer);
+            true
+        });
+        let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+        let got = match caller.post(&master.addr, "stream", b"call", false) {
+            Ok(()) => "delivered",
+            Err(CallError::NotDelivered(_)) => "not delivered",
+            Err(CallError::OutcomeUnknown(_)) => "outcome unknown",
+            Err(CallError::Refused(_)) => "refused",
+        };
+        assert_eq!(got, expected, "{}", String::from_utf8_lossy(answer));
+    };
+    check(
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+        "delivered",
+    );
+    check(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "delivered",
+    );
+    check(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "not delivered",
+    );
+    check(
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: //m2:5050/api/v1/scheduler\r\nContent-Length: 0\r\n\r\n",
+        "not delivered",
+    );
+    check(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 13\r\n\r\nNot a valid U",
+        "refused",
+    );
+    check(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+        "refused",
+    );
+    check(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        "outcome unknown",
+    );
+    check(b"", "outcome unknown");
+    check(b"SMTP ready\r\n\r\n", "outcome unknown");
+    // Nobody listening: the call never left.
+    let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+    let dead = dead_address();
+    assert!(matches!(
+        caller.post(&dead, "stream", b"call", false),
+        Err(CallError::NotDelivered(_))
+    ));
 }
