@@ -95,6 +95,8 @@ impl CallerLoop {
         let mut backoff = Backoff::new(CALL_BACKOFF_MIN, CALL_BACKOFF_MAX);
         // ACCEPT is the one call that must not be sent twice.
         let idempotent = !matches!(call, Call::Launch { .. });
+        // The stream an ACCEPT was first tried on: its offers die with it.
+        let mut first_stream: Option<String> = None;
         loop {
             self.take_newest_session();
             let Some(session) = self.session.clone() else {
@@ -103,6 +105,23 @@ impl CallerLoop {
                 }
                 continue;
             };
+            if !idempotent {
+                let first = first_stream.get_or_insert_with(|| session.stream_id.clone());
+                if *first != session.stream_id {
+                    // The master never got it, and now never will act on it:
+                    // the offers were rescinded when the subscription ended.
+                    log::warn!(
+                        "mesos call not sent, its subscription ended call={}",
+                        call_name(&call)
+                    );
+                    return self.report(
+                        call,
+                        CallFailure::Refused(
+                            "not sent: the subscription its offers came from has ended".to_string(),
+                        ),
+                    );
+                }
+            }
             let bytes = convert::call_to_bytes(&call, &session.framework_id);
             let result = self
                 .caller

@@ -314,15 +314,37 @@ impl Caller {
         call: &[u8],
         reuse: bool,
     ) -> Result<(), CallError> {
-        let io_error = |source| Error::Io {
-            master: master.to_string(),
-            source,
-        };
         let idle = self.idle.take().filter(|it| reuse && it.master == master);
-        let mut connection = match idle {
+        let reused = idle.is_some();
+        match self.post_on(idle, master, stream_id, call) {
+            // A master may close an idle connection at any moment, so an I/O
+            // error on a reused one is most likely that. Only idempotent calls
+            // are sent on reused connections: this one goes out again at once
+            // on a fresh connection instead of counting as a failure.
+            Err(
+                CallError::NotDelivered(Error::Io { .. })
+                | CallError::OutcomeUnknown(Error::Io { .. }),
+            ) if reused => self.post_on(None, master, stream_id, call),
+            result => result,
+        }
+    }
+
+    /// One attempt, on `connection` or on a new one.
+    fn post_on(
+        &mut self,
+        connection: Option<CallConnection>,
+        master: &str,
+        stream_id: &str,
+        call: &[u8],
+    ) -> Result<(), CallError> {
+        let mut connection = match connection {
             Some(connection) => connection,
-            None => connect_for_call(master)
-                .map_err(|source| CallError::NotDelivered(io_error(source)))?,
+            None => connect_for_call(master).map_err(|source| {
+                CallError::NotDelivered(Error::Io {
+                    master: master.to_string(),
+                    source,
+                })
+            })?,
         };
         *self
             .socket_slot
@@ -334,15 +356,11 @@ impl Caller {
             .socket_slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
-        match result {
-            Ok(keep_alive) => {
-                if keep_alive {
-                    self.idle = Some(connection);
-                }
-                Ok(())
-            }
-            Err(err) => Err(err),
+        let keep_alive = result?;
+        if keep_alive {
+            self.idle = Some(connection);
         }
+        Ok(())
     }
 
     /// Writes the request and reads the answer; `Ok(true)` when the

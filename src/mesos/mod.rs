@@ -3,10 +3,14 @@
 //! `MesosEvent`s, and the `mesos-caller` thread that POSTs the state thread's
 //! `Call`s. Both report to the state thread through its bounded mesos inbox.
 //!
-//! The reader owns the session (leader address, stream id, framework id) and
-//! hands each new session to the caller before it forwards the SUBSCRIBED
-//! event, so every call the state thread makes in answer is sent with the new
-//! stream id.
+//! The reader (`reader.rs`) owns the session (leader address, stream id,
+//! framework id) and hands each new session to the caller (`caller.rs`) before
+//! it forwards the SUBSCRIBED event, so every call the state thread makes in
+//! answer is sent with the new stream id. An error no retry can fix (the
+//! framework failed over to another scheduler, a SUBSCRIBE refused for a
+//! reason in our flags) ends the reader and reaches `main` as a `Fatal`
+//! through `Connection::fatal` and `Running::wait`; nothing here exits the
+//! process.
 
 mod backoff;
 mod caller;

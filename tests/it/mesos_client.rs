@@ -448,11 +448,31 @@ fn calls_queued_behind_a_gone_master_wait_for_it_and_all_go_out_when_it_returns(
             .as_u64()
             .unwrap_or(0)
     };
+    // The master counts calls it refuses too: a KILL sent on the old
+    // session just before the new one arrived is refused (stale stream id)
+    // and sent again, so it may be counted twice.
     assert!(
-        wait_until(DEADLINE, || kills() == QUEUED as u64),
+        wait_until(DEADLINE, || kills() >= QUEUED as u64),
         "{} of {QUEUED} kills reached the master that came back",
         kills()
     );
+    // Calls go out in order: once this one is through, every KILL before it
+    // was delivered or reported, and none may have been reported.
+    client.send(Call::Revive);
+    let revived = || {
+        crate::support::request(&http, "GET", &format!("http://{addr}/sim/state"), None).1["calls"]
+            ["REVIVE"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    };
+    assert!(wait_until(DEADLINE, revived), "the REVIVE never arrived");
+    while let Ok(event) = client.events.try_recv() {
+        assert!(
+            !matches!(event, MesosEvent::CallFailed { .. }),
+            "a call was given up: {event:?}"
+        );
+    }
     drop(client);
     back.shutdown();
 }
@@ -671,4 +691,190 @@ fn when_the_leader_goes_the_next_master_in_the_list_takes_over() {
         "the second master never got our framework"
     );
     scheduler.shutdown();
+}
+
+/// Reads one request and answers 202 without `Connection: close`, then hangs
+/// up: a master that closes idle keep-alive connections.
+fn answer_one_call_then_close(stream: std::net::TcpStream) {
+    answer_with(
+        stream,
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+    );
+}
+
+/// A master may close a kept-alive connection at any time; an idempotent
+/// call that meets such a connection goes out again at once on a new one,
+/// instead of failing (and starting an outage with a warning).
+#[test]
+fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
+    let master = FakeServer::start(|stream, _| {
+        answer_one_call_then_close(stream);
+        true
+    });
+    let mut caller = charmander::mesos::client::Caller::new(
+        None,
+        std::sync::Arc::new(std::sync::Mutex::new(None)),
+    );
+    for n in 0..3 {
+        if let Err(error) = caller.post(&master.addr, "stream", b"call", true) {
+            panic!("call {n} failed: {error}");
+        }
+    }
+    assert!(
+        wait_until(DEADLINE, || master.count() == 3),
+        "{} connections for 3 calls",
+        master.count()
+    );
+}
+
+/// An ACCEPT that has not got through when its subscription ends is not sent
+/// on the next one: the master rescinded its offers, so it is refused
+/// without reaching the master (sending it would only earn TASK_DROPPED).
+#[test]
+fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = CallProxy::start(&master.addr().to_string());
+    let client = Client::start(&proxy.addr);
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    let offer = client.expect("an offer from slave2", |event| match event {
+        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == "slave2"),
+        _ => None,
+    });
+    proxy.set_mode(Mode::Answer503);
+    client.send(Call::Launch {
+        agent_id: offer.agent_id.clone(),
+        offer_ids: vec![offer.id.clone()],
+        tasks: vec![Launch {
+            task_id: TaskId("probe-stale".to_string()),
+            spec: docker_task("probe"),
+        }],
+        refuse_seconds: 5.0,
+    });
+    assert!(wait_until(DEADLINE, || proxy
+        .count("ACCEPT", Mode::Answer503)
+        >= 1));
+    let http = crate::support::http_agent();
+    let (status, reply) = crate::support::request(
+        &http,
+        "POST",
+        &format!("http://{}/sim/drop-stream", master.addr()),
+        Some(""),
+    );
+    assert!(status < 300, "{status} {reply}");
+    // The caller has the new session before SUBSCRIBED is forwarded, so the
+    // failure may come first: keep it.
+    let mut failure = None;
+    let mut keep_failure = |event| match event {
+        MesosEvent::CallFailed {
+            call: Call::Launch { .. },
+            failure: it,
+        } => {
+            failure = Some(it);
+            None
+        }
+        MesosEvent::Subscribed { .. } => Some(()),
+        _ => None,
+    };
+    client.expect("a new SUBSCRIBED", &mut keep_failure);
+    proxy.set_mode(Mode::Pass);
+    let failure = match failure {
+        Some(failure) => failure,
+        None => client.expect("CallFailed for the ACCEPT", |event| match event {
+            MesosEvent::CallFailed {
+                call: Call::Launch { .. },
+                failure,
+            } => Some(failure),
+            _ => None,
+        }),
+    };
+    assert!(matches!(failure, CallFailure::Refused(_)), "{failure:?}");
+    assert_eq!(
+        proxy.count("ACCEPT", Mode::Pass),
+        0,
+        "sent on the new subscription"
+    );
+}
+
+/// Reads one request and answers it with `answer` (nothing: hang up).
+fn answer_with(stream: std::net::TcpStream, answer: &[u8]) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_ok() {
+        let _ = (&stream).write_all(answer);
+    }
+}
+
+/// What the caller may do next depends on how far a failed call got: the
+/// master's answer (or its absence) is sorted into not delivered, outcome
+/// unknown and refused.
+#[test]
+fn call_failures_are_sorted_by_how_far_the_call_got() {
+    use charmander::mesos::client::{CallError, Caller};
+    let check = |answer: &'static [u8], expected: &str| {
+        let master = FakeServer::start(move |stream, _| {
+            answer_with(stream, answer);
+            true
+        });
+        let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+        let got = match caller.post(&master.addr, "stream", b"call", false) {
+            Ok(()) => "delivered",
+            Err(CallError::NotDelivered(_)) => "not delivered",
+            Err(CallError::OutcomeUnknown(_)) => "outcome unknown",
+            Err(CallError::Refused(_)) => "refused",
+        };
+        assert_eq!(got, expected, "{}", String::from_utf8_lossy(answer));
+    };
+    check(
+        b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+        "delivered",
+    );
+    check(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "delivered",
+    );
+    check(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "not delivered",
+    );
+    check(
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: //m2:5050/api/v1/scheduler\r\nContent-Length: 0\r\n\r\n",
+        "not delivered",
+    );
+    check(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 13\r\n\r\nNot a valid U",
+        "refused",
+    );
+    check(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+        "refused",
+    );
+    check(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+        "outcome unknown",
+    );
+    check(b"", "outcome unknown");
+    check(b"SMTP ready\r\n\r\n", "outcome unknown");
+    // Nobody listening: the call never left.
+    let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+    let dead = dead_address();
+    assert!(matches!(
+        caller.post(&dead, "stream", b"call", false),
+        Err(CallError::NotDelivered(_))
+    ));
 }
