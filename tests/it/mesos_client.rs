@@ -749,6 +749,7 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         tasks: vec![Launch {
             task_id: TaskId("probe-stale".to_string()),
             spec: docker_task("probe"),
+            resources: Vec::new(),
         }],
         refuse_seconds: 5.0,
     });
