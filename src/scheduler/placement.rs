@@ -350,6 +350,12 @@ fn choose(
 
 /// A constraint the narrowest index did not already guarantee.
 fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
+    // A request pinned to an agent (a one-per-node copy) is that node's by
+    // construction: its `nodename` is for display and may be the hostname
+    // of an agent that has no `nodename` attribute at all.
+    if request.agent.is_some() {
+        return None;
+    }
     let spec = request.spec;
     let attribute = |name: &str| offer.attributes.get(name).map(String::as_str).unwrap_or("");
     if !spec.node_name.is_empty() && attribute("nodename") != spec.node_name {

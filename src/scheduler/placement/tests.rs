@@ -228,6 +228,16 @@ fn node_name_and_pinned_agent() {
         launch o2 a2: copy
     ",
     );
+    // See: issue 8 (real-Mesos suite). A copy pinned to an agent without a
+    // nodename attribute carries the hostname as its nodename, and waited
+    // for ever for an offer whose nodename matched it.
+    check(
+        "
+        offer o1 agent=a1 host=10.0.0.7 cpus=1 mem=512
+        task copy mem=50 name=10.0.0.7 agent=a1
+    ",
+        "launch o1 a1: copy",
+    );
 }
 
 #[test]
