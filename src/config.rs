@@ -57,6 +57,10 @@ Flags:
                             and start clean: the lab's old \"reset cluster\"
   --reconcile-interval SECS reconcile every task with the master this often
                             (default 600)
+  --unknown-grace SECS      how long a task that ran may stay TASK_UNKNOWN
+                            (its agent not re-registered with a restarted
+                            master) before it runs again as a new task
+                            (default 120)
   --api-token-file FILE     require \"Authorization: Bearer <token>\" on every
                             endpoint that changes something (default: open)
   --redis HOST:PORT         publish nodes and tasks to Redis and read task
@@ -89,6 +93,8 @@ pub struct Config {
     pub state_dir: Option<std::path::PathBuf>,
     pub reset: bool,
     pub reconcile_interval: Duration,
+    /// How long a task that ran may stay TASK_UNKNOWN before it is relaunched.
+    pub unknown_grace: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
     pub api_token: Option<String>,
 }
@@ -123,6 +129,7 @@ impl Default for Config {
             state_dir: None,
             reset: false,
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            unknown_grace: crate::scheduler::state::DEFAULT_UNKNOWN_GRACE,
             api_token: None,
         }
     }
@@ -227,19 +234,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             "--state-dir" => state_dir = Some(non_empty("--state-dir", value("--state-dir")?)?),
             "--reset" => config.reset = true,
             "--reconcile-interval" => {
-                let text = value("--reconcile-interval")?;
-                config.reconcile_interval = text
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && (1.0..=86_400.0).contains(s))
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        bad(
-                            "--reconcile-interval",
-                            &text,
-                            "must be between 1 and 86400 seconds",
-                        )
-                    })?;
+                config.reconcile_interval =
+                    seconds("--reconcile-interval", value("--reconcile-interval")?)?;
+            }
+            "--unknown-grace" => {
+                config.unknown_grace = seconds("--unknown-grace", value("--unknown-grace")?)?;
             }
             "--api-token-file" => {
                 let path = value("--api-token-file")?;
@@ -297,6 +296,15 @@ fn bad(flag: &'static str, value: &str, why: &'static str) -> Error {
         value: value.to_string(),
         why,
     }
+}
+
+/// A duration flag: 1 to 86400 seconds, fractions allowed.
+fn seconds(flag: &'static str, text: String) -> Result<Duration, Error> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && (1.0..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| bad(flag, &text, "must be between 1 and 86400 seconds"))
 }
 
 fn non_empty(flag: &'static str, value: String) -> Result<String, Error> {
@@ -468,6 +476,14 @@ mod tests {
         check_error(
             "--reconcile-interval 0",
             "bad value \"0\" for --reconcile-interval: must be between 1 and 86400 seconds",
+        );
+        let Ok(Parsed::Run(config)) = parse(args("--unknown-grace 2.5")) else {
+            panic!("valid flags must parse")
+        };
+        assert_eq!(config.unknown_grace, Duration::from_millis(2500));
+        check_error(
+            "--unknown-grace never",
+            "bad value \"never\" for --unknown-grace: must be between 1 and 86400 seconds",
         );
         check_error(
             "--api-token-file /nonexistent/t",

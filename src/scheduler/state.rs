@@ -68,6 +68,12 @@ pub const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(300);
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How long a task that ran may stay TASK_UNKNOWN before it is relaunched
+/// under a new TaskID, unless configured otherwise: long enough for agents
+/// to re-register with a restarted master (their registration backoff goes
+/// up to a minute).
+pub const DEFAULT_UNKNOWN_GRACE: Duration = Duration::from_secs(120);
+
 /// An explicit reconciliation still waiting for answers. A master does not
 /// answer for tasks on agents that have not re-registered yet, so the
 /// tasks without an answer are asked about again with capped exponential
@@ -133,6 +139,9 @@ struct Task {
     /// When Mesos first reported it RUNNING in this process (not durable:
     /// after a restart the stable-run clock starts at the next RUNNING).
     running_since: Option<Instant>,
+    /// Since when the master has answered TASK_UNKNOWN for it, while its
+    /// agent may still re-register (not durable: a restart asks afresh).
+    unknown_since: Option<Instant>,
 }
 
 impl Task {
@@ -200,6 +209,9 @@ pub struct State {
     /// about has answered.
     reconcile_round: Option<ReconcileRound>,
     reconcile_interval: Duration,
+    /// How long a task that ran may stay TASK_UNKNOWN (`DEFAULT_UNKNOWN_GRACE`
+    /// when zero).
+    unknown_grace: Duration,
     /// `--reset`: send TEARDOWN for the stored framework once subscribed.
     teardown_pending: bool,
     /// Built by `restore` and no event handled yet: deadlines still to
@@ -232,6 +244,12 @@ impl State {
     /// How often every task is reconciled (default `DEFAULT_RECONCILE_INTERVAL`).
     pub fn set_reconcile_interval(&mut self, interval: Duration) {
         self.reconcile_interval = interval;
+    }
+
+    /// How long a task that ran may stay TASK_UNKNOWN before it is
+    /// relaunched (default `DEFAULT_UNKNOWN_GRACE`).
+    pub fn set_unknown_grace(&mut self, grace: Duration) {
+        self.unknown_grace = grace;
     }
 
     pub fn task_count(&self) -> usize {
@@ -688,8 +706,8 @@ impl State {
                 ),
             }
         }
-        self.note_answer(&update.task_id);
         let Some(task) = self.tasks.get(&update.task_id) else {
+            self.note_answer(&update.task_id);
             self.on_stranger(&update, calls);
             return;
         };
@@ -703,11 +721,20 @@ impl State {
             .pinned_agent
             .as_ref()
             .is_some_and(|agent| self.nodes_surveyed && !self.nodes.contains_key(agent));
-        let outcome = update_outcome(&update, task, pinned_node_gone, now.instant);
+        let grace = if self.unknown_grace.is_zero() {
+            DEFAULT_UNKNOWN_GRACE
+        } else {
+            self.unknown_grace
+        };
+        let outcome = update_outcome(&update, task, pinned_node_gone, grace, now.instant);
+        if outcome != Outcome::Unconfirmed {
+            self.note_answer(&update.task_id);
+        }
         self.note_update(&update, now);
         let task_id = &update.task_id;
         match outcome {
             Outcome::Stale => {}
+            Outcome::Unconfirmed => self.keep_asking(task_id, grace, now.instant),
             Outcome::Progress(state) => {
                 if let Some(task) = self.tasks.get_mut(task_id) {
                     task.phase = Phase::Active(state);
@@ -785,6 +812,11 @@ impl State {
         }
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now.instant);
+        }
+        if update.state != TaskState::Unknown {
+            task.unknown_since = None;
+        } else if task.unknown_since.is_none() {
+            task.unknown_since = Some(now.instant);
         }
     }
 
@@ -934,6 +966,35 @@ impl State {
             .unanswered
             .extend(tasks.iter().map(|(task_id, _)| task_id.clone()));
         calls.push(Call::Reconcile(tasks));
+    }
+
+    /// A task the master answered TASK_UNKNOWN about stays in the round, to
+    /// be asked again at its next retry (not at once: the master would only
+    /// say the same) until its agent re-registers or the grace runs out.
+    fn keep_asking(&mut self, task_id: &TaskId, grace: Duration, now: Instant) {
+        let round = self.reconcile_round.get_or_insert(ReconcileRound {
+            unanswered: BTreeSet::new(),
+            asked: 0,
+            retries: 0,
+            retry_at: now + RECONCILE_RETRY_MIN,
+            delay: RECONCILE_RETRY_MIN,
+        });
+        round.unanswered.insert(task_id.clone());
+        round.asked = round.asked.max(round.unanswered.len());
+        // Ask again no later than the grace ends, so the relaunch is not
+        // held back by a long retry delay.
+        let unknown_since = self.tasks.get(task_id).and_then(|task| task.unknown_since);
+        if let Some(deadline) = unknown_since.map(|since| since + grace) {
+            round.retry_at = round.retry_at.min(deadline.max(now));
+        }
+        if let Some(task) = self.tasks.get_mut(task_id) {
+            task.phase = Phase::Active(TaskState::Unknown);
+        }
+        log::debug!(
+            "task unknown to the master, waiting for its agent task={} grace_s={}",
+            task_id.0,
+            grace.as_secs()
+        );
     }
 
     /// Any update about a task answers for it in the round.
@@ -1290,6 +1351,7 @@ impl State {
             backoff: None,
             not_before: None,
             running_since: None,
+            unknown_since: None,
         };
         self.next_seq += 1;
         self.touch(task_key(&task_id));

@@ -438,7 +438,11 @@ fn a_master_restart_ends_resubscribed_with_every_task_running_again() {
     let first = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
     let listen = first.addr().to_string();
     let dir = TempDir::new("master-restart");
-    let scheduler = charmander::start(config_for(&first, &dir.0)).expect("starts");
+    // A new simulated cluster: its agents are new, so the old tasks stay
+    // TASK_UNKNOWN for good and are relaunched once the grace is over.
+    let mut config = config_for(&first, &dir.0);
+    config.unknown_grace = Duration::from_secs(1);
+    let scheduler = charmander::start(config).expect("starts");
     let api = scheduler.api_addr().to_string();
     let http = http_agent();
     submit_lab_tasks(&http, &api);

@@ -3,7 +3,7 @@
 //! `State::on_update` acts on it in one `match`. Table-tested in
 //! `state::tests::update_outcomes`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Phase, Task, STABLE_RUN};
 use crate::scheduler::model::{AgentId, StatusReason, TaskState, TaskUpdate};
@@ -17,6 +17,10 @@ pub(super) enum Outcome {
     Stale,
     /// Not terminal: the task is in this state now.
     Progress(TaskState),
+    /// TASK_UNKNOWN for a task that ran, within the grace: the master may
+    /// not have heard from its agent yet. Ask again; relaunch only if it
+    /// stays unknown past the grace.
+    Unconfirmed,
     /// The master never ran this launch, or lost it without the user's
     /// doing: run it again. `agent_unknown`: the master knows neither the
     /// task nor its agent.
@@ -32,11 +36,13 @@ pub(super) enum Outcome {
 
 /// Classifies `update` for `task`. `pinned_node_gone`: the task is a
 /// one-per-node copy whose node is no longer in the registry (after offers
-/// have surveyed the cluster). Pure.
+/// have surveyed the cluster). `unknown_grace`: how long a task that ran
+/// may stay TASK_UNKNOWN before it is relaunched. Pure.
 pub(super) fn update_outcome(
     update: &TaskUpdate,
     task: &Task,
     pinned_node_gone: bool,
+    unknown_grace: Duration,
     now: Instant,
 ) -> Outcome {
     // TASK_UNKNOWN (PARTITION_AWARE): the master knows neither the task
@@ -67,6 +73,18 @@ pub(super) fn update_outcome(
         || never_started);
     if task.is_kill_requested() {
         return Outcome::Remove;
+    }
+    // A master restarted with an in-memory registry answers TASK_UNKNOWN
+    // for every task until their agents re-register, while the tasks run
+    // on. Relaunching at once would run each of them twice (issue 8): wait
+    // for the agent. DROPPED, GONE and GONE_BY_OPERATOR are certain.
+    if update.state == TaskState::Unknown && !never_started {
+        let waited = task
+            .unknown_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        if waited < unknown_grace {
+            return Outcome::Unconfirmed;
+        }
     }
     if launch_lost {
         return Outcome::Relaunch { agent_unknown };

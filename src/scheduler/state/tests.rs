@@ -1241,6 +1241,9 @@ fn new_work_revives_past_idle_filters_while_a_service_keeps_offers_coming() {
 
 #[test]
 fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_dropped() {
+    // TASK_UNKNOWN for tasks that ran: first the grace, asking again, then
+    // (still unknown) the relaunch under a new id, and the copy pinned to
+    // the unknown agent goes with it.
     check(
         "
         subscribed
@@ -1251,6 +1254,10 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
         update mon TASK_RUNNING ack
         disconnected
         subscribed
+        update a TASK_UNKNOWN reconcile
+        update mon TASK_UNKNOWN reconcile
+        tasks
+        tick 120
         update a TASK_UNKNOWN reconcile
         update mon TASK_UNKNOWN reconcile
         tasks
@@ -1274,12 +1281,68 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
           RECONCILE a-1000000000000 mon-1000000000001
           RECONCILE all
         > update a TASK_UNKNOWN reconcile
+        > update mon TASK_UNKNOWN reconcile
+        > tasks
+          = a-1000000000000 TASK_UNKNOWN slave2
+          = mon-1000000000001 TASK_UNKNOWN slave2 nodename=slave2
+        > tick 120
+          RECONCILE a-1000000000000 mon-1000000000001
+        > update a TASK_UNKNOWN reconcile
           REVIVE
         > update mon TASK_UNKNOWN reconcile
         > tasks
-          = a-1000000000002 pending - (relaunching after TASK_UNKNOWN: )
+          = a-1120000000000 pending - (relaunching after TASK_UNKNOWN: )
         > offer slave2
-          LAUNCH on slave2: a-1000000000002 mon-1000000000004
+          LAUNCH on slave2: a-1120000000000 mon-1120000000002
+        ",
+    );
+}
+
+// See: issue 8. A master restarted with an in-memory registry answers
+// TASK_UNKNOWN until the agents re-register, while the tasks run on: an
+// immediate relaunch ran every task twice.
+#[test]
+fn a_task_unknown_until_its_agent_reregisters_keeps_running_under_its_id() {
+    check(
+        "
+        subscribed
+        submit a mem=10 type=lab
+        offer slave2
+        update a TASK_RUNNING ack
+        disconnected
+        subscribed
+        update a TASK_UNKNOWN reconcile
+        tasks
+        tick 5
+        update a TASK_RUNNING reconcile
+        tasks
+        offer slave2
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 type=lab
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > update a TASK_RUNNING ack
+          ACK a-1000000000000
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000
+          RECONCILE all
+        > update a TASK_UNKNOWN reconcile
+        > tasks
+          = a-1000000000000 TASK_UNKNOWN slave2
+        > tick 5
+          RECONCILE a-1000000000000
+        > update a TASK_RUNNING reconcile
+        > tasks
+          = a-1000000000000 TASK_RUNNING slave2
+        > offer slave2
+          DECLINE o2 refuse=120
+          SUPPRESS
         ",
     );
 }
@@ -1351,7 +1414,10 @@ fn update_outcomes() {
         launching -                 | TASK_DROPPED invalid         | Relaunch { agent_unknown: false }
         launching -                 | TASK_LOST                    | Relaunch { agent_unknown: false }
         TASK_RUNNING -              | TASK_LOST reconcile          | Relaunch { agent_unknown: false }
-        TASK_RUNNING -              | TASK_UNKNOWN reconcile       | Relaunch { agent_unknown: true }
+        TASK_RUNNING -              | TASK_UNKNOWN reconcile       | Unconfirmed
+        TASK_UNKNOWN unknown-since-grace | TASK_UNKNOWN reconcile  | Relaunch { agent_unknown: true }
+        launching -                 | TASK_UNKNOWN reconcile       | Relaunch { agent_unknown: true }
+        TASK_RUNNING killed         | TASK_UNKNOWN reconcile       | Remove
         TASK_RUNNING -              | TASK_GONE_BY_OPERATOR reconcile | Relaunch { agent_unknown: true }
         TASK_RUNNING -              | TASK_GONE_BY_OPERATOR        | Remove
         TASK_RUNNING killed         | TASK_LOST reconcile          | Remove
@@ -1421,6 +1487,9 @@ fn update_outcomes() {
             } else {
                 now
             }),
+            unknown_since: flags
+                .contains(&"unknown-since-grace")
+                .then(|| now - DEFAULT_UNKNOWN_GRACE),
         };
         let update = TaskUpdate {
             task_id: TaskId("a-1".to_string()),
@@ -1440,7 +1509,13 @@ fn update_outcomes() {
         };
         let actual = format!(
             "{:?}",
-            update_outcome(&update, &task, flags.contains(&"node-gone"), now)
+            update_outcome(
+                &update,
+                &task,
+                flags.contains(&"node-gone"),
+                DEFAULT_UNKNOWN_GRACE,
+                now
+            )
         );
         if actual != expected {
             failures.push(format!("{row}\n    got {actual}"));
