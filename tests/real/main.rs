@@ -1,0 +1,9 @@
+//! Integration tests against a real Apache Mesos 1.11.0 master and agent
+//! (`../shared/realmesos`, see its README): each test starts its own local
+//! cluster on its own port, runs the real `charmander-scheduler` binary
+//! against it and checks what really happened through the master's endpoints
+//! and the fake docker's `runs.log`. Without `REALMESOS_DIR` every test prints
+//! a skip line and passes (a dev box without Mesos); `scripts/test` sets it.
+
+#[path = "../common/fault_proxy.rs"]
+mod fault_proxy;
