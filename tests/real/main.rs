@@ -7,3 +7,11 @@
 
 #[path = "../common/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "../common/http.rs"]
+mod http;
+
+mod harness;
+mod seed;
+
+/// Each test's cluster port (the suite owns 5150-5299).
+const PORT_SEED: u16 = 5151;
