@@ -186,6 +186,11 @@ impl Cluster {
             .sum()
     }
 
+    /// One counter of `/metrics/snapshot`.
+    pub fn metric(&self, key: &str) -> u64 {
+        self.get("/metrics/snapshot")[key].as_f64().unwrap_or(0.0) as u64
+    }
+
     fn instance(&self) -> PathBuf {
         let home = std::env::var_os("REALMESOS_HOME")
             .map(PathBuf::from)
@@ -345,7 +350,7 @@ impl Scheduler {
             .args(["--master", master, "--listen", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state_dir)
-            .args(["--log-level", "debug", "--http-workers", "2"])
+            .args(["--log-level", "info", "--http-workers", "2"])
             .args(["--hostname", "127.0.0.1"])
             .stdin(Stdio::null())
             .stdout(file)
@@ -488,33 +493,22 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// How many `docker run`s each container image got.
-pub fn runs_by_image(runs: &[Vec<String>]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for argv in runs {
-        if let Some(image) = run_image(argv) {
-            *out.entry(image).or_default() += 1;
-        }
-    }
-    out
-}
-
-/// The image of a `docker run` argv: the word after `--name NAME`, past the
-/// options that follow it (none are emitted by the executor after `--name`
-/// except `--key=value` parameters).
-pub fn run_image(argv: &[String]) -> Option<String> {
-    let name = argv.iter().position(|word| word == "--name")?;
-    argv[name + 2..]
-        .iter()
-        .find(|word| !word.starts_with("--"))
-        .cloned()
-}
-
-/// The `MESOS_TASK_ID`-free way to tie a run to a task: the container name
-/// is `mesos-<container id>`, which the scheduler shows as `DockerName`.
+/// The container name of a `docker run` (`mesos-<container id>`), which the
+/// scheduler shows as `DockerName`.
 pub fn run_container_name(argv: &[String]) -> Option<String> {
     let name = argv.iter().position(|word| word == "--name")?;
     argv.get(name + 1).cloned()
+}
+
+/// The task id of a `docker run`: the agent mounts the sandbox
+/// `.../executors/<task id>/runs/<container id>` (the ExecutorID is the TaskID
+/// for a command task).
+pub fn run_task_id(argv: &[String]) -> Option<String> {
+    argv.iter().find_map(|word| {
+        let (_, after) = word.split_once("/executors/")?;
+        let (id, _) = after.split_once("/runs/")?;
+        Some(id.to_string())
+    })
 }
 
 /// One line the report collects, printed so that `--nocapture` shows it.
@@ -530,15 +524,19 @@ pub struct Ledger {
     pub launched: usize,
     /// `docker run`s the agent asked for.
     pub runs: usize,
-    /// Updates the master sent the framework(s) and acknowledgements it got.
+    /// Status updates from agents the master forwarded (each resend counts),
+    /// and acknowledgements it got for them (valid and invalid), since the
+    /// cluster process started. Reconciliation answers carry no uuid and
+    /// need no acknowledgement, so they are not among them.
     pub updates: u64,
     pub acknowledged: u64,
+    pub bad_acknowledgements: u64,
     /// ACCEPT and KILL calls the master received.
     pub accepts: u64,
     pub kills: u64,
     /// Master log lines about a task id used twice.
     pub duplicate_ids: Vec<String>,
-    /// Container names that `docker run` got more than once.
+    /// Task ids that `docker run` got more than once.
     pub twice: Vec<String>,
 }
 
@@ -554,8 +552,9 @@ impl Ledger {
         Ledger {
             launched: cluster.tasks().len(),
             runs: runs.len(),
-            updates: cluster.framework_metric("events/update"),
-            acknowledged: cluster.framework_metric("calls/acknowledge"),
+            updates: cluster.metric("master/valid_status_updates"),
+            acknowledged: cluster.metric("master/valid_status_update_acknowledgements"),
+            bad_acknowledgements: cluster.metric("master/invalid_status_update_acknowledgements"),
             accepts: cluster.framework_metric("calls/accept"),
             kills: cluster.framework_metric("calls/kill"),
             duplicate_ids: cluster.log_lines("duplicate ID"),
@@ -584,13 +583,14 @@ impl Ledger {
 
     pub fn line(&self) -> String {
         format!(
-            "master tasks {}, docker runs {}, ACCEPT calls {}, KILL calls {}, updates {} acknowledged {}, duplicate-ID lines {}, containers run twice {}",
+            "master tasks {}, docker runs {}, ACCEPT calls {}, KILL calls {}, status updates {} acknowledged {} (invalid acks {}), duplicate-ID lines {}, task ids run twice {}",
             self.launched,
             self.runs,
             self.accepts,
             self.kills,
             self.updates,
             self.acknowledged,
+            self.bad_acknowledgements,
             self.duplicate_ids.len(),
             self.twice.len()
         )

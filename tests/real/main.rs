@@ -10,8 +10,14 @@ mod fault_proxy;
 #[path = "../common/http.rs"]
 mod http;
 
+mod agents;
 mod harness;
+mod restarts;
 mod seed;
 
 /// Each test's cluster port (the suite owns 5150-5299).
 const PORT_SEED: u16 = 5151;
+const PORT_SCHEDULER_RESTART: u16 = 5152;
+const PORT_CLUSTER_RESTART: u16 = 5153;
+const PORT_TWO_AGENTS: u16 = 5154;
+const PORT_NO_NODENAME: u16 = 5155;
