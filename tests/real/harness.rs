@@ -162,15 +162,6 @@ impl Cluster {
             .collect()
     }
 
-    /// Every framework the master has seen, active or not.
-    pub fn all_frameworks(&self) -> Vec<Value> {
-        let doc = self.get("/master/frameworks");
-        ["frameworks", "completed_frameworks"]
-            .iter()
-            .flat_map(|key| doc[*key].as_array().cloned().unwrap_or_default())
-            .collect()
-    }
-
     /// Per-framework counters from `/metrics/snapshot` (`calls/accept`,
     /// `calls/acknowledge`, `events/update`, ...), summed over frameworks.
     pub fn framework_metric(&self, name: &str) -> u64 {
@@ -440,15 +431,6 @@ impl Scheduler {
             cluster.task_states(),
             serde_json::to_string_pretty(&self.tasks()).unwrap_or_default()
         );
-    }
-
-    /// Log lines that contain `needle`.
-    pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter(|line| line.contains(needle))
-            .map(str::to_string)
-            .collect()
     }
 }
 

@@ -11,6 +11,7 @@ mod fault_proxy;
 mod http;
 
 mod agents;
+mod faults;
 mod harness;
 mod restarts;
 mod seed;
@@ -21,3 +22,6 @@ const PORT_SCHEDULER_RESTART: u16 = 5152;
 const PORT_CLUSTER_RESTART: u16 = 5153;
 const PORT_TWO_AGENTS: u16 = 5154;
 const PORT_NO_NODENAME: u16 = 5155;
+const PORT_OUTAGE: u16 = 5156;
+const PORT_FAILOVER: u16 = 5157;
+const PORT_LOST_ACCEPT: u16 = 5158;
