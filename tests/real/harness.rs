@@ -258,7 +258,7 @@ impl Drop for Cluster {
     }
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
+/// A fresh directory under the system temp dir (scheduler logs and state).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -276,8 +276,9 @@ impl TempDir {
 }
 
 impl Drop for TempDir {
+    /// Kept when the test failed, or with `REALMESOS_KEEP_LOGS=1`, for the logs.
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("REALMESOS_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
