@@ -56,6 +56,8 @@ pub struct Cluster {
     pub port: u16,
     options: ClusterOptions,
     http: ureq::Agent,
+    /// Restarted once by this test (its first log is then `realmesos.log.1`).
+    restarted: std::cell::Cell<bool>,
 }
 
 impl Cluster {
@@ -65,6 +67,7 @@ impl Cluster {
             port,
             options,
             http: http_agent(),
+            restarted: std::cell::Cell::new(false),
         };
         // Whatever an aborted earlier run left on this port goes first.
         cluster.script("stop.sh", &[]);
@@ -104,6 +107,7 @@ impl Cluster {
     /// running) and starts it again on the same work dir: a master restart
     /// with agent recovery.
     pub fn restart_keeping_tasks(&self) {
+        assert!(!self.restarted.replace(true), "one restart per test");
         self.script("stop.sh", &[("KEEP_TASKS", "1")]);
         self.run(true);
     }
@@ -230,11 +234,16 @@ impl Cluster {
         tail(&self.instance().join("logs/realmesos.log"), lines)
     }
 
-    /// Lines of the cluster log that contain `needle`.
+    /// Lines of the cluster log (since this test started it) that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        std::fs::read_to_string(self.instance().join("logs/realmesos.log"))
-            .unwrap_or_default()
-            .lines()
+        let logs = self.instance().join("logs");
+        // run.sh keeps one previous log: ours when this test restarted the cluster.
+        let mut text = String::new();
+        if self.restarted.get() {
+            text = std::fs::read_to_string(logs.join("realmesos.log.1")).unwrap_or_default();
+        }
+        text += &std::fs::read_to_string(logs.join("realmesos.log")).unwrap_or_default();
+        text.lines()
             .filter(|line| line.contains(needle))
             .map(str::to_string)
             .collect()
@@ -519,6 +528,9 @@ pub struct Ledger {
     pub kills: u64,
     /// Master log lines about a task id used twice.
     pub duplicate_ids: Vec<String>,
+    /// TASK_ERROR and TASK_DROPPED updates the master sent (log lines).
+    pub errors: Vec<String>,
+    pub dropped: Vec<String>,
     /// Task ids that `docker run` got more than once.
     pub twice: Vec<String>,
 }
@@ -541,6 +553,8 @@ impl Ledger {
             accepts: cluster.framework_metric("calls/accept"),
             kills: cluster.framework_metric("calls/kill"),
             duplicate_ids: cluster.log_lines("duplicate ID"),
+            errors: cluster.log_lines("Sending status update TASK_ERROR"),
+            dropped: cluster.log_lines("Sending status update TASK_DROPPED"),
             twice: names
                 .into_iter()
                 .filter(|(_, n)| *n > 1)
@@ -549,7 +563,7 @@ impl Ledger {
         }
     }
 
-    /// Nothing launched twice under one id.
+    /// Nothing launched twice under one id, and no launch refused (TASK_ERROR).
     #[track_caller]
     pub fn assert_nothing_twice(&self) {
         assert!(
@@ -557,16 +571,17 @@ impl Ledger {
             "duplicate task ids: {:?}",
             self.duplicate_ids
         );
+        assert!(self.errors.is_empty(), "TASK_ERROR: {:?}", self.errors);
         assert!(
             self.twice.is_empty(),
-            "containers run twice: {:?}",
+            "task ids run twice: {:?}",
             self.twice
         );
     }
 
     pub fn line(&self) -> String {
         format!(
-            "master tasks {}, docker runs {}, ACCEPT calls {}, KILL calls {}, status updates {} acknowledged {} (invalid acks {}), duplicate-ID lines {}, task ids run twice {}",
+            "master tasks {}, docker runs {}, ACCEPT calls {}, KILL calls {}, status updates {} acknowledged {} (invalid acks {}), duplicate-ID lines {}, TASK_ERROR {}, TASK_DROPPED {}, task ids run twice {}",
             self.launched,
             self.runs,
             self.accepts,
@@ -575,6 +590,8 @@ impl Ledger {
             self.acknowledged,
             self.bad_acknowledgements,
             self.duplicate_ids.len(),
+            self.errors.len(),
+            self.dropped.len(),
             self.twice.len()
         )
     }
