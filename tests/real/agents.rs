@@ -25,6 +25,7 @@ fn one_per_node_covers_two_agents_exactly_once_each() {
             agents: 2,
             // The agents of one realmesos process share their attributes.
             attributes: "nodetype:lab;nodename:lab",
+            ..ClusterOptions::default()
         },
     );
     let scheduler = Scheduler::start(&cluster.address(), &tmp.path("state"), &tmp.path("s.log"));
@@ -93,6 +94,7 @@ fn one_per_node_covers_an_agent_without_a_nodename_attribute() {
         ClusterOptions {
             agents: 1,
             attributes: "nodetype:lab",
+            ..ClusterOptions::default()
         },
     );
     let scheduler = Scheduler::start(&cluster.address(), &tmp.path("state"), &tmp.path("s.log"));

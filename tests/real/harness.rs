@@ -38,6 +38,8 @@ pub fn realmesos(test: &str) -> Option<PathBuf> {
 pub struct ClusterOptions {
     pub agents: usize,
     pub attributes: &'static str,
+    /// Each agent's `--resources` (realmesos' default when None).
+    pub resources: Option<&'static str>,
 }
 
 impl Default for ClusterOptions {
@@ -45,6 +47,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             agents: 1,
             attributes: "nodetype:lab;nodename:lab1",
+            resources: None,
         }
     }
 }
@@ -76,7 +79,11 @@ impl Cluster {
     }
 
     fn script(&self, name: &str, env: &[(&str, &str)]) -> String {
-        let output = Command::new(self.dir.join(name))
+        let mut command = Command::new(self.dir.join(name));
+        if let Some(resources) = self.options.resources {
+            command.env("MESOS_RESOURCES", resources);
+        }
+        let output = command
             .arg(self.port.to_string())
             .env("DOCKER", "fake")
             .env("MESOS_NUM_SLAVES", self.options.agents.to_string())
@@ -307,7 +314,12 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts it against `master` with `state_dir` and waits for its REST API.
     pub fn start(master: &str, state_dir: &Path, log: &Path) -> Scheduler {
-        let child = Scheduler::spawn(master, state_dir, log);
+        Scheduler::start_with(master, state_dir, log, &[])
+    }
+
+    /// The same with extra flags (`--role`, ...).
+    pub fn start_with(master: &str, state_dir: &Path, log: &Path, flags: &[&str]) -> Scheduler {
+        let child = Scheduler::spawn_with(master, state_dir, log, flags);
         let mut scheduler = Scheduler {
             child,
             log: log.to_path_buf(),
@@ -340,12 +352,16 @@ impl Scheduler {
 
     /// Starts it without waiting for anything (it may exit at once).
     pub fn spawn(master: &str, state_dir: &Path, log: &Path) -> Child {
+        Scheduler::spawn_with(master, state_dir, log, &[])
+    }
+
+    fn spawn_with(master: &str, state_dir: &Path, log: &Path, flags: &[&str]) -> Child {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("scheduler log");
-        let _ = writeln!(file, "=== start --master {master}");
+        let _ = writeln!(file, "=== start --master {master} {}", flags.join(" "));
         let err = file.try_clone().expect("log clone");
         Command::new(env!("CARGO_BIN_EXE_charmander-scheduler"))
             .args(["--master", master, "--listen", "127.0.0.1:0"])
@@ -353,6 +369,7 @@ impl Scheduler {
             .arg(state_dir)
             .args(["--log-level", "info", "--http-workers", "2"])
             .args(["--hostname", "127.0.0.1"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)

@@ -14,6 +14,7 @@ mod agents;
 mod faults;
 mod harness;
 mod restarts;
+mod roles;
 mod seed;
 
 /// Each test's cluster port (the suite owns 5150-5299).
@@ -25,3 +26,4 @@ const PORT_NO_NODENAME: u16 = 5155;
 const PORT_OUTAGE: u16 = 5156;
 const PORT_FAILOVER: u16 = 5157;
 const PORT_LOST_ACCEPT: u16 = 5158;
+const PORT_RESERVED: u16 = 5159;
