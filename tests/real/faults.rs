@@ -275,3 +275,30 @@ fn a_lost_accept_response_leaves_the_task_running_exactly_once() {
         ),
     );
 }
+
+#[test]
+fn a_master_list_skips_an_address_that_is_down() {
+    const TEST: &str = "master_list";
+    let Some(dir) = realmesos(TEST) else { return };
+    let tmp = TempDir::new("master-list");
+    let cluster = Cluster::start(&dir, crate::PORT_MASTER_LIST, ClusterOptions::default());
+    // A loopback port nobody listens on: the first master of the list is down.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let masters = format!("{down},{}", cluster.address());
+    let scheduler = Scheduler::start(&masters, &tmp.path("state"), &tmp.path("s.log"));
+    scheduler.submit(STRESS60);
+    scheduler.wait_summary(&[("stress60", "TASK_RUNNING")], &cluster);
+    assert_eq!(cluster.connected_frameworks().len(), 1);
+    let ledger = Ledger::of(&cluster);
+    ledger.assert_nothing_twice();
+    assert_eq!((ledger.launched, ledger.runs), (1, 1), "{ledger:?}");
+    report(
+        TEST,
+        &format!(
+            "{}; faults injected: first of two masters down ({down}); lost 0",
+            ledger.line()
+        ),
+    );
+}
