@@ -142,15 +142,16 @@ fn seed_story_reference_tasks_docker_run_inspect_reshuffle_and_kill() {
         ],
         &cluster,
     );
-    let influx = scheduler
-        .tasks()
-        .into_iter()
-        .find(|t| t["id"] == "influxdb")
-        .unwrap_or_default();
-    assert!(
-        text(&influx["pending_reason"]).contains("analytics"),
-        "{influx}"
-    );
+    let mut influx = Value::Null;
+    let explained = wait_until(DEADLINE, || {
+        influx = scheduler
+            .tasks()
+            .into_iter()
+            .find(|t| t["id"] == "influxdb")
+            .unwrap_or_default();
+        text(&influx["pending_reason"]).contains("analytics")
+    });
+    assert!(explained, "{influx}");
     // The same spec for a lab node replaces it (a pending task is dropped at once).
     assert_eq!(
         scheduler.call("DELETE", "/client/task/influxdb", None).0,
@@ -262,5 +263,4 @@ fn seed_story_reference_tasks_docker_run_inspect_reshuffle_and_kill() {
         TEST,
         &format!("{}; faults injected 0; lost 0", ledger.line()),
     );
-    let _unused: Option<Value> = None;
 }
