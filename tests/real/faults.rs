@@ -134,9 +134,10 @@ fn a_displaced_scheduler_exits_instead_of_taking_the_framework_back() {
         cluster.framework_metric("calls/subscribe")
     );
     let status = status.expect("exited");
-    assert!(
-        !status.success() && status.code().is_some(),
-        "a distinct non-zero exit code, not a signal: {status:?}"
+    assert_eq!(
+        status.code(),
+        Some(i32::from(charmander::mesos::EXIT_FAILED_OVER)),
+        "the documented exit code for 'failed over' (README), not a crash: {status:?}"
     );
     assert!(
         first.log_text().to_lowercase().contains("failed over"),
@@ -172,6 +173,11 @@ fn a_displaced_scheduler_exits_instead_of_taking_the_framework_back() {
     assert!(
         ended && refused.is_some_and(|status| !status.success()),
         "a second process on one state dir must refuse: {refused:?}\n{c_log}"
+    );
+    let said = c_log.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert!(
+        said.contains(&tmp.path("b").display().to_string()),
+        "the refusal names the state dir: {c_log}"
     );
 
     assert_eq!(cluster.connected_frameworks(), framework);
