@@ -112,7 +112,7 @@ impl CallerLoop {
                     // the offers were rescinded when the subscription ended.
                     log::warn!(
                         "mesos call not sent, its subscription ended call={}",
-                        call_name(&call)
+                        call.name()
                     );
                     return self.report(
                         call,
@@ -128,7 +128,7 @@ impl CallerLoop {
                 .post(&session.leader, &session.stream_id, &bytes, idempotent);
             let error = match result {
                 Ok(()) => {
-                    log::debug!("mesos call sent call={}", call_name(&call));
+                    log::debug!("mesos call sent call={}", call.name());
                     if let Some(outage) = self.outage.take() {
                         log::info!(
                             "mesos calls delivered again after_ms={} failed_attempts={}",
@@ -151,16 +151,13 @@ impl CallerLoop {
                     }
                 }
                 CallError::Refused(reason) => {
-                    log::warn!(
-                        "mesos call refused call={} reason={reason}",
-                        call_name(&call)
-                    );
+                    log::warn!("mesos call refused call={} reason={reason}", call.name());
                     return self.report(call, CallFailure::Refused(reason.to_string()));
                 }
                 CallError::OutcomeUnknown(reason) if !idempotent => {
                     log::warn!(
                         "mesos call outcome unknown, not resent call={} reason={reason}",
-                        call_name(&call)
+                        call.name()
                     );
                     return self.report(call, CallFailure::OutcomeUnknown(reason.to_string()));
                 }
@@ -189,14 +186,14 @@ impl CallerLoop {
                 outage.failed_attempts += 1;
                 log::debug!(
                     "mesos call failed again call={} failed_attempts={} reason={error}",
-                    call_name(call),
+                    call.name(),
                     outage.failed_attempts
                 );
             }
             None => {
                 log::warn!(
                     "mesos call failed, retrying until delivered call={} reason={error}",
-                    call_name(call)
+                    call.name()
                 );
                 self.outage = Some(Outage {
                     since: Instant::now(),
@@ -239,18 +236,5 @@ impl Session {
     /// True once the event stream this session came with has ended.
     fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
-    }
-}
-
-pub(crate) fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Launch { .. } => "ACCEPT",
-        Call::Decline { .. } => "DECLINE",
-        Call::Kill { .. } => "KILL",
-        Call::Acknowledge { .. } => "ACKNOWLEDGE",
-        Call::Reconcile(_) => "RECONCILE",
-        Call::Suppress => "SUPPRESS",
-        Call::Revive => "REVIVE",
-        Call::Teardown => "TEARDOWN",
     }
 }

@@ -317,6 +317,22 @@ pub enum Call {
     Teardown,
 }
 
+impl Call {
+    /// The Mesos call type, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Launch { .. } => "ACCEPT",
+            Call::Decline { .. } => "DECLINE",
+            Call::Kill { .. } => "KILL",
+            Call::Acknowledge { .. } => "ACKNOWLEDGE",
+            Call::Reconcile(_) => "RECONCILE",
+            Call::Suppress => "SUPPRESS",
+            Call::Revive => "REVIVE",
+            Call::Teardown => "TEARDOWN",
+        }
+    }
+}
+
 /// One task to launch on an offer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {

@@ -1211,7 +1211,7 @@ impl State {
             (call, failure) => {
                 log::warn!(
                     "call refused call={} reason={}",
-                    call_name(&call),
+                    call.name(),
                     failure.reason()
                 );
             }
@@ -1546,20 +1546,6 @@ impl State {
                 time_of_last_offer: node.time_of_last_offer,
             })
             .collect()
-    }
-}
-
-/// The call type, for logs.
-fn call_name(call: &Call) -> &'static str {
-    match call {
-        Call::Launch { .. } => "ACCEPT",
-        Call::Decline { .. } => "DECLINE",
-        Call::Kill { .. } => "KILL",
-        Call::Acknowledge { .. } => "ACKNOWLEDGE",
-        Call::Reconcile(_) => "RECONCILE",
-        Call::Suppress => "SUPPRESS",
-        Call::Revive => "REVIVE",
-        Call::Teardown => "TEARDOWN",
     }
 }
 
