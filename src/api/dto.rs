@@ -617,7 +617,7 @@ pub fn parse_idempotency_key(values: &[&str]) -> Result<Option<String>, String> 
     let expected = format!("1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters");
     match values {
         [] => Ok(None),
-        [key] if key.is_empty() => Err(format!("empty Idempotency-Key: use {expected}")),
+        [""] => Err(format!("empty Idempotency-Key: use {expected}")),
         [key] if key.len() > MAX_IDEMPOTENCY_KEY => Err(format!(
             "Idempotency-Key of {} bytes is too long: use {expected}",
             key.len()

@@ -21,7 +21,7 @@
 //! runs after routing, so unknown paths stay 404 and wrong methods 405, and
 //! before the body is read. Reads stay open. The token is never logged.
 
-pub mod dto;
+pub(crate) mod dto;
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -6,10 +6,10 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
-pub mod intelligence;
+pub(crate) mod intelligence;
 pub mod model;
-pub mod placement;
-pub mod state;
+pub(crate) mod placement;
+pub(crate) mod state;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -17,7 +17,6 @@ mod outcome;
 mod persist;
 
 use idempotency::Seen;
-pub use idempotency::{IDEMPOTENCY_WINDOW, MAX_IDEMPOTENCY_KEYS};
 use outcome::{update_outcome, Outcome};
 pub use persist::Record;
 use persist::{idempotency_key, intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
