@@ -463,3 +463,45 @@ pub fn run(
         let _ = outbox.send(backlog);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    /// The reply path: a request reaches `State` under an id, its reply
+    /// travels in the turn (no channel in it), and `run` answers the worker
+    /// only when the journal hands that reply back as committed.
+    #[test]
+    fn a_reply_leaves_only_when_the_journal_hands_it_back() {
+        let wait = Duration::from_secs(10);
+        let (api_tx, api_rx) = bounded(1);
+        let (mesos_tx, mesos_rx) = bounded(1);
+        let (turn_tx, turn_rx) = bounded(1);
+        let (committed_tx, committed_rx) = bounded(1);
+        let state = std::thread::spawn(move || {
+            run(State::new(None), api_rx, mesos_rx, turn_tx, committed_rx)
+        });
+        let (reply_tx, reply_rx) = bounded(1);
+        let command = ApiCommand {
+            request: ApiRequest::ListTasks,
+            reply: reply_tx,
+        };
+        api_tx.send(command).expect("the state thread takes it");
+        let turn: Turn = turn_rx
+            .recv_timeout(wait)
+            .expect("the turn reaches the journal");
+        assert!(
+            matches!(turn.replies.as_slice(), [(_, ApiReply::Tasks(tasks))] if tasks.is_empty())
+        );
+        // Only `run` could have answered, and it has not been told the turn is durable.
+        assert!(reply_rx.try_recv().is_err());
+        committed_tx.send(turn.replies).expect("run listens");
+        let reply = reply_rx
+            .recv_timeout(wait)
+            .expect("answered once committed");
+        assert!(matches!(reply, ApiReply::Tasks(tasks) if tasks.is_empty()));
+        drop((api_tx, mesos_tx));
+        state.join().expect("run ends with its inboxes");
+    }
+}
