@@ -514,7 +514,15 @@ fn ask(state: &Sender<ApiCommand>, request: ApiRequest, wait: Wait) -> Result<Ap
     };
     match reply_receiver.recv_timeout(timeout) {
         Ok(reply) => Ok(reply),
-        Err(RecvTimeoutError::Timeout) => Err(no_reply),
+        Err(RecvTimeoutError::Timeout) => {
+            if no_reply == ApiError::OutcomeUnknown {
+                log::warn!(
+                    "rest change not committed in time; answered 504, it may still happen waited_ms={}",
+                    timeout.as_millis()
+                );
+            }
+            Err(no_reply)
+        }
         // The reply channel was dropped unanswered (shutdown, or the journal
         // stopped): a read changed nothing, a change may have been made.
         Err(RecvTimeoutError::Disconnected) => match wait {
