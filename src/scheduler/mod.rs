@@ -59,7 +59,8 @@ pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 /// `instant` (monotonic) is for every deadline: restart backoff, reconcile
 /// interval and retries, KILL resends, stable runs, suppression retries.
 /// `wall` is only for what people read or what is persisted: created_at,
-/// time_of_last_offer, intelligence updated_at, and the nanos of task ids.
+/// time_of_last_offer, intelligence updated_at, the nanos of task ids, and
+/// the first use of an idempotency key (which ages it across a restart).
 /// Stepping the wall clock therefore never delays or hurries a deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
