@@ -1809,3 +1809,31 @@ fn an_idempotency_key_keeps_what_is_left_of_its_window_across_a_restart() {
         ",
     );
 }
+
+/// `--reset` forgets the keys with the tasks: a retry after it must not be
+/// told "Run task" for a task that no longer exists.
+#[test]
+fn reset_forgets_idempotency_keys() {
+    let now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut state = State::new(None);
+    let submit = || ApiRequest::Submit {
+        spec: spec(&["web", "mem=10"]),
+        idempotency_key: Some("k1".to_string()),
+    };
+    let mut journal = state.handle_event(api(submit()), now).records;
+    state.reset();
+    journal.extend(state.take_records());
+    assert!(journal
+        .iter()
+        .any(|record| record.key == "idempotency/k1" && record.value.is_none()));
+    let mut state = State::restore(&journal).expect("restores");
+    state.handle_event(api(submit()), now);
+    assert_eq!(
+        state.task_count(),
+        1,
+        "the retry after the reset is a new task"
+    );
+}
