@@ -97,6 +97,12 @@ pub struct Config {
     pub unknown_grace: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
     pub api_token: Option<String>,
+    /// How long a REST change waits for its commit before answering 504
+    /// (`api::COMMIT_WAIT`). No flag sets it; tests shorten it.
+    pub commit_wait: Duration,
+    /// Test hook, no flag: each journal commit waits this long before its
+    /// fsync, as a slow disk would (`store::Store::set_commit_delay`).
+    pub journal_delay: Duration,
 }
 
 impl Config {
@@ -131,6 +137,8 @@ impl Default for Config {
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             unknown_grace: crate::scheduler::state::DEFAULT_UNKNOWN_GRACE,
             api_token: None,
+            commit_wait: crate::api::COMMIT_WAIT,
+            journal_delay: Duration::ZERO,
         }
     }
 }

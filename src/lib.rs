@@ -26,7 +26,8 @@ use crate::config::Config;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::{Connection, Fatal, MesosConfig};
 use crate::scheduler::{
-    State, API_INBOX_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY, OUTBOX_CAPACITY,
+    State, API_INBOX_CAPACITY, COMMITTED_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY,
+    OUTBOX_CAPACITY,
 };
 
 /// Logs to stderr with timestamps and thread names; RUST_LOG overrides the
@@ -81,16 +82,17 @@ pub fn start(config: Config) -> io::Result<Running> {
     let (mesos_tx, mesos_rx) = bounded(MESOS_INBOX_CAPACITY);
     let (call_tx, call_rx) = bounded(OUTBOX_CAPACITY);
     let (turn_tx, turn_rx) = bounded(JOURNAL_CAPACITY);
+    let (committed_tx, committed_rx) = bounded(COMMITTED_CAPACITY);
     let framework_id = state.framework_id().cloned();
     let journal = std::thread::Builder::new()
         .name("journal".to_string())
-        .spawn(move || store::run_journal(store, turn_rx, call_tx))?;
+        .spawn(move || store::run_journal(store, turn_rx, call_tx, committed_tx))?;
     let (state_done_tx, state_done) = bounded::<()>(0);
     let state = std::thread::Builder::new()
         .name("state".to_string())
         .spawn(move || {
             let _done = state_done_tx;
-            scheduler::run(state, api_rx, mesos_rx, turn_tx)
+            scheduler::run(state, api_rx, mesos_rx, turn_tx, committed_rx)
         })?;
     let mesos_config = MesosConfig {
         masters,
@@ -121,6 +123,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         config.http_workers,
         api_tx,
         config.api_token.clone(),
+        config.commit_wait,
     )?;
     log::info!(
         "charmander-scheduler api=http://{} master={master}",
@@ -222,6 +225,7 @@ fn load_state(config: &Config) -> io::Result<(State, Option<store::Store>)> {
         return Ok((State::new(None), None));
     };
     let (mut store, records) = store::Store::open(dir).map_err(io::Error::other)?;
+    store.set_commit_delay(config.journal_delay);
     let mut state = State::restore(&records)
         .map_err(|e| io::Error::other(format!("state in {}: {e}", dir.display())))?;
     if config.reset {

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{json, Value};
 
 use crate::scheduler::state::Record;
-use crate::scheduler::{Call, Turn};
+use crate::scheduler::{Call, Committed, Turn};
 
 /// The largest record accepted on load; anything claiming more is damage.
 pub const MAX_RECORD: usize = 16 * 1024 * 1024;
@@ -56,6 +56,9 @@ pub struct Store {
     compact_at: u64,
     /// The live value of every key, framed, for compaction.
     live: BTreeMap<String, Vec<u8>>,
+    /// Test hook (`Config::journal_delay`, zero in production): each commit
+    /// waits this long before its fsync, like a slow disk.
+    commit_delay: std::time::Duration,
 }
 
 impl Store {
@@ -119,6 +122,7 @@ impl Store {
             snapshot_bytes: snapshot.len() as u64,
             compact_at: COMPACT_MIN_BYTES.max(2 * snapshot.len() as u64),
             live,
+            commit_delay: std::time::Duration::ZERO,
         };
         log::info!(
             "state: loaded {} records ({} live keys) from {}",
@@ -127,6 +131,11 @@ impl Store {
             dir.display()
         );
         Ok((store, records))
+    }
+
+    /// Test hook: every commit from now on waits `delay` before its fsync.
+    pub fn set_commit_delay(&mut self, delay: std::time::Duration) {
+        self.commit_delay = delay;
     }
 
     /// Appends records and fsyncs: when this returns Ok they survive a crash.
@@ -144,6 +153,9 @@ impl Store {
                 ));
             }
             out.extend_from_slice(&framed);
+        }
+        if !self.commit_delay.is_zero() {
+            std::thread::sleep(self.commit_delay);
         }
         let written = self
             .journal
@@ -354,10 +366,16 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 /// The `journal` thread: commits each group of turns with one fsync, then
-/// lets their effects out: calls to the `mesos-caller`, replies to the HTTP
-/// workers. Without a store it only forwards. Returns when its inbox closes
-/// (after the state thread ends) or the caller is gone.
-pub fn run_journal(mut store: Option<Store>, inbox: Receiver<Turn>, calls: Sender<Call>) {
+/// lets their effects out: replies back to the state thread (which holds the
+/// HTTP workers' reply channels), calls to the `mesos-caller`. Without a
+/// store it only forwards. Returns when its inbox closes (after the state
+/// thread ends) or the caller is gone.
+pub fn run_journal(
+    mut store: Option<Store>,
+    inbox: Receiver<Turn>,
+    calls: Sender<Call>,
+    committed: Sender<Committed>,
+) {
     while let Ok(first) = inbox.recv() {
         let mut turns = vec![first];
         while turns.len() < MAX_GROUP {
@@ -377,12 +395,16 @@ pub fn run_journal(mut store: Option<Store>, inbox: Receiver<Turn>, calls: Sende
                 std::process::exit(EXIT_STATE_NOT_SAVED);
             }
         }
+        // Replies first: a slow master must not hold up the REST API. Once
+        // the state thread has stopped, nobody waits for them.
+        let replies: Committed = turns
+            .iter_mut()
+            .flat_map(|turn| std::mem::take(&mut turn.replies))
+            .collect();
+        if !replies.is_empty() {
+            let _ = committed.send(replies);
+        }
         for turn in turns {
-            // Replies first: a slow master must not hold up the REST API.
-            for (reply_to, reply) in turn.replies {
-                // The worker may have timed out and gone.
-                let _ = reply_to.send(reply);
-            }
             for call in turn.calls {
                 if calls.send(call).is_err() {
                     return;

@@ -29,6 +29,9 @@ pub const MAX_CPUS: f64 = 1_000_000.0;
 /// The most memory a task may ask for, in MB (16 TiB).
 pub const MAX_MEM_MB: u64 = 16 * 1024 * 1024;
 
+/// The longest `Idempotency-Key` accepted, in bytes (a UUID is 36).
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
 const MEM_EXPECTED: &str = "a whole number of MB from 1 to 16777216";
 const CPUS_EXPECTED: &str = "a number of cpus from 0.001 to 1000000";
 
@@ -603,6 +606,27 @@ impl<'a> From<&'a NodeView> for NodeDto<'a> {
             timeoflastoffer: node.time_of_last_offer,
             agent_id: &node.agent_id.0,
         }
+    }
+}
+
+/// Validates the `Idempotency-Key` header of a submit, given every value it
+/// was sent with: none is `None`; one of 1 to `MAX_IDEMPOTENCY_KEY`
+/// printable ASCII characters (space to `~`) is the key. Anything else is the
+/// message of a 400: a key the client cannot have meant must not be guessed.
+pub fn parse_idempotency_key(values: &[&str]) -> Result<Option<String>, String> {
+    let expected = format!("1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters");
+    match values {
+        [] => Ok(None),
+        [""] => Err(format!("empty Idempotency-Key: use {expected}")),
+        [key] if key.len() > MAX_IDEMPOTENCY_KEY => Err(format!(
+            "Idempotency-Key of {} bytes is too long: use {expected}",
+            key.len()
+        )),
+        [key] if !key.bytes().all(|byte| (b' '..=b'~').contains(&byte)) => Err(format!(
+            "Idempotency-Key has a character that is not printable ASCII: use {expected}"
+        )),
+        [key] => Ok(Some((*key).to_string())),
+        _ => Err("more than one Idempotency-Key header".to_string()),
     }
 }
 
@@ -1417,5 +1441,46 @@ mod tests {
             b"\xff",
             Err("body must be UTF-8 text: the raw value, e.g. 209924096"),
         );
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_printable_ascii() {
+        #[track_caller]
+        fn check(values: &[&str], expected: Result<Option<&str>, &str>) {
+            assert_eq!(
+                parse_idempotency_key(values),
+                expected
+                    .map(|key| key.map(str::to_string))
+                    .map_err(str::to_string),
+                "{values:?}"
+            );
+        }
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY);
+        let too_long = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
+        check(&[], Ok(None));
+        check(&["a"], Ok(Some("a")));
+        check(
+            &["6f1c2f0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"],
+            Ok(Some("6f1c2f0e-3a4b-4c5d-8e9f-0a1b2c3d4e5f")),
+        );
+        check(&["order 42 ~!"], Ok(Some("order 42 ~!")));
+        check(&[&long], Ok(Some(&long)));
+        check(
+            &[""],
+            Err("empty Idempotency-Key: use 1 to 128 printable ASCII characters"),
+        );
+        check(
+            &[&too_long],
+            Err(
+                "Idempotency-Key of 129 bytes is too long: use 1 to 128 printable ASCII characters",
+            ),
+        );
+        for bad in ["a\tb", "\u{7f}", "caf\u{e9}", "a\u{0}"] {
+            check(
+                &[bad],
+                Err("Idempotency-Key has a character that is not printable ASCII: use 1 to 128 printable ASCII characters"),
+            );
+        }
+        check(&["a", "a"], Err("more than one Idempotency-Key header"));
     }
 }

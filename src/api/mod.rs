@@ -3,16 +3,25 @@
 //!
 //! A worker routes the request (`route`), reads at most `MAX_BODY` bytes,
 //! parses the body into domain types (`dto`), sends one `ApiCommand` to the
-//! `state` thread and waits for its reply at most `REPLY_TIMEOUT`, then turns
-//! the reply into a status and a JSON body (`respond`). Workers never touch
-//! scheduler state, and nothing a client sends can make them panic.
+//! `state` thread and waits for its reply (`ask`), then turns the reply into
+//! a status and a JSON body (`respond`). Workers never touch scheduler
+//! state, and nothing a client sends can make them panic.
+//!
+//! Outcomes a client can trust: a command the state thread could not take
+//! within `QUEUE_WAIT` answers 503 (nothing happened, retry). A command it
+//! took is answered once its turn is durable; a read waits `REPLY_TIMEOUT`
+//! (then 503: reading again is harmless), a change waits `commit_wait`
+//! (`COMMIT_WAIT` by default) and then answers 504 "outcome unknown": it may
+//! still take effect, so retrying could do it twice. A submit retried with
+//! the same `Idempotency-Key` is answered as the first one and creates
+//! nothing (`scheduler::state::idempotency`).
 //!
 //! With a token configured (`--api-token-file`), every route that changes
 //! something needs `Authorization: Bearer <token>` (`authorized`); the check
 //! runs after routing, so unknown paths stay 404 and wrong methods 405, and
 //! before the body is read. Reads stay open. The token is never logged.
 
-pub mod dto;
+pub(crate) mod dto;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -29,9 +38,18 @@ use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
 /// The largest request body we read; a bigger one gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// How long a worker waits for the state thread (to take the command and to
-/// answer it, together) before it answers 503.
+/// How long a worker waits for the state thread to take a command before it
+/// answers 503: the command was never queued, so nothing happened.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a read waits for its reply once queued, before it answers 503.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a change (submit, kill, reshuffle, intelligence write) waits for
+/// its reply once queued, i.e. for its turn to be fsynced, before it answers
+/// 504 "outcome unknown": the change may still happen. Generous, since a 504
+/// leaves the client to find out, and a slow disk is not a failure.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Writes to a client that does not read give up after this long.
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,12 +76,14 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `listen` (port 0 picks a free port) and starts `workers` threads
     /// named `http-N` (at least one). With `token`, mutating routes require
-    /// `Authorization: Bearer <token>`; `None` leaves them open.
+    /// `Authorization: Bearer <token>`; `None` leaves them open. A change
+    /// waits `commit_wait` for its commit before it answers 504.
     pub fn start(
         listen: &str,
         workers: usize,
         state: Sender<ApiCommand>,
         token: Option<String>,
+        commit_wait: Duration,
     ) -> std::io::Result<ApiServer> {
         let server = tiny_http::Server::from_listener(listener_with_write_timeout(listen)?, None)
             .map_err(std::io::Error::other)?;
@@ -84,7 +104,7 @@ impl ApiServer {
             // On a spawn error, dropping `api_server` stops the workers already running.
             let worker = std::thread::Builder::new()
                 .name(format!("http-{worker_idx}"))
-                .spawn(move || serve(&server, &stopping, &state, token.as_deref()))?;
+                .spawn(move || serve(&server, &stopping, &state, token.as_deref(), commit_wait))?;
             api_server.workers.push(worker);
         }
         log::info!(
@@ -101,7 +121,7 @@ impl ApiServer {
     }
 
     /// Stops the workers and joins them. A worker busy with a request finishes
-    /// it first (at most about `REPLY_TIMEOUT`).
+    /// it first (at most about `commit_wait`).
     pub fn shutdown(mut self) {
         self.stop();
     }
@@ -155,12 +175,16 @@ enum ApiError {
     BodyTooLarge,
     /// A mutating route without the configured bearer token (or a wrong one).
     Unauthorized,
-    /// The state thread did not answer within `REPLY_TIMEOUT`.
+    /// The request conflicts with an earlier one (a reused `Idempotency-Key`).
+    Conflict(String),
+    /// The state thread did not take the command within `QUEUE_WAIT`, or a
+    /// read got no reply within `REPLY_TIMEOUT`: nothing changed.
     Busy,
-    /// The state thread is gone (shutting down).
+    /// The state thread is gone (shutting down) and nothing changed.
     Stopped,
-    /// Done in memory but not saved to disk (the state directory failed).
-    NotSaved(String),
+    /// A change reached the state thread but its reply did not come within
+    /// the commit wait (or never will: shutdown): it may or may not happen.
+    OutcomeUnknown,
     /// A bug: the state thread answered with a reply that does not fit.
     Internal(String),
 }
@@ -189,7 +213,9 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::BodyTooLarge => 413,
             ApiError::Unauthorized => 401,
-            ApiError::Busy | ApiError::Stopped | ApiError::NotSaved(_) => 503,
+            ApiError::Conflict(_) => 409,
+            ApiError::Busy | ApiError::Stopped => 503,
+            ApiError::OutcomeUnknown => 504,
             ApiError::Internal(_) => 500,
         }
     }
@@ -200,12 +226,13 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             ApiError::BadRequest(message)
             | ApiError::NotFound(message)
-            | ApiError::NotSaved(message)
+            | ApiError::Conflict(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
             ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
             ApiError::Busy => "scheduler busy".to_string(),
             ApiError::Stopped => "scheduler is shutting down".to_string(),
+            ApiError::OutcomeUnknown => "outcome unknown, check GET /client/task".to_string(),
         }
     }
 
@@ -247,6 +274,7 @@ fn serve(
     stopping: &AtomicBool,
     state: &Sender<ApiCommand>,
     token: Option<&str>,
+    commit_wait: Duration,
 ) {
     loop {
         let request = match server.recv() {
@@ -262,7 +290,7 @@ fn serve(
         };
         let (state, token) = (state.clone(), token.map(str::to_string));
         dispatch(request, move |request| {
-            serve_one(request, &state, token.as_deref())
+            serve_one(request, &state, token.as_deref(), commit_wait)
         });
     }
 }
@@ -322,10 +350,16 @@ pub fn listener_with_write_timeout(listen: &str) -> std::io::Result<std::net::Tc
     Ok(std::net::TcpListener::from(OwnedFd::from(socket)))
 }
 
-fn serve_one(mut request: tiny_http::Request, state: &Sender<ApiCommand>, token: Option<&str>) {
+fn serve_one(
+    mut request: tiny_http::Request,
+    state: &Sender<ApiCommand>,
+    token: Option<&str>,
+    commit_wait: Duration,
+) {
     {
         let started = Instant::now();
-        let reply = handle(&mut request, state, token).unwrap_or_else(ApiError::into_reply);
+        let reply =
+            handle(&mut request, state, token, commit_wait).unwrap_or_else(ApiError::into_reply);
         log::debug!(
             "http request method={} url={} status={} took_ms={}",
             request.method(),
@@ -365,6 +399,7 @@ fn handle(
     request: &mut tiny_http::Request,
     state: &Sender<ApiCommand>,
     token: Option<&str>,
+    commit_wait: Duration,
 ) -> Result<Reply, ApiError> {
     let route = route(request.method().as_str(), request.url())?;
     // Before the body is read: an unauthorized client costs us no parsing.
@@ -395,8 +430,19 @@ fn handle(
             })
         }
         Route::SubmitTask => {
+            let keys: Vec<&str> = request
+                .headers()
+                .iter()
+                .filter(|field| field.field.equiv("Idempotency-Key"))
+                .map(|field| field.value.as_str())
+                .collect();
+            let idempotency_key =
+                dto::parse_idempotency_key(&keys).map_err(ApiError::BadRequest)?;
             let body = read_body(request)?;
-            ApiRequest::Submit(dto::parse_task(&body).map_err(ApiError::BadRequest)?)
+            ApiRequest::Submit {
+                spec: dto::parse_task(&body).map_err(ApiError::BadRequest)?,
+                idempotency_key,
+            }
         }
         Route::ListTasks => ApiRequest::ListTasks,
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
@@ -429,29 +475,60 @@ fn handle(
         }
         (route, _) => route,
     };
-    let reply = ask(state, api_request)?;
+    let wait = if route.changes_state() {
+        Wait::Commit(commit_wait)
+    } else {
+        Wait::Read
+    };
+    let reply = ask(state, api_request, wait)?;
     respond(&route, reply)
 }
 
-/// Sends one command to the state thread and waits for its answer, both
-/// within `REPLY_TIMEOUT`.
-fn ask(state: &Sender<ApiCommand>, request: ApiRequest) -> Result<ApiReply, ApiError> {
-    let deadline = Instant::now() + REPLY_TIMEOUT;
+/// How `ask` waits for a reply once its command is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// A read: `REPLY_TIMEOUT`, then 503 (nothing changed).
+    Read,
+    /// A change: this long, then 504 (the change may still happen).
+    Commit(Duration),
+}
+
+/// Sends one command to the state thread (503 when it cannot be queued
+/// within `QUEUE_WAIT`: nothing happened) and waits for its answer as `wait`
+/// says. A change that was queued is never answered 503: from then on only
+/// its reply, or 504 "outcome unknown", is the truth.
+fn ask(state: &Sender<ApiCommand>, request: ApiRequest, wait: Wait) -> Result<ApiReply, ApiError> {
     let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
     let command = ApiCommand {
         request,
         reply: reply_sender,
     };
-    match state.send_deadline(command, deadline) {
+    match state.send_timeout(command, QUEUE_WAIT) {
         Ok(()) => {}
         Err(SendTimeoutError::Timeout(_)) => return Err(ApiError::Busy),
         Err(SendTimeoutError::Disconnected(_)) => return Err(ApiError::Stopped),
     }
-    match reply_receiver.recv_deadline(deadline) {
+    let (timeout, no_reply) = match wait {
+        Wait::Read => (REPLY_TIMEOUT, ApiError::Busy),
+        Wait::Commit(timeout) => (timeout, ApiError::OutcomeUnknown),
+    };
+    match reply_receiver.recv_timeout(timeout) {
         Ok(reply) => Ok(reply),
-        Err(RecvTimeoutError::Timeout) => Err(ApiError::Busy),
-        // The state thread dropped the command without answering.
-        Err(RecvTimeoutError::Disconnected) => Err(ApiError::Stopped),
+        Err(RecvTimeoutError::Timeout) => {
+            if no_reply == ApiError::OutcomeUnknown {
+                log::warn!(
+                    "rest change not committed in time; answered 504, it may still happen waited_ms={}",
+                    timeout.as_millis()
+                );
+            }
+            Err(no_reply)
+        }
+        // The reply channel was dropped unanswered (shutdown, or the journal
+        // stopped): a read changed nothing, a change may have been made.
+        Err(RecvTimeoutError::Disconnected) => match wait {
+            Wait::Read => Err(ApiError::Stopped),
+            Wait::Commit(_) => Err(ApiError::OutcomeUnknown),
+        },
     }
 }
 
@@ -529,6 +606,21 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     }
 }
 
+impl Route {
+    /// Does it change scheduler state? Such a route needs the token, and
+    /// waits for its commit (504 past it) rather than answering 503.
+    fn changes_state(&self) -> bool {
+        match self {
+            Route::Ping | Route::ListTasks | Route::ListNodes | Route::ListIntelligence => false,
+            Route::Reshuffle { dry_run } => !dry_run,
+            Route::SubmitTask
+            | Route::KillTasks { .. }
+            | Route::SetIntelligence { .. }
+            | Route::ClearIntelligence { .. } => true,
+        }
+    }
+}
+
 /// Whether `route` may run: with a `token`, a route that changes something
 /// needs the `Authorization` header `Bearer <token>`; reads, dry-run
 /// reshuffles and everything without a token are open.
@@ -536,15 +628,7 @@ fn authorized(route: &Route, header: Option<&str>, token: Option<&str>) -> bool 
     let Some(token) = token else {
         return true;
     };
-    let mutating = match route {
-        Route::Ping | Route::ListTasks | Route::ListNodes | Route::ListIntelligence => false,
-        Route::Reshuffle { dry_run } => !dry_run,
-        Route::SubmitTask
-        | Route::KillTasks { .. }
-        | Route::SetIntelligence { .. }
-        | Route::ClearIntelligence { .. } => true,
-    };
-    if !mutating {
+    if !route.changes_state() {
         return true;
     }
     // The scheme is case-insensitive (RFC 7235 §2.1); the credentials are not.
@@ -623,7 +707,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
     let reply = match (route, reply) {
         (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
-        (_, ApiReply::Unavailable(message)) => return Err(ApiError::NotSaved(message)),
+        (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
         (Route::SubmitTask, ApiReply::Submitted { id }) => {
             Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
         }
@@ -884,7 +968,16 @@ mod tests {
             },
             message(500, "unexpected reply from the scheduler"),
         );
+        check_respond(
+            Route::SubmitTask,
+            ApiReply::Conflict("key used".to_string()),
+            message(409, "key used"),
+        );
         assert_eq!(body(&Err(ApiError::Busy)), message(503, "scheduler busy"));
+        assert_eq!(
+            body(&Err(ApiError::OutcomeUnknown)),
+            message(504, "outcome unknown, check GET /client/task")
+        );
         assert_eq!(
             body(&Err(ApiError::BodyTooLarge)),
             message(413, "body larger than 65536 bytes")
@@ -972,18 +1065,47 @@ mod tests {
     fn a_stopped_state_thread_is_503_not_a_hang() {
         let (state, inbox) = crossbeam_channel::bounded(1);
         drop(inbox);
-        let err = ask(&state, ApiRequest::ListTasks).expect_err("no state thread");
+        let err = ask(&state, ApiRequest::ListTasks, Wait::Read).expect_err("no state thread");
         assert_eq!(
             (err.status(), err.message()),
             (503, "scheduler is shutting down".to_string())
         );
     }
 
+    /// A state thread that takes commands and never answers in time (a slow
+    /// fsync): a change gets 504 "outcome unknown", never 503; a read 503.
+    #[test]
+    fn a_change_the_state_thread_took_is_never_503() {
+        let (state, inbox) = crossbeam_channel::bounded(4);
+        let spec = dto::parse_task(br#"{"id":"web","dockerimage":"nginx","mem":"10"}"#)
+            .expect("valid task");
+        let submit = ApiRequest::Submit {
+            spec,
+            idempotency_key: None,
+        };
+        let wait = Wait::Commit(Duration::from_millis(50));
+        let err = ask(&state, submit, wait).expect_err("no reply in time");
+        assert_eq!(
+            (err.status(), err.message()),
+            (504, "outcome unknown, check GET /client/task".to_string())
+        );
+        // Taken, then dropped unanswered (shutdown): the change may have been made.
+        let (state, inbox2) = crossbeam_channel::bounded(4);
+        let dropper = std::thread::spawn(move || drop(inbox2.recv()));
+        let kill = ApiRequest::Kill {
+            id_prefix: "web".to_string(),
+        };
+        let err = ask(&state, kill, wait).expect_err("dropped");
+        assert_eq!(err.status(), 504);
+        dropper.join().expect("joins");
+        drop(inbox);
+    }
+
     /// A stand-in for the state thread: accepts every submit, knows no tasks.
     fn fake_state(inbox: crossbeam_channel::Receiver<ApiCommand>) {
         for command in inbox {
             let reply = match command.request {
-                ApiRequest::Submit(spec) => ApiReply::Submitted { id: spec.id },
+                ApiRequest::Submit { spec, .. } => ApiReply::Submitted { id: spec.id },
                 ApiRequest::ListTasks => ApiReply::Tasks(Vec::new()),
                 ApiRequest::Kill { id_prefix } => {
                     ApiReply::NotFound(format!("no task matches {id_prefix}"))
@@ -1022,7 +1144,7 @@ mod tests {
     fn serves_over_a_real_socket() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 2, state, None).expect("binds");
+        let server = ApiServer::start("127.0.0.1:0", 2, state, None, COMMIT_WAIT).expect("binds");
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
 
@@ -1093,7 +1215,7 @@ mod tests {
     fn a_huge_declared_body_does_not_kill_a_worker() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 1, state, None).expect("binds");
+        let server = ApiServer::start("127.0.0.1:0", 1, state, None, COMMIT_WAIT).expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");
         let head = "POST /admin/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
         attacker.write_all(head.as_bytes()).expect("write");

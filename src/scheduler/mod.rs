@@ -6,11 +6,12 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
-pub mod intelligence;
+pub(crate) mod intelligence;
 pub mod model;
-pub mod placement;
-pub mod state;
+pub(crate) mod placement;
+pub(crate) mod state;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
@@ -42,6 +43,10 @@ pub const BACKLOG_WARNING: usize = 10_000;
 /// Capacity of the channel from the state thread to the journal thread, in turns.
 pub const JOURNAL_CAPACITY: usize = 1024;
 
+/// Capacity of the channel from the journal back to the state thread, in
+/// commit groups of replies.
+pub const COMMITTED_CAPACITY: usize = 1024;
+
 /// With this many calls held back, the state thread stops taking REST
 /// commands (they wait in the bounded API channel) until the backlog drains.
 pub const BACKLOG_LIMIT: usize = 50_000;
@@ -54,7 +59,8 @@ pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 /// `instant` (monotonic) is for every deadline: restart backoff, reconcile
 /// interval and retries, KILL resends, stable runs, suppression retries.
 /// `wall` is only for what people read or what is persisted: created_at,
-/// time_of_last_offer, intelligence updated_at, and the nanos of task ids.
+/// time_of_last_offer, intelligence updated_at, the nanos of task ids, and
+/// the first use of an idempotency key (which ages it across a restart).
 /// Stepping the wall clock therefore never delays or hurries a deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
@@ -71,15 +77,24 @@ impl Now {
     }
 }
 
-/// Every input of the state thread.
+/// Every input of `State::handle_event`.
 #[derive(Debug)]
 pub enum Event {
-    Api(ApiCommand),
+    /// A request from an HTTP worker or the Redis bridge, under the id `run`
+    /// gave it; its reply leaves in the turn's `replies` under the same id.
+    Api(RequestId, ApiRequest),
     Mesos(MesosEvent),
     Tick,
 }
 
-/// A REST request for the state thread, with the channel for its single reply.
+/// Names one request while it is inside the state thread and the journal.
+/// `run` hands them out and keeps the reply channel under it, so neither
+/// `State` nor the journal ever holds a channel to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// A request as it reaches `run`: the request and the channel for its single
+/// reply, which gets the reply once the turn that answered it is durable.
 #[derive(Debug)]
 pub struct ApiCommand {
     pub request: ApiRequest,
@@ -88,8 +103,11 @@ pub struct ApiCommand {
 
 #[derive(Debug)]
 pub enum ApiRequest {
-    /// `POST /client/task`.
-    Submit(TaskSpec),
+    /// `POST /client/task`, with its `Idempotency-Key` if it had one.
+    Submit {
+        spec: TaskSpec,
+        idempotency_key: Option<String>,
+    },
     /// `GET /client/task`.
     ListTasks,
     /// `DELETE /client/task/<prefix>`.
@@ -151,18 +169,24 @@ pub enum ApiReply {
     NotFound(String),
     /// The request is well-formed but its value is not acceptable (400).
     Invalid(String),
-    /// Done in memory, but it could not be made durable (503).
-    Unavailable(String),
+    /// The request contradicts an earlier one (409), e.g. an `Idempotency-Key`
+    /// used before for a different task.
+    Conflict(String),
 }
 
 /// What one state-loop turn produced: durable changes first, then the
-/// effects that may leave the process only once those are on disk.
+/// effects that may leave the process only once those are on disk. The
+/// journal sends `calls` on to the caller and `replies` back to `run`,
+/// which owns the channels they go to.
 #[derive(Debug, Default)]
 pub struct Turn {
     pub records: Vec<state::Record>,
     pub calls: Vec<Call>,
-    pub replies: Vec<(Sender<ApiReply>, ApiReply)>,
+    pub replies: Vec<(RequestId, ApiReply)>,
 }
+
+/// Replies whose turn is durable, from the journal back to `run`.
+pub type Committed = Vec<(RequestId, ApiReply)>;
 
 impl Turn {
     fn is_empty(&self) -> bool {
@@ -344,8 +368,14 @@ pub struct Launch {
 }
 
 /// The state thread's run loop: one `select!`, one `handle_event`, and the
-/// turn handed to the `journal` thread, which makes it durable and then lets
-/// its calls and replies out.
+/// turn handed to the `journal` thread, which makes it durable, sends its
+/// calls on and its replies back here (`committed`).
+///
+/// `run` owns the reply path: each request gets a `RequestId`, its reply
+/// channel waits in `waiting` under that id, and the reply goes out when the
+/// journal hands it back, i.e. only once its turn is on disk. Every request
+/// gets exactly one reply in the turn that handles it, so `waiting` holds
+/// only requests still in a turn on its way through the journal.
 ///
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
@@ -355,10 +385,22 @@ pub fn run(
     api_inbox: Receiver<ApiCommand>,
     mesos_inbox: Receiver<MesosEvent>,
     outbox: Sender<Turn>,
+    committed: Receiver<Committed>,
 ) {
+    /// What one `select!` produced.
+    enum Input {
+        Api(ApiCommand),
+        Mesos(MesosEvent),
+        Tick,
+        Committed(Committed),
+        /// Nothing arrived; time to offer the backlog again.
+        Idle,
+    }
     let ticker = crossbeam_channel::tick(TICK_INTERVAL);
     let paused = crossbeam_channel::never();
     let mut backlog = Turn::default();
+    let mut waiting: HashMap<RequestId, Sender<ApiReply>> = HashMap::new();
+    let mut next_id = 0u64;
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -366,19 +408,47 @@ pub fn run(
         } else {
             &api_inbox
         };
-        let event = if backlog.is_empty() {
+        let input = if backlog.is_empty() {
             select! {
-                recv(api) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => break },
-                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => break },
-                recv(ticker) -> _ => Some(Event::Tick),
+                recv(api) -> it => it.map(Input::Api),
+                recv(mesos_inbox) -> it => it.map(Input::Mesos),
+                recv(ticker) -> _ => Ok(Input::Tick),
+                recv(committed) -> it => it.map(Input::Committed),
             }
         } else {
             select! {
-                recv(api) -> it => match it { Ok(command) => Some(Event::Api(command)), Err(_) => break },
-                recv(mesos_inbox) -> it => match it { Ok(event) => Some(Event::Mesos(event)), Err(_) => break },
-                recv(ticker) -> _ => Some(Event::Tick),
-                default(BACKLOG_RETRY) => None,
+                recv(api) -> it => it.map(Input::Api),
+                recv(mesos_inbox) -> it => it.map(Input::Mesos),
+                recv(ticker) -> _ => Ok(Input::Tick),
+                recv(committed) -> it => it.map(Input::Committed),
+                default(BACKLOG_RETRY) => Ok(Input::Idle),
             }
+        };
+        // Any closed inbox (every worker gone, the reader gone, the journal
+        // gone) ends the loop.
+        let Ok(input) = input else { break };
+        let event = match input {
+            Input::Api(ApiCommand { request, reply }) => {
+                let id = RequestId(next_id);
+                next_id += 1;
+                waiting.insert(id, reply);
+                Some(Event::Api(id, request))
+            }
+            Input::Mesos(event) => Some(Event::Mesos(event)),
+            Input::Tick => Some(Event::Tick),
+            Input::Committed(replies) => {
+                for (id, reply) in replies {
+                    match waiting.remove(&id) {
+                        // The worker may have stopped waiting (504) and gone.
+                        Some(reply_to) => {
+                            let _ = reply_to.send(reply);
+                        }
+                        None => log::error!("reply for an unknown request id={}", id.0),
+                    }
+                }
+                None
+            }
+            Input::Idle => None,
         };
         if let Some(event) = event {
             let turn_start = Instant::now();
@@ -402,8 +472,53 @@ pub fn run(
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
-    // Shutting down: what is held back still goes to the journal.
+    // Shutting down: nobody waits for replies any more, and the journal must
+    // not block handing them back while this thread blocks handing it the
+    // backlog, so the way back closes first.
+    drop(committed);
     if !backlog.is_empty() {
         let _ = outbox.send(backlog);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    /// The reply path: a request reaches `State` under an id, its reply
+    /// travels in the turn (no channel in it), and `run` answers the worker
+    /// only when the journal hands that reply back as committed.
+    #[test]
+    fn a_reply_leaves_only_when_the_journal_hands_it_back() {
+        let wait = Duration::from_secs(10);
+        let (api_tx, api_rx) = bounded(1);
+        let (mesos_tx, mesos_rx) = bounded(1);
+        let (turn_tx, turn_rx) = bounded(1);
+        let (committed_tx, committed_rx) = bounded(1);
+        let state = std::thread::spawn(move || {
+            run(State::new(None), api_rx, mesos_rx, turn_tx, committed_rx)
+        });
+        let (reply_tx, reply_rx) = bounded(1);
+        let command = ApiCommand {
+            request: ApiRequest::ListTasks,
+            reply: reply_tx,
+        };
+        api_tx.send(command).expect("the state thread takes it");
+        let turn: Turn = turn_rx
+            .recv_timeout(wait)
+            .expect("the turn reaches the journal");
+        assert!(
+            matches!(turn.replies.as_slice(), [(_, ApiReply::Tasks(tasks))] if tasks.is_empty())
+        );
+        // Only `run` could have answered, and it has not been told the turn is durable.
+        assert!(reply_rx.try_recv().is_err());
+        committed_tx.send(turn.replies).expect("run listens");
+        let reply = reply_rx
+            .recv_timeout(wait)
+            .expect("answered once committed");
+        assert!(matches!(reply, ApiReply::Tasks(tasks) if tasks.is_empty()));
+        drop((api_tx, mesos_tx));
+        state.join().expect("run ends with its inboxes");
     }
 }

@@ -12,12 +12,14 @@
 //! `Pending` under a new TaskID. `update_outcome` classifies every update;
 //! `on_update` acts on the outcome.
 
+mod idempotency;
 mod outcome;
 mod persist;
 
+use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
 pub use persist::Record;
-use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
+use persist::{idempotency_key, intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,8 +31,8 @@ use crate::scheduler::model::{
 };
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
-    ApiCommand, ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch,
-    MesosEvent, NodeView, Now, ReshuffleStep, Snapshot, TaskView, Turn,
+    ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent,
+    NodeView, Now, RequestId, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -217,10 +219,12 @@ pub struct State {
     /// Built by `restore` and no event handled yet: deadlines still to
     /// re-derive from the first event's instant.
     restored: bool,
+    /// `Idempotency-Key`s of recent submits and what they answered.
+    idempotency: idempotency::Keys,
     /// Record keys changed since the last `take_records`.
     dirty: BTreeSet<String>,
-    /// Replies of this turn; they leave once the turn is durable.
-    replies: Vec<(crossbeam_channel::Sender<ApiReply>, ApiReply)>,
+    /// Replies of this turn, by request id; they leave once the turn is durable.
+    replies: Vec<(RequestId, ApiReply)>,
 }
 
 impl State {
@@ -268,15 +272,19 @@ impl State {
         self.services.clear();
         self.teardown_pending = self.framework_id.is_some();
         self.touch(META_KEY.to_string());
+        // A retry after a reset must not claim a task the reset forgot.
+        let keys: Vec<String> = self.idempotency.clear();
+        self.dirty
+            .extend(keys.iter().map(|key| idempotency_key(key)));
     }
 
     /// The single entry point: applies one event; returns what changed (to
     /// make durable) and the calls and replies that may follow.
     pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
-        self.rederive_deadlines(now.instant);
+        self.rederive_deadlines(now);
         let mut calls = Vec::new();
         match event {
-            Event::Api(command) => self.on_api(command, now, &mut calls),
+            Event::Api(id, request) => self.on_api(id, request, now, &mut calls),
             Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
             Event::Tick => self.on_tick(now, &mut calls),
         }
@@ -291,26 +299,30 @@ impl State {
     /// Deadlines restored from disk start from the first event after the
     /// restore: a restored restart waits its whole backoff again (a wall
     /// clock stamp from before the restart could be hours off). Restored
-    /// kills have no send time and go out once subscribed.
-    fn rederive_deadlines(&mut self, now: Instant) {
+    /// kills have no send time and go out once subscribed. Idempotency keys
+    /// keep what is left of their window by their wall-clock stamp.
+    fn rederive_deadlines(&mut self, now: Now) {
         if !std::mem::take(&mut self.restored) {
             return;
         }
         for task in self.tasks.values_mut() {
             if let (Some(backoff), None) = (task.backoff, task.not_before) {
-                task.not_before = Some(now + backoff);
+                task.not_before = Some(now.instant + backoff);
             }
         }
+        self.idempotency.derive_expiry(now);
     }
 
     fn touch(&mut self, key: String) {
         self.dirty.insert(key);
     }
 
-    fn on_api(&mut self, command: ApiCommand, now: Now, calls: &mut Vec<Call>) {
-        let ApiCommand { request, reply } = command;
+    fn on_api(&mut self, id: RequestId, request: ApiRequest, now: Now, calls: &mut Vec<Call>) {
         let answer = match request {
-            ApiRequest::Submit(spec) => self.on_submit(spec, now),
+            ApiRequest::Submit {
+                spec,
+                idempotency_key,
+            } => self.on_submit(spec, idempotency_key, now),
             ApiRequest::ListTasks => {
                 ApiReply::Tasks(self.tasks.keys().map(|id| self.view(id)).collect())
             }
@@ -341,10 +353,38 @@ impl State {
                 intelligence: self.intelligence.clone(),
             }),
         };
-        self.replies.push((reply, answer));
+        self.replies.push((id, answer));
     }
 
-    fn on_submit(&mut self, spec: TaskSpec, now: Now) -> ApiReply {
+    /// A submit with an `Idempotency-Key` already in use answers as the first
+    /// one did and changes nothing (or 409 for a different task); otherwise
+    /// the key is kept, in the same turn as what the submit created.
+    fn on_submit(&mut self, spec: TaskSpec, key: Option<String>, now: Now) -> ApiReply {
+        let Some(key) = key else {
+            return self.submit(spec, now);
+        };
+        let fingerprint = idempotency::fingerprint(&spec);
+        match self.idempotency.seen(&key, &fingerprint, now.instant) {
+            Seen::Retry(id) => {
+                log::info!("submit retried with its idempotency key; nothing created id={id}");
+                ApiReply::Submitted { id }
+            }
+            Seen::Conflict => ApiReply::Conflict(format!(
+                "Idempotency-Key {key:?} was already used for a different request"
+            )),
+            Seen::New => {
+                let id = spec.id.clone();
+                let reply = self.submit(spec, now);
+                self.touch(idempotency_key(&key));
+                for dropped in self.idempotency.insert(key, fingerprint, id, now) {
+                    self.touch(idempotency_key(&dropped));
+                }
+                reply
+            }
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec, now: Now) -> ApiReply {
         let id = spec.id.clone();
         // Intelligence (an `sla` override included) is applied before the
         // SLA decides what to create, unlike the original.
@@ -1219,6 +1259,9 @@ impl State {
     }
 
     fn on_tick(&mut self, now: Now, calls: &mut Vec<Call>) {
+        for key in self.idempotency.expire(now.instant) {
+            self.touch(idempotency_key(&key));
+        }
         if !self.subscribed {
             return;
         }

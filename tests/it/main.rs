@@ -8,6 +8,7 @@ mod durability;
 mod failover;
 mod fuzz;
 mod mesos_client;
+mod outcomes;
 mod redis_bridge;
 mod restart_policy;
 mod scheduling;

@@ -2,8 +2,10 @@
 //! every record of the current state, and a `State` rebuilt from records.
 //!
 //! Keys: `framework`, `meta` (id counters), `task/<internal id>`,
-//! `service/<id>` (one-per-node templates) and `intelligence/<task>`. The
-//! node registry is not kept: offers rebuild it.
+//! `service/<id>` (one-per-node templates), `intelligence/<task>` and
+//! `idempotency/<Idempotency-Key>` (the user id a keyed submit answered, a
+//! fingerprint of its task and the unix seconds of its first use). The node
+//! registry is not kept: offers rebuild it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +38,10 @@ pub(super) fn intelligence_key(task: &str) -> String {
     format!("intelligence/{task}")
 }
 
+pub(super) fn idempotency_key(key: &str) -> String {
+    format!("idempotency/{key}")
+}
+
 pub(super) const FRAMEWORK_KEY: &str = "framework";
 pub(super) const META_KEY: &str = "meta";
 
@@ -61,6 +67,7 @@ impl State {
         keys.extend(self.tasks.keys().map(task_key));
         keys.extend(self.services.keys().map(|id| service_key(id)));
         keys.extend(self.intelligence.keys().map(|task| intelligence_key(task)));
+        keys.extend(self.idempotency.keys().map(|key| idempotency_key(key)));
         keys.into_iter()
             .filter_map(|key| {
                 self.value_of(&key).map(|value| Record {
@@ -88,6 +95,11 @@ impl State {
             return self.services.get(id).map(|service| {
                 json!({"spec": spec_to_json(&service.spec), "covered": service.covered.iter().map(|a| &a.0).collect::<Vec<_>>()})
             });
+        }
+        if let Some(key) = key.strip_prefix("idempotency/") {
+            return self.idempotency.get(key).map(
+                |used| json!({"id": used.id, "fingerprint": used.fingerprint, "at": used.at}),
+            );
         }
         if let Some(task) = key.strip_prefix("intelligence/") {
             return self.intelligence.get(task).map(|entries| {
@@ -147,6 +159,14 @@ impl State {
                 state
                     .services
                     .insert(id.to_string(), Service { spec, covered });
+            } else if let Some(idempotency_key) = key.strip_prefix("idempotency/") {
+                let at = value["at"].as_u64().ok_or_else(|| bad("bad at".into()))?;
+                state.idempotency.restore(
+                    idempotency_key.to_string(),
+                    text(value, "fingerprint").map_err(bad)?,
+                    text(value, "id").map_err(bad)?,
+                    at,
+                );
             } else if let Some(task) = key.strip_prefix("intelligence/") {
                 let Value::Object(entries) = value else {
                     return Err(bad("expected an object".into()));

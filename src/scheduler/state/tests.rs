@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crossbeam_channel::bounded;
-
 use super::*;
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
@@ -45,7 +43,22 @@ fn check(script: &str, expected: &str) {
         out.push(format!("> {line}"));
         let words: Vec<&str> = line.split_whitespace().collect();
         let (event, show_reply) = match words[0] {
-            "submit" => (api(ApiRequest::Submit(spec(&words[1..]))), true),
+            "submit" => {
+                // `key=<k>`: the submit's Idempotency-Key.
+                let key = words.iter().find_map(|word| word.strip_prefix("key="));
+                let rest: Vec<&str> = words[1..]
+                    .iter()
+                    .copied()
+                    .filter(|word| !word.starts_with("key="))
+                    .collect();
+                (
+                    api(ApiRequest::Submit {
+                        spec: spec(&rest),
+                        idempotency_key: key.map(str::to_string),
+                    }),
+                    true,
+                )
+            }
             "kill" => (
                 api(ApiRequest::Kill {
                     id_prefix: words[1].to_string(),
@@ -178,27 +191,22 @@ fn check(script: &str, expected: &str) {
             }
             other => panic!("unknown step {other}"),
         };
-        let (reply_receiver, event) = match event {
-            Event::Api(command) => {
-                let (sender, receiver) = bounded(1);
-                (
-                    Some(receiver),
-                    Event::Api(ApiCommand {
-                        request: command.request,
-                        reply: sender,
-                    }),
-                )
-            }
-            other => (None, other),
+        let request_id = match &event {
+            Event::Api(id, _) => Some(*id),
+            _ => None,
         };
-        let turn = state.handle_event(event, now);
+        let mut turn = state.handle_event(event, now);
         journal.extend(turn.records);
         for call in &turn.calls {
             out.push(render_call(call));
         }
-        for (reply_to, reply) in turn.replies {
-            let _ = reply_to.send(reply);
-        }
+        // A request is answered in its own turn, under its id, exactly once.
+        assert_eq!(
+            turn.replies.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            request_id.into_iter().collect::<Vec<_>>(),
+            "replies of `{line}`"
+        );
+        let reply = turn.replies.pop().map(|(_, reply)| reply);
         // Everything durable survives a restart: the journal so far rebuilds it.
         let restored = State::restore(&journal).expect("the journal restores");
         assert_eq!(
@@ -206,10 +214,8 @@ fn check(script: &str, expected: &str) {
             state.all_records(),
             "durable state after `{line}`"
         );
-        if let (true, Some(receiver)) = (show_reply, reply_receiver) {
-            out.extend(render_reply(
-                receiver.try_recv().expect("every request gets a reply"),
-            ));
+        if let (true, Some(reply)) = (show_reply, reply) {
+            out.extend(render_reply(reply));
         }
     }
     let actual = out
@@ -225,13 +231,9 @@ fn check(script: &str, expected: &str) {
     assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
 }
 
-/// An API event; `check` swaps in a reply channel it keeps.
+/// An API event (`run` would number them; one at a time, 7 does).
 fn api(request: ApiRequest) -> Event {
-    let (sender, _receiver) = bounded(1);
-    Event::Api(ApiCommand {
-        request,
-        reply: sender,
-    })
+    Event::Api(RequestId(7), request)
 }
 
 fn spec(words: &[&str]) -> TaskSpec {
@@ -457,7 +459,7 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             .collect(),
         ApiReply::NotFound(message) => vec![format!("  = not found: {message}")],
         ApiReply::Invalid(message) => vec![format!("  = invalid: {message}")],
-        ApiReply::Unavailable(message) => vec![format!("  = unavailable: {message}")],
+        ApiReply::Conflict(message) => vec![format!("  = conflict: {message}")],
         ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
         ApiReply::Intelligence(table) => table
             .iter()
@@ -1772,5 +1774,141 @@ fn restored_deadlines_start_again_from_the_restore() {
           LAUNCH on slave2: a-1000000000002
           SUPPRESS
         ",
+    );
+}
+
+/// A key answers its retries (also after a restart) with the first answer
+/// and creates nothing; another task under it is a conflict; after
+/// `IDEMPOTENCY_WINDOW` it is free again.
+#[test]
+fn a_retried_idempotency_key_creates_nothing_until_its_window_ends() {
+    check(
+        "
+        submit web mem=10 key=k1
+        submit web mem=10 key=k1
+        submit web mem=20 key=k1
+        submit other mem=10 key=k1
+        submit web mem=10 key=k2
+        submit web mem=10
+        tasks
+        restart
+        submit web mem=10 key=k1
+        submit web mem=20 key=k1
+        tick 86399
+        submit web mem=10 key=k1
+        tick 1
+        submit web mem=10 key=k1
+        tasks
+        ",
+        r#"
+        > submit web mem=10 key=k1
+          = submitted web
+        > submit web mem=10 key=k1
+          = submitted web
+        > submit web mem=20 key=k1
+          = conflict: Idempotency-Key "k1" was already used for a different request
+        > submit other mem=10 key=k1
+          = conflict: Idempotency-Key "k1" was already used for a different request
+        > submit web mem=10 key=k2
+          = submitted web
+        > submit web mem=10
+          = submitted web
+        > tasks
+          = web-1000000000000 pending - (waiting for offers)
+          = web-1000000000001 pending - (waiting for offers)
+          = web-1000000000002 pending - (waiting for offers)
+        > restart
+        > submit web mem=10 key=k1
+          = submitted web
+        > submit web mem=20 key=k1
+          = conflict: Idempotency-Key "k1" was already used for a different request
+        > tick 86399
+        > submit web mem=10 key=k1
+          = submitted web
+        > tick 1
+        > submit web mem=10 key=k1
+          = submitted web
+        > tasks
+          = web-1000000000000 pending - (waiting for offers)
+          = web-1000000000001 pending - (waiting for offers)
+          = web-1000000000002 pending - (waiting for offers)
+          = web-87400000000000 pending - (waiting for offers)
+        "#,
+    );
+}
+
+/// A restore ages a key by its wall-clock stamp (80000 s old: 6400 s left);
+/// a stamp in the future (the clock stepped back) gets a whole window.
+#[test]
+fn an_idempotency_key_keeps_what_is_left_of_its_window_across_a_restart() {
+    check(
+        "
+        submit web mem=10 key=k1
+        wall 80000
+        restart
+        submit web mem=10 key=k1
+        tick 6399
+        submit web mem=10 key=k1
+        tick 1
+        submit web mem=10 key=k1
+        wall -100000
+        restart
+        submit web mem=10 key=k1
+        tick 86399
+        submit web mem=10 key=k1
+        tasks
+        ",
+        "
+        > submit web mem=10 key=k1
+          = submitted web
+        > wall 80000
+        > restart
+        > submit web mem=10 key=k1
+          = submitted web
+        > tick 6399
+        > submit web mem=10 key=k1
+          = submitted web
+        > tick 1
+        > submit web mem=10 key=k1
+          = submitted web
+        > wall -100000
+        > restart
+        > submit web mem=10 key=k1
+          = submitted web
+        > tick 86399
+        > submit web mem=10 key=k1
+          = submitted web
+        > tasks
+          = web-1000000000000 pending - (waiting for offers)
+          = web-87400000000000 pending - (waiting for offers)
+        ",
+    );
+}
+
+/// `--reset` forgets the keys with the tasks: a retry after it must not be
+/// told "Run task" for a task that no longer exists.
+#[test]
+fn reset_forgets_idempotency_keys() {
+    let now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut state = State::new(None);
+    let submit = || ApiRequest::Submit {
+        spec: spec(&["web", "mem=10"]),
+        idempotency_key: Some("k1".to_string()),
+    };
+    let mut journal = state.handle_event(api(submit()), now).records;
+    state.reset();
+    journal.extend(state.take_records());
+    assert!(journal
+        .iter()
+        .any(|record| record.key == "idempotency/k1" && record.value.is_none()));
+    let mut state = State::restore(&journal).expect("restores");
+    state.handle_event(api(submit()), now);
+    assert_eq!(
+        state.task_count(),
+        1,
+        "the retry after the reset is a new task"
     );
 }
