@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
 
+/// How long the test client waits for a reply from its redis-server.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A `redis-server` child process without persistence; killed on drop.
 struct RedisServer {
     child: Child,
@@ -59,8 +62,14 @@ impl RedisServer {
 
     /// One command through redis-cli's wire format; the reply's text.
     fn try_command(&self, args: &[&str]) -> Option<String> {
+        self.command_within(args, REPLY_TIMEOUT)
+    }
+
+    /// `try_command` for a slow command (filling the server), waiting up
+    /// to `timeout` for its reply.
+    fn command_within(&self, args: &[&str], timeout: Duration) -> Option<String> {
         let mut stream = TcpStream::connect(self.addr()).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.set_read_timeout(Some(timeout)).ok()?;
         let mut request = format!("*{}\r\n", args.len());
         for arg in args {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
@@ -335,7 +344,9 @@ fn intelligence_table(lab: &Lab) -> Value {
 fn a_scan_longer_than_one_cycle_learns_every_key_and_clears_none() {
     let redis = RedisServer::start();
     // More keys than one cycle's SCAN budget (MAX_SCAN_STEPS × SCAN_COUNT) visits.
-    redis.command(&["DEBUG", "POPULATE", "1200000", "junk"]);
+    // Over a second on a busy machine: wait for it as long as any test step.
+    let populated = redis.command_within(&["DEBUG", "POPULATE", "1200000", "junk"], DEADLINE);
+    assert_eq!(populated.as_deref(), Some("OK"));
     let learned: Vec<String> = (0..20).map(|n| format!("learned{n}")).collect();
     for task in &learned {
         redis.command(&[
