@@ -73,6 +73,22 @@ enum Away {
     Unknown,
 }
 
+impl Agent {
+    fn reserved_role(&self) -> Option<&str> {
+        self.spec.reserved.as_ref().map(|r| r.role.as_str())
+    }
+
+    /// What a framework may be offered now: the reserved part only if it
+    /// allocates for the reservation's role.
+    fn offerable(&self, info: &v1::FrameworkInfo) -> Resources {
+        if self.reserved_role().is_some() && self.reserved_role() == allocation_role(info) {
+            self.free.clone()
+        } else {
+            self.free.unreserved()
+        }
+    }
+}
+
 struct OfferRecord {
     framework_id: String,
     agent_id: String,
@@ -550,7 +566,8 @@ impl Core {
                 );
             }
         }
-        let resources = Resources::from_proto(&task.resources)?;
+        let reserved_role = self.agents.get(agent_id).and_then(Agent::reserved_role);
+        let resources = Resources::from_proto(&task.resources, reserved_role)?;
         if !pool.contains(&resources) {
             return Err(format!(
                 "Total resources {} required by task and its executor is more than available {}",
@@ -936,7 +953,7 @@ impl Core {
             let Some(agent) = self.agents.get(agent_id) else {
                 continue;
             };
-            if agent.offer.is_some() || agent.away.is_some() || !agent.free.worth_offering() {
+            if agent.offer.is_some() || agent.away.is_some() {
                 continue;
             }
             // Rotate which framework is asked first, so several share fairly.
@@ -944,9 +961,11 @@ impl Core {
                 .map(|k| &ids[(n + k) % ids.len()])
                 .find(|id| {
                     self.frameworks.get(*id).is_some_and(|f| {
-                        f.filters.get(agent_id).is_none_or(|filter| {
-                            now >= filter.until || !filter.resources.contains(&agent.free)
-                        })
+                        let offerable = agent.offerable(&f.info);
+                        offerable.worth_offering()
+                            && f.filters.get(agent_id).is_none_or(|filter| {
+                                now >= filter.until || !filter.resources.contains(&offerable)
+                            })
                     })
                 });
             let Some(framework_id) = chosen.cloned() else {
@@ -969,11 +988,14 @@ impl Core {
     fn make_offer(&mut self, framework_id: &str, agent_id: &str) -> v1::Offer {
         let offer_id = format!("{}-O{}", self.master_id, self.counters.offers);
         self.counters.offers += 1;
-        let role = self
+        let info = self
             .frameworks
             .get(framework_id)
-            .filter(|f| is_multi_role(&f.info))
-            .and_then(|f| f.info.roles.first().cloned());
+            .map(|f| f.info.clone())
+            .unwrap_or_default();
+        let role = Some(&info)
+            .filter(|info| is_multi_role(info))
+            .and_then(|info| info.roles.first().cloned());
         let mut offer = v1::Offer::new();
         offer.id.mut_or_insert_default().set_value(offer_id.clone());
         offer
@@ -985,9 +1007,10 @@ impl Core {
             .mut_or_insert_default()
             .set_value(agent_id.to_string());
         if let Some(agent) = self.agents.get_mut(agent_id) {
-            let resources = std::mem::take(&mut agent.free);
+            let resources = agent.offerable(&info);
+            agent.free.subtract(&resources);
             offer.set_hostname(agent.spec.hostname.clone());
-            offer.resources = resources.to_proto();
+            offer.resources = resources.to_proto(agent.reserved_role());
             for (name, value) in &agent.spec.attributes {
                 let mut attribute = v1::Attribute::new();
                 attribute.set_name(name.clone());
@@ -1163,7 +1186,10 @@ impl Core {
         }
         let id = format!("{}-S{}", self.master_id, self.counters.agents);
         self.counters.agents += 1;
-        let free = Resources::new(spec.cpus, spec.mem_mb, &spec.ports);
+        let mut free = Resources::new(spec.cpus, spec.mem_mb, &spec.ports);
+        if let Some(reserved) = &spec.reserved {
+            free = free.with_reserved(reserved.cpus, reserved.mem_mb);
+        }
         self.agents.insert(
             id.clone(),
             Agent {
@@ -1504,6 +1530,7 @@ impl Core {
             .map(|a| {
                 json!({"id": a.id, "hostname": a.spec.hostname, "cpus": a.spec.cpus, "mem": a.spec.mem_mb,
                        "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes,
+                       "reserved": a.spec.reserved.as_ref().map(|r| json!({"role": r.role, "cpus": r.cpus, "mem": r.mem_mb})),
                        "unreachable": matches!(a.away, Some(Away::Unreachable(_))),
                        "registered": a.away.is_none()})
             })
@@ -1639,6 +1666,16 @@ fn is_multi_role(info: &v1::FrameworkInfo) -> bool {
     info.capabilities
         .iter()
         .any(|c| c.type_() == v1::framework_info::capability::Type::MULTI_ROLE)
+}
+
+/// The role a framework's offers are allocated to: its first role when
+/// MULTI_ROLE (the simulator allocates for one), else `role`.
+fn allocation_role(info: &v1::FrameworkInfo) -> Option<&str> {
+    if is_multi_role(info) {
+        info.roles.first().map(String::as_str)
+    } else {
+        Some(info.role())
+    }
 }
 
 /// A MULTI_ROLE framework with no roles gets no offers.

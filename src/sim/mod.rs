@@ -63,6 +63,18 @@ pub struct AgentSpec {
     pub ports: Vec<(u64, u64)>,
     /// TEXT attributes, e.g. ("nodetype", "lab").
     pub attributes: Vec<(String, String)>,
+    /// cpus and mem statically reserved for one role, on top of `cpus` and
+    /// `mem_mb` (as the agent's `--resources` `cpus(role):N`).
+    pub reserved: Option<Reservation>,
+}
+
+/// A static reservation: offered only to frameworks of `role`, with `role`
+/// set on the offered resources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    pub role: String,
+    pub cpus: f64,
+    pub mem_mb: f64,
 }
 
 /// Ports every lab agent offers.
@@ -85,6 +97,7 @@ pub fn charmander_lab() -> Vec<AgentSpec> {
             ("nodetype".to_string(), node_type.to_string()),
             ("nodename".to_string(), hostname.to_string()),
         ],
+        reserved: None,
     })
     .collect()
 }
@@ -909,8 +922,9 @@ pub fn parse_agents_json(text: &str) -> Result<Vec<AgentSpec>, String> {
 }
 
 /// One agent: `{"hostname", "cpus", "mem" (or "mem_mb"), "ports": [[b, e]],
-/// "attributes": {"k": "v"} or [["k", "v"]]}`. Ports default to the lab's
-/// range, and `nodename` defaults to the hostname.
+/// "attributes": {"k": "v"} or [["k", "v"]], "reserved": {"role", "cpus",
+/// "mem"}}`. Ports default to the lab's range, `nodename` to the hostname,
+/// and there is no reservation unless given.
 pub fn agent_from_json(value: &Value) -> Result<AgentSpec, String> {
     let hostname = value["hostname"]
         .as_str()
@@ -975,12 +989,42 @@ pub fn agent_from_json(value: &Value) -> Result<AgentSpec, String> {
     if !attributes.iter().any(|(k, _)| k == "nodename") {
         attributes.push(("nodename".to_string(), hostname.clone()));
     }
+    let reserved = match &value["reserved"] {
+        Value::Null => None,
+        Value::Object(_) => {
+            let reservation = &value["reserved"];
+            let role = reservation["role"]
+                .as_str()
+                .ok_or("\"reserved\" needs a \"role\"")?;
+            if let Some(error) = master::role_error(role)
+                .or_else(|| (role == "*").then(|| "Role '*' cannot be reserved".to_string()))
+            {
+                return Err(format!("bad reserved role: {error}"));
+            }
+            let amount = |key: &str| -> Result<f64, String> {
+                match &reservation[key] {
+                    Value::Null => Ok(0.0),
+                    number => number
+                        .as_f64()
+                        .filter(|n| n.is_finite() && *n >= 0.0)
+                        .ok_or(format!("\"reserved\".\"{key}\" must be a number >= 0")),
+                }
+            };
+            Some(Reservation {
+                role: role.to_string(),
+                cpus: amount("cpus")?,
+                mem_mb: amount("mem")?,
+            })
+        }
+        other => return Err(format!("\"reserved\" must be an object, not {other}")),
+    };
     Ok(AgentSpec {
         hostname,
         cpus,
         mem_mb,
         ports,
         attributes,
+        reserved,
     })
 }
 
@@ -992,7 +1036,8 @@ Usage: mesos-sim [FLAGS]
 Flags:
   --listen ADDR:PORT            address to serve (default 127.0.0.1:5050)
   --agents FILE                 JSON list of agents: [{\"hostname\":\"a1\",\"cpus\":4,\"mem\":8192,
-                                \"ports\":[[31000,32000]],\"attributes\":{\"nodetype\":\"lab\"}}]
+                                \"ports\":[[31000,32000]],\"attributes\":{\"nodetype\":\"lab\"},
+                                \"reserved\":{\"role\":\"r\",\"cpus\":1,\"mem\":512}}]
                                 (default: the Charmander lab, slave1..slave3)
   --heartbeat SECONDS           HEARTBEAT interval (default 15)
   --allocation-interval SECONDS how often offers are made (default 1)
@@ -1237,6 +1282,19 @@ mod tests {
             (agents[1].mem_mb, agents[1].ports.clone()),
             (512.0, vec![(1000, 2000)])
         );
+        assert_eq!(agents[0].reserved, None);
+        let reserved = parse_agents_json(
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"lab","cpus":0.5}}]"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            reserved[0].reserved,
+            Some(Reservation {
+                role: "lab".into(),
+                cpus: 0.5,
+                mem_mb: 0.0
+            })
+        );
         for bad in [
             "{}",
             r#"[{"cpus":1,"mem":1}]"#,
@@ -1244,6 +1302,10 @@ mod tests {
             r#"[{"hostname":"a","cpus":1,"mem":1,"ports":[[2,1]]}]"#,
             r#"[{"hostname":"a","cpus":1,"mem":1},{"hostname":"a","cpus":1,"mem":1}]"#,
             r#"[{"hostname":"a/b","cpus":1,"mem":1}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"*","cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"-x","cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"r","cpus":-1}}]"#,
         ] {
             assert!(parse_agents_json(bad).is_err(), "{bad}");
         }

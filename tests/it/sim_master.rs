@@ -1427,3 +1427,101 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
         400
     );
 }
+
+#[test]
+fn reserved_resources_go_only_to_their_role_and_tasks_must_ask_for_them() {
+    let reserved = sim::agent_from_json(&json!({"hostname": "r1", "cpus": 2, "mem": 1024,
+        "reserved": {"role": "lab", "cpus": 1, "mem": 512}}))
+    .expect("valid agent");
+    let resources = |offer: &Value| -> Vec<(String, String, f64)> {
+        offer["resources"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|r| r["type"] == "SCALAR")
+                    .map(|r| {
+                        let (name, role) = (r["name"].as_str(), r["role"].as_str());
+                        let value = r["scalar"]["value"].as_f64().unwrap_or(-1.0);
+                        (
+                            name.unwrap_or("").to_string(),
+                            role.unwrap_or("").to_string(),
+                            value,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let scalar = |name: &str, role: &str, value: f64| json!({"name": name, "type": "SCALAR", "scalar": {"value": value}, "role": role});
+    let task = |id: &str, offer: &Value, list: Vec<Value>| {
+        json!({"name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
+            "resources": list, "command": {"shell": true, "value": "sleep 60"}})
+    };
+    // A framework of the role sees the reservation, with the role on the resources.
+    let master = sim::Master::start(fast_sim(vec![reserved.clone()])).expect("starts");
+    let mut client = Client::subscribe(&master, framework_info(json!({"role": "lab"})));
+    let offer = client.offers()[0].clone();
+    let expected = |pairs: &[(&str, &str, f64)]| -> Vec<(String, String, f64)> {
+        pairs
+            .iter()
+            .map(|(n, r, v)| (n.to_string(), r.to_string(), *v))
+            .collect()
+    };
+    assert_eq!(
+        resources(&offer),
+        expected(&[
+            ("cpus", "lab", 1.0),
+            ("mem", "lab", 512.0),
+            ("cpus", "*", 2.0),
+            ("mem", "*", 1024.0)
+        ])
+    );
+    // Asking for unreserved cpus beyond the unreserved part fails, as on a real master.
+    let greedy = task(
+        "greedy",
+        &offer,
+        vec![scalar("cpus", "*", 2.5), scalar("mem", "*", 32.0)],
+    );
+    let fitting = task(
+        "fitting",
+        &offer,
+        vec![scalar("cpus", "lab", 0.5), scalar("mem", "*", 32.0)],
+    );
+    assert_eq!(
+        client
+            .call("ACCEPT", accept(&offer, vec![greedy, fitting]))
+            .0,
+        202
+    );
+    let refused = client.stream.master_update_for("greedy");
+    assert_eq!(refused["state"], "TASK_ERROR");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Total resources "),
+        "{refused}"
+    );
+    assert_eq!(
+        client.stream.agent_update_for("fitting", "TASK_STARTING")["state"],
+        "TASK_STARTING"
+    );
+    // A framework of another role is offered only the unreserved part.
+    let master = sim::Master::start(fast_sim(vec![reserved])).expect("starts");
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    assert_eq!(
+        resources(&offer),
+        expected(&[("cpus", "*", 2.0), ("mem", "*", 1024.0)])
+    );
+    let stolen = task(
+        "stolen",
+        &offer,
+        vec![scalar("cpus", "lab", 0.5), scalar("mem", "*", 32.0)],
+    );
+    assert_eq!(client.call("ACCEPT", accept(&offer, vec![stolen])).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("stolen")["state"],
+        "TASK_ERROR"
+    );
+}
