@@ -105,6 +105,10 @@ struct Framework {
     info: v1::FrameworkInfo,
     stream: Option<Stream>,
     disconnected_at: Option<Instant>,
+    /// False after a master restart until the framework resubscribes or an
+    /// agent brings back one of its tasks: until then the master has no
+    /// FrameworkInfo to hold a resubscription to.
+    known: bool,
     suppressed: bool,
     next_heartbeat: Instant,
     /// Per agent: declined resources held back until `until`.
@@ -294,7 +298,7 @@ impl Core {
         if let Some(old) = self.frameworks.get_mut(&id) {
             // Adding, dropping or changing the principal are all refused;
             // the old subscriber keeps its stream.
-            if old.info.principal != info.principal {
+            if old.known && old.info.principal != info.principal {
                 refuse(&stream, "Changing framework's principal is not allowed.");
                 return;
             }
@@ -318,6 +322,7 @@ impl Core {
                     info,
                     stream: None,
                     disconnected_at: None,
+                    known: true,
                     suppressed: false,
                     next_heartbeat: now,
                     filters: HashMap::new(),
@@ -332,6 +337,7 @@ impl Core {
         };
         framework.stream = Some(stream);
         framework.disconnected_at = None;
+        framework.known = true;
         // SUBSCRIBE replaces the suppression with its `suppressed_roles`.
         framework.suppressed = !suppressed_roles.is_empty();
         framework.next_heartbeat = now + self.timing.heartbeat;
@@ -1346,6 +1352,8 @@ impl Core {
                 .set_value(agent_id.clone());
             status.container_status = task.container_status.clone().into();
             if let Some(framework) = self.frameworks.get_mut(&id) {
+                // The agent tells the master about the framework, too.
+                framework.known = true;
                 framework.tasks.insert(task_id.clone(), task);
             }
             self.send(&id, update_event(status), now);
@@ -1427,6 +1435,7 @@ impl Core {
         for framework in self.frameworks.values_mut() {
             // Not known to the new master: no failover timer runs.
             framework.disconnected_at = None;
+            framework.known = false;
             framework.suppressed = false;
             framework.filters.clear();
         }

@@ -1357,22 +1357,30 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
     assert_eq!(status, 200, "{restarted}");
     assert_ne!(restarted["master_id"], old_master);
     assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
-    // The framework resubscribes with its id to a master that knows no agent.
-    let resubscribe = |client: &mut Client| {
+    // The framework resubscribes with its id to a master that knows no agent
+    // and not its FrameworkInfo either, so even a new principal is taken.
+    let resubscribe = |client: &mut Client, principal: Option<&str>| {
         let id = json!({"value": client.framework_id});
         let mut info = info.clone();
         info["id"] = id.clone();
+        if let Some(principal) = principal {
+            info["principal"] = json!(principal);
+        }
         let mut call = subscribe_call(info);
         call["framework_id"] = id;
         let mut stream = subscribe(&client.master, &call, "").expect("resubscribes");
-        let subscribed = stream.next().expect("SUBSCRIBED");
+        let subscribed = stream.next().expect("an event");
+        if subscribed["type"] == "ERROR" {
+            return Err(subscribed["error"]["message"].clone());
+        }
         assert_eq!(
             subscribed["subscribed"]["framework_id"]["value"],
             client.framework_id
         );
         client.stream = stream;
+        Ok(())
     };
-    resubscribe(&mut client);
+    assert_eq!(resubscribe(&mut client, Some("later")), Ok(()));
     let explicit = json!({"reconcile": {"tasks": [{"task_id": {"value": "m"}, "agent_id": {"value": agent}}]}});
     assert_eq!(client.call("RECONCILE", explicit.clone()).0, 202);
     let unknown = client.stream.master_update_for("m");
@@ -1416,7 +1424,12 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
             .as_array()
             .is_some_and(|agents| agents.iter().all(|a| a["registered"] == true))
     }));
-    resubscribe(&mut client);
+    // The agents brought the FrameworkInfo back: the principal holds again.
+    assert_eq!(
+        resubscribe(&mut client, None),
+        Err(json!("Changing framework's principal is not allowed."))
+    );
+    assert_eq!(resubscribe(&mut client, Some("later")), Ok(()));
     assert_eq!(client.call("RECONCILE", explicit).0, 202);
     assert_eq!(
         client.stream.master_update_for("m")["state"],
