@@ -71,6 +71,19 @@ enum Away {
     /// Not re-registered since the master restarted: the master's in-memory
     /// registry does not know it.
     Unknown,
+    /// Not re-registered since the master restarted, but known from the
+    /// replicated registry: the master does not answer for its tasks.
+    Recovered,
+}
+
+/// What the master's registry keeps across a restart (`--registry`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Registry {
+    /// Nothing: every agent is unknown until it re-registers.
+    InMemory,
+    /// The agents (and gone agents): they are recovered, and reconciliation
+    /// stays silent for their tasks until they re-register.
+    Replicated,
 }
 
 impl Agent {
@@ -550,7 +563,9 @@ impl Core {
             }
             // A real master after a restart does not know the task yet; the
             // collision shows once the agent is back. Refused here at once.
-            Some(Away::Unknown) => return Err(format!("{DUPLICATE_ID}{task_id}")),
+            Some(Away::Unknown | Away::Recovered) => {
+                return Err(format!("{DUPLICATE_ID}{task_id}"))
+            }
             None => {}
         }
         if task.agent_id.value() != agent_id {
@@ -669,8 +684,9 @@ impl Core {
         };
         let Some(task) = framework.tasks.get_mut(&task_id) else {
             // An unknown task is reconciled, so the framework learns it is gone.
-            let status = self.unknown_task_status(id, &task_id, agent_given.as_deref());
-            self.send(id, update_event(status), now);
+            if let Some(status) = self.unknown_task_status(id, &task_id, agent_given.as_deref()) {
+                self.send(id, update_event(status), now);
+            }
             return;
         };
         if agent_given
@@ -744,7 +760,7 @@ impl Core {
                     Some(task) => statuses.push(latest_status(task_id, task)),
                     None => {
                         let agent = wanted.agent_id.as_ref().map(|a| a.value().to_string());
-                        statuses.push(self.unknown_task_status(id, task_id, agent.as_deref()));
+                        statuses.extend(self.unknown_task_status(id, task_id, agent.as_deref()));
                     }
                 }
             }
@@ -756,17 +772,27 @@ impl Core {
 
     /// The master's answer for a task it does not track (explicit
     /// reconciliation, KILL): by what it knows of the agent named, if any.
+    /// None while that agent (or, with none named, any agent) is recovered
+    /// from the registry but not re-registered: the task may be there.
     fn unknown_task_status(
         &self,
         id: &str,
         task_id: &str,
         agent_id: Option<&str>,
-    ) -> v1::TaskStatus {
+    ) -> Option<v1::TaskStatus> {
         let partition_aware = self
             .frameworks
             .get(id)
             .is_some_and(Framework::partition_aware);
         let agent = agent_id.and_then(|agent| self.agents.get(agent));
+        let recovered = |a: &Agent| a.away == Some(Away::Recovered);
+        let silent = match agent_id {
+            Some(_) => agent.is_some_and(recovered),
+            None => self.agents.values().any(recovered),
+        };
+        if silent {
+            return None;
+        }
         let unreachable_since = match agent.and_then(|a| a.away) {
             Some(Away::Unreachable(since)) => Some(since),
             _ => None,
@@ -809,7 +835,7 @@ impl Core {
         if let Some(since) = unreachable_since {
             status.unreachable_time.mut_or_insert_default().nanoseconds = Some(since);
         }
-        status
+        Some(status)
     }
 
     // ----- time -------------------------------------------------------------------
@@ -821,7 +847,7 @@ impl Core {
             let unknown: Vec<String> = self
                 .agents
                 .values()
-                .filter(|a| a.away == Some(Away::Unknown))
+                .filter(|a| matches!(a.away, Some(Away::Unknown | Away::Recovered)))
                 .map(|a| a.spec.hostname.clone())
                 .collect();
             for hostname in unknown {
@@ -1337,15 +1363,17 @@ impl Core {
         now: Instant,
     ) -> Result<String, (u16, String)> {
         let agent_id = self.agent_by_hostname(hostname)?;
+        // A recovered agent's tasks come back silently: the framework asks.
         let message = match self.agents.get_mut(&agent_id).and_then(|a| a.away.take()) {
-            Some(Away::Unreachable(_)) => "Unreachable agent re-reregistered",
-            Some(Away::Unknown) => "Unknown agent reregistered",
+            Some(Away::Unreachable(_)) => Some("Unreachable agent re-reregistered"),
+            Some(Away::Unknown) => Some("Unknown agent reregistered"),
+            Some(Away::Recovered) => None,
             None => return Err((409, format!("agent {hostname} is registered"))),
         };
         log::info!("sim: agent {agent_id} ({hostname}) re-registered");
         for (id, _, task_id, task) in self.take_tasks_on(&agent_id, true) {
             let mut status = master_status(&task_id, task.state, Reason::REASON_AGENT_REREGISTERED);
-            status.set_message(message.to_string());
+            status.set_message(message.unwrap_or_default().to_string());
             status
                 .agent_id
                 .mut_or_insert_default()
@@ -1356,7 +1384,9 @@ impl Core {
                 framework.known = true;
                 framework.tasks.insert(task_id.clone(), task);
             }
-            self.send(&id, update_event(status), now);
+            if message.is_some() {
+                self.send(&id, update_event(status), now);
+            }
             self.send_head(&id, &task_id, now);
         }
         self.next_allocation = now;
@@ -1403,13 +1433,19 @@ impl Core {
         Ok(agent_id)
     }
 
-    /// The master process restarts with an in-memory registry: a new master
-    /// id, every stream dropped (no final chunk), every offer and filter gone,
-    /// removed frameworks and gone agents forgotten, and every agent unknown,
-    /// its tasks untracked, until it re-registers (through
-    /// `agent_reregister`, or all at once after `reregister_after`).
+    /// The master process restarts: a new master id, every stream dropped (no
+    /// final chunk), every offer and filter gone, removed frameworks
+    /// forgotten, and every agent away, its tasks untracked, until it
+    /// re-registers (through `agent_reregister`, or all at once after
+    /// `reregister_after`). With an in-memory registry the agents are unknown
+    /// and gone agents forgotten; with a replicated one they are recovered.
     /// Frameworks resubscribe with their ids; until then nothing times out.
-    pub fn restart(&mut self, reregister_after: Option<Duration>, now: Instant) -> String {
+    pub fn restart(
+        &mut self,
+        registry: Registry,
+        reregister_after: Option<Duration>,
+        now: Instant,
+    ) -> String {
         self.drop_streams(now);
         let offers: Vec<String> = self.offers.keys().cloned().collect();
         for offer_id in offers {
@@ -1418,7 +1454,13 @@ impl Core {
         self.master_id = uuid_string(&next_uuid(&mut self.rng));
         self.master_info.set_id(self.master_id.clone());
         self.removed.clear();
-        self.gone_agents.clear();
+        let away = match registry {
+            Registry::InMemory => {
+                self.gone_agents.clear();
+                Away::Unknown
+            }
+            Registry::Replicated => Away::Recovered,
+        };
         let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
         for agent_id in &agent_ids {
             for (id, _, task_id, mut task) in self.take_tasks_on(agent_id, false) {
@@ -1429,7 +1471,7 @@ impl Core {
                 }
             }
             if let Some(agent) = self.agents.get_mut(agent_id) {
-                agent.away = Some(Away::Unknown);
+                agent.away = Some(away);
             }
         }
         for framework in self.frameworks.values_mut() {
@@ -1541,7 +1583,7 @@ impl Core {
                        "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes,
                        "reserved": a.spec.reserved.as_ref().map(|r| json!({"role": r.role, "cpus": r.cpus, "mem": r.mem_mb})),
                        "unreachable": matches!(a.away, Some(Away::Unreachable(_))),
-                       "registered": a.away.is_none()})
+                       "registered": a.away.is_none(), "recovered": a.away == Some(Away::Recovered)})
             })
             .collect();
         json!({

@@ -823,9 +823,9 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
                 Ok(body) => body,
                 Err(reply) => return reply,
             };
-            match restart_delay(&body) {
-                Ok(after) => {
-                    let master_id = lock(&shared.core).restart(after, now);
+            match restart_options(&body) {
+                Ok((registry, after)) => {
+                    let master_id = lock(&shared.core).restart(registry, after, now);
                     Reply::json(200, json!({"master_id": master_id}))
                 }
                 Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
@@ -863,24 +863,38 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
 }
 
 /// The body of `/sim/master/restart`: empty, or
-/// `{"agents_reregister_after": SECONDS}` (0 to 86400).
-fn restart_delay(body: &[u8]) -> Result<Option<Duration>, String> {
+/// `{"registry": "in_memory" | "replicated", "agents_reregister_after": SECONDS}`
+/// (both optional; in memory and no automatic re-registration by default).
+fn restart_options(body: &[u8]) -> Result<(master::Registry, Option<Duration>), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((master::Registry::InMemory, None));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    match &value["agents_reregister_after"] {
-        Value::Null => Ok(None),
-        seconds => seconds
-            .as_f64()
-            .filter(|s| (0.0..=86_400.0).contains(s))
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                format!(
-                    "\"agents_reregister_after\" must be seconds from 0 to 86400, not {seconds}"
-                )
-            }),
-    }
+    let registry = match &value["registry"] {
+        Value::Null => master::Registry::InMemory,
+        Value::String(name) if name == "in_memory" => master::Registry::InMemory,
+        Value::String(name) if name == "replicated" => master::Registry::Replicated,
+        other => {
+            return Err(format!(
+                "\"registry\" must be \"in_memory\" or \"replicated\", not {other}"
+            ))
+        }
+    };
+    let after = match &value["agents_reregister_after"] {
+        Value::Null => None,
+        seconds => Some(
+            seconds
+                .as_f64()
+                .filter(|s| (0.0..=86_400.0).contains(s))
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!(
+                        "\"agents_reregister_after\" must be seconds from 0 to 86400, not {seconds}"
+                    )
+                })?,
+        ),
+    };
+    Ok((registry, after))
 }
 
 /// Parses a `--credentials` file as the real master reads it.

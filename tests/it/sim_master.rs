@@ -1538,3 +1538,101 @@ fn reserved_resources_go_only_to_their_role_and_tasks_must_ask_for_them() {
         "TASK_ERROR"
     );
 }
+
+#[test]
+fn a_master_restarted_with_a_replicated_registry_is_silent_about_agents_not_yet_back() {
+    let master = lab();
+    let info = framework_info(json!({"capabilities": [{"type": "PARTITION_AWARE"}]}));
+    let mut client = Client::subscribe(&master, info.clone());
+    let offer = client.offers()[0].clone();
+    let hostname = offer["hostname"].as_str().unwrap_or("").to_string();
+    let agent = offer["agent_id"]["value"].clone();
+    let launch = accept(&offer, vec![docker_task("q", &offer, 31090)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("q", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("q", "TASK_RUNNING");
+    client.ack(&running);
+    let (http, addr) = (http_agent(), client.master.clone());
+    let sim = |method: &str, path: &str, body: &str| {
+        request(&http, method, &format!("http://{addr}{path}"), Some(body))
+    };
+    let (status, _) = sim(
+        "POST",
+        "/sim/master/restart",
+        r#"{"registry": "replicated"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
+    let id = json!({"value": client.framework_id});
+    let mut info = info.clone();
+    info["id"] = id.clone();
+    let mut call = subscribe_call(info);
+    call["framework_id"] = id;
+    client.stream = subscribe(&client.master, &call, "").expect("resubscribes");
+    assert_eq!(
+        client.stream.next().expect("an event")["type"],
+        "SUBSCRIBED"
+    );
+    // No answer for a task on a recovered agent, nor for one with no agent
+    // named; a task on an agent the master has seen is answered, and the
+    // stream is ordered, so nothing came for the others before it.
+    let (status, fresh) = sim(
+        "POST",
+        "/sim/agents",
+        r#"{"hostname":"fresh","cpus":1,"mem":128}"#,
+    );
+    assert_eq!(status, 200);
+    let reconcile = |client: &Client, tasks: Value| {
+        assert_eq!(
+            client
+                .call("RECONCILE", json!({"reconcile": {"tasks": tasks}}))
+                .0,
+            202
+        );
+    };
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "q"}, "agent_id": {"value": agent}},
+               {"task_id": {"value": "ghost"}}]),
+    );
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "probe"}, "agent_id": {"value": fresh["id"]}}]),
+    );
+    let next_update =
+        |client: &mut Client| client.stream.expect("UPDATE")["update"]["status"].clone();
+    let probe = next_update(&mut client);
+    assert_eq!(
+        (&probe["task_id"]["value"], &probe["state"]),
+        (&json!("probe"), &json!("TASK_GONE")),
+        "{probe}"
+    );
+    // Back, the agent's task comes back silently: the framework must ask.
+    assert_eq!(
+        sim("POST", &format!("/sim/agents/{hostname}/reregister"), "").0,
+        200
+    );
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "q"}, "agent_id": {"value": agent}}]),
+    );
+    let answer = next_update(&mut client);
+    assert_eq!(
+        (
+            &answer["task_id"]["value"],
+            &answer["state"],
+            &answer["reason"]
+        ),
+        (
+            &json!("q"),
+            &json!("TASK_RUNNING"),
+            &json!("REASON_RECONCILIATION")
+        ),
+        "{answer}"
+    );
+    assert_eq!(
+        sim("POST", "/sim/master/restart", r#"{"registry": "zk"}"#).0,
+        400
+    );
+}
