@@ -154,9 +154,72 @@ struct Shared {
     /// When this master is (or becomes) the elected leader; `None` while no
     /// leader is elected until `/sim/leader/elect`.
     elected_at: Mutex<Option<Instant>>,
+    /// Faults armed through `/sim/calls/faults`, oldest first.
+    faults: Mutex<Vec<CallFault>>,
 }
 
+/// Faults armed at once; more are refused.
+pub const MAX_CALL_FAULTS: usize = 64;
+
+/// What a fault does to a call that would otherwise be carried out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FaultKind {
+    /// Carried out, but the answer is lost: the client reads a broken
+    /// response instead of 202, an error after its request was sent.
+    LoseResponse,
+    /// Not carried out, and the client reads a broken response.
+    DropRequest,
+    /// Not carried out: 503, as from a master that cannot serve it now.
+    Unavailable,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::LoseResponse => "lose-response",
+            FaultKind::DropRequest => "drop-request",
+            FaultKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A fault for the next `count` calls of one type (`*`: every type but SUBSCRIBE).
+#[derive(Clone, Debug)]
+struct CallFault {
+    call: String,
+    kind: FaultKind,
+    count: u64,
+}
+
+/// Bytes written instead of an answer by LoseResponse and DropRequest: not
+/// HTTP, so any client fails reading the status line.
+const BROKEN_RESPONSE: &[u8] = b"BROKEN\r\n\r\n";
+
 impl Shared {
+    /// The fault for a call of `kind`, if one is armed; uses it up.
+    fn take_fault(&self, kind: &str) -> Option<FaultKind> {
+        let mut faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let position = faults
+            .iter()
+            .position(|f| f.call == kind || f.call == "*")?;
+        let fault = &mut faults[position];
+        fault.count -= 1;
+        let kind = fault.kind;
+        if fault.count == 0 {
+            faults.remove(position);
+        }
+        Some(kind)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Vec<CallFault>> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn elected(&self, now: Instant) -> bool {
         let elected_at = *self
             .elected_at
@@ -204,6 +267,7 @@ impl Master {
             redirect_to: config.redirect_to,
             credentials: config.credentials,
             elected_at: Mutex::new(Some(now + config.leader_after)),
+            faults: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         for n in 0..HTTP_WORKERS {
@@ -287,6 +351,8 @@ struct Reply {
     body: String,
     content_type: &'static str,
     headers: Vec<(&'static str, String)>,
+    /// Write `BROKEN_RESPONSE` instead (a call fault).
+    broken: bool,
 }
 
 impl Reply {
@@ -296,6 +362,14 @@ impl Reply {
             body: body.into(),
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
+            broken: false,
+        }
+    }
+
+    fn broken() -> Reply {
+        Reply {
+            broken: true,
+            ..Reply::accepted()
         }
     }
 
@@ -305,6 +379,7 @@ impl Reply {
             body: body.to_string(),
             content_type: JSON,
             headers: Vec::new(),
+            broken: false,
         }
     }
 
@@ -314,6 +389,7 @@ impl Reply {
             body: String::new(),
             content_type: "",
             headers: Vec::new(),
+            broken: false,
         }
     }
 }
@@ -336,6 +412,12 @@ fn handle(shared: &Shared, mut request: Request) {
         } else {
             control(shared, &mut request, &path)
         };
+    if reply.broken {
+        let mut writer = request.into_writer();
+        let _ = writer.write_all(BROKEN_RESPONSE);
+        let _ = writer.flush();
+        return;
+    }
     // Exactly the headers a master sends: a 202 has no Content-Type at all.
     let mut headers: Vec<Header> = reply
         .headers
@@ -489,6 +571,14 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         stream_header.as_deref(),
     )
     .map_err(|(status, message)| Reply::text(status, message))?;
+    let fault = shared.take_fault(&kind);
+    match fault {
+        Some(FaultKind::Unavailable) => {
+            return Err(Reply::text(503, "Master has not finished recovery"))
+        }
+        Some(FaultKind::DropRequest) => return Err(Reply::broken()),
+        Some(FaultKind::LoseResponse) | None => {}
+    }
     let now = Instant::now();
     let id = framework_id.as_str();
     match call.type_() {
@@ -503,6 +593,9 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         call::Type::UNKNOWN => return Err(Reply::text(501, "")),
         // Custom executors, messages and the rest have no effect in the lab.
         _ => {}
+    }
+    if fault == Some(FaultKind::LoseResponse) {
+        return Err(Reply::broken());
     }
     Err(Reply::accepted())
 }
@@ -784,7 +877,39 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
             json!({"version": MESOS_VERSION, "build_date": "", "build_user": "mesos-sim", "git_sha": ""}),
         ),
         (Method::Get, ["health"]) => Reply::text(200, ""),
-        (Method::Get, ["sim", "state"]) => Reply::json(200, lock(&shared.core).state_json()),
+        (Method::Get, ["sim", "state"]) => {
+            let mut state = lock(&shared.core).state_json();
+            state["call_faults"] = shared
+                .faults()
+                .iter()
+                .map(|f| json!({"call": f.call, "fault": f.kind.name(), "count": f.count}))
+                .collect();
+            Reply::json(200, state)
+        }
+        (Method::Post, ["sim", "calls", "faults"]) => {
+            let body = match read_body(request, MAX_CONTROL_BODY) {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            match call_fault(&body) {
+                Ok(fault) => {
+                    let mut faults = shared.faults();
+                    if faults.len() >= MAX_CALL_FAULTS {
+                        let message = format!("at most {MAX_CALL_FAULTS} faults at once");
+                        return Reply::json(409, json!({"code": 409, "message": message}));
+                    }
+                    faults.push(fault);
+                    Reply::json(200, json!({"armed": faults.len()}))
+                }
+                Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
+            }
+        }
+        (Method::Delete, ["sim", "calls", "faults"]) => {
+            let mut faults = shared.faults();
+            let cleared = faults.len();
+            faults.clear();
+            Reply::json(200, json!({"cleared": cleared}))
+        }
         (Method::Post, ["sim", "agents"]) => {
             let body = match read_body(request, MAX_CONTROL_BODY) {
                 Ok(body) => body,
@@ -895,6 +1020,48 @@ fn restart_options(body: &[u8]) -> Result<(master::Registry, Option<Duration>), 
         ),
     };
     Ok((registry, after))
+}
+
+/// The body of `POST /sim/calls/faults`:
+/// `{"call": "ACCEPT" or "*", "fault": "lose-response" | "drop-request" |
+/// "unavailable", "count": N (default 1)}`.
+fn call_fault(body: &[u8]) -> Result<CallFault, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let call = value["call"]
+        .as_str()
+        .ok_or("\"call\" must name a call type or \"*\"")?;
+    let known = call == "*"
+        || <call::Type as protobuf::Enum>::VALUES
+            .iter()
+            .any(|t| *t != call::Type::SUBSCRIBE && format!("{t:?}") == call);
+    if !known {
+        return Err(format!(
+            "\"call\" must name a call type other than SUBSCRIBE, or \"*\", not {call:?}"
+        ));
+    }
+    let kind = match value["fault"].as_str() {
+        Some("lose-response") => FaultKind::LoseResponse,
+        Some("drop-request") => FaultKind::DropRequest,
+        Some("unavailable") => FaultKind::Unavailable,
+        _ => {
+            return Err(
+                "\"fault\" must be \"lose-response\", \"drop-request\" or \"unavailable\""
+                    .to_string(),
+            )
+        }
+    };
+    let count = match &value["count"] {
+        Value::Null => 1,
+        count => count
+            .as_u64()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| format!("\"count\" must be from 1 to 1000000, not {count}"))?,
+    };
+    Ok(CallFault {
+        call: call.to_string(),
+        kind,
+        count,
+    })
 }
 
 /// Parses a `--credentials` file as the real master reads it.

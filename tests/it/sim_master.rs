@@ -1636,3 +1636,90 @@ fn a_master_restarted_with_a_replicated_registry_is_silent_about_agents_not_yet_
         400
     );
 }
+
+#[test]
+fn call_faults_lose_answers_drop_calls_or_refuse_them() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    let (http, addr) = (http_agent(), client.master.clone());
+    let arm = |body: Value| {
+        request(
+            &http,
+            "POST",
+            &format!("http://{addr}/sim/calls/faults"),
+            Some(&body.to_string()),
+        )
+    };
+    // The answer to a call the master carried out, or did not, never comes.
+    let unanswered = |client: &Client, kind: &str, body: Value| {
+        let mut call = json!({"type": kind, "framework_id": {"value": client.framework_id}});
+        if let (Some(call), Some(body)) = (call.as_object_mut(), body.as_object()) {
+            call.extend(body.clone());
+        }
+        client
+            .http
+            .post(format!("http://{}/api/v1/scheduler", client.master))
+            .header("Content-Type", "application/json")
+            .header("Mesos-Stream-Id", &client.stream.stream_id)
+            .send(call.to_string())
+            .is_err()
+    };
+    let (status, armed) = arm(json!({"call": "ACCEPT", "fault": "lose-response"}));
+    assert_eq!(status, 200, "{armed}");
+    assert_eq!(
+        client.sim_state()["call_faults"],
+        json!([{"call": "ACCEPT", "fault": "lose-response", "count": 1}])
+    );
+    let launch = accept(&offer, vec![docker_task("lost", &offer, 31100)]);
+    assert!(unanswered(&client, "ACCEPT", launch));
+    // Carried out all the same.
+    let starting = client.stream.agent_update_for("lost", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("lost", "TASK_RUNNING");
+    client.ack(&running);
+    assert_eq!(client.sim_state()["call_faults"], json!([]));
+    let kill = json!({"kill": {"task_id": {"value": "lost"}}});
+    assert_eq!(
+        arm(json!({"call": "*", "fault": "drop-request", "count": 1})).0,
+        200
+    );
+    assert!(unanswered(&client, "KILL", kill.clone()));
+    assert_eq!(client.call("RECONCILE", json!({"reconcile": {}})).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("lost")["state"],
+        "TASK_RUNNING",
+        "the dropped KILL was not carried out"
+    );
+    assert_eq!(
+        arm(json!({"call": "KILL", "fault": "unavailable", "count": 2})).0,
+        200
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            client.call("KILL", kill.clone()),
+            (503, "Master has not finished recovery".to_string())
+        );
+    }
+    assert_eq!(client.call("KILL", kill).0, 202);
+    assert_eq!(
+        client.stream.agent_update_for("lost", "TASK_KILLED")["state"],
+        "TASK_KILLED"
+    );
+    for bad in [
+        json!({"call": "SUBSCRIBE", "fault": "drop-request"}),
+        json!({"call": "ACCEPT", "fault": "explode"}),
+        json!({"call": "ACCEPT", "fault": "unavailable", "count": 0}),
+    ] {
+        assert_eq!(arm(bad.clone()).0, 400, "{bad}");
+    }
+    assert_eq!(arm(json!({"call": "*", "fault": "unavailable"})).0, 200);
+    let (status, cleared) = request(
+        &client.http,
+        "DELETE",
+        &format!("http://{}/sim/calls/faults", client.master),
+        None,
+    );
+    assert_eq!((status, &cleared["cleared"]), (200, &json!(1)));
+    assert_eq!(client.call("REVIVE", json!({})).0, 202);
+}
