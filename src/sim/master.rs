@@ -1920,3 +1920,71 @@ fn uuid_string(bytes: &[u8; 16]) -> String {
         &h[20..]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_checked_as_the_master_checks_them() {
+        let check = |role: &str, expected: Option<&str>| {
+            assert_eq!(role_error(role).as_deref(), expected, "{role:?}");
+        };
+        check("*", None);
+        check("lab", None);
+        check("lab/team.a/x-y", None);
+        check("", Some("Role names cannot be the empty string"));
+        check("/a", Some("Role '/a' cannot start with a slash"));
+        check("a/", Some("Role 'a/' cannot end with a slash"));
+        check(
+            "a//b",
+            Some("Role 'a//b' cannot contain two adjacent slashes"),
+        );
+        check(
+            "a/../b",
+            Some("Role 'a/../b' cannot include '..' as a component"),
+        );
+        check("*/a", Some("Role '*/a' cannot include '*' as a component"));
+        check(
+            "a/-b",
+            Some("Role component '-b' is invalid because it starts with a dash"),
+        );
+        check(
+            "a\tb",
+            Some("Role component 'a\tb' is invalid because it contains backspace or whitespace"),
+        );
+    }
+
+    #[test]
+    fn frameworks_use_the_role_field_their_capability_allows() {
+        let check = |info: v1::FrameworkInfo, expected: Option<&str>| {
+            assert_eq!(roles_error(&info).as_deref(), expected, "{info:?}");
+        };
+        let multi = |roles: &[&str]| {
+            let mut info = v1::FrameworkInfo::new();
+            let mut capability = v1::framework_info::Capability::new();
+            capability.set_type(v1::framework_info::capability::Type::MULTI_ROLE);
+            info.capabilities.push(capability);
+            info.roles = roles.iter().map(|r| r.to_string()).collect();
+            info
+        };
+        check(v1::FrameworkInfo::new(), None);
+        check(multi(&["a", "b"]), None);
+        check(
+            multi(&["b", "a", "b", "a"]),
+            Some("'FrameworkInfo.roles' contains duplicate items: { a, b }"),
+        );
+        let mut both = multi(&[]);
+        both.set_role("a".to_string());
+        check(
+            both,
+            Some("'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"),
+        );
+        let mut single = v1::FrameworkInfo::new();
+        single.roles.push("a".to_string());
+        check(
+            single,
+            Some("'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"),
+        );
+    }
+}
