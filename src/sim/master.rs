@@ -71,6 +71,35 @@ enum Away {
     /// Not re-registered since the master restarted: the master's in-memory
     /// registry does not know it.
     Unknown,
+    /// Not re-registered since the master restarted, but known from the
+    /// replicated registry: the master does not answer for its tasks.
+    Recovered,
+}
+
+/// What the master's registry keeps across a restart (`--registry`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Registry {
+    /// Nothing: every agent is unknown until it re-registers.
+    InMemory,
+    /// The agents (and gone agents): they are recovered, and reconciliation
+    /// stays silent for their tasks until they re-register.
+    Replicated,
+}
+
+impl Agent {
+    fn reserved_role(&self) -> Option<&str> {
+        self.spec.reserved.as_ref().map(|r| r.role.as_str())
+    }
+
+    /// What a framework may be offered now: the reserved part only if it
+    /// allocates for the reservation's role.
+    fn offerable(&self, info: &v1::FrameworkInfo) -> Resources {
+        if self.reserved_role().is_some() && self.reserved_role() == allocation_role(info) {
+            self.free.clone()
+        } else {
+            self.free.unreserved()
+        }
+    }
 }
 
 struct OfferRecord {
@@ -89,6 +118,10 @@ struct Framework {
     info: v1::FrameworkInfo,
     stream: Option<Stream>,
     disconnected_at: Option<Instant>,
+    /// False after a master restart until the framework resubscribes or an
+    /// agent brings back one of its tasks: until then the master has no
+    /// FrameworkInfo to hold a resubscription to.
+    known: bool,
     suppressed: bool,
     next_heartbeat: Instant,
     /// Per agent: declined resources held back until `until`.
@@ -278,7 +311,7 @@ impl Core {
         if let Some(old) = self.frameworks.get_mut(&id) {
             // Adding, dropping or changing the principal are all refused;
             // the old subscriber keeps its stream.
-            if old.info.principal != info.principal {
+            if old.known && old.info.principal != info.principal {
                 refuse(&stream, "Changing framework's principal is not allowed.");
                 return;
             }
@@ -302,6 +335,7 @@ impl Core {
                     info,
                     stream: None,
                     disconnected_at: None,
+                    known: true,
                     suppressed: false,
                     next_heartbeat: now,
                     filters: HashMap::new(),
@@ -316,6 +350,7 @@ impl Core {
         };
         framework.stream = Some(stream);
         framework.disconnected_at = None;
+        framework.known = true;
         // SUBSCRIBE replaces the suppression with its `suppressed_roles`.
         framework.suppressed = !suppressed_roles.is_empty();
         framework.next_heartbeat = now + self.timing.heartbeat;
@@ -528,7 +563,9 @@ impl Core {
             }
             // A real master after a restart does not know the task yet; the
             // collision shows once the agent is back. Refused here at once.
-            Some(Away::Unknown) => return Err(format!("{DUPLICATE_ID}{task_id}")),
+            Some(Away::Unknown | Away::Recovered) => {
+                return Err(format!("{DUPLICATE_ID}{task_id}"))
+            }
             None => {}
         }
         if task.agent_id.value() != agent_id {
@@ -550,7 +587,8 @@ impl Core {
                 );
             }
         }
-        let resources = Resources::from_proto(&task.resources)?;
+        let reserved_role = self.agents.get(agent_id).and_then(Agent::reserved_role);
+        let resources = Resources::from_proto(&task.resources, reserved_role)?;
         if !pool.contains(&resources) {
             return Err(format!(
                 "Total resources {} required by task and its executor is more than available {}",
@@ -646,8 +684,9 @@ impl Core {
         };
         let Some(task) = framework.tasks.get_mut(&task_id) else {
             // An unknown task is reconciled, so the framework learns it is gone.
-            let status = self.unknown_task_status(id, &task_id, agent_given.as_deref());
-            self.send(id, update_event(status), now);
+            if let Some(status) = self.unknown_task_status(id, &task_id, agent_given.as_deref()) {
+                self.send(id, update_event(status), now);
+            }
             return;
         };
         if agent_given
@@ -721,7 +760,7 @@ impl Core {
                     Some(task) => statuses.push(latest_status(task_id, task)),
                     None => {
                         let agent = wanted.agent_id.as_ref().map(|a| a.value().to_string());
-                        statuses.push(self.unknown_task_status(id, task_id, agent.as_deref()));
+                        statuses.extend(self.unknown_task_status(id, task_id, agent.as_deref()));
                     }
                 }
             }
@@ -733,17 +772,27 @@ impl Core {
 
     /// The master's answer for a task it does not track (explicit
     /// reconciliation, KILL): by what it knows of the agent named, if any.
+    /// None while that agent (or, with none named, any agent) is recovered
+    /// from the registry but not re-registered: the task may be there.
     fn unknown_task_status(
         &self,
         id: &str,
         task_id: &str,
         agent_id: Option<&str>,
-    ) -> v1::TaskStatus {
+    ) -> Option<v1::TaskStatus> {
         let partition_aware = self
             .frameworks
             .get(id)
             .is_some_and(Framework::partition_aware);
         let agent = agent_id.and_then(|agent| self.agents.get(agent));
+        let recovered = |a: &Agent| a.away == Some(Away::Recovered);
+        let silent = match agent_id {
+            Some(_) => agent.is_some_and(recovered),
+            None => self.agents.values().any(recovered),
+        };
+        if silent {
+            return None;
+        }
         let unreachable_since = match agent.and_then(|a| a.away) {
             Some(Away::Unreachable(since)) => Some(since),
             _ => None,
@@ -786,7 +835,7 @@ impl Core {
         if let Some(since) = unreachable_since {
             status.unreachable_time.mut_or_insert_default().nanoseconds = Some(since);
         }
-        status
+        Some(status)
     }
 
     // ----- time -------------------------------------------------------------------
@@ -798,7 +847,7 @@ impl Core {
             let unknown: Vec<String> = self
                 .agents
                 .values()
-                .filter(|a| a.away == Some(Away::Unknown))
+                .filter(|a| matches!(a.away, Some(Away::Unknown | Away::Recovered)))
                 .map(|a| a.spec.hostname.clone())
                 .collect();
             for hostname in unknown {
@@ -936,7 +985,7 @@ impl Core {
             let Some(agent) = self.agents.get(agent_id) else {
                 continue;
             };
-            if agent.offer.is_some() || agent.away.is_some() || !agent.free.worth_offering() {
+            if agent.offer.is_some() || agent.away.is_some() {
                 continue;
             }
             // Rotate which framework is asked first, so several share fairly.
@@ -944,9 +993,11 @@ impl Core {
                 .map(|k| &ids[(n + k) % ids.len()])
                 .find(|id| {
                     self.frameworks.get(*id).is_some_and(|f| {
-                        f.filters.get(agent_id).is_none_or(|filter| {
-                            now >= filter.until || !filter.resources.contains(&agent.free)
-                        })
+                        let offerable = agent.offerable(&f.info);
+                        offerable.worth_offering()
+                            && f.filters.get(agent_id).is_none_or(|filter| {
+                                now >= filter.until || !filter.resources.contains(&offerable)
+                            })
                     })
                 });
             let Some(framework_id) = chosen.cloned() else {
@@ -969,11 +1020,14 @@ impl Core {
     fn make_offer(&mut self, framework_id: &str, agent_id: &str) -> v1::Offer {
         let offer_id = format!("{}-O{}", self.master_id, self.counters.offers);
         self.counters.offers += 1;
-        let role = self
+        let info = self
             .frameworks
             .get(framework_id)
-            .filter(|f| is_multi_role(&f.info))
-            .and_then(|f| f.info.roles.first().cloned());
+            .map(|f| f.info.clone())
+            .unwrap_or_default();
+        let role = Some(&info)
+            .filter(|info| is_multi_role(info))
+            .and_then(|info| info.roles.first().cloned());
         let mut offer = v1::Offer::new();
         offer.id.mut_or_insert_default().set_value(offer_id.clone());
         offer
@@ -985,9 +1039,10 @@ impl Core {
             .mut_or_insert_default()
             .set_value(agent_id.to_string());
         if let Some(agent) = self.agents.get_mut(agent_id) {
-            let resources = std::mem::take(&mut agent.free);
+            let resources = agent.offerable(&info);
+            agent.free.subtract(&resources);
             offer.set_hostname(agent.spec.hostname.clone());
-            offer.resources = resources.to_proto();
+            offer.resources = resources.to_proto(agent.reserved_role());
             for (name, value) in &agent.spec.attributes {
                 let mut attribute = v1::Attribute::new();
                 attribute.set_name(name.clone());
@@ -1163,7 +1218,10 @@ impl Core {
         }
         let id = format!("{}-S{}", self.master_id, self.counters.agents);
         self.counters.agents += 1;
-        let free = Resources::new(spec.cpus, spec.mem_mb, &spec.ports);
+        let mut free = Resources::new(spec.cpus, spec.mem_mb, &spec.ports);
+        if let Some(reserved) = &spec.reserved {
+            free = free.with_reserved(reserved.cpus, reserved.mem_mb);
+        }
         self.agents.insert(
             id.clone(),
             Agent {
@@ -1305,24 +1363,30 @@ impl Core {
         now: Instant,
     ) -> Result<String, (u16, String)> {
         let agent_id = self.agent_by_hostname(hostname)?;
+        // A recovered agent's tasks come back silently: the framework asks.
         let message = match self.agents.get_mut(&agent_id).and_then(|a| a.away.take()) {
-            Some(Away::Unreachable(_)) => "Unreachable agent re-reregistered",
-            Some(Away::Unknown) => "Unknown agent reregistered",
+            Some(Away::Unreachable(_)) => Some("Unreachable agent re-reregistered"),
+            Some(Away::Unknown) => Some("Unknown agent reregistered"),
+            Some(Away::Recovered) => None,
             None => return Err((409, format!("agent {hostname} is registered"))),
         };
         log::info!("sim: agent {agent_id} ({hostname}) re-registered");
         for (id, _, task_id, task) in self.take_tasks_on(&agent_id, true) {
             let mut status = master_status(&task_id, task.state, Reason::REASON_AGENT_REREGISTERED);
-            status.set_message(message.to_string());
+            status.set_message(message.unwrap_or_default().to_string());
             status
                 .agent_id
                 .mut_or_insert_default()
                 .set_value(agent_id.clone());
             status.container_status = task.container_status.clone().into();
             if let Some(framework) = self.frameworks.get_mut(&id) {
+                // The agent tells the master about the framework, too.
+                framework.known = true;
                 framework.tasks.insert(task_id.clone(), task);
             }
-            self.send(&id, update_event(status), now);
+            if message.is_some() {
+                self.send(&id, update_event(status), now);
+            }
             self.send_head(&id, &task_id, now);
         }
         self.next_allocation = now;
@@ -1369,13 +1433,19 @@ impl Core {
         Ok(agent_id)
     }
 
-    /// The master process restarts with an in-memory registry: a new master
-    /// id, every stream dropped (no final chunk), every offer and filter gone,
-    /// removed frameworks and gone agents forgotten, and every agent unknown,
-    /// its tasks untracked, until it re-registers (through
-    /// `agent_reregister`, or all at once after `reregister_after`).
+    /// The master process restarts: a new master id, every stream dropped (no
+    /// final chunk), every offer and filter gone, removed frameworks
+    /// forgotten, and every agent away, its tasks untracked, until it
+    /// re-registers (through `agent_reregister`, or all at once after
+    /// `reregister_after`). With an in-memory registry the agents are unknown
+    /// and gone agents forgotten; with a replicated one they are recovered.
     /// Frameworks resubscribe with their ids; until then nothing times out.
-    pub fn restart(&mut self, reregister_after: Option<Duration>, now: Instant) -> String {
+    pub fn restart(
+        &mut self,
+        registry: Registry,
+        reregister_after: Option<Duration>,
+        now: Instant,
+    ) -> String {
         self.drop_streams(now);
         let offers: Vec<String> = self.offers.keys().cloned().collect();
         for offer_id in offers {
@@ -1384,7 +1454,13 @@ impl Core {
         self.master_id = uuid_string(&next_uuid(&mut self.rng));
         self.master_info.set_id(self.master_id.clone());
         self.removed.clear();
-        self.gone_agents.clear();
+        let away = match registry {
+            Registry::InMemory => {
+                self.gone_agents.clear();
+                Away::Unknown
+            }
+            Registry::Replicated => Away::Recovered,
+        };
         let agent_ids: Vec<String> = self.agents.keys().cloned().collect();
         for agent_id in &agent_ids {
             for (id, _, task_id, mut task) in self.take_tasks_on(agent_id, false) {
@@ -1395,12 +1471,13 @@ impl Core {
                 }
             }
             if let Some(agent) = self.agents.get_mut(agent_id) {
-                agent.away = Some(Away::Unknown);
+                agent.away = Some(away);
             }
         }
         for framework in self.frameworks.values_mut() {
             // Not known to the new master: no failover timer runs.
             framework.disconnected_at = None;
+            framework.known = false;
             framework.suppressed = false;
             framework.filters.clear();
         }
@@ -1504,8 +1581,9 @@ impl Core {
             .map(|a| {
                 json!({"id": a.id, "hostname": a.spec.hostname, "cpus": a.spec.cpus, "mem": a.spec.mem_mb,
                        "free_cpus": a.free.cpus(), "offer": a.offer, "free_mem": a.free.mem_mb(), "attributes": a.spec.attributes,
+                       "reserved": a.spec.reserved.as_ref().map(|r| json!({"role": r.role, "cpus": r.cpus, "mem": r.mem_mb})),
                        "unreachable": matches!(a.away, Some(Away::Unreachable(_))),
-                       "registered": a.away.is_none()})
+                       "registered": a.away.is_none(), "recovered": a.away == Some(Away::Recovered)})
             })
             .collect();
         json!({
@@ -1639,6 +1717,16 @@ fn is_multi_role(info: &v1::FrameworkInfo) -> bool {
     info.capabilities
         .iter()
         .any(|c| c.type_() == v1::framework_info::capability::Type::MULTI_ROLE)
+}
+
+/// The role a framework's offers are allocated to: its first role when
+/// MULTI_ROLE (the simulator allocates for one), else `role`.
+fn allocation_role(info: &v1::FrameworkInfo) -> Option<&str> {
+    if is_multi_role(info) {
+        info.roles.first().map(String::as_str)
+    } else {
+        Some(info.role())
+    }
 }
 
 /// A MULTI_ROLE framework with no roles gets no offers.
@@ -1831,4 +1919,72 @@ fn uuid_string(bytes: &[u8; 16]) -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_checked_as_the_master_checks_them() {
+        let check = |role: &str, expected: Option<&str>| {
+            assert_eq!(role_error(role).as_deref(), expected, "{role:?}");
+        };
+        check("*", None);
+        check("lab", None);
+        check("lab/team.a/x-y", None);
+        check("", Some("Role names cannot be the empty string"));
+        check("/a", Some("Role '/a' cannot start with a slash"));
+        check("a/", Some("Role 'a/' cannot end with a slash"));
+        check(
+            "a//b",
+            Some("Role 'a//b' cannot contain two adjacent slashes"),
+        );
+        check(
+            "a/../b",
+            Some("Role 'a/../b' cannot include '..' as a component"),
+        );
+        check("*/a", Some("Role '*/a' cannot include '*' as a component"));
+        check(
+            "a/-b",
+            Some("Role component '-b' is invalid because it starts with a dash"),
+        );
+        check(
+            "a\tb",
+            Some("Role component 'a\tb' is invalid because it contains backspace or whitespace"),
+        );
+    }
+
+    #[test]
+    fn frameworks_use_the_role_field_their_capability_allows() {
+        let check = |info: v1::FrameworkInfo, expected: Option<&str>| {
+            assert_eq!(roles_error(&info).as_deref(), expected, "{info:?}");
+        };
+        let multi = |roles: &[&str]| {
+            let mut info = v1::FrameworkInfo::new();
+            let mut capability = v1::framework_info::Capability::new();
+            capability.set_type(v1::framework_info::capability::Type::MULTI_ROLE);
+            info.capabilities.push(capability);
+            info.roles = roles.iter().map(|r| r.to_string()).collect();
+            info
+        };
+        check(v1::FrameworkInfo::new(), None);
+        check(multi(&["a", "b"]), None);
+        check(
+            multi(&["b", "a", "b", "a"]),
+            Some("'FrameworkInfo.roles' contains duplicate items: { a, b }"),
+        );
+        let mut both = multi(&[]);
+        both.set_role("a".to_string());
+        check(
+            both,
+            Some("'FrameworkInfo.role' must not be set when the framework is MULTI_ROLE capable"),
+        );
+        let mut single = v1::FrameworkInfo::new();
+        single.roles.push("a".to_string());
+        check(
+            single,
+            Some("'FrameworkInfo.roles' must not be set when the framework is not MULTI_ROLE capable"),
+        );
+    }
 }

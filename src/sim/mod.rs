@@ -63,6 +63,18 @@ pub struct AgentSpec {
     pub ports: Vec<(u64, u64)>,
     /// TEXT attributes, e.g. ("nodetype", "lab").
     pub attributes: Vec<(String, String)>,
+    /// cpus and mem statically reserved for one role, on top of `cpus` and
+    /// `mem_mb` (as the agent's `--resources` `cpus(role):N`).
+    pub reserved: Option<Reservation>,
+}
+
+/// A static reservation: offered only to frameworks of `role`, with `role`
+/// set on the offered resources.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reservation {
+    pub role: String,
+    pub cpus: f64,
+    pub mem_mb: f64,
 }
 
 /// Ports every lab agent offers.
@@ -85,6 +97,7 @@ pub fn charmander_lab() -> Vec<AgentSpec> {
             ("nodetype".to_string(), node_type.to_string()),
             ("nodename".to_string(), hostname.to_string()),
         ],
+        reserved: None,
     })
     .collect()
 }
@@ -141,9 +154,72 @@ struct Shared {
     /// When this master is (or becomes) the elected leader; `None` while no
     /// leader is elected until `/sim/leader/elect`.
     elected_at: Mutex<Option<Instant>>,
+    /// Faults armed through `/sim/calls/faults`, oldest first.
+    faults: Mutex<Vec<CallFault>>,
 }
 
+/// Faults armed at once; more are refused.
+pub const MAX_CALL_FAULTS: usize = 64;
+
+/// What a fault does to a call that would otherwise be carried out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FaultKind {
+    /// Carried out, but the answer is lost: the client reads a broken
+    /// response instead of 202, an error after its request was sent.
+    LoseResponse,
+    /// Not carried out, and the client reads a broken response.
+    DropRequest,
+    /// Not carried out: 503, as from a master that cannot serve it now.
+    Unavailable,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::LoseResponse => "lose-response",
+            FaultKind::DropRequest => "drop-request",
+            FaultKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A fault for the next `count` calls of one type (`*`: every type but SUBSCRIBE).
+#[derive(Clone, Debug)]
+struct CallFault {
+    call: String,
+    kind: FaultKind,
+    count: u64,
+}
+
+/// Bytes written instead of an answer by LoseResponse and DropRequest: not
+/// HTTP, so any client fails reading the status line.
+const BROKEN_RESPONSE: &[u8] = b"BROKEN\r\n\r\n";
+
 impl Shared {
+    /// The fault for a call of `kind`, if one is armed; uses it up.
+    fn take_fault(&self, kind: &str) -> Option<FaultKind> {
+        let mut faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let position = faults
+            .iter()
+            .position(|f| f.call == kind || f.call == "*")?;
+        let fault = &mut faults[position];
+        fault.count -= 1;
+        let kind = fault.kind;
+        if fault.count == 0 {
+            faults.remove(position);
+        }
+        Some(kind)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Vec<CallFault>> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn elected(&self, now: Instant) -> bool {
         let elected_at = *self
             .elected_at
@@ -191,6 +267,7 @@ impl Master {
             redirect_to: config.redirect_to,
             credentials: config.credentials,
             elected_at: Mutex::new(Some(now + config.leader_after)),
+            faults: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         for n in 0..HTTP_WORKERS {
@@ -274,6 +351,8 @@ struct Reply {
     body: String,
     content_type: &'static str,
     headers: Vec<(&'static str, String)>,
+    /// Write `BROKEN_RESPONSE` instead (a call fault).
+    broken: bool,
 }
 
 impl Reply {
@@ -283,6 +362,14 @@ impl Reply {
             body: body.into(),
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
+            broken: false,
+        }
+    }
+
+    fn broken() -> Reply {
+        Reply {
+            broken: true,
+            ..Reply::accepted()
         }
     }
 
@@ -292,6 +379,7 @@ impl Reply {
             body: body.to_string(),
             content_type: JSON,
             headers: Vec::new(),
+            broken: false,
         }
     }
 
@@ -301,6 +389,7 @@ impl Reply {
             body: String::new(),
             content_type: "",
             headers: Vec::new(),
+            broken: false,
         }
     }
 }
@@ -323,6 +412,12 @@ fn handle(shared: &Shared, mut request: Request) {
         } else {
             control(shared, &mut request, &path)
         };
+    if reply.broken {
+        let mut writer = request.into_writer();
+        let _ = writer.write_all(BROKEN_RESPONSE);
+        let _ = writer.flush();
+        return;
+    }
     // Exactly the headers a master sends: a 202 has no Content-Type at all.
     let mut headers: Vec<Header> = reply
         .headers
@@ -476,6 +571,14 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         stream_header.as_deref(),
     )
     .map_err(|(status, message)| Reply::text(status, message))?;
+    let fault = shared.take_fault(&kind);
+    match fault {
+        Some(FaultKind::Unavailable) => {
+            return Err(Reply::text(503, "Master has not finished recovery"))
+        }
+        Some(FaultKind::DropRequest) => return Err(Reply::broken()),
+        Some(FaultKind::LoseResponse) | None => {}
+    }
     let now = Instant::now();
     let id = framework_id.as_str();
     match call.type_() {
@@ -490,6 +593,9 @@ fn scheduler(shared: &Shared, request: &mut Request) -> Result<Streaming, Reply>
         call::Type::UNKNOWN => return Err(Reply::text(501, "")),
         // Custom executors, messages and the rest have no effect in the lab.
         _ => {}
+    }
+    if fault == Some(FaultKind::LoseResponse) {
+        return Err(Reply::broken());
     }
     Err(Reply::accepted())
 }
@@ -771,7 +877,39 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
             json!({"version": MESOS_VERSION, "build_date": "", "build_user": "mesos-sim", "git_sha": ""}),
         ),
         (Method::Get, ["health"]) => Reply::text(200, ""),
-        (Method::Get, ["sim", "state"]) => Reply::json(200, lock(&shared.core).state_json()),
+        (Method::Get, ["sim", "state"]) => {
+            let mut state = lock(&shared.core).state_json();
+            state["call_faults"] = shared
+                .faults()
+                .iter()
+                .map(|f| json!({"call": f.call, "fault": f.kind.name(), "count": f.count}))
+                .collect();
+            Reply::json(200, state)
+        }
+        (Method::Post, ["sim", "calls", "faults"]) => {
+            let body = match read_body(request, MAX_CONTROL_BODY) {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            match call_fault(&body) {
+                Ok(fault) => {
+                    let mut faults = shared.faults();
+                    if faults.len() >= MAX_CALL_FAULTS {
+                        let message = format!("at most {MAX_CALL_FAULTS} faults at once");
+                        return Reply::json(409, json!({"code": 409, "message": message}));
+                    }
+                    faults.push(fault);
+                    Reply::json(200, json!({"armed": faults.len()}))
+                }
+                Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
+            }
+        }
+        (Method::Delete, ["sim", "calls", "faults"]) => {
+            let mut faults = shared.faults();
+            let cleared = faults.len();
+            faults.clear();
+            Reply::json(200, json!({"cleared": cleared}))
+        }
         (Method::Post, ["sim", "agents"]) => {
             let body = match read_body(request, MAX_CONTROL_BODY) {
                 Ok(body) => body,
@@ -810,9 +948,9 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
                 Ok(body) => body,
                 Err(reply) => return reply,
             };
-            match restart_delay(&body) {
-                Ok(after) => {
-                    let master_id = lock(&shared.core).restart(after, now);
+            match restart_options(&body) {
+                Ok((registry, after)) => {
+                    let master_id = lock(&shared.core).restart(registry, after, now);
                     Reply::json(200, json!({"master_id": master_id}))
                 }
                 Err(message) => Reply::json(400, json!({"code": 400, "message": message})),
@@ -850,24 +988,80 @@ fn control(shared: &Shared, request: &mut Request, path: &str) -> Reply {
 }
 
 /// The body of `/sim/master/restart`: empty, or
-/// `{"agents_reregister_after": SECONDS}` (0 to 86400).
-fn restart_delay(body: &[u8]) -> Result<Option<Duration>, String> {
+/// `{"registry": "in_memory" | "replicated", "agents_reregister_after": SECONDS}`
+/// (both optional; in memory and no automatic re-registration by default).
+fn restart_options(body: &[u8]) -> Result<(master::Registry, Option<Duration>), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((master::Registry::InMemory, None));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    match &value["agents_reregister_after"] {
-        Value::Null => Ok(None),
-        seconds => seconds
-            .as_f64()
-            .filter(|s| (0.0..=86_400.0).contains(s))
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .ok_or_else(|| {
-                format!(
-                    "\"agents_reregister_after\" must be seconds from 0 to 86400, not {seconds}"
-                )
-            }),
+    let registry = match &value["registry"] {
+        Value::Null => master::Registry::InMemory,
+        Value::String(name) if name == "in_memory" => master::Registry::InMemory,
+        Value::String(name) if name == "replicated" => master::Registry::Replicated,
+        other => {
+            return Err(format!(
+                "\"registry\" must be \"in_memory\" or \"replicated\", not {other}"
+            ))
+        }
+    };
+    let after = match &value["agents_reregister_after"] {
+        Value::Null => None,
+        seconds => Some(
+            seconds
+                .as_f64()
+                .filter(|s| (0.0..=86_400.0).contains(s))
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    format!(
+                        "\"agents_reregister_after\" must be seconds from 0 to 86400, not {seconds}"
+                    )
+                })?,
+        ),
+    };
+    Ok((registry, after))
+}
+
+/// The body of `POST /sim/calls/faults`:
+/// `{"call": "ACCEPT" or "*", "fault": "lose-response" | "drop-request" |
+/// "unavailable", "count": N (default 1)}`.
+fn call_fault(body: &[u8]) -> Result<CallFault, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let call = value["call"]
+        .as_str()
+        .ok_or("\"call\" must name a call type or \"*\"")?;
+    let known = call == "*"
+        || <call::Type as protobuf::Enum>::VALUES
+            .iter()
+            .any(|t| *t != call::Type::SUBSCRIBE && format!("{t:?}") == call);
+    if !known {
+        return Err(format!(
+            "\"call\" must name a call type other than SUBSCRIBE, or \"*\", not {call:?}"
+        ));
     }
+    let kind = match value["fault"].as_str() {
+        Some("lose-response") => FaultKind::LoseResponse,
+        Some("drop-request") => FaultKind::DropRequest,
+        Some("unavailable") => FaultKind::Unavailable,
+        _ => {
+            return Err(
+                "\"fault\" must be \"lose-response\", \"drop-request\" or \"unavailable\""
+                    .to_string(),
+            )
+        }
+    };
+    let count = match &value["count"] {
+        Value::Null => 1,
+        count => count
+            .as_u64()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| format!("\"count\" must be from 1 to 1000000, not {count}"))?,
+    };
+    Ok(CallFault {
+        call: call.to_string(),
+        kind,
+        count,
+    })
 }
 
 /// Parses a `--credentials` file as the real master reads it.
@@ -909,8 +1103,9 @@ pub fn parse_agents_json(text: &str) -> Result<Vec<AgentSpec>, String> {
 }
 
 /// One agent: `{"hostname", "cpus", "mem" (or "mem_mb"), "ports": [[b, e]],
-/// "attributes": {"k": "v"} or [["k", "v"]]}`. Ports default to the lab's
-/// range, and `nodename` defaults to the hostname.
+/// "attributes": {"k": "v"} or [["k", "v"]], "reserved": {"role", "cpus",
+/// "mem"}}`. Ports default to the lab's range, `nodename` to the hostname,
+/// and there is no reservation unless given.
 pub fn agent_from_json(value: &Value) -> Result<AgentSpec, String> {
     let hostname = value["hostname"]
         .as_str()
@@ -975,12 +1170,42 @@ pub fn agent_from_json(value: &Value) -> Result<AgentSpec, String> {
     if !attributes.iter().any(|(k, _)| k == "nodename") {
         attributes.push(("nodename".to_string(), hostname.clone()));
     }
+    let reserved = match &value["reserved"] {
+        Value::Null => None,
+        Value::Object(_) => {
+            let reservation = &value["reserved"];
+            let role = reservation["role"]
+                .as_str()
+                .ok_or("\"reserved\" needs a \"role\"")?;
+            if let Some(error) = master::role_error(role)
+                .or_else(|| (role == "*").then(|| "Role '*' cannot be reserved".to_string()))
+            {
+                return Err(format!("bad reserved role: {error}"));
+            }
+            let amount = |key: &str| -> Result<f64, String> {
+                match &reservation[key] {
+                    Value::Null => Ok(0.0),
+                    number => number
+                        .as_f64()
+                        .filter(|n| n.is_finite() && *n >= 0.0)
+                        .ok_or(format!("\"reserved\".\"{key}\" must be a number >= 0")),
+                }
+            };
+            Some(Reservation {
+                role: role.to_string(),
+                cpus: amount("cpus")?,
+                mem_mb: amount("mem")?,
+            })
+        }
+        other => return Err(format!("\"reserved\" must be an object, not {other}")),
+    };
     Ok(AgentSpec {
         hostname,
         cpus,
         mem_mb,
         ports,
         attributes,
+        reserved,
     })
 }
 
@@ -992,7 +1217,8 @@ Usage: mesos-sim [FLAGS]
 Flags:
   --listen ADDR:PORT            address to serve (default 127.0.0.1:5050)
   --agents FILE                 JSON list of agents: [{\"hostname\":\"a1\",\"cpus\":4,\"mem\":8192,
-                                \"ports\":[[31000,32000]],\"attributes\":{\"nodetype\":\"lab\"}}]
+                                \"ports\":[[31000,32000]],\"attributes\":{\"nodetype\":\"lab\"},
+                                \"reserved\":{\"role\":\"r\",\"cpus\":1,\"mem\":512}}]
                                 (default: the Charmander lab, slave1..slave3)
   --heartbeat SECONDS           HEARTBEAT interval (default 15)
   --allocation-interval SECONDS how often offers are made (default 1)
@@ -1237,6 +1463,19 @@ mod tests {
             (agents[1].mem_mb, agents[1].ports.clone()),
             (512.0, vec![(1000, 2000)])
         );
+        assert_eq!(agents[0].reserved, None);
+        let reserved = parse_agents_json(
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"lab","cpus":0.5}}]"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            reserved[0].reserved,
+            Some(Reservation {
+                role: "lab".into(),
+                cpus: 0.5,
+                mem_mb: 0.0
+            })
+        );
         for bad in [
             "{}",
             r#"[{"cpus":1,"mem":1}]"#,
@@ -1244,6 +1483,10 @@ mod tests {
             r#"[{"hostname":"a","cpus":1,"mem":1,"ports":[[2,1]]}]"#,
             r#"[{"hostname":"a","cpus":1,"mem":1},{"hostname":"a","cpus":1,"mem":1}]"#,
             r#"[{"hostname":"a/b","cpus":1,"mem":1}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"*","cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"-x","cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"cpus":1}}]"#,
+            r#"[{"hostname":"a","cpus":1,"mem":1,"reserved":{"role":"r","cpus":-1}}]"#,
         ] {
             assert!(parse_agents_json(bad).is_err(), "{bad}");
         }

@@ -1,5 +1,7 @@
 //! Resource arithmetic for the simulated master: cpus and mem in fixed-point
-//! thousandths (Mesos keeps three decimals), ports as inclusive ranges.
+//! thousandths (Mesos keeps three decimals), ports as inclusive ranges. An
+//! agent may hold cpus and mem statically reserved for one role; they are
+//! counted apart, and the caller knows the role (`from_proto`, `to_proto`).
 
 use crate::mesos::proto::mesos as v1;
 
@@ -25,6 +27,10 @@ pub struct Resources {
     pub mem: i64,
     /// Inclusive, sorted, non-overlapping port ranges.
     pub ports: Vec<(u64, u64)>,
+    /// Thousandths of a cpu reserved for the agent's role.
+    pub reserved_cpus: i64,
+    /// Thousandths of a MB reserved for the agent's role.
+    pub reserved_mem: i64,
 }
 
 impl Resources {
@@ -32,7 +38,7 @@ impl Resources {
         let mut resources = Resources {
             cpus: milli(cpus),
             mem: milli(mem_mb),
-            ports: Vec::new(),
+            ..Resources::default()
         };
         for range in ports {
             resources.ports = add_ranges(&resources.ports, &[*range]);
@@ -40,9 +46,34 @@ impl Resources {
         resources
     }
 
+    /// These resources plus cpus and mem reserved for a role.
+    pub fn with_reserved(mut self, cpus: f64, mem_mb: f64) -> Resources {
+        self.reserved_cpus = milli(cpus);
+        self.reserved_mem = milli(mem_mb);
+        self
+    }
+
+    /// The unreserved part: what a framework of another role may be offered.
+    pub fn unreserved(&self) -> Resources {
+        Resources {
+            reserved_cpus: 0,
+            reserved_mem: 0,
+            ..self.clone()
+        }
+    }
+
+    pub fn has_reserved(&self) -> bool {
+        self.reserved_cpus > 0 || self.reserved_mem > 0
+    }
+
     /// Sums a task's resources. Only cpus, mem and ports exist on our agents,
-    /// so anything else can never fit and is an error.
-    pub fn from_proto(list: &[v1::Resource]) -> Result<Resources, String> {
+    /// so anything else can never fit and is an error. cpus and mem with a
+    /// role count as reserved when it is `reserved_role`, the agent's; any
+    /// other role is never offered here.
+    pub fn from_proto(
+        list: &[v1::Resource],
+        reserved_role: Option<&str>,
+    ) -> Result<Resources, String> {
         let mut total = Resources::default();
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for resource in list {
@@ -55,10 +86,21 @@ impl Resources {
                             resource.name()
                         ));
                     }
-                    let sum = if resource.name() == "cpus" {
-                        &mut total.cpus
-                    } else {
-                        &mut total.mem
+                    let reserved = match resource.role() {
+                        "*" => false,
+                        role if Some(role) == reserved_role => true,
+                        role => {
+                            return Err(format!(
+                            "Resource '{}' reserved for role '{role}' is not offered by this agent",
+                            resource.name()
+                        ))
+                        }
+                    };
+                    let sum = match (resource.name() == "cpus", reserved) {
+                        (true, false) => &mut total.cpus,
+                        (false, false) => &mut total.mem,
+                        (true, true) => &mut total.reserved_cpus,
+                        (false, true) => &mut total.reserved_mem,
                     };
                     *sum = sum.saturating_add(milli(value));
                 }
@@ -89,8 +131,20 @@ impl Resources {
         Ok(total)
     }
 
-    pub fn to_proto(&self) -> Vec<v1::Resource> {
-        let mut list = vec![scalar("cpus", self.cpus), scalar("mem", self.mem)];
+    /// As Mesos resources; reserved ones carry `reserved_role` in `role`, the
+    /// format a master sends frameworks without RESERVATION_REFINEMENT.
+    pub fn to_proto(&self, reserved_role: Option<&str>) -> Vec<v1::Resource> {
+        let mut list = Vec::new();
+        if let Some(role) = reserved_role.filter(|_| self.has_reserved()) {
+            for (name, value) in [("cpus", self.reserved_cpus), ("mem", self.reserved_mem)] {
+                if value > 0 {
+                    let mut resource = scalar(name, value);
+                    resource.set_role(role.to_string());
+                    list.push(resource);
+                }
+            }
+        }
+        list.extend([scalar("cpus", self.cpus), scalar("mem", self.mem)]);
         if !self.ports.is_empty() {
             let mut ports = v1::Resource::new();
             ports.set_name("ports".to_string());
@@ -110,6 +164,8 @@ impl Resources {
     pub fn contains(&self, other: &Resources) -> bool {
         self.cpus >= other.cpus
             && self.mem >= other.mem
+            && self.reserved_cpus >= other.reserved_cpus
+            && self.reserved_mem >= other.reserved_mem
             && other.ports.iter().all(|&range| covers(&self.ports, range))
     }
 
@@ -117,17 +173,22 @@ impl Resources {
     pub fn subtract(&mut self, other: &Resources) {
         self.cpus -= other.cpus;
         self.mem -= other.mem;
+        self.reserved_cpus -= other.reserved_cpus;
+        self.reserved_mem -= other.reserved_mem;
         self.ports = subtract_ranges(&self.ports, &other.ports);
     }
 
     pub fn add(&mut self, other: &Resources) {
         self.cpus += other.cpus;
         self.mem += other.mem;
+        self.reserved_cpus += other.reserved_cpus;
+        self.reserved_mem += other.reserved_mem;
         self.ports = add_ranges(&self.ports, &other.ports);
     }
 
     pub fn worth_offering(&self) -> bool {
-        self.cpus >= MIN_OFFER_CPUS || self.mem >= MIN_OFFER_MEM
+        self.cpus + self.reserved_cpus >= MIN_OFFER_CPUS
+            || self.mem + self.reserved_mem >= MIN_OFFER_MEM
     }
 
     pub fn cpus(&self) -> f64 {
@@ -140,8 +201,17 @@ impl Resources {
 
     pub fn describe(&self) -> String {
         let ports: Vec<String> = self.ports.iter().map(|(b, e)| format!("{b}-{e}")).collect();
+        let reserved = if self.has_reserved() {
+            format!(
+                "cpus(reserved):{}; mem(reserved):{}; ",
+                self.reserved_cpus as f64 / MILLI,
+                self.reserved_mem as f64 / MILLI
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "cpus:{}; mem:{}; ports:[{}]",
+            "{reserved}cpus:{}; mem:{}; ports:[{}]",
             self.cpus(),
             self.mem_mb(),
             ports.join(", ")
@@ -251,6 +321,12 @@ mod tests {
         agent.add(&task);
         assert_eq!(agent, Resources::new(2.0, 1024.0, &[(31000, 32000)]));
         assert!(!Resources::new(0.0, 1.0, &[]).worth_offering());
+        let mut reserved = Resources::new(1.0, 64.0, &[]).with_reserved(1.0, 64.0);
+        let unreserved = reserved.unreserved();
+        assert!(!unreserved.contains(&Resources::default().with_reserved(0.1, 0.0)));
+        reserved.subtract(&unreserved);
+        assert_eq!(reserved, Resources::default().with_reserved(1.0, 64.0));
+        assert!(reserved.worth_offering());
     }
 
     #[test]
@@ -258,20 +334,30 @@ mod tests {
         let mut disk = v1::Resource::new();
         disk.set_name("disk".into());
         disk.set_type(v1::value::Type::SCALAR);
-        assert!(Resources::from_proto(&[disk]).is_err());
-        let both = Resources::new(1.0, 1.0, &[(5, 5)]).to_proto();
+        assert!(Resources::from_proto(&[disk], None).is_err());
+        let both = Resources::new(1.0, 1.0, &[(5, 5)]).to_proto(None);
         assert_eq!(
-            Resources::from_proto(&both),
+            Resources::from_proto(&both, None),
             Ok(Resources::new(1.0, 1.0, &[(5, 5)]))
         );
         let twice: Vec<v1::Resource> = both.iter().chain(&both[2..]).cloned().collect();
-        assert!(Resources::from_proto(&twice).is_err());
+        assert!(Resources::from_proto(&twice, None).is_err());
+        // Reserved cpus and mem round-trip under their role, and only there.
+        let reserved = Resources::new(1.0, 1.0, &[]).with_reserved(0.5, 64.0);
+        let listed = reserved.to_proto(Some("lab"));
+        assert_eq!(
+            (listed[0].role(), listed[0].name(), listed[2].role()),
+            ("lab", "cpus", "*")
+        );
+        assert_eq!(Resources::from_proto(&listed, Some("lab")), Ok(reserved));
+        assert!(Resources::from_proto(&listed, Some("other")).is_err());
+        assert!(Resources::from_proto(&listed, None).is_err());
         // Hostile sizes are refused, never summed into an overflow.
-        let huge = Resources::new(1.0, 1.0, &[]).to_proto();
+        let huge = Resources::new(1.0, 1.0, &[]).to_proto(None);
         let mut huge: Vec<v1::Resource> = vec![huge[0].clone(), huge[0].clone()];
         for resource in &mut huge {
             resource.scalar.mut_or_insert_default().set_value(1e300);
         }
-        assert!(Resources::from_proto(&huge).is_err());
+        assert!(Resources::from_proto(&huge, None).is_err());
     }
 }

@@ -1357,22 +1357,30 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
     assert_eq!(status, 200, "{restarted}");
     assert_ne!(restarted["master_id"], old_master);
     assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
-    // The framework resubscribes with its id to a master that knows no agent.
-    let resubscribe = |client: &mut Client| {
+    // The framework resubscribes with its id to a master that knows no agent
+    // and not its FrameworkInfo either, so even a new principal is taken.
+    let resubscribe = |client: &mut Client, principal: Option<&str>| {
         let id = json!({"value": client.framework_id});
         let mut info = info.clone();
         info["id"] = id.clone();
+        if let Some(principal) = principal {
+            info["principal"] = json!(principal);
+        }
         let mut call = subscribe_call(info);
         call["framework_id"] = id;
         let mut stream = subscribe(&client.master, &call, "").expect("resubscribes");
-        let subscribed = stream.next().expect("SUBSCRIBED");
+        let subscribed = stream.next().expect("an event");
+        if subscribed["type"] == "ERROR" {
+            return Err(subscribed["error"]["message"].clone());
+        }
         assert_eq!(
             subscribed["subscribed"]["framework_id"]["value"],
             client.framework_id
         );
         client.stream = stream;
+        Ok(())
     };
-    resubscribe(&mut client);
+    assert_eq!(resubscribe(&mut client, Some("later")), Ok(()));
     let explicit = json!({"reconcile": {"tasks": [{"task_id": {"value": "m"}, "agent_id": {"value": agent}}]}});
     assert_eq!(client.call("RECONCILE", explicit.clone()).0, 202);
     let unknown = client.stream.master_update_for("m");
@@ -1416,7 +1424,12 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
             .as_array()
             .is_some_and(|agents| agents.iter().all(|a| a["registered"] == true))
     }));
-    resubscribe(&mut client);
+    // The agents brought the FrameworkInfo back: the principal holds again.
+    assert_eq!(
+        resubscribe(&mut client, None),
+        Err(json!("Changing framework's principal is not allowed."))
+    );
+    assert_eq!(resubscribe(&mut client, Some("later")), Ok(()));
     assert_eq!(client.call("RECONCILE", explicit).0, 202);
     assert_eq!(
         client.stream.master_update_for("m")["state"],
@@ -1426,4 +1439,287 @@ fn a_restarted_master_knows_no_agent_until_it_reregisters() {
         sim("/sim/master/restart", r#"{"agents_reregister_after": -1}"#).0,
         400
     );
+}
+
+#[test]
+fn reserved_resources_go_only_to_their_role_and_tasks_must_ask_for_them() {
+    let reserved = sim::agent_from_json(&json!({"hostname": "r1", "cpus": 2, "mem": 1024,
+        "reserved": {"role": "lab", "cpus": 1, "mem": 512}}))
+    .expect("valid agent");
+    let resources = |offer: &Value| -> Vec<(String, String, f64)> {
+        offer["resources"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|r| r["type"] == "SCALAR")
+                    .map(|r| {
+                        let (name, role) = (r["name"].as_str(), r["role"].as_str());
+                        let value = r["scalar"]["value"].as_f64().unwrap_or(-1.0);
+                        (
+                            name.unwrap_or("").to_string(),
+                            role.unwrap_or("").to_string(),
+                            value,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let scalar = |name: &str, role: &str, value: f64| json!({"name": name, "type": "SCALAR", "scalar": {"value": value}, "role": role});
+    let task = |id: &str, offer: &Value, list: Vec<Value>| {
+        json!({"name": id, "task_id": {"value": id}, "agent_id": offer["agent_id"],
+            "resources": list, "command": {"shell": true, "value": "sleep 60"}})
+    };
+    // A framework of the role sees the reservation, with the role on the resources.
+    let master = sim::Master::start(fast_sim(vec![reserved.clone()])).expect("starts");
+    let mut client = Client::subscribe(&master, framework_info(json!({"role": "lab"})));
+    let offer = client.offers()[0].clone();
+    let expected = |pairs: &[(&str, &str, f64)]| -> Vec<(String, String, f64)> {
+        pairs
+            .iter()
+            .map(|(n, r, v)| (n.to_string(), r.to_string(), *v))
+            .collect()
+    };
+    assert_eq!(
+        resources(&offer),
+        expected(&[
+            ("cpus", "lab", 1.0),
+            ("mem", "lab", 512.0),
+            ("cpus", "*", 2.0),
+            ("mem", "*", 1024.0)
+        ])
+    );
+    // Asking for unreserved cpus beyond the unreserved part fails, as on a real master.
+    let greedy = task(
+        "greedy",
+        &offer,
+        vec![scalar("cpus", "*", 2.5), scalar("mem", "*", 32.0)],
+    );
+    let fitting = task(
+        "fitting",
+        &offer,
+        vec![scalar("cpus", "lab", 0.5), scalar("mem", "*", 32.0)],
+    );
+    assert_eq!(
+        client
+            .call("ACCEPT", accept(&offer, vec![greedy, fitting]))
+            .0,
+        202
+    );
+    let refused = client.stream.master_update_for("greedy");
+    assert_eq!(refused["state"], "TASK_ERROR");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Total resources "),
+        "{refused}"
+    );
+    assert_eq!(
+        client.stream.agent_update_for("fitting", "TASK_STARTING")["state"],
+        "TASK_STARTING"
+    );
+    // A framework of another role is offered only the unreserved part.
+    let master = sim::Master::start(fast_sim(vec![reserved])).expect("starts");
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    assert_eq!(
+        resources(&offer),
+        expected(&[("cpus", "*", 2.0), ("mem", "*", 1024.0)])
+    );
+    let stolen = task(
+        "stolen",
+        &offer,
+        vec![scalar("cpus", "lab", 0.5), scalar("mem", "*", 32.0)],
+    );
+    assert_eq!(client.call("ACCEPT", accept(&offer, vec![stolen])).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("stolen")["state"],
+        "TASK_ERROR"
+    );
+}
+
+#[test]
+fn a_master_restarted_with_a_replicated_registry_is_silent_about_agents_not_yet_back() {
+    let master = lab();
+    let info = framework_info(json!({"capabilities": [{"type": "PARTITION_AWARE"}]}));
+    let mut client = Client::subscribe(&master, info.clone());
+    let offer = client.offers()[0].clone();
+    let hostname = offer["hostname"].as_str().unwrap_or("").to_string();
+    let agent = offer["agent_id"]["value"].clone();
+    let launch = accept(&offer, vec![docker_task("q", &offer, 31090)]);
+    assert_eq!(client.call("ACCEPT", launch).0, 202);
+    let starting = client.stream.agent_update_for("q", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("q", "TASK_RUNNING");
+    client.ack(&running);
+    let (http, addr) = (http_agent(), client.master.clone());
+    let sim = |method: &str, path: &str, body: &str| {
+        request(&http, method, &format!("http://{addr}{path}"), Some(body))
+    };
+    let (status, _) = sim(
+        "POST",
+        "/sim/master/restart",
+        r#"{"registry": "replicated"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(wait_until(DEADLINE, || client.stream.next().is_none()));
+    let id = json!({"value": client.framework_id});
+    let mut info = info.clone();
+    info["id"] = id.clone();
+    let mut call = subscribe_call(info);
+    call["framework_id"] = id;
+    client.stream = subscribe(&client.master, &call, "").expect("resubscribes");
+    assert_eq!(
+        client.stream.next().expect("an event")["type"],
+        "SUBSCRIBED"
+    );
+    // No answer for a task on a recovered agent, nor for one with no agent
+    // named; a task on an agent the master has seen is answered, and the
+    // stream is ordered, so nothing came for the others before it.
+    let (status, fresh) = sim(
+        "POST",
+        "/sim/agents",
+        r#"{"hostname":"fresh","cpus":1,"mem":128}"#,
+    );
+    assert_eq!(status, 200);
+    let reconcile = |client: &Client, tasks: Value| {
+        assert_eq!(
+            client
+                .call("RECONCILE", json!({"reconcile": {"tasks": tasks}}))
+                .0,
+            202
+        );
+    };
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "q"}, "agent_id": {"value": agent}},
+               {"task_id": {"value": "ghost"}}]),
+    );
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "probe"}, "agent_id": {"value": fresh["id"]}}]),
+    );
+    let next_update =
+        |client: &mut Client| client.stream.expect("UPDATE")["update"]["status"].clone();
+    let probe = next_update(&mut client);
+    assert_eq!(
+        (&probe["task_id"]["value"], &probe["state"]),
+        (&json!("probe"), &json!("TASK_GONE")),
+        "{probe}"
+    );
+    // Back, the agent's task comes back silently: the framework must ask.
+    assert_eq!(
+        sim("POST", &format!("/sim/agents/{hostname}/reregister"), "").0,
+        200
+    );
+    reconcile(
+        &client,
+        json!([{"task_id": {"value": "q"}, "agent_id": {"value": agent}}]),
+    );
+    let answer = next_update(&mut client);
+    assert_eq!(
+        (
+            &answer["task_id"]["value"],
+            &answer["state"],
+            &answer["reason"]
+        ),
+        (
+            &json!("q"),
+            &json!("TASK_RUNNING"),
+            &json!("REASON_RECONCILIATION")
+        ),
+        "{answer}"
+    );
+    assert_eq!(
+        sim("POST", "/sim/master/restart", r#"{"registry": "zk"}"#).0,
+        400
+    );
+}
+
+#[test]
+fn call_faults_lose_answers_drop_calls_or_refuse_them() {
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    let (http, addr) = (http_agent(), client.master.clone());
+    let arm = |body: Value| {
+        request(
+            &http,
+            "POST",
+            &format!("http://{addr}/sim/calls/faults"),
+            Some(&body.to_string()),
+        )
+    };
+    // The answer to a call the master carried out, or did not, never comes.
+    let unanswered = |client: &Client, kind: &str, body: Value| {
+        let mut call = json!({"type": kind, "framework_id": {"value": client.framework_id}});
+        if let (Some(call), Some(body)) = (call.as_object_mut(), body.as_object()) {
+            call.extend(body.clone());
+        }
+        client
+            .http
+            .post(format!("http://{}/api/v1/scheduler", client.master))
+            .header("Content-Type", "application/json")
+            .header("Mesos-Stream-Id", &client.stream.stream_id)
+            .send(call.to_string())
+            .is_err()
+    };
+    let (status, armed) = arm(json!({"call": "ACCEPT", "fault": "lose-response"}));
+    assert_eq!(status, 200, "{armed}");
+    assert_eq!(
+        client.sim_state()["call_faults"],
+        json!([{"call": "ACCEPT", "fault": "lose-response", "count": 1}])
+    );
+    let launch = accept(&offer, vec![docker_task("lost", &offer, 31100)]);
+    assert!(unanswered(&client, "ACCEPT", launch));
+    // Carried out all the same.
+    let starting = client.stream.agent_update_for("lost", "TASK_STARTING");
+    client.ack(&starting);
+    let running = client.stream.agent_update_for("lost", "TASK_RUNNING");
+    client.ack(&running);
+    assert_eq!(client.sim_state()["call_faults"], json!([]));
+    let kill = json!({"kill": {"task_id": {"value": "lost"}}});
+    assert_eq!(
+        arm(json!({"call": "*", "fault": "drop-request", "count": 1})).0,
+        200
+    );
+    assert!(unanswered(&client, "KILL", kill.clone()));
+    assert_eq!(client.call("RECONCILE", json!({"reconcile": {}})).0, 202);
+    assert_eq!(
+        client.stream.master_update_for("lost")["state"],
+        "TASK_RUNNING",
+        "the dropped KILL was not carried out"
+    );
+    assert_eq!(
+        arm(json!({"call": "KILL", "fault": "unavailable", "count": 2})).0,
+        200
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            client.call("KILL", kill.clone()),
+            (503, "Master has not finished recovery".to_string())
+        );
+    }
+    assert_eq!(client.call("KILL", kill).0, 202);
+    assert_eq!(
+        client.stream.agent_update_for("lost", "TASK_KILLED")["state"],
+        "TASK_KILLED"
+    );
+    for bad in [
+        json!({"call": "SUBSCRIBE", "fault": "drop-request"}),
+        json!({"call": "ACCEPT", "fault": "explode"}),
+        json!({"call": "ACCEPT", "fault": "unavailable", "count": 0}),
+    ] {
+        assert_eq!(arm(bad.clone()).0, 400, "{bad}");
+    }
+    assert_eq!(arm(json!({"call": "*", "fault": "unavailable"})).0, 200);
+    let (status, cleared) = request(
+        &client.http,
+        "DELETE",
+        &format!("http://{}/sim/calls/faults", client.master),
+        None,
+    );
+    assert_eq!((status, &cleared["cleared"]), (200, &json!(1)));
+    assert_eq!(client.call("REVIVE", json!({})).0, 202);
 }
