@@ -25,6 +25,7 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
+use crate::store::DiskGate;
 
 /// The largest request body we read; a bigger one gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -58,12 +59,14 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `listen` (port 0 picks a free port) and starts `workers` threads
     /// named `http-N` (at least one). With `token`, mutating routes require
-    /// `Authorization: Bearer <token>`; `None` leaves them open.
+    /// `Authorization: Bearer <token>`; `None` leaves them open. While `disk`
+    /// is full, submits are refused with 507.
     pub fn start(
         listen: &str,
         workers: usize,
         state: Sender<ApiCommand>,
         token: Option<String>,
+        disk: DiskGate,
     ) -> std::io::Result<ApiServer> {
         let server = tiny_http::Server::from_listener(listener_with_write_timeout(listen)?, None)
             .map_err(std::io::Error::other)?;
@@ -81,10 +84,11 @@ impl ApiServer {
             let stopping = Arc::clone(&api_server.stopping);
             let state = state.clone();
             let token = token.clone();
+            let disk = disk.clone();
             // On a spawn error, dropping `api_server` stops the workers already running.
             let worker = std::thread::Builder::new()
                 .name(format!("http-{worker_idx}"))
-                .spawn(move || serve(&server, &stopping, &state, token.as_deref()))?;
+                .spawn(move || serve(&server, &stopping, &state, token.as_deref(), &disk))?;
             api_server.workers.push(worker);
         }
         log::info!(
@@ -161,6 +165,8 @@ enum ApiError {
     Stopped,
     /// Done in memory but not saved to disk (the state directory failed).
     NotSaved(String),
+    /// The state disk is full (`store::DiskGate`): submits are refused.
+    DiskFull(String),
     /// A bug: the state thread answered with a reply that does not fit.
     Internal(String),
 }
@@ -191,6 +197,7 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::Busy | ApiError::Stopped | ApiError::NotSaved(_) => 503,
             ApiError::Internal(_) => 500,
+            ApiError::DiskFull(_) => 507,
         }
     }
 
@@ -201,6 +208,7 @@ impl ApiError {
             ApiError::BadRequest(message)
             | ApiError::NotFound(message)
             | ApiError::NotSaved(message)
+            | ApiError::DiskFull(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
             ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
@@ -247,6 +255,7 @@ fn serve(
     stopping: &AtomicBool,
     state: &Sender<ApiCommand>,
     token: Option<&str>,
+    disk: &DiskGate,
 ) {
     loop {
         let request = match server.recv() {
@@ -260,9 +269,9 @@ fn serve(
         let Some(request) = guard_declared_body(request) else {
             continue;
         };
-        let (state, token) = (state.clone(), token.map(str::to_string));
+        let (state, token, disk) = (state.clone(), token.map(str::to_string), disk.clone());
         dispatch(request, move |request| {
-            serve_one(request, &state, token.as_deref())
+            serve_one(request, &state, token.as_deref(), &disk)
         });
     }
 }
@@ -322,10 +331,15 @@ pub fn listener_with_write_timeout(listen: &str) -> std::io::Result<std::net::Tc
     Ok(std::net::TcpListener::from(OwnedFd::from(socket)))
 }
 
-fn serve_one(mut request: tiny_http::Request, state: &Sender<ApiCommand>, token: Option<&str>) {
+fn serve_one(
+    mut request: tiny_http::Request,
+    state: &Sender<ApiCommand>,
+    token: Option<&str>,
+    disk: &DiskGate,
+) {
     {
         let started = Instant::now();
-        let reply = handle(&mut request, state, token).unwrap_or_else(ApiError::into_reply);
+        let reply = handle(&mut request, state, token, disk).unwrap_or_else(ApiError::into_reply);
         log::debug!(
             "http request method={} url={} status={} took_ms={}",
             request.method(),
@@ -365,6 +379,7 @@ fn handle(
     request: &mut tiny_http::Request,
     state: &Sender<ApiCommand>,
     token: Option<&str>,
+    disk: &DiskGate,
 ) -> Result<Reply, ApiError> {
     let route = route(request.method().as_str(), request.url())?;
     // Before the body is read: an unauthorized client costs us no parsing.
@@ -395,6 +410,10 @@ fn handle(
             })
         }
         Route::SubmitTask => {
+            // Work already accepted keeps the disk's last space (the reserve).
+            if let Some(message) = disk.refusal() {
+                return Err(ApiError::DiskFull(message));
+            }
             let body = read_body(request)?;
             ApiRequest::Submit(dto::parse_task(&body).map_err(ApiError::BadRequest)?)
         }
@@ -889,6 +908,10 @@ mod tests {
             body(&Err(ApiError::BodyTooLarge)),
             message(413, "body larger than 65536 bytes")
         );
+        assert_eq!(
+            body(&Err(ApiError::DiskFull("state disk full: x".to_string()))),
+            message(507, "state disk full: x")
+        );
     }
 
     #[test]
@@ -1022,7 +1045,8 @@ mod tests {
     fn serves_over_a_real_socket() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 2, state, None).expect("binds");
+        let server =
+            ApiServer::start("127.0.0.1:0", 2, state, None, DiskGate::default()).expect("binds");
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
 
@@ -1093,7 +1117,8 @@ mod tests {
     fn a_huge_declared_body_does_not_kill_a_worker() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 1, state, None).expect("binds");
+        let server =
+            ApiServer::start("127.0.0.1:0", 1, state, None, DiskGate::default()).expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");
         let head = "POST /admin/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
         attacker.write_all(head.as_bytes()).expect("write");
