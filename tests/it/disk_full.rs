@@ -25,10 +25,10 @@ const DISK_SIZE: &str = "16m";
 
 /// A tmpfs mounted on a fresh directory, unmounted (lazily, in case a file is
 /// still open) and removed on drop.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(pub(crate) PathBuf);
 
 impl Tmpfs {
-    fn mount(name: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(name: &str) -> Option<Tmpfs> {
         let dir = std::env::temp_dir().join(format!("charmander-it-{name}-{}", std::process::id()));
         let _ = Command::new("umount").arg("-l").arg(&dir).status();
         let _ = fs::remove_dir_all(&dir);
@@ -53,7 +53,7 @@ impl Tmpfs {
     /// may be trying to write its reserve meanwhile (a temporary it removes
     /// when it does not fit), so the fill is repeated once no such temporary
     /// is left, until nothing more fits.
-    fn fill(&self, name: &str) {
+    pub(crate) fn fill(&self, name: &str) {
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,7 +71,7 @@ impl Tmpfs {
         }
     }
 
-    fn free(&self, name: &str) {
+    pub(crate) fn free(&self, name: &str) {
         fs::remove_file(self.0.join(name)).expect("junk removed");
     }
 }
