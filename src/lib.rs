@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod sim;
 pub mod store;
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -45,6 +46,39 @@ pub fn init_logging(level: log::LevelFilter) {
     }));
 }
 
+/// Why a running scheduler stopped on its own. `Running::wait` returns it
+/// after everything has stopped; `main` turns it into the exit code.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// The Mesos connection cannot go on (failed over, SUBSCRIBE refused).
+    Mesos(Fatal),
+    /// A group of turns could not be made durable (an I/O error, or a full
+    /// disk whose reserve is used up): the journal thread stopped before any
+    /// call or reply of that group left the process.
+    StateNotSaved(String),
+}
+
+impl Failure {
+    /// The process exit code that tells the supervisor what happened.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Mesos(fatal) => fatal.exit_code(),
+            Failure::StateNotSaved(_) => store::EXIT_STATE_NOT_SAVED,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Mesos(fatal) => fatal.fmt(f),
+            Failure::StateNotSaved(error) => write!(f, "state not saved: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// A running scheduler: REST workers, the state thread, the Mesos reader and
 /// caller, the optional Redis bridge and the optional in-process lab.
 pub struct Running {
@@ -54,6 +88,8 @@ pub struct Running {
     /// Disconnected when the state thread ends.
     state_done: Receiver<()>,
     journal: Option<JoinHandle<()>>,
+    /// Where the journal thread reports why it stopped, if it failed.
+    journal_failed: Receiver<String>,
     connection: Option<Connection>,
     sim: Option<sim::Master>,
 }
@@ -84,9 +120,17 @@ pub fn start(config: Config) -> io::Result<Running> {
     let (turn_tx, turn_rx) = bounded(JOURNAL_CAPACITY);
     let (committed_tx, committed_rx) = bounded(COMMITTED_CAPACITY);
     let framework_id = state.framework_id().cloned();
+    let disk = store
+        .as_ref()
+        .map_or_else(store::DiskGate::default, store::Store::gate);
+    let (journal_failed_tx, journal_failed) = bounded::<String>(1);
     let journal = std::thread::Builder::new()
         .name("journal".to_string())
-        .spawn(move || store::run_journal(store, turn_rx, call_tx, committed_tx))?;
+        .spawn(move || {
+            if let Err(error) = store::run_journal(store, turn_rx, call_tx, committed_tx) {
+                let _ = journal_failed_tx.send(error);
+            }
+        })?;
     let (state_done_tx, state_done) = bounded::<()>(0);
     let state = std::thread::Builder::new()
         .name("state".to_string())
@@ -124,6 +168,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         api_tx,
         config.api_token.clone(),
         config.commit_wait,
+        disk,
     )?;
     log::info!(
         "charmander-scheduler api=http://{} master={master}",
@@ -135,6 +180,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         state: Some(state),
         state_done,
         journal: Some(journal),
+        journal_failed,
         connection: Some(connection),
         sim,
     })
@@ -147,31 +193,42 @@ impl Running {
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), api::ApiServer::addr)
     }
 
-    /// Blocks until the state thread ends (it runs until shutdown) or the
-    /// Mesos connection fails for good; that error is returned after
-    /// everything has stopped, for `main` to turn into the exit code.
-    pub fn wait(mut self) -> Result<(), Fatal> {
+    /// Blocks until the state thread ends (it runs until shutdown), the
+    /// Mesos connection fails for good, or the journal cannot save the state;
+    /// that error is returned after everything has stopped, for `main` to
+    /// turn into the exit code.
+    pub fn wait(mut self) -> Result<(), Failure> {
         let mut fatal = self
             .connection
             .as_ref()
             .map_or_else(crossbeam_channel::never, Connection::fatal);
+        let mut journal_failed = self.journal_failed.clone();
         loop {
             select! {
                 recv(fatal) -> error => match error {
                     Ok(error) => {
                         self.stop();
-                        return Err(error);
+                        return Err(Failure::Mesos(error));
                     }
                     // The reader ended without an error: only the state thread counts.
                     Err(_) => fatal = crossbeam_channel::never(),
                 },
+                recv(journal_failed) -> error => match error {
+                    Ok(error) => {
+                        self.stop();
+                        return Err(Failure::StateNotSaved(error));
+                    }
+                    Err(_) => journal_failed = crossbeam_channel::never(),
+                },
                 recv(self.state_done) -> _ => break,
             }
         }
-        if let Some(state) = self.state.take() {
-            let _ = state.join();
+        // The state thread also ends when the journal stops: say why.
+        self.stop();
+        match self.journal_failed.try_recv() {
+            Ok(error) => Err(Failure::StateNotSaved(error)),
+            Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     pub fn shutdown(mut self) {

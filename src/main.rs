@@ -1,8 +1,10 @@
 //! `charmander-scheduler`: parse flags, set up logging, start, run until killed
-//! or until the Mesos connection fails for good.
+//! or until the Mesos connection or the state directory fails for good.
 //!
 //! Exit codes: 0 clean stop, 1 cannot start (e.g. the state dir is locked by
-//! another process), 2 bad flags, 3 state not saved (`store`), 4 the
+//! another process), 2 bad flags, 3 state not saved (`store::EXIT_STATE_NOT_SAVED`:
+//! an I/O error in the state dir, or a full disk whose reserve is used up; a
+//! full disk alone only refuses submits with 507), 4 the
 //! framework failed over to another scheduler (`mesos::EXIT_FAILED_OVER`), 5
 //! the master refuses our SUBSCRIBE for good (`mesos::EXIT_SUBSCRIBE_REFUSED`).
 
@@ -27,9 +29,9 @@ fn main() -> ExitCode {
         Ok(running) => match running.wait() {
             Ok(()) => ExitCode::SUCCESS,
             // Already logged where it happened; this is the exit code.
-            Err(fatal) => {
-                log::error!("stopped: exit_code={}", fatal.exit_code());
-                ExitCode::from(fatal.exit_code())
+            Err(failure) => {
+                log::error!("stopped: exit_code={} {failure}", failure.exit_code());
+                ExitCode::from(failure.exit_code())
             }
         },
         Err(error) => {

@@ -9,14 +9,29 @@
 //! dropped with a warning; damage anywhere else stops startup with the file
 //! and byte offset, and nothing is discarded silently. When the journal
 //! outgrows the snapshot, the live records are written to a new snapshot
-//! (write, fsync, rename, fsync the directory) and the journal starts over.
+//! (write, fsync, rename, fsync the directory) and the journal starts over;
+//! a compaction that fails removes its temporary file, and opening the
+//! directory removes any temporary a crash left behind.
+//!
+//! A full disk must not stop the scheduler (each restart would fail the same
+//! way) nor lose what it already accepted. std cannot ask for free space, so
+//! the store keeps a reserve: `state.reserve`, `RESERVE_BYTES` of real data
+//! (no holes). When an append fails for lack of space, the reserve is deleted
+//! and the append is written again into the space it freed; the store is then
+//! *full*: `DiskGate` tells the REST API to refuse new submits (507) while
+//! work already accepted (launches, acks, kills, status changes) keeps being
+//! made durable in the reserve's space. The journal thread tries to write the
+//! reserve again with backoff; once it fits, submits are accepted again.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 
 use crate::scheduler::state::Record;
@@ -31,9 +46,22 @@ pub const MAX_GROUP: usize = 1024;
 /// The journal is compacted once it is larger than this and than twice the snapshot.
 pub const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Exit code when the state directory fails: nothing that depended on the
-/// lost write has left the process, and a restart resumes from the disk.
-pub const EXIT_STATE_NOT_SAVED: i32 = 3;
+/// Exit code when the state directory fails (an I/O error other than a full
+/// disk, or a full disk whose reserve is used up too): nothing that depended
+/// on the lost write has left the process, and a restart resumes from the disk.
+pub const EXIT_STATE_NOT_SAVED: u8 = 3;
+
+/// Size of the reserve file: the room accepted work has once the disk is full.
+/// A task record is about 1-2 KiB, so this holds thousands of status changes.
+pub const RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// While the disk is full, writing the reserve again is tried after this
+/// long, doubling up to `RESERVE_RETRY_MAX`.
+pub const RESERVE_RETRY_MIN: Duration = Duration::from_millis(500);
+pub const RESERVE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The reserve is written in pieces of this size.
+const RESERVE_CHUNK: usize = 64 * 1024;
 
 /// The file a running scheduler holds an exclusive lock on, so two processes
 /// never share a state directory (each would overwrite the other's journal
@@ -42,7 +70,44 @@ pub const LOCK_FILE: &str = "lock";
 
 const SNAPSHOT: &str = "state.snapshot";
 const JOURNAL: &str = "state.journal";
+const RESERVE: &str = "state.reserve";
+/// Temporaries are `<name>.tmp` next to the file they replace (`state.snapshot.tmp`,
+/// `state.reserve.tmp`); one left in the directory is the leftover of a crash.
+const TMP_SUFFIX: &str = ".tmp";
 const HEADER: usize = 8;
+
+/// Whether the state disk is full, shared by the store (which sets it) and
+/// the REST workers (which refuse submits while it is set). Never full
+/// without a store.
+#[derive(Clone, Debug, Default)]
+pub struct DiskGate(Arc<AtomicBool>);
+
+impl DiskGate {
+    pub fn is_full(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// The reason a submit is refused now, if it is.
+    pub fn refusal(&self) -> Option<String> {
+        self.is_full().then(|| {
+            format!(
+                "state disk full: less than the {} MiB reserve is free in the state directory; submits refused until space is freed",
+                RESERVE_BYTES / (1024 * 1024)
+            )
+        })
+    }
+
+    fn set(&self, full: bool) {
+        self.0.store(full, Ordering::SeqCst);
+    }
+}
+
+/// Disk-full mode: the reserve is gone; when to try writing it again.
+#[derive(Debug)]
+struct Full {
+    retry_at: Instant,
+    delay: Duration,
+}
 
 /// The open state directory.
 pub struct Store {
@@ -59,18 +124,29 @@ pub struct Store {
     /// Test hook (`Config::journal_delay`, zero in production): each commit
     /// waits this long before its fsync, like a slow disk.
     commit_delay: std::time::Duration,
+    reserve_bytes: u64,
+    /// `state.reserve` exists (whole and synced).
+    has_reserve: bool,
+    /// Set while the disk is full (the reserve is gone).
+    full: Option<Full>,
+    gate: DiskGate,
 }
 
 impl Store {
     /// Opens (creating if needed) `dir` and returns what it holds, in order.
+    /// A full disk does not stop it: the store opens full (submits refused).
     pub fn open(dir: &Path) -> Result<(Store, Vec<Record>), String> {
+        Store::open_with_reserve(dir, RESERVE_BYTES)
+    }
+
+    fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<(Store, Vec<Record>), String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
         let lock = lock_dir(dir)?;
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
-        // A leftover of a compaction that did not finish; the old snapshot stands.
-        let _ = fs::remove_file(dir.join(format!("{SNAPSHOT}.tmp")));
+        // Before anything is written: on a nearly full disk their space counts.
+        remove_stale_temporaries(dir)?;
         let snapshot = read_file(&snapshot_path)?;
         let (mut records, end) =
             decode(&snapshot).map_err(|d| damaged(&snapshot_path, d.offset, &d.why))?;
@@ -114,7 +190,10 @@ impl Store {
         for record in &records {
             remember(&mut live, record);
         }
-        let store = Store {
+        // Written through a temporary and renamed, so one that exists is whole
+        // (its size may differ if RESERVE_BYTES changed; it still frees that much).
+        let reserve_ok = dir.join(RESERVE).exists();
+        let mut store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             journal,
@@ -123,7 +202,17 @@ impl Store {
             compact_at: COMPACT_MIN_BYTES.max(2 * snapshot.len() as u64),
             live,
             commit_delay: std::time::Duration::ZERO,
+            reserve_bytes,
+            has_reserve: reserve_ok,
+            full: None,
+            gate: DiskGate::default(),
         };
+        if !reserve_ok {
+            // First start, or released before a restart.
+            if let Err(error) = store.write_reserve() {
+                store.enter_full(&format!("cannot write the reserve: {error}"));
+            }
+        }
         log::info!(
             "state: loaded {} records ({} live keys) from {}",
             records.len(),
@@ -140,7 +229,9 @@ impl Store {
 
     /// Appends records and fsyncs: when this returns Ok they survive a crash.
     /// An `Err` means they may not be on disk; the caller must not let
-    /// anything that depends on them out (see `run_journal`).
+    /// anything that depends on them out (see `run_journal`). A full disk is
+    /// not an error while the reserve lasts: it is released and the store
+    /// turns full (see the module doc).
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
         let mut out = Vec::new();
         for record in records {
@@ -157,20 +248,24 @@ impl Store {
         if !self.commit_delay.is_zero() {
             std::thread::sleep(self.commit_delay);
         }
-        let written = self
-            .journal
-            .write_all(&out)
-            .and_then(|()| self.journal.sync_data());
-        if let Err(e) = written {
-            // Leave no half record behind for a later append to bury.
-            let _ = self
-                .journal
-                .set_len(self.journal_bytes)
-                .and_then(|()| self.journal.sync_all());
-            return Err(format!(
-                "cannot write {}: {e}",
-                self.dir.join(JOURNAL).display()
-            ));
+        let journal = self.dir.join(JOURNAL);
+        if let Err(error) = self.append(&out) {
+            if !is_disk_full(&error) {
+                return Err(format!("cannot write {}: {error}", journal.display()));
+            }
+            if !self.release_reserve()? {
+                return Err(format!(
+                    "cannot write {}: {error}; the state disk is full and the reserve is used up: free space in {}",
+                    journal.display(),
+                    self.dir.display()
+                ));
+            }
+            self.append(&out).map_err(|error| {
+                format!(
+                    "cannot write {} even into the released reserve: {error}",
+                    journal.display()
+                )
+            })?;
         }
         for record in records {
             remember(&mut self.live, record);
@@ -187,15 +282,161 @@ impl Store {
         Ok(())
     }
 
+    /// Writes `data` at the end of the journal and syncs it. On failure the
+    /// journal is cut back to its last whole record, so writing again later
+    /// is safe; if even that fails, the error is not "disk full" (the caller
+    /// must stop: a later record after a torn one would be damage).
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let written = self
+            .journal
+            .write_all(data)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(error) = written {
+            // Leave no half record behind for a later append to bury.
+            if let Err(cut) = self
+                .journal
+                .set_len(self.journal_bytes)
+                .and_then(|()| self.journal.sync_all())
+            {
+                return Err(io::Error::other(format!(
+                    "{error}, and cutting the half-written record away failed: {cut}"
+                )));
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Deletes the reserve so accepted work has room; false if it is gone already.
+    fn release_reserve(&mut self) -> Result<bool, String> {
+        if !self.has_reserve {
+            return Ok(false);
+        }
+        let path = self.dir.join(RESERVE);
+        fs::remove_file(&path)
+            .map_err(|e| format!("cannot delete the reserve {}: {e}", path.display()))?;
+        self.has_reserve = false;
+        sync_dir(&self.dir)?;
+        self.enter_full(
+            "an append found the disk full; the reserve was released for accepted work",
+        );
+        Ok(true)
+    }
+
+    fn enter_full(&mut self, why: &str) {
+        log::error!(
+            "state disk full: submits refused (507) until space is freed dir={} reserve_bytes={} reason={why}",
+            self.dir.display(),
+            self.reserve_bytes
+        );
+        self.full = Some(Full {
+            retry_at: Instant::now() + RESERVE_RETRY_MIN,
+            delay: RESERVE_RETRY_MIN,
+        });
+        self.gate.set(true);
+    }
+
+    /// The flag the REST API reads.
+    pub fn gate(&self) -> DiskGate {
+        self.gate.clone()
+    }
+
+    /// While full, when to try writing the reserve again.
+    pub fn reserve_retry_at(&self) -> Option<Instant> {
+        self.full.as_ref().map(|full| full.retry_at)
+    }
+
+    /// Tries to write the reserve again; on success the store is no longer
+    /// full, otherwise the next try backs off.
+    pub fn retry_reserve(&mut self, now: Instant) {
+        if self.full.is_none() {
+            return;
+        }
+        match self.write_reserve_file() {
+            Ok(()) => {
+                self.has_reserve = true;
+                self.full = None;
+                self.gate.set(false);
+                log::info!(
+                    "state disk has room again: reserve written, submits accepted dir={}",
+                    self.dir.display()
+                );
+            }
+            Err(error) => {
+                if let Some(full) = self.full.as_mut() {
+                    full.delay = (full.delay * 2).min(RESERVE_RETRY_MAX);
+                    full.retry_at = now + full.delay;
+                    log::debug!(
+                        "state disk still full retry_in_ms={} error={error}",
+                        full.delay.as_millis()
+                    );
+                }
+            }
+        }
+    }
+
+    fn write_reserve(&mut self) -> Result<(), String> {
+        self.write_reserve_file()?;
+        self.has_reserve = true;
+        Ok(())
+    }
+
+    /// Writes `state.reserve` through a temporary (write, fsync, rename,
+    /// fsync the directory), so a `state.reserve` is always whole. The bytes
+    /// are real data, not a hole (`set_len`) nor zeros a compressing file
+    /// system would not store, so deleting it frees its full size. A failed
+    /// try removes its temporary.
+    fn write_reserve_file(&self) -> Result<(), String> {
+        let tmp = self.dir.join(format!("{RESERVE}{TMP_SUFFIX}"));
+        let written = (|| -> io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            let mut chunk = vec![0u8; RESERVE_CHUNK];
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            let mut left = self.reserve_bytes;
+            while left > 0 {
+                for word in chunk.chunks_mut(8) {
+                    // xorshift64: incompressible, cheap.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    word.copy_from_slice(&seed.to_le_bytes()[..word.len()]);
+                }
+                let n = left.min(RESERVE_CHUNK as u64) as usize;
+                file.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()?;
+            fs::rename(&tmp, self.dir.join(RESERVE))
+        })();
+        if let Err(error) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(format!("cannot write {}: {error}", tmp.display()));
+        }
+        sync_dir(&self.dir)
+    }
+
     /// Writes every live record to a new snapshot and empties the journal.
+    /// On failure the temporary snapshot is removed (on a full disk it would
+    /// hold the space the journal needs) and the old snapshot stands.
     pub fn compact(&mut self) -> Result<(), String> {
-        let tmp = self.dir.join(format!("{SNAPSHOT}.tmp"));
+        let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
         let data: Vec<u8> = self.live.values().flatten().copied().collect();
         let io = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", tmp.display());
-        let mut file = File::create(&tmp).map_err(|e| io("create", e))?;
-        file.write_all(&data).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| io("rename", e))?;
+        let written = File::create(&tmp)
+            .map_err(|e| io("create", e))
+            .and_then(|mut file| {
+                file.write_all(&data).map_err(|e| io("write", e))?;
+                file.sync_all().map_err(|e| io("sync", e))
+            })
+            .and_then(|()| fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| io("rename", e)));
+        if let Err(error) = written {
+            if let Err(e) = fs::remove_file(&tmp) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    log::error!("state: cannot remove {}: {e}", tmp.display());
+                }
+            }
+            return Err(error);
+        }
         sync_dir(&self.dir)?;
         // From here a crash replays the old journal over the new snapshot: same result.
         self.journal
@@ -214,6 +455,37 @@ impl Store {
         self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
     }
+}
+
+/// A write that failed for lack of space (or quota), which the reserve can absorb.
+fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Removes the `state.*.tmp` files a crash (or an older version's failed
+/// compaction) left behind; none of them is ever read.
+fn remove_stale_temporaries(dir: &Path) -> Result<(), String> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| format!("cannot list state directory {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("state.") && name.ends_with(TMP_SUFFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = entry.metadata().map_or(0, |m| m.len());
+        fs::remove_file(&path)
+            .map_err(|e| format!("cannot remove stale temporary {}: {e}", path.display()))?;
+        log::warn!(
+            "state: removed a stale temporary file={} bytes={bytes}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn damaged(path: &Path, offset: usize, why: &str) -> String {
@@ -368,15 +640,38 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// The `journal` thread: commits each group of turns with one fsync, then
 /// lets their effects out: replies back to the state thread (which holds the
 /// HTTP workers' reply channels), calls to the `mesos-caller`. Without a
-/// store it only forwards. Returns when its inbox closes (after the state
-/// thread ends) or the caller is gone.
+/// store it only forwards. While the disk is full it also tries to write the
+/// reserve again (`Store::retry_reserve`). Returns Ok when its inbox closes
+/// (after the state thread ends) or the caller is gone, and the error when a
+/// group cannot be made durable: then none of that group's effects has left,
+/// and `Running::wait` hands the error to `main` (exit 3).
 pub fn run_journal(
     mut store: Option<Store>,
     inbox: Receiver<Turn>,
     calls: Sender<Call>,
     committed: Sender<Committed>,
-) {
-    while let Ok(first) = inbox.recv() {
+) -> Result<(), String> {
+    loop {
+        let retry_at = store.as_ref().and_then(Store::reserve_retry_at);
+        if let (Some(store), Some(at)) = (store.as_mut(), retry_at) {
+            let now = Instant::now();
+            if at <= now {
+                // Also here, not only on a quiet inbox: a busy journal never times out.
+                store.retry_reserve(now);
+                continue;
+            }
+        }
+        let first = match retry_at {
+            Some(at) => match inbox.recv_deadline(at) {
+                Ok(turn) => turn,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            },
+            None => match inbox.recv() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(()),
+            },
+        };
         let mut turns = vec![first];
         while turns.len() < MAX_GROUP {
             match inbox.try_recv() {
@@ -391,8 +686,7 @@ pub fn run_journal(
                 // back. Stop before any of this group's effects leave; a
                 // restart (systemd) resumes from the last durable state.
                 log::error!("state not saved, stopping: {error}");
-                log::logger().flush();
-                std::process::exit(EXIT_STATE_NOT_SAVED);
+                return Err(error);
             }
         }
         // Replies first: a slow master must not hold up the REST API. Once
@@ -407,7 +701,7 @@ pub fn run_journal(
         for turn in turns {
             for call in turn.calls {
                 if calls.send(call).is_err() {
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -448,6 +742,22 @@ mod tests {
         }
     }
 
+    /// Every test holds this: `mount`/`umount` children inherit the state
+    /// directory's lock between fork and exec, and a reopen at that moment
+    /// would find it held.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A store with a small reserve, so tests do not write 8 MiB each.
+    fn open(dir: &Path) -> Result<(Store, Vec<Record>), String> {
+        Store::open_with_reserve(dir, 4096)
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("charmander-store-{name}-{}", std::process::id()));
@@ -457,6 +767,7 @@ mod tests {
 
     #[test]
     fn crc32_matches_the_standard_check_value() {
+        let _serial = serial();
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
     }
@@ -465,22 +776,24 @@ mod tests {
     /// to the journal and fight over the framework.
     #[test]
     fn a_second_open_of_one_state_dir_is_refused_until_the_first_closes() {
+        let _serial = serial();
         let dir = temp_dir("locked");
-        let (first, _) = Store::open(&dir).expect("opens");
-        let error = Store::open(&dir).err().unwrap_or_default();
+        let (first, _) = open(&dir).expect("opens");
+        let error = open(&dir).err().unwrap_or_default();
         assert!(
             error.contains(&format!("state directory {} is in use", dir.display())),
             "{error}"
         );
         drop(first);
-        assert!(Store::open(&dir).is_ok(), "the lock outlived its store");
+        assert!(open(&dir).is_ok(), "the lock outlived its store");
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn records_round_trip_and_the_last_value_wins() {
+        let _serial = serial();
         let dir = temp_dir("round-trip");
-        let (mut store, records) = Store::open(&dir).expect("opens");
+        let (mut store, records) = open(&dir).expect("opens");
         assert!(records.is_empty());
         let a1 = record("task/a", Some(json!({"n": 1})));
         let b = record("task/b", Some(json!({"n": 2})));
@@ -488,21 +801,22 @@ mod tests {
         store.commit(&[&a1, &b]).expect("commits");
         store.commit(&[&a2]).expect("commits");
         drop(store);
-        let (store, records) = Store::open(&dir).expect("reopens");
+        let (store, records) = open(&dir).expect("reopens");
         assert_eq!(records, vec![a1, b.clone(), a2]);
         assert_eq!(store.live.keys().collect::<Vec<_>>(), ["task/b"]);
         let mut store = store;
         store.compact().expect("compacts");
         drop(store);
-        let (_, records) = Store::open(&dir).expect("reopens after compaction");
+        let (_, records) = open(&dir).expect("reopens after compaction");
         assert_eq!(records, vec![b]);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn compaction_keeps_the_files_bounded_while_one_key_is_rewritten() {
+        let _serial = serial();
         let dir = temp_dir("bounded");
-        let (mut store, _) = Store::open(&dir).expect("opens");
+        let (mut store, _) = open(&dir).expect("opens");
         let padding = "x".repeat(1000);
         for n in 0..10_000 {
             let update = record("task/busy", Some(json!({"n": n, "pad": padding})));
@@ -517,7 +831,7 @@ mod tests {
         );
         assert!(size(SNAPSHOT) < 2048, "snapshot {}", size(SNAPSHOT));
         drop(store);
-        let (store, records) = Store::open(&dir).expect("reopens");
+        let (store, records) = open(&dir).expect("reopens");
         assert_eq!(
             records
                 .last()
@@ -531,6 +845,7 @@ mod tests {
 
     #[test]
     fn a_crash_at_any_byte_of_an_append_loses_only_that_record() {
+        let _serial = serial();
         let dir = temp_dir("torn");
         let kept = record("framework", Some(json!({"id": "f-0001"})));
         let torn = record("task/t", Some(json!({"spec": "x".repeat(100)})));
@@ -539,7 +854,7 @@ mod tests {
         for cut in first_len..whole.len() {
             fs::create_dir_all(&dir).expect("dir");
             fs::write(dir.join(JOURNAL), &whole[..cut]).expect("write");
-            let (_, records) = Store::open(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let (_, records) = open(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
             assert_eq!(records, vec![kept.clone()], "cut at {cut}");
             assert_eq!(
                 fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok(),
@@ -552,19 +867,21 @@ mod tests {
 
     #[test]
     fn a_tail_of_zeros_is_a_write_that_never_reached_the_disk() {
+        let _serial = serial();
         let dir = temp_dir("zeros");
         fs::create_dir_all(&dir).expect("dir");
         let kept = record("framework", Some(json!({"id": "f-0001"})));
         let mut data = frame(&kept);
         data.extend(std::iter::repeat_n(0u8, 4096));
         fs::write(dir.join(JOURNAL), &data).expect("write");
-        let (_, records) = Store::open(&dir).expect("zeros are torn, not damage");
+        let (_, records) = open(&dir).expect("zeros are torn, not damage");
         assert_eq!(records, vec![kept]);
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn damage_before_the_end_stops_startup_with_file_and_offset() {
+        let _serial = serial();
         let check = |name: &str, damage: &dyn Fn(&mut Vec<u8>), file: &str, expected: &str| {
             let dir = temp_dir(name);
             fs::create_dir_all(&dir).expect("dir");
@@ -575,7 +892,7 @@ mod tests {
             .concat();
             damage(&mut data);
             fs::write(dir.join(file), &data).expect("write");
-            let error = Store::open(&dir).err().unwrap_or_default();
+            let error = open(&dir).err().unwrap_or_default();
             assert!(
                 error.contains(&dir.join(file).display().to_string()) && error.contains(expected),
                 "{name}: {error}"
@@ -616,5 +933,188 @@ mod tests {
             "byte offset 0: record is not JSON",
         );
         let _ = second;
+    }
+
+    /// See: issue 9, B7. A compaction that failed on a full disk left its
+    /// `state.snapshot.tmp`, holding the space the journal needed.
+    #[test]
+    fn a_failed_compaction_removes_its_temporary_file() {
+        let _serial = serial();
+        let dir = temp_dir("failed-compaction");
+        let (mut store, _) = Store::open_with_reserve(&dir, 4096).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        store.commit(&[&a]).expect("commits");
+        // A non-empty directory where the snapshot goes: the rename fails
+        // after the temporary was written in full.
+        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        let error = store.compact().err().unwrap_or_default();
+        assert!(error.contains("cannot rename"), "{error}");
+        assert!(
+            !dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}")).exists(),
+            "the temporary snapshot was left behind"
+        );
+        // The journal still takes records.
+        store
+            .commit(&[&a])
+            .expect("commits after a failed compaction");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn opening_removes_stale_temporaries_and_nothing_else() {
+        let _serial = serial();
+        let dir = temp_dir("stale-tmp");
+        fs::create_dir_all(&dir).expect("dir");
+        let kept = record("framework", Some(json!({"id": "f-0001"})));
+        fs::write(dir.join(SNAPSHOT), frame(&kept)).expect("write");
+        for name in ["state.snapshot.tmp", "state.reserve.tmp"] {
+            fs::write(dir.join(name), vec![7u8; 8192]).expect("write");
+        }
+        fs::write(dir.join("notes.tmp"), b"not ours").expect("write");
+        let (_, records) = Store::open_with_reserve(&dir, 4096).expect("opens");
+        assert_eq!(records, vec![kept]);
+        assert!(!dir.join("state.snapshot.tmp").exists());
+        assert!(!dir.join("state.reserve.tmp").exists());
+        assert!(dir.join("notes.tmp").exists(), "only state.*.tmp is ours");
+        assert_eq!(
+            fs::metadata(dir.join(RESERVE)).map(|m| m.len()).ok(),
+            Some(4096),
+            "the reserve is written at open"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop;
+    /// None (the caller skips, saying why) where mounting is not allowed.
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        fn mount(name: &str, size: &str) -> Option<Tmpfs> {
+            let dir = temp_dir(name);
+            fs::create_dir_all(&dir).ok()?;
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|status| status.success());
+            if !mounted {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs on {} (needs root)",
+                    dir.display()
+                );
+                let _ = fs::remove_dir_all(&dir);
+                return None;
+            }
+            Some(Tmpfs(dir))
+        }
+
+        /// Writes junk into `name` until the file system is full.
+        fn fill(&self, name: &str) {
+            let mut file = File::create(self.0.join(name)).expect("junk file");
+            let chunk = vec![0x5au8; 64 * 1024];
+            while file.write_all(&chunk).is_ok() {}
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// See: issue 9, B7. A full disk used to stop the process (exit 3) on
+    /// the next append, and every restart did the same.
+    #[test]
+    fn a_full_disk_uses_the_reserve_then_recovers_once_space_is_freed() {
+        let _serial = serial();
+        let Some(disk) = Tmpfs::mount("full", "1m") else {
+            return;
+        };
+        let (mut store, _) = Store::open_with_reserve(&disk.0, 128 * 1024).expect("opens");
+        let gate = store.gate();
+        let padding = "x".repeat(1000);
+        let task = |n: usize| record(&format!("task/{n}"), Some(json!({"pad": padding})));
+        store.commit(&[&task(0)]).expect("commits");
+        assert!(!gate.is_full());
+
+        disk.fill("junk");
+        // Accepted work still becomes durable: the reserve makes room.
+        for n in 1..20 {
+            store.commit(&[&task(n)]).expect("commits into the reserve");
+        }
+        assert!(gate.is_full(), "submits are refused while the disk is full");
+        assert!(gate
+            .refusal()
+            .unwrap_or_default()
+            .starts_with("state disk full: "));
+        assert!(!disk.0.join(RESERVE).exists());
+        let now = Instant::now();
+        store.retry_reserve(now);
+        assert!(gate.is_full(), "the reserve cannot fit yet");
+        assert!(!disk.0.join(format!("{RESERVE}{TMP_SUFFIX}")).exists());
+        assert!(store.reserve_retry_at() > Some(now + RESERVE_RETRY_MIN));
+
+        fs::remove_file(disk.0.join("junk")).expect("free space");
+        store.retry_reserve(Instant::now());
+        assert!(!gate.is_full(), "space is back");
+        assert_eq!(store.reserve_retry_at(), None);
+        assert!(disk.0.join(RESERVE).exists());
+        drop(store);
+        let (_, records) = Store::open_with_reserve(&disk.0, 128 * 1024).expect("reopens");
+        assert_eq!(records, (0..20).map(task).collect::<Vec<_>>());
+    }
+
+    /// Past the reserve, a commit fails (the journal thread stops, exit 3)
+    /// and leaves no half record: after freeing space, the store opens with
+    /// everything committed before.
+    #[test]
+    fn a_full_disk_past_its_reserve_fails_the_commit_and_damages_nothing() {
+        let _serial = serial();
+        let Some(disk) = Tmpfs::mount("past-reserve", "1m") else {
+            return;
+        };
+        let (mut store, _) = Store::open_with_reserve(&disk.0, 64 * 1024).expect("opens");
+        let padding = "x".repeat(1000);
+        let task = |n: usize| record(&format!("task/{n}"), Some(json!({"pad": padding})));
+        disk.fill("junk");
+        let mut committed = Vec::new();
+        let mut error = String::new();
+        for n in 0..1000 {
+            match store.commit(&[&task(n)]) {
+                Ok(()) => committed.push(task(n)),
+                Err(e) => {
+                    error = e;
+                    break;
+                }
+            }
+        }
+        assert!(error.contains("the reserve is used up"), "{error}");
+        assert!(!committed.is_empty(), "the reserve held some records");
+        drop(store);
+        fs::remove_file(disk.0.join("junk")).expect("free space");
+        let (_, records) = Store::open_with_reserve(&disk.0, 64 * 1024).expect("reopens");
+        assert_eq!(records, committed);
+    }
+
+    /// On a disk already full, startup opens (full, submits refused) instead of failing.
+    #[test]
+    fn a_store_opens_on_a_full_disk() {
+        let _serial = serial();
+        let Some(disk) = Tmpfs::mount("open-full", "1m") else {
+            return;
+        };
+        fs::write(
+            disk.0.join(format!("{SNAPSHOT}{TMP_SUFFIX}")),
+            vec![1u8; 256 * 1024],
+        )
+        .expect("stale temporary");
+        disk.fill("junk");
+        let (mut store, _) = Store::open_with_reserve(&disk.0, 512 * 1024).expect("opens");
+        assert!(store.gate().is_full(), "no room for the reserve");
+        assert!(!disk.0.join(format!("{RESERVE}{TMP_SUFFIX}")).exists());
+        // The removed temporary left room for accepted work.
+        let a = record("task/a", Some(json!({"n": 1})));
+        store.commit(&[&a]).expect("commits");
     }
 }

@@ -34,6 +34,7 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
+use crate::store::DiskGate;
 
 /// The largest request body we read; a bigger one gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -73,17 +74,27 @@ pub struct ApiServer {
     workers: Vec<JoinHandle<()>>,
 }
 
+/// What every request needs, shared by one server's workers.
+struct Handler {
+    state: Sender<ApiCommand>,
+    token: Option<String>,
+    commit_wait: Duration,
+    disk: DiskGate,
+}
+
 impl ApiServer {
     /// Binds `listen` (port 0 picks a free port) and starts `workers` threads
     /// named `http-N` (at least one). With `token`, mutating routes require
     /// `Authorization: Bearer <token>`; `None` leaves them open. A change
-    /// waits `commit_wait` for its commit before it answers 504.
+    /// waits `commit_wait` for its commit before it answers 504. While `disk`
+    /// is full, submits are refused with 507.
     pub fn start(
         listen: &str,
         workers: usize,
         state: Sender<ApiCommand>,
         token: Option<String>,
         commit_wait: Duration,
+        disk: DiskGate,
     ) -> std::io::Result<ApiServer> {
         let server = tiny_http::Server::from_listener(listener_with_write_timeout(listen)?, None)
             .map_err(std::io::Error::other)?;
@@ -96,21 +107,30 @@ impl ApiServer {
             stopping: Arc::new(AtomicBool::new(false)),
             workers: Vec::new(),
         };
+        let handler = Arc::new(Handler {
+            state,
+            token,
+            commit_wait,
+            disk,
+        });
         for worker_idx in 0..workers.max(1) {
             let server = Arc::clone(&api_server.server);
             let stopping = Arc::clone(&api_server.stopping);
-            let state = state.clone();
-            let token = token.clone();
+            let handler = Arc::clone(&handler);
             // On a spawn error, dropping `api_server` stops the workers already running.
             let worker = std::thread::Builder::new()
                 .name(format!("http-{worker_idx}"))
-                .spawn(move || serve(&server, &stopping, &state, token.as_deref(), commit_wait))?;
+                .spawn(move || serve(&server, &stopping, &handler))?;
             api_server.workers.push(worker);
         }
         log::info!(
             "rest api listening addr={addr} workers={} auth={}",
             workers.max(1),
-            if token.is_some() { "bearer" } else { "none" }
+            if handler.token.is_some() {
+                "bearer"
+            } else {
+                "none"
+            }
         );
         Ok(api_server)
     }
@@ -185,6 +205,8 @@ enum ApiError {
     /// A change reached the state thread but its reply did not come within
     /// the commit wait (or never will: shutdown): it may or may not happen.
     OutcomeUnknown,
+    /// The state disk is full (`store::DiskGate`): submits are refused.
+    DiskFull(String),
     /// A bug: the state thread answered with a reply that does not fit.
     Internal(String),
 }
@@ -217,6 +239,7 @@ impl ApiError {
             ApiError::Busy | ApiError::Stopped => 503,
             ApiError::OutcomeUnknown => 504,
             ApiError::Internal(_) => 500,
+            ApiError::DiskFull(_) => 507,
         }
     }
 
@@ -227,6 +250,7 @@ impl ApiError {
             ApiError::BadRequest(message)
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
+            | ApiError::DiskFull(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
             ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
@@ -269,13 +293,7 @@ impl Reply {
 }
 
 /// One worker: serve requests until `stop` unblocks it.
-fn serve(
-    server: &tiny_http::Server,
-    stopping: &AtomicBool,
-    state: &Sender<ApiCommand>,
-    token: Option<&str>,
-    commit_wait: Duration,
-) {
+fn serve(server: &tiny_http::Server, stopping: &AtomicBool, handler: &Arc<Handler>) {
     loop {
         let request = match server.recv() {
             Ok(request) => request,
@@ -288,10 +306,8 @@ fn serve(
         let Some(request) = guard_declared_body(request) else {
             continue;
         };
-        let (state, token) = (state.clone(), token.map(str::to_string));
-        dispatch(request, move |request| {
-            serve_one(request, &state, token.as_deref(), commit_wait)
-        });
+        let handler = Arc::clone(handler);
+        dispatch(request, move |request| serve_one(request, &handler));
     }
 }
 
@@ -350,16 +366,10 @@ pub fn listener_with_write_timeout(listen: &str) -> std::io::Result<std::net::Tc
     Ok(std::net::TcpListener::from(OwnedFd::from(socket)))
 }
 
-fn serve_one(
-    mut request: tiny_http::Request,
-    state: &Sender<ApiCommand>,
-    token: Option<&str>,
-    commit_wait: Duration,
-) {
+fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     {
         let started = Instant::now();
-        let reply =
-            handle(&mut request, state, token, commit_wait).unwrap_or_else(ApiError::into_reply);
+        let reply = handle(&mut request, handler).unwrap_or_else(ApiError::into_reply);
         log::debug!(
             "http request method={} url={} status={} took_ms={}",
             request.method(),
@@ -395,12 +405,14 @@ pub fn guard_declared_body(request: tiny_http::Request) -> Option<tiny_http::Req
     Some(request)
 }
 
-fn handle(
-    request: &mut tiny_http::Request,
-    state: &Sender<ApiCommand>,
-    token: Option<&str>,
-    commit_wait: Duration,
-) -> Result<Reply, ApiError> {
+fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, ApiError> {
+    let Handler {
+        state,
+        token,
+        commit_wait,
+        disk,
+    } = handler;
+    let (token, commit_wait) = (token.as_deref(), *commit_wait);
     let route = route(request.method().as_str(), request.url())?;
     // Before the body is read: an unauthorized client costs us no parsing.
     let authorization = request
@@ -430,6 +442,10 @@ fn handle(
             })
         }
         Route::SubmitTask => {
+            // Work already accepted keeps the disk's last space (the reserve).
+            if let Some(message) = disk.refusal() {
+                return Err(ApiError::DiskFull(message));
+            }
             let keys: Vec<&str> = request
                 .headers()
                 .iter()
@@ -982,6 +998,10 @@ mod tests {
             body(&Err(ApiError::BodyTooLarge)),
             message(413, "body larger than 65536 bytes")
         );
+        assert_eq!(
+            body(&Err(ApiError::DiskFull("state disk full: x".to_string()))),
+            message(507, "state disk full: x")
+        );
     }
 
     #[test]
@@ -1144,7 +1164,15 @@ mod tests {
     fn serves_over_a_real_socket() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 2, state, None, COMMIT_WAIT).expect("binds");
+        let server = ApiServer::start(
+            "127.0.0.1:0",
+            2,
+            state,
+            None,
+            COMMIT_WAIT,
+            DiskGate::default(),
+        )
+        .expect("binds");
         let addr = server.addr();
         assert_ne!(addr.port(), 0);
 
@@ -1215,7 +1243,15 @@ mod tests {
     fn a_huge_declared_body_does_not_kill_a_worker() {
         let (state, inbox) = crossbeam_channel::bounded(8);
         let state_thread = std::thread::spawn(move || fake_state(inbox));
-        let server = ApiServer::start("127.0.0.1:0", 1, state, None, COMMIT_WAIT).expect("binds");
+        let server = ApiServer::start(
+            "127.0.0.1:0",
+            1,
+            state,
+            None,
+            COMMIT_WAIT,
+            DiskGate::default(),
+        )
+        .expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");
         let head = "POST /admin/ping HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\nabc";
         attacker.write_all(head.as_bytes()).expect("write");

@@ -2,6 +2,8 @@
 //! every accepted task, with the tasks still running; `--reset` starts
 //! clean; a damaged state file stops startup; and `kill -9` in the middle of
 //! a burst of submissions loses no task that got a 202 and launches none twice.
+//! A full state disk is no crash loop: the process starts and refuses submits
+//! (507); only a write it cannot save at all ends it, with exit code 3.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -607,4 +609,74 @@ fn real_processes_ride_out_a_dropped_stream_silence_and_a_lost_agent() {
     });
     assert!(moved, "{:?}", tasks(&api));
     assert_eq!(state()["duplicate_launches"], 0);
+}
+
+/// See: issue 9, B7. A failed compaction left an 848 KB `state.snapshot.tmp`
+/// on a nearly full disk; the next append exited 3 and so did every restart,
+/// within a second, with 0 submits accepted. Now the process starts (the
+/// stale temporary is removed), refuses submits with 507 while the disk is
+/// full, exits 3 only when a write cannot be saved at all, and after space
+/// is freed starts and accepts submits.
+#[test]
+fn a_full_state_disk_is_no_crash_loop_and_exit_3_comes_from_main() {
+    let Some(disk) = crate::disk_full::Tmpfs::mount("b7") else {
+        return;
+    };
+    let stale = disk.0.join("state.snapshot.tmp");
+    std::fs::write(&stale, vec![0x5au8; 848 * 1024]).expect("stale temporary");
+    disk.fill("junk");
+    let master = format!("127.0.0.1:{}", free_port());
+    let _sim = sim_process(&master);
+    let api = format!("127.0.0.1:{}", free_port());
+    let http = http_agent();
+    let mut scheduler = scheduler_process(&master, &api, &disk.0);
+    assert!(
+        wait_until(DEADLINE, || request_ok(
+            &http,
+            &format!("http://{api}/admin/ping")
+        )),
+        "the scheduler did not come up on a full disk: {:?}",
+        scheduler.0.try_wait()
+    );
+    assert!(!stale.exists(), "the stale temporary is still there");
+    let (status, reply) = request(
+        &http,
+        "POST",
+        &format!("http://{api}/client/task"),
+        Some(STRESS60),
+    );
+    assert_eq!(status, 507, "{reply}");
+    assert!(scheduler.0.try_wait().ok().flatten().is_none(), "it exited");
+
+    // The space the stale temporary held goes too: the next write cannot be
+    // saved, and the process ends with exit code 3 (from main).
+    disk.fill("more-junk");
+    let mut exit = None;
+    let mut n = 0;
+    assert!(
+        wait_until(DEADLINE, || {
+            // Small records may still fit in the journal's last page: write
+            // until one does not. The answer may never come.
+            n += 1;
+            let _ = http
+                .put(&format!("http://{api}/client/intelligence/task-{n}/mem"))
+                .send("123456789");
+            exit = scheduler.0.try_wait().ok().flatten();
+            exit.is_some()
+        }),
+        "the scheduler kept going with a write it could not save"
+    );
+    assert_eq!(
+        exit.and_then(|status| status.code()),
+        Some(i32::from(charmander::store::EXIT_STATE_NOT_SAVED))
+    );
+
+    disk.free("more-junk");
+    disk.free("junk");
+    let _scheduler = scheduler_process(&master, &api, &disk.0);
+    assert!(wait_until(DEADLINE, || request_ok(
+        &http,
+        &format!("http://{api}/admin/ping")
+    )));
+    submit(&http, &api, STRESS60);
 }

@@ -4,6 +4,7 @@
 mod bad_master;
 mod bad_redis;
 mod call_proxy;
+mod disk_full;
 mod durability;
 mod failover;
 mod fuzz;
