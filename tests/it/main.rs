@@ -7,6 +7,7 @@ mod call_proxy;
 mod durability;
 mod failover;
 mod fuzz;
+mod hostile;
 mod mesos_client;
 mod redis_bridge;
 mod restart_policy;
