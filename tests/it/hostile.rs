@@ -162,6 +162,33 @@ fn idle_sockets_and_half_sent_bodies_leave_ping_answering() {
     drop(held);
 }
 
+/// B1 for `mesos-sim`, which shares the socket setup (`http::SIM`): 200
+/// half-sent bodies leave it answering, and the scheduler subscribed to it.
+/// Before, its requests with a body on the socket went to the same
+/// process-wide pool of body threads as the REST API's.
+#[test]
+fn half_sent_bodies_leave_the_simulator_answering() {
+    let lab = Lab::start();
+    let held: Vec<TcpStream> = (0..HALF_BODIES)
+        .map(|idx| {
+            let mut stream = TcpStream::connect_timeout(&lab.sim.addr(), ANSWER_BOUND)
+                .unwrap_or_else(|err| panic!("half body {idx}: {err}"));
+            stream
+                .write_all(
+                    b"POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n{",
+                )
+                .expect("half a body");
+            stream
+        })
+        .collect();
+    for _ in 0..PINGS {
+        let state = lab.sim_state();
+        assert!(state["frameworks"].is_array(), "{state}");
+    }
+    lab.wait_subscribed();
+    drop(held);
+}
+
 /// Slowloris: heads trickled a byte at a time, each byte well within the
 /// per-read timeout, get 408 and a close once the head's deadline passes
 /// (`http::REST.read_timeout` from the first byte), and ping answers
