@@ -25,7 +25,7 @@ pub(crate) mod dto;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,20 +51,6 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 504 "outcome unknown": the change may still happen. Generous, since a 504
 /// leaves the client to find out, and a slow disk is not a failure.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
-
-/// Writes to a client that does not read give up after this long.
-pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Requests whose body is read while the handler runs (over 1 KiB, chunked,
-/// or `Expect: 100-continue`) are handled on a thread of their own, at most
-/// this many at once, so a client that sends half a body cannot hold a worker.
-pub const MAX_BODY_THREADS: usize = 64;
-
-/// tiny_http reads bodies up to this size before handing the request over.
-const BUFFERED_BODY: usize = 1024;
-
-/// A declared body above this is not answered at all; see `serve`.
-pub const MAX_DECLARED_BODY: usize = 16 * 1024 * 1024;
 
 /// The running HTTP workers. Dropping it stops them.
 pub struct ApiServer {
@@ -96,8 +82,7 @@ impl ApiServer {
         commit_wait: Duration,
         disk: DiskGate,
     ) -> std::io::Result<ApiServer> {
-        let server = tiny_http::Server::from_listener(listener_with_write_timeout(listen)?, None)
-            .map_err(std::io::Error::other)?;
+        let server = crate::http::serve(listen, &crate::http::REST, "rest api")?;
         let addr = server.server_addr().to_ip().ok_or_else(|| {
             std::io::Error::other(format!("{listen} is not an IP listen address"))
         })?;
@@ -303,67 +288,39 @@ fn serve(server: &tiny_http::Server, stopping: &AtomicBool, handler: &Arc<Handle
                 continue;
             }
         };
-        let Some(request) = guard_declared_body(request) else {
+        // Bodies within `MAX_BODY` arrive read (`http::REST`), and longer
+        // ones are refused unread, so no worker waits on a client, except
+        // for a chunked body: refused here.
+        if is_chunked(&request) {
+            refuse_chunked(request);
             continue;
-        };
-        let handler = Arc::clone(handler);
-        dispatch(request, move |request| serve_one(request, &handler));
+        }
+        serve_one(request, handler);
     }
 }
 
-/// Runs `serve(request)` here, or on an `http-body` thread (at most
-/// `MAX_BODY_THREADS`) when reading the body would wait on the client's
-/// socket, so that a worker never blocks on a client. Shared with `mesos-sim`.
-pub fn dispatch(
-    request: tiny_http::Request,
-    serve: impl FnOnce(tiny_http::Request) + Send + 'static,
-) {
-    if !streams_its_body(&request) {
-        return serve(request);
-    }
-    if BODY_THREADS.fetch_add(1, Ordering::SeqCst) >= MAX_BODY_THREADS {
-        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-        log::warn!("http body threads all busy; serving on the worker");
-        return serve(request);
-    }
-    let spawned = std::thread::Builder::new()
-        .name("http-body".to_string())
-        .spawn(move || {
-            serve(request);
-            BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-        });
-    if let Err(err) = spawned {
-        // The request went down with the closure; its client sees the connection end.
-        BODY_THREADS.fetch_sub(1, Ordering::SeqCst);
-        log::warn!("http body thread not started, request dropped error={err}");
-    }
+/// Does the request come with a chunked (or other transfer-coded) body?
+fn is_chunked(request: &tiny_http::Request) -> bool {
+    request
+        .headers()
+        .iter()
+        .any(|field| field.field.equiv("Transfer-Encoding"))
 }
 
-/// Body threads running now.
-static BODY_THREADS: AtomicUsize = AtomicUsize::new(0);
-
-/// Does reading this request's body touch the socket (rather than a buffer
-/// tiny_http already filled)?
-fn streams_its_body(request: &tiny_http::Request) -> bool {
-    let header = |name: &'static str| request.headers().iter().any(|h| h.field.equiv(name));
-    header("Transfer-Encoding")
-        || request
-            .body_length()
-            .is_some_and(|n| n > BUFFERED_BODY || (n > 0 && header("Expect")))
-}
-
-/// Binds `listen` with a send timeout that every accepted socket inherits
-/// (the kernel copies SO_SNDTIMEO on accept): tiny_http sets no timeouts, so
-/// a client that never reads would otherwise hold a worker in `respond`. The
-/// option is set through a `TcpStream` view of the listening socket, which std
-/// allows for any socket. (A receive timeout cannot go there: it would make
-/// tiny_http's accept loop fail and stop.)
-pub fn listener_with_write_timeout(listen: &str) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::OwnedFd;
-    let listener = std::net::TcpListener::bind(listen)?;
-    let socket = std::net::TcpStream::from(OwnedFd::from(listener));
-    socket.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT))?;
-    Ok(std::net::TcpListener::from(OwnedFd::from(socket)))
+/// 411: its body would be read from the socket by the worker (only bodies
+/// with a `Content-Length` are read before a worker sees them). Dropping the
+/// request unread closes the connection (tiny_http P8).
+fn refuse_chunked(request: tiny_http::Request) {
+    let message = "send the body with a Content-Length, not chunked";
+    let reply = Reply::json(411, dto::message_json(411, message));
+    log::debug!(
+        "http request refused: chunked body method={} url={}",
+        request.method(),
+        request.url()
+    );
+    if let Err(err) = request.respond(into_response(reply)) {
+        log::debug!("http reply not delivered error={err}");
+    }
 }
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
@@ -381,28 +338,6 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
             log::debug!("http reply not delivered error={err}");
         }
     }
-}
-
-/// tiny_http 0.12 drains an unread body when the request is dropped,
-/// allocating `vec![0; remaining]`: an absurd Content-Length panics (capacity
-/// overflow) or aborts (allocation failure) the process. Such a request is
-/// leaked instead (its socket and one tiny_http connection thread), the lesser
-/// harm; legitimate clients never get here. Shared with `mesos-sim`.
-pub fn guard_declared_body(request: tiny_http::Request) -> Option<tiny_http::Request> {
-    if request
-        .body_length()
-        .is_some_and(|length| length > MAX_DECLARED_BODY)
-    {
-        log::warn!(
-            "http request dropped unanswered: declared body too large method={} url={} length={:?}",
-            request.method(),
-            request.url(),
-            request.body_length()
-        );
-        std::mem::forget(request);
-        return None;
-    }
-    Some(request)
 }
 
 fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, ApiError> {
@@ -1237,8 +1172,9 @@ mod tests {
             .expect("the fake state thread ends with its senders");
     }
 
-    /// tiny_http 0.12 drains an unread body on drop with `vec![0; remaining]`,
-    /// so a huge Content-Length used to kill the worker (the process in release).
+    /// tiny_http 0.12 drained an unread body on drop with `vec![0; remaining]`,
+    /// so a huge Content-Length used to kill the worker (the process in
+    /// release); the vendored tiny_http drains at most 64 KiB (P5) and closes.
     #[test]
     fn a_huge_declared_body_does_not_kill_a_worker() {
         let (state, inbox) = crossbeam_channel::bounded(8);

@@ -240,11 +240,7 @@ impl Master {
     pub fn start(config: SimConfig) -> io::Result<Master> {
         // Accepted sockets get a send timeout: a subscriber that stops
         // reading is dropped instead of blocking its stream writer for ever.
-        let listener = crate::api::listener_with_write_timeout(&config.listen).map_err(|e| {
-            io::Error::other(format!("mesos-sim cannot listen on {}: {e}", config.listen))
-        })?;
-        let server = Server::from_listener(listener, None)
-            .map_err(|e| io::Error::other(format!("mesos-sim: {e}")))?;
+        let server = crate::http::serve(&config.listen, &crate::http::SIM, "mesos-sim")?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -276,14 +272,10 @@ impl Master {
                 std::thread::Builder::new()
                     .name(format!("sim-http-{n}"))
                     .spawn(move || {
+                        // Bodies over `http::SIM.max_buffered_body` are read
+                        // here, each read within its read timeout.
                         while let Ok(request) = server.recv() {
-                            if let Some(request) = crate::api::guard_declared_body(request) {
-                                // Bodies still on the socket are read off the worker.
-                                let shared = shared.clone();
-                                crate::api::dispatch(request, move |request| {
-                                    handle(&shared, request)
-                                });
-                            }
+                            handle(&shared, request);
                         }
                     })?,
             );

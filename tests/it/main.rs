@@ -8,6 +8,7 @@ mod disk_full;
 mod durability;
 mod failover;
 mod fuzz;
+mod hostile;
 mod mesos_client;
 mod outcomes;
 mod redis_bridge;

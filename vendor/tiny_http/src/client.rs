@@ -10,6 +10,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
+use crate::request::BodyBuffer;
 use crate::util::refined_tcp_stream::ReadTimeoutHandle;
 use crate::util::{DrainBound, RefinedTcpStream};
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
@@ -283,6 +284,10 @@ impl ClientConnection {
             data_source,
             writer,
             drain,
+            BodyBuffer {
+                max_bytes: self.limits.max_buffered_body,
+                deadline,
+            },
             Some(body_done),
         )
         .map_err(|e| {

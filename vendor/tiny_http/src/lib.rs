@@ -99,8 +99,9 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -219,6 +220,23 @@ pub struct Limits {
     /// How long the accept loop pauses after `accept()` fails (for instance
     /// EMFILE when out of file descriptors) before it tries again.
     pub accept_error_backoff: Duration,
+
+    /// Most client connections served at once. A connection accepted past it
+    /// is answered `503 Service Unavailable` (with `Connection: close` and
+    /// `Retry-After`) by the accept loop itself, without a thread, and closed.
+    /// A connection counts from its accept until its connection thread ends.
+    /// `None` (the default) serves any number, each with a thread and a
+    /// socket, until the process runs out of either.
+    pub max_connections: Option<usize>,
+
+    /// Bodies with a `Content-Length` up to this many bytes are read by the
+    /// connection's own thread, within `read_timeout` of the request's first
+    /// byte like the head (408 and close otherwise), before `recv()` returns
+    /// the request; a client expecting `100 Continue` gets it first. The
+    /// handler then never waits on the client for such a body. Longer and
+    /// chunked bodies are read by the handler, from the socket. 0.12.0 did
+    /// this for up to 1 KiB without `Expect`.
+    pub max_buffered_body: usize,
 }
 
 impl Limits {
@@ -232,6 +250,8 @@ impl Limits {
     pub const DEFAULT_MAX_HEADERS: usize = 100;
     /// Default `max_drain_bytes`.
     pub const DEFAULT_MAX_DRAIN_BYTES: usize = 64 * 1024;
+    /// Default `max_buffered_body`, 0.12.0's fixed value.
+    pub const DEFAULT_MAX_BUFFERED_BODY: usize = 1024;
     /// Default `accept_error_backoff`.
     pub const DEFAULT_ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 }
@@ -245,6 +265,8 @@ impl Default for Limits {
             max_headers: Limits::DEFAULT_MAX_HEADERS,
             max_drain_bytes: Limits::DEFAULT_MAX_DRAIN_BYTES,
             accept_error_backoff: Limits::DEFAULT_ACCEPT_ERROR_BACKOFF,
+            max_connections: None,
+            max_buffered_body: Limits::DEFAULT_MAX_BUFFERED_BODY,
         }
     }
 }
@@ -375,12 +397,21 @@ impl Server {
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            // connections being served now, for `limits.max_connections`
+            let open_connections = Arc::new(AtomicUsize::new(0));
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        let slot = match ConnectionSlot::take(&open_connections, &limits) {
+                            Some(slot) => slot,
+                            None => {
+                                refuse_over_budget(sock);
+                                continue;
+                            }
+                        };
                         // Covers the request line, headers and body alike; a
                         // connection whose socket cannot take it is not served.
                         if let Err(err) = sock.set_read_timeout(limits.read_timeout) {
@@ -405,16 +436,18 @@ impl Server {
                         };
 
                         ClientConnection::new(write_closable, read_closable, limits.clone())
+                            .map(|client| (client, slot))
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
-                    Ok(client) => {
+                    Ok((client, slot)) => {
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
+                        let mut client = Some((client, slot));
                         tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                            // the slot is given back when this thread is done
+                            if let Some((client, _slot)) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
@@ -510,6 +543,72 @@ impl Server {
     pub fn unblock(&self) {
         self.messages.unblock();
     }
+}
+
+/// One connection's place within `Limits::max_connections`, given back
+/// when dropped.
+struct ConnectionSlot(Option<Arc<AtomicUsize>>);
+
+impl ConnectionSlot {
+    /// A slot for a new connection, or `None` when all are taken.
+    fn take(open: &Arc<AtomicUsize>, limits: &Limits) -> Option<ConnectionSlot> {
+        let max = match limits.max_connections {
+            None => return Some(ConnectionSlot(None)),
+            Some(max) => max,
+        };
+        // only the accept thread adds, so a load then an add cannot overshoot
+        if open.load(SeqCst) >= max {
+            return None;
+        }
+        open.fetch_add(1, SeqCst);
+        Some(ConnectionSlot(Some(Arc::clone(open))))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// The whole answer to a connection over `Limits::max_connections`.
+const OVER_BUDGET_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 27\r\n\
+Retry-After: 1\r\n\
+Connection: close\r\n\
+\r\n\
+too many open connections\r\n";
+
+/// Most bytes of an over-budget client's request read (and thrown away)
+/// before its socket closes; see `refuse_over_budget`.
+const OVER_BUDGET_READ: usize = 16 * 1024;
+
+/// Answers a connection over the budget with `OVER_BUDGET_RESPONSE` and closes
+/// it, on the accept thread, never waiting: the socket is non-blocking, and
+/// the short answer fits a fresh socket's send buffer. What the client already
+/// sent is read first (up to `OVER_BUDGET_READ`), because closing a socket
+/// with unread data resets the connection, which can destroy the answer
+/// before the client reads it.
+fn refuse_over_budget(mut sock: Connection) {
+    use std::io::{Read, Write};
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    let mut read = 0;
+    while read < OVER_BUDGET_READ {
+        match sock.read(&mut buf) {
+            Ok(n) if n > 0 => read += n,
+            _ => break,
+        }
+    }
+    if sock.write_all(OVER_BUDGET_RESPONSE).is_ok() {
+        sock.shutdown(Shutdown::Write).ok();
+    }
+    log::debug!("Refused a client over the connection limit");
 }
 
 impl Iterator for IncomingRequests<'_> {

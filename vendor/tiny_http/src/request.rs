@@ -3,6 +3,7 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use std::sync::mpsc::Sender;
 
@@ -139,8 +140,9 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
     drain: DrainBound,
+    buffer: BodyBuffer,
     body_done: Option<Sender<io::Result<()>>>,
 ) -> Result<Request, RequestCreationError>
 where
@@ -190,31 +192,29 @@ where
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
+    let buffered =
+        !connection_upgrade && matches!(content_length, Some(n) if n > 0 && n <= buffer.max_bytes);
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+        } else if content_length <= buffer.max_bytes {
+            // small enough: read it all here, so that the handler never waits
+            // on the client
+            if expects_continue {
+                // the client waits for this before it sends the body
+                Response::new_empty(StatusCode(100)).raw_print(
+                    &mut writer,
+                    version.clone(),
+                    &headers,
+                    true,
+                    None,
+                )?;
+                writer.flush()?;
             }
-
+            let buffer = read_body(&mut source_data, content_length, buffer.deadline)?;
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
             let data_reader = EqualReader::new(source_data, content_length, drain, body_done);
@@ -242,9 +242,58 @@ where
         http_version: version,
         headers,
         body_length: content_length,
-        must_send_continue: expects_continue,
+        // a buffered body was already asked for
+        must_send_continue: expects_continue && !buffered,
         notify_when_responded: None,
     })
+}
+
+/// Which bodies `new_request` reads into memory before it returns.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyBuffer {
+    /// A body with a `Content-Length` up to this is read in full (after a
+    /// `100 Continue` if the client expects one); a longer one, or a chunked
+    /// one, is left for the handler to read from the socket.
+    pub max_bytes: usize,
+    /// The body must have arrived by then, else `TimedOut` (`None`: no limit;
+    /// each read still waits at most the socket's read timeout).
+    pub deadline: Option<Instant>,
+}
+
+impl BodyBuffer {
+    /// tiny_http 0.12.0's behaviour: up to 1 KiB, without `Expect`.
+    pub const UPSTREAM: BodyBuffer = BodyBuffer {
+        max_bytes: 1024,
+        deadline: None,
+    };
+}
+
+/// Reads a body of exactly `length` bytes by `deadline`. The buffer grows
+/// with what arrives, so a client that declares much and sends little costs
+/// little memory.
+fn read_body<R: Read>(
+    source: &mut R,
+    length: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>, RequestCreationError> {
+    const STEP: usize = 8 * 1024;
+    let mut buffer = Vec::with_capacity(length.min(STEP));
+    let mut chunk = [0u8; STEP];
+    while buffer.len() < length {
+        if matches!(deadline, Some(deadline) if Instant::now() >= deadline) {
+            let info = "request body not received in time";
+            return Err(IoError::new(ErrorKind::TimedOut, info).into());
+        }
+        let wanted = (length - buffer.len()).min(STEP);
+        let read = source.read(&mut chunk[..wanted])?;
+        if read == 0 {
+            // the socket returned EOF, but we were before the expected content-length
+            let info = "Connection has been closed before we received enough data";
+            return Err(IoError::new(ErrorKind::ConnectionAborted, info).into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    Ok(buffer)
 }
 
 /// A chunked body that, dropped before its end, tells the connection to close

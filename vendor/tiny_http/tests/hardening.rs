@@ -477,3 +477,95 @@ fn body_read_failure_closes_instead_of_draining() {
     server.unblock();
     handler.join().unwrap();
 }
+
+/// P9 (finding B2): past `max_connections`, a new connection is answered 503
+/// and closed by the accept loop; once a connection ends, its slot serves a
+/// new one. Unpatched, every connection got a thread and a socket.
+#[test]
+fn connections_over_the_budget_get_503() {
+    const BUDGET: usize = 2;
+    let mut limits = Limits::default();
+    limits.max_connections = Some(BUDGET);
+    let answering = Answering::start(server_with(limits));
+    let addr = answering.addr();
+    // Kept-alive connections that were served hold their slots.
+    let mut held: Vec<TcpStream> = (0..BUDGET)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert!(read_head(&mut stream, ANSWER_BOUND).starts_with("HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+
+    let answer = exchange_until_close(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503"), "got {:?}", answer);
+    assert!(answer.contains("Connection: close"), "got {:?}", answer);
+    assert!(
+        answer.ends_with("too many open connections\r\n"),
+        "got {:?}",
+        answer
+    );
+
+    // One goes: its slot is free again once its connection thread sees the end.
+    drop(held.pop());
+    let deadline = Instant::now() + ANSWER_BOUND;
+    loop {
+        let answer = exchange_until_close(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503"), "got {:?}", answer);
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// P10 (finding B1): a body within `max_buffered_body` is read by the
+/// connection's thread, so a half-sent one never reaches a handler (it gets
+/// 408 once the read timeout passes), and a whole one arrives read, also
+/// after `Expect: 100-continue`. Unpatched, a body over 1 KiB was handed to
+/// the handler half-sent, and the client never got an answer.
+#[test]
+fn bodies_within_the_buffer_are_read_before_the_handler_sees_them() {
+    const BODY: usize = 2000;
+    let mut limits = short_timeouts();
+    limits.max_buffered_body = 64 * 1024;
+    let server = Arc::new(server_with(limits));
+    let addr = server.server_addr().to_ip().unwrap();
+
+    let mut half = TcpStream::connect(addr).unwrap();
+    write!(
+        half,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\nx",
+        BODY
+    )
+    .unwrap();
+    let answer = read_to_close(&mut half, ANSWER_BOUND);
+    assert!(answer.starts_with("HTTP/1.1 408"), "got {:?}", answer);
+    assert!(
+        server.try_recv().unwrap().is_none(),
+        "a half-sent body reached the handler"
+    );
+
+    let mut whole = TcpStream::connect(addr).unwrap();
+    write!(
+        whole,
+        "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        BODY
+    )
+    .unwrap();
+    assert!(read_head(&mut whole, ANSWER_BOUND).starts_with("HTTP/1.1 100"));
+    whole.write_all(&[b'y'; BODY]).unwrap();
+    let mut request = server
+        .recv_timeout(ANSWER_BOUND)
+        .unwrap()
+        .expect("the whole request");
+    let mut body = Vec::new();
+    request.as_reader().read_to_end(&mut body).unwrap();
+    assert_eq!(body, vec![b'y'; BODY]);
+    request.respond(Response::from_string("ok")).unwrap();
+    assert!(read_head(&mut whole, ANSWER_BOUND).starts_with("HTTP/1.1 200"));
+}

@@ -10,6 +10,16 @@ use std::time::Duration;
 /// Any idle thread will automatically die after a few seconds.
 pub struct TaskPool {
     sharing: Arc<Sharing>,
+    // starts an OS thread; a test puts a failing one in
+    spawner: Spawner,
+}
+
+/// Starts a thread running the given function, or says why it cannot.
+type Spawner = fn(Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
+
+/// The `Spawner` of every real pool.
+fn os_thread(code: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    thread::Builder::new().spawn(code).map(drop)
 }
 
 struct Sharing {
@@ -48,6 +58,10 @@ impl<'a> Drop for Registration<'a> {
 
 impl TaskPool {
     pub fn new() -> TaskPool {
+        TaskPool::with_spawner(os_thread)
+    }
+
+    fn with_spawner(spawner: Spawner) -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
                 todo: Mutex::new(VecDeque::new()),
@@ -55,6 +69,7 @@ impl TaskPool {
                 active_tasks: AtomicUsize::new(0),
                 waiting_tasks: AtomicUsize::new(0),
             }),
+            spawner,
         };
 
         for _ in 0..MIN_THREADS {
@@ -84,7 +99,7 @@ impl TaskPool {
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let spawned = (self.spawner)(Box::new(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -127,7 +142,15 @@ impl TaskPool {
 
                 task();
             }
-        });
+        }));
+        // Out of threads (EAGAIN, a tasks limit) or memory: the task, a
+        // connection, goes down with the closure, which closes it; the pool,
+        // and the accept loop that called it, go on. (`thread::spawn`
+        // panicked here, ending the accept loop, or the process where
+        // panics abort.)
+        if let Err(err) = spawned {
+            log::error!("Cannot start a thread, dropping its task: {}", err);
+        }
     }
 }
 
@@ -137,5 +160,45 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn no_threads(_code: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "Resource temporarily unavailable",
+        ))
+    }
+
+    /// P11: with no thread to be had, `spawn` drops the task (closing its
+    /// connection) instead of panicking. Unpatched, `thread::spawn`
+    /// panicked on the accept thread.
+    #[test]
+    fn a_failed_thread_start_drops_the_task() {
+        let pool = TaskPool::with_spawner(no_threads);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(Arc::clone(&dropped));
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_inside = Arc::clone(&ran);
+        pool.spawn(Box::new(move || {
+            let _flag = &flag;
+            ran_inside.store(true, Ordering::SeqCst);
+        }));
+        assert!(dropped.load(Ordering::SeqCst), "the task was kept");
+        assert!(!ran.load(Ordering::SeqCst), "the task ran without a thread");
     }
 }
