@@ -41,8 +41,9 @@ const ANSWER_503: &[u8] =
 /// The call type recorded for a body that is not a `Call` with a type.
 const UNPARSED: &str = "UNPARSED";
 
-/// What the proxy does with traffic. Modes other than `RefuseNew` act per
-/// request, so SUBSCRIBE and the event stream pass through all of them.
+/// What the proxy does with traffic. Every mode but `RefuseNew` acts per
+/// request, and only on calls (but `LoseResponse`: on its marker), so the
+/// event stream and a new SUBSCRIBE pass through them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Relay everything both ways.
@@ -283,7 +284,8 @@ struct Request {
 }
 
 /// Reads one request; None at the end of the connection, on an error, or on
-/// a request the proxy cannot frame (no `Content-Length` body, or too big).
+/// a request the proxy cannot frame (a chunked body, or one too big). No
+/// `Content-Length` means no body.
 fn read_request(reader: &mut impl Read) -> Option<Request> {
     let mut bytes = Vec::new();
     while !bytes.ends_with(b"\r\n\r\n") {
