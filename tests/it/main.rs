@@ -1,9 +1,11 @@
 //! Integration tests: real sockets on port 0, the real scheduler wiring
 //! (`charmander::start`) against `mesos-sim`.
 
+#[path = "../common/fault_proxy.rs"]
+mod fault_proxy;
+
 mod bad_master;
 mod bad_redis;
-mod call_proxy;
 mod disk_full;
 mod durability;
 mod failover;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde_json::Value;
 
-use crate::call_proxy::{CallProxy, Mode};
+use crate::fault_proxy::{Fate, FaultProxy, Mode};
 use crate::support::{fast_sim, scheduler_config, wait_until, FakeServer, Lab, DEADLINE, STRESS60};
 use charmander::mesos::convert::FrameworkSettings;
 use charmander::mesos::{Connection, MesosConfig};
@@ -483,8 +483,9 @@ fn calls_queued_behind_a_gone_master_wait_for_it_and_all_go_out_when_it_returns(
 #[test]
 fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = CallProxy::start(&master.addr().to_string());
-    let scheduler = charmander::start(scheduler_config(&proxy.addr)).expect("scheduler starts");
+    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
+    let scheduler =
+        charmander::start(scheduler_config(&proxy.addr().to_string())).expect("scheduler starts");
     let http = crate::support::http_agent();
     let sim_state = || {
         crate::support::request(
@@ -502,9 +503,9 @@ fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again
     crate::support::submit(&http, &scheduler.api_addr().to_string(), STRESS60);
     // More refusals than the three attempts after which the old caller gave up.
     assert!(
-        wait_until(DEADLINE, || proxy.count_all(Mode::Answer503) >= 5),
+        wait_until(DEADLINE, || proxy.count_all(Fate::Answered503) >= 5),
         "calls stopped reaching the master after {} refusals",
-        proxy.count_all(Mode::Answer503)
+        proxy.count_all(Fate::Answered503)
     );
     proxy.set_mode(Mode::Pass);
     let running = wait_until(DEADLINE, || {
@@ -524,8 +525,8 @@ fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again
 #[test]
 fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = CallProxy::start(&master.addr().to_string());
-    let client = Client::start(&proxy.addr);
+    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
+    let client = Client::start(&proxy.addr().to_string());
     client.expect("SUBSCRIBED", |event| {
         matches!(event, MesosEvent::Subscribed { .. }).then_some(())
     });
@@ -561,16 +562,16 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
         agent_id: Some(offer.agent_id.clone()),
     });
     assert!(
-        wait_until(DEADLINE, || proxy.count("KILL", Mode::HangUp) >= 2),
+        wait_until(DEADLINE, || proxy.count("KILL", Fate::Cut) >= 2),
         "the KILL was not sent again"
     );
     proxy.set_mode(Mode::Pass);
     assert!(
-        wait_until(DEADLINE, || proxy.count("KILL", Mode::Pass) == 1),
+        wait_until(DEADLINE, || proxy.count("KILL", Fate::Passed) == 1),
         "the KILL never got through"
     );
     assert_eq!(
-        proxy.count("ACCEPT", Mode::HangUp) + proxy.count("ACCEPT", Mode::Pass),
+        proxy.count("ACCEPT", Fate::Cut) + proxy.count("ACCEPT", Fate::Passed),
         1,
         "the ACCEPT was sent again"
     );
@@ -587,8 +588,8 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
 #[test]
 fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = CallProxy::start(&master.addr().to_string());
-    let client = Client::start(&proxy.addr);
+    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
+    let client = Client::start(&proxy.addr().to_string());
     client.expect("SUBSCRIBED", |event| {
         matches!(event, MesosEvent::Subscribed { .. }).then_some(())
     });
@@ -605,8 +606,8 @@ fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
     // Calls go out in order: once the REVIVE is through, a resend of the
     // acknowledgement would have been seen.
     client.send(Call::Revive);
-    assert!(wait_until(DEADLINE, || proxy.count("REVIVE", Mode::Pass) == 1));
-    assert_eq!(proxy.count("ACKNOWLEDGE", Mode::Pass), 1);
+    assert!(wait_until(DEADLINE, || proxy.count("REVIVE", Fate::Passed) == 1));
+    assert_eq!(proxy.count("ACKNOWLEDGE", Fate::Passed), 1);
 }
 
 /// An address nothing listens on (bound once, then let go).
@@ -733,8 +734,8 @@ fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
 #[test]
 fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = CallProxy::start(&master.addr().to_string());
-    let client = Client::start(&proxy.addr);
+    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
+    let client = Client::start(&proxy.addr().to_string());
     client.expect("SUBSCRIBED", |event| {
         matches!(event, MesosEvent::Subscribed { .. }).then_some(())
     });
@@ -754,7 +755,7 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         refuse_seconds: 5.0,
     });
     assert!(wait_until(DEADLINE, || proxy
-        .count("ACCEPT", Mode::Answer503)
+        .count("ACCEPT", Fate::Answered503)
         >= 1));
     let http = crate::support::http_agent();
     let (status, reply) = crate::support::request(
@@ -792,7 +793,7 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
     };
     assert!(matches!(failure, CallFailure::Refused(_)), "{failure:?}");
     assert_eq!(
-        proxy.count("ACCEPT", Mode::Pass),
+        proxy.count("ACCEPT", Fate::Passed),
         0,
         "sent on the new subscription"
     );
