@@ -163,6 +163,9 @@ pub struct TaskSpec {
     pub ports: Vec<PortMapping>,
     pub network: NetworkMode,
     pub restart: RestartPolicy,
+    /// `DockerInfo.privileged`: `docker run --privileged` (the lab's PCP
+    /// reads host counters with it).
+    pub privileged: bool,
 }
 
 /// The cpus a task gets when the request names none (as in the original).

@@ -511,3 +511,63 @@ fn a_task_with_spaces_is_killed_by_its_user_id_or_its_internal_id() {
     assert!(wait_until(DEADLINE, || lab.tasks_named("c d").is_empty()));
     assert_eq!(lab.tasks_named("ab").len(), 1);
 }
+
+/// The lab's `vector/pcp/pcp-all.json` (contract §6, written here from the
+/// contract's table): one-per-node, privileged, the `/var/log` volume twice,
+/// and a stray `}` after the object that the original's decoder ignored.
+const PCP_ALL: &str = r#"{
+    "id": "pcp-all", "dockerimage": "pcp-all", "mem": "128", "sla": "one-per-node",
+    "notmetered": true, "privileged": true,
+    "volumes": [
+        {"host_path": "/var/log", "container_path": "/var/log", "mode": "rw"},
+        {"host_path": "/var/log", "container_path": "/var/log", "mode": "rw"},
+        {"host_path": "/sys", "container_path": "/sys", "mode": "ro"},
+        {"host_path": "/etc/localtime", "container_path": "/etc/localtime", "mode": "ro"},
+        {"host_path": "/var/lib/docker", "container_path": "/var/lib/docker", "mode": "ro"},
+        {"host_path": "/run", "container_path": "/run", "mode": "rw"}
+    ]
+}
+}"#;
+
+#[test]
+fn privileged_is_listed_and_sent_to_mesos() {
+    let lab = Lab::start();
+    let (status, _) = lab.post("/client/task", PCP_ALL);
+    assert_eq!(status, 202);
+    let copies = lab.wait_running("pcp-all", 3);
+    for task in &copies {
+        assert_eq!(task["privileged"], true, "{task}");
+        assert_eq!(
+            task["TaskInfo"]["container"]["docker"]["privileged"], true,
+            "{task}"
+        );
+    }
+    // The master got DockerInfo.privileged in every launch.
+    let state = lab.sim_state();
+    let launched: Vec<&Value> = state["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["id"].as_str().unwrap_or("").starts_with("pcp-all-"))
+        .collect();
+    assert_eq!(launched.len(), 3, "{state}");
+    assert!(
+        launched.iter().all(|task| task["privileged"] == true),
+        "{state}"
+    );
+    // A task that does not ask is not privileged.
+    let (status, _) = lab.post("/client/task", STRESS60);
+    assert_eq!(status, 202);
+    let stress = lab.wait_running("stress60", 1);
+    assert_eq!(stress[0]["privileged"], false);
+    let state = lab.sim_state();
+    assert!(
+        state["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter(|task| task["id"].as_str().unwrap_or("").starts_with("stress60-"))
+            .all(|task| task["privileged"] == false),
+        "{state}"
+    );
+}

@@ -109,6 +109,7 @@ fn check_as(role: &str, fixture: &str, expected: &str) {
                         .collect(),
                     network: NetworkMode::Default,
                     restart: Default::default(),
+                    privileged: false,
                 };
                 let agent = fields.get("agent").map(|it| AgentId(it.to_string()));
                 tasks.push((TaskId(id), spec, agent));

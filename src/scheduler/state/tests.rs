@@ -16,7 +16,7 @@ use crate::scheduler::CallFailure;
 /// printed with `expected`.
 ///
 /// Steps:
-/// - `submit <id> mem=<m> [cpus=] [type=] [name=] [sla=singleton|one-per-node] [ports=p,q] [reshuffle]`
+/// - `submit <id> mem=<m> [cpus=] [type=] [name=] [sla=singleton|one-per-node] [ports=p,q] [reshuffle] [privileged]`
 /// - `subscribed` / `disconnected` / `removed`
 /// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
 /// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
@@ -266,6 +266,7 @@ fn spec(words: &[&str]) -> TaskSpec {
             .collect(),
         network: NetworkMode::Default,
         restart: RestartPolicy::from_name(get("restart")).unwrap_or_default(),
+        privileged: fields.contains_key("privileged"),
     }
 }
 
@@ -414,6 +415,9 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         }
         if view.crash_looping {
             line.push_str(" crash-looping");
+        }
+        if view.spec.privileged {
+            line.push_str(" privileged");
         }
         if let Some(reason) = &view.pending_reason {
             line.push_str(&format!(" ({reason})"));
@@ -1771,6 +1775,30 @@ fn restored_deadlines_start_again_from_the_restore() {
         > offer slave2
           LAUNCH on slave2: a-1000000000002
           SUPPRESS
+        ",
+    );
+}
+
+#[test]
+fn privileged_survives_a_restart() {
+    check(
+        "
+        submit pcp-all mem=128 sla=one-per-node privileged
+        subscribed
+        offer slave2
+        restart
+        tasks
+        ",
+        "
+        > submit pcp-all mem=128 sla=one-per-node privileged
+          = submitted pcp-all
+        > subscribed
+          RECONCILE all
+        > offer slave2
+          LAUNCH on slave2: pcp-all-1000000000000
+        > restart
+        > tasks
+          = pcp-all-1000000000000 launching slave2 nodename=slave2 privileged
         ",
     );
 }
