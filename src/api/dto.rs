@@ -338,6 +338,17 @@ pub(crate) fn message_json(code: u16, message: &str) -> String {
     to_json(&MessageDto { code, message })
 }
 
+/// The 202 reply of `POST /client/task`: the contract's message, plus a
+/// `note` when the submit changed nothing (a duplicate SLA submit).
+pub(crate) fn submitted_json(id: &str, note: Option<&str>) -> String {
+    let message = format!("Run task: {id}");
+    to_json(&SubmittedDto {
+        code: 202,
+        message: &message,
+        note,
+    })
+}
+
 /// `[task, ...]` for `GET /client/task`.
 pub(crate) fn tasks_json(tasks: &[TaskView]) -> String {
     to_json(&tasks.iter().map(TaskDto::from).collect::<Vec<_>>())
@@ -453,6 +464,11 @@ struct TaskDto<'a> {
     privileged: bool,
     restarts: u32,
     crash_looping: bool,
+    /// Ended tasks only (kept for `--keep-finished`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<u64>,
     requested: RequestedDto<'a>,
     intelligence: BTreeMap<&'a str, &'a str>,
 }
@@ -493,6 +509,14 @@ struct NodeDto<'a> {
 struct MessageDto<'a> {
     code: u16,
     message: &'a str,
+}
+
+#[derive(Serialize)]
+struct SubmittedDto<'a> {
+    code: u16,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -569,6 +593,8 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             privileged: spec.privileged,
             restarts: task.restarts,
             crash_looping: task.crash_looping,
+            reason: task.reason.as_deref(),
+            ended_at: task.ended_at,
             requested: RequestedDto {
                 mem: task.requested.mem_mb.to_string(),
                 cpus: cpus_text(task.requested.cpus),
@@ -1295,6 +1321,8 @@ mod tests {
             pending_reason: None,
             restarts: 0,
             crash_looping: false,
+            ended_at: None,
+            reason: None,
         }
     }
 

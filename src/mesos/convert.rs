@@ -555,10 +555,18 @@ fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
         (TaskState::Running, Some(data)) => docker_info_from_inspect(data),
         _ => None,
     };
+    // The generated enum's Debug is the proto name; a number this build
+    // does not know is shown as such.
+    let reason_name = match status.reason.map(|it| it.enum_value()) {
+        Some(Ok(known)) => format!("{known:?}"),
+        Some(Err(number)) => format!("reason {number}"),
+        None => String::new(),
+    };
     TaskUpdate {
         task_id: TaskId(status.task_id.value().to_string()),
         state,
         reason,
+        reason_name,
         message: status.message().to_string(),
         agent_id: status
             .agent_id

@@ -19,7 +19,7 @@ use outcome::{update_outcome, Outcome};
 pub use persist::Record;
 use persist::{intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
@@ -73,6 +73,26 @@ pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 /// to re-register with a restarted master (their registration backoff goes
 /// up to a minute).
 pub const DEFAULT_UNKNOWN_GRACE: Duration = Duration::from_secs(120);
+
+/// Ended tasks stay listed this long unless configured otherwise
+/// (`--keep-finished`).
+pub const DEFAULT_KEEP_FINISHED: Duration = Duration::from_secs(3600);
+
+/// At most this many ended tasks are listed; the oldest go first.
+pub const MAX_ENDED_TASKS: usize = 1000;
+
+/// Nodes named in a one-per-node service's pending reason.
+const MAX_NODES_IN_REASON: usize = 5;
+
+/// A task that ended, as the list shows it until it expires. History only:
+/// nothing but the list reads it (no placement, SLA, kill, reshuffle or
+/// reconciliation), and it is not persisted.
+#[derive(Clone, Debug)]
+struct Ended {
+    view: TaskView,
+    /// When it leaves the list (monotonic).
+    expires: Instant,
+}
 
 /// An explicit reconciliation still waiting for answers. A master does not
 /// answer for tasks on agents that have not re-registered yet, so the
@@ -219,6 +239,11 @@ pub struct State {
     restored: bool,
     /// Record keys changed since the last `take_records`.
     dirty: BTreeSet<String>,
+    /// Ended tasks, oldest end first (so expiry pops from the front), at
+    /// most `MAX_ENDED_TASKS`.
+    ended: VecDeque<Ended>,
+    /// How long ended tasks stay listed (`DEFAULT_KEEP_FINISHED` when None).
+    keep_finished: Option<Duration>,
     /// Replies of this turn; they leave once the turn is durable.
     replies: Vec<(crossbeam_channel::Sender<ApiReply>, ApiReply)>,
 }
@@ -252,6 +277,12 @@ impl State {
         self.unknown_grace = grace;
     }
 
+    /// How long ended tasks stay listed (default `DEFAULT_KEEP_FINISHED`;
+    /// zero keeps none).
+    pub fn set_keep_finished(&mut self, keep: Duration) {
+        self.keep_finished = Some(keep);
+    }
+
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
@@ -266,6 +297,7 @@ impl State {
         self.tasks.clear();
         self.instances.clear();
         self.services.clear();
+        self.ended.clear();
         self.teardown_pending = self.framework_id.is_some();
         self.touch(META_KEY.to_string());
     }
@@ -274,6 +306,7 @@ impl State {
     /// make durable) and the calls and replies that may follow.
     pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
         self.rederive_deadlines(now.instant);
+        self.expire_ended(now.instant);
         let mut calls = Vec::new();
         match event {
             Event::Api(command) => self.on_api(command, now, &mut calls),
@@ -311,9 +344,8 @@ impl State {
         let ApiCommand { request, reply } = command;
         let answer = match request {
             ApiRequest::Submit(spec) => self.on_submit(spec, now),
-            ApiRequest::ListTasks => {
-                ApiReply::Tasks(self.tasks.keys().map(|id| self.view(id)).collect())
-            }
+            ApiRequest::ListTasks => ApiReply::Tasks(self.task_list(true)),
+            ApiRequest::ListActiveTasks => ApiReply::Tasks(self.task_list(false)),
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
@@ -349,6 +381,7 @@ impl State {
         // Intelligence (an `sla` override included) is applied before the
         // SLA decides what to create, unlike the original.
         let (effective, _) = intelligence::apply(&spec, &self.intelligence);
+        let mut note = None;
         match effective.sla {
             Sla::None => {
                 self.add_task(spec, None, None, now);
@@ -372,12 +405,14 @@ impl State {
                     self.add_task(spec, None, predecessor, now);
                 } else {
                     log::info!("duplicate singleton ignored id={id}");
+                    note = Some(self.already_running(&id));
                 }
             }
             Sla::OnePerNode => {
                 let has_copies = self.instances.get(&id).is_some_and(|live| !live.is_empty());
                 if self.services.contains_key(&id) && has_copies {
                     log::info!("duplicate one-per-node service ignored id={id}");
+                    note = Some(self.already_running(&id));
                 } else {
                     self.touch(service_key(&id));
                     self.services.insert(
@@ -391,7 +426,30 @@ impl State {
                 }
             }
         }
-        ApiReply::Submitted { id }
+        ApiReply::Submitted { id, note }
+    }
+
+    /// The note for a duplicate SLA submit: where the live instances are.
+    fn already_running(&self, user_id: &str) -> String {
+        let mut hosts = Vec::new();
+        let mut pending = 0;
+        for task in self
+            .instances
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|task_id| self.tasks.get(task_id))
+        {
+            match (&task.hostname, task.phase) {
+                (Some(host), Phase::Active(_) | Phase::Launching) => hosts.push(host.as_str()),
+                _ => pending += 1,
+            }
+        }
+        match (hosts.is_empty(), pending) {
+            (true, _) => "already submitted, pending".to_string(),
+            (false, 0) => format!("already running on {}", hosts.join(", ")),
+            (false, _) => format!("already running on {}; {pending} pending", hosts.join(", ")),
+        }
     }
 
     fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
@@ -443,6 +501,12 @@ impl State {
         for task_id in matched {
             views.push(self.view(&task_id));
             self.kill(&task_id, now, calls);
+        }
+        // A service without a copy is listed as itself: its kill says so.
+        for service_id in &services {
+            if let Some(view) = self.service_view(service_id) {
+                views.push(view);
+            }
         }
         for service_id in services {
             log::info!("service removed id={service_id}");
@@ -509,7 +573,7 @@ impl State {
                 self.subscribed = false;
                 self.reconcile_round = None;
             }
-            MesosEvent::FrameworkRemoved => self.on_framework_removed(),
+            MesosEvent::FrameworkRemoved => self.on_framework_removed(now),
             MesosEvent::CallFailed { call, failure } => {
                 self.on_call_failed(call, failure, now, calls)
             }
@@ -750,7 +814,13 @@ impl State {
             }
             Outcome::DropForGoneNode(agent) => {
                 // A copy for a node that is gone comes back with the node.
-                self.remove_task(task_id);
+                self.end_task(
+                    task_id,
+                    update.state,
+                    &update.message,
+                    &update.reason_name,
+                    now,
+                );
                 self.uncover(&agent);
             }
             Outcome::Restart { restarts } => self.restart(task_id, restarts, &update, now),
@@ -762,7 +832,13 @@ impl State {
                         update.message
                     );
                 }
-                self.remove_task(task_id);
+                self.end_task(
+                    task_id,
+                    update.state,
+                    &update.message,
+                    &update.reason_name,
+                    now,
+                );
             }
         }
     }
@@ -887,7 +963,13 @@ impl State {
             requested.restart.as_str(),
             delay.as_secs()
         );
-        self.remove_task(task_id);
+        self.end_task(
+            task_id,
+            update.state,
+            &update.message,
+            &update.reason_name,
+            now,
+        );
         let replacement = self.add_task(requested, pinned, None, now);
         if let Some(task) = self.tasks.get_mut(&replacement) {
             task.restarts = restarts;
@@ -1080,7 +1162,7 @@ impl State {
         }
     }
 
-    fn on_framework_removed(&mut self) {
+    fn on_framework_removed(&mut self, now: Now) {
         // The master killed everything of the old framework: what the user
         // still wants goes back to pending under the new one.
         self.framework_id = None;
@@ -1093,7 +1175,8 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect();
         for task_id in killed {
-            self.remove_task(&task_id);
+            let message = "framework removed";
+            self.end_task(&task_id, TaskState::Killed, message, "", now);
         }
         let keys: Vec<String> = self.tasks.keys().map(task_key).collect();
         self.dirty.extend(keys);
@@ -1169,7 +1252,8 @@ impl State {
                         Some(task) if task.phase != Phase::Launching => {}
                         // Killed meanwhile: it never ran, so it is gone.
                         Some(task) if task.is_kill_requested() => {
-                            self.remove_task(&launch.task_id);
+                            let message = "killed before launch";
+                            self.end_task(&launch.task_id, TaskState::Killed, message, "", now);
                         }
                         Some(_) => {
                             self.relaunch(&launch.task_id, &update_reason, now);
@@ -1379,7 +1463,7 @@ impl State {
             return;
         };
         if task.phase == Phase::Pending {
-            self.remove_task(task_id);
+            self.end_task(task_id, TaskState::Killed, "killed before launch", "", now);
         } else {
             self.send_kill(task_id, now, calls);
         }
@@ -1532,6 +1616,157 @@ impl State {
             },
             restarts: task.restarts,
             crash_looping: task.restarts >= CRASH_LOOP_RESTARTS,
+            ended_at: None,
+            reason: None,
+        }
+    }
+
+    /// What `GET /client/task` lists: live tasks (by id), one-per-node
+    /// services without a copy (so a service is never invisible), then,
+    /// with `ended`, the ended tasks still kept, oldest end first.
+    fn task_list(&self, ended: bool) -> Vec<TaskView> {
+        let mut views: Vec<TaskView> = self.tasks.keys().map(|id| self.view(id)).collect();
+        views.extend(
+            self.services
+                .keys()
+                .filter_map(|service_id| self.service_view(service_id)),
+        );
+        if ended {
+            views.extend(self.ended.iter().map(|ended| ended.view.clone()));
+        }
+        views
+    }
+
+    /// A one-per-node service with no live copy, as a pending entry of the
+    /// list whose `pending_reason` says why; None while it has copies
+    /// (they are listed themselves).
+    fn service_view(&self, service_id: &str) -> Option<TaskView> {
+        let service = self.services.get(service_id)?;
+        if self
+            .instances
+            .get(service_id)
+            .is_some_and(|live| !live.is_empty())
+        {
+            return None;
+        }
+        Some(TaskView {
+            spec: service.spec.clone(),
+            requested: service.spec.clone(),
+            intelligence: Vec::new(),
+            internal_id: TaskId(internal_prefix(service_id)),
+            state: "pending".to_string(),
+            agent_id: None,
+            hostname: None,
+            docker_id: String::new(),
+            docker_name: String::new(),
+            process_id: 0,
+            created_at: 0,
+            request_sent: false,
+            running: false,
+            status_message: String::new(),
+            pending_reason: Some(self.service_reason(service)),
+            restarts: 0,
+            crash_looping: false,
+            ended_at: None,
+            reason: None,
+        })
+    }
+
+    /// Why a one-per-node service has no copy, from the node registry.
+    fn service_reason(&self, service: &Service) -> String {
+        let spec = &service.spec;
+        if self.nodes.is_empty() {
+            return "one-per-node: no node has offered yet".to_string();
+        }
+        let wanted = match (spec.node_type.is_empty(), spec.node_name.is_empty()) {
+            (false, _) => format!("nodetype={}", spec.node_type),
+            (true, false) => format!("nodename={}", spec.node_name),
+            (true, true) => String::new(),
+        };
+        let matching: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|node| {
+                (spec.node_type.is_empty() || spec.node_type == node.node_type)
+                    && (spec.node_name.is_empty() || spec.node_name == node.node_name)
+            })
+            .collect();
+        let shown = |nodes: Vec<String>| {
+            let more = nodes.len().saturating_sub(MAX_NODES_IN_REASON);
+            let mut text = nodes
+                .into_iter()
+                .take(MAX_NODES_IN_REASON)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            text
+        };
+        if matching.is_empty() {
+            let known = self
+                .nodes
+                .values()
+                .map(|node| {
+                    format!(
+                        "{} has nodetype={} nodename={}",
+                        node.hostname, node.node_type, node.node_name
+                    )
+                })
+                .collect();
+            return format!(
+                "one-per-node: no known node has {wanted} ({})",
+                shown(known)
+            );
+        }
+        let hosts = matching.iter().map(|node| node.hostname.clone()).collect();
+        format!(
+            "one-per-node: every matching node had its copy and it ended ({})",
+            shown(hosts)
+        )
+    }
+
+    /// Ends a task for good: it leaves the live table (and the disk) and
+    /// stays listed as history for `--keep-finished`.
+    fn end_task(
+        &mut self,
+        task_id: &TaskId,
+        state: TaskState,
+        message: &str,
+        reason: &str,
+        now: Now,
+    ) {
+        if !self.tasks.contains_key(task_id) {
+            return;
+        }
+        let keep = self.keep_finished.unwrap_or(DEFAULT_KEEP_FINISHED);
+        if !keep.is_zero() {
+            let mut view = self.view(task_id);
+            view.state = state.as_str().to_string();
+            view.running = false;
+            view.pending_reason = None;
+            view.crash_looping = false;
+            if !message.is_empty() {
+                view.status_message = message.to_string();
+            }
+            view.reason = (!reason.is_empty()).then(|| reason.to_string());
+            view.ended_at = Some(unix_seconds(now.wall));
+            if self.ended.len() >= MAX_ENDED_TASKS {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(Ended {
+                view,
+                expires: now.instant + keep,
+            });
+        }
+        self.remove_task(task_id);
+    }
+
+    /// Drops the ended tasks whose time is up: they were added in end
+    /// order with one keep duration, so they expire from the front.
+    fn expire_ended(&mut self, now: Instant) {
+        while self.ended.front().is_some_and(|ended| ended.expires <= now) {
+            self.ended.pop_front();
         }
     }
 

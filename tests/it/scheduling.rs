@@ -571,3 +571,94 @@ fn privileged_is_listed_and_sent_to_mesos() {
         "{state}"
     );
 }
+
+/// Issue 11, item 4: a task that ends stays listed with why, `?state=active`
+/// hides it, and a kill does not match it.
+#[test]
+fn ended_tasks_stay_listed_with_state_reason_and_end_time() {
+    let lab = Lab::start();
+    // The same host port twice: the master refuses the launch (TASK_ERROR).
+    let (status, _) = lab.post(
+        "/client/task",
+        r#"{"id":"twice","dockerimage":"nginx","mem":"10","nodetype":"lab",
+            "ports":[{"host_port":31600,"container_port":80},{"host_port":31600,"container_port":81}]}"#,
+    );
+    assert_eq!(status, 202);
+    let mut twice = Value::Null;
+    let ended = wait_until(DEADLINE, || {
+        twice = lab
+            .all_tasks()
+            .into_iter()
+            .find(|task| task["id"] == "twice")
+            .unwrap_or_default();
+        twice["ended_at"].is_u64()
+    });
+    assert!(ended, "{twice}");
+    assert_eq!(twice["state"], "TASK_ERROR", "{twice}");
+    assert_eq!(twice["reason"], "REASON_TASK_INVALID", "{twice}");
+    assert!(
+        !twice["status_message"].as_str().unwrap_or("").is_empty(),
+        "{twice}"
+    );
+    assert_eq!(twice["Running"], false);
+    assert!(
+        lab.tasks_named("twice").is_empty(),
+        "?state=active hides it"
+    );
+    let (status, _) = lab.delete("/client/task/twice");
+    assert_eq!(status, 404, "an ended task is history, not killed again");
+
+    // A killed task stays listed as TASK_KILLED.
+    let (status, _) = lab.post("/client/task", STRESS60);
+    assert_eq!(status, 202);
+    let stress = lab.wait_running("stress60", 1);
+    let (status, reply) = lab.delete("/client/task/stress60");
+    assert_eq!(status, 200, "{reply}");
+    let killed = wait_until(DEADLINE, || {
+        lab.tasks_named("stress60").is_empty()
+            && lab.all_tasks().iter().any(|task| {
+                task["InternalID"] == stress[0]["InternalID"] && task["state"] == "TASK_KILLED"
+            })
+    });
+    assert!(killed, "{:?}", lab.all_tasks());
+    let (status, _) = lab.delete("/client/task/stress60");
+    assert_eq!(status, 404);
+}
+
+/// Issue 11, item 4: a one-per-node service with no matching node is
+/// listed with why; a duplicate submit says where the copies run.
+#[test]
+fn a_service_without_copies_is_visible_and_a_duplicate_says_where_it_runs() {
+    let lab = Lab::start();
+    let traffic = CADVISOR
+        .replace("\"cadvisor\"", "\"traffic\"")
+        .replace("\"sla\"", "\"nodetype\": \"traffic\", \"sla\"");
+    assert_eq!(lab.post("/client/task", &traffic).0, 202);
+    assert_eq!(lab.post("/client/task", CADVISOR).0, 202);
+    lab.wait_running("cadvisor", 3);
+    let mut listed = Vec::new();
+    let explained = wait_until(DEADLINE, || {
+        listed = lab.tasks_named("traffic");
+        listed.len() == 1
+            && listed[0]["pending_reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("nodetype=traffic"))
+    });
+    assert!(explained, "{listed:?}");
+    assert_eq!(listed[0]["state"], "pending");
+    assert_eq!(listed[0]["sla"], "one-per-node");
+
+    let (status, reply) = lab.post("/client/task", CADVISOR);
+    assert_eq!(
+        (status, reply),
+        (
+            202,
+            json!({"code": 202, "message": "Run task: cadvisor",
+                   "note": "already running on slave1, slave2, slave3"})
+        )
+    );
+    let (status, reply) = lab.delete("/client/task/traffic");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"], "Kill task: traffic", "{reply}");
+    assert!(lab.tasks_named("traffic").is_empty());
+}
