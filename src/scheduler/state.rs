@@ -193,6 +193,9 @@ struct Node {
     node_type: String,
     node_name: String,
     time_of_last_offer: u64,
+    /// Its last offer, less what we launched on it: what pending reasons
+    /// are judged against (`placement::explain`).
+    offered: Offer,
 }
 
 /// All mutable scheduler state.
@@ -203,6 +206,9 @@ pub struct State {
     /// reserved for it.
     role: String,
     subscribed: bool,
+    /// Unix seconds since when we have not been subscribed (None while
+    /// subscribed): what a pending task says meanwhile.
+    disconnected_since: Option<u64>,
     tasks: BTreeMap<TaskId, Task>,
     /// Live instances per user id (for `singleton`).
     instances: BTreeMap<String, BTreeSet<TaskId>>,
@@ -314,6 +320,11 @@ impl State {
             Event::Tick => self.on_tick(now, &mut calls),
         }
         self.update_suppression(now, &mut calls);
+        if self.subscribed {
+            self.disconnected_since = None;
+        } else if self.disconnected_since.is_none() {
+            self.disconnected_since = Some(unix_seconds(now.wall));
+        }
         Turn {
             records: self.take_records(),
             calls,
@@ -635,7 +646,24 @@ impl State {
         // Replacements waiting for their predecessor count as waiting too:
         // a long filter now would keep them off these nodes later.
         let still_waiting = !placement.unplaced.is_empty() || waiting.len() < self.pending_count();
+        // The registry keeps what each node has left after these launches.
+        for (offer_id, agent_id, placed) in &placement.launches {
+            let offer = offers.iter().find(|offer| &offer.id == offer_id);
+            if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
+                let pieces: Vec<_> = placed
+                    .iter()
+                    .flat_map(|(_, pieces)| pieces.iter().cloned())
+                    .collect();
+                node.offered = placement::remainder(offer, &pieces);
+            }
+        }
+        let unplaced: Vec<TaskId> = placement
+            .unplaced
+            .iter()
+            .map(|(task_id, _)| task_id.clone())
+            .collect();
         let unused = self.apply_placement(placement, &offers, calls);
+        self.explain_pending(&unplaced);
         if !unused.is_empty() {
             let refuse_seconds = self.decline_filter(still_waiting);
             calls.push(Call::Decline {
@@ -655,6 +683,7 @@ impl State {
                 node_type: attribute("nodetype"),
                 node_name: attribute("nodename"),
                 time_of_last_offer: now_secs,
+                offered: offer.clone(),
             };
             if self.nodes.insert(offer.agent_id.clone(), node).is_none() {
                 log::info!(
@@ -701,11 +730,10 @@ impl State {
         offers: &[Offer],
         calls: &mut Vec<Call>,
     ) -> Vec<crate::scheduler::model::OfferId> {
+        // This round's reasons are for the log; the list's come from the
+        // whole registry (`explain_pending`).
         for (task_id, reason) in placement.unplaced {
-            if let Some(task) = self.tasks.get_mut(&task_id) {
-                log::debug!("task not placed task={} reason={reason}", task_id.0);
-                task.pending_reason = Some(reason);
-            }
+            log::debug!("task not placed task={} reason={reason}", task_id.0);
         }
         for (offer_id, agent_id, placed) in placement.launches {
             let hostname = offers
@@ -742,6 +770,57 @@ impl State {
             });
         }
         placement.unused
+    }
+
+    /// Sets why each of `task_ids` waits, judged against the whole node
+    /// registry (every node's last offered resources), so the reason does
+    /// not depend on which offers this round brought.
+    fn explain_pending(&mut self, task_ids: &[TaskId]) {
+        let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
+        let reasons: Vec<(TaskId, String)> = task_ids
+            .iter()
+            .filter_map(|task_id| {
+                let task = self.tasks.get(task_id)?;
+                let request = Request {
+                    task_id,
+                    spec: &task.spec,
+                    agent: task.pinned_agent.as_ref(),
+                };
+                Some((
+                    task_id.clone(),
+                    placement::explain(&request, &nodes, &self.role),
+                ))
+            })
+            .collect();
+        for (task_id, reason) in reasons {
+            if let Some(task) = self.tasks.get_mut(&task_id) {
+                task.pending_reason = Some(reason);
+            }
+        }
+    }
+
+    /// What a pending task shows: not connected, or waiting for the task it
+    /// replaces (an SLA), comes before the stored placement reason.
+    fn pending_reason(&self, task: &Task) -> Option<String> {
+        if let (false, Some(since)) = (self.subscribed, self.disconnected_since) {
+            return Some(format!(
+                "not connected to the Mesos master since {}",
+                utc_text(since)
+            ));
+        }
+        if let Some(predecessor) = task
+            .waits_for
+            .as_ref()
+            .filter(|id| self.tasks.contains_key(*id))
+        {
+            let why = if task.spec.sla == Sla::Singleton {
+                "singleton"
+            } else {
+                "reshuffle"
+            };
+            return Some(format!("{why}: waiting for {} to end first", predecessor.0));
+        }
+        task.pending_reason.clone()
     }
 
     /// The refuse filter for declined offers: short while work waits, long
@@ -1441,6 +1520,10 @@ impl State {
         self.touch(task_key(&task_id));
         self.touch(META_KEY.to_string());
         self.tasks.insert(task_id.clone(), task);
+        if !self.nodes.is_empty() {
+            // Known nodes give a true reason at once, before the next offers.
+            self.explain_pending(std::slice::from_ref(&task_id));
+        }
         task_id
     }
 
@@ -1610,7 +1693,7 @@ impl State {
             running: task.phase == Phase::Active(TaskState::Running),
             status_message: task.status_message.clone(),
             pending_reason: if task.phase == Phase::Pending {
-                task.pending_reason.clone()
+                self.pending_reason(task)
             } else {
                 None
             },
@@ -1664,7 +1747,13 @@ impl State {
             request_sent: false,
             running: false,
             status_message: String::new(),
-            pending_reason: Some(self.service_reason(service)),
+            pending_reason: Some(match (self.subscribed, self.disconnected_since) {
+                (false, Some(since)) => format!(
+                    "not connected to the Mesos master since {}",
+                    utc_text(since)
+                ),
+                _ => self.service_reason(service),
+            }),
             restarts: 0,
             crash_looping: false,
             ended_at: None,
@@ -1793,6 +1882,34 @@ fn internal_prefix(user_id: &str) -> String {
 fn restart_delay(restarts: u32) -> Duration {
     let doublings = restarts.saturating_sub(1).min(16);
     (RESTART_BACKOFF_MIN * 2u32.pow(doublings)).min(RESTART_BACKOFF_MAX)
+}
+
+/// `2026-11-26T16:44:28Z` for unix seconds (proleptic Gregorian, UTC).
+fn utc_text(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01, in 400-year eras that start
+    // on March 1st, so the leap day is the last day of an era's year.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn unix_seconds(now: SystemTime) -> u64 {

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60};
+use crate::support::{
+    http_agent, request, scheduler_config, wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60,
+};
 use charmander::sim::AgentSpec;
 
 fn hosts(tasks: &[Value]) -> Vec<String> {
@@ -285,14 +287,17 @@ fn pending_tasks_say_why() {
             .unwrap_or_default()
     };
     assert!(
-        wait_until(DEADLINE, || reason("nowhere")
-            == "no offer from a node with nodetype=gpu"),
+        wait_until(DEADLINE, || {
+            reason("nowhere")
+                == "no known node has nodetype=gpu (slave1 has nodetype=analytics, \
+                slave2 has nodetype=lab, slave3 has nodetype=lab)"
+        }),
         "{}",
         reason("nowhere")
     );
     assert!(
         wait_until(DEADLINE, || reason("toobig")
-            .starts_with("needs mem 100000, largest offer has ")),
+            .starts_with("needs mem 100000, slave1 offered ")),
         "{}",
         reason("toobig")
     );
@@ -661,4 +666,53 @@ fn a_service_without_copies_is_visible_and_a_duplicate_says_where_it_runs() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["message"], "Kill task: traffic", "{reply}");
     assert!(lab.tasks_named("traffic").is_empty());
+}
+
+/// Issue 11, item 3: a host port outside every offered range is named with
+/// the node, by hostname, and two samples of the same state agree.
+#[test]
+fn a_pending_reason_is_true_and_the_same_twice() {
+    let lab = Lab::start();
+    let (status, _) = lab.post(
+        "/client/task",
+        r#"{"id":"web","dockerimage":"nginx","mem":"64","nodetype":"lab",
+            "ports":[{"host_port":8080,"container_port":80}]}"#,
+    );
+    assert_eq!(status, 202);
+    let reason = |lab: &Lab| {
+        lab.tasks_named("web")
+            .first()
+            .map(|task| task["pending_reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let mut first = String::new();
+    let explained = wait_until(DEADLINE, || {
+        first = reason(&lab);
+        first.starts_with("port 8080 outside the ports slave")
+    });
+    assert!(explained, "{first}");
+    // Offers keep coming from every node meanwhile; the reason stays.
+    let offers_before = lab.calls("DECLINE");
+    assert!(wait_until(DEADLINE, || lab.calls("DECLINE") > offers_before + 2));
+    assert_eq!(reason(&lab), first);
+    assert_eq!(reason(&lab), first);
+}
+
+/// Issue 11, item 3: without a master a pending task says so, with the time.
+#[test]
+fn a_pending_task_says_the_master_is_not_connected() {
+    // Nothing listens on port 1: every subscribe fails at once.
+    let scheduler = charmander::start(scheduler_config("127.0.0.1:1")).expect("starts");
+    let http = http_agent();
+    let api = |path: &str| format!("http://{}{path}", scheduler.api_addr());
+    let (status, reply) = request(&http, "POST", &api("/client/task"), Some(STRESS60));
+    assert_eq!(status, 202, "{reply}");
+    let (status, tasks) = request(&http, "GET", &api("/client/task"), None);
+    assert_eq!(status, 200);
+    let reason = tasks[0]["pending_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("not connected to the Mesos master since 20") && reason.ends_with('Z'),
+        "{tasks}"
+    );
+    scheduler.shutdown();
 }

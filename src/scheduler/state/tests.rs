@@ -899,7 +899,7 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
           SUPPRESS
         > removed
         > tasks
-          = a-1000000000000 pending - (waiting for offers)
+          = a-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
         ",
     );
 }
@@ -2032,4 +2032,121 @@ fn ended_tasks_are_capped_oldest_first() {
         (Some("t2"), Some("t1001"))
     );
     assert!(run(Some(Duration::ZERO), 3).is_empty());
+}
+
+#[test]
+fn utc_text_is_iso_8601() {
+    for (secs, text) in [
+        (0, "1970-01-01T00:00:00Z"),
+        (1000, "1970-01-01T00:16:40Z"),
+        (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_795_706_668, "2026-11-26T15:24:28Z"),
+        (4_102_444_799, "2099-12-31T23:59:59Z"),
+    ] {
+        assert_eq!(utc_text(secs), text);
+    }
+}
+
+/// See: issue 11, item 3. The reason came from whichever offers arrived in
+/// a round, so it flipped between samples; now it is judged against the
+/// node registry and stays put while the registry does.
+#[test]
+fn pending_reasons_come_from_the_registry_and_are_stable() {
+    check(
+        "
+        submit web mem=100 type=lab ports=8080
+        tasks
+        subscribed
+        offer slave1
+        tasks
+        offer slave2
+        tasks
+        offer slave3
+        tasks
+        offer slave1
+        tasks
+        tasks
+        disconnected
+        tick 5
+        tasks
+        ",
+        "
+        > submit web mem=100 type=lab ports=8080
+          = submitted web
+        > tasks
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+        > subscribed
+          RECONCILE all
+        > offer slave1
+          DECLINE o1 refuse=5
+        > tasks
+          = web-1000000000000 pending - (no known node has nodetype=lab (slave1 has nodetype=analytics))
+        > offer slave2
+          DECLINE o2 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > offer slave3
+          DECLINE o3 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > offer slave1
+          DECLINE o4 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > disconnected
+        > tick 5
+        > tasks
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+        ",
+    );
+}
+
+#[test]
+fn pending_reasons_name_cpus_mem_and_the_singleton_predecessor() {
+    check(
+        "
+        subscribed
+        submit db mem=100 sla=singleton type=lab
+        offer slave2 slave3
+        update db TASK_RUNNING ack
+        submit wide mem=10 cpus=1.95 type=lab
+        submit big mem=2000 type=lab
+        kill db
+        submit db mem=100 sla=singleton type=lab
+        offer slave2 slave3
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit db mem=100 sla=singleton type=lab
+          = submitted db
+        > offer slave2 slave3
+          LAUNCH on slave2: db-1000000000000
+          DECLINE o2 refuse=120
+          SUPPRESS
+        > update db TASK_RUNNING ack
+          ACK db-1000000000000
+        > submit wide mem=10 cpus=1.95 type=lab
+          REVIVE
+          = submitted wide
+        > submit big mem=2000 type=lab
+          = submitted big
+        > kill db
+          KILL db-1000000000000
+          = killing db-1000000000000
+        > submit db mem=100 sla=singleton type=lab
+          = submitted db
+        > offer slave2 slave3
+          LAUNCH on slave2: wide-1000000000001
+          DECLINE o4 refuse=5
+        > tasks
+          = big-1000000000002 pending - (needs mem 2000, slave3 offered 1024)
+          = db-1000000000000 TASK_RUNNING slave2
+          = db-1000000000003 pending - (singleton: waiting for db-1000000000000 to end first)
+          = wide-1000000000001 launching slave2
+        ",
+    );
 }
