@@ -6,7 +6,8 @@
 //!
 //! Task lifecycle, as the scheduler tracks it:
 //! `Pending` (waiting for an offer) → `Launching` (ACCEPT sent) → `Active(state)`
-//! (the master or agent reported a state) → removed on a terminal state. A
+//! (the master or agent reported a state) → removed on a terminal state (a
+//! copy of its view stays listed in `ended` for `--keep-finished`). A
 //! task whose launch the master never saw or lost (invalid offers, a refused
 //! ACCEPT, or LOST/UNKNOWN/GONE/DROPPED from reconciliation) goes back to
 //! `Pending` under a new TaskID. `update_outcome` classifies every update;

@@ -689,6 +689,7 @@ fn a_pending_reason_is_true_and_the_same_twice() {
     let explained = wait_until(DEADLINE, || {
         first = reason(&lab);
         first.starts_with("port 8080 outside the ports slave")
+            && first.ends_with(" offers (31000-32000)")
     });
     assert!(explained, "{first}");
     // Offers keep coming from every node meanwhile; the reason stays.
