@@ -250,7 +250,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
                 // Zero is allowed here: it turns the history off.
                 config.keep_finished = match text.trim() {
                     "0" => Duration::ZERO,
-                    _ => seconds("--keep-finished", text)?,
+                    _ => seconds("--keep-finished", text.clone()).map_err(|_| {
+                        bad(
+                            "--keep-finished",
+                            &text,
+                            "must be 0 (keep none) or between 1 and 86400 seconds",
+                        )
+                    })?,
                 };
             }
             "--api-token-file" => {
@@ -506,7 +512,7 @@ mod tests {
         }
         check_error(
             "--keep-finished -1",
-            "bad value \"-1\" for --keep-finished: must be between 1 and 86400 seconds",
+            "bad value \"-1\" for --keep-finished: must be 0 (keep none) or between 1 and 86400 seconds",
         );
         check_error(
             "--api-token-file /nonexistent/t",

@@ -389,8 +389,9 @@ fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
 
 fn no_candidate_reason(request: &Request<'_>) -> String {
     let spec = request.spec;
-    if let Some(agent) = request.agent {
-        format!("no offer from its node (agent {})", agent.0)
+    if request.agent.is_some() {
+        // A copy's nodename is its node's nodename or hostname: never an agent id.
+        format!("no offer from its node {}", spec.node_name)
     } else if !spec.node_name.is_empty() {
         format!("no offer from a node with nodename={}", spec.node_name)
     } else if !spec.node_type.is_empty() {
