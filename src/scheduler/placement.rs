@@ -420,24 +420,53 @@ fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
 /// named too: the task waits for its next offer. Hostnames only, never
 /// agent ids.
 pub fn explain(request: &Request<'_>, nodes: &[&Offer], role: &str) -> String {
+    Registry::new(nodes, role).explain(request)
+}
+
+/// The node registry as `explain` reads it, built once for many tasks:
+/// each node's usable resources (unreserved or reserved for the role).
+pub struct Registry<'a> {
+    offers: Vec<&'a Offer>,
+    nodes: Vec<Remaining<'a>>,
+}
+
+impl<'a> Registry<'a> {
+    pub fn new(nodes: &[&'a Offer], role: &str) -> Registry<'a> {
+        Registry {
+            offers: nodes.to_vec(),
+            nodes: nodes
+                .iter()
+                .map(|offer| Remaining::new(offer, role))
+                .collect(),
+        }
+    }
+
+    /// See `explain`.
+    pub fn explain(&self, request: &Request<'_>) -> String {
+        explain_in(request, self)
+    }
+}
+
+fn explain_in(request: &Request<'_>, registry: &Registry<'_>) -> String {
     let spec = request.spec;
-    let allowed = nodes
+    let nodes = &registry.offers;
+    let allowed = registry
+        .nodes
         .iter()
-        .copied()
-        .filter(|offer| match request.agent {
-            Some(agent) => &offer.agent_id == agent,
-            None => constraint_miss(request, offer).is_none(),
+        .filter(|slot| match request.agent {
+            Some(agent) => &slot.offer.agent_id == agent,
+            None => constraint_miss(request, slot.offer).is_none(),
         })
         .take(MAX_EXPLAIN_NODES);
     let need_cpus = thousandths(spec.launch_cpus());
     let need_mem = thousandths(spec.mem_mb as f64);
     let mut closest: Option<((usize, Reverse<MemKey>), String)> = None;
-    for offer in allowed {
-        let slot = Remaining::new(offer, role);
+    for slot in allowed {
+        let offer = slot.offer;
         let host = &offer.hostname;
         let mut unmet = Vec::new();
         for port in spec.ports.iter().map(|port| u64::from(port.host_port)) {
-            if port_free(&slot, port) {
+            if port_free(slot, port) {
                 continue;
             }
             let lowest = slot.port_ranges().map(|range| range.0).min();

@@ -778,6 +778,8 @@ impl State {
     /// not depend on which offers this round brought.
     fn explain_pending(&mut self, task_ids: &[TaskId]) {
         let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
+        // Built once: a round may explain thousands of tasks.
+        let registry = placement::Registry::new(&nodes, &self.role);
         let reasons: Vec<(TaskId, String)> = task_ids
             .iter()
             .filter_map(|task_id| {
@@ -787,10 +789,7 @@ impl State {
                     spec: &task.spec,
                     agent: task.pinned_agent.as_ref(),
                 };
-                Some((
-                    task_id.clone(),
-                    placement::explain(&request, &nodes, &self.role),
-                ))
+                Some((task_id.clone(), registry.explain(&request)))
             })
             .collect();
         for (task_id, reason) in reasons {
