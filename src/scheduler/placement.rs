@@ -420,7 +420,25 @@ fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
 /// named too: the task waits for its next offer. Hostnames only, never
 /// agent ids.
 pub fn explain(request: &Request<'_>, nodes: &[&Offer], role: &str) -> String {
-    Registry::new(nodes, role).explain(request)
+    // One task: only the nodes its constraints allow are worth reading.
+    let allowed: Vec<&Offer> = nodes
+        .iter()
+        .copied()
+        .filter(|offer| allows(request, offer))
+        .take(MAX_EXPLAIN_NODES)
+        .collect();
+    if allowed.is_empty() {
+        return no_node_reason(request, nodes);
+    }
+    Registry::new(&allowed, role).explain(request)
+}
+
+/// The request's constraints allow this node.
+fn allows(request: &Request<'_>, offer: &Offer) -> bool {
+    match request.agent {
+        Some(agent) => &offer.agent_id == agent,
+        None => constraint_miss(request, offer).is_none(),
+    }
 }
 
 /// The node registry as `explain` reads it, built once for many tasks:
@@ -453,10 +471,7 @@ fn explain_in(request: &Request<'_>, registry: &Registry<'_>) -> String {
     let allowed = registry
         .nodes
         .iter()
-        .filter(|slot| match request.agent {
-            Some(agent) => &slot.offer.agent_id == agent,
-            None => constraint_miss(request, slot.offer).is_none(),
-        })
+        .filter(|slot| allows(request, slot.offer))
         .take(MAX_EXPLAIN_NODES);
     let need_cpus = thousandths(spec.launch_cpus());
     let need_mem = thousandths(spec.mem_mb as f64);

@@ -1522,7 +1522,18 @@ impl State {
         self.tasks.insert(task_id.clone(), task);
         if !self.nodes.is_empty() {
             // Known nodes give a true reason at once, before the next offers.
-            self.explain_pending(std::slice::from_ref(&task_id));
+            let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
+            if let Some(task) = self.tasks.get(&task_id) {
+                let request = Request {
+                    task_id: &task_id,
+                    spec: &task.spec,
+                    agent: task.pinned_agent.as_ref(),
+                };
+                let reason = placement::explain(&request, &nodes, &self.role);
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    task.pending_reason = Some(reason);
+                }
+            }
         }
         task_id
     }
