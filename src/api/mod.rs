@@ -46,7 +46,7 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// How long a read waits for its reply once queued, before it answers 503.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a change (submit, kill, reshuffle, intelligence write) waits for
+/// How long a change (submit, kill, reshuffle, intelligence write, reset) waits for
 /// its reply once queued, i.e. for its turn to be fsynced, before it answers
 /// 504 "outcome unknown": the change may still happen. Generous, since a 504
 /// leaves the client to find out, and a slow disk is not a failure.
@@ -156,12 +156,24 @@ enum Route {
     Ping,
     SubmitTask,
     ListTasks,
-    Reshuffle { dry_run: bool },
-    KillTasks { id_prefix: String },
+    Reshuffle {
+        dry_run: bool,
+    },
+    KillTasks {
+        id_prefix: String,
+    },
     ListNodes,
     ListIntelligence,
-    SetIntelligence { task: String, attribute: String },
-    ClearIntelligence { task: String, attribute: String },
+    SetIntelligence {
+        task: String,
+        attribute: String,
+    },
+    ClearIntelligence {
+        task: String,
+        attribute: String,
+    },
+    /// `POST /admin/reset`: the lab's "reset cluster".
+    Reset,
 }
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
@@ -402,6 +414,7 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         },
         Route::ListNodes => ApiRequest::ListNodes,
         Route::ListIntelligence => ApiRequest::ListIntelligence,
+        Route::Reset => ApiRequest::Reset,
         Route::SetIntelligence { task, attribute } => {
             let body = read_body(request)?;
             ApiRequest::SetIntelligence {
@@ -528,6 +541,8 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     match (method, segments.as_slice()) {
         ("GET", ["admin", "ping"]) => Ok(Route::Ping),
         (_, ["admin", "ping"]) => not_allowed("GET"),
+        ("POST", ["admin", "reset"]) => Ok(Route::Reset),
+        (_, ["admin", "reset"]) => not_allowed("POST"),
         ("GET", ["client", "task"]) => Ok(Route::ListTasks),
         ("POST", ["client", "task"]) => Ok(Route::SubmitTask),
         (_, ["client", "task"]) => not_allowed("GET, POST"),
@@ -567,7 +582,8 @@ impl Route {
             Route::SubmitTask
             | Route::KillTasks { .. }
             | Route::SetIntelligence { .. }
-            | Route::ClearIntelligence { .. } => true,
+            | Route::ClearIntelligence { .. }
+            | Route::Reset => true,
         }
     }
 }
@@ -659,6 +675,11 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
         (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
+        (_, ApiReply::OutcomeUnknown) => return Err(ApiError::OutcomeUnknown),
+        (Route::Reset, ApiReply::ResetDone { killed }) => Reply::json(
+            200,
+            dto::message_json(200, &format!("Reset: {killed} tasks killed")),
+        ),
         (Route::SubmitTask, ApiReply::Submitted { id }) => {
             Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
         }
@@ -737,6 +758,8 @@ mod tests {
     fn routing_table() {
         check("GET", "/admin/ping", Ok(Route::Ping));
         check("POST", "/admin/ping", Err((405, Some("GET"))));
+        check("POST", "/admin/reset", Ok(Route::Reset));
+        check("GET", "/admin/reset", Err((405, Some("POST"))));
         check("GET", "/client/task", Ok(Route::ListTasks));
         check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
         check("POST", "/client/task", Ok(Route::SubmitTask));
@@ -948,6 +971,7 @@ mod tests {
             kill("stress"),
             set("t", "mem"),
             clear("t", "mem"),
+            Route::Reset,
         ];
         let reads = [
             Route::Ping,

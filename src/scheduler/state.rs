@@ -15,6 +15,7 @@
 mod idempotency;
 mod outcome;
 mod persist;
+mod reset;
 
 use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
@@ -225,6 +226,8 @@ pub struct State {
     dirty: BTreeSet<String>,
     /// Replies of this turn, by request id; they leave once the turn is durable.
     replies: Vec<(RequestId, ApiReply)>,
+    /// `POST /admin/reset`s waiting for the old framework to be gone (`reset`).
+    pending_resets: Vec<reset::PendingReset>,
 }
 
 impl State {
@@ -347,6 +350,8 @@ impl State {
                 )),
             },
             ApiRequest::SyncIntelligence(changes) => self.on_sync_intelligence(changes, now),
+            // Its reply waits for the new subscription (`reset`).
+            ApiRequest::Reset => return self.on_reset(id, now, calls),
             ApiRequest::Snapshot => ApiReply::Snapshot(Snapshot {
                 nodes: self.node_views(),
                 tasks: self.tasks.keys().map(|id| self.view(id)).collect(),
@@ -564,6 +569,7 @@ impl State {
         if self.framework_id.as_ref() != Some(&framework_id) {
             self.touch(FRAMEWORK_KEY.to_string());
         }
+        self.finish_resets(&framework_id);
         self.framework_id = Some(framework_id);
         self.subscribed = true;
         if self.teardown_pending {
@@ -1259,6 +1265,7 @@ impl State {
     }
 
     fn on_tick(&mut self, now: Now, calls: &mut Vec<Call>) {
+        self.expire_resets(now.instant);
         for key in self.idempotency.expire(now.instant) {
             self.touch(idempotency_key(&key));
         }

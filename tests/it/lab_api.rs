@@ -1,0 +1,156 @@
+//! The lab's own habits over real HTTP against mesos-sim (issue 11):
+//! `POST /admin/reset` (the old `reset_cluster`), readable output (a final
+//! newline everywhere, pretty JSON for curl and `?pretty`, short kill
+//! answers), and the audit lines of mutating requests.
+
+use serde_json::{json, Value};
+
+use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
+
+const TOKEN: &str = "lab-token";
+
+/// One request with extra `headers`; returns the status and the raw body.
+fn send(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let url = lab.api(path);
+    let result = match method {
+        "GET" => {
+            let mut request = lab.http.get(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.call()
+        }
+        "DELETE" => {
+            let mut request = lab.http.delete(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.call()
+        }
+        "PUT" => {
+            let mut request = lab.http.put(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.send(body.unwrap_or(""))
+        }
+        "POST" => {
+            let mut request = lab.http.post(&url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            match body {
+                Some(body) => request
+                    .header("Content-Type", "application/json")
+                    .send(body),
+                None => request.send_empty(),
+            }
+        }
+        _ => panic!("unsupported method {method}"),
+    };
+    let mut response = result.unwrap_or_else(|err| panic!("{method} {path} failed: {err}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
+}
+
+fn parsed(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text:?}"))
+}
+
+/// The ids of the frameworks the simulator shows connected.
+fn connected_frameworks(lab: &Lab) -> Vec<Value> {
+    lab.sim_state()["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|fw| fw["connected"] == true)
+        .map(|fw| fw["id"].clone())
+        .collect()
+}
+
+#[test]
+fn reset_kills_everything_registers_anew_and_keeps_intelligence() {
+    let lab = Lab::start_with(|config| config.api_token = Some(TOKEN.into()));
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let influx = r#"{"id":"influxdb","dockerimage":"tutum/influxdb","mem":"200","sla":"singleton","nodetype":"analytics"}"#;
+    for task in [STRESS60, influx] {
+        let (status, body) = send(&lab, "POST", "/client/task", &auth, Some(task));
+        assert_eq!(status, 202, "{body}");
+    }
+    lab.wait_running("stress60", 1);
+    lab.wait_running("influxdb", 1);
+    let (status, body) = send(
+        &lab,
+        "PUT",
+        "/client/intelligence/stress60/mem",
+        &auth,
+        Some("209924096"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let old = connected_frameworks(&lab);
+    assert_eq!(old.len(), 1, "{}", lab.sim_state());
+
+    // A mutating route: the token is needed, and a refusal changes nothing.
+    let (status, _) = send(&lab, "POST", "/admin/reset", &[], None);
+    assert_eq!(status, 401);
+    assert_eq!(lab.tasks().len(), 2);
+    let (status, _) = send(&lab, "GET", "/admin/reset", &[], None);
+    assert_eq!(status, 405);
+
+    let (status, body) = send(&lab, "POST", "/admin/reset", &auth, None);
+    assert_eq!(
+        (status, parsed(&body)),
+        (
+            200,
+            json!({"code": 200, "message": "Reset: 2 tasks killed"})
+        )
+    );
+    // Answered only once the old framework is gone and a new one is subscribed.
+    let state = lab.sim_state();
+    assert_eq!(state["removed_frameworks"], 1, "{state}");
+    assert_eq!(state["tasks"], json!([]), "{state}");
+    let new = connected_frameworks(&lab);
+    assert_eq!(new.len(), 1, "{state}");
+    assert_ne!(new, old, "{state}");
+    assert!(lab.tasks().is_empty(), "{:?}", lab.tasks());
+    let (_, intelligence) = lab.get("/client/intelligence");
+    assert!(
+        intelligence.to_string().contains("209924096"),
+        "{intelligence}"
+    );
+
+    // The new framework runs work, intelligence applied.
+    let (status, body) = send(&lab, "POST", "/client/task", &auth, Some(STRESS60));
+    assert_eq!(status, 202, "{body}");
+    let running = lab.wait_running("stress60", 1);
+    assert!(
+        running[0]["intelligence"]["mem"].is_string(),
+        "{}",
+        running[0]
+    );
+    let state = lab.sim_state();
+    let tasks = state["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 1, "{state}");
+
+    // A second reset right away works the same way.
+    let (status, body) = send(&lab, "POST", "/admin/reset", &auth, None);
+    assert_eq!(
+        (status, parsed(&body)),
+        (
+            200,
+            json!({"code": 200, "message": "Reset: 1 tasks killed"})
+        )
+    );
+    assert!(wait_until(DEADLINE, || lab.sim_state()
+        ["removed_frameworks"]
+        == 2));
+    assert!(lab.tasks().is_empty());
+}
