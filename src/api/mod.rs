@@ -159,8 +159,10 @@ enum Route {
     Reshuffle {
         dry_run: bool,
     },
+    /// `?verbose=true` lists the killed tasks in full.
     KillTasks {
         id_prefix: String,
+        verbose: bool,
     },
     ListNodes,
     ListIntelligence,
@@ -330,7 +332,8 @@ fn refuse_chunked(request: tiny_http::Request) {
         request.method(),
         request.url()
     );
-    if let Err(err) = request.respond(into_response(reply)) {
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
         log::debug!("http reply not delivered error={err}");
     }
 }
@@ -346,7 +349,8 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
             reply.status,
             started.elapsed().as_millis()
         );
-        if let Err(err) = request.respond(into_response(reply)) {
+        let layout = Layout::of_request(&request);
+        if let Err(err) = request.respond(into_response(reply, layout)) {
             log::debug!("http reply not delivered error={err}");
         }
     }
@@ -409,7 +413,7 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         }
         Route::ListTasks => ApiRequest::ListTasks,
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
-        Route::KillTasks { id_prefix } => ApiRequest::Kill {
+        Route::KillTasks { id_prefix, .. } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
         },
         Route::ListNodes => ApiRequest::ListNodes,
@@ -516,8 +520,110 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
     Ok(body)
 }
 
-fn into_response(reply: Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+/// How a client wants its JSON: indented for people, compact for programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Compact,
+    Pretty,
+}
+
+impl Layout {
+    /// Pretty when the query has `pretty` (any value) or the `User-Agent`
+    /// is curl's, as the Kubernetes API server decides it; compact otherwise.
+    fn of(url: &str, user_agent: Option<&str>) -> Layout {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        let asked = query
+            .split('&')
+            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == "pretty");
+        if asked || user_agent.is_some_and(|agent| agent.trim_start().starts_with("curl/")) {
+            Layout::Pretty
+        } else {
+            Layout::Compact
+        }
+    }
+
+    fn of_request(request: &tiny_http::Request) -> Layout {
+        let user_agent = request
+            .headers()
+            .iter()
+            .find(|field| field.field.equiv("User-Agent"))
+            .map(|field| field.value.as_str());
+        Layout::of(request.url(), user_agent)
+    }
+}
+
+/// Indents compact JSON (as serde_json writes it) the way
+/// `serde_json::to_string_pretty` does, keeping the key order (a round trip
+/// through `Value` would sort the keys).
+fn pretty_json(compact: &str) -> String {
+    const INDENT: &str = "  ";
+    let mut out = String::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = compact.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str(INDENT);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The one place a reply becomes a response: JSON laid out as `layout`
+/// says, and every body ends with a newline, so script output does not run
+/// together.
+fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut body = match (layout, reply.content_type) {
+        (Layout::Pretty, JSON) => pretty_json(&reply.body),
+        _ => reply.body,
+    };
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut response = tiny_http::Response::from_string(body).with_status_code(reply.status);
     response.add_header(header("Content-Type", reply.content_type));
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow));
@@ -548,10 +654,11 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
         (_, ["client", "task"]) => not_allowed("GET, POST"),
         // Before the kill pattern: GET reshuffles, DELETE kills tasks named "reshuffle…".
         ("GET", ["client", "task", "reshuffle"]) => Ok(Route::Reshuffle {
-            dry_run: dry_run(query)?,
+            dry_run: flag(query, "dry_run")?,
         }),
         ("DELETE", ["client", "task", id_prefix]) => Ok(Route::KillTasks {
             id_prefix: path_part(id_prefix, "task id prefix")?,
+            verbose: flag(query, "verbose")?,
         }),
         (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
         (_, ["client", "task", _]) => not_allowed("DELETE"),
@@ -622,25 +729,28 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     difference == 0
 }
 
-/// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
-fn dry_run(query: &str) -> Result<bool, ApiError> {
-    let mut dry_run = false;
+/// A boolean query flag: `?name`, `?name=true` and `?name=1` set it,
+/// `?name=false` and `?name=0` (or no `name`) leave it unset, anything else
+/// is 400. `dry_run` asks a reshuffle for the plan only; `verbose` a kill
+/// for the full tasks.
+fn flag(query: &str, name: &str) -> Result<bool, ApiError> {
+    let mut set = false;
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "dry_run" {
+        if key != name {
             continue;
         }
-        dry_run = match value {
+        set = match value {
             "" | "true" | "1" => true,
             "false" | "0" => false,
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                    "bad dry_run {value:?}: use true or false"
+                    "bad {name} {value:?}: use true or false"
                 )))
             }
         };
     }
-    Ok(dry_run)
+    Ok(set)
 }
 
 /// A percent-decoded, non-empty path segment. `+` stays `+` (ids such as
@@ -684,8 +794,8 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
             Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
         }
         (Route::ListTasks, ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
-        (Route::KillTasks { .. }, ApiReply::Killed(tasks)) => {
-            Reply::json(200, dto::killed_json(&tasks))
+        (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
+            Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
         (Route::Reshuffle { dry_run }, ApiReply::Reshuffled(steps)) => {
             Reply::json(202, dto::reshuffled_json(&steps, *dry_run))
@@ -741,6 +851,7 @@ mod tests {
     fn kill(id_prefix: &str) -> Route {
         Route::KillTasks {
             id_prefix: id_prefix.to_string(),
+            verbose: false,
         }
     }
 
@@ -801,6 +912,15 @@ mod tests {
         );
         check("DELETE", "/client/task/reshuffle", Ok(kill("reshuffle")));
         check("DELETE", "/client/task/stress", Ok(kill("stress")));
+        check(
+            "DELETE",
+            "/client/task/stress?verbose=true",
+            Ok(Route::KillTasks {
+                id_prefix: "stress".to_string(),
+                verbose: true,
+            }),
+        );
+        check("DELETE", "/client/task/stress?verbose=no", Err((400, None)));
         check(
             "DELETE",
             "/client/task/normalload-u+600",
@@ -1013,6 +1133,74 @@ mod tests {
         }
     }
 
+    #[track_caller]
+    fn check_pretty(value: Value) {
+        let compact = serde_json::to_string(&value).expect("serializes");
+        let expected = serde_json::to_string_pretty(&value).expect("serializes");
+        assert_eq!(pretty_json(&compact), expected, "{compact}");
+    }
+
+    #[test]
+    fn pretty_json_matches_serde_and_keeps_key_order() {
+        check_pretty(json!([]));
+        check_pretty(json!({}));
+        check_pretty(json!({"code": 200, "message": "Kill task: ", "tasks": []}));
+        check_pretty(json!([{"a": {"b": [1, 2.5, null, true]}, "c": {}}]));
+        check_pretty(json!({"tricky": "a, b: {c} [d] \"e\" \\ f", "x": "\\"}));
+        check_pretty(json!("just a string"));
+        // The order the reply was written in stays (a Value would sort it).
+        assert_eq!(
+            pretty_json(r#"{"z":1,"a":[]}"#),
+            "{\n  \"z\": 1,\n  \"a\": []\n}"
+        );
+    }
+
+    #[test]
+    fn layout_is_pretty_for_curl_and_pretty_queries() {
+        let check = |url: &str, agent: Option<&str>, expected: Layout| {
+            assert_eq!(Layout::of(url, agent), expected, "{url} {agent:?}");
+        };
+        check("/client/task", None, Layout::Compact);
+        check("/client/task", Some("curl/7.68.0"), Layout::Pretty);
+        check("/client/task", Some("ureq/3.0"), Layout::Compact);
+        check("/client/task", Some("Mozilla/5.0 curl/7"), Layout::Compact);
+        check("/client/task?pretty", None, Layout::Pretty);
+        check("/client/task?pretty=false", None, Layout::Pretty);
+        check("/client/task?a=1&pretty=1", None, Layout::Pretty);
+        check("/client/task?prettyish=1", None, Layout::Compact);
+        check("/client/task/pretty", None, Layout::Compact);
+    }
+
+    #[test]
+    fn every_body_ends_with_one_newline() {
+        let read = |reply: Reply, layout| {
+            let mut body = String::new();
+            into_response(reply, layout)
+                .into_reader()
+                .read_to_string(&mut body)
+                .expect("reads");
+            body
+        };
+        let message = || Reply::json(202, dto::message_json(202, "Run task: web"));
+        assert_eq!(
+            read(message(), Layout::Compact),
+            "{\"code\":202,\"message\":\"Run task: web\"}\n"
+        );
+        assert_eq!(
+            read(message(), Layout::Pretty),
+            "{\n  \"code\": 202,\n  \"message\": \"Run task: web\"\n}\n"
+        );
+        let pong = Reply {
+            content_type: "text/plain; charset=utf-8",
+            ..Reply::json(200, "Pong\n".to_string())
+        };
+        assert_eq!(read(pong, Layout::Pretty), "Pong\n");
+        assert_eq!(
+            read(ApiError::Busy.into_reply(), Layout::Compact),
+            "{\"code\":503,\"message\":\"scheduler busy\"}\n"
+        );
+    }
+
     #[test]
     fn token_comparison_is_exact() {
         assert!(constant_time_eq(b"s3cret", b"s3cret"));
@@ -1143,7 +1331,7 @@ mod tests {
         let (status, head, body) = http(addr, "POST", "/client/task", task);
         assert_eq!(
             (status, body.as_str()),
-            (202, r#"{"code":202,"message":"Run task: stress60"}"#)
+            (202, "{\"code\":202,\"message\":\"Run task: stress60\"}\n")
         );
         assert!(head.contains("content-type: application/json"), "{head}");
 
@@ -1152,17 +1340,17 @@ mod tests {
             (status, body.as_str()),
             (
                 400,
-                r#"{"code":400,"message":"missing field \"dockerimage\""}"#
+                "{\"code\":400,\"message\":\"missing field \\\"dockerimage\\\"\"}\n"
             )
         );
 
         let (status, _, body) = http(addr, "GET", "/client/task", b"");
-        assert_eq!((status, body.as_str()), (200, "[]"));
+        assert_eq!((status, body.as_str()), (200, "[]\n"));
 
         let (status, _, body) = http(addr, "DELETE", "/client/task/zzz", b"");
         assert_eq!(
             (status, body.as_str()),
-            (404, r#"{"code":404,"message":"no task matches zzz"}"#)
+            (404, "{\"code\":404,\"message\":\"no task matches zzz\"}\n")
         );
 
         let (status, _, body) = http(addr, "GET", "/nowhere", b"");
@@ -1170,7 +1358,7 @@ mod tests {
             (status, body.as_str()),
             (
                 404,
-                r#"{"code":404,"message":"no such endpoint: /nowhere"}"#
+                "{\"code\":404,\"message\":\"no such endpoint: /nowhere\"}\n"
             )
         );
 
@@ -1183,7 +1371,7 @@ mod tests {
             (status, body.as_str()),
             (
                 413,
-                r#"{"code":413,"message":"body larger than 65536 bytes"}"#
+                "{\"code\":413,\"message\":\"body larger than 65536 bytes\"}\n"
             )
         );
         // Exactly MAX_BODY is read and parsed (here: all whitespace, so empty).

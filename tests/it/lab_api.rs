@@ -154,3 +154,85 @@ fn reset_kills_everything_registers_anew_and_keeps_intelligence() {
         == 2));
     assert!(lab.tasks().is_empty());
 }
+
+#[test]
+fn output_ends_with_a_newline_and_is_pretty_for_people() {
+    let lab = Lab::start();
+    let curl = [("User-Agent", "curl/7.68.0")];
+    let (status, body) = send(&lab, "GET", "/admin/ping", &curl, None);
+    assert_eq!((status, body.as_str()), (200, "Pong\n"));
+
+    // The contract's examples, sent the way the lab's scripts send them.
+    let (status, body) = send(&lab, "POST", "/client/task", &curl, Some(STRESS60));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            202,
+            "{\n  \"code\": 202,\n  \"message\": \"Run task: stress60\"\n}\n"
+        )
+    );
+    lab.wait_running("stress60", 1);
+    // Programs get one compact line, still ending with a newline.
+    let (status, compact) = send(&lab, "GET", "/client/task", &[], None);
+    assert_eq!(status, 200);
+    assert!(compact.ends_with("}]\n"), "{compact}");
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    for (path, headers) in [
+        ("/client/task?pretty", &[][..]),
+        ("/client/task", &curl[..]),
+    ] {
+        let (status, pretty) = send(&lab, "GET", path, headers, None);
+        assert_eq!(status, 200);
+        assert!(
+            pretty.starts_with("[\n  {\n    \"id\": \"stress60\",\n"),
+            "{pretty}"
+        );
+        assert!(pretty.ends_with("\n]\n"), "{pretty}");
+        assert_eq!(parsed(&pretty), parsed(&compact));
+    }
+    let (status, body) = send(&lab, "GET", "/nowhere", &curl, None);
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            404,
+            "{\n  \"code\": 404,\n  \"message\": \"no such endpoint: /nowhere\"\n}\n"
+        )
+    );
+
+    // A kill lists what it killed in short; ?verbose=true in full.
+    let internal = lab.tasks_named("stress60")[0]["InternalID"].clone();
+    let (status, body) = send(&lab, "DELETE", "/client/task/stress", &[], None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("}]}\n"), "{body}");
+    assert_eq!(
+        parsed(&body),
+        json!({
+            "code": 200,
+            "message": format!("Kill task: {}", internal.as_str().unwrap_or_default()),
+            "tasks": [{"id": "stress60", "InternalID": internal, "state": "TASK_RUNNING"}],
+        })
+    );
+    let (status, body) = send(&lab, "POST", "/client/task", &[], Some(STRESS60));
+    assert_eq!(status, 202, "{body}");
+    let running = lab.wait_running("stress60", 1);
+    let (status, body) = send(
+        &lab,
+        "DELETE",
+        "/client/task/stress?verbose=true",
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let killed = parsed(&body);
+    assert_eq!(killed["tasks"][0]["InternalID"], running[0]["InternalID"]);
+    assert_eq!(killed["tasks"][0]["dockerimage"], "stress", "{killed}");
+
+    // The reshuffle example: same code and message, modulo whitespace.
+    let (status, body) = send(&lab, "GET", "/client/task/reshuffle", &curl, None);
+    let reply = parsed(&body);
+    assert_eq!(
+        (status, &reply["code"], &reply["message"]),
+        (202, &json!(202), &json!("Reshuffle tasks"))
+    );
+    assert!(body.ends_with("\n}\n"), "{body}");
+}
