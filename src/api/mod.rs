@@ -339,24 +339,155 @@ fn refuse_chunked(request: tiny_http::Request) {
 }
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
-    {
-        let started = Instant::now();
-        let reply = handle(&mut request, handler).unwrap_or_else(ApiError::into_reply);
-        log::debug!(
-            "http request method={} url={} status={} took_ms={}",
-            request.method(),
-            request.url(),
-            reply.status,
-            started.elapsed().as_millis()
+    let started = Instant::now();
+    let mut audit = Audit::default();
+    let (reply, error) = match handle(&mut request, handler, &mut audit) {
+        Ok(reply) => (reply, None),
+        Err(err) => (err.clone().into_reply(), Some(err.message())),
+    };
+    log::debug!(
+        "http request method={} url={} status={} took_ms={}",
+        request.method(),
+        request.url(),
+        reply.status,
+        started.elapsed().as_millis()
+    );
+    if let Some(what) = &audit.what {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |addr| addr.to_string());
+        let result = audit.done.or(error).unwrap_or_default();
+        log::info!(
+            "{}",
+            audit_line(&peer, audit.auth, what, reply.status, &result)
         );
-        let layout = Layout::of_request(&request);
-        if let Err(err) = request.respond(into_response(reply, layout)) {
-            log::debug!("http reply not delivered error={err}");
+    }
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
+        log::debug!("http reply not delivered error={err}");
+    }
+}
+
+/// The audit trail: who asked for a change, what, and what came of it.
+/// `handle` fills it in as far as the request got; `serve_one` logs it at
+/// info for every route that changes something (refusals included).
+#[derive(Debug, Default)]
+struct Audit {
+    /// The credentials the client presented (never the token itself).
+    auth: Presented,
+    /// Route and target, e.g. `route=kill prefix="stress"`; None for reads.
+    what: Option<String>,
+    /// What the scheduler did, e.g. `killed=[...]`; an error's message
+    /// stands in when there is none.
+    done: Option<String>,
+}
+
+/// What a request presented in `Authorization`, for the audit line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Presented {
+    #[default]
+    None,
+    Bearer,
+    Other,
+}
+
+impl Presented {
+    fn of(header: Option<&str>) -> Presented {
+        match header.map(str::trim).and_then(|it| it.split(' ').next()) {
+            None => Presented::None,
+            Some(scheme) if scheme.eq_ignore_ascii_case("Bearer") => Presented::Bearer,
+            Some(_) => Presented::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Presented::None => "none",
+            Presented::Bearer => "bearer",
+            Presented::Other => "other",
         }
     }
 }
 
-fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, ApiError> {
+/// Longest user-supplied value an audit line quotes; longer ones are cut.
+const AUDIT_VALUE_MAX: usize = 80;
+
+/// `value` quoted for a log line (control characters escaped, so a client
+/// cannot forge lines), cut at `AUDIT_VALUE_MAX` characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(AUDIT_VALUE_MAX) {
+        Some((cut, _)) => format!("{:?}...", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+fn audit_line(peer: &str, auth: Presented, what: &str, status: u16, result: &str) -> String {
+    format!(
+        "audit peer={peer} auth={} {what} status={status} result={}",
+        auth.as_str(),
+        quoted(result)
+    )
+}
+
+impl Route {
+    /// The audit line's `what` for a route that changes something.
+    fn audit_what(&self) -> Option<String> {
+        let what = match self {
+            Route::Ping | Route::ListTasks | Route::ListNodes | Route::ListIntelligence => {
+                return None
+            }
+            Route::Reshuffle { dry_run: true } => return None,
+            Route::Reshuffle { dry_run: false } => "route=reshuffle".to_string(),
+            Route::SubmitTask => "route=submit".to_string(),
+            Route::KillTasks { id_prefix, .. } => {
+                format!("route=kill prefix={}", quoted(id_prefix))
+            }
+            Route::SetIntelligence { task, attribute } => format!(
+                "route=intelligence-set task={} attribute={}",
+                quoted(task),
+                quoted(attribute)
+            ),
+            Route::ClearIntelligence { task, attribute } => format!(
+                "route=intelligence-clear task={} attribute={}",
+                quoted(task),
+                quoted(attribute)
+            ),
+            Route::Reset => "route=reset".to_string(),
+        };
+        Some(what)
+    }
+}
+
+/// The audit line's `result` for a reply that did something.
+fn audit_done(reply: &ApiReply) -> Option<String> {
+    let ids = |ids: Vec<&str>| format!("[{}]", ids.join(", "));
+    match reply {
+        ApiReply::Submitted { id } => Some(format!("submitted {id}")),
+        ApiReply::Killed(tasks) => Some(format!(
+            "killed {}",
+            ids(tasks
+                .iter()
+                .map(|task| task.internal_id.0.as_str())
+                .collect())
+        )),
+        ApiReply::Reshuffled(steps) => Some(format!(
+            "replacing {}",
+            ids(steps
+                .iter()
+                .map(|step| step.internal_id.0.as_str())
+                .collect())
+        )),
+        ApiReply::ResetDone { killed } => Some(format!("reset, {killed} tasks killed")),
+        ApiReply::IntelligenceChanged => Some("changed".to_string()),
+        _ => None,
+    }
+}
+
+fn handle(
+    request: &mut tiny_http::Request,
+    handler: &Handler,
+    audit: &mut Audit,
+) -> Result<Reply, ApiError> {
     let Handler {
         state,
         token,
@@ -371,15 +502,9 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         .iter()
         .find(|field| field.field.equiv("Authorization"))
         .map(|field| field.value.as_str());
+    audit.auth = Presented::of(authorization);
+    audit.what = route.audit_what();
     if !authorized(&route, authorization, token) {
-        log::info!(
-            "http request refused: missing or wrong bearer token method={} url={} peer={}",
-            request.method(),
-            request.url(),
-            request
-                .remote_addr()
-                .map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
-        );
         return Err(ApiError::Unauthorized);
     }
     let api_request = match &route {
@@ -406,8 +531,20 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
             let idempotency_key =
                 dto::parse_idempotency_key(&keys).map_err(ApiError::BadRequest)?;
             let body = read_body(request)?;
+            let spec = dto::parse_task(&body);
+            // A rejected body is audited with the id it seems to carry.
+            let id = match &spec {
+                Ok(spec) => Some(spec.id.clone()),
+                Err(_) => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|value| value.get("id")?.as_str().map(str::to_string)),
+            };
+            audit.what = Some(format!(
+                "route=submit task={}",
+                id.as_deref().map_or_else(|| "?".to_string(), quoted)
+            ));
             ApiRequest::Submit {
-                spec: dto::parse_task(&body).map_err(ApiError::BadRequest)?,
+                spec: spec.map_err(ApiError::BadRequest)?,
                 idempotency_key,
             }
         }
@@ -421,10 +558,14 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         Route::Reset => ApiRequest::Reset,
         Route::SetIntelligence { task, attribute } => {
             let body = read_body(request)?;
+            let raw = dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?;
+            if let Some(what) = &mut audit.what {
+                what.push_str(&format!(" value={}", quoted(&raw)));
+            }
             ApiRequest::SetIntelligence {
                 task: task.clone(),
                 attribute: attribute.clone(),
-                raw: dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?,
+                raw,
                 source: Source::Rest,
             }
         }
@@ -449,6 +590,7 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         Wait::Read
     };
     let reply = ask(state, api_request, wait)?;
+    audit.done = audit_done(&reply);
     respond(&route, reply)
 }
 
@@ -1199,6 +1341,65 @@ mod tests {
             read(ApiError::Busy.into_reply(), Layout::Compact),
             "{\"code\":503,\"message\":\"scheduler busy\"}\n"
         );
+    }
+
+    #[test]
+    fn audit_lines_say_who_what_and_the_result() {
+        let check = |route: Route, reply: Option<ApiReply>, expected: &str| {
+            let what = route.audit_what().unwrap_or_else(|| "READ".to_string());
+            let done = reply.as_ref().and_then(audit_done).unwrap_or_default();
+            assert_eq!(
+                audit_line("10.0.0.1:4000", Presented::Bearer, &what, 200, &done),
+                expected
+            );
+        };
+        let p = "audit peer=10.0.0.1:4000 auth=bearer";
+        check(
+            kill("stress"),
+            Some(ApiReply::Killed(Vec::new())),
+            &format!("{p} route=kill prefix=\"stress\" status=200 result=\"killed []\""),
+        );
+        check(
+            Route::Reset,
+            Some(ApiReply::ResetDone { killed: 3 }),
+            &format!("{p} route=reset status=200 result=\"reset, 3 tasks killed\""),
+        );
+        check(
+            Route::Reshuffle { dry_run: false },
+            Some(ApiReply::Reshuffled(Vec::new())),
+            &format!("{p} route=reshuffle status=200 result=\"replacing []\""),
+        );
+        check(
+            set("t", "mem"),
+            Some(ApiReply::IntelligenceChanged),
+            &format!(
+                "{p} route=intelligence-set task=\"t\" attribute=\"mem\" status=200 result=\"changed\""
+            ),
+        );
+        check(
+            Route::SubmitTask,
+            Some(ApiReply::Submitted {
+                id: "web".to_string(),
+            }),
+            &format!("{p} route=submit status=200 result=\"submitted web\""),
+        );
+        // Reads and dry runs are not audited.
+        check(
+            Route::ListTasks,
+            None,
+            &format!("{p} READ status=200 result=\"\""),
+        );
+        check(
+            Route::Reshuffle { dry_run: true },
+            None,
+            &format!("{p} READ status=200 result=\"\""),
+        );
+        // A client cannot forge a line, nor make one huge.
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        assert_eq!(quoted(&"x".repeat(500)), format!("{:?}...", "x".repeat(80)));
+        assert_eq!(Presented::of(None), Presented::None);
+        assert_eq!(Presented::of(Some(" bearer abc")), Presented::Bearer);
+        assert_eq!(Presented::of(Some("Basic abc")), Presented::Other);
     }
 
     #[test]

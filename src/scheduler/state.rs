@@ -757,7 +757,15 @@ impl State {
             self.on_stranger(&update, calls);
             return;
         };
-        log::info!(
+        // A reconciliation answer that changes nothing is not news: one
+        // summary line per round ("reconciliation complete") says it.
+        let level = if task.phase == Phase::Active(update.state) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "task status task={} state={} message={:?}",
             update.task_id.0,
             update.state.as_str(),
@@ -983,7 +991,7 @@ impl State {
     /// and those we do not know are killed (see `on_stranger`).
     fn start_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
         let launched = self.launched_tasks();
-        log::info!("reconciliation started tasks={}", launched.len());
+        log::debug!("reconciliation started tasks={}", launched.len());
         self.ask_about(launched.clone(), now, calls);
         calls.push(Call::Reconcile(Vec::new()));
         self.last_reconcile = Some(now);

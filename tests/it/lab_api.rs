@@ -3,9 +3,62 @@
 //! newline everywhere, pretty JSON for curl and `?pretty`, short kill
 //! answers), and the audit lines of mutating requests.
 
+use std::sync::{Mutex, Once, PoisonError};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
+
+/// Log lines kept at most by `Capture` (the test binary shares one logger).
+const MAX_CAPTURED: usize = 100_000;
+
+/// A logger for this binary that keeps the audit and task status lines (with
+/// their level), so tests can read what an operator would see.
+struct Capture;
+
+static CAPTURED: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target().starts_with("charmander")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = record.args().to_string();
+        if line.starts_with("audit ") || line.starts_with("task status ") {
+            let mut lines = CAPTURED.lock().unwrap_or_else(PoisonError::into_inner);
+            if lines.len() < MAX_CAPTURED {
+                lines.push((record.level(), line));
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if log::set_logger(&Capture).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    });
+}
+
+/// Captured lines at `level` that contain every one of `parts`.
+fn logged(level: log::Level, parts: &[&str]) -> Vec<String> {
+    CAPTURED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(at, line)| *at == level && parts.iter().all(|part| line.contains(part)))
+        .map(|(_, line)| line.clone())
+        .collect()
+}
 
 const TOKEN: &str = "lab-token";
 
@@ -235,4 +288,91 @@ fn output_ends_with_a_newline_and_is_pretty_for_people() {
         (202, &json!(202), &json!("Reshuffle tasks"))
     );
     assert!(body.ends_with("\n}\n"), "{body}");
+}
+
+#[test]
+fn mutating_requests_leave_an_audit_line_and_reconciliation_stays_quiet() {
+    capture_logs();
+    let lab = Lab::start_with(|config| {
+        config.api_token = Some(TOKEN.into());
+        config.reconcile_interval = Duration::from_secs(1);
+    });
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let task = r#"{"id":"audited","dockerimage":"stress","mem":"10","reshuffleable":true,"nodetype":"lab"}"#;
+    let info = log::Level::Info;
+
+    let (status, _) = send(&lab, "POST", "/client/task", &[], Some(task));
+    assert_eq!(status, 401);
+    let (status, _) = send(
+        &lab,
+        "POST",
+        "/client/task",
+        &auth,
+        Some(r#"{"id":"audited"}"#),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = send(&lab, "POST", "/client/task", &auth, Some(task));
+    assert_eq!(status, 202);
+    let running = lab.wait_running("audited", 1);
+    let first = running[0]["InternalID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (status, _) = send(&lab, "GET", "/client/task/reshuffle", &auth, None);
+    assert_eq!(status, 202);
+    let mut replacement = String::new();
+    assert!(wait_until(DEADLINE, || {
+        let tasks = lab.tasks_named("audited");
+        replacement = tasks
+            .first()
+            .and_then(|task| task["InternalID"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        tasks.len() == 1 && replacement != first && tasks[0]["state"] == "TASK_RUNNING"
+    }));
+    let (status, _) = send(
+        &lab,
+        "PUT",
+        "/client/intelligence/audited/mem",
+        &auth,
+        Some("2000000"),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = send(&lab, "DELETE", "/client/task/audit", &auth, None);
+    assert_eq!(status, 200);
+    let (status, _) = send(&lab, "GET", "/client/task", &auth, None);
+    assert_eq!(status, 200);
+
+    let expected: [&[&str]; 6] = [
+        &["auth=none route=submit status=401", "bearer token"],
+        &["auth=bearer route=submit task=\"audited\" status=400", "dockerimage"],
+        &["auth=bearer route=submit task=\"audited\" status=202 result=\"submitted audited\""],
+        &["route=reshuffle status=202", &first],
+        &["route=intelligence-set task=\"audited\" attribute=\"mem\" value=\"2000000\" status=200"],
+        &["route=kill prefix=\"audit\" status=200", &replacement],
+    ];
+    for parts in expected {
+        let lines = logged(info, parts);
+        assert_eq!(lines.len(), 1, "{parts:?}: {lines:?}");
+        assert!(lines[0].starts_with("audit peer=127.0.0.1:"), "{lines:?}");
+    }
+    // Reads are not audited.
+    assert!(logged(info, &["audit", "route=list"]).is_empty());
+
+    // A reconciliation answer that changes nothing is logged at debug only.
+    let task = r#"{"id":"reconciled","dockerimage":"stress","mem":"10","nodetype":"lab"}"#;
+    let (status, _) = send(&lab, "POST", "/client/task", &auth, Some(task));
+    assert_eq!(status, 202);
+    let running = lab.wait_running("reconciled", 1);
+    let id = format!(
+        "task={} ",
+        running[0]["InternalID"].as_str().unwrap_or_default()
+    );
+    let parts = [id.as_str(), "state=TASK_RUNNING"];
+    assert!(
+        wait_until(DEADLINE, || logged(log::Level::Debug, &parts).len() >= 2),
+        "no reconciliation answers seen"
+    );
+    assert_eq!(logged(info, &parts).len(), 1, "{:?}", logged(info, &parts));
 }
