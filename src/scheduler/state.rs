@@ -1140,6 +1140,11 @@ impl State {
         self.framework_id = None;
         self.touch(FRAMEWORK_KEY.to_string());
         self.subscribed = false;
+        // A reset waiting to tear the old framework down has nothing left
+        // to do: tearing down the new one would kill what comes next.
+        if std::mem::take(&mut self.teardown_pending) {
+            self.touch(META_KEY.to_string());
+        }
         let killed: Vec<TaskId> = self
             .tasks
             .iter()

@@ -170,6 +170,20 @@ mod tests {
         assert_eq!(answers(&turn.replies), vec![(1, Some(0))]);
     }
 
+    /// The stored framework was removed meanwhile (e.g. its failover
+    /// timeout ran out): the new one must not be torn down in its place.
+    #[test]
+    fn a_framework_removed_before_its_teardown_is_not_replaced_by_a_teardown() {
+        let now = Now::current();
+        let mut state = State::new(Some(framework("old")));
+        state.handle_event(Event::Api(RequestId(3), ApiRequest::Reset), now);
+        let turn = state.handle_event(Event::Mesos(MesosEvent::FrameworkRemoved), now);
+        assert!(turn.replies.is_empty());
+        let turn = state.handle_event(subscribed("new"), now);
+        assert!(!turn.calls.contains(&Call::Teardown), "{:?}", turn.calls);
+        assert_eq!(answers(&turn.replies), vec![(3, Some(0))]);
+    }
+
     #[test]
     fn without_a_framework_it_answers_at_once_and_a_stuck_one_expires() {
         let now = Now::current();
