@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
+use crate::support::{wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60};
 
 /// Log lines kept at most by `Capture` (the test binary shares one logger).
 const MAX_CAPTURED: usize = 100_000;
@@ -375,4 +375,72 @@ fn mutating_requests_leave_an_audit_line_and_reconciliation_stays_quiet() {
         "no reconciliation answers seen"
     );
     assert_eq!(logged(info, &parts).len(), 1, "{:?}", logged(info, &parts));
+}
+
+/// One run of a lab experiment the way its scripts do it: services, two
+/// copies of the same load, a prefix kill. Returns what is left, as
+/// (user id, state, hostname for pinned copies) sorted.
+fn experiment(lab: &Lab, auth: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    let headers: Vec<(&str, &str)> = auth
+        .iter()
+        .copied()
+        .chain([("User-Agent", "curl/7.68.0")])
+        .collect();
+    let load = r#"{"id":"normalload-u100","dockerimage":"stress","mem":"20","nodetype":"lab"}"#;
+    let datacoll = r#"{"id":"datacoll","dockerimage":"stress","mem":"20","nodetype":"lab"}"#;
+    for task in [INFLUXDB, CADVISOR, STRESS60, load, load, datacoll] {
+        let (status, body) = send(lab, "POST", "/client/task", &headers, Some(task));
+        assert_eq!(status, 202, "{body}");
+    }
+    lab.wait_running("cadvisor", 3);
+    lab.wait_running("influxdb", 1);
+    lab.wait_running("stress60", 1);
+    lab.wait_running("normalload-u100", 2);
+    lab.wait_running("datacoll", 1);
+    let (status, body) = send(lab, "DELETE", "/client/task/datacoll", &headers, None);
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(DEADLINE, || lab
+        .tasks_named("datacoll")
+        .is_empty()));
+    let mut left: Vec<(String, String, String)> = lab
+        .tasks()
+        .iter()
+        .map(|task| {
+            let pinned = matches!(task["sla"].as_str(), Some("one-per-node" | "singleton"));
+            (
+                task["id"].as_str().unwrap_or_default().to_string(),
+                task["state"].as_str().unwrap_or_default().to_string(),
+                if pinned {
+                    task["hostname"].as_str().unwrap_or_default().to_string()
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    left.sort();
+    left
+}
+
+/// The issue's "done when": the same experiment twice, with a reset in
+/// between, ends the same way both times (no duplicates piled up).
+#[test]
+fn an_experiment_run_twice_with_a_reset_between_gives_the_same_result() {
+    let lab = Lab::start();
+    let first = experiment(&lab, &[]);
+    assert_eq!(first.len(), 3 + 1 + 1 + 2, "{first:?}");
+    let (status, body) = send(&lab, "POST", "/admin/reset", &[], None);
+    assert_eq!(
+        (status, parsed(&body)),
+        (
+            200,
+            json!({"code": 200, "message": "Reset: 7 tasks killed"})
+        )
+    );
+    assert!(lab.tasks().is_empty());
+    let second = experiment(&lab, &[]);
+    assert_eq!(second, first);
+    let state = lab.sim_state();
+    let on_master = state["tasks"].as_array().map_or(0, Vec::len);
+    assert_eq!(on_master, first.len(), "{state}");
 }
