@@ -11,6 +11,7 @@ mod durability;
 mod failover;
 mod fuzz;
 mod hostile;
+mod lab_api;
 mod mesos_client;
 mod outcomes;
 mod redis_bridge;
