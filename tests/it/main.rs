@@ -10,6 +10,7 @@ mod disk_full;
 mod durability;
 mod failover;
 mod fuzz;
+mod graceful;
 mod hostile;
 mod mesos_client;
 mod outcomes;
