@@ -67,6 +67,8 @@ Flags:
                             (its agent not re-registered with a restarted
                             master) before it runs again as a new task
                             (default 120)
+  --keep-finished SECS      how long ended tasks stay in the task list, at most
+                            1000 of them (default 3600; 0 keeps none)
   --api-token-file FILE     require \"Authorization: Bearer <token>\" on every
                             endpoint that changes something (default: open)
   --redis HOST:PORT         publish nodes and tasks to Redis and read task
@@ -104,6 +106,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// How long a task that ran may stay TASK_UNKNOWN before it is relaunched.
     pub unknown_grace: Duration,
+    /// How long ended tasks stay listed (zero: not at all).
+    pub keep_finished: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
     pub api_token: Option<String>,
     /// How long a REST change waits for its commit before answering 504
@@ -146,6 +150,7 @@ impl Default for Config {
             reset: false,
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             unknown_grace: crate::scheduler::state::DEFAULT_UNKNOWN_GRACE,
+            keep_finished: crate::scheduler::state::DEFAULT_KEEP_FINISHED,
             api_token: None,
             commit_wait: crate::api::COMMIT_WAIT,
             journal_delay: Duration::ZERO,
@@ -265,6 +270,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             }
             "--unknown-grace" => {
                 config.unknown_grace = seconds("--unknown-grace", value("--unknown-grace")?)?;
+            }
+            "--keep-finished" => {
+                let text = value("--keep-finished")?;
+                // Zero is allowed here: it turns the history off.
+                config.keep_finished = match text.trim() {
+                    "0" => Duration::ZERO,
+                    _ => seconds("--keep-finished", text.clone()).map_err(|_| {
+                        bad(
+                            "--keep-finished",
+                            &text,
+                            "must be 0 (keep none) or between 1 and 86400 seconds",
+                        )
+                    })?,
+                };
             }
             "--api-token-file" => {
                 let path = value("--api-token-file")?;
@@ -540,6 +559,16 @@ mod tests {
         check_error(
             "--unknown-grace never",
             "bad value \"never\" for --unknown-grace: must be between 1 and 86400 seconds",
+        );
+        for (flag, keep) in [("--keep-finished 0", 0), ("--keep-finished 60", 60)] {
+            let Ok(Parsed::Run(config)) = parse(args(flag)) else {
+                panic!("valid flags must parse")
+            };
+            assert_eq!(config.keep_finished, Duration::from_secs(keep));
+        }
+        check_error(
+            "--keep-finished -1",
+            "bad value \"-1\" for --keep-finished: must be 0 (keep none) or between 1 and 86400 seconds",
         );
         check_error(
             "--api-token-file /nonexistent/t",

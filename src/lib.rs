@@ -137,6 +137,7 @@ pub fn start(config: Config) -> io::Result<Running> {
     let (mut state, store) = load_state(&config)?;
     state.set_reconcile_interval(config.reconcile_interval);
     state.set_unknown_grace(config.unknown_grace);
+    state.set_keep_finished(config.keep_finished);
     state.set_role(&config.role);
     let sim = if config.sim {
         let lab = sim::SimConfig {

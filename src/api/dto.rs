@@ -126,6 +126,7 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
         ports: parse_ports(fields.get("ports"))?,
         network,
         restart,
+        privileged: fields.boolean("privileged")?,
     })
 }
 
@@ -195,6 +196,7 @@ fn task_info(task: &TaskView) -> TaskInfoDto<'_> {
                         container_port: p.container_port,
                     })
                     .collect(),
+                privileged: spec.privileged,
             },
         },
     }
@@ -293,6 +295,9 @@ struct DockerDto<'a> {
     network: Option<u8>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     port_mappings: Vec<PortMappingDto>,
+    /// Left out when false, like the Go encoder's empty fields.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    privileged: bool,
 }
 
 #[derive(Serialize)]
@@ -334,6 +339,17 @@ pub(crate) fn parse_intelligence_value(body: &[u8]) -> Result<String, String> {
 /// `{"code":..,"message":..}`, the body of every reply but lists.
 pub(crate) fn message_json(code: u16, message: &str) -> String {
     to_json(&MessageDto { code, message })
+}
+
+/// The 202 reply of `POST /client/task`: the contract's message, plus a
+/// `note` when the submit changed nothing (a duplicate SLA submit).
+pub(crate) fn submitted_json(id: &str, note: Option<&str>) -> String {
+    let message = format!("Run task: {id}");
+    to_json(&SubmittedDto {
+        code: 202,
+        message: &message,
+        note,
+    })
 }
 
 /// `[task, ...]` for `GET /client/task`.
@@ -448,8 +464,14 @@ struct TaskDto<'a> {
     status_message: &'a str,
     pending_reason: Option<&'a str>,
     restart: &'static str,
+    privileged: bool,
     restarts: u32,
     crash_looping: bool,
+    /// Ended tasks only (kept for `--keep-finished`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<u64>,
     requested: RequestedDto<'a>,
     intelligence: BTreeMap<&'a str, &'a str>,
 }
@@ -490,6 +512,14 @@ struct NodeDto<'a> {
 struct MessageDto<'a> {
     code: u16,
     message: &'a str,
+}
+
+#[derive(Serialize)]
+struct SubmittedDto<'a> {
+    code: u16,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -563,8 +593,11 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             status_message: &task.status_message,
             pending_reason: task.pending_reason.as_deref(),
             restart: spec.restart.as_str(),
+            privileged: spec.privileged,
             restarts: task.restarts,
             crash_looping: task.crash_looping,
+            reason: task.reason.as_deref(),
+            ended_at: task.ended_at,
             requested: RequestedDto {
                 mem: task.requested.mem_mb.to_string(),
                 cpus: cpus_text(task.requested.cpus),
@@ -912,6 +945,7 @@ mod tests {
             ports: Vec::new(),
             network: NetworkMode::Default,
             restart: RestartPolicy::Never,
+            privileged: false,
         }
     }
 
@@ -1040,6 +1074,42 @@ mod tests {
                 },
             );
         }
+    }
+
+    #[test]
+    fn privileged_is_lenient_like_the_other_booleans() {
+        let minimal = || spec("pcp-all", "pcp-all", 128);
+        let privileged = || TaskSpec {
+            privileged: true,
+            ..minimal()
+        };
+        for (field, expected) in [
+            (r#""privileged":true"#, privileged()),
+            (r#""privileged":"true""#, privileged()),
+            (r#""privileged":" TRUE ""#, privileged()),
+            (r#""privileged":false"#, minimal()),
+            (r#""privileged":"false""#, minimal()),
+            (r#""privileged":null"#, minimal()),
+        ] {
+            check_ok(
+                &format!(r#"{{"id":"pcp-all","dockerimage":"pcp-all","mem":"128",{field}}}"#),
+                expected,
+            );
+        }
+        check_err(
+            r#"{"id":"pcp-all","dockerimage":"pcp-all","mem":"128","privileged":"yes"}"#,
+            r#"bad value "yes" for "privileged": expected true or false"#,
+        );
+    }
+
+    #[test]
+    fn a_privileged_task_is_listed_privileged() {
+        let mut task = running_copy();
+        task.spec.privileged = true;
+        task.requested.privileged = true;
+        let value: Value = serde_json::from_str(&task_json(&task)).expect("valid JSON");
+        assert_eq!(value["privileged"], true);
+        assert_eq!(value["TaskInfo"]["container"]["docker"]["privileged"], true);
     }
 
     #[test]
@@ -1275,6 +1345,8 @@ mod tests {
             pending_reason: None,
             restarts: 0,
             crash_looping: false,
+            ended_at: None,
+            reason: None,
         }
     }
 
@@ -1314,7 +1386,7 @@ mod tests {
                             "port_mappings": [{"host_port": 31500, "container_port": 8080}]}}},
                 "state": "TASK_RUNNING", "hostname": "slave2", "agent_id": "S1",
                 "status_message": "", "pending_reason": null,
-                "restart": "never", "restarts": 0, "crash_looping": false,
+                "restart": "never", "privileged": false, "restarts": 0, "crash_looping": false,
                 "requested": {"mem": "50", "cpus": "0", "nodename": "", "nodetype": "", "sla": "one-per-node"},
                 "intelligence": {"mem": "230"}
             })
@@ -1357,6 +1429,13 @@ mod tests {
             (&json!(""), &json!(""), &Value::Null)
         );
         assert_eq!(value["pending_reason"], "no offer with 64 MB");
+        assert_eq!(value["privileged"], false);
+        assert!(
+            value["TaskInfo"]["container"]["docker"]
+                .get("privileged")
+                .is_none(),
+            "{text}"
+        );
         // Empty lists are omitted, as Go's omitempty did.
         assert!(
             value.get("volumes").is_none() && value.get("ports").is_none(),

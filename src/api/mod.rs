@@ -156,12 +156,24 @@ enum Route {
     Ping,
     SubmitTask,
     ListTasks,
-    Reshuffle { dry_run: bool },
-    KillTasks { id_prefix: String },
+    /// `GET /client/task?state=active`: without the ended tasks.
+    ListActiveTasks,
+    Reshuffle {
+        dry_run: bool,
+    },
+    KillTasks {
+        id_prefix: String,
+    },
     ListNodes,
     ListIntelligence,
-    SetIntelligence { task: String, attribute: String },
-    ClearIntelligence { task: String, attribute: String },
+    SetIntelligence {
+        task: String,
+        attribute: String,
+    },
+    ClearIntelligence {
+        task: String,
+        attribute: String,
+    },
 }
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
@@ -396,6 +408,7 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
             }
         }
         Route::ListTasks => ApiRequest::ListTasks,
+        Route::ListActiveTasks => ApiRequest::ListActiveTasks,
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
         Route::KillTasks { id_prefix } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
@@ -528,7 +541,7 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     match (method, segments.as_slice()) {
         ("GET", ["admin", "ping"]) => Ok(Route::Ping),
         (_, ["admin", "ping"]) => not_allowed("GET"),
-        ("GET", ["client", "task"]) => Ok(Route::ListTasks),
+        ("GET", ["client", "task"]) => list_tasks_route(query),
         ("POST", ["client", "task"]) => Ok(Route::SubmitTask),
         (_, ["client", "task"]) => not_allowed("GET, POST"),
         // Before the kill pattern: GET reshuffles, DELETE kills tasks named "reshuffle…".
@@ -562,7 +575,11 @@ impl Route {
     /// waits for its commit (504 past it) rather than answering 503.
     fn changes_state(&self) -> bool {
         match self {
-            Route::Ping | Route::ListTasks | Route::ListNodes | Route::ListIntelligence => false,
+            Route::Ping
+            | Route::ListTasks
+            | Route::ListActiveTasks
+            | Route::ListNodes
+            | Route::ListIntelligence => false,
             Route::Reshuffle { dry_run } => !dry_run,
             Route::SubmitTask
             | Route::KillTasks { .. }
@@ -607,6 +624,24 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
 }
 
 /// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
+/// `?state=active` hides the ended tasks; `?state=all` (or none) lists them.
+fn list_tasks_route(query: &str) -> Result<Route, ApiError> {
+    let mut route = Route::ListTasks;
+    for pair in query.split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("state", "active") => route = Route::ListActiveTasks,
+            ("state", "all") => route = Route::ListTasks,
+            ("state", other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "bad state {other:?}: use active or all"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(route)
+}
+
 fn dry_run(query: &str) -> Result<bool, ApiError> {
     let mut dry_run = false;
     for pair in query.split('&') {
@@ -659,10 +694,13 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
         (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
-        (Route::SubmitTask, ApiReply::Submitted { id }) => {
-            Reply::json(202, dto::message_json(202, &format!("Run task: {id}")))
+        (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
+            Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
         (Route::ListTasks, ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
+        (Route::ListActiveTasks, ApiReply::Tasks(tasks)) => {
+            Reply::json(200, dto::tasks_json(&tasks))
+        }
         (Route::KillTasks { .. }, ApiReply::Killed(tasks)) => {
             Reply::json(200, dto::killed_json(&tasks))
         }
@@ -739,6 +777,13 @@ mod tests {
         check("POST", "/admin/ping", Err((405, Some("GET"))));
         check("GET", "/client/task", Ok(Route::ListTasks));
         check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
+        check(
+            "GET",
+            "/client/task?state=active",
+            Ok(Route::ListActiveTasks),
+        );
+        check("GET", "/client/task?pretty&state=all", Ok(Route::ListTasks));
+        check("GET", "/client/task?state=ended", Err((400, None)));
         check("POST", "/client/task", Ok(Route::SubmitTask));
         check("PUT", "/client/task", Err((405, Some("GET, POST"))));
         check(
@@ -845,8 +890,26 @@ mod tests {
             Route::SubmitTask,
             ApiReply::Submitted {
                 id: "stress60".to_string(),
+                note: None,
             },
             message(202, "Run task: stress60"),
+        );
+        check_respond(
+            Route::SubmitTask,
+            ApiReply::Submitted {
+                id: "cadvisor".to_string(),
+                note: Some("already running on slave1, slave2".to_string()),
+            },
+            (
+                202,
+                json!({"code": 202, "message": "Run task: cadvisor",
+                       "note": "already running on slave1, slave2"}),
+            ),
+        );
+        check_respond(
+            Route::ListActiveTasks,
+            ApiReply::Tasks(Vec::new()),
+            (200, json!([])),
         );
         check_respond(
             Route::SubmitTask,
@@ -909,6 +972,7 @@ mod tests {
             Route::ListTasks,
             ApiReply::Submitted {
                 id: "x".to_string(),
+                note: None,
             },
             message(500, "unexpected reply from the scheduler"),
         );
@@ -1060,7 +1124,10 @@ mod tests {
     fn fake_state(inbox: crossbeam_channel::Receiver<ApiCommand>) {
         for command in inbox {
             let reply = match command.request {
-                ApiRequest::Submit { spec, .. } => ApiReply::Submitted { id: spec.id },
+                ApiRequest::Submit { spec, .. } => ApiReply::Submitted {
+                    id: spec.id,
+                    note: None,
+                },
                 ApiRequest::ListTasks => ApiReply::Tasks(Vec::new()),
                 ApiRequest::Kill { id_prefix } => {
                     ApiReply::NotFound(format!("no task matches {id_prefix}"))

@@ -318,6 +318,11 @@ fn task_info(launch: &Launch, agent_id: &AgentId) -> v1::TaskInfo {
     if let Some(network) = network {
         docker.set_network(network);
     }
+    // Left unset unless asked for: a TaskInfo without it is what every
+    // existing task was launched with.
+    if spec.privileged {
+        docker.set_privileged(true);
+    }
     for port in &spec.ports {
         let mut mapping = v1::container_info::docker_info::PortMapping::new();
         mapping.set_host_port(u32::from(port.host_port));
@@ -550,10 +555,18 @@ fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
         (TaskState::Running, Some(data)) => docker_info_from_inspect(data),
         _ => None,
     };
+    // The generated enum's Debug is the proto name; a number this build
+    // does not know is shown as such.
+    let reason_name = match status.reason.map(|it| it.enum_value()) {
+        Some(Ok(known)) => format!("{known:?}"),
+        Some(Err(number)) => format!("reason {number}"),
+        None => String::new(),
+    };
     TaskUpdate {
         task_id: TaskId(status.task_id.value().to_string()),
         state,
         reason,
+        reason_name,
         message: status.message().to_string(),
         agent_id: status
             .agent_id
@@ -696,6 +709,7 @@ mod tests {
                 ports: Vec::new(),
                 network: NetworkMode::Default,
                 restart: Default::default(),
+                privileged: false,
             },
             resources: vec![
                 piece("cpus", 2.0, 1),
@@ -729,5 +743,16 @@ mod tests {
         );
         // The unreserved pieces leave `role` unset: the master's default `*`.
         assert!(!task.resources[1].has_role());
+        // Not asked for: not set at all, as before the field existed.
+        assert!(!task.container.docker.has_privileged());
+
+        let mut privileged = launch.clone();
+        privileged.spec.privileged = true;
+        let task = task_info(&privileged, &AgentId("a1".to_string()));
+        assert!(task.container.docker.privileged());
+        // It reaches the wire: field 4 of DockerInfo.
+        let bytes = task.write_to_bytes().expect("encodes");
+        let decoded = v1::TaskInfo::parse_from_bytes(&bytes).expect("decodes");
+        assert!(decoded.container.docker.privileged());
     }
 }

@@ -108,8 +108,11 @@ pub enum ApiRequest {
         spec: TaskSpec,
         idempotency_key: Option<String>,
     },
-    /// `GET /client/task`.
+    /// `GET /client/task`: live tasks, one-per-node services without a
+    /// copy, and ended tasks still within `--keep-finished`.
     ListTasks,
+    /// `GET /client/task?state=active`: the same without the ended tasks.
+    ListActiveTasks,
     /// `DELETE /client/task/<prefix>`.
     Kill { id_prefix: String },
     /// `GET /client/task/reshuffle`.
@@ -150,6 +153,9 @@ pub enum ApiReply {
     /// The submit was accepted; `id` is the user id, as echoed in "Run task: <id>".
     Submitted {
         id: String,
+        /// Said when the submit changed nothing (a duplicate singleton or
+        /// one-per-node service): `already running on slave1, slave2`.
+        note: Option<String>,
     },
     Tasks(Vec<TaskView>),
     /// The tasks the kill applies to (pending ones are already gone).
@@ -238,6 +244,11 @@ pub struct TaskView {
     pub restarts: u32,
     /// Restarted `CRASH_LOOP_RESTARTS` times in a row without running stably.
     pub crash_looping: bool,
+    /// Set once the task has ended (it stays listed for `--keep-finished`):
+    /// unix seconds of the end.
+    pub ended_at: Option<u64>,
+    /// The Mesos reason name of the update that ended it, if it had one.
+    pub reason: Option<String>,
 }
 
 /// One node of the registry, learned from offers.

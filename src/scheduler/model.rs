@@ -163,6 +163,9 @@ pub struct TaskSpec {
     pub ports: Vec<PortMapping>,
     pub network: NetworkMode,
     pub restart: RestartPolicy,
+    /// `DockerInfo.privileged`: `docker run --privileged` (the lab's PCP
+    /// reads host counters with it).
+    pub privileged: bool,
 }
 
 /// The cpus a task gets when the request names none (as in the original).
@@ -403,6 +406,9 @@ pub struct TaskUpdate {
     pub task_id: TaskId,
     pub state: TaskState,
     pub reason: StatusReason,
+    /// The Mesos reason name (`REASON_CONTAINER_LAUNCH_FAILED`), empty when
+    /// the update had none: shown on ended tasks.
+    pub reason_name: String,
     pub message: String,
     pub agent_id: Option<AgentId>,
     /// Set only on updates that must be acknowledged (agent/executor sourced).

@@ -14,6 +14,10 @@
 //! (worst fit, which spreads simulators over the lab). Several tasks can land
 //! on one offer; what is left of an offer goes back with a DECLINE.
 //!
+//! `explain` says why a task waits, against the node registry (every
+//! node's last offered resources) instead of one round's offers, so the
+//! reason is the same however the offers happen to arrive.
+//!
 //! Cost: at most `MAX_PROBES` offers are examined per task after an
 //! O(log offers) index lookup, so a round is O(tasks × log offers), not
 //! O(tasks × offers), even with 10,000 tasks and 1,000 agents.
@@ -27,6 +31,12 @@ use crate::scheduler::model::{
 
 /// Offers examined per task before it is left pending for this round.
 pub const MAX_PROBES: usize = 32;
+
+/// Registry nodes examined per task by `explain`.
+pub const MAX_EXPLAIN_NODES: usize = 256;
+
+/// Nodes named in a reason that lists the known nodes.
+const MAX_NAMED_NODES: usize = 5;
 
 /// One task that wants a place.
 #[derive(Clone, Copy, Debug)]
@@ -379,8 +389,9 @@ fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
 
 fn no_candidate_reason(request: &Request<'_>) -> String {
     let spec = request.spec;
-    if let Some(agent) = request.agent {
-        format!("no offer from its node (agent {})", agent.0)
+    if request.agent.is_some() {
+        // A copy's nodename is its node's nodename or hostname: never an agent id.
+        format!("no offer from its node {}", spec.node_name)
     } else if !spec.node_name.is_empty() {
         format!("no offer from a node with nodename={}", spec.node_name)
     } else if !spec.node_type.is_empty() {
@@ -395,6 +406,219 @@ fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
         && slot
             .port_ranges()
             .any(|&(begin, end)| begin <= port && port <= end)
+}
+
+/// Why `request` waits, judged against the node registry: every known
+/// node's last offered resources (`nodes`, in registry order, each an
+/// `Offer` less what we launched on it since), not only this round's
+/// offers, so the same registry always gives the same reason.
+///
+/// Among the nodes the constraints allow (at most `MAX_EXPLAIN_NODES`), the
+/// closest is the one with the fewest unmet needs, then the most free
+/// memory, then the first in registry order; the reason names it and its
+/// first unmet need (a host port, cpus, mem). A node that would fit is
+/// named too: the task waits for its next offer. Hostnames only, never
+/// agent ids.
+pub fn explain(request: &Request<'_>, nodes: &[&Offer], role: &str) -> String {
+    // One task: only the nodes its constraints allow are worth reading.
+    let allowed: Vec<&Offer> = nodes
+        .iter()
+        .copied()
+        .filter(|offer| allows(request, offer))
+        .take(MAX_EXPLAIN_NODES)
+        .collect();
+    if allowed.is_empty() {
+        return no_node_reason(request, nodes);
+    }
+    Registry::new(&allowed, role).explain(request)
+}
+
+/// The request's constraints allow this node.
+fn allows(request: &Request<'_>, offer: &Offer) -> bool {
+    match request.agent {
+        Some(agent) => &offer.agent_id == agent,
+        None => constraint_miss(request, offer).is_none(),
+    }
+}
+
+/// The node registry as `explain` reads it, built once for many tasks:
+/// each node's usable resources (unreserved or reserved for the role).
+pub struct Registry<'a> {
+    offers: Vec<&'a Offer>,
+    nodes: Vec<Remaining<'a>>,
+}
+
+impl<'a> Registry<'a> {
+    pub fn new(nodes: &[&'a Offer], role: &str) -> Registry<'a> {
+        Registry {
+            offers: nodes.to_vec(),
+            nodes: nodes
+                .iter()
+                .map(|offer| Remaining::new(offer, role))
+                .collect(),
+        }
+    }
+
+    /// See `explain`.
+    pub fn explain(&self, request: &Request<'_>) -> String {
+        explain_in(request, self)
+    }
+}
+
+fn explain_in(request: &Request<'_>, registry: &Registry<'_>) -> String {
+    let spec = request.spec;
+    let nodes = &registry.offers;
+    let allowed = registry
+        .nodes
+        .iter()
+        .filter(|slot| allows(request, slot.offer))
+        .take(MAX_EXPLAIN_NODES);
+    let need_cpus = thousandths(spec.launch_cpus());
+    let need_mem = thousandths(spec.mem_mb as f64);
+    let mut closest: Option<((usize, Reverse<MemKey>), String)> = None;
+    for slot in allowed {
+        let offer = slot.offer;
+        let host = &offer.hostname;
+        let mut unmet = Vec::new();
+        for port in spec.ports.iter().map(|port| u64::from(port.host_port)) {
+            if port_free(slot, port) {
+                continue;
+            }
+            let lowest = slot.port_ranges().map(|range| range.0).min();
+            let highest = slot.port_ranges().map(|range| range.1).max();
+            let outside =
+                lowest.is_none_or(|low| port < low) || highest.is_none_or(|high| port > high);
+            unmet.push(if outside {
+                format!(
+                    "port {port} outside the ports {host} offers ({})",
+                    ranges_text(slot.port_ranges())
+                )
+            } else {
+                format!("port {port} not free on {host}")
+            });
+        }
+        if slot.cpus < need_cpus {
+            unmet.push(format!(
+                "needs cpus {}, {host} offered {}",
+                format_number(spec.launch_cpus()),
+                format_number(slot.cpus as f64 / 1000.0)
+            ));
+        }
+        if slot.mem < need_mem {
+            unmet.push(format!(
+                "needs mem {}, {host} offered {}",
+                spec.mem_mb,
+                format_number(slot.mem as f64 / 1000.0)
+            ));
+        }
+        let key = (unmet.len(), Reverse(slot.mem));
+        if closest.as_ref().is_none_or(|(best, _)| key < *best) {
+            let reason = match unmet.into_iter().next() {
+                Some(first) => first,
+                None => format!("fits {host} as last offered, waiting for its next offer"),
+            };
+            closest = Some((key, reason));
+        }
+    }
+    match closest {
+        Some((_, reason)) => reason,
+        None => no_node_reason(request, nodes),
+    }
+}
+
+/// No known node is allowed by the constraints: say which constraint and
+/// what the known nodes have.
+fn no_node_reason(request: &Request<'_>, nodes: &[&Offer]) -> String {
+    let spec = request.spec;
+    if nodes.is_empty() {
+        return "no node has offered yet".to_string();
+    }
+    if request.agent.is_some() {
+        // A one-per-node copy's nodename is its node's nodename or hostname.
+        return format!(
+            "its node {} has not offered since it was lost",
+            spec.node_name
+        );
+    }
+    let attribute =
+        |offer: &Offer, name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
+    let (name, wanted) = if !spec.node_name.is_empty() {
+        ("nodename", &spec.node_name)
+    } else {
+        ("nodetype", &spec.node_type)
+    };
+    let mut known: Vec<String> = nodes
+        .iter()
+        .take(MAX_NAMED_NODES)
+        .map(|offer| format!("{} has {name}={}", offer.hostname, attribute(offer, name)))
+        .collect();
+    if nodes.len() > MAX_NAMED_NODES {
+        known.push(format!("{} more", nodes.len() - MAX_NAMED_NODES));
+    }
+    format!("no known node has {name}={wanted} ({})", known.join(", "))
+}
+
+/// `31000-32000` or `31000-31099,31101-32000`.
+fn ranges_text<'a>(ranges: impl Iterator<Item = &'a (u64, u64)>) -> String {
+    const SHOWN: usize = 4;
+    let ranges: Vec<&(u64, u64)> = ranges.collect();
+    let mut text: Vec<String> = ranges
+        .iter()
+        .take(SHOWN)
+        .map(|(begin, end)| format!("{begin}-{end}"))
+        .collect();
+    if ranges.len() > SHOWN {
+        text.push("…".to_string());
+    }
+    if text.is_empty() {
+        "none".to_string()
+    } else {
+        text.join(",")
+    }
+}
+
+/// What is left of `offer` once `pieces` are taken from it: the node
+/// registry keeps this as the node's last offered resources, so a reason
+/// does not count on resources we just used.
+pub fn remainder(offer: &Offer, pieces: &[Allocation]) -> Offer {
+    let mut left = offer.clone();
+    for piece in pieces {
+        let Some(pool) = left
+            .pools
+            .iter_mut()
+            .find(|pool| pool.reservation == piece.reservation)
+        else {
+            continue;
+        };
+        match (&piece.amount, piece.name) {
+            (Amount::Scalar(value), "cpus") => pool.cpus = (pool.cpus - value).max(0.0),
+            (Amount::Scalar(value), "mem") => pool.mem_mb = (pool.mem_mb - value).max(0.0),
+            (Amount::Ranges(taken), _) => {
+                for &(begin, end) in taken {
+                    pool.ports = pool
+                        .ports
+                        .iter()
+                        .flat_map(|&(low, high)| {
+                            let mut parts = Vec::new();
+                            if end < low || begin > high {
+                                parts.push((low, high));
+                            } else {
+                                if low < begin {
+                                    parts.push((low, begin - 1));
+                                }
+                                if end < high {
+                                    parts.push((end + 1, high));
+                                }
+                            }
+                            parts
+                        })
+                        .collect();
+                }
+            }
+            _ => {}
+        }
+    }
+    left
 }
 
 /// Shortest decimal form: 1 not 1.0, 0.5, 64.

@@ -6,7 +6,8 @@
 //!
 //! Task lifecycle, as the scheduler tracks it:
 //! `Pending` (waiting for an offer) → `Launching` (ACCEPT sent) → `Active(state)`
-//! (the master or agent reported a state) → removed on a terminal state. A
+//! (the master or agent reported a state) → removed on a terminal state (a
+//! copy of its view stays listed in `ended` for `--keep-finished`). A
 //! task whose launch the master never saw or lost (invalid offers, a refused
 //! ACCEPT, or LOST/UNKNOWN/GONE/DROPPED from reconciliation) goes back to
 //! `Pending` under a new TaskID. `update_outcome` classifies every update;
@@ -21,7 +22,7 @@ use outcome::{update_outcome, Outcome};
 pub use persist::Record;
 use persist::{idempotency_key, intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
@@ -75,6 +76,26 @@ pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 /// to re-register with a restarted master (their registration backoff goes
 /// up to a minute).
 pub const DEFAULT_UNKNOWN_GRACE: Duration = Duration::from_secs(120);
+
+/// Ended tasks stay listed this long unless configured otherwise
+/// (`--keep-finished`).
+pub const DEFAULT_KEEP_FINISHED: Duration = Duration::from_secs(3600);
+
+/// At most this many ended tasks are listed; the oldest go first.
+pub const MAX_ENDED_TASKS: usize = 1000;
+
+/// Nodes named in a one-per-node service's pending reason.
+const MAX_NODES_IN_REASON: usize = 5;
+
+/// A task that ended, as the list shows it until it expires. History only:
+/// nothing but the list reads it (no placement, SLA, kill, reshuffle or
+/// reconciliation), and it is not persisted.
+#[derive(Clone, Debug)]
+struct Ended {
+    view: TaskView,
+    /// When it leaves the list (monotonic).
+    expires: Instant,
+}
 
 /// An explicit reconciliation still waiting for answers. A master does not
 /// answer for tasks on agents that have not re-registered yet, so the
@@ -175,6 +196,9 @@ struct Node {
     node_type: String,
     node_name: String,
     time_of_last_offer: u64,
+    /// Its last offer, less what we launched on it: what pending reasons
+    /// are judged against (`placement::explain`).
+    offered: Offer,
 }
 
 /// All mutable scheduler state.
@@ -185,6 +209,9 @@ pub struct State {
     /// reserved for it.
     role: String,
     subscribed: bool,
+    /// Unix seconds since when we have not been subscribed (None while
+    /// subscribed): what a pending task says meanwhile.
+    disconnected_since: Option<u64>,
     tasks: BTreeMap<TaskId, Task>,
     /// Live instances per user id (for `singleton`).
     instances: BTreeMap<String, BTreeSet<TaskId>>,
@@ -223,6 +250,11 @@ pub struct State {
     idempotency: idempotency::Keys,
     /// Record keys changed since the last `take_records`.
     dirty: BTreeSet<String>,
+    /// Ended tasks, oldest end first (so expiry pops from the front), at
+    /// most `MAX_ENDED_TASKS`.
+    ended: VecDeque<Ended>,
+    /// How long ended tasks stay listed (`DEFAULT_KEEP_FINISHED` when None).
+    keep_finished: Option<Duration>,
     /// Replies of this turn, by request id; they leave once the turn is durable.
     replies: Vec<(RequestId, ApiReply)>,
 }
@@ -256,6 +288,12 @@ impl State {
         self.unknown_grace = grace;
     }
 
+    /// How long ended tasks stay listed (default `DEFAULT_KEEP_FINISHED`;
+    /// zero keeps none).
+    pub fn set_keep_finished(&mut self, keep: Duration) {
+        self.keep_finished = Some(keep);
+    }
+
     pub fn task_count(&self) -> usize {
         self.tasks.len()
     }
@@ -270,6 +308,7 @@ impl State {
         self.tasks.clear();
         self.instances.clear();
         self.services.clear();
+        self.ended.clear();
         self.teardown_pending = self.framework_id.is_some();
         self.touch(META_KEY.to_string());
         // A retry after a reset must not claim a task the reset forgot.
@@ -282,6 +321,7 @@ impl State {
     /// make durable) and the calls and replies that may follow.
     pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
         self.rederive_deadlines(now);
+        self.expire_ended(now.instant);
         let mut calls = Vec::new();
         match event {
             Event::Api(id, request) => self.on_api(id, request, now, &mut calls),
@@ -289,6 +329,11 @@ impl State {
             Event::Tick => self.on_tick(now, &mut calls),
         }
         self.update_suppression(now, &mut calls);
+        if self.subscribed {
+            self.disconnected_since = None;
+        } else if self.disconnected_since.is_none() {
+            self.disconnected_since = Some(unix_seconds(now.wall));
+        }
         Turn {
             records: self.take_records(),
             calls,
@@ -323,9 +368,8 @@ impl State {
                 spec,
                 idempotency_key,
             } => self.on_submit(spec, idempotency_key, now),
-            ApiRequest::ListTasks => {
-                ApiReply::Tasks(self.tasks.keys().map(|id| self.view(id)).collect())
-            }
+            ApiRequest::ListTasks => ApiReply::Tasks(self.task_list(true)),
+            ApiRequest::ListActiveTasks => ApiReply::Tasks(self.task_list(false)),
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
@@ -367,7 +411,7 @@ impl State {
         match self.idempotency.seen(&key, &fingerprint, now.instant) {
             Seen::Retry(id) => {
                 log::info!("submit retried with its idempotency key; nothing created id={id}");
-                ApiReply::Submitted { id }
+                ApiReply::Submitted { id, note: None }
             }
             Seen::Conflict => ApiReply::Conflict(format!(
                 "Idempotency-Key {key:?} was already used for a different request"
@@ -389,6 +433,7 @@ impl State {
         // Intelligence (an `sla` override included) is applied before the
         // SLA decides what to create, unlike the original.
         let (effective, _) = intelligence::apply(&spec, &self.intelligence);
+        let mut note = None;
         match effective.sla {
             Sla::None => {
                 self.add_task(spec, None, None, now);
@@ -412,12 +457,14 @@ impl State {
                     self.add_task(spec, None, predecessor, now);
                 } else {
                     log::info!("duplicate singleton ignored id={id}");
+                    note = Some(self.already_running(&id));
                 }
             }
             Sla::OnePerNode => {
                 let has_copies = self.instances.get(&id).is_some_and(|live| !live.is_empty());
                 if self.services.contains_key(&id) && has_copies {
                     log::info!("duplicate one-per-node service ignored id={id}");
+                    note = Some(self.already_running(&id));
                 } else {
                     self.touch(service_key(&id));
                     self.services.insert(
@@ -431,7 +478,30 @@ impl State {
                 }
             }
         }
-        ApiReply::Submitted { id }
+        ApiReply::Submitted { id, note }
+    }
+
+    /// The note for a duplicate SLA submit: where the live instances are.
+    fn already_running(&self, user_id: &str) -> String {
+        let mut hosts = Vec::new();
+        let mut pending = 0;
+        for task in self
+            .instances
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|task_id| self.tasks.get(task_id))
+        {
+            match (&task.hostname, task.phase) {
+                (Some(host), Phase::Active(_) | Phase::Launching) => hosts.push(host.as_str()),
+                _ => pending += 1,
+            }
+        }
+        match (hosts.is_empty(), pending) {
+            (true, _) => "already submitted, pending".to_string(),
+            (false, 0) => format!("already running on {}", hosts.join(", ")),
+            (false, _) => format!("already running on {}; {pending} pending", hosts.join(", ")),
+        }
     }
 
     fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
@@ -483,6 +553,12 @@ impl State {
         for task_id in matched {
             views.push(self.view(&task_id));
             self.kill(&task_id, now, calls);
+        }
+        // A service without a copy is listed as itself: its kill says so.
+        for service_id in &services {
+            if let Some(view) = self.service_view(service_id) {
+                views.push(view);
+            }
         }
         for service_id in services {
             log::info!("service removed id={service_id}");
@@ -549,7 +625,7 @@ impl State {
                 self.subscribed = false;
                 self.reconcile_round = None;
             }
-            MesosEvent::FrameworkRemoved => self.on_framework_removed(),
+            MesosEvent::FrameworkRemoved => self.on_framework_removed(now),
             MesosEvent::CallFailed { call, failure } => {
                 self.on_call_failed(call, failure, now, calls)
             }
@@ -611,7 +687,24 @@ impl State {
         // Replacements waiting for their predecessor count as waiting too:
         // a long filter now would keep them off these nodes later.
         let still_waiting = !placement.unplaced.is_empty() || waiting.len() < self.pending_count();
+        // The registry keeps what each node has left after these launches.
+        for (offer_id, agent_id, placed) in &placement.launches {
+            let offer = offers.iter().find(|offer| &offer.id == offer_id);
+            if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
+                let pieces: Vec<_> = placed
+                    .iter()
+                    .flat_map(|(_, pieces)| pieces.iter().cloned())
+                    .collect();
+                node.offered = placement::remainder(offer, &pieces);
+            }
+        }
+        let unplaced: Vec<TaskId> = placement
+            .unplaced
+            .iter()
+            .map(|(task_id, _)| task_id.clone())
+            .collect();
         let unused = self.apply_placement(placement, &offers, calls);
+        self.explain_pending(&unplaced);
         if !unused.is_empty() {
             let refuse_seconds = self.decline_filter(still_waiting);
             calls.push(Call::Decline {
@@ -631,6 +724,7 @@ impl State {
                 node_type: attribute("nodetype"),
                 node_name: attribute("nodename"),
                 time_of_last_offer: now_secs,
+                offered: offer.clone(),
             };
             if self.nodes.insert(offer.agent_id.clone(), node).is_none() {
                 log::info!(
@@ -677,11 +771,10 @@ impl State {
         offers: &[Offer],
         calls: &mut Vec<Call>,
     ) -> Vec<crate::scheduler::model::OfferId> {
+        // This round's reasons are for the log; the list's come from the
+        // whole registry (`explain_pending`).
         for (task_id, reason) in placement.unplaced {
-            if let Some(task) = self.tasks.get_mut(&task_id) {
-                log::debug!("task not placed task={} reason={reason}", task_id.0);
-                task.pending_reason = Some(reason);
-            }
+            log::debug!("task not placed task={} reason={reason}", task_id.0);
         }
         for (offer_id, agent_id, placed) in placement.launches {
             let hostname = offers
@@ -718,6 +811,56 @@ impl State {
             });
         }
         placement.unused
+    }
+
+    /// Sets why each of `task_ids` waits, judged against the whole node
+    /// registry (every node's last offered resources), so the reason does
+    /// not depend on which offers this round brought.
+    fn explain_pending(&mut self, task_ids: &[TaskId]) {
+        let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
+        // Built once: a round may explain thousands of tasks.
+        let registry = placement::Registry::new(&nodes, &self.role);
+        let reasons: Vec<(TaskId, String)> = task_ids
+            .iter()
+            .filter_map(|task_id| {
+                let task = self.tasks.get(task_id)?;
+                let request = Request {
+                    task_id,
+                    spec: &task.spec,
+                    agent: task.pinned_agent.as_ref(),
+                };
+                Some((task_id.clone(), registry.explain(&request)))
+            })
+            .collect();
+        for (task_id, reason) in reasons {
+            if let Some(task) = self.tasks.get_mut(&task_id) {
+                task.pending_reason = Some(reason);
+            }
+        }
+    }
+
+    /// What a pending task shows: not connected, or waiting for the task it
+    /// replaces (an SLA), comes before the stored placement reason.
+    fn pending_reason(&self, task: &Task) -> Option<String> {
+        if let (false, Some(since)) = (self.subscribed, self.disconnected_since) {
+            return Some(format!(
+                "not connected to the Mesos master since {}",
+                utc_text(since)
+            ));
+        }
+        if let Some(predecessor) = task
+            .waits_for
+            .as_ref()
+            .filter(|id| self.tasks.contains_key(*id))
+        {
+            let why = if task.spec.sla == Sla::Singleton {
+                "singleton"
+            } else {
+                "reshuffle"
+            };
+            return Some(format!("{why}: waiting for {} to end first", predecessor.0));
+        }
+        task.pending_reason.clone()
     }
 
     /// The refuse filter for declined offers: short while work waits, long
@@ -790,7 +933,13 @@ impl State {
             }
             Outcome::DropForGoneNode(agent) => {
                 // A copy for a node that is gone comes back with the node.
-                self.remove_task(task_id);
+                self.end_task(
+                    task_id,
+                    update.state,
+                    &update.message,
+                    &update.reason_name,
+                    now,
+                );
                 self.uncover(&agent);
             }
             Outcome::Restart { restarts } => self.restart(task_id, restarts, &update, now),
@@ -802,7 +951,13 @@ impl State {
                         update.message
                     );
                 }
-                self.remove_task(task_id);
+                self.end_task(
+                    task_id,
+                    update.state,
+                    &update.message,
+                    &update.reason_name,
+                    now,
+                );
             }
         }
     }
@@ -927,7 +1082,13 @@ impl State {
             requested.restart.as_str(),
             delay.as_secs()
         );
-        self.remove_task(task_id);
+        self.end_task(
+            task_id,
+            update.state,
+            &update.message,
+            &update.reason_name,
+            now,
+        );
         let replacement = self.add_task(requested, pinned, None, now);
         if let Some(task) = self.tasks.get_mut(&replacement) {
             task.restarts = restarts;
@@ -1120,7 +1281,7 @@ impl State {
         }
     }
 
-    fn on_framework_removed(&mut self) {
+    fn on_framework_removed(&mut self, now: Now) {
         // The master killed everything of the old framework: what the user
         // still wants goes back to pending under the new one.
         self.framework_id = None;
@@ -1133,7 +1294,8 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect();
         for task_id in killed {
-            self.remove_task(&task_id);
+            let message = "framework removed";
+            self.end_task(&task_id, TaskState::Killed, message, "", now);
         }
         let keys: Vec<String> = self.tasks.keys().map(task_key).collect();
         self.dirty.extend(keys);
@@ -1209,7 +1371,8 @@ impl State {
                         Some(task) if task.phase != Phase::Launching => {}
                         // Killed meanwhile: it never ran, so it is gone.
                         Some(task) if task.is_kill_requested() => {
-                            self.remove_task(&launch.task_id);
+                            let message = "killed before launch";
+                            self.end_task(&launch.task_id, TaskState::Killed, message, "", now);
                         }
                         Some(_) => {
                             self.relaunch(&launch.task_id, &update_reason, now);
@@ -1400,6 +1563,21 @@ impl State {
         self.touch(task_key(&task_id));
         self.touch(META_KEY.to_string());
         self.tasks.insert(task_id.clone(), task);
+        if !self.nodes.is_empty() {
+            // Known nodes give a true reason at once, before the next offers.
+            let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
+            if let Some(task) = self.tasks.get(&task_id) {
+                let request = Request {
+                    task_id: &task_id,
+                    spec: &task.spec,
+                    agent: task.pinned_agent.as_ref(),
+                };
+                let reason = placement::explain(&request, &nodes, &self.role);
+                if let Some(task) = self.tasks.get_mut(&task_id) {
+                    task.pending_reason = Some(reason);
+                }
+            }
+        }
         task_id
     }
 
@@ -1422,7 +1600,7 @@ impl State {
             return;
         };
         if task.phase == Phase::Pending {
-            self.remove_task(task_id);
+            self.end_task(task_id, TaskState::Killed, "killed before launch", "", now);
         } else {
             self.send_kill(task_id, now, calls);
         }
@@ -1569,12 +1747,169 @@ impl State {
             running: task.phase == Phase::Active(TaskState::Running),
             status_message: task.status_message.clone(),
             pending_reason: if task.phase == Phase::Pending {
-                task.pending_reason.clone()
+                self.pending_reason(task)
             } else {
                 None
             },
             restarts: task.restarts,
             crash_looping: task.restarts >= CRASH_LOOP_RESTARTS,
+            ended_at: None,
+            reason: None,
+        }
+    }
+
+    /// What `GET /client/task` lists: live tasks (by id), one-per-node
+    /// services without a copy (so a service is never invisible), then,
+    /// with `ended`, the ended tasks still kept, oldest end first.
+    fn task_list(&self, ended: bool) -> Vec<TaskView> {
+        let mut views: Vec<TaskView> = self.tasks.keys().map(|id| self.view(id)).collect();
+        views.extend(
+            self.services
+                .keys()
+                .filter_map(|service_id| self.service_view(service_id)),
+        );
+        if ended {
+            views.extend(self.ended.iter().map(|ended| ended.view.clone()));
+        }
+        views
+    }
+
+    /// A one-per-node service with no live copy, as a pending entry of the
+    /// list whose `pending_reason` says why; None while it has copies
+    /// (they are listed themselves).
+    fn service_view(&self, service_id: &str) -> Option<TaskView> {
+        let service = self.services.get(service_id)?;
+        if self
+            .instances
+            .get(service_id)
+            .is_some_and(|live| !live.is_empty())
+        {
+            return None;
+        }
+        Some(TaskView {
+            spec: service.spec.clone(),
+            requested: service.spec.clone(),
+            intelligence: Vec::new(),
+            internal_id: TaskId(internal_prefix(service_id)),
+            state: "pending".to_string(),
+            agent_id: None,
+            hostname: None,
+            docker_id: String::new(),
+            docker_name: String::new(),
+            process_id: 0,
+            created_at: 0,
+            request_sent: false,
+            running: false,
+            status_message: String::new(),
+            pending_reason: Some(match (self.subscribed, self.disconnected_since) {
+                (false, Some(since)) => format!(
+                    "not connected to the Mesos master since {}",
+                    utc_text(since)
+                ),
+                _ => self.service_reason(service),
+            }),
+            restarts: 0,
+            crash_looping: false,
+            ended_at: None,
+            reason: None,
+        })
+    }
+
+    /// Why a one-per-node service has no copy, from the node registry.
+    fn service_reason(&self, service: &Service) -> String {
+        let spec = &service.spec;
+        if self.nodes.is_empty() {
+            return "one-per-node: no node has offered yet".to_string();
+        }
+        let wanted = match (spec.node_type.is_empty(), spec.node_name.is_empty()) {
+            (false, _) => format!("nodetype={}", spec.node_type),
+            (true, false) => format!("nodename={}", spec.node_name),
+            (true, true) => String::new(),
+        };
+        let matching: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|node| {
+                (spec.node_type.is_empty() || spec.node_type == node.node_type)
+                    && (spec.node_name.is_empty() || spec.node_name == node.node_name)
+            })
+            .collect();
+        let shown = |nodes: Vec<String>| {
+            let more = nodes.len().saturating_sub(MAX_NODES_IN_REASON);
+            let mut text = nodes
+                .into_iter()
+                .take(MAX_NODES_IN_REASON)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            text
+        };
+        if matching.is_empty() {
+            let known = self
+                .nodes
+                .values()
+                .map(|node| {
+                    format!(
+                        "{} has nodetype={} nodename={}",
+                        node.hostname, node.node_type, node.node_name
+                    )
+                })
+                .collect();
+            return format!(
+                "one-per-node: no known node has {wanted} ({})",
+                shown(known)
+            );
+        }
+        let hosts = matching.iter().map(|node| node.hostname.clone()).collect();
+        format!(
+            "one-per-node: every matching node had its copy and it ended ({})",
+            shown(hosts)
+        )
+    }
+
+    /// Ends a task for good: it leaves the live table (and the disk) and
+    /// stays listed as history for `--keep-finished`.
+    fn end_task(
+        &mut self,
+        task_id: &TaskId,
+        state: TaskState,
+        message: &str,
+        reason: &str,
+        now: Now,
+    ) {
+        if !self.tasks.contains_key(task_id) {
+            return;
+        }
+        let keep = self.keep_finished.unwrap_or(DEFAULT_KEEP_FINISHED);
+        if !keep.is_zero() {
+            let mut view = self.view(task_id);
+            view.state = state.as_str().to_string();
+            view.running = false;
+            view.pending_reason = None;
+            view.crash_looping = false;
+            if !message.is_empty() {
+                view.status_message = message.to_string();
+            }
+            view.reason = (!reason.is_empty()).then(|| reason.to_string());
+            view.ended_at = Some(unix_seconds(now.wall));
+            if self.ended.len() >= MAX_ENDED_TASKS {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(Ended {
+                view,
+                expires: now.instant + keep,
+            });
+        }
+        self.remove_task(task_id);
+    }
+
+    /// Drops the ended tasks whose time is up: they were added in end
+    /// order with one keep duration, so they expire from the front.
+    fn expire_ended(&mut self, now: Instant) {
+        while self.ended.front().is_some_and(|ended| ended.expires <= now) {
+            self.ended.pop_front();
         }
     }
 
@@ -1601,6 +1936,34 @@ fn internal_prefix(user_id: &str) -> String {
 fn restart_delay(restarts: u32) -> Duration {
     let doublings = restarts.saturating_sub(1).min(16);
     (RESTART_BACKOFF_MIN * 2u32.pow(doublings)).min(RESTART_BACKOFF_MAX)
+}
+
+/// `2026-11-26T16:44:28Z` for unix seconds (proleptic Gregorian, UTC).
+fn utc_text(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    // Civil date from days since 1970-01-01, in 400-year eras that start
+    // on March 1st, so the leap day is the last day of an era's year.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 fn unix_seconds(now: SystemTime) -> u64 {

@@ -1561,6 +1561,8 @@ impl Core {
                     "state": state_name(task.state), "cpus": task.resources.cpus(), "mem": task.resources.mem_mb(),
                     "ports": task.resources.ports, "unacknowledged": task.updates.len(),
                     "reachable": reachable,
+                    // What the agent would pass to `docker run --privileged`.
+                    "privileged": task.info.container.docker.privileged(),
                 }));
                 if !task.updates.is_empty() {
                     unacknowledged.insert(task_id.clone(), json!(task.updates.len()));

@@ -49,8 +49,9 @@ fn get(url: &str) -> Value {
     request(&http_agent(), "GET", url, None).1
 }
 
+/// The live tasks (ended ones stay listed as history without `state=active`).
 fn tasks(api: &str) -> Vec<Value> {
-    get(&format!("http://{api}/client/task"))
+    get(&format!("http://{api}/client/task?state=active"))
         .as_array()
         .cloned()
         .unwrap_or_default()

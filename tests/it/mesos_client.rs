@@ -101,6 +101,7 @@ fn docker_task(id: &str) -> TaskSpec {
         }],
         network: NetworkMode::Default,
         restart: Default::default(),
+        privileged: false,
     }
 }
 

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60};
+use crate::support::{
+    http_agent, request, scheduler_config, wait_until, Lab, CADVISOR, DEADLINE, INFLUXDB, STRESS60,
+};
 use charmander::sim::AgentSpec;
 
 fn hosts(tasks: &[Value]) -> Vec<String> {
@@ -285,14 +287,17 @@ fn pending_tasks_say_why() {
             .unwrap_or_default()
     };
     assert!(
-        wait_until(DEADLINE, || reason("nowhere")
-            == "no offer from a node with nodetype=gpu"),
+        wait_until(DEADLINE, || {
+            reason("nowhere")
+                == "no known node has nodetype=gpu (slave1 has nodetype=analytics, \
+                slave2 has nodetype=lab, slave3 has nodetype=lab)"
+        }),
         "{}",
         reason("nowhere")
     );
     assert!(
         wait_until(DEADLINE, || reason("toobig")
-            .starts_with("needs mem 100000, largest offer has ")),
+            .starts_with("needs mem 100000, slave1 offered ")),
         "{}",
         reason("toobig")
     );
@@ -510,4 +515,205 @@ fn a_task_with_spaces_is_killed_by_its_user_id_or_its_internal_id() {
     assert_eq!(status, 200, "{reply}");
     assert!(wait_until(DEADLINE, || lab.tasks_named("c d").is_empty()));
     assert_eq!(lab.tasks_named("ab").len(), 1);
+}
+
+/// The lab's `vector/pcp/pcp-all.json` (contract §6, written here from the
+/// contract's table): one-per-node, privileged, the `/var/log` volume twice,
+/// and a stray `}` after the object that the original's decoder ignored.
+const PCP_ALL: &str = r#"{
+    "id": "pcp-all", "dockerimage": "pcp-all", "mem": "128", "sla": "one-per-node",
+    "notmetered": true, "privileged": true,
+    "volumes": [
+        {"host_path": "/var/log", "container_path": "/var/log", "mode": "rw"},
+        {"host_path": "/var/log", "container_path": "/var/log", "mode": "rw"},
+        {"host_path": "/sys", "container_path": "/sys", "mode": "ro"},
+        {"host_path": "/etc/localtime", "container_path": "/etc/localtime", "mode": "ro"},
+        {"host_path": "/var/lib/docker", "container_path": "/var/lib/docker", "mode": "ro"},
+        {"host_path": "/run", "container_path": "/run", "mode": "rw"}
+    ]
+}
+}"#;
+
+#[test]
+fn privileged_is_listed_and_sent_to_mesos() {
+    let lab = Lab::start();
+    let (status, _) = lab.post("/client/task", PCP_ALL);
+    assert_eq!(status, 202);
+    let copies = lab.wait_running("pcp-all", 3);
+    for task in &copies {
+        assert_eq!(task["privileged"], true, "{task}");
+        assert_eq!(
+            task["TaskInfo"]["container"]["docker"]["privileged"], true,
+            "{task}"
+        );
+    }
+    // The master got DockerInfo.privileged in every launch.
+    let state = lab.sim_state();
+    let launched: Vec<&Value> = state["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|task| task["id"].as_str().unwrap_or("").starts_with("pcp-all-"))
+        .collect();
+    assert_eq!(launched.len(), 3, "{state}");
+    assert!(
+        launched.iter().all(|task| task["privileged"] == true),
+        "{state}"
+    );
+    // A task that does not ask is not privileged.
+    let (status, _) = lab.post("/client/task", STRESS60);
+    assert_eq!(status, 202);
+    let stress = lab.wait_running("stress60", 1);
+    assert_eq!(stress[0]["privileged"], false);
+    let state = lab.sim_state();
+    assert!(
+        state["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .filter(|task| task["id"].as_str().unwrap_or("").starts_with("stress60-"))
+            .all(|task| task["privileged"] == false),
+        "{state}"
+    );
+}
+
+/// Issue 11, item 4: a task that ends stays listed with why, `?state=active`
+/// hides it, and a kill does not match it.
+#[test]
+fn ended_tasks_stay_listed_with_state_reason_and_end_time() {
+    let lab = Lab::start();
+    // The same host port twice: the master refuses the launch (TASK_ERROR).
+    let (status, _) = lab.post(
+        "/client/task",
+        r#"{"id":"twice","dockerimage":"nginx","mem":"10","nodetype":"lab",
+            "ports":[{"host_port":31600,"container_port":80},{"host_port":31600,"container_port":81}]}"#,
+    );
+    assert_eq!(status, 202);
+    let mut twice = Value::Null;
+    let ended = wait_until(DEADLINE, || {
+        twice = lab
+            .all_tasks()
+            .into_iter()
+            .find(|task| task["id"] == "twice")
+            .unwrap_or_default();
+        twice["ended_at"].is_u64()
+    });
+    assert!(ended, "{twice}");
+    assert_eq!(twice["state"], "TASK_ERROR", "{twice}");
+    assert_eq!(twice["reason"], "REASON_TASK_INVALID", "{twice}");
+    assert!(
+        !twice["status_message"].as_str().unwrap_or("").is_empty(),
+        "{twice}"
+    );
+    assert_eq!(twice["Running"], false);
+    assert!(
+        lab.tasks_named("twice").is_empty(),
+        "?state=active hides it"
+    );
+    let (status, _) = lab.delete("/client/task/twice");
+    assert_eq!(status, 404, "an ended task is history, not killed again");
+
+    // A killed task stays listed as TASK_KILLED.
+    let (status, _) = lab.post("/client/task", STRESS60);
+    assert_eq!(status, 202);
+    let stress = lab.wait_running("stress60", 1);
+    let (status, reply) = lab.delete("/client/task/stress60");
+    assert_eq!(status, 200, "{reply}");
+    let killed = wait_until(DEADLINE, || {
+        lab.tasks_named("stress60").is_empty()
+            && lab.all_tasks().iter().any(|task| {
+                task["InternalID"] == stress[0]["InternalID"] && task["state"] == "TASK_KILLED"
+            })
+    });
+    assert!(killed, "{:?}", lab.all_tasks());
+    let (status, _) = lab.delete("/client/task/stress60");
+    assert_eq!(status, 404);
+}
+
+/// Issue 11, item 4: a one-per-node service with no matching node is
+/// listed with why; a duplicate submit says where the copies run.
+#[test]
+fn a_service_without_copies_is_visible_and_a_duplicate_says_where_it_runs() {
+    let lab = Lab::start();
+    let traffic = CADVISOR
+        .replace("\"cadvisor\"", "\"traffic\"")
+        .replace("\"sla\"", "\"nodetype\": \"traffic\", \"sla\"");
+    assert_eq!(lab.post("/client/task", &traffic).0, 202);
+    assert_eq!(lab.post("/client/task", CADVISOR).0, 202);
+    lab.wait_running("cadvisor", 3);
+    let mut listed = Vec::new();
+    let explained = wait_until(DEADLINE, || {
+        listed = lab.tasks_named("traffic");
+        listed.len() == 1
+            && listed[0]["pending_reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("nodetype=traffic"))
+    });
+    assert!(explained, "{listed:?}");
+    assert_eq!(listed[0]["state"], "pending");
+    assert_eq!(listed[0]["sla"], "one-per-node");
+
+    let (status, reply) = lab.post("/client/task", CADVISOR);
+    assert_eq!(
+        (status, reply),
+        (
+            202,
+            json!({"code": 202, "message": "Run task: cadvisor",
+                   "note": "already running on slave1, slave2, slave3"})
+        )
+    );
+    let (status, reply) = lab.delete("/client/task/traffic");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"], "Kill task: traffic", "{reply}");
+    assert!(lab.tasks_named("traffic").is_empty());
+}
+
+/// Issue 11, item 3: a host port outside every offered range is named with
+/// the node, by hostname, and two samples of the same state agree.
+#[test]
+fn a_pending_reason_is_true_and_the_same_twice() {
+    let lab = Lab::start();
+    let (status, _) = lab.post(
+        "/client/task",
+        r#"{"id":"web","dockerimage":"nginx","mem":"64","nodetype":"lab",
+            "ports":[{"host_port":8080,"container_port":80}]}"#,
+    );
+    assert_eq!(status, 202);
+    let reason = |lab: &Lab| {
+        lab.tasks_named("web")
+            .first()
+            .map(|task| task["pending_reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let mut first = String::new();
+    let explained = wait_until(DEADLINE, || {
+        first = reason(&lab);
+        first.starts_with("port 8080 outside the ports slave")
+            && first.ends_with(" offers (31000-32000)")
+    });
+    assert!(explained, "{first}");
+    // Offers keep coming from every node meanwhile; the reason stays.
+    let offers_before = lab.calls("DECLINE");
+    assert!(wait_until(DEADLINE, || lab.calls("DECLINE") > offers_before + 2));
+    assert_eq!(reason(&lab), first);
+    assert_eq!(reason(&lab), first);
+}
+
+/// Issue 11, item 3: without a master a pending task says so, with the time.
+#[test]
+fn a_pending_task_says_the_master_is_not_connected() {
+    // Nothing listens on port 1: every subscribe fails at once.
+    let scheduler = charmander::start(scheduler_config("127.0.0.1:1")).expect("starts");
+    let http = http_agent();
+    let api = |path: &str| format!("http://{}{path}", scheduler.api_addr());
+    let (status, reply) = request(&http, "POST", &api("/client/task"), Some(STRESS60));
+    assert_eq!(status, 202, "{reply}");
+    let (status, tasks) = request(&http, "GET", &api("/client/task"), None);
+    assert_eq!(status, 200);
+    let reason = tasks[0]["pending_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("not connected to the Mesos master since 20") && reason.ends_with('Z'),
+        "{tasks}"
+    );
+    scheduler.shutdown();
 }

@@ -96,8 +96,16 @@ impl Lab {
         state
     }
 
-    /// Every task the scheduler lists.
+    /// Every live task the scheduler lists (`?state=active`: ended tasks
+    /// are history, see `all_tasks`).
     pub fn tasks(&self) -> Vec<Value> {
+        let (status, tasks) = self.get("/client/task?state=active");
+        assert_eq!(status, 200, "task list: {tasks}");
+        tasks.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Everything the scheduler lists, ended tasks included.
+    pub fn all_tasks(&self) -> Vec<Value> {
         let (status, tasks) = self.get("/client/task");
         assert_eq!(status, 200, "task list: {tasks}");
         tasks.as_array().cloned().unwrap_or_default()

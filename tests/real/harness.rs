@@ -406,9 +406,10 @@ impl Scheduler {
         assert_eq!(status, 202, "{body}: {reply}");
     }
 
-    /// Every task the scheduler lists.
+    /// Every live task the scheduler lists (`?state=active`: ended tasks
+    /// stay listed as history without it).
     pub fn tasks(&self) -> Vec<Value> {
-        let (status, tasks) = self.call("GET", "/client/task", None);
+        let (status, tasks) = self.call("GET", "/client/task?state=active", None);
         assert_eq!(status, 200, "task list: {tasks}");
         tasks.as_array().cloned().unwrap_or_default()
     }

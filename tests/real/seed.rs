@@ -264,3 +264,62 @@ fn seed_story_reference_tasks_docker_run_inspect_reshuffle_and_kill() {
         &format!("{}; faults injected 0; lost 0", ledger.line()),
     );
 }
+
+/// A privileged task (the lab's pcp-all): the real agent's `docker run`
+/// carries `--privileged`; one that does not ask runs without it.
+#[test]
+fn privileged_reaches_docker_run() {
+    const TEST: &str = "privileged";
+    let Some(dir) = realmesos(TEST) else { return };
+    let tmp = TempDir::new("privileged");
+    let cluster = Cluster::start(&dir, crate::PORT_PRIVILEGED, ClusterOptions::default());
+    let scheduler = Scheduler::start(
+        &cluster.address(),
+        &tmp.path("state"),
+        &tmp.path("scheduler.log"),
+    );
+    scheduler.submit(
+        r#"{"id":"pcp-all","dockerimage":"pcp-all","mem":"32","sla":"one-per-node",
+            "privileged":true,"volumes":[{"host_path":"/sys","container_path":"/sys","mode":"ro"}]}"#,
+    );
+    scheduler.submit(STRESS60);
+    scheduler.wait_summary(
+        &[("pcp-all", "TASK_RUNNING"), ("stress60", "TASK_RUNNING")],
+        &cluster,
+    );
+    let mut listed = Vec::new();
+    let shown = wait_until(DEADLINE, || {
+        listed = scheduler.tasks();
+        listed.iter().all(|t| t["DockerName"] != "")
+    });
+    assert!(shown, "inspect data missing: {listed:?}");
+    let runs = cluster.docker_runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for task in &listed {
+        let name = text(&task["DockerName"]);
+        let run = runs
+            .iter()
+            .find(|argv| crate::harness::run_container_name(argv).as_deref() == Some(&name))
+            .unwrap_or_else(|| panic!("no docker run named {name} in {runs:?}"));
+        // Only the options (up to `--name <name>`, after which come the
+        // image and its arguments, which could spell it too).
+        let end = run
+            .iter()
+            .position(|w| w == "--name")
+            .map_or(run.len(), |i| (i + 2).min(run.len()));
+        let options = &run[..end];
+        let privileged = options.iter().any(|word| word == "--privileged");
+        assert_eq!(
+            (text(&task["id"]), privileged),
+            (text(&task["id"]), task["id"] == "pcp-all"),
+            "{run:?}"
+        );
+        assert_eq!(task["privileged"], task["id"] == "pcp-all", "{task}");
+    }
+    let ledger = Ledger::of(&cluster);
+    ledger.assert_nothing_twice();
+    report(
+        TEST,
+        &format!("{}; faults injected 0; lost 0", ledger.line()),
+    );
+}

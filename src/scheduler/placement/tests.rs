@@ -35,8 +35,79 @@ fn reservation(role: &str, principal: &str) -> Reservation {
 /// `check` for a framework of `role`.
 #[track_caller]
 fn check_as(role: &str, fixture: &str, expected: &str) {
+    let (offers, tasks) = parse_fixture(fixture);
+    let requests: Vec<Request<'_>> = tasks
+        .iter()
+        .map(|(task_id, spec, agent)| Request {
+            task_id,
+            spec,
+            agent: agent.as_ref(),
+        })
+        .collect();
+    let placement = place(&requests, &offers, role);
+    let mut lines = Vec::new();
+    for (offer_id, agent_id, placed) in &placement.launches {
+        let names: Vec<String> = placed
+            .iter()
+            .map(|(task_id, pieces)| {
+                if pieces.iter().all(|piece| piece.reservation.is_unreserved()) {
+                    return task_id.0.clone();
+                }
+                // Reserved pieces are shown: what the TaskInfo will ask for.
+                let shown: Vec<String> = pieces
+                    .iter()
+                    .map(|piece| {
+                        let amount = match &piece.amount {
+                            Amount::Scalar(value) => format_number(*value),
+                            Amount::Ranges(ranges) => ranges
+                                .iter()
+                                .map(|(begin, end)| format!("{begin}-{end}"))
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        };
+                        let dynamic = piece
+                            .reservation
+                            .dynamic
+                            .as_ref()
+                            .and_then(|info| info.principal.as_deref())
+                            .map(|principal| format!("/{principal}"))
+                            .unwrap_or_default();
+                        format!(
+                            "{}={amount}@{}{dynamic}",
+                            piece.name, piece.reservation.role
+                        )
+                    })
+                    .collect();
+                format!("{}({})", task_id.0, shown.join(" "))
+            })
+            .collect();
+        lines.push(format!(
+            "launch {} {}: {}",
+            offer_id.0,
+            agent_id.0,
+            names.join(" ")
+        ));
+    }
+    for offer_id in &placement.unused {
+        lines.push(format!("decline {}", offer_id.0));
+    }
+    for (task_id, reason) in &placement.unplaced {
+        lines.push(format!("pending {}: {}", task_id.0, reason));
+    }
+    lines.sort();
+    let mut expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    expected.sort();
+    assert_eq!(lines.join("\n"), expected.join("\n"));
+}
+
+/// The offers and tasks of a fixture.
+fn parse_fixture(fixture: &str) -> (Vec<Offer>, Vec<Task>) {
     let mut offers = Vec::new();
-    let mut tasks: Vec<(TaskId, TaskSpec, Option<AgentId>)> = Vec::new();
+    let mut tasks: Vec<Task> = Vec::new();
     for line in fixture
         .lines()
         .map(str::trim)
@@ -109,6 +180,7 @@ fn check_as(role: &str, fixture: &str, expected: &str) {
                         .collect(),
                     network: NetworkMode::Default,
                     restart: Default::default(),
+                    privileged: false,
                 };
                 let agent = fields.get("agent").map(|it| AgentId(it.to_string()));
                 tasks.push((TaskId(id), spec, agent));
@@ -116,73 +188,11 @@ fn check_as(role: &str, fixture: &str, expected: &str) {
             other => panic!("unknown fixture line kind {other}"),
         }
     }
-    let requests: Vec<Request<'_>> = tasks
-        .iter()
-        .map(|(task_id, spec, agent)| Request {
-            task_id,
-            spec,
-            agent: agent.as_ref(),
-        })
-        .collect();
-    let placement = place(&requests, &offers, role);
-    let mut lines = Vec::new();
-    for (offer_id, agent_id, placed) in &placement.launches {
-        let names: Vec<String> = placed
-            .iter()
-            .map(|(task_id, pieces)| {
-                if pieces.iter().all(|piece| piece.reservation.is_unreserved()) {
-                    return task_id.0.clone();
-                }
-                // Reserved pieces are shown: what the TaskInfo will ask for.
-                let shown: Vec<String> = pieces
-                    .iter()
-                    .map(|piece| {
-                        let amount = match &piece.amount {
-                            Amount::Scalar(value) => format_number(*value),
-                            Amount::Ranges(ranges) => ranges
-                                .iter()
-                                .map(|(begin, end)| format!("{begin}-{end}"))
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        };
-                        let dynamic = piece
-                            .reservation
-                            .dynamic
-                            .as_ref()
-                            .and_then(|info| info.principal.as_deref())
-                            .map(|principal| format!("/{principal}"))
-                            .unwrap_or_default();
-                        format!(
-                            "{}={amount}@{}{dynamic}",
-                            piece.name, piece.reservation.role
-                        )
-                    })
-                    .collect();
-                format!("{}({})", task_id.0, shown.join(" "))
-            })
-            .collect();
-        lines.push(format!(
-            "launch {} {}: {}",
-            offer_id.0,
-            agent_id.0,
-            names.join(" ")
-        ));
-    }
-    for offer_id in &placement.unused {
-        lines.push(format!("decline {}", offer_id.0));
-    }
-    for (task_id, reason) in &placement.unplaced {
-        lines.push(format!("pending {}: {}", task_id.0, reason));
-    }
-    lines.sort();
-    let mut expected: Vec<&str> = expected
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    expected.sort();
-    assert_eq!(lines.join("\n"), expected.join("\n"));
+    (offers, tasks)
 }
+
+/// A fixture task: its id, spec and pinned agent.
+type Task = (TaskId, TaskSpec, Option<AgentId>);
 
 const LAB: &str = "
     offer o1 agent=a1 host=slave1 type=analytics name=slave1 cpus=3 mem=2048 ports=31000-32000
@@ -402,5 +412,133 @@ fn only_unreserved_and_own_role_resources_are_used_and_each_piece_keeps_its_rese
         task t3 mem=50 cpus=0.5
         ",
         "launch o3 a3: t3(cpus=0.5@eng/ops mem=50@eng/ops)",
+    );
+}
+
+/// `explain` over a fixture: the offers are the node registry (each
+/// node's last offered resources); one line per task, `<task>: <reason>`.
+#[track_caller]
+fn check_explain(fixture: &str, expected: &str) {
+    let (offers, tasks) = parse_fixture(fixture);
+    let nodes: Vec<&Offer> = offers.iter().collect();
+    let lines: Vec<String> = tasks
+        .iter()
+        .map(|(task_id, spec, agent)| {
+            let request = Request {
+                task_id,
+                spec,
+                agent: agent.as_ref(),
+            };
+            format!("{}: {}", task_id.0, explain(&request, &nodes, "*"))
+        })
+        .collect();
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(lines.join("\n"), expected.join("\n"));
+}
+
+/// See: issue 11, item 3. A task for host port 8080 (outside the offered
+/// 31000-32000) mostly read "no offer from a node with nodetype=lab" while
+/// a lab node had cpus free: the reason came from whichever offers arrived
+/// that round. Against the registry it names the node and the port.
+#[test]
+fn explain_names_the_closest_node_and_the_binding_constraint() {
+    check_explain(
+        &format!(
+            "{LAB}
+            task web mem=100 type=lab ports=8080
+            task big mem=1500 type=lab
+            task wide mem=10 cpus=2.5 type=lab
+            task both mem=2000 cpus=2.5 type=lab ports=31500
+            task fits mem=10 type=lab
+            task db mem=10 type=traffic
+            task x mem=10 name=slave9
+            task copy mem=10 name=slave4 agent=a4
+            task pinned mem=4000 name=slave2 agent=a2
+            "
+        ),
+        "
+        web: port 8080 outside the ports slave2 offers (31000-32000)
+        big: needs mem 1500, slave2 offered 1024
+        wide: needs cpus 2.5, slave2 offered 2
+        both: needs cpus 2.5, slave2 offered 2
+        fits: fits slave2 as last offered, waiting for its next offer
+        db: no known node has nodetype=traffic (slave1 has nodetype=analytics, slave2 has nodetype=lab, slave3 has nodetype=lab)
+        x: no known node has nodename=slave9 (slave1 has nodename=slave1, slave2 has nodename=slave2, slave3 has nodename=slave3)
+        copy: its node slave4 has not offered since it was lost
+        pinned: needs mem 4000, slave2 offered 1024
+        ",
+    );
+    check_explain("task lonely mem=10", "lonely: no node has offered yet");
+}
+
+/// The same registry gives the same reason, whatever the order of the
+/// task list or how often it is asked.
+#[test]
+fn explain_is_stable() {
+    let fixture = format!("{LAB} task web mem=100 type=lab ports=8080");
+    for _ in 0..3 {
+        check_explain(
+            &fixture,
+            "web: port 8080 outside the ports slave2 offers (31000-32000)",
+        );
+    }
+}
+
+#[test]
+fn the_remainder_is_what_the_node_has_left() {
+    let (offers, _) = parse_fixture(
+        "offer o1 agent=a1 host=slave1 cpus=2 mem=1024 ports=31000-32000
+         offer o1 role=eng cpus=1 mem=100",
+    );
+    let unreserved = Reservation::unreserved();
+    let piece = |name, amount| Allocation {
+        name,
+        amount,
+        reservation: unreserved.clone(),
+    };
+    let left = remainder(
+        &offers[0],
+        &[
+            piece("cpus", Amount::Scalar(0.5)),
+            piece("mem", Amount::Scalar(1000.0)),
+            piece(
+                "ports",
+                Amount::Ranges(vec![(31000, 31000), (31500, 31500)]),
+            ),
+        ],
+    );
+    assert_eq!(
+        (
+            left.pools[0].cpus,
+            left.pools[0].mem_mb,
+            &left.pools[0].ports
+        ),
+        (1.5, 24.0, &vec![(31001, 31499), (31501, 32000)])
+    );
+    assert_eq!(
+        left.pools[1], offers[0].pools[1],
+        "another reservation is untouched"
+    );
+    // A port taken from the registry is then "not free", not "outside".
+    let spec = TaskSpec {
+        ports: vec![PortMapping {
+            host_port: 31500,
+            container_port: 80,
+        }],
+        ..parse_fixture("task t mem=10").1[0].1.clone()
+    };
+    let task_id = TaskId("t".to_string());
+    let request = Request {
+        task_id: &task_id,
+        spec: &spec,
+        agent: None,
+    };
+    assert_eq!(
+        explain(&request, &[&left], "*"),
+        "port 31500 not free on slave1"
     );
 }

@@ -340,6 +340,7 @@ pub(super) fn spec_to_json(spec: &TaskSpec) -> Value {
         "ports": spec.ports.iter().map(|p| json!([p.host_port, p.container_port])).collect::<Vec<_>>(),
         "network": spec.network.as_str(),
         "restart": spec.restart.as_str(),
+        "privileged": spec.privileged,
     })
 }
 
@@ -416,5 +417,7 @@ pub(super) fn spec_from_json(value: &Value) -> Result<TaskSpec, String> {
         network,
         restart: RestartPolicy::from_name(value["restart"].as_str().unwrap_or("never"))
             .ok_or("bad restart")?,
+        // Absent in records written before the field existed: not privileged.
+        privileged: value["privileged"].as_bool().unwrap_or(false),
     })
 }

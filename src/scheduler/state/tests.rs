@@ -14,16 +14,16 @@ use crate::scheduler::CallFailure;
 /// printed with `expected`.
 ///
 /// Steps:
-/// - `submit <id> mem=<m> [cpus=] [type=] [name=] [sla=singleton|one-per-node] [ports=p,q] [reshuffle]`
+/// - `submit <id> mem=<m> [cpus=] [type=] [name=] [sla=singleton|one-per-node] [ports=p,q] [reshuffle] [privileged]`
 /// - `subscribed` / `disconnected` / `removed`
 /// - `offer <agent>...`: one OFFERS event with the lab agents named (slave1, slave2, slave3, slave4)
-/// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker]`
+/// - `update <task-prefix> <STATE> [ack] [invalid] [reconcile] [docker] [reason=REASON_…] [message=…]`
 /// - `kill <prefix>` / `reshuffle [dry]` / `tick <seconds later>` (both clocks)
 /// - `wall <+/-seconds>`: only the wall clock steps, then a tick
 /// - `restart`: the state is restored from the journal so far, then a tick
 /// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
 /// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
-/// - `lost <agent>` / `tasks` / `nodes`
+/// - `lost <agent>` / `tasks` (`?state=active`) / `all` (ended tasks too) / `nodes`
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
@@ -71,7 +71,8 @@ fn check(script: &str, expected: &str) {
                 }),
                 true,
             ),
-            "tasks" => (api(ApiRequest::ListTasks), true),
+            "tasks" => (api(ApiRequest::ListActiveTasks), true),
+            "all" => (api(ApiRequest::ListTasks), true),
             "nodes" => (api(ApiRequest::ListNodes), true),
             "intel" => {
                 let raw = words.get(3).copied().unwrap_or("").to_string();
@@ -268,6 +269,7 @@ fn spec(words: &[&str]) -> TaskSpec {
             .collect(),
         network: NetworkMode::Default,
         restart: RestartPolicy::from_name(get("restart")).unwrap_or_default(),
+        privileged: fields.contains_key("privileged"),
     }
 }
 
@@ -324,10 +326,25 @@ fn update(state: &State, words: &[&str]) -> TaskUpdate {
         } else {
             StatusReason::Other
         },
+        reason_name: if flags.contains(&"invalid") {
+            "REASON_INVALID_OFFERS".to_string()
+        } else if flags.contains(&"reconcile") {
+            "REASON_RECONCILIATION".to_string()
+        } else {
+            flags
+                .iter()
+                .find_map(|flag| flag.strip_prefix("reason="))
+                .unwrap_or("")
+                .to_string()
+        },
         message: if flags.contains(&"invalid") {
             "Task launched with invalid offers: Offer o1 is no longer valid".to_string()
         } else {
-            String::new()
+            flags
+                .iter()
+                .find_map(|flag| flag.strip_prefix("message="))
+                .unwrap_or("")
+                .replace('_', " ")
         },
         uuid: flags.contains(&"ack").then(|| vec![7; 16]),
         docker: flags.contains(&"docker").then(|| DockerInfo {
@@ -417,13 +434,29 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         if view.crash_looping {
             line.push_str(" crash-looping");
         }
+        if view.spec.privileged {
+            line.push_str(" privileged");
+        }
         if let Some(reason) = &view.pending_reason {
             line.push_str(&format!(" ({reason})"));
+        }
+        if let Some(at) = view.ended_at {
+            line.push_str(&format!(" ended_at={at}"));
+        }
+        if let Some(reason) = &view.reason {
+            line.push_str(&format!(" reason={reason}"));
+        }
+        if view.ended_at.is_some() && !view.status_message.is_empty() {
+            line.push_str(&format!(" message={:?}", view.status_message));
         }
         line
     };
     match reply {
-        ApiReply::Submitted { id } => vec![format!("  = submitted {id}")],
+        ApiReply::Submitted { id, note: None } => vec![format!("  = submitted {id}")],
+        ApiReply::Submitted {
+            id,
+            note: Some(note),
+        } => vec![format!("  = submitted {id} ({note})")],
         ApiReply::Tasks(views) => views.iter().map(task_line).collect(),
         ApiReply::Killed(views) => views
             .iter()
@@ -575,11 +608,12 @@ fn singleton_keeps_one_instance_and_one_per_node_covers_late_nodes() {
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton ports=31400,31410
           = submitted influxdb
         > submit influxdb mem=100 cpus=1 type=analytics sla=singleton
-          = submitted influxdb
+          = submitted influxdb (already submitted, pending)
         > submit cadvisor mem=50 sla=one-per-node ports=31500
           = submitted cadvisor
         > tasks
           = influxdb-1000000000000 pending - (waiting for offers)
+          = cadvisor pending - (one-per-node: no node has offered yet)
         > offer slave1 slave2
           LAUNCH on slave1: influxdb-1000000000000 cadvisor-1000000000001
           LAUNCH on slave2: cadvisor-1000000000002
@@ -867,7 +901,7 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
           SUPPRESS
         > removed
         > tasks
-          = a-1000000000000 pending - (waiting for offers)
+          = a-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
         ",
     );
 }
@@ -913,7 +947,7 @@ fn intelligence_changes_mem_node_and_sla_of_a_resubmitted_task() {
         > submit lookbusy200 mem=300 type=lab
           = submitted lookbusy200
         > submit lookbusy200 mem=300 type=lab
-          = submitted lookbusy200
+          = submitted lookbusy200 (already submitted, pending)
         > offer slave1 slave2 slave3
           LAUNCH on slave3: lookbusy200-1000000000000
           DECLINE o1 o2 refuse=120
@@ -1294,6 +1328,7 @@ fn a_task_whose_agent_the_master_does_not_know_is_relaunched_and_its_copy_droppe
         > update mon TASK_UNKNOWN reconcile
         > tasks
           = a-1120000000000 pending - (relaunching after TASK_UNKNOWN: )
+          = mon pending - nodename=slave2 (one-per-node: no node has offered yet)
         > offer slave2
           LAUNCH on slave2: a-1120000000000 mon-1120000000002
         ",
@@ -1504,6 +1539,7 @@ fn update_outcomes() {
                 Some(&"invalid") => StatusReason::InvalidOffers,
                 _ => StatusReason::Other,
             },
+            reason_name: String::new(),
             message: String::new(),
             agent_id: Some(AgentId("slave2".to_string())),
             uuid: None,
@@ -1814,9 +1850,9 @@ fn a_retried_idempotency_key_creates_nothing_until_its_window_ends() {
         > submit web mem=10
           = submitted web
         > tasks
-          = web-1000000000000 pending - (waiting for offers)
-          = web-1000000000001 pending - (waiting for offers)
-          = web-1000000000002 pending - (waiting for offers)
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+          = web-1000000000001 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+          = web-1000000000002 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
         > restart
         > submit web mem=10 key=k1
           = submitted web
@@ -1829,10 +1865,10 @@ fn a_retried_idempotency_key_creates_nothing_until_its_window_ends() {
         > submit web mem=10 key=k1
           = submitted web
         > tasks
-          = web-1000000000000 pending - (waiting for offers)
-          = web-1000000000001 pending - (waiting for offers)
-          = web-1000000000002 pending - (waiting for offers)
-          = web-87400000000000 pending - (waiting for offers)
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+          = web-1000000000001 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+          = web-1000000000002 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+          = web-87400000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
         "#,
     );
 }
@@ -1879,8 +1915,8 @@ fn an_idempotency_key_keeps_what_is_left_of_its_window_across_a_restart() {
         > submit web mem=10 key=k1
           = submitted web
         > tasks
-          = web-1000000000000 pending - (waiting for offers)
-          = web-87400000000000 pending - (waiting for offers)
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:00:00Z)
+          = web-87400000000000 pending - (not connected to the Mesos master since 1970-01-01T00:00:00Z)
         ",
     );
 }
@@ -1910,5 +1946,342 @@ fn reset_forgets_idempotency_keys() {
         state.task_count(),
         1,
         "the retry after the reset is a new task"
+    );
+}
+
+#[test]
+fn privileged_survives_a_restart() {
+    check(
+        "
+        submit pcp-all mem=128 sla=one-per-node privileged
+        subscribed
+        offer slave2
+        restart
+        tasks
+        ",
+        "
+        > submit pcp-all mem=128 sla=one-per-node privileged
+          = submitted pcp-all
+        > subscribed
+          RECONCILE all
+        > offer slave2
+          LAUNCH on slave2: pcp-all-1000000000000
+        > restart
+        > tasks
+          = pcp-all-1000000000000 launching slave2 nodename=slave2 privileged
+        ",
+    );
+}
+
+#[test]
+fn ended_tasks_stay_listed_with_why_then_go() {
+    check(
+        "
+        subscribed
+        submit web mem=100 type=lab
+        submit bad mem=10 type=lab
+        submit db mem=10 type=analytics
+        offer slave2
+        update web TASK_RUNNING ack
+        update bad TASK_ERROR ack reason=REASON_TASK_INVALID message=port_31500_twice
+        update web TASK_FINISHED ack reason=REASON_COMMAND_EXECUTOR_FAILED
+        kill db
+        tasks
+        all
+        kill web
+        kill ba
+        disconnected
+        subscribed
+        tick 3599
+        all
+        tick 1
+        all
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit web mem=100 type=lab
+          = submitted web
+        > submit bad mem=10 type=lab
+          = submitted bad
+        > submit db mem=10 type=analytics
+          = submitted db
+        > offer slave2
+          LAUNCH on slave2: web-1000000000000 bad-1000000000001
+        > update web TASK_RUNNING ack
+          ACK web-1000000000000
+        > update bad TASK_ERROR ack reason=REASON_TASK_INVALID message=port_31500_twice
+          ACK bad-1000000000001
+        > update web TASK_FINISHED ack reason=REASON_COMMAND_EXECUTOR_FAILED
+          ACK web-1000000000000
+        > kill db
+          SUPPRESS
+          = killing db-1000000000002
+        > tasks
+        > all
+          = bad-1000000000001 TASK_ERROR slave2 ended_at=1000 reason=REASON_TASK_INVALID message=\"port 31500 twice\"
+          = web-1000000000000 TASK_FINISHED slave2 ended_at=1000 reason=REASON_COMMAND_EXECUTOR_FAILED
+          = db-1000000000002 TASK_KILLED - ended_at=1000 message=\"killed before launch\"
+        > kill web
+          = not found: no task id starts with web
+        > kill ba
+          = not found: no task id starts with ba
+        > disconnected
+        > subscribed
+          RECONCILE all
+        > tick 3599
+          RECONCILE all
+        > all
+          = bad-1000000000001 TASK_ERROR slave2 ended_at=1000 reason=REASON_TASK_INVALID message=\"port 31500 twice\"
+          = web-1000000000000 TASK_FINISHED slave2 ended_at=1000 reason=REASON_COMMAND_EXECUTOR_FAILED
+          = db-1000000000002 TASK_KILLED - ended_at=1000 message=\"killed before launch\"
+        > tick 1
+        > all
+        ",
+    );
+}
+
+#[test]
+fn a_one_per_node_service_is_visible_and_a_duplicate_says_where_it_runs() {
+    check(
+        "
+        subscribed
+        submit traffic mem=10 sla=one-per-node type=traffic
+        submit cadvisor mem=10 sla=one-per-node
+        offer slave1 slave2
+        tasks
+        submit cadvisor mem=10 sla=one-per-node
+        kill traffic
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit traffic mem=10 sla=one-per-node type=traffic
+          = submitted traffic
+        > submit cadvisor mem=10 sla=one-per-node
+          = submitted cadvisor
+        > offer slave1 slave2
+          LAUNCH on slave1: cadvisor-1000000000000
+          LAUNCH on slave2: cadvisor-1000000000001
+        > tasks
+          = cadvisor-1000000000000 launching slave1 nodename=slave1
+          = cadvisor-1000000000001 launching slave2 nodename=slave2
+          = traffic pending - (one-per-node: no known node has nodetype=traffic (slave1 has nodetype=analytics nodename=slave1, slave2 has nodetype=lab nodename=slave2))
+        > submit cadvisor mem=10 sla=one-per-node
+          = submitted cadvisor (already running on slave1, slave2)
+        > kill traffic
+          = killing traffic
+        > tasks
+          = cadvisor-1000000000000 launching slave1 nodename=slave1
+          = cadvisor-1000000000001 launching slave2 nodename=slave2
+        ",
+    );
+}
+
+#[test]
+fn a_restarted_task_leaves_its_ended_instance_listed() {
+    check(
+        "
+        subscribed
+        submit web mem=10 type=lab restart=always
+        offer slave2
+        update web TASK_RUNNING ack
+        update web TASK_FAILED ack reason=REASON_COMMAND_EXECUTOR_FAILED message=exit_1
+        all
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit web mem=10 type=lab restart=always
+          = submitted web
+        > offer slave2
+          LAUNCH on slave2: web-1000000000000
+          SUPPRESS
+        > update web TASK_RUNNING ack
+          ACK web-1000000000000
+        > update web TASK_FAILED ack reason=REASON_COMMAND_EXECUTOR_FAILED message=exit_1
+          ACK web-1000000000000
+          REVIVE
+        > all
+          = web-1000000000001 pending - restarts=1 (restart 1 after TASK_FAILED: exit 1, not before 1s from now)
+          = web-1000000000000 TASK_FAILED slave2 ended_at=1000 reason=REASON_COMMAND_EXECUTOR_FAILED message=\"exit 1\"
+        ",
+    );
+}
+
+/// Retention is bounded: at most `MAX_ENDED_TASKS`, the oldest go first,
+/// and a zero `--keep-finished` keeps none.
+#[test]
+fn ended_tasks_are_capped_oldest_first() {
+    let run = |keep: Option<Duration>, count: usize| {
+        let mut state = State::new(None);
+        if let Some(keep) = keep {
+            state.set_keep_finished(keep);
+        }
+        let mut now = Now {
+            instant: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_secs(1000),
+        };
+        let ask = |state: &mut State, now: Now, request| {
+            let turn = state.handle_event(api(request), now);
+            turn.replies
+                .into_iter()
+                .next()
+                .map(|(_, reply)| reply)
+                .expect("a reply")
+        };
+        for n in 0..count {
+            now.wall += Duration::from_secs(1);
+            ask(
+                &mut state,
+                now,
+                ApiRequest::Submit {
+                    spec: spec(&[&format!("t{n}"), "mem=10"]),
+                    idempotency_key: None,
+                },
+            );
+            ask(
+                &mut state,
+                now,
+                ApiRequest::Kill {
+                    id_prefix: format!("t{n}-"),
+                },
+            );
+        }
+        let ApiReply::Tasks(views) = ask(&mut state, now, ApiRequest::ListTasks) else {
+            panic!("a task list");
+        };
+        views
+            .iter()
+            .map(|view| view.spec.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let listed = run(None, MAX_ENDED_TASKS + 2);
+    assert_eq!(listed.len(), MAX_ENDED_TASKS);
+    assert_eq!(
+        (
+            listed.first().map(String::as_str),
+            listed.last().map(String::as_str)
+        ),
+        (Some("t2"), Some("t1001"))
+    );
+    assert!(run(Some(Duration::ZERO), 3).is_empty());
+}
+
+#[test]
+fn utc_text_is_iso_8601() {
+    for (secs, text) in [
+        (0, "1970-01-01T00:00:00Z"),
+        (1000, "1970-01-01T00:16:40Z"),
+        (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_795_706_668, "2026-11-26T15:24:28Z"),
+        (4_102_444_799, "2099-12-31T23:59:59Z"),
+    ] {
+        assert_eq!(utc_text(secs), text);
+    }
+}
+
+/// See: issue 11, item 3. The reason came from whichever offers arrived in
+/// a round, so it flipped between samples; now it is judged against the
+/// node registry and stays put while the registry does.
+#[test]
+fn pending_reasons_come_from_the_registry_and_are_stable() {
+    check(
+        "
+        submit web mem=100 type=lab ports=8080
+        tasks
+        subscribed
+        offer slave1
+        tasks
+        offer slave2
+        tasks
+        offer slave3
+        tasks
+        offer slave1
+        tasks
+        tasks
+        disconnected
+        tick 5
+        tasks
+        ",
+        "
+        > submit web mem=100 type=lab ports=8080
+          = submitted web
+        > tasks
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+        > subscribed
+          RECONCILE all
+        > offer slave1
+          DECLINE o1 refuse=5
+        > tasks
+          = web-1000000000000 pending - (no known node has nodetype=lab (slave1 has nodetype=analytics))
+        > offer slave2
+          DECLINE o2 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > offer slave3
+          DECLINE o3 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > offer slave1
+          DECLINE o4 refuse=5
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > tasks
+          = web-1000000000000 pending - (port 8080 outside the ports slave2 offers (31000-32000))
+        > disconnected
+        > tick 5
+        > tasks
+          = web-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
+        ",
+    );
+}
+
+#[test]
+fn pending_reasons_name_cpus_mem_and_the_singleton_predecessor() {
+    check(
+        "
+        subscribed
+        submit db mem=100 sla=singleton type=lab
+        offer slave2 slave3
+        update db TASK_RUNNING ack
+        submit wide mem=10 cpus=1.95 type=lab
+        submit big mem=2000 type=lab
+        kill db
+        submit db mem=100 sla=singleton type=lab
+        offer slave2 slave3
+        tasks
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit db mem=100 sla=singleton type=lab
+          = submitted db
+        > offer slave2 slave3
+          LAUNCH on slave2: db-1000000000000
+          DECLINE o2 refuse=120
+          SUPPRESS
+        > update db TASK_RUNNING ack
+          ACK db-1000000000000
+        > submit wide mem=10 cpus=1.95 type=lab
+          REVIVE
+          = submitted wide
+        > submit big mem=2000 type=lab
+          = submitted big
+        > kill db
+          KILL db-1000000000000
+          = killing db-1000000000000
+        > submit db mem=100 sla=singleton type=lab
+          = submitted db
+        > offer slave2 slave3
+          LAUNCH on slave2: wide-1000000000001
+          DECLINE o4 refuse=5
+        > tasks
+          = big-1000000000002 pending - (needs mem 2000, slave3 offered 1024)
+          = db-1000000000000 TASK_RUNNING slave2
+          = db-1000000000003 pending - (singleton: waiting for db-1000000000000 to end first)
+          = wide-1000000000001 launching slave2
+        ",
     );
 }
