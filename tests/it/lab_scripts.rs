@@ -229,10 +229,10 @@ fn the_lab_scripts_bring_up_the_analytics_stack() {
     assert_eq!(state["duplicate_launches"], 0, "{state}");
 }
 
-/// See: issue 11, item 5 (delivered by another helper). Enable when
-/// `privileged` is on main: pcp-all.json sets it and PCP needs it.
+/// See: issue 11, item 5. pcp-all.json sets `"privileged": true` (PCP
+/// reads host counters) and the original dropped it: every copy is listed
+/// privileged and its TaskInfo asks Docker for it.
 #[test]
-#[ignore = "enable once `privileged` (issue 11, item 5) is merged"]
 fn pcp_all_is_privileged() {
     let lab = lab();
     let scripts = Scripts::new(&lab);
