@@ -25,6 +25,9 @@ pub const MAX_MASTERS: usize = 16;
 /// The largest secret file we read.
 const MAX_SECRET_FILE: u64 = 4096;
 
+/// The largest `--sim-agents` file we read (a 1,000-agent lab is ~150 KiB).
+pub const MAX_SIM_AGENTS_FILE: u64 = 1024 * 1024;
+
 pub const USAGE: &str = "\
 charmander-scheduler: a Mesos framework for the Charmander scheduling lab
 
@@ -38,6 +41,9 @@ Flags:
   --listen ADDR:PORT        REST API address (default 0.0.0.0:7075)
   --sim                     start a simulated Charmander lab (mesos-sim with
                             slave1..slave3) in-process and use it as the master
+  --sim-agents FILE         with --sim: the simulated agents, in mesos-sim's
+                            --agents JSON (docs/lab-agents.json is the lab's
+                            four nodes, slave4 nodetype=traffic)
   --framework-name NAME     FrameworkInfo.name (default \"Charmander Scheduler\")
   --user USER               FrameworkInfo.user (default root)
   --role ROLE               FrameworkInfo.role (default *); checked as Mesos
@@ -80,6 +86,9 @@ pub struct Config {
     pub master: String,
     pub listen: String,
     pub sim: bool,
+    /// `--sim-agents`: the simulated lab's agents; `None` is the built-in
+    /// three-node lab (`sim::charmander_lab`).
+    pub sim_agents: Option<Vec<crate::sim::AgentSpec>>,
     pub framework_name: String,
     pub user: String,
     pub role: String,
@@ -126,6 +135,7 @@ impl Default for Config {
             master: "127.0.0.1:5050".to_string(),
             listen: "0.0.0.0:7075".to_string(),
             sim: false,
+            sim_agents: None,
             framework_name: "Charmander Scheduler".to_string(),
             user: "root".to_string(),
             role: "*".to_string(),
@@ -170,6 +180,11 @@ pub enum Error {
         path: String,
         why: String,
     },
+    /// A `--sim-agents` file that cannot be read or is not an agent list.
+    AgentsFile {
+        path: String,
+        why: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -181,6 +196,7 @@ impl fmt::Display for Error {
                 write!(f, "bad value {value:?} for {flag}: {why}")
             }
             Error::SecretFile { path, why } => write!(f, "cannot read secret file {path}: {why}"),
+            Error::AgentsFile { path, why } => write!(f, "--sim-agents {path}: {why}"),
         }
     }
 }
@@ -193,6 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
     let mut principal = None;
     let mut secret_file = None;
     let mut state_dir = None;
+    let mut sim_agents = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -211,6 +228,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
             "--sim" => config.sim = true,
+            "--sim-agents" => sim_agents = Some(value("--sim-agents")?),
             "--master" => config.master = master_list(value("--master")?)?,
             "--listen" => config.listen = host_port("--listen", value("--listen")?)?,
             "--framework-name" => {
@@ -299,6 +317,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             _ => return Err(Error::UnknownFlag(arg)),
         }
     }
+    config.sim_agents = match sim_agents {
+        None => None,
+        Some(path) if !config.sim => {
+            return Err(bad("--sim-agents", &path, "only with --sim"));
+        }
+        Some(path) => Some(read_agents(&path)?),
+    };
     // The simulated lab lives in memory, so by default its state does too.
     config.state_dir = match (state_dir, config.sim) {
         (Some(dir), _) => Some(dir.into()),
@@ -428,6 +453,29 @@ fn read_secret(path: &str) -> Result<String, Error> {
     Ok(secret)
 }
 
+/// A `--sim-agents` file: mesos-sim's `--agents` JSON, at most
+/// `MAX_SIM_AGENTS_FILE` bytes.
+fn read_agents(path: &str) -> Result<Vec<crate::sim::AgentSpec>, Error> {
+    use std::io::Read;
+    let error = |why: String| Error::AgentsFile {
+        path: path.to_string(),
+        why,
+    };
+    let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
+    let mut text = String::new();
+    file.take(MAX_SIM_AGENTS_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|err| error(err.to_string()))?;
+    if text.len() as u64 > MAX_SIM_AGENTS_FILE {
+        return Err(error(format!("larger than {MAX_SIM_AGENTS_FILE} bytes")));
+    }
+    let agents = crate::sim::parse_agents_json(&text).map_err(error)?;
+    if agents.is_empty() {
+        return Err(error("lists no agents".to_string()));
+    }
+    Ok(agents)
+}
+
 fn default_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -526,6 +574,76 @@ mod tests {
             "--api-token-file /nonexistent/t",
             "cannot read secret file /nonexistent/t: No such file or directory (os error 2)",
         );
+    }
+
+    /// See: issue 11, item 6. `--sim` was fixed at three nodes, so traffic
+    /// experiments (nodetype=traffic, slave4) stayed pending in the demo.
+    #[test]
+    fn sim_agents_come_from_a_file() {
+        let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/lab-agents.json");
+        let Ok(Parsed::Run(config)) = parse(args(&format!("--sim --sim-agents {lab}"))) else {
+            panic!("the documented lab must parse")
+        };
+        let agents = config.sim_agents.expect("agents from the file");
+        let nodes: Vec<(&str, &str)> = agents
+            .iter()
+            .map(|agent| {
+                let nodetype = agent
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| k == "nodetype")
+                    .map_or("", |(_, v)| v.as_str());
+                (agent.hostname.as_str(), nodetype)
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("slave1", "analytics"),
+                ("slave2", "lab"),
+                ("slave3", "lab"),
+                ("slave4", "traffic")
+            ]
+        );
+        let Ok(Parsed::Run(config)) = parse(args("--sim")) else {
+            panic!("--sim alone must parse")
+        };
+        assert_eq!(config.sim_agents, None, "the built-in lab is the default");
+        check_error(
+            &format!("--sim-agents {lab}"),
+            &format!("bad value \"{lab}\" for --sim-agents: only with --sim"),
+        );
+        check_error(
+            "--sim --sim-agents /nonexistent/agents.json",
+            "--sim-agents /nonexistent/agents.json: No such file or directory (os error 2)",
+        );
+        let dir = std::env::temp_dir().join(format!("charmander-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (name, text, why) in [
+            ("empty.json", "[]", "lists no agents"),
+            ("object.json", "{}", "expected a JSON list of agents"),
+            (
+                "nohost.json",
+                r#"[{"cpus":1,"mem":1}]"#,
+                "agent 0: missing \"hostname\"",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            let path = path.display().to_string();
+            check_error(
+                &format!("--sim --sim-agents {path}"),
+                &format!("--sim-agents {path}: {why}"),
+            );
+        }
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_SIM_AGENTS_FILE as usize + 1]).expect("write");
+        let big = big.display().to_string();
+        check_error(
+            &format!("--sim --sim-agents {big}"),
+            &format!("--sim-agents {big}: larger than {MAX_SIM_AGENTS_FILE} bytes"),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// See: issue 8, finding 8. One address was all a lab with three

@@ -88,18 +88,17 @@ pub(crate) fn connection_budget(max: usize, open_files: Option<u64>) -> usize {
 }
 
 /// Binds `listen` (port 0 picks a free port) and starts a tiny_http server
-/// within `limits`. `what` names the server in the log.
+/// within `limits`. `what` names the server in the log. Both servers take
+/// their address from a `--listen` flag, so an error names the flag and the
+/// address the way the user typed them: `--listen 0.0.0.0:7075: Address
+/// already in use (os error 98)`.
 pub(crate) fn serve(
     listen: &str,
     limits: &ServerLimits,
     what: &str,
 ) -> io::Result<tiny_http::Server> {
-    let listener = listener_with_write_timeout(listen, limits.write_timeout).map_err(|err| {
-        io::Error::new(
-            err.kind(),
-            format!("{what} cannot listen on {listen}: {err}"),
-        )
-    })?;
+    let listener = listener_with_write_timeout(listen, limits.write_timeout)
+        .map_err(|err| io::Error::new(err.kind(), format!("--listen {listen}: {err}")))?;
     let max_connections = connection_budget(
         limits.max_connections,
         crate::rlimit::open_files().ok().map(|limit| limit.soft),
@@ -113,7 +112,7 @@ pub(crate) fn serve(
     bounds.max_drain_bytes = limits.max_drain_bytes;
     bounds.max_connections = Some(max_connections);
     let server = tiny_http::Server::from_listener_with_limits(listener, None, bounds)
-        .map_err(|err| io::Error::other(format!("{what} cannot serve on {listen}: {err}")))?;
+        .map_err(|err| io::Error::other(format!("--listen {listen}: {what}: {err}")))?;
     log::debug!("{what} http limits={limits:?} connection_budget={max_connections}");
     Ok(server)
 }

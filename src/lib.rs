@@ -5,7 +5,8 @@
 //! `start` wires the threads together; `main.rs` and the integration tests
 //! both use it, so the tests run exactly the production wiring.
 
-// `deny`, not `forbid`: `rlimit` alone allows it (two libc calls std lacks).
+// `deny`, not `forbid`: `rlimit` and `signals` alone allow it (libc calls
+// std lacks).
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -19,6 +20,10 @@ pub mod redis;
 #[allow(unsafe_code)]
 mod rlimit;
 pub mod scheduler;
+// `pthread_sigmask`/`sigwait` for a graceful stop on SIGTERM and SIGINT
+// (ARCHITECTURE.md, "Threads and shutdown").
+#[allow(unsafe_code)]
+mod signals;
 pub mod sim;
 pub mod store;
 
@@ -36,6 +41,7 @@ use crate::scheduler::{
     State, API_INBOX_CAPACITY, COMMITTED_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY,
     OUTBOX_CAPACITY,
 };
+pub use crate::signals::Signal;
 
 /// Raises the soft open-file limit to the hard one: every client connection
 /// costs a descriptor, and systemd's default soft limit is 1024. The HTTP
@@ -65,6 +71,15 @@ pub fn init_logging(level: log::LevelFilter) {
     std::panic::set_hook(Box::new(|info| {
         log::error!("panic: {info}");
     }));
+}
+
+/// Blocks SIGTERM and SIGINT and starts the `signals` thread, which sends
+/// the first of them on the returned channel for `Running::wait_or_stop`; a
+/// second one while stopping ends the process at once. `main` calls it
+/// before anything starts a thread (see `signals`). Unsupported off 64-bit
+/// Linux: the signals then keep their default action.
+pub fn stop_signals() -> io::Result<Receiver<Signal>> {
+    signals::stop_requests()
 }
 
 /// Why a running scheduler stopped on its own. `Running::wait` returns it
@@ -127,6 +142,10 @@ pub fn start(config: Config) -> io::Result<Running> {
     let sim = if config.sim {
         let lab = sim::SimConfig {
             listen: "127.0.0.1:0".to_string(),
+            agents: config
+                .sim_agents
+                .clone()
+                .unwrap_or_else(sim::charmander_lab),
             ..sim::SimConfig::default()
         };
         Some(sim::Master::start(lab)?)
@@ -197,6 +216,13 @@ pub fn start(config: Config) -> io::Result<Running> {
         "charmander-scheduler api=http://{} master={master}",
         api.addr()
     );
+    if let Some(sim) = &sim {
+        log::info!(
+            "--sim: simulated master state=http://{}/sim/state agents={}",
+            sim.addr(),
+            lab_summary(config.sim_agents.as_deref())
+        );
+    }
     Ok(Running {
         api: Some(api),
         bridge,
@@ -220,12 +246,24 @@ impl Running {
     /// Mesos connection fails for good, or the journal cannot save the state;
     /// that error is returned after everything has stopped, for `main` to
     /// turn into the exit code.
-    pub fn wait(mut self) -> Result<(), Failure> {
+    pub fn wait(self) -> Result<(), Failure> {
+        self.wait_or_stop(&crossbeam_channel::never()).map(|_| ())
+    }
+
+    /// `wait`, and a graceful stop when `stop` delivers a signal: the REST
+    /// workers stop taking requests (one busy with a request answers it
+    /// first), the state thread finishes its turn, the journal makes durable
+    /// every turn it was given, and the Mesos connection closes without a
+    /// TEARDOWN, so the framework stays registered and its tasks keep running
+    /// for the failover timeout. Returns the signal once all that is done
+    /// (logged in one line), or the failure if the flush itself failed.
+    pub fn wait_or_stop(mut self, stop: &Receiver<Signal>) -> Result<Option<Signal>, Failure> {
         let mut fatal = self
             .connection
             .as_ref()
             .map_or_else(crossbeam_channel::never, Connection::fatal);
         let mut journal_failed = self.journal_failed.clone();
+        let mut stop = stop.clone();
         loop {
             select! {
                 recv(fatal) -> error => match error {
@@ -243,6 +281,11 @@ impl Running {
                     }
                     Err(_) => journal_failed = crossbeam_channel::never(),
                 },
+                recv(stop) -> signal => match signal {
+                    Ok(signal) => return self.stop_on(signal),
+                    // No more signals will come (the signals thread ended).
+                    Err(_) => stop = crossbeam_channel::never(),
+                },
                 recv(self.state_done) -> _ => break,
             }
         }
@@ -250,12 +293,31 @@ impl Running {
         self.stop();
         match self.journal_failed.try_recv() {
             Ok(error) => Err(Failure::StateNotSaved(error)),
-            Err(_) => Ok(()),
+            Err(_) => Ok(None),
         }
     }
 
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// The graceful stop of `wait_or_stop`, and its one log line.
+    fn stop_on(&mut self, signal: Signal) -> Result<Option<Signal>, Failure> {
+        let with_sim = self.sim.is_some();
+        self.stop();
+        if let Ok(error) = self.journal_failed.try_recv() {
+            return Err(Failure::StateNotSaved(error));
+        }
+        log::info!(
+            "stopped on {signal}: requests refused, last turn saved, journal flushed; \
+             the framework stays registered and its tasks keep running{}",
+            if with_sim {
+                " (--sim: the simulated lab ends with us)"
+            } else {
+                ""
+            }
+        );
+        Ok(Some(signal))
     }
 
     /// Stops in dependency order: the REST workers and the bridge hold the
@@ -296,6 +358,36 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The most agents the `--sim` startup line names; the rest are counted.
+const MAX_LOGGED_AGENTS: usize = 8;
+
+/// The simulated lab's nodes for the `--sim` startup line, e.g.
+/// `slave1(analytics),slave2(lab)`; the built-in lab when `agents` is `None`.
+fn lab_summary(agents: Option<&[sim::AgentSpec]>) -> String {
+    let builtin;
+    let agents = match agents {
+        Some(agents) => agents,
+        None => {
+            builtin = sim::charmander_lab();
+            &builtin
+        }
+    };
+    let mut names: Vec<String> = agents
+        .iter()
+        .take(MAX_LOGGED_AGENTS)
+        .map(
+            |agent| match agent.attributes.iter().find(|(name, _)| name == "nodetype") {
+                Some((_, nodetype)) => format!("{}({nodetype})", agent.hostname),
+                None => agent.hostname.clone(),
+            },
+        )
+        .collect();
+    if agents.len() > MAX_LOGGED_AGENTS {
+        names.push(format!("+{} more", agents.len() - MAX_LOGGED_AGENTS));
+    }
+    names.join(",")
 }
 
 /// Opens the state directory (when configured) and rebuilds the state from

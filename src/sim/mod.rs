@@ -1211,7 +1211,8 @@ Flags:
   --agents FILE                 JSON list of agents: [{\"hostname\":\"a1\",\"cpus\":4,\"mem\":8192,
                                 \"ports\":[[31000,32000]],\"attributes\":{\"nodetype\":\"lab\"},
                                 \"reserved\":{\"role\":\"r\",\"cpus\":1,\"mem\":512}}]
-                                (default: the Charmander lab, slave1..slave3)
+                                (default: the Charmander lab, slave1..slave3;
+                                docs/lab-agents.json adds slave4 nodetype=traffic)
   --heartbeat SECONDS           HEARTBEAT interval (default 15)
   --allocation-interval SECONDS how often offers are made (default 1)
   --update-retry SECONDS        resend an unacknowledged update after (default 10)
