@@ -39,21 +39,10 @@ pub(crate) fn raise_open_files() -> io::Result<(Limit, Limit)> {
     Ok((before, sys::get()?))
 }
 
-/// 64-bit Linux (glibc and musl alike): `rlim_t` is a 64-bit unsigned
-/// integer and `RLIMIT_NOFILE` is 7 (on the architectures this is built for;
-/// MIPS, SPARC and Alpha differ and get the fallback below).
-#[cfg(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+/// `linux_ffi` targets (64-bit Linux, glibc and musl alike; `build.rs` lists
+/// the architectures): `rlim_t` is a 64-bit unsigned integer and
+/// `RLIMIT_NOFILE` is 7. Other targets get the fallback below.
+#[cfg(linux_ffi)]
 mod sys {
     use std::io;
     use std::os::raw::c_int;
@@ -103,18 +92,7 @@ mod sys {
 }
 
 /// Elsewhere the limit is left as it is (and budgets are not fitted to it).
-#[cfg(not(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
+#[cfg(not(linux_ffi))]
 mod sys {
     use std::io;
 

@@ -89,24 +89,13 @@ pub(crate) fn stop_requests() -> io::Result<Receiver<Signal>> {
     Ok(rx)
 }
 
-/// 64-bit Linux, glibc and musl alike: `sigset_t` is 128 bytes (glibc's
-/// 1024-bit `__sigset_t`, musl's `unsigned long[128/sizeof(long)]`); we only
-/// reserve that much, aligned for `unsigned long`, and let `sigemptyset` and
-/// `sigaddset` lay out the bits. `SIG_BLOCK` is 0, SIGINT 2 and SIGTERM 15 on
-/// the architectures listed (as for `rlimit`; MIPS, SPARC and Alpha differ and
-/// get the fallback below).
-#[cfg(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+/// `linux_ffi` targets (64-bit Linux, glibc and musl alike; `build.rs` lists
+/// the architectures): `sigset_t` is 128 bytes (glibc's 1024-bit
+/// `__sigset_t`, musl's `unsigned long[128/sizeof(long)]`); we only reserve
+/// that much, aligned for `unsigned long`, and let `sigemptyset` and
+/// `sigaddset` lay out the bits. `SIG_BLOCK` is 0, SIGINT 2 and SIGTERM 15.
+/// Other targets get the fallback below.
+#[cfg(linux_ffi)]
 mod sys {
     use std::io;
     use std::os::raw::c_int;
@@ -170,18 +159,7 @@ mod sys {
 }
 
 /// Elsewhere signals keep their default action (the process ends at once).
-#[cfg(not(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
+#[cfg(not(linux_ffi))]
 mod sys {
     use std::io;
 
