@@ -363,16 +363,31 @@ pub(crate) fn nodes_json(nodes: &[NodeView]) -> String {
 }
 
 /// The 200 reply of `DELETE /client/task/<prefix>`.
-pub(crate) fn killed_json(tasks: &[TaskView]) -> String {
+pub(crate) fn killed_json(tasks: &[TaskView], verbose: bool) -> String {
     let ids: Vec<&str> = tasks
         .iter()
         .map(|task| task.internal_id.0.as_str())
         .collect();
     let message = format!("Kill task: {}", ids.join(", "));
+    if verbose {
+        return to_json(&KilledDto {
+            code: 200,
+            message: &message,
+            tasks: tasks.iter().map(TaskDto::from).collect(),
+        });
+    }
+    // Short by default: one kill used to answer kilobytes per task (issue 11).
     to_json(&KilledDto {
         code: 200,
         message: &message,
-        tasks: tasks.iter().map(TaskDto::from).collect(),
+        tasks: tasks
+            .iter()
+            .map(|task| KilledTaskDto {
+                id: &task.spec.id,
+                internal_id: &task.internal_id.0,
+                state: &task.state,
+            })
+            .collect(),
     })
 }
 
@@ -523,10 +538,20 @@ struct SubmittedDto<'a> {
 }
 
 #[derive(Serialize)]
-struct KilledDto<'a> {
+struct KilledDto<'a, T> {
     code: u16,
     message: &'a str,
-    tasks: Vec<TaskDto<'a>>,
+    /// `KilledTaskDto`, or `TaskDto` with `?verbose=true`.
+    tasks: Vec<T>,
+}
+
+/// A killed task in a kill answer without `?verbose=true`.
+#[derive(Serialize)]
+struct KilledTaskDto<'a> {
+    id: &'a str,
+    #[serde(rename = "InternalID")]
+    internal_id: &'a str,
+    state: &'a str,
 }
 
 #[derive(Serialize)]
@@ -1465,12 +1490,28 @@ mod tests {
             r#"{"code":202,"message":"Run task: web"}"#
         );
         let killed: Value =
-            serde_json::from_str(&killed_json(&[running_copy(), running_copy()])).expect("json");
+            serde_json::from_str(&killed_json(&[running_copy(), running_copy()], true))
+                .expect("json");
         assert_eq!(
             killed["message"],
             "Kill task: cadvisor-1464567890123456789, cadvisor-1464567890123456789"
         );
         assert_eq!(killed["tasks"].as_array().map(Vec::len), Some(2));
+        assert!(killed["tasks"][0]["dockerimage"].is_string());
+        let brief: Value =
+            serde_json::from_str(&killed_json(&[running_copy()], false)).expect("json");
+        assert_eq!(
+            brief,
+            serde_json::json!({
+                "code": 200,
+                "message": "Kill task: cadvisor-1464567890123456789",
+                "tasks": [{
+                    "id": "cadvisor",
+                    "InternalID": "cadvisor-1464567890123456789",
+                    "state": running_copy().state,
+                }],
+            })
+        );
         let step = ReshuffleStep {
             id: "stress60".to_string(),
             internal_id: TaskId("stress60-1".to_string()),

@@ -46,7 +46,7 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// How long a read waits for its reply once queued, before it answers 503.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a change (submit, kill, reshuffle, intelligence write) waits for
+/// How long a change (submit, kill, reshuffle, intelligence write, reset) waits for
 /// its reply once queued, i.e. for its turn to be fsynced, before it answers
 /// 504 "outcome unknown": the change may still happen. Generous, since a 504
 /// leaves the client to find out, and a slow disk is not a failure.
@@ -161,8 +161,10 @@ enum Route {
     Reshuffle {
         dry_run: bool,
     },
+    /// `?verbose=true` lists the killed tasks in full.
     KillTasks {
         id_prefix: String,
+        verbose: bool,
     },
     ListNodes,
     ListIntelligence,
@@ -174,6 +176,8 @@ enum Route {
         task: String,
         attribute: String,
     },
+    /// `POST /admin/reset`: the lab's "reset cluster".
+    Reset,
 }
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
@@ -330,29 +334,164 @@ fn refuse_chunked(request: tiny_http::Request) {
         request.method(),
         request.url()
     );
-    if let Err(err) = request.respond(into_response(reply)) {
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
         log::debug!("http reply not delivered error={err}");
     }
 }
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
-    {
-        let started = Instant::now();
-        let reply = handle(&mut request, handler).unwrap_or_else(ApiError::into_reply);
-        log::debug!(
-            "http request method={} url={} status={} took_ms={}",
-            request.method(),
-            request.url(),
-            reply.status,
-            started.elapsed().as_millis()
+    let started = Instant::now();
+    let mut audit = Audit::default();
+    let (reply, error) = match handle(&mut request, handler, &mut audit) {
+        Ok(reply) => (reply, None),
+        Err(err) => (err.clone().into_reply(), Some(err.message())),
+    };
+    log::debug!(
+        "http request method={} url={} status={} took_ms={}",
+        request.method(),
+        request.url(),
+        reply.status,
+        started.elapsed().as_millis()
+    );
+    if let Some(what) = &audit.what {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |addr| addr.to_string());
+        let result = audit.done.or(error).unwrap_or_default();
+        log::info!(
+            "{}",
+            audit_line(&peer, audit.auth, what, reply.status, &result)
         );
-        if let Err(err) = request.respond(into_response(reply)) {
-            log::debug!("http reply not delivered error={err}");
+    }
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
+        log::debug!("http reply not delivered error={err}");
+    }
+}
+
+/// The audit trail: who asked for a change, what, and what came of it.
+/// `handle` fills it in as far as the request got; `serve_one` logs it at
+/// info for every route that changes something (refusals included).
+#[derive(Debug, Default)]
+struct Audit {
+    /// The credentials the client presented (never the token itself).
+    auth: Presented,
+    /// Route and target, e.g. `route=kill prefix="stress"`; None for reads.
+    what: Option<String>,
+    /// What the scheduler did, e.g. `killed=[...]`; an error's message
+    /// stands in when there is none.
+    done: Option<String>,
+}
+
+/// What a request presented in `Authorization`, for the audit line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Presented {
+    #[default]
+    None,
+    Bearer,
+    Other,
+}
+
+impl Presented {
+    fn of(header: Option<&str>) -> Presented {
+        match header.map(str::trim).and_then(|it| it.split(' ').next()) {
+            None => Presented::None,
+            Some(scheme) if scheme.eq_ignore_ascii_case("Bearer") => Presented::Bearer,
+            Some(_) => Presented::Other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Presented::None => "none",
+            Presented::Bearer => "bearer",
+            Presented::Other => "other",
         }
     }
 }
 
-fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, ApiError> {
+/// Longest user-supplied value an audit line quotes; longer ones are cut.
+const AUDIT_VALUE_MAX: usize = 80;
+
+/// `value` quoted for a log line (control characters escaped, so a client
+/// cannot forge lines), cut at `AUDIT_VALUE_MAX` characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(AUDIT_VALUE_MAX) {
+        Some((cut, _)) => format!("{:?}...", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+fn audit_line(peer: &str, auth: Presented, what: &str, status: u16, result: &str) -> String {
+    format!(
+        "audit peer={peer} auth={} {what} status={status} result={}",
+        auth.as_str(),
+        quoted(result)
+    )
+}
+
+impl Route {
+    /// The audit line's `what` for a route that changes something.
+    fn audit_what(&self) -> Option<String> {
+        let what = match self {
+            Route::Ping
+            | Route::ListTasks
+            | Route::ListActiveTasks
+            | Route::ListNodes
+            | Route::ListIntelligence => return None,
+            Route::Reshuffle { dry_run: true } => return None,
+            Route::Reshuffle { dry_run: false } => "route=reshuffle".to_string(),
+            Route::SubmitTask => "route=submit".to_string(),
+            Route::KillTasks { id_prefix, .. } => {
+                format!("route=kill prefix={}", quoted(id_prefix))
+            }
+            Route::SetIntelligence { task, attribute } => format!(
+                "route=intelligence-set task={} attribute={}",
+                quoted(task),
+                quoted(attribute)
+            ),
+            Route::ClearIntelligence { task, attribute } => format!(
+                "route=intelligence-clear task={} attribute={}",
+                quoted(task),
+                quoted(attribute)
+            ),
+            Route::Reset => "route=reset".to_string(),
+        };
+        Some(what)
+    }
+}
+
+/// The audit line's `result` for a reply that did something.
+fn audit_done(reply: &ApiReply) -> Option<String> {
+    let ids = |ids: Vec<&str>| format!("[{}]", ids.join(", "));
+    match reply {
+        ApiReply::Submitted { id, .. } => Some(format!("submitted {id}")),
+        ApiReply::Killed(tasks) => Some(format!(
+            "killed {}",
+            ids(tasks
+                .iter()
+                .map(|task| task.internal_id.0.as_str())
+                .collect())
+        )),
+        ApiReply::Reshuffled(steps) => Some(format!(
+            "replacing {}",
+            ids(steps
+                .iter()
+                .map(|step| step.internal_id.0.as_str())
+                .collect())
+        )),
+        ApiReply::ResetDone { killed } => Some(format!("reset, {killed} tasks killed")),
+        ApiReply::IntelligenceChanged => Some("changed".to_string()),
+        _ => None,
+    }
+}
+
+fn handle(
+    request: &mut tiny_http::Request,
+    handler: &Handler,
+    audit: &mut Audit,
+) -> Result<Reply, ApiError> {
     let Handler {
         state,
         token,
@@ -367,15 +506,9 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         .iter()
         .find(|field| field.field.equiv("Authorization"))
         .map(|field| field.value.as_str());
+    audit.auth = Presented::of(authorization);
+    audit.what = route.audit_what();
     if !authorized(&route, authorization, token) {
-        log::info!(
-            "http request refused: missing or wrong bearer token method={} url={} peer={}",
-            request.method(),
-            request.url(),
-            request
-                .remote_addr()
-                .map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
-        );
         return Err(ApiError::Unauthorized);
     }
     let api_request = match &route {
@@ -402,25 +535,42 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
             let idempotency_key =
                 dto::parse_idempotency_key(&keys).map_err(ApiError::BadRequest)?;
             let body = read_body(request)?;
+            let spec = dto::parse_task(&body);
+            // A rejected body is audited with the id it seems to carry.
+            let id = match &spec {
+                Ok(spec) => Some(spec.id.clone()),
+                Err(_) => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|value| value.get("id")?.as_str().map(str::to_string)),
+            };
+            audit.what = Some(format!(
+                "route=submit task={}",
+                id.as_deref().map_or_else(|| "?".to_string(), quoted)
+            ));
             ApiRequest::Submit {
-                spec: dto::parse_task(&body).map_err(ApiError::BadRequest)?,
+                spec: spec.map_err(ApiError::BadRequest)?,
                 idempotency_key,
             }
         }
         Route::ListTasks => ApiRequest::ListTasks,
         Route::ListActiveTasks => ApiRequest::ListActiveTasks,
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
-        Route::KillTasks { id_prefix } => ApiRequest::Kill {
+        Route::KillTasks { id_prefix, .. } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
         },
         Route::ListNodes => ApiRequest::ListNodes,
         Route::ListIntelligence => ApiRequest::ListIntelligence,
+        Route::Reset => ApiRequest::Reset,
         Route::SetIntelligence { task, attribute } => {
             let body = read_body(request)?;
+            let raw = dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?;
+            if let Some(what) = &mut audit.what {
+                what.push_str(&format!(" value={}", quoted(&raw)));
+            }
             ApiRequest::SetIntelligence {
                 task: task.clone(),
                 attribute: attribute.clone(),
-                raw: dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?,
+                raw,
                 source: Source::Rest,
             }
         }
@@ -445,6 +595,7 @@ fn handle(request: &mut tiny_http::Request, handler: &Handler) -> Result<Reply, 
         Wait::Read
     };
     let reply = ask(state, api_request, wait)?;
+    audit.done = audit_done(&reply);
     respond(&route, reply)
 }
 
@@ -516,8 +667,110 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, ApiError> {
     Ok(body)
 }
 
-fn into_response(reply: Reply) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+/// How a client wants its JSON: indented for people, compact for programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Compact,
+    Pretty,
+}
+
+impl Layout {
+    /// Pretty when the query has `pretty` (any value) or the `User-Agent`
+    /// is curl's, as the Kubernetes API server decides it; compact otherwise.
+    fn of(url: &str, user_agent: Option<&str>) -> Layout {
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        let asked = query
+            .split('&')
+            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == "pretty");
+        if asked || user_agent.is_some_and(|agent| agent.trim_start().starts_with("curl/")) {
+            Layout::Pretty
+        } else {
+            Layout::Compact
+        }
+    }
+
+    fn of_request(request: &tiny_http::Request) -> Layout {
+        let user_agent = request
+            .headers()
+            .iter()
+            .find(|field| field.field.equiv("User-Agent"))
+            .map(|field| field.value.as_str());
+        Layout::of(request.url(), user_agent)
+    }
+}
+
+/// Indents compact JSON (as serde_json writes it) the way
+/// `serde_json::to_string_pretty` does, keeping the key order (a round trip
+/// through `Value` would sort the keys).
+fn pretty_json(compact: &str) -> String {
+    const INDENT: &str = "  ";
+    let mut out = String::with_capacity(compact.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = compact.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str(INDENT);
+        }
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The one place a reply becomes a response: JSON laid out as `layout`
+/// says, and every body ends with a newline, so script output does not run
+/// together.
+fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut body = match (layout, reply.content_type) {
+        (Layout::Pretty, JSON) => pretty_json(&reply.body),
+        _ => reply.body,
+    };
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut response = tiny_http::Response::from_string(body).with_status_code(reply.status);
     response.add_header(header("Content-Type", reply.content_type));
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow));
@@ -541,15 +794,18 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     match (method, segments.as_slice()) {
         ("GET", ["admin", "ping"]) => Ok(Route::Ping),
         (_, ["admin", "ping"]) => not_allowed("GET"),
+        ("POST", ["admin", "reset"]) => Ok(Route::Reset),
+        (_, ["admin", "reset"]) => not_allowed("POST"),
         ("GET", ["client", "task"]) => list_tasks_route(query),
         ("POST", ["client", "task"]) => Ok(Route::SubmitTask),
         (_, ["client", "task"]) => not_allowed("GET, POST"),
         // Before the kill pattern: GET reshuffles, DELETE kills tasks named "reshuffle…".
         ("GET", ["client", "task", "reshuffle"]) => Ok(Route::Reshuffle {
-            dry_run: dry_run(query)?,
+            dry_run: flag(query, "dry_run")?,
         }),
         ("DELETE", ["client", "task", id_prefix]) => Ok(Route::KillTasks {
             id_prefix: path_part(id_prefix, "task id prefix")?,
+            verbose: flag(query, "verbose")?,
         }),
         (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
         (_, ["client", "task", _]) => not_allowed("DELETE"),
@@ -584,7 +840,8 @@ impl Route {
             Route::SubmitTask
             | Route::KillTasks { .. }
             | Route::SetIntelligence { .. }
-            | Route::ClearIntelligence { .. } => true,
+            | Route::ClearIntelligence { .. }
+            | Route::Reset => true,
         }
     }
 }
@@ -642,24 +899,28 @@ fn list_tasks_route(query: &str) -> Result<Route, ApiError> {
     Ok(route)
 }
 
-fn dry_run(query: &str) -> Result<bool, ApiError> {
-    let mut dry_run = false;
+/// A boolean query flag: `?name`, `?name=true` and `?name=1` set it,
+/// `?name=false` and `?name=0` (or no `name`) leave it unset, anything else
+/// is 400. `dry_run` asks a reshuffle for the plan only; `verbose` a kill
+/// for the full tasks.
+fn flag(query: &str, name: &str) -> Result<bool, ApiError> {
+    let mut set = false;
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "dry_run" {
+        if key != name {
             continue;
         }
-        dry_run = match value {
+        set = match value {
             "" | "true" | "1" => true,
             "false" | "0" => false,
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                    "bad dry_run {value:?}: use true or false"
+                    "bad {name} {value:?}: use true or false"
                 )))
             }
         };
     }
-    Ok(dry_run)
+    Ok(set)
 }
 
 /// A percent-decoded, non-empty path segment. `+` stays `+` (ids such as
@@ -694,6 +955,11 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (_, ApiReply::NotFound(message)) => return Err(ApiError::NotFound(message)),
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
         (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
+        (_, ApiReply::OutcomeUnknown) => return Err(ApiError::OutcomeUnknown),
+        (Route::Reset, ApiReply::ResetDone { killed }) => Reply::json(
+            200,
+            dto::message_json(200, &format!("Reset: {killed} tasks killed")),
+        ),
         (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
             Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
@@ -701,8 +967,8 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (Route::ListActiveTasks, ApiReply::Tasks(tasks)) => {
             Reply::json(200, dto::tasks_json(&tasks))
         }
-        (Route::KillTasks { .. }, ApiReply::Killed(tasks)) => {
-            Reply::json(200, dto::killed_json(&tasks))
+        (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
+            Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
         (Route::Reshuffle { dry_run }, ApiReply::Reshuffled(steps)) => {
             Reply::json(202, dto::reshuffled_json(&steps, *dry_run))
@@ -758,6 +1024,7 @@ mod tests {
     fn kill(id_prefix: &str) -> Route {
         Route::KillTasks {
             id_prefix: id_prefix.to_string(),
+            verbose: false,
         }
     }
 
@@ -775,6 +1042,8 @@ mod tests {
     fn routing_table() {
         check("GET", "/admin/ping", Ok(Route::Ping));
         check("POST", "/admin/ping", Err((405, Some("GET"))));
+        check("POST", "/admin/reset", Ok(Route::Reset));
+        check("GET", "/admin/reset", Err((405, Some("POST"))));
         check("GET", "/client/task", Ok(Route::ListTasks));
         check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
         check(
@@ -823,6 +1092,15 @@ mod tests {
         );
         check("DELETE", "/client/task/reshuffle", Ok(kill("reshuffle")));
         check("DELETE", "/client/task/stress", Ok(kill("stress")));
+        check(
+            "DELETE",
+            "/client/task/stress?verbose=true",
+            Ok(Route::KillTasks {
+                id_prefix: "stress".to_string(),
+                verbose: true,
+            }),
+        );
+        check("DELETE", "/client/task/stress?verbose=no", Err((400, None)));
         check(
             "DELETE",
             "/client/task/normalload-u+600",
@@ -1012,6 +1290,7 @@ mod tests {
             kill("stress"),
             set("t", "mem"),
             clear("t", "mem"),
+            Route::Reset,
         ];
         let reads = [
             Route::Ping,
@@ -1051,6 +1330,134 @@ mod tests {
             assert!(authorized(route, None, token), "{route:?}");
             assert!(authorized(route, Some("Bearer wrong"), token), "{route:?}");
         }
+    }
+
+    #[track_caller]
+    fn check_pretty(value: Value) {
+        let compact = serde_json::to_string(&value).expect("serializes");
+        let expected = serde_json::to_string_pretty(&value).expect("serializes");
+        assert_eq!(pretty_json(&compact), expected, "{compact}");
+    }
+
+    #[test]
+    fn pretty_json_matches_serde_and_keeps_key_order() {
+        check_pretty(json!([]));
+        check_pretty(json!({}));
+        check_pretty(json!({"code": 200, "message": "Kill task: ", "tasks": []}));
+        check_pretty(json!([{"a": {"b": [1, 2.5, null, true]}, "c": {}}]));
+        check_pretty(json!({"tricky": "a, b: {c} [d] \"e\" \\ f", "x": "\\"}));
+        check_pretty(json!("just a string"));
+        // The order the reply was written in stays (a Value would sort it).
+        assert_eq!(
+            pretty_json(r#"{"z":1,"a":[]}"#),
+            "{\n  \"z\": 1,\n  \"a\": []\n}"
+        );
+    }
+
+    #[test]
+    fn layout_is_pretty_for_curl_and_pretty_queries() {
+        let check = |url: &str, agent: Option<&str>, expected: Layout| {
+            assert_eq!(Layout::of(url, agent), expected, "{url} {agent:?}");
+        };
+        check("/client/task", None, Layout::Compact);
+        check("/client/task", Some("curl/7.68.0"), Layout::Pretty);
+        check("/client/task", Some("ureq/3.0"), Layout::Compact);
+        check("/client/task", Some("Mozilla/5.0 curl/7"), Layout::Compact);
+        check("/client/task?pretty", None, Layout::Pretty);
+        check("/client/task?pretty=false", None, Layout::Pretty);
+        check("/client/task?a=1&pretty=1", None, Layout::Pretty);
+        check("/client/task?prettyish=1", None, Layout::Compact);
+        check("/client/task/pretty", None, Layout::Compact);
+    }
+
+    #[test]
+    fn every_body_ends_with_one_newline() {
+        let read = |reply: Reply, layout| {
+            let mut body = String::new();
+            into_response(reply, layout)
+                .into_reader()
+                .read_to_string(&mut body)
+                .expect("reads");
+            body
+        };
+        let message = || Reply::json(202, dto::message_json(202, "Run task: web"));
+        assert_eq!(
+            read(message(), Layout::Compact),
+            "{\"code\":202,\"message\":\"Run task: web\"}\n"
+        );
+        assert_eq!(
+            read(message(), Layout::Pretty),
+            "{\n  \"code\": 202,\n  \"message\": \"Run task: web\"\n}\n"
+        );
+        let pong = Reply {
+            content_type: "text/plain; charset=utf-8",
+            ..Reply::json(200, "Pong\n".to_string())
+        };
+        assert_eq!(read(pong, Layout::Pretty), "Pong\n");
+        assert_eq!(
+            read(ApiError::Busy.into_reply(), Layout::Compact),
+            "{\"code\":503,\"message\":\"scheduler busy\"}\n"
+        );
+    }
+
+    #[test]
+    fn audit_lines_say_who_what_and_the_result() {
+        let check = |route: Route, reply: Option<ApiReply>, expected: &str| {
+            let what = route.audit_what().unwrap_or_else(|| "READ".to_string());
+            let done = reply.as_ref().and_then(audit_done).unwrap_or_default();
+            assert_eq!(
+                audit_line("10.0.0.1:4000", Presented::Bearer, &what, 200, &done),
+                expected
+            );
+        };
+        let p = "audit peer=10.0.0.1:4000 auth=bearer";
+        check(
+            kill("stress"),
+            Some(ApiReply::Killed(Vec::new())),
+            &format!("{p} route=kill prefix=\"stress\" status=200 result=\"killed []\""),
+        );
+        check(
+            Route::Reset,
+            Some(ApiReply::ResetDone { killed: 3 }),
+            &format!("{p} route=reset status=200 result=\"reset, 3 tasks killed\""),
+        );
+        check(
+            Route::Reshuffle { dry_run: false },
+            Some(ApiReply::Reshuffled(Vec::new())),
+            &format!("{p} route=reshuffle status=200 result=\"replacing []\""),
+        );
+        check(
+            set("t", "mem"),
+            Some(ApiReply::IntelligenceChanged),
+            &format!(
+                "{p} route=intelligence-set task=\"t\" attribute=\"mem\" status=200 result=\"changed\""
+            ),
+        );
+        check(
+            Route::SubmitTask,
+            Some(ApiReply::Submitted {
+                id: "web".to_string(),
+                note: None,
+            }),
+            &format!("{p} route=submit status=200 result=\"submitted web\""),
+        );
+        // Reads and dry runs are not audited.
+        check(
+            Route::ListTasks,
+            None,
+            &format!("{p} READ status=200 result=\"\""),
+        );
+        check(
+            Route::Reshuffle { dry_run: true },
+            None,
+            &format!("{p} READ status=200 result=\"\""),
+        );
+        // A client cannot forge a line, nor make one huge.
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        assert_eq!(quoted(&"x".repeat(500)), format!("{:?}...", "x".repeat(80)));
+        assert_eq!(Presented::of(None), Presented::None);
+        assert_eq!(Presented::of(Some(" bearer abc")), Presented::Bearer);
+        assert_eq!(Presented::of(Some("Basic abc")), Presented::Other);
     }
 
     #[test]
@@ -1186,7 +1593,7 @@ mod tests {
         let (status, head, body) = http(addr, "POST", "/client/task", task);
         assert_eq!(
             (status, body.as_str()),
-            (202, r#"{"code":202,"message":"Run task: stress60"}"#)
+            (202, "{\"code\":202,\"message\":\"Run task: stress60\"}\n")
         );
         assert!(head.contains("content-type: application/json"), "{head}");
 
@@ -1195,17 +1602,17 @@ mod tests {
             (status, body.as_str()),
             (
                 400,
-                r#"{"code":400,"message":"missing field \"dockerimage\""}"#
+                "{\"code\":400,\"message\":\"missing field \\\"dockerimage\\\"\"}\n"
             )
         );
 
         let (status, _, body) = http(addr, "GET", "/client/task", b"");
-        assert_eq!((status, body.as_str()), (200, "[]"));
+        assert_eq!((status, body.as_str()), (200, "[]\n"));
 
         let (status, _, body) = http(addr, "DELETE", "/client/task/zzz", b"");
         assert_eq!(
             (status, body.as_str()),
-            (404, r#"{"code":404,"message":"no task matches zzz"}"#)
+            (404, "{\"code\":404,\"message\":\"no task matches zzz\"}\n")
         );
 
         let (status, _, body) = http(addr, "GET", "/nowhere", b"");
@@ -1213,7 +1620,7 @@ mod tests {
             (status, body.as_str()),
             (
                 404,
-                r#"{"code":404,"message":"no such endpoint: /nowhere"}"#
+                "{\"code\":404,\"message\":\"no such endpoint: /nowhere\"}\n"
             )
         );
 
@@ -1226,7 +1633,7 @@ mod tests {
             (status, body.as_str()),
             (
                 413,
-                r#"{"code":413,"message":"body larger than 65536 bytes"}"#
+                "{\"code\":413,\"message\":\"body larger than 65536 bytes\"}\n"
             )
         );
         // Exactly MAX_BODY is read and parsed (here: all whitespace, so empty).

@@ -2,7 +2,9 @@
 //! the newest session's stream id.
 //!
 //! A call is never dropped for want of a session or because the master was
-//! briefly unreachable: with no session the caller waits for one; a call the
+//! briefly unreachable (except a SUPPRESS whose subscription ended: a new
+//! subscription un-suppresses the framework, and the state thread counts on
+//! it): with no session the caller waits for one; a call the
 //! master did not get (connect failure, 503, 307) is sent again after a capped
 //! jittered backoff, or at once when the reader hands over a newer session. A
 //! call that may have reached the master (an I/O error after the request went
@@ -95,7 +97,13 @@ impl CallerLoop {
         let mut backoff = Backoff::new(CALL_BACKOFF_MIN, CALL_BACKOFF_MAX);
         // ACCEPT is the one call that must not be sent twice.
         let idempotent = !matches!(call, Call::Launch { .. });
-        // The stream an ACCEPT was first tried on: its offers die with it.
+        // A new subscription un-suppresses the framework, and the state
+        // thread counts on that: a SUPPRESS carried over to it would leave
+        // the framework suppressed with the state thread believing not
+        // (no offers ever again; seen after POST /admin/reset's TEARDOWN).
+        let session_scoped = matches!(call, Call::Suppress);
+        // The stream an ACCEPT or SUPPRESS was first tried on: its offers
+        // (or the suppression it changes) die with it.
         let mut first_stream: Option<String> = None;
         loop {
             self.take_newest_session();
@@ -105,6 +113,16 @@ impl CallerLoop {
                 }
                 continue;
             };
+            if session_scoped {
+                let first = first_stream.get_or_insert_with(|| session.stream_id.clone());
+                if *first != session.stream_id {
+                    log::debug!(
+                        "mesos call dropped, its subscription ended call={}",
+                        call.name()
+                    );
+                    return Flow::Continue;
+                }
+            }
             if !idempotent {
                 let first = first_stream.get_or_insert_with(|| session.stream_id.clone());
                 if *first != session.stream_id {

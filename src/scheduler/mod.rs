@@ -138,6 +138,9 @@ pub enum ApiRequest {
     SyncIntelligence(Vec<IntelligenceChange>),
     /// From the Redis bridge: nodes, tasks and the intelligence table to publish.
     Snapshot,
+    /// `POST /admin/reset`: forget every task, tear the framework down and
+    /// register a new one. Answered once the old framework is gone.
+    Reset,
 }
 
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
@@ -178,6 +181,13 @@ pub enum ApiReply {
     /// The request contradicts an earlier one (409), e.g. an `Idempotency-Key`
     /// used before for a different task.
     Conflict(String),
+    /// The reset is done: the old framework is gone, `killed` tasks with it.
+    ResetDone {
+        killed: usize,
+    },
+    /// The change was made here but its effect elsewhere was not confirmed
+    /// in time (504): a reset whose new subscription did not come.
+    OutcomeUnknown,
 }
 
 /// What one state-loop turn produced: durable changes first, then the
@@ -385,8 +395,10 @@ pub struct Launch {
 /// `run` owns the reply path: each request gets a `RequestId`, its reply
 /// channel waits in `waiting` under that id, and the reply goes out when the
 /// journal hands it back, i.e. only once its turn is on disk. Every request
-/// gets exactly one reply in the turn that handles it, so `waiting` holds
-/// only requests still in a turn on its way through the journal.
+/// gets exactly one reply, in the turn that handles it, except a reset,
+/// whose reply `State` holds until the new subscription (at most
+/// `state::RESET_REPLY_LIMIT`), so `waiting` holds requests still in a turn
+/// on its way through the journal and those resets.
 ///
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread

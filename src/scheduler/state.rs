@@ -16,6 +16,7 @@
 mod idempotency;
 mod outcome;
 mod persist;
+mod reset;
 
 use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
@@ -257,6 +258,8 @@ pub struct State {
     keep_finished: Option<Duration>,
     /// Replies of this turn, by request id; they leave once the turn is durable.
     replies: Vec<(RequestId, ApiReply)>,
+    /// `POST /admin/reset`s waiting for the old framework to be gone (`reset`).
+    pending_resets: Vec<reset::PendingReset>,
 }
 
 impl State {
@@ -391,6 +394,8 @@ impl State {
                 )),
             },
             ApiRequest::SyncIntelligence(changes) => self.on_sync_intelligence(changes, now),
+            // Its reply waits for the new subscription (`reset`).
+            ApiRequest::Reset => return self.on_reset(id, now, calls),
             ApiRequest::Snapshot => ApiReply::Snapshot(Snapshot {
                 nodes: self.node_views(),
                 tasks: self.tasks.keys().map(|id| self.view(id)).collect(),
@@ -640,6 +645,7 @@ impl State {
         if self.framework_id.as_ref() != Some(&framework_id) {
             self.touch(FRAMEWORK_KEY.to_string());
         }
+        self.finish_resets(&framework_id);
         self.framework_id = Some(framework_id);
         self.subscribed = true;
         if self.teardown_pending {
@@ -894,7 +900,15 @@ impl State {
             self.on_stranger(&update, calls);
             return;
         };
-        log::info!(
+        // A reconciliation answer that changes nothing is not news: one
+        // summary line per round ("reconciliation complete") says it.
+        let level = if task.phase == Phase::Active(update.state) {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
             "task status task={} state={} message={:?}",
             update.task_id.0,
             update.state.as_str(),
@@ -1138,7 +1152,7 @@ impl State {
     /// and those we do not know are killed (see `on_stranger`).
     fn start_reconciliation(&mut self, now: Instant, calls: &mut Vec<Call>) {
         let launched = self.launched_tasks();
-        log::info!("reconciliation started tasks={}", launched.len());
+        log::debug!("reconciliation started tasks={}", launched.len());
         self.ask_about(launched.clone(), now, calls);
         calls.push(Call::Reconcile(Vec::new()));
         self.last_reconcile = Some(now);
@@ -1287,6 +1301,11 @@ impl State {
         self.framework_id = None;
         self.touch(FRAMEWORK_KEY.to_string());
         self.subscribed = false;
+        // A reset waiting to tear the old framework down has nothing left
+        // to do: tearing down the new one would kill what comes next.
+        if std::mem::take(&mut self.teardown_pending) {
+            self.touch(META_KEY.to_string());
+        }
         let killed: Vec<TaskId> = self
             .tasks
             .iter()
@@ -1422,6 +1441,7 @@ impl State {
     }
 
     fn on_tick(&mut self, now: Now, calls: &mut Vec<Call>) {
+        self.expire_resets(now.instant);
         for key in self.idempotency.expire(now.instant) {
             self.touch(idempotency_key(&key));
         }

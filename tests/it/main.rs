@@ -12,6 +12,7 @@ mod failover;
 mod fuzz;
 mod graceful;
 mod hostile;
+mod lab_api;
 mod lab_scripts;
 mod mesos_client;
 mod outcomes;

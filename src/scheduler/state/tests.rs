@@ -494,6 +494,8 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         ApiReply::Invalid(message) => vec![format!("  = invalid: {message}")],
         ApiReply::Conflict(message) => vec![format!("  = conflict: {message}")],
         ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
+        ApiReply::ResetDone { killed } => vec![format!("  = reset, {killed} killed")],
+        ApiReply::OutcomeUnknown => vec!["  = outcome unknown".to_string()],
         ApiReply::Intelligence(table) => table
             .iter()
             .flat_map(|(task, entries)| {
