@@ -444,7 +444,6 @@ fn scripts_and_experiment(lab: &Lab, scripts: &Scripts) -> Vec<(String, String)>
 /// (restarting used to be the reset; now every task came back and the
 /// second run piled up duplicates).
 #[test]
-#[ignore = "needs POST /admin/reset (issue 11, item 1) on main"]
 fn the_scripts_and_an_experiment_twice_with_a_reset_between_end_the_same() {
     let lab = lab();
     let scripts = Scripts::new(&lab);
