@@ -65,12 +65,18 @@ fn post_task(http: &ureq::Agent, lab: &Lab, body: &str, key: Option<&str>) -> (u
     )
 }
 
+/// How long `listed` keeps asking: a read's reply also waits for the commit
+/// in flight (write-ahead), and behind `SLOW_FSYNC` the task's own lifecycle
+/// (launch, STARTING, RUNNING) makes several commits in a row, each of which
+/// may outlast the read's 5 s wait. Room for those, on a busy machine.
+const LIST_DEADLINE: Duration = Duration::from_secs(90);
+
 /// How many tasks named `id` are listed, asking until the list is answered
 /// (a read may get 503 while it waits behind a slow commit).
 #[track_caller]
 fn listed(lab: &Lab, id: &str) -> usize {
     let mut count = None;
-    let answered = wait_until(DEADLINE, || {
+    let answered = wait_until(LIST_DEADLINE, || {
         let (status, tasks) = lab.get("/client/task");
         count = (status == 200).then(|| {
             tasks
