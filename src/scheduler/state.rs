@@ -115,6 +115,19 @@ struct ReconcileRound {
     delay: Duration,
 }
 
+impl ReconcileRound {
+    /// A round that asks again after `RECONCILE_RETRY_MIN`.
+    fn new(now: Instant) -> ReconcileRound {
+        ReconcileRound {
+            unanswered: BTreeSet::new(),
+            asked: 0,
+            retries: 0,
+            retry_at: now + RECONCILE_RETRY_MIN,
+            delay: RECONCILE_RETRY_MIN,
+        }
+    }
+}
+
 /// Where a task stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -1169,13 +1182,9 @@ impl State {
         if tasks.is_empty() {
             return;
         }
-        let round = self.reconcile_round.get_or_insert(ReconcileRound {
-            unanswered: BTreeSet::new(),
-            asked: 0,
-            retries: 0,
-            retry_at: now + RECONCILE_RETRY_MIN,
-            delay: RECONCILE_RETRY_MIN,
-        });
+        let round = self
+            .reconcile_round
+            .get_or_insert_with(|| ReconcileRound::new(now));
         round.asked += tasks.len();
         round
             .unanswered
@@ -1187,13 +1196,9 @@ impl State {
     /// be asked again at its next retry (not at once: the master would only
     /// say the same) until its agent re-registers or the grace runs out.
     fn keep_asking(&mut self, task_id: &TaskId, grace: Duration, now: Instant) {
-        let round = self.reconcile_round.get_or_insert(ReconcileRound {
-            unanswered: BTreeSet::new(),
-            asked: 0,
-            retries: 0,
-            retry_at: now + RECONCILE_RETRY_MIN,
-            delay: RECONCILE_RETRY_MIN,
-        });
+        let round = self
+            .reconcile_round
+            .get_or_insert_with(|| ReconcileRound::new(now));
         round.unanswered.insert(task_id.clone());
         round.asked = round.asked.max(round.unanswered.len());
         // Ask again no later than the grace ends, so the relaunch is not
