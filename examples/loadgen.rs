@@ -32,7 +32,7 @@ const PING_WINDOW: Duration = Duration::from_secs(3);
 const PING_CLIENTS: usize = 4;
 /// Pause between two latency probes of ping during the burst.
 const PROBE_PAUSE: Duration = Duration::from_millis(5);
-/// Pause between two polls of the task list while waiting for RUNNING.
+/// Least pause between two polls of the task list while waiting for RUNNING.
 const POLL_PAUSE: Duration = Duration::from_millis(250);
 /// Clients and requests each for the task-list latency figure.
 const LIST_CLIENTS: usize = 4;
@@ -439,6 +439,7 @@ fn load(
     let mut conn = Conn::new(api);
     let (mut running, mut list_errors) = (0, 0u64);
     let all_running = loop {
+        let poll = Instant::now();
         match task_counts(&mut conn) {
             Some((_, now)) => running = now,
             None => list_errors += 1,
@@ -449,7 +450,9 @@ fn load(
         if start.elapsed() > run_timeout {
             break None;
         }
-        std::thread::sleep(POLL_PAUSE);
+        // The poll itself loads the scheduler (a whole list): pause at least
+        // twice as long as it took, so polling stays a small share of its work.
+        std::thread::sleep(POLL_PAUSE.max(poll.elapsed() * 2));
     };
     done.store(true, Ordering::Relaxed);
     let (mut samples, probe_failed) = probe.join().unwrap_or_default();
