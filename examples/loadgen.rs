@@ -808,6 +808,15 @@ fn table(r: &Results) {
             .cloned()
             .unwrap_or_else(|| "not measured".to_string())
     };
+    // Seconds: a number gets its unit, a "timeout (…)" stands as it is.
+    let secs = |key: &str| {
+        let value = get(key);
+        if value.parse::<f64>().is_ok() {
+            format!("{value} s")
+        } else {
+            value
+        }
+    };
     let tasks = get("tasks");
     let ratio = match (
         r.get("launches_per_s").and_then(|v| v.parse::<f64>().ok()),
@@ -833,20 +842,20 @@ fn table(r: &Results) {
         (
             "submits/s (errors)".into(),
             format!(
-                "{} ({} in {} s)",
+                "{} ({} in {})",
                 get("submits_per_s"),
                 get("submit_errors"),
-                get("submit_s")
+                secs("submit_s")
             ),
         ),
         (
             "first submit → all RUNNING".into(),
-            format!("{} s ({} running)", get("all_running_s"), get("running")),
+            format!("{} ({} running)", secs("all_running_s"), get("running")),
         ),
         ("launches/s end to end".into(), get("launches_per_s")),
         (
             "sim ceiling launches/s (time)".into(),
-            format!("{} ({} s)", get("ceiling_per_s"), get("ceiling_s")),
+            format!("{} ({})", get("ceiling_per_s"), secs("ceiling_s")),
         ),
         ("launches vs ceiling".into(), ratio),
         (
@@ -883,7 +892,7 @@ fn table(r: &Results) {
         ),
         (
             "restart: ping / ready (all tasks listed)".into(),
-            format!("{} s / {} s", get("restart_ping_s"), get("restart_ready_s")),
+            format!("{} / {}", secs("restart_ping_s"), secs("restart_ready_s")),
         ),
         (
             "RSS peak during restore (after)".into(),
