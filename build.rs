@@ -4,6 +4,10 @@
 //! `signals`) are written for.
 
 fn main() {
+    // Without these, cargo re-runs the script (and rebuilds the crate) when
+    // any file of the package changes, README and scripts included.
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=proto");
     // `linux_ffi`: 64-bit Linux, glibc and musl alike, where `rlim_t` is a
     // u64, `sigset_t` fits 128 bytes and the resource and signal numbers are
     // the common ones. MIPS, SPARC and Alpha differ and get the fallbacks.
