@@ -380,6 +380,20 @@ fn every_400_path_reaches_the_user_through_the_real_server() {
             r#"bad volume mode "rx" in volumes[0]: use ro or rw"#,
         ),
         (task(r#""cpus":"many""#), r#"bad value "many" for "cpus""#),
+        // See: issue 9, B12. Less than Mesos' three decimals launched as 0
+        // cpus; absurd sizes were accepted and waited for ever.
+        (
+            task(r#""cpus":"0.0001""#),
+            r#"bad value "0.0001" for "cpus": expected a number of cpus from 0.001 to 1000000"#,
+        ),
+        (
+            task(r#""cpus":"1e308""#),
+            r#"bad value "1e308" for "cpus": expected a number of cpus from 0.001 to 1000000"#,
+        ),
+        (
+            r#"{"id":"x","dockerimage":"y","mem":18446744073709551615}"#.into(),
+            "bad value 18446744073709551615 for \"mem\": expected a whole number of MB from 1 to 16777216",
+        ),
         (
             task(r#""ports":[{"host_port":"70000","container_port":"80"}]"#),
             "port 70000 outside 1-65535 in ports[0]",
