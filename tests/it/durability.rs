@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    fast_sim, http_agent, request, scheduler_config, submit, wait_until, CADVISOR, DEADLINE,
-    STRESS60,
+    fast_sim, http_agent, request, scheduler_config, sim_state, submit, wait_until, CADVISOR,
+    DEADLINE, STRESS60,
 };
 use charmander::config::Config;
 use charmander::sim;
@@ -55,10 +55,6 @@ fn tasks(api: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn sim_state(master: &sim::Master) -> Value {
-    get(&format!("http://{}/sim/state", master.addr()))
 }
 
 /// (InternalID, state) of every task, sorted.

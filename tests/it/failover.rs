@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{fast_sim, http_agent, request, scheduler_config, wait_until, DEADLINE};
+use crate::support::{fast_sim, scheduler_config, wait_until, DEADLINE};
 use charmander::mesos::client::BasicAuth;
 use charmander::sim;
 
@@ -20,16 +20,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn a_displaced_scheduler_exits_with_its_code_and_the_other_keeps_the_framework() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let http = http_agent();
-    let sim_state = || {
-        request(
-            &http,
-            "GET",
-            &format!("http://{}/sim/state", master.addr()),
-            None,
-        )
-        .1
-    };
+    let sim_state = || crate::support::sim_state(&master);
     let first_dir = temp_dir("failover-first");
     let mut first = Command::new(env!("CARGO_BIN_EXE_charmander-scheduler"))
         .args(["--master", &master.addr().to_string()])
@@ -121,16 +112,7 @@ fn a_second_scheduler_on_one_state_dir_refuses_to_start_and_names_the_dir() {
 #[test]
 fn a_principal_the_framework_cannot_change_to_stops_the_scheduler_with_its_code() {
     let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let http = http_agent();
-    let sim_state = || {
-        request(
-            &http,
-            "GET",
-            &format!("http://{}/sim/state", master.addr()),
-            None,
-        )
-        .1
-    };
+    let sim_state = || crate::support::sim_state(&master);
     let dir = temp_dir("principal");
     let with_principal = |principal: &str| {
         let mut config = scheduler_config(&master.addr().to_string());

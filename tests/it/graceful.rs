@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use charmander::sim;
 use serde_json::Value;
 
-use crate::support::{fast_sim, http_agent, request, submit, wait_until, DEADLINE, STRESS60};
+use crate::support::{
+    fast_sim, http_agent, request, sim_state, submit, wait_until, DEADLINE, STRESS60,
+};
 
 /// The scheduler binary Cargo built for these tests.
 const BINARY: &str = env!("CARGO_BIN_EXE_charmander-scheduler");
@@ -133,17 +135,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-fn sim_state(sim: &sim::Master) -> Value {
-    let (status, state) = request(
-        &http_agent(),
-        "GET",
-        &format!("http://{}/sim/state", sim.addr()),
-        None,
-    );
-    assert_eq!(status, 200);
-    state
 }
 
 fn start_against(sim: &sim::Master, dir: &Path) -> Process {

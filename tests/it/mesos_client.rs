@@ -488,15 +488,7 @@ fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again
     let scheduler =
         charmander::start(scheduler_config(&proxy.addr().to_string())).expect("scheduler starts");
     let http = crate::support::http_agent();
-    let sim_state = || {
-        crate::support::request(
-            &http,
-            "GET",
-            &format!("http://{}/sim/state", master.addr()),
-            None,
-        )
-        .1
-    };
+    let sim_state = || crate::support::sim_state(&master);
     assert!(wait_until(DEADLINE, || sim_state()["frameworks"]
         .as_array()
         .is_some_and(|it| it.iter().any(|fw| fw["connected"] == true))));

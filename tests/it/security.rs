@@ -204,15 +204,7 @@ fn scheduler_with(master: &charmander::sim::Master, secret: &str) -> charmander:
 fn mesos_basic_auth_gets_us_in_and_a_wrong_secret_does_not() {
     let master = authenticating_master();
     let http = crate::support::http_agent();
-    let state = || {
-        crate::support::request(
-            &http,
-            "GET",
-            &format!("http://{}/sim/state", master.addr()),
-            None,
-        )
-        .1
-    };
+    let state = || crate::support::sim_state(&master);
     // A raw SUBSCRIBE without credentials is refused first of all, with the realm.
     let response = http
         .post(format!("http://{}/api/v1/scheduler", master.addr()))

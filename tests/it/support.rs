@@ -246,3 +246,13 @@ impl Drop for FakeServer {
         }
     }
 }
+
+/// The simulator's `/sim/state` document, for tests that start a master
+/// without a `Lab`.
+#[track_caller]
+pub fn sim_state(master: &sim::Master) -> Value {
+    let url = format!("http://{}/sim/state", master.addr());
+    let (status, state) = request(&http_agent(), "GET", &url, None);
+    assert_eq!(status, 200, "sim state: {state}");
+    state
+}
