@@ -82,6 +82,26 @@ impl Drop for Client {
     }
 }
 
+/// A lab master, a fault proxy in front of it (passing) and our client
+/// subscribed through the proxy.
+fn subscribed_through_proxy() -> (sim::Master, FaultProxy, Client) {
+    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
+    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
+    let client = Client::start(&proxy.addr().to_string());
+    client.expect("SUBSCRIBED", |event| {
+        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
+    });
+    (master, proxy, client)
+}
+
+/// The first offer from `hostname`.
+fn offer_from(client: &Client, hostname: &str) -> charmander::scheduler::model::Offer {
+    client.expect("an offer", |event| match event {
+        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == hostname),
+        _ => None,
+    })
+}
+
 fn docker_task(id: &str) -> TaskSpec {
     TaskSpec {
         id: id.to_string(),
@@ -517,16 +537,8 @@ fn a_task_submitted_while_the_master_refuses_calls_runs_once_it_takes_them_again
 /// idempotent call in the same spot is sent again until it gets through.
 #[test]
 fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
-    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
-    let client = Client::start(&proxy.addr().to_string());
-    client.expect("SUBSCRIBED", |event| {
-        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
-    });
-    let offer = client.expect("an offer from slave2", |event| match event {
-        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == "slave2"),
-        _ => None,
-    });
+    let (_master, proxy, client) = subscribed_through_proxy();
+    let offer = offer_from(&client, "slave2");
     proxy.set_mode(Mode::HangUp);
     let task_id = TaskId("probe-unknown".to_string());
     client.send(Call::Launch {
@@ -580,12 +592,7 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
 /// once, and not sent again.
 #[test]
 fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
-    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
-    let client = Client::start(&proxy.addr().to_string());
-    client.expect("SUBSCRIBED", |event| {
-        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
-    });
+    let (_master, proxy, client) = subscribed_through_proxy();
     client.send(Call::Acknowledge {
         agent_id: charmander::scheduler::model::AgentId("a".to_string()),
         task_id: TaskId("t".to_string()),
@@ -726,16 +733,8 @@ fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
 /// without reaching the master (sending it would only earn TASK_DROPPED).
 #[test]
 fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
-    let master = sim::Master::start(fast_sim(sim::charmander_lab())).expect("sim starts");
-    let proxy = FaultProxy::start(master.addr()).expect("proxy starts");
-    let client = Client::start(&proxy.addr().to_string());
-    client.expect("SUBSCRIBED", |event| {
-        matches!(event, MesosEvent::Subscribed { .. }).then_some(())
-    });
-    let offer = client.expect("an offer from slave2", |event| match event {
-        MesosEvent::Offers(offers) => offers.into_iter().find(|it| it.hostname == "slave2"),
-        _ => None,
-    });
+    let (master, proxy, client) = subscribed_through_proxy();
+    let offer = offer_from(&client, "slave2");
     proxy.set_mode(Mode::Answer503);
     client.send(Call::Launch {
         agent_id: offer.agent_id.clone(),
