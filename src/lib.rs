@@ -15,7 +15,7 @@ pub mod config;
 mod http;
 pub mod mesos;
 pub mod redis;
-// The crate's only unsafe code: `getrlimit`/`setrlimit` for RLIMIT_NOFILE
+// Unsafe code, with `signals` below: `getrlimit`/`setrlimit` for RLIMIT_NOFILE
 // (ARCHITECTURE.md, "src/http.rs, src/rlimit.rs").
 #[allow(unsafe_code)]
 mod rlimit;
