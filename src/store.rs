@@ -642,7 +642,8 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// HTTP workers' reply channels), calls to the `mesos-caller`. Without a
 /// store it only forwards. While the disk is full it also tries to write the
 /// reserve again (`Store::retry_reserve`). Returns Ok when its inbox closes
-/// (after the state thread ends) or the caller is gone, and the error when a
+/// (after the state thread ends; with the caller gone it still commits what
+/// is waiting, dropping the calls), and the error when a
 /// group cannot be made durable: then none of that group's effects has left,
 /// and `Running::wait` hands the error to `main` (exit 3).
 pub fn run_journal(
@@ -651,6 +652,9 @@ pub fn run_journal(
     calls: Sender<Call>,
     committed: Sender<Committed>,
 ) -> Result<(), String> {
+    // Once the caller is gone (shutdown) its calls are dropped, but every
+    // turn still waiting is committed: what was accepted is never lost.
+    let mut caller_gone = false;
     loop {
         let retry_at = store.as_ref().and_then(Store::reserve_retry_at);
         if let (Some(store), Some(at)) = (store.as_mut(), retry_at) {
@@ -700,8 +704,8 @@ pub fn run_journal(
         }
         for turn in turns {
             for call in turn.calls {
-                if calls.send(call).is_err() {
-                    return Ok(());
+                if !caller_gone && calls.send(call).is_err() {
+                    caller_gone = true;
                 }
             }
         }
@@ -734,6 +738,7 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::{ApiReply, RequestId};
 
     fn record(key: &str, value: Option<Value>) -> Record {
         Record {
@@ -786,6 +791,41 @@ mod tests {
         );
         drop(first);
         assert!(open(&dir).is_ok(), "the lock outlived its store");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// See: review of issue 9. With the caller gone (it stops first on
+    /// shutdown) the journal returned at the first call it could not hand
+    /// over, and every turn still waiting was never written.
+    #[test]
+    fn turns_waiting_when_the_caller_is_gone_are_still_committed() {
+        let _serial = serial();
+        let dir = temp_dir("caller-gone");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
+        let (call_tx, call_rx) = crossbeam_channel::unbounded::<Call>();
+        let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
+        drop(call_rx);
+        let journal =
+            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        // One group each: the second turn is sent once the first is through.
+        for key in ["task/a", "task/b"] {
+            let turn = Turn {
+                records: vec![record(key, Some(json!({"n": 1})))],
+                calls: vec![Call::Revive],
+                replies: vec![(RequestId(1), ApiReply::IntelligenceChanged)],
+            };
+            turn_tx.send(turn).expect("queued");
+            if key == "task/a" {
+                committed_rx.recv().expect("the first turn is committed");
+            }
+        }
+        drop(turn_tx);
+        let ended = journal.join().expect("the journal thread ends");
+        ended.expect("runs to the end");
+        let (_, records) = open(&dir).expect("reopens");
+        let keys: Vec<&str> = records.iter().map(|record| record.key.as_str()).collect();
+        assert_eq!(keys, ["task/a", "task/b"]);
         let _ = fs::remove_dir_all(&dir);
     }
 
