@@ -78,7 +78,26 @@ impl CallerLoop {
 
     /// Sends calls until the state side closes the channel or shutdown.
     pub(crate) fn run(mut self) {
-        while let Ok(call) = self.calls.recv() {
+        loop {
+            // Idle, it still takes each new session: the reader's handover
+            // channel is bounded and must never fill up while no call comes.
+            let call = select! {
+                recv(self.calls) -> call => match call {
+                    Ok(call) => call,
+                    Err(_) => return,
+                },
+                recv(self.sessions) -> newer => match newer {
+                    Ok(newer) => {
+                        self.session = Some(newer);
+                        continue;
+                    }
+                    // The reader has ended: calls can still arrive and wait.
+                    Err(_) => match self.calls.recv() {
+                        Ok(call) => call,
+                        Err(_) => return,
+                    },
+                },
+            };
             if self.deliver(call) == Flow::Stop {
                 if let Some(outage) = self.outage.take() {
                     log::warn!(
@@ -254,5 +273,45 @@ impl Session {
     /// True once the event stream this session came with has ended.
     fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    use crossbeam_channel::bounded;
+
+    use super::*;
+    use crate::scheduler::model::FrameworkId;
+
+    /// See: review of issue 8. An idle caller only waited for calls, so the
+    /// reader's bounded session handover filled up after a run of
+    /// resubscriptions with no call, and the reader stopped reading events.
+    #[test]
+    fn an_idle_caller_takes_every_new_session() {
+        let (_call_tx, calls) = bounded::<Call>(1);
+        let (session_tx, sessions) = bounded::<Session>(2);
+        let (_stop_tx, stop) = bounded::<()>(0);
+        let (events, _event_rx) = bounded::<MesosEvent>(1);
+        let caller = Caller::new(None, Arc::new(Mutex::new(None)));
+        let thread = std::thread::spawn(move || {
+            CallerLoop::new(caller, calls, sessions, stop, events).run()
+        });
+        for n in 0..10 {
+            let session = Session {
+                leader: "127.0.0.1:1".to_string(),
+                stream_id: format!("stream-{n}"),
+                framework_id: FrameworkId("fw".to_string()),
+                ended: Arc::new(AtomicBool::new(false)),
+            };
+            session_tx
+                .send_timeout(session, Duration::from_secs(5))
+                .expect("the caller takes the session");
+        }
+        drop(session_tx);
+        drop(_call_tx);
+        thread.join().expect("the caller ends");
     }
 }
