@@ -439,9 +439,14 @@ fn read_secret(path: &str) -> Result<String, Error> {
     };
     let file = std::fs::File::open(path).map_err(|err| error(err.to_string()))?;
     let mut secret = String::new();
-    file.take(MAX_SECRET_FILE)
+    file.take(MAX_SECRET_FILE + 1)
         .read_to_string(&mut secret)
         .map_err(|err| error(err.to_string()))?;
+    // A longer file would be cut without a word, and the master or the
+    // clients would see a different secret than the operator wrote.
+    if secret.len() as u64 > MAX_SECRET_FILE {
+        return Err(error(format!("longer than {MAX_SECRET_FILE} bytes")));
+    }
     let secret = secret.trim_end_matches(['\r', '\n']).to_string();
     if secret.is_empty() {
         return Err(error("file is empty".to_string()));
@@ -574,6 +579,19 @@ mod tests {
             "--api-token-file /nonexistent/t",
             "cannot read secret file /nonexistent/t: No such file or directory (os error 2)",
         );
+        // See: review of issue 9. A long token file was cut at 4096 bytes.
+        let long = std::env::temp_dir().join(format!("charmander-long-{}", std::process::id()));
+        std::fs::write(&long, "x".repeat(4097)).expect("written");
+        check_error(
+            &format!("--api-token-file {}", long.display()),
+            &format!(
+                "cannot read secret file {}: longer than 4096 bytes",
+                long.display()
+            ),
+        );
+        std::fs::write(&long, "x".repeat(4096)).expect("written");
+        assert!(parse(args(&format!("--api-token-file {}", long.display()))).is_ok());
+        let _ = std::fs::remove_file(&long);
     }
 
     /// See: issue 11, item 6. `--sim` was fixed at three nodes, so traffic

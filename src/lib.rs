@@ -289,11 +289,16 @@ impl Running {
                 recv(self.state_done) -> _ => break,
             }
         }
-        // The state thread also ends when the journal stops: say why.
+        // The state thread also ends when the journal stops: say why. A fatal
+        // error that raced with its end must not turn into exit 0 either.
+        let fatal_error = fatal.try_recv().ok();
         self.stop();
-        match self.journal_failed.try_recv() {
-            Ok(error) => Err(Failure::StateNotSaved(error)),
-            Err(_) => Ok(None),
+        if let Ok(error) = self.journal_failed.try_recv() {
+            return Err(Failure::StateNotSaved(error));
+        }
+        match fatal_error {
+            Some(error) => Err(Failure::Mesos(error)),
+            None => Ok(None),
         }
     }
 
