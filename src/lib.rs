@@ -193,6 +193,16 @@ pub fn start(config: Config) -> io::Result<Running> {
         framework_id,
         auth: config.auth.clone(),
     };
+    // Bind the REST port before subscribing: a port clash must stop us
+    // before the master registers a framework we would then abandon.
+    let api = api::ApiServer::start(
+        &config.listen,
+        config.http_workers,
+        api_tx.clone(),
+        config.api_token.clone(),
+        config.commit_wait,
+        disk,
+    )?;
     let connection = Connection::start(mesos_config, mesos_tx, call_rx)?;
     let bridge = match &config.redis {
         Some(addr) => Some(redis::Bridge::start(
@@ -204,14 +214,6 @@ pub fn start(config: Config) -> io::Result<Running> {
         )?),
         None => None,
     };
-    let api = api::ApiServer::start(
-        &config.listen,
-        config.http_workers,
-        api_tx,
-        config.api_token.clone(),
-        config.commit_wait,
-        disk,
-    )?;
     log::info!(
         "charmander-scheduler api=http://{} master={master}",
         api.addr()
