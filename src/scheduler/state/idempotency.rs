@@ -137,9 +137,11 @@ impl Keys {
             if used.expires_at.is_some() {
                 continue;
             }
-            let age = now
-                .wall
-                .duration_since(UNIX_EPOCH + Duration::from_secs(used.at))
+            // A stamp past what SystemTime holds (a damaged state file)
+            // counts as brand new too, rather than panicking every restart.
+            let age = UNIX_EPOCH
+                .checked_add(Duration::from_secs(used.at))
+                .and_then(|stamp| now.wall.duration_since(stamp).ok())
                 .unwrap_or(Duration::ZERO);
             let expires_at = now.instant + IDEMPOTENCY_WINDOW.saturating_sub(age);
             used.expires_at = Some(expires_at);
@@ -231,5 +233,20 @@ mod tests {
             Seen::Retry("web".into())
         );
         assert_eq!(keys.used.len(), MAX_IDEMPOTENCY_KEYS);
+    }
+
+    /// See: review of issue 9. A restored stamp of 2^63 seconds or more
+    /// (a damaged state file) panicked in `UNIX_EPOCH + Duration` at the
+    /// first event after every restart: a crash loop.
+    #[test]
+    fn a_stamp_past_what_system_time_holds_counts_as_new() {
+        let now = Now {
+            instant: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_secs(1000),
+        };
+        let mut keys = Keys::default();
+        keys.restore("k".into(), "f".into(), "web".into(), u64::MAX);
+        keys.derive_expiry(now);
+        assert_eq!(keys.seen("k", "f", now.instant), Seen::Retry("web".into()));
     }
 }
