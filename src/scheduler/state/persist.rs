@@ -317,9 +317,11 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
         // Deadlines are monotonic and do not survive a restart: the backoff
         // is re-derived from the first event after the restore (records from
         // before that change only had a wall-clock `not_before_ms`).
+        // Never longer than a restart can wait: a damaged value must not
+        // park the task for ever.
         backoff: value["backoff_ms"]
             .as_u64()
-            .map(Duration::from_millis)
+            .map(|ms| Duration::from_millis(ms).min(super::RESTART_BACKOFF_MAX))
             .or_else(|| {
                 value["not_before_ms"]
                     .as_u64()

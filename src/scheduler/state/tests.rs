@@ -2287,3 +2287,32 @@ fn pending_reasons_name_cpus_mem_and_the_singleton_predecessor() {
         ",
     );
 }
+
+/// See: review of issue 9. A restored `backoff_ms` was taken as it stood,
+/// so one damaged record parked its task for centuries.
+#[test]
+fn a_damaged_restart_backoff_is_clamped_on_restore() {
+    let now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut state = State::new(None);
+    let submit = ApiRequest::Submit {
+        spec: spec(&["web", "mem=10"]),
+        idempotency_key: None,
+    };
+    let mut records = state.handle_event(api(submit), now).records;
+    for record in &mut records {
+        if let Some(value) = record
+            .value
+            .as_mut()
+            .filter(|_| record.key.starts_with("task/"))
+        {
+            value["backoff_ms"] = serde_json::json!(u64::MAX);
+        }
+    }
+    let restored = State::restore(&records).expect("restores");
+    let backoffs: Vec<Option<Duration>> =
+        restored.tasks.values().map(|task| task.backoff).collect();
+    assert_eq!(backoffs, [Some(RESTART_BACKOFF_MAX)]);
+}
