@@ -836,6 +836,10 @@ impl State {
     /// registry (every node's last offered resources), so the reason does
     /// not depend on which offers this round brought.
     fn explain_pending(&mut self, task_ids: &[TaskId]) {
+        // Most rounds place everything: then there is no registry to build.
+        if task_ids.is_empty() {
+            return;
+        }
         let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
         // Built once: a round may explain thousands of tasks.
         let registry = placement::Registry::new(&nodes, &self.role);
