@@ -174,6 +174,11 @@ fn check(script: &str, expected: &str) {
                 now.wall += step;
                 (Event::Tick, false)
             }
+            "grace" => {
+                // --unknown-grace, in seconds; then a tick at the same time.
+                state.set_unknown_grace(Duration::from_secs(words[1].parse().unwrap()));
+                (Event::Tick, false)
+            }
             "restart" => {
                 // A new process: the state is what the journal rebuilds.
                 state = State::restore(&journal).expect("the journal restores");
@@ -2315,4 +2320,51 @@ fn a_damaged_restart_backoff_is_clamped_on_restore() {
     let backoffs: Vec<Option<Duration>> =
         restored.tasks.values().map(|task| task.backoff).collect();
     assert_eq!(backoffs, [Some(RESTART_BACKOFF_MAX)]);
+}
+
+/// The next ask about a TASK_UNKNOWN task comes no later than the end of
+/// its grace, even when the round's retry delay is longer (here 10 s
+/// against a 7 s grace), so the relaunch is not held back by the backoff.
+#[test]
+fn a_task_unknown_is_asked_again_when_its_grace_ends() {
+    check(
+        "
+        grace 7
+        subscribed
+        submit a mem=10 type=lab
+        offer slave2
+        update a TASK_RUNNING ack
+        disconnected
+        subscribed
+        update a TASK_UNKNOWN reconcile
+        tick 5
+        update a TASK_UNKNOWN reconcile
+        tick 2
+        update a TASK_UNKNOWN reconcile
+        ",
+        "
+        > grace 7
+        > subscribed
+          RECONCILE all
+        > submit a mem=10 type=lab
+          = submitted a
+        > offer slave2
+          LAUNCH on slave2: a-1000000000000
+          SUPPRESS
+        > update a TASK_RUNNING ack
+          ACK a-1000000000000
+        > disconnected
+        > subscribed
+          RECONCILE a-1000000000000
+          RECONCILE all
+        > update a TASK_UNKNOWN reconcile
+        > tick 5
+          RECONCILE a-1000000000000
+        > update a TASK_UNKNOWN reconcile
+        > tick 2
+          RECONCILE a-1000000000000
+        > update a TASK_UNKNOWN reconcile
+          REVIVE
+        ",
+    );
 }
