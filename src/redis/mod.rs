@@ -393,7 +393,7 @@ impl Worker {
 
     fn report_once(&mut self, key: &str, value: &str, what: &str) {
         if self.reported.insert((key.to_string(), value.to_string())) {
-            log::warn!("redis key={key}: {what}");
+            log::warn!("redis key={key:?}: {what}");
         }
     }
 
