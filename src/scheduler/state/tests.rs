@@ -220,6 +220,10 @@ fn check(script: &str, expected: &str) {
             state.all_records(),
             "durable state after `{line}`"
         );
+        // Every index equals what recomputing it from the table gives.
+        if let Err(why) = state.check_indexes() {
+            panic!("indexes after `{line}`: {why}");
+        }
         if let (true, Some(reply)) = (show_reply, reply) {
             out.extend(render_reply(reply));
         }
