@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::scheduler::intelligence::{Source, Table};
-use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
+use crate::scheduler::model::{
+    AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
+};
 pub use crate::scheduler::state::State;
 
 /// How often the state thread wakes up without input (refuse filters,
@@ -109,10 +111,9 @@ pub enum ApiRequest {
         idempotency_key: Option<String>,
     },
     /// `GET /client/task`: live tasks, one-per-node services without a
-    /// copy, and ended tasks still within `--keep-finished`.
-    ListTasks,
-    /// `GET /client/task?state=active`: the same without the ended tasks.
-    ListActiveTasks,
+    /// copy, and ended tasks still within `--keep-finished`, as far as the
+    /// query lets through (`TaskQuery::default()`: all of them).
+    ListTasks(TaskQuery),
     /// `DELETE /client/task/<prefix>`.
     Kill { id_prefix: String },
     /// `GET /client/task/reshuffle`.
@@ -141,6 +142,33 @@ pub enum ApiRequest {
     /// `POST /admin/reset`: forget every task, tear the framework down and
     /// register a new one. Answered once the old framework is gone.
     Reset,
+}
+
+/// Which tasks `GET /client/task` lists: `?state=`, `?prefix=`, `?limit=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub state: StateFilter,
+    /// Only tasks whose internal id starts with it (or, with a space in it,
+    /// whose user id does: internal ids drop spaces).
+    pub prefix: Option<String>,
+    /// At most this many, in list order.
+    pub limit: Option<usize>,
+}
+
+/// `?state=` of `GET /client/task`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Live tasks, services without a copy, and the ended tasks still kept.
+    #[default]
+    All,
+    /// The same without the ended tasks.
+    Active,
+    /// Waiting for an offer (services without a copy included).
+    Pending,
+    /// ACCEPT sent, no status yet.
+    Launching,
+    /// Live tasks in this Mesos state, and ended tasks that ended in it.
+    Mesos(TaskState),
 }
 
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
@@ -524,7 +552,7 @@ mod tests {
         });
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {
-            request: ApiRequest::ListTasks,
+            request: ApiRequest::ListTasks(TaskQuery::default()),
             reply: reply_tx,
         };
         api_tx.send(command).expect("the state thread takes it");

@@ -15,6 +15,7 @@
 
 mod idempotency;
 mod index;
+mod list;
 mod outcome;
 mod persist;
 mod reset;
@@ -399,8 +400,7 @@ impl State {
                 spec,
                 idempotency_key,
             } => self.on_submit(spec, idempotency_key, now),
-            ApiRequest::ListTasks => ApiReply::Tasks(self.task_list(true)),
-            ApiRequest::ListActiveTasks => ApiReply::Tasks(self.task_list(false)),
+            ApiRequest::ListTasks(query) => ApiReply::Tasks(self.task_list(&query)),
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
@@ -1814,22 +1814,6 @@ impl State {
             ended_at: None,
             reason: None,
         }
-    }
-
-    /// What `GET /client/task` lists: live tasks (by id), one-per-node
-    /// services without a copy (so a service is never invisible), then,
-    /// with `ended`, the ended tasks still kept, oldest end first.
-    fn task_list(&self, ended: bool) -> Vec<TaskView> {
-        let mut views: Vec<TaskView> = self.tasks.keys().map(|id| self.view(id)).collect();
-        views.extend(
-            self.services
-                .keys()
-                .filter_map(|service_id| self.service_view(service_id)),
-        );
-        if ended {
-            views.extend(self.ended.iter().map(|ended| ended.view.clone()));
-        }
-        views
     }
 
     /// A one-per-node service with no live copy, as a pending entry of the

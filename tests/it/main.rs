@@ -22,3 +22,4 @@ mod scheduling;
 mod security;
 mod sim_master;
 mod support;
+mod task_list;
