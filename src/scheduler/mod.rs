@@ -12,6 +12,7 @@ pub(crate) mod placement;
 pub(crate) mod state;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
@@ -188,7 +189,8 @@ pub enum ApiReply {
         /// one-per-node service): `already running on slave1, slave2`.
         note: Option<String>,
     },
-    Tasks(Vec<TaskView>),
+    /// The task list, each entry shared with the state's list cache.
+    Tasks(Vec<Arc<ListedTask>>),
     /// The tasks the kill applies to (pending ones are already gone).
     Killed(Vec<TaskView>),
     Reshuffled(Vec<ReshuffleStep>),
@@ -287,6 +289,59 @@ pub struct TaskView {
     pub ended_at: Option<u64>,
     /// The Mesos reason name of the update that ended it, if it had one.
     pub reason: Option<String>,
+}
+
+/// One entry of `GET /client/task` as the state thread hands it out: a
+/// view, turned into JSON at most once, by the first HTTP worker that needs
+/// it (`json`), which then keeps only the JSON. The state keeps the entry
+/// of a live task until the task changes (`state/list.rs`), so a list
+/// builds and renders only what changed since the last one, and the state
+/// thread's part of a list of unchanged tasks is one `Arc` clone each.
+#[derive(Debug)]
+pub struct ListedTask {
+    rendering: Mutex<Rendering>,
+}
+
+#[derive(Debug)]
+enum Rendering {
+    View(Box<TaskView>),
+    Json(Arc<str>),
+}
+
+impl ListedTask {
+    pub fn new(view: TaskView) -> ListedTask {
+        ListedTask {
+            rendering: Mutex::new(Rendering::View(Box::new(view))),
+        }
+    }
+
+    /// The entry's JSON: `render` of its view the first time (the view is
+    /// dropped then), the same text after.
+    pub fn json(&self, render: impl FnOnce(&TaskView) -> String) -> Arc<str> {
+        // A worker that panicked while rendering leaves the view in place.
+        let mut rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let json: Arc<str> = match &*rendering {
+            Rendering::Json(json) => return json.clone(),
+            Rendering::View(view) => render(view).into(),
+        };
+        *rendering = Rendering::Json(json.clone());
+        json
+    }
+
+    /// The view, unless a worker has rendered it already.
+    pub fn view(&self) -> Option<TaskView> {
+        match &*self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Rendering::View(view) => Some((**view).clone()),
+            Rendering::Json(_) => None,
+        }
+    }
 }
 
 /// One node of the registry, learned from offers.

@@ -238,6 +238,8 @@ pub struct State {
     /// Pending tasks whose reason is to be judged against the registry again,
     /// by (seq, id); `explain_queued` takes `MAX_EXPLAIN_PER_TURN` per turn.
     unexplained: BTreeSet<(u64, TaskId)>,
+    /// List entries of live tasks unchanged since they were listed (`state/list.rs`).
+    list_cache: list::ListCache,
     /// Live instances per user id (for `singleton`).
     instances: BTreeMap<String, BTreeSet<TaskId>>,
     services: BTreeMap<String, Service>,
@@ -889,6 +891,7 @@ impl State {
         for (task_id, reason) in reasons {
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 task.pending_reason = Some(reason);
+                self.list_cache.forget(&task_id);
             }
         }
     }

@@ -282,15 +282,18 @@ impl State {
             .as_ref()
             .is_none_or(|facts| facts.phase == Phase::Pending);
         self.index.set(task_id, facts);
+        self.list_cache.forget(task_id);
         if answered {
             if let Some(round) = &mut self.reconcile_round {
                 round.unanswered.remove(task_id);
             }
         }
         if was_live != is_live {
+            // Their pending reason names the predecessor while it is there.
             for successor in self.index.successors(task_id) {
                 let facts = self.facts_of(&successor);
                 self.index.set(&successor, facts);
+                self.list_cache.forget(&successor);
             }
         }
     }
@@ -333,6 +336,7 @@ impl State {
         self.index = Indexes::build(self.tasks.iter(), self.clock, |id| {
             self.tasks.contains_key(id)
         });
+        self.list_cache.clear();
         if let Some(round) = &mut self.reconcile_round {
             let tasks = &self.tasks;
             round.unanswered.retain(|id| {
@@ -376,7 +380,7 @@ impl State {
                 }
             }
         }
-        Ok(())
+        self.check_list_cache()
     }
 }
 

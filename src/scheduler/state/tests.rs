@@ -233,6 +233,9 @@ fn check(script: &str, expected: &str) {
         if let Err(why) = state.check_indexes() {
             panic!("indexes after `{line}`: {why}");
         }
+        // Every live task gets a list entry now, so the next step's check
+        // finds any entry a change forgot to drop.
+        state.task_list(&TaskQuery::default());
         if let (true, Some(reply)) = (show_reply, reply) {
             out.extend(render_reply(reply));
         }
@@ -503,7 +506,10 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             id,
             note: Some(note),
         } => vec![format!("  = submitted {id} ({note})")],
-        ApiReply::Tasks(views) => views.iter().map(task_line).collect(),
+        ApiReply::Tasks(listed) => listed
+            .iter()
+            .map(|entry| task_line(&entry.view().expect("not rendered")))
+            .collect(),
         ApiReply::Killed(views) => views
             .iter()
             .map(|view| format!("  = killing {}", view.internal_id.0))
@@ -2280,7 +2286,7 @@ fn ended_tasks_are_capped_oldest_first() {
         };
         views
             .iter()
-            .map(|view| view.spec.id.clone())
+            .map(|entry| entry.view().expect("not rendered").spec.id)
             .collect::<Vec<_>>()
     };
     let listed = run(None, MAX_ENDED_TASKS + 2);
