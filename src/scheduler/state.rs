@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, Offer, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
+    AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
     UNRESERVED_ROLE,
 };
 use crate::scheduler::placement::{self, Request};
@@ -722,8 +722,10 @@ impl State {
         let still_waiting =
             !placement.unplaced.is_empty() || waiting.len() < self.index.pending_count();
         // The registry keeps what each node has left after these launches.
+        let by_id: BTreeMap<&OfferId, &Offer> =
+            offers.iter().map(|offer| (&offer.id, offer)).collect();
         for (offer_id, agent_id, placed) in &placement.launches {
-            let offer = offers.iter().find(|offer| &offer.id == offer_id);
+            let offer = by_id.get(offer_id).copied();
             if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
                 let pieces: Vec<_> = placed
                     .iter()
@@ -788,17 +790,20 @@ impl State {
         placement: placement::Placement,
         offers: &[Offer],
         calls: &mut Vec<Call>,
-    ) -> Vec<crate::scheduler::model::OfferId> {
+    ) -> Vec<OfferId> {
         // This round's reasons are for the log; the list's come from the
         // whole registry (`explain_pending`).
         for (task_id, reason) in placement.unplaced {
             log::debug!("task not placed task={} reason={reason}", task_id.0);
         }
+        let hostnames: BTreeMap<&AgentId, &str> = offers
+            .iter()
+            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
+            .collect();
         for (offer_id, agent_id, placed) in placement.launches {
-            let hostname = offers
-                .iter()
-                .find(|offer| offer.agent_id == agent_id)
-                .map(|offer| offer.hostname.clone())
+            let hostname = hostnames
+                .get(&agent_id)
+                .map(|hostname| hostname.to_string())
                 .unwrap_or_default();
             let mut tasks = Vec::new();
             for (task_id, resources) in placed {
