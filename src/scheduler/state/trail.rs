@@ -31,11 +31,14 @@ pub(super) struct Trail {
     entries: Vec<Entry>,
 }
 
-/// One entry: when it first happened, when last (for repeats), and what.
+/// One entry (48 bytes): when it first happened, when last (for repeats),
+/// and what. A task that runs has four: submitted, the placing round (shown
+/// as `placement` and `launched`), STARTING, RUNNING.
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
     first_ms: u64,
-    last_ms: u64,
+    /// Milliseconds from the first time to the last (repeats only).
+    last_after_ms: u32,
     /// Further times the same thing happened in a row.
     repeats: u32,
     what: What,
@@ -49,14 +52,13 @@ enum What {
         old: Box<str>,
         why: Replaced,
     },
-    Round(Round),
-    Launched {
-        host: Box<str>,
-    },
+    /// A placement round; a placed one is also the launch.
+    Round(Box<Round>),
+    /// A status update; `detail` is ` (REASON): message`, either part
+    /// left out when empty.
     Status {
         state: TaskState,
-        reason: Box<str>,
-        message: Box<str>,
+        detail: Box<str>,
     },
     Killed(KilledBy),
     /// A reshuffle replaces it with `replacement`.
@@ -67,18 +69,18 @@ enum What {
     Restarted {
         replacement: Box<str>,
         restarts: u32,
-        delay_s: u64,
+        delay_s: u32,
     },
-    /// The master lost or refused its launch: it waits again under `new_id`.
+    /// The master lost or refused its launch; the text says why and the
+    /// id it waits under now.
     Relaunched {
-        new_id: Box<str>,
-        why: Box<str>,
+        text: Box<str>,
     },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Replaced {
-    Restart { restarts: u32, delay_s: u64 },
+    Restart { restarts: u32, delay_s: u32 },
     Reshuffle,
 }
 
@@ -108,6 +110,52 @@ enum Outcome {
 }
 
 impl Round {
+    /// Whether `decision` would be recorded as this round: compared without
+    /// building one, so a pending task's repeated rounds allocate nothing.
+    fn same_as(&self, decision: &Decision, offers: &[Offer]) -> bool {
+        let host = |offer: usize| {
+            offers
+                .get(offer)
+                .map_or("?", |offer| offer.hostname.as_str())
+        };
+        let attribute = |offer: usize, name: &str| {
+            offers
+                .get(offer)
+                .and_then(|offer| offer.attributes.get(name))
+                .map_or("", String::as_str)
+        };
+        let outcome = match (&self.outcome, decision.verdict) {
+            (
+                Outcome::Placed { host: mine, scope },
+                Verdict::Placed {
+                    offer,
+                    scope: theirs,
+                },
+            ) => &**mine == host(offer) && *scope == theirs,
+            (Outcome::NoCandidates, Verdict::NoCandidates) => true,
+            (Outcome::NoFit, Verdict::NoFit { .. }) => true,
+            _ => false,
+        };
+        outcome
+            && self.offers == u32::try_from(offers.len()).unwrap_or(u32::MAX)
+            && self.examined == decision.examined
+            && self.rejected.len() == decision.rejected.len()
+            && self
+                .rejected
+                .iter()
+                .zip(&decision.rejected)
+                .all(|(mine, theirs)| {
+                    let name = match theirs.miss {
+                        Miss::NodeName => "nodename",
+                        Miss::NodeType => "nodetype",
+                        _ => "",
+                    };
+                    mine.miss == theirs.miss
+                        && &*mine.host == host(theirs.offer)
+                        && &*mine.has == attribute(theirs.offer, name)
+                })
+    }
+
     fn of(decision: &Decision, offers: &[Offer]) -> Round {
         let host = |offer: usize| -> Box<str> {
             offers
@@ -224,8 +272,7 @@ impl Trail {
             }
             let repeatable = matches!(what, What::Round(_) | What::Status { .. });
             if repeatable && last.what == what {
-                last.repeats = last.repeats.saturating_add(1);
-                last.last_ms = at_ms;
+                last.repeat(at_ms);
                 return;
             }
         }
@@ -234,77 +281,107 @@ impl Trail {
         }
         self.entries.push(Entry {
             first_ms: at_ms,
-            last_ms: at_ms,
+            last_after_ms: 0,
             repeats: 0,
             what,
         });
     }
 
+    /// Records a round: counts up the last entry when it is the same
+    /// round again (without allocating), else adds it.
+    fn push_round(&mut self, at_ms: u64, decision: &Decision, offers: &[Offer]) {
+        if let Some(last) = self.entries.last_mut() {
+            if let What::Round(round) = &last.what {
+                if round.same_as(decision, offers) {
+                    last.repeat(at_ms);
+                    return;
+                }
+            }
+        }
+        self.push(at_ms, What::Round(Box::new(Round::of(decision, offers))));
+    }
+
     /// The history as text, oldest first; `spec` is the task's (for the
     /// constraints a round names).
     pub(super) fn lines(&self, spec: &TaskSpec) -> Vec<HistoryLine> {
-        self.entries
-            .iter()
-            .map(|entry| {
-                let (kind, mut text) = match &entry.what {
-                    What::Submitted => ("submitted", "submitted".to_string()),
-                    What::Replaces { old, why } => (
-                        "submitted",
-                        match why {
-                            Replaced::Restart { restarts, delay_s } => {
-                                format!("restart {restarts} of {old}, waits {delay_s}s first")
-                            }
-                            Replaced::Reshuffle => format!("replaces {old} (reshuffle)"),
-                        },
-                    ),
-                    What::Round(round) => ("placement", round.text(spec)),
-                    What::Launched { host } => ("launched", format!("launch sent to {host}")),
-                    What::Status {
-                        state,
-                        reason,
-                        message,
-                    } => {
-                        let mut text = state.as_str().to_string();
-                        if !reason.is_empty() {
-                            text.push_str(&format!(" ({reason})"));
+        let mut lines = Vec::with_capacity(self.entries.len() + 1);
+        for entry in &self.entries {
+            let (kind, mut text) = match &entry.what {
+                What::Submitted => ("submitted", "submitted".to_string()),
+                What::Replaces { old, why } => (
+                    "submitted",
+                    match why {
+                        Replaced::Restart { restarts, delay_s } => {
+                            format!("restart {restarts} of {old}, waits {delay_s}s first")
                         }
-                        if !message.is_empty() {
-                            text.push_str(&format!(": {message}"));
-                        }
-                        ("status", text)
-                    }
-                    What::Killed(by) => ("killed", format!("kill requested by {}", by.as_str())),
-                    What::Moved { replacement } => {
-                        ("moved", format!("reshuffle: replaced by {replacement}"))
-                    }
-                    What::Restarted {
-                        replacement,
-                        restarts,
-                        delay_s,
-                    } => (
-                        "restarted",
-                        format!("restart {restarts} as {replacement} in {delay_s}s"),
-                    ),
-                    What::Relaunched { new_id, why } => (
-                        "relaunched",
-                        format!("launch lost ({why}), waits again as {new_id}"),
-                    ),
-                };
-                if entry.repeats > 0 {
-                    text.push_str(&format!(
-                        " (×{} since {})",
-                        u64::from(entry.repeats) + 1,
-                        utc_text(entry.first_ms / 1000)
-                    ));
+                        Replaced::Reshuffle => format!("replaces {old} (reshuffle)"),
+                    },
+                ),
+                What::Round(round) => ("placement", round.text(spec)),
+                What::Status { state, detail } => ("status", format!("{}{detail}", state.as_str())),
+                What::Killed(by) => ("killed", format!("kill requested by {}", by.as_str())),
+                What::Moved { replacement } => {
+                    ("moved", format!("reshuffle: replaced by {replacement}"))
                 }
-                HistoryLine {
-                    time_ms: entry.last_ms,
-                    kind,
-                    text,
+                What::Restarted {
+                    replacement,
+                    restarts,
+                    delay_s,
+                } => (
+                    "restarted",
+                    format!("restart {restarts} as {replacement} in {delay_s}s"),
+                ),
+                What::Relaunched { text } => ("relaunched", text.to_string()),
+            };
+            if entry.repeats > 0 {
+                text.push_str(&format!(
+                    " (×{} since {})",
+                    u64::from(entry.repeats) + 1,
+                    utc_text(entry.first_ms / 1000)
+                ));
+            }
+            lines.push(HistoryLine {
+                time_ms: entry.last_ms(),
+                kind,
+                text,
+            });
+            // The round that placed a task is also its launch.
+            if let What::Round(round) = &entry.what {
+                if let Outcome::Placed { host, .. } = &round.outcome {
+                    lines.push(HistoryLine {
+                        time_ms: entry.last_ms(),
+                        kind: "launched",
+                        text: format!("launch sent to {host}"),
+                    });
                 }
-            })
-            .collect()
+            }
+        }
+        lines
     }
+}
+
+impl Entry {
+    fn repeat(&mut self, at_ms: u64) {
+        self.repeats = self.repeats.saturating_add(1);
+        let after = at_ms.saturating_sub(self.first_ms);
+        self.last_after_ms = u32::try_from(after).unwrap_or(u32::MAX);
+    }
+
+    fn last_ms(&self) -> u64 {
+        self.first_ms + u64::from(self.last_after_ms)
+    }
+}
+
+/// ` (REASON): message`, each part only when there is one.
+fn status_detail(reason: &str, message: &str) -> Box<str> {
+    let mut detail = String::new();
+    if !reason.is_empty() {
+        detail.push_str(&format!(" ({reason})"));
+    }
+    if !message.is_empty() {
+        detail.push_str(&format!(": {message}"));
+    }
+    detail.into()
 }
 
 /// Unix milliseconds of a turn's wall clock.
@@ -361,8 +438,8 @@ impl State {
     /// One placement round: every task it considered gets an entry; a
     /// placed one is launched in this turn (`apply_placement`).
     pub(super) fn note_round(&mut self, decisions: &[Decision], offers: &[Offer], now: Now) {
+        let at = unix_millis(now.wall);
         for decision in decisions {
-            let round = Round::of(decision, offers);
             let placed_on = match decision.verdict {
                 Verdict::Placed { offer, .. } => offers.get(offer),
                 _ => None,
@@ -371,19 +448,13 @@ impl State {
                 continue;
             };
             let Some(offer) = placed_on else {
-                task.trail.push(unix_millis(now.wall), What::Round(round));
+                task.trail.push_round(at, decision, offers);
                 continue;
             };
+            let round = Round::of(decision, offers);
             let why = round.text(&task.spec);
             let id = task.spec.id.clone();
-            let at = unix_millis(now.wall);
-            task.trail.push(at, What::Round(round));
-            task.trail.push(
-                at,
-                What::Launched {
-                    host: offer.hostname.as_str().into(),
-                },
-            );
+            task.trail.push(at, What::Round(Box::new(round)));
             let (task_id, node, agent_id) = (
                 decision.task_id.clone(),
                 offer.hostname.clone(),
@@ -423,8 +494,7 @@ impl State {
             unix_millis(now.wall),
             What::Status {
                 state: update.state,
-                reason: update.reason_name.as_str().into(),
-                message: update.message.as_str().into(),
+                detail: status_detail(&update.reason_name, &update.message),
             },
         );
         if !news {
@@ -509,13 +579,14 @@ impl State {
         now: Now,
     ) {
         let id = self.user_id(replacement);
+        let delay_32 = u32::try_from(delay_s).unwrap_or(u32::MAX);
         self.trail_push(
             old,
             now,
             What::Restarted {
                 replacement: replacement.0.as_str().into(),
                 restarts,
-                delay_s,
+                delay_s: delay_32,
             },
         );
         self.trail_push(
@@ -523,7 +594,10 @@ impl State {
             now,
             What::Replaces {
                 old: old.0.as_str().into(),
-                why: Replaced::Restart { restarts, delay_s },
+                why: Replaced::Restart {
+                    restarts,
+                    delay_s: delay_32,
+                },
             },
         );
         self.notify(
@@ -545,8 +619,7 @@ impl State {
             new_id,
             now,
             What::Relaunched {
-                new_id: new_id.0.as_str().into(),
-                why: why.into(),
+                text: format!("launch lost ({why}), waits again as {}", new_id.0).into(),
             },
         );
     }
@@ -717,16 +790,24 @@ mod tests {
         );
     }
 
+    /// Memory per task matters (thousands of tasks): a running task's four
+    /// entries take 4 × 48 bytes plus a boxed round and its host name.
+    #[test]
+    fn an_entry_stays_small() {
+        assert!(std::mem::size_of::<Entry>() <= 48);
+        assert!(std::mem::size_of::<Trail>() <= 24);
+    }
+
     #[test]
     fn repeats_count_up_and_the_history_is_bounded() {
         let mut trail = Trail::default();
         let round = |examined| {
-            What::Round(Round {
+            What::Round(Box::new(Round {
                 offers: 2,
                 examined,
                 rejected: Box::new([]),
                 outcome: Outcome::NoFit,
-            })
+            }))
         };
         trail.push(1_000, What::Submitted);
         trail.push(2_000, round(1));
