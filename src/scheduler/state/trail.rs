@@ -613,13 +613,23 @@ impl State {
     }
 
     /// A launch the master lost or refused: the task (its trail with it)
-    /// now waits under `new_id`.
+    /// now waits under `new_id`, published as a new `task_submitted`.
     pub(super) fn note_relaunched(&mut self, new_id: &TaskId, why: &str, now: Now) {
         self.trail_push(
             new_id,
             now,
             What::Relaunched {
                 text: format!("launch lost ({why}), waits again as {}", new_id.0).into(),
+            },
+        );
+        // To a watcher it is a new task; the old id's last `task_status`
+        // (LOST, DROPPED, ...) ended the old one.
+        let id = self.user_id(new_id);
+        self.notify(
+            now,
+            NoticeKind::TaskSubmitted {
+                task: new_id.clone(),
+                id,
             },
         );
     }

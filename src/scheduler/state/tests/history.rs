@@ -170,3 +170,43 @@ fn a_restart_and_a_reshuffle_link_the_old_task_and_its_replacement() {
         ",
     );
 }
+
+#[test]
+fn a_lost_launch_keeps_its_history_under_the_new_id() {
+    check(
+        "
+        subscribed
+        submit lost mem=100
+        offer slave2
+        update lost TASK_DROPPED invalid message=gone
+        events
+        show lost
+        ",
+        "
+        > subscribed
+        RECONCILE all
+        > submit lost mem=100
+        = submitted lost
+        > offer slave2
+        LAUNCH on slave2: lost-1000000000000
+        SUPPRESS
+        > update lost TASK_DROPPED invalid message=gone
+        REVIVE
+        > events
+        ~ t=1000 subscribed fw
+        ~ t=1000 task_submitted lost-1000000000000 id=lost
+        ~ t=1000 node_joined slave2 slave2
+        ~ t=1000 task_placed lost-1000000000000 on slave2: 1 offer, 1 examined: placed on slave2, most free mem
+        ~ t=1000 task_launched lost-1000000000000 on slave2
+        ~ t=1000 task_status lost-1000000000000 TASK_DROPPED reason=REASON_INVALID_OFFERS message=Task launched with invalid offers: Offer o1 is no longer valid node=slave2
+        ~ t=1000 task_submitted lost-1000000000001 id=lost
+        > show lost
+        = task lost-1000000000001 pending
+        | t=1000 submitted: submitted
+        | t=1000 placement: 1 offer, 1 examined: placed on slave2, most free mem
+        | t=1000 launched: launch sent to slave2
+        | t=1000 status: TASK_DROPPED (REASON_INVALID_OFFERS): Task launched with invalid offers: Offer o1 is no longer valid
+        | t=1000 relaunched: launch lost (TASK_DROPPED: Task launched with invalid offers: Offer o1 is no longer valid), waits again as lost-1000000000001
+        ",
+    );
+}
