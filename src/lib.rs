@@ -199,7 +199,10 @@ pub fn start(config: Config) -> io::Result<Running> {
         &config.listen,
         config.http_workers,
         api_tx.clone(),
-        config.api_token.clone(),
+        config
+            .api_token
+            .as_ref()
+            .map(|token| token.expose().to_string()),
         config.commit_wait,
         disk,
     )?;
