@@ -82,11 +82,10 @@ const REDIS_RESULTS: [&str; 3] = ["ok", "state_timeout", "redis_error"];
 /// The route label of a request no route matched (404, 405, a bad query).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The HTTP statuses the REST API answers, each with its own counter; any
-/// other is counted as `status="other"`.
-pub const HTTP_STATUSES: [u16; 14] = [
-    200, 202, 400, 401, 404, 405, 408, 409, 411, 413, 500, 503, 504, 507,
-];
+/// The statuses a REST worker answers (`api::ApiError::status` and the
+/// replies of `api::respond`), each with its own counter; any other is
+/// counted as `status="other"`.
+pub const HTTP_STATUSES: [u16; 12] = [200, 202, 400, 401, 404, 405, 409, 413, 500, 503, 504, 507];
 
 /// Every metric of one scheduler process. Counting is a relaxed atomic
 /// increment; reading (`render`) takes no lock either.

@@ -1254,6 +1254,25 @@ mod tests {
         assert_eq!(names, listed);
         assert_eq!(listed.len(), ROUTE_NAMES.len(), "no name twice");
         assert!(!listed.contains(crate::metrics::UNMATCHED_ROUTE));
+        // Every status a worker answers has its own counter, not "other".
+        let text = || String::new();
+        let errors = [
+            ApiError::NoSuchEndpoint(text()),
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::BadRequest(text()),
+            ApiError::NotFound(text()),
+            ApiError::BodyTooLarge,
+            ApiError::Unauthorized,
+            ApiError::Conflict(text()),
+            ApiError::Busy,
+            ApiError::Stopped,
+            ApiError::OutcomeUnknown,
+            ApiError::DiskFull(text()),
+            ApiError::Internal(text()),
+        ];
+        for status in errors.iter().map(ApiError::status).chain([200, 202]) {
+            assert!(crate::metrics::HTTP_STATUSES.contains(&status), "{status}");
+        }
     }
 
     fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
