@@ -1774,6 +1774,37 @@ mod tests {
             .expect("the fake state thread ends with its senders");
     }
 
+    /// A scrape reads the atomics itself: with no state thread to give the
+    /// task counts it still answers, without that one family.
+    #[test]
+    fn a_scrape_answers_without_the_state_thread() {
+        let (state, inbox) = crossbeam_channel::bounded::<ApiCommand>(8);
+        drop(inbox);
+        let metrics = Arc::new(Metrics::default());
+        let server = ApiServer::start(
+            "127.0.0.1:0",
+            1,
+            state,
+            Some("t0ken".to_string()),
+            COMMIT_WAIT,
+            DiskGate::default(),
+            Arc::clone(&metrics),
+        )
+        .expect("binds");
+        let (status, head, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"));
+        assert!(body.contains("\ncharmander_build_info{version=\""));
+        assert!(!body.contains("charmander_tasks"), "{body}");
+        // The scrape itself was counted under its route.
+        let (_, _, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert!(
+            body.contains("\ncharmander_http_requests_total{route=\"metrics\",status=\"200\"} 1\n"),
+            "{body}"
+        );
+        server.shutdown();
+    }
+
     /// tiny_http 0.12 drained an unread body on drop with `vec![0; remaining]`,
     /// so a huge Content-Length used to kill the worker (the process in
     /// release); the vendored tiny_http drains at most 64 KiB (P5) and closes.
