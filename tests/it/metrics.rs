@@ -82,7 +82,7 @@ fn metrics_move_with_the_work_and_pass_promtool() {
     );
     let _ = std::fs::remove_dir_all(&dir.0);
     let lab = Lab::start_with(|config| {
-        config.api_token = Some(TOKEN.to_string());
+        config.api_token = Some(TOKEN.into());
         config.state_dir = Some(dir.0.clone());
     });
     // Open without the token: a scrape is a read.
