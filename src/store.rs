@@ -700,12 +700,12 @@ pub fn run_journal(
         }
         // Replies first: a slow master must not hold up the REST API. Once
         // the state thread has stopped, nobody waits for them.
-        let replies: Committed = turns
-            .iter_mut()
-            .flat_map(|turn| std::mem::take(&mut turn.replies))
-            .collect();
-        if !replies.is_empty() {
-            let _ = committed.send(replies);
+        let mut durable = Committed::default();
+        for turn in &mut turns {
+            durable.take_from(turn);
+        }
+        if !durable.is_empty() {
+            let _ = committed.send(durable);
         }
         for turn in turns {
             for call in turn.calls {
@@ -826,6 +826,7 @@ mod tests {
                 records: vec![record(key, Some(json!({"n": 1})))],
                 calls: vec![Call::Revive],
                 replies: vec![(RequestId(1), ApiReply::IntelligenceChanged)],
+                notices: Vec::new(),
             };
             turn_tx.send(turn).expect("queued");
             if key == "task/a" {

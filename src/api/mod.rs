@@ -22,6 +22,7 @@
 //! before the body is read. Reads stay open. The token is never logged.
 
 pub(crate) mod dto;
+mod events;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -185,6 +186,14 @@ enum Route {
     Reset,
     /// `GET /metrics`: Prometheus text exposition.
     Metrics,
+    /// `GET /client/task/<internal id>`: one task with its history.
+    ShowTask {
+        id: String,
+    },
+    /// `GET /client/events[?since=N]`: the event stream (`events`).
+    Events {
+        since: Option<u64>,
+    },
 }
 
 /// Every `Route::name`: the `route` label of the request metrics, one per
@@ -201,6 +210,8 @@ pub(crate) const ROUTE_NAMES: &[&str] = &[
     "intelligence_set",
     "intelligence_clear",
     "metrics",
+    "task_show",
+    "events",
 ];
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
@@ -226,6 +237,8 @@ enum ApiError {
     Busy,
     /// The state thread is gone (shutting down) and nothing changed.
     Stopped,
+    /// Nothing was done; a retry later may work (too many event streams).
+    Unavailable(String),
     /// A change reached the state thread but its reply did not come within
     /// the commit wait (or never will: shutdown): it may or may not happen.
     OutcomeUnknown,
@@ -260,7 +273,7 @@ impl ApiError {
             ApiError::BodyTooLarge => 413,
             ApiError::Unauthorized => 401,
             ApiError::Conflict(_) => 409,
-            ApiError::Busy | ApiError::Stopped => 503,
+            ApiError::Busy | ApiError::Stopped | ApiError::Unavailable(_) => 503,
             ApiError::OutcomeUnknown => 504,
             ApiError::Internal(_) => 500,
             ApiError::DiskFull(_) => 507,
@@ -275,6 +288,7 @@ impl ApiError {
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
             | ApiError::DiskFull(message)
+            | ApiError::Unavailable(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
             ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
@@ -365,6 +379,29 @@ fn refuse_chunked(request: tiny_http::Request) {
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     let started = Instant::now();
+    if let Ok(route @ Route::Events { since }) = route(request.method().as_str(), request.url()) {
+        // A stream gets a thread of its own; this worker goes back to serving.
+        let subscribed = since
+            .map_or_else(|| last_event_id(&request), |since| Ok(Some(since)))
+            .and_then(|since| events::subscribe(&handler.state, since));
+        let status = match subscribed {
+            Ok(subscription) => {
+                events::start(request, subscription);
+                200
+            }
+            Err(err) => {
+                let reply = err.into_reply();
+                let status = reply.status;
+                answer(request, reply);
+                status
+            }
+        };
+        // The time to subscribe, not the stream's life.
+        handler
+            .metrics
+            .count_http(route.name(), status, started.elapsed());
+        return;
+    }
     let mut audit = Audit::default();
     let (reply, error) = match handle(&mut request, handler, &mut audit) {
         Ok(reply) => (reply, None),
@@ -395,6 +432,33 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     if let Err(err) = request.respond(into_response(reply, layout)) {
         log::debug!("http reply not delivered error={err}");
     }
+}
+
+/// Answers `request` with `reply` (the event stream's refusals).
+fn answer(request: tiny_http::Request, reply: Reply) {
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
+        log::debug!("http reply not delivered error={err}");
+    }
+}
+
+/// The `Last-Event-ID` header an `EventSource` reconnects with: where to
+/// resume when the URL has no `since`.
+fn last_event_id(request: &tiny_http::Request) -> Result<Option<u64>, ApiError> {
+    let Some(field) = request
+        .headers()
+        .iter()
+        .find(|field| field.field.equiv("Last-Event-ID"))
+    else {
+        return Ok(None);
+    };
+    let value = field.value.as_str().trim();
+    value.parse().map(Some).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "bad Last-Event-ID {:?}: an event id is a number",
+            quoted(value)
+        ))
+    })
 }
 
 /// The audit trail: who asked for a change, what, and what came of it.
@@ -467,6 +531,8 @@ impl Route {
             | Route::ListActiveTasks
             | Route::ListNodes
             | Route::ListIntelligence
+            | Route::ShowTask { .. }
+            | Route::Events { .. }
             | Route::Metrics => return None,
             Route::Reshuffle { dry_run: true } => return None,
             Route::Reshuffle { dry_run: false } => "route=reshuffle".to_string(),
@@ -591,6 +657,13 @@ fn handle(
         Route::ListNodes => ApiRequest::ListNodes,
         Route::ListIntelligence => ApiRequest::ListIntelligence,
         Route::Reset => ApiRequest::Reset,
+        Route::ShowTask { id } => ApiRequest::ShowTask { id: id.clone() },
+        // `serve_one` takes these before `handle`.
+        Route::Events { .. } => {
+            return Err(ApiError::Internal(
+                "event streams are not served here".to_string(),
+            ))
+        }
         Route::SetIntelligence { task, attribute } => {
             let body = read_body(request)?;
             let raw = dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?;
@@ -840,7 +913,14 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
             verbose: flag(query, "verbose")?,
         }),
         (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
-        (_, ["client", "task", _]) => not_allowed("DELETE"),
+        ("GET", ["client", "task", id]) => Ok(Route::ShowTask {
+            id: path_part(id, "task id")?,
+        }),
+        (_, ["client", "task", _]) => not_allowed("GET, DELETE"),
+        ("GET", ["client", "events"]) => Ok(Route::Events {
+            since: since(query)?,
+        }),
+        (_, ["client", "events"]) => not_allowed("GET"),
         ("GET", ["client", "node"]) => Ok(Route::ListNodes),
         (_, ["client", "node"]) => not_allowed("GET"),
         ("GET", ["client", "intelligence"]) => Ok(Route::ListIntelligence),
@@ -868,6 +948,8 @@ impl Route {
             | Route::ListActiveTasks
             | Route::ListNodes
             | Route::ListIntelligence
+            | Route::ShowTask { .. }
+            | Route::Events { .. }
             | Route::Metrics => false,
             Route::Reshuffle { dry_run } => !dry_run,
             Route::SubmitTask
@@ -894,6 +976,8 @@ impl Route {
             Route::SetIntelligence { .. } => "intelligence_set",
             Route::ClearIntelligence { .. } => "intelligence_clear",
             Route::Metrics => "metrics",
+            Route::ShowTask { .. } => "task_show",
+            Route::Events { .. } => "events",
         }
     }
 }
@@ -955,6 +1039,19 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
         difference |= std::hint::black_box(presented_byte ^ secret_byte);
     }
     difference == 0
+}
+
+/// `?since=N`: resume the event stream after event N.
+fn since(query: &str) -> Result<Option<u64>, ApiError> {
+    let mut since = None;
+    for pair in query.split('&') {
+        if let ("since", value) = pair.split_once('=').unwrap_or((pair, "")) {
+            since = Some(value.parse().map_err(|_| {
+                ApiError::BadRequest(format!("bad since {value:?}: use an event id (a number)"))
+            })?);
+        }
+    }
+    Ok(since)
 }
 
 /// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
@@ -1033,6 +1130,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
         (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
         (_, ApiReply::OutcomeUnknown) => return Err(ApiError::OutcomeUnknown),
+        (_, ApiReply::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
         (Route::Reset, ApiReply::ResetDone { killed }) => Reply::json(
             200,
             dto::message_json(200, &format!("Reset: {killed} tasks killed")),
@@ -1051,6 +1149,9 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
             Reply::json(202, dto::reshuffled_json(&steps, *dry_run))
         }
         (Route::ListNodes, ApiReply::Nodes(nodes)) => Reply::json(200, dto::nodes_json(&nodes)),
+        (Route::ShowTask { .. }, ApiReply::Task(task, history)) => {
+            Reply::json(200, dto::task_history_json(&task, &history))
+        }
         (Route::ListIntelligence, ApiReply::Intelligence(table)) => {
             Reply::json(200, dto::intelligence_json(&table))
         }
@@ -1198,7 +1299,28 @@ mod tests {
         check("DELETE", "/client/task/%zz", Err((400, None)));
         check("DELETE", "/client/task/%e9", Err((400, None)));
         check("DELETE", "/client/task/%4", Err((400, None)));
-        check("GET", "/client/task/stress", Err((405, Some("DELETE"))));
+        // GET shows one task with its history (issue 12); DELETE still kills.
+        check(
+            "GET",
+            "/client/task/stress-1",
+            Ok(Route::ShowTask {
+                id: "stress-1".to_string(),
+            }),
+        );
+        check(
+            "PUT",
+            "/client/task/stress",
+            Err((405, Some("GET, DELETE"))),
+        );
+        check("GET", "/client/task/%zz", Err((400, None)));
+        check("GET", "/client/events", Ok(Route::Events { since: None }));
+        check(
+            "GET",
+            "/client/events?since=42",
+            Ok(Route::Events { since: Some(42) }),
+        );
+        check("GET", "/client/events?since=-1", Err((400, None)));
+        check("POST", "/client/events", Err((405, Some("GET"))));
         check("DELETE", "/client/task/a/b", Err((404, None)));
         check("GET", "/client/node", Ok(Route::ListNodes));
         check("DELETE", "/client/node", Err((405, Some("GET"))));
@@ -1248,6 +1370,10 @@ mod tests {
             set("t", "mem"),
             clear("t", "mem"),
             Route::Metrics,
+            Route::ShowTask {
+                id: "t-1".to_string(),
+            },
+            Route::Events { since: None },
         ];
         let names: std::collections::BTreeSet<&str> = routes.iter().map(Route::name).collect();
         let listed: std::collections::BTreeSet<&str> = ROUTE_NAMES.iter().copied().collect();
@@ -1268,6 +1394,7 @@ mod tests {
             ApiError::Stopped,
             ApiError::OutcomeUnknown,
             ApiError::DiskFull(text()),
+            ApiError::Unavailable(text()),
             ApiError::Internal(text()),
         ];
         for status in errors.iter().map(ApiError::status).chain([200, 202]) {

@@ -6,8 +6,10 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
+pub(crate) mod hub;
 pub(crate) mod intelligence;
 pub mod model;
+pub(crate) mod notice;
 pub(crate) mod placement;
 pub(crate) mod state;
 
@@ -144,6 +146,11 @@ pub enum ApiRequest {
     Reset,
     /// `GET /metrics`: how many tasks are in each state.
     TaskCounts,
+    /// `GET /client/task/<internal id>`: one task with its history.
+    ShowTask { id: String },
+    /// `GET /client/events`: answered by `run` (the hub), never by `State`,
+    /// with `ApiReply::Subscribed` or `ApiReply::Unavailable`.
+    Subscribe { since: Option<u64> },
 }
 
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
@@ -194,6 +201,23 @@ pub enum ApiReply {
     /// Live tasks by the state they show ("pending", "launching",
     /// "TASK_RUNNING", ...), every state listed, zeros included.
     TaskCounts(Vec<(&'static str, u64)>),
+    /// One task and its history, oldest entry first.
+    Task(Box<TaskView>, Vec<HistoryLine>),
+    /// An event stream: its gap, backlog and live feed.
+    Subscribed(hub::Subscription),
+    /// Nothing was done and a retry later may work (503), e.g. too many
+    /// event streams.
+    Unavailable(String),
+}
+
+/// One entry of a task's history, as `GET /client/task/<id>` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// Unix milliseconds (of the last time, for a repeated entry).
+    pub time_ms: u64,
+    /// `submitted`, `placement`, `launched`, `status`, `killed`, ...
+    pub kind: &'static str,
+    pub text: String,
 }
 
 /// What one state-loop turn produced: durable changes first, then the
@@ -205,20 +229,43 @@ pub struct Turn {
     pub records: Vec<state::Record>,
     pub calls: Vec<Call>,
     pub replies: Vec<(RequestId, ApiReply)>,
+    /// What `GET /client/events` will tell, once the turn is durable.
+    pub notices: Vec<notice::Notice>,
 }
 
-/// Replies whose turn is durable, from the journal back to `run`.
-pub type Committed = Vec<(RequestId, ApiReply)>;
+/// What the journal hands back to `run` once a group of turns is durable:
+/// their replies, and their notices for the event hub.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub replies: Vec<(RequestId, ApiReply)>,
+    pub notices: Vec<notice::Notice>,
+}
+
+impl Committed {
+    /// Takes the replies and notices out of `turn`.
+    pub fn take_from(&mut self, turn: &mut Turn) {
+        self.replies.append(&mut turn.replies);
+        self.notices.append(&mut turn.notices);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.notices.is_empty()
+    }
+}
 
 impl Turn {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.calls.is_empty() && self.replies.is_empty()
+        self.records.is_empty()
+            && self.calls.is_empty()
+            && self.replies.is_empty()
+            && self.notices.is_empty()
     }
 
     fn append(&mut self, mut other: Turn) {
         self.records.append(&mut other.records);
         self.calls.append(&mut other.calls);
         self.replies.append(&mut other.replies);
+        self.notices.append(&mut other.notices);
     }
 }
 
@@ -435,6 +482,8 @@ pub fn run(
     let mut backlog = Turn::default();
     let mut waiting: HashMap<RequestId, Sender<ApiReply>> = HashMap::new();
     let mut next_id = 0u64;
+    // Event streams: only `run` publishes, and only what the journal made durable.
+    let mut hub = hub::Hub::default();
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -462,6 +511,19 @@ pub fn run(
         // gone) ends the loop.
         let Ok(input) = input else { break };
         let event = match input {
+            Input::Api(ApiCommand {
+                request: ApiRequest::Subscribe { since },
+                reply,
+            }) => {
+                // Answered here at once: nothing to make durable, and the
+                // backlog and the feed must meet with nothing in between.
+                let answer = match hub.subscribe(since) {
+                    Ok(subscription) => ApiReply::Subscribed(subscription),
+                    Err(message) => ApiReply::Unavailable(message),
+                };
+                let _ = reply.try_send(answer);
+                None
+            }
             Input::Api(ApiCommand { request, reply }) => {
                 let id = RequestId(next_id);
                 next_id += 1;
@@ -473,7 +535,10 @@ pub fn run(
                 Some(Event::Mesos(event))
             }
             Input::Tick => Some(Event::Tick),
-            Input::Committed(replies) => {
+            Input::Committed(Committed { replies, notices }) => {
+                for notice in notices {
+                    hub.publish(notice);
+                }
                 for (id, reply) in replies {
                     match waiting.remove(&id) {
                         // The worker may have stopped waiting (504) and gone.
@@ -563,7 +628,12 @@ mod tests {
         );
         // Only `run` could have answered, and it has not been told the turn is durable.
         assert!(reply_rx.try_recv().is_err());
-        committed_tx.send(turn.replies).expect("run listens");
+        committed_tx
+            .send(Committed {
+                replies: turn.replies,
+                notices: Vec::new(),
+            })
+            .expect("run listens");
         let reply = reply_rx
             .recv_timeout(wait)
             .expect("answered once committed");

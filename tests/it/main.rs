@@ -8,6 +8,7 @@ mod bad_master;
 mod bad_redis;
 mod disk_full;
 mod durability;
+mod events;
 mod failover;
 mod fuzz;
 mod graceful;

@@ -24,6 +24,8 @@ use crate::scheduler::CallFailure;
 /// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
 /// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
 /// - `lost <agent>` / `tasks` (`?state=active`) / `all` (ended tasks too) / `nodes`
+/// - `show <internal-id-prefix>`: one task (live or ended) with its history
+/// - `events`: the notices published since the last `events` step
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
@@ -35,6 +37,7 @@ fn check(script: &str, expected: &str) {
     };
     let mut out = Vec::new();
     let mut offer_seq = 0;
+    let mut notices: Vec<Notice> = Vec::new();
     for line in script
         .lines()
         .map(str::trim)
@@ -72,6 +75,20 @@ fn check(script: &str, expected: &str) {
                 true,
             ),
             "tasks" => (api(ApiRequest::ListActiveTasks), true),
+            "show" => {
+                let id = state
+                    .ended
+                    .iter()
+                    .map(|ended| &ended.view.internal_id)
+                    .chain(state.tasks.keys())
+                    .find(|id| id.0.starts_with(words[1]))
+                    .map_or_else(|| words[1].to_string(), |id| id.0.clone());
+                (api(ApiRequest::ShowTask { id }), true)
+            }
+            "events" => {
+                out.extend(std::mem::take(&mut notices).iter().map(render_notice));
+                continue;
+            }
             "all" => (api(ApiRequest::ListTasks), true),
             "nodes" => (api(ApiRequest::ListNodes), true),
             "intel" => {
@@ -202,6 +219,7 @@ fn check(script: &str, expected: &str) {
             _ => None,
         };
         let mut turn = state.handle_event(event, now);
+        notices.append(&mut turn.notices);
         journal.extend(turn.records);
         for call in &turn.calls {
             out.push(render_call(call));
@@ -235,6 +253,74 @@ fn check(script: &str, expected: &str) {
         .filter(|line| !line.is_empty())
         .collect();
     assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
+}
+
+/// A notice as a test line: its kind and its main fields.
+fn render_notice(notice: &Notice) -> String {
+    use crate::scheduler::notice::NoticeKind as Kind;
+    let at = notice.time_ms / 1000;
+    let what = match &notice.kind {
+        Kind::TaskSubmitted { task, id } => format!("{} id={id}", task.0),
+        Kind::TaskPlaced {
+            task, node, why, ..
+        } => format!("{} on {node}: {why}", task.0),
+        Kind::TaskLaunched { task, node, .. } => format!("{} on {node}", task.0),
+        Kind::TaskStatus {
+            task,
+            state,
+            reason,
+            message,
+            node,
+            ..
+        } => format!(
+            "{} {} reason={} message={} node={}",
+            task.0,
+            state.as_str(),
+            reason.as_deref().unwrap_or("-"),
+            message.as_deref().unwrap_or("-"),
+            node.as_deref().unwrap_or("-")
+        ),
+        Kind::TaskKilled { task, by, .. } => format!("{} by={}", task.0, by.as_str()),
+        Kind::TaskMoved {
+            task,
+            replacement,
+            from,
+            to,
+            ..
+        } => format!(
+            "{} -> {} from={} to={}",
+            task.0,
+            replacement.0,
+            from.as_deref().unwrap_or("-"),
+            to.as_deref().unwrap_or("-")
+        ),
+        Kind::TaskRestarted {
+            task,
+            replacement,
+            restarts,
+            delay_seconds,
+            ..
+        } => format!(
+            "{} -> {} restarts={restarts} delay={delay_seconds}",
+            task.0, replacement.0
+        ),
+        Kind::NodeJoined { agent_id, node } => format!("{} {node}", agent_id.0),
+        Kind::NodeLost { agent_id, node } => {
+            format!("{} {}", agent_id.0, node.as_deref().unwrap_or("-"))
+        }
+        Kind::Subscribed { framework_id } => framework_id.0.clone(),
+        Kind::Disconnected { reason } => reason.clone(),
+        Kind::IntelligenceChanged {
+            task,
+            attribute,
+            value,
+            source,
+        } => format!(
+            "{task}/{attribute}={} source={source}",
+            value.as_deref().unwrap_or("-")
+        ),
+    };
+    format!("  ~ t={at} {} {what}", notice.kind.name())
 }
 
 /// An API event (`run` would number them; one at a time, 7 does).
@@ -506,6 +592,15 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             .filter(|(_, count)| *count > 0)
             .map(|(state, count)| format!("  = {state}: {count}"))
             .collect(),
+        ApiReply::Task(view, history) => {
+            std::iter::once(format!("  = task {} {}", view.internal_id.0, view.state))
+                .chain(history.iter().map(|line| {
+                    format!("  | t={} {}: {}", line.time_ms / 1000, line.kind, line.text)
+                }))
+                .collect()
+        }
+        ApiReply::Subscribed(_) => vec!["  = subscribed".to_string()],
+        ApiReply::Unavailable(message) => vec![format!("  = unavailable: {message}")],
         ApiReply::Intelligence(table) => table
             .iter()
             .flat_map(|(task, entries)| {
@@ -1540,6 +1635,7 @@ fn update_outcomes() {
                 .contains(&"unknown-since-grace")
                 .then(|| now - DEFAULT_UNKNOWN_GRACE),
             accepted_at: None,
+            trail: trail::Trail::default(),
         };
         let update = TaskUpdate {
             task_id: TaskId("a-1".to_string()),
@@ -2441,3 +2537,4 @@ fn task_counts_and_start_latencies_for_the_metrics() {
         [&["pending", "launching"][..], &mesos_names].concat()
     );
 }
+mod history;
