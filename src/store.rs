@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{json, Value};
 
+use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
 use crate::scheduler::{Call, Committed, Turn};
 
@@ -651,6 +652,7 @@ pub fn run_journal(
     inbox: Receiver<Turn>,
     calls: Sender<Call>,
     committed: Sender<Committed>,
+    metrics: &Metrics,
 ) -> Result<(), String> {
     // Once the caller is gone (shutdown) its calls are dropped, but every
     // turn still waiting is committed: what was accepted is never lost.
@@ -685,7 +687,10 @@ pub fn run_journal(
         }
         let records: Vec<&Record> = turns.iter().flat_map(|turn| &turn.records).collect();
         if let Some(store) = store.as_mut().filter(|_| !records.is_empty()) {
-            if let Err(error) = store.commit(&records) {
+            let started = Instant::now();
+            let result = store.commit(&records);
+            metrics.commit.observe(started.elapsed());
+            if let Err(error) = result {
                 // Going on would send launches and 202s the disk does not
                 // back. Stop before any of this group's effects leave; a
                 // restart (systemd) resumes from the last durable state.
@@ -695,12 +700,12 @@ pub fn run_journal(
         }
         // Replies first: a slow master must not hold up the REST API. Once
         // the state thread has stopped, nobody waits for them.
-        let replies: Committed = turns
-            .iter_mut()
-            .flat_map(|turn| std::mem::take(&mut turn.replies))
-            .collect();
-        if !replies.is_empty() {
-            let _ = committed.send(replies);
+        let mut durable = Committed::default();
+        for turn in &mut turns {
+            durable.take_from(turn);
+        }
+        if !durable.is_empty() {
+            let _ = committed.send(durable);
         }
         for turn in turns {
             for call in turn.calls {
@@ -806,14 +811,22 @@ mod tests {
         let (call_tx, call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
         drop(call_rx);
-        let journal =
-            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
         // One group each: the second turn is sent once the first is through.
         for key in ["task/a", "task/b"] {
             let turn = Turn {
                 records: vec![record(key, Some(json!({"n": 1})))],
                 calls: vec![Call::Revive],
                 replies: vec![(RequestId(1), ApiReply::IntelligenceChanged)],
+                notices: Vec::new(),
             };
             turn_tx.send(turn).expect("queued");
             if key == "task/a" {

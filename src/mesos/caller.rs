@@ -14,6 +14,7 @@
 //! thread hears of. Every wait ends at shutdown (`stop`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -21,6 +22,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::mesos::backoff::Backoff;
 use crate::mesos::client::{CallError, Caller};
 use crate::mesos::{convert, Session};
+use crate::metrics::Metrics;
 use crate::scheduler::{Call, CallFailure, MesosEvent};
 
 /// First delay before a call is sent again.
@@ -42,6 +44,8 @@ pub(crate) struct CallerLoop {
     session: Option<Session>,
     /// Calls are failing since then; logged once when it starts and once when it ends.
     outage: Option<Outage>,
+    /// Every attempt is counted here by call type and result.
+    metrics: Arc<Metrics>,
 }
 
 /// A run of failed attempts, for one log line at each end.
@@ -64,6 +68,7 @@ impl CallerLoop {
         sessions: Receiver<Session>,
         stop: Receiver<()>,
         events: Sender<MesosEvent>,
+        metrics: Arc<Metrics>,
     ) -> CallerLoop {
         CallerLoop {
             caller,
@@ -73,6 +78,7 @@ impl CallerLoop {
             events,
             session: None,
             outage: None,
+            metrics,
         }
     }
 
@@ -163,6 +169,7 @@ impl CallerLoop {
             let result = self
                 .caller
                 .post(&session.leader, &session.stream_id, &bytes, idempotent);
+            self.metrics.count_call(&call, &result);
             let error = match result {
                 Ok(()) => {
                     log::debug!("mesos call sent call={}", call.name());
@@ -297,7 +304,7 @@ mod tests {
         let (events, _event_rx) = bounded::<MesosEvent>(1);
         let caller = Caller::new(None, Arc::new(Mutex::new(None)));
         let thread = std::thread::spawn(move || {
-            CallerLoop::new(caller, calls, sessions, stop, events).run()
+            CallerLoop::new(caller, calls, sessions, stop, events, Arc::default()).run()
         });
         for n in 0..10 {
             let session = Session {

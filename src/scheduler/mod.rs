@@ -6,8 +6,10 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
+pub(crate) mod hub;
 pub(crate) mod intelligence;
 pub mod model;
+pub(crate) mod notice;
 pub(crate) mod placement;
 pub(crate) mod state;
 
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
+use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{
     AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
@@ -143,6 +146,13 @@ pub enum ApiRequest {
     /// `POST /admin/reset`: forget every task, tear the framework down and
     /// register a new one. Answered once the old framework is gone.
     Reset,
+    /// `GET /metrics`: how many tasks are in each state.
+    TaskCounts,
+    /// `GET /client/task/<internal id>`: one task with its history.
+    ShowTask { id: String },
+    /// `GET /client/events`: answered by `run` (the hub), never by `State`,
+    /// with `ApiReply::Subscribed` or `ApiReply::Unavailable`.
+    Subscribe { since: Option<u64> },
 }
 
 /// Which tasks `GET /client/task` lists: `?state=`, `?prefix=`, `?limit=`.
@@ -218,6 +228,26 @@ pub enum ApiReply {
     /// The change was made here but its effect elsewhere was not confirmed
     /// in time (504): a reset whose new subscription did not come.
     OutcomeUnknown,
+    /// Live tasks by the state they show ("pending", "launching",
+    /// "TASK_RUNNING", ...), every state listed, zeros included.
+    TaskCounts(Vec<(&'static str, u64)>),
+    /// One task and its history, oldest entry first.
+    Task(Box<TaskView>, Vec<HistoryLine>),
+    /// An event stream: its gap, backlog and live feed.
+    Subscribed(hub::Subscription),
+    /// Nothing was done and a retry later may work (503), e.g. too many
+    /// event streams.
+    Unavailable(String),
+}
+
+/// One entry of a task's history, as `GET /client/task/<id>` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// Unix milliseconds (of the last time, for a repeated entry).
+    pub time_ms: u64,
+    /// `submitted`, `placement`, `launched`, `status`, `killed`, ...
+    pub kind: &'static str,
+    pub text: String,
 }
 
 /// What one state-loop turn produced: durable changes first, then the
@@ -229,20 +259,43 @@ pub struct Turn {
     pub records: Vec<state::Record>,
     pub calls: Vec<Call>,
     pub replies: Vec<(RequestId, ApiReply)>,
+    /// What `GET /client/events` will tell, once the turn is durable.
+    pub notices: Vec<notice::Notice>,
 }
 
-/// Replies whose turn is durable, from the journal back to `run`.
-pub type Committed = Vec<(RequestId, ApiReply)>;
+/// What the journal hands back to `run` once a group of turns is durable:
+/// their replies, and their notices for the event hub.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub replies: Vec<(RequestId, ApiReply)>,
+    pub notices: Vec<notice::Notice>,
+}
+
+impl Committed {
+    /// Takes the replies and notices out of `turn`.
+    pub fn take_from(&mut self, turn: &mut Turn) {
+        self.replies.append(&mut turn.replies);
+        self.notices.append(&mut turn.notices);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.notices.is_empty()
+    }
+}
 
 impl Turn {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.calls.is_empty() && self.replies.is_empty()
+        self.records.is_empty()
+            && self.calls.is_empty()
+            && self.replies.is_empty()
+            && self.notices.is_empty()
     }
 
     fn append(&mut self, mut other: Turn) {
         self.records.append(&mut other.records);
         self.calls.append(&mut other.calls);
         self.replies.append(&mut other.replies);
+        self.notices.append(&mut other.notices);
     }
 }
 
@@ -486,12 +539,17 @@ pub struct Launch {
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
 /// keeps serving instead of blocking.
+///
+/// It counts what it sees in `metrics`: the master's events, the calls of
+/// each turn, the turn's time and the latencies `State` reports
+/// (`State::take_start_latencies`).
 pub fn run(
     mut state: State,
     api_inbox: Receiver<ApiCommand>,
     mesos_inbox: Receiver<MesosEvent>,
     outbox: Sender<Turn>,
     committed: Receiver<Committed>,
+    metrics: &Metrics,
 ) {
     /// What one `select!` produced.
     enum Input {
@@ -507,6 +565,8 @@ pub fn run(
     let mut backlog = Turn::default();
     let mut waiting: HashMap<RequestId, Sender<ApiReply>> = HashMap::new();
     let mut next_id = 0u64;
+    // Event streams: only `run` publishes, and only what the journal made durable.
+    let mut hub = hub::Hub::default();
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -534,15 +594,34 @@ pub fn run(
         // gone) ends the loop.
         let Ok(input) = input else { break };
         let event = match input {
+            Input::Api(ApiCommand {
+                request: ApiRequest::Subscribe { since },
+                reply,
+            }) => {
+                // Answered here at once: nothing to make durable, and the
+                // backlog and the feed must meet with nothing in between.
+                let answer = match hub.subscribe(since) {
+                    Ok(subscription) => ApiReply::Subscribed(subscription),
+                    Err(message) => ApiReply::Unavailable(message),
+                };
+                let _ = reply.try_send(answer);
+                None
+            }
             Input::Api(ApiCommand { request, reply }) => {
                 let id = RequestId(next_id);
                 next_id += 1;
                 waiting.insert(id, reply);
                 Some(Event::Api(id, request))
             }
-            Input::Mesos(event) => Some(Event::Mesos(event)),
+            Input::Mesos(event) => {
+                metrics.count_event(&event);
+                Some(Event::Mesos(event))
+            }
             Input::Tick => Some(Event::Tick),
-            Input::Committed(replies) => {
+            Input::Committed(Committed { replies, notices }) => {
+                for notice in notices {
+                    hub.publish(notice);
+                }
                 for (id, reply) in replies {
                     match waiting.remove(&id) {
                         // The worker may have stopped waiting (504) and gone.
@@ -558,8 +637,14 @@ pub fn run(
         };
         if let Some(event) = event {
             let turn_start = Instant::now();
-            backlog.append(state.handle_event(event, Now::current()));
+            let turn = state.handle_event(event, Now::current());
             let took = turn_start.elapsed();
+            metrics.turn.observe(took);
+            metrics.count_calls(&turn.calls);
+            for latency in state.take_start_latencies() {
+                metrics.observe_start(latency);
+            }
+            backlog.append(turn);
             if took > SLOW_TURN {
                 log::warn!("slow loop turn took_ms={}", took.as_millis());
             }
@@ -603,7 +688,14 @@ mod tests {
         let (turn_tx, turn_rx) = bounded(1);
         let (committed_tx, committed_rx) = bounded(1);
         let state = std::thread::spawn(move || {
-            run(State::new(None), api_rx, mesos_rx, turn_tx, committed_rx)
+            run(
+                State::new(None),
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &Metrics::default(),
+            )
         });
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {
@@ -619,7 +711,12 @@ mod tests {
         );
         // Only `run` could have answered, and it has not been told the turn is durable.
         assert!(reply_rx.try_recv().is_err());
-        committed_tx.send(turn.replies).expect("run listens");
+        committed_tx
+            .send(Committed {
+                replies: turn.replies,
+                notices: Vec::new(),
+            })
+            .expect("run listens");
         let reply = reply_rx
             .recv_timeout(wait)
             .expect("answered once committed");

@@ -16,9 +16,11 @@
 mod idempotency;
 mod index;
 mod list;
+mod observed;
 mod outcome;
 mod persist;
 mod reset;
+mod trail;
 
 use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
@@ -33,6 +35,7 @@ use crate::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
     UNRESERVED_ROLE,
 };
+use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
     ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent,
@@ -105,6 +108,8 @@ const MAX_NODES_IN_REASON: usize = 5;
 #[derive(Clone, Debug)]
 struct Ended {
     view: TaskView,
+    /// Its decision trail, kept as long as it is listed.
+    trail: trail::Trail,
     /// When it leaves the list (monotonic).
     expires: Instant,
 }
@@ -190,6 +195,11 @@ struct Task {
     /// Since when the master has answered TASK_UNKNOWN for it, while its
     /// agent may still re-register (not durable: a restart asks afresh).
     unknown_since: Option<Instant>,
+    /// When this process accepted it, until its first RUNNING (not
+    /// durable): its submit-to-RUNNING latency (`observed`).
+    accepted_at: Option<Instant>,
+    /// Its decision trail (`GET /client/task/<id>`; not durable).
+    trail: trail::Trail,
 }
 
 impl Task {
@@ -286,6 +296,10 @@ pub struct State {
     replies: Vec<(RequestId, ApiReply)>,
     /// `POST /admin/reset`s waiting for the old framework to be gone (`reset`).
     pending_resets: Vec<reset::PendingReset>,
+    /// Submit-to-RUNNING latencies of this turn, for the metrics (`observed`).
+    start_latencies: Vec<Duration>,
+    /// This turn's notices for `GET /client/events` (`trail::notify`).
+    notices: Vec<Notice>,
 }
 
 impl State {
@@ -371,6 +385,7 @@ impl State {
             records: self.take_records(),
             calls,
             replies: std::mem::take(&mut self.replies),
+            notices: std::mem::take(&mut self.notices),
         }
     }
 
@@ -406,6 +421,7 @@ impl State {
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
+            ApiRequest::TaskCounts => ApiReply::TaskCounts(self.task_counts()),
             ApiRequest::ListIntelligence => ApiReply::Intelligence(self.intelligence.clone()),
             ApiRequest::SetIntelligence {
                 task,
@@ -417,7 +433,7 @@ impl State {
                 task,
                 attribute,
                 source,
-            } => match self.clear_intelligence(&task, &attribute, source) {
+            } => match self.clear_intelligence(&task, &attribute, source, now) {
                 true => ApiReply::IntelligenceChanged,
                 false => ApiReply::NotFound(format!(
                     "no intelligence for task {task} attribute {attribute}"
@@ -426,6 +442,16 @@ impl State {
             ApiRequest::SyncIntelligence(changes) => self.on_sync_intelligence(changes, now),
             // Its reply waits for the new subscription (`reset`).
             ApiRequest::Reset => return self.on_reset(id, now, calls),
+            ApiRequest::ShowTask { id } => match self.task_with_history(&id) {
+                Some((view, history)) => ApiReply::Task(Box::new(view), history),
+                None => ApiReply::NotFound(format!(
+                    "no task with internal id {id} (live, or ended and still kept)"
+                )),
+            },
+            // `run` answers it (the hub); it never reaches here.
+            ApiRequest::Subscribe { .. } => {
+                ApiReply::Unavailable("event streams are served by the run loop".to_string())
+            }
             ApiRequest::Snapshot => ApiReply::Snapshot(Snapshot {
                 nodes: self.node_views(),
                 tasks: self.tasks.keys().map(|id| self.view(id)).collect(),
@@ -588,6 +614,7 @@ impl State {
         let mut views = Vec::new();
         for task_id in matched {
             views.push(self.view(&task_id));
+            self.note_kill(&task_id, KilledBy::User, now);
             self.kill(&task_id, now, calls);
         }
         // A service without a copy is listed as itself: its kill says so.
@@ -636,7 +663,9 @@ impl State {
             let requested = task.requested.clone();
             // The replacement waits for Mesos to confirm the old task is gone,
             // so placement sees its resources free (and a singleton is never doubled).
-            self.add_task(requested, None, Some(old_id.clone()), now);
+            let replacement = self.add_task(requested, None, Some(old_id.clone()), now);
+            self.note_moved(&old_id, &replacement, now);
+            self.note_kill(&old_id, KilledBy::Reshuffle, now);
             self.kill(&old_id, now, calls);
         }
         ApiReply::Reshuffled(steps)
@@ -655,8 +684,9 @@ impl State {
                 log::debug!("offer rescinded offer={}", offer_id.0);
             }
             MesosEvent::Update(update) => self.on_update(update, now, calls),
-            MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
-            MesosEvent::Disconnected { .. } => {
+            MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id, now),
+            MesosEvent::Disconnected { reason } => {
+                self.notify(now, NoticeKind::Disconnected { reason });
                 // A new round starts with the next subscription.
                 self.subscribed = false;
                 self.reconcile_round = None;
@@ -677,6 +707,7 @@ impl State {
             self.touch(FRAMEWORK_KEY.to_string());
         }
         self.finish_resets(&framework_id);
+        self.note_subscribed(&framework_id, now);
         self.framework_id = Some(framework_id);
         self.subscribed = true;
         if self.teardown_pending {
@@ -739,6 +770,7 @@ impl State {
             .iter()
             .map(|(task_id, _)| task_id.clone())
             .collect();
+        self.note_round(&placement.decisions, &offers, now);
         let unused = self.apply_placement(placement, &offers, calls);
         self.explain_pending(&unplaced);
         if !unused.is_empty() {
@@ -768,6 +800,7 @@ impl State {
                     offer.agent_id.0,
                     offer.hostname
                 );
+                self.note_node_joined(&offer.agent_id, &offer.hostname, now);
             }
         }
     }
@@ -983,6 +1016,7 @@ impl State {
         if outcome != Outcome::Unconfirmed {
             self.note_answer(&update.task_id);
         }
+        self.note_status(&update, now);
         self.note_update(&update, now);
         let task_id = &update.task_id;
         match outcome {
@@ -996,7 +1030,7 @@ impl State {
                 let agent = self.relaunch(task_id, &why, now);
                 if let Some(agent) = agent.filter(|_| agent_unknown) {
                     // A copy pinned to that agent goes with it.
-                    self.on_agent_lost(&agent);
+                    self.on_agent_lost(&agent, now);
                 }
             }
             Outcome::DropForGoneNode(agent) => {
@@ -1076,6 +1110,12 @@ impl State {
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now.instant);
         }
+        if update.state == TaskState::Running {
+            if let Some(at) = task.accepted_at.take() {
+                self.start_latencies
+                    .push(now.instant.saturating_duration_since(at));
+            }
+        }
         if update.state != TaskState::Unknown {
             task.unknown_since = None;
         } else if task.unknown_since.is_none() {
@@ -1119,7 +1159,8 @@ impl State {
         task.pending_reason = Some(format!("relaunching after {why}"));
         self.dirty.insert(task_key(&new_id));
         self.touch(META_KEY.to_string());
-        self.insert_task(new_id, task);
+        self.insert_task(new_id.clone(), task);
+        self.note_relaunched(&new_id, why, now);
         agent
     }
 
@@ -1158,6 +1199,7 @@ impl State {
             now,
         );
         let replacement = self.add_task(requested, pinned, None, now);
+        self.note_restarted(task_id, &replacement, restarts, delay.as_secs(), now);
         // Its reason is the backoff, not the registry (`explain_queued`).
         let seq = self.update_task(&replacement, |task| {
             task.restarts = restarts;
@@ -1187,10 +1229,12 @@ impl State {
     /// covered on the agent while it has a launched copy there, so a node
     /// that comes back never gets a second copy. The agent is uncovered once
     /// that copy ends (`Outcome::DropForGoneNode`).
-    fn on_agent_lost(&mut self, agent_id: &AgentId) {
-        if let Some(node) = self.nodes.remove(agent_id) {
+    fn on_agent_lost(&mut self, agent_id: &AgentId, now: Now) {
+        let node = self.nodes.remove(agent_id);
+        if let Some(node) = &node {
             log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
         }
+        self.note_node_lost(agent_id, node.map(|node| node.hostname), now);
         let stranded: Vec<TaskId> = self
             .index
             .on_agent(agent_id)
@@ -1629,11 +1673,14 @@ impl State {
             not_before: None,
             running_since: None,
             unknown_since: None,
+            accepted_at: Some(now.instant),
+            trail: trail::Trail::default(),
         };
         self.next_seq += 1;
         self.touch(task_key(&task_id));
         self.touch(META_KEY.to_string());
         self.insert_task(task_id.clone(), task);
+        self.note_submitted(&task_id, now);
         if !self.nodes.is_empty() {
             // Known nodes give a true reason before the next offers: at the
             // end of this turn (`explain_queued`), or within a few turns of
@@ -1700,7 +1747,7 @@ impl State {
             ));
         }
         if raw.trim().is_empty() {
-            self.clear_intelligence(&task, &attribute, source);
+            self.clear_intelligence(&task, &attribute, source, now);
             return ApiReply::IntelligenceChanged;
         }
         match intelligence::derive(&attribute, &raw) {
@@ -1717,6 +1764,8 @@ impl State {
                     updated_at: unix_seconds(now.wall),
                 };
                 self.touch(intelligence_key(&task));
+                let value = Some(entry.derived.display());
+                self.note_intelligence(&task, &attribute, value, source.as_str(), now);
                 self.intelligence
                     .entry(task)
                     .or_default()
@@ -1728,7 +1777,13 @@ impl State {
     }
 
     /// Removes one entry; true when there was one.
-    fn clear_intelligence(&mut self, task: &str, attribute: &str, source: Source) -> bool {
+    fn clear_intelligence(
+        &mut self,
+        task: &str,
+        attribute: &str,
+        source: Source,
+        now: Now,
+    ) -> bool {
         let Some(entries) = self.intelligence.get_mut(task) else {
             return false;
         };
@@ -1738,6 +1793,7 @@ impl State {
         }
         if removed {
             self.touch(intelligence_key(task));
+            self.note_intelligence(task, attribute, None, source.as_str(), now);
             log::info!(
                 "intelligence cleared task={task} attribute={attribute} source={}",
                 source.as_str()
@@ -1758,7 +1814,7 @@ impl State {
                 .filter(|raw| !raw.is_empty())
             {
                 None => {
-                    self.clear_intelligence(&change.task, &change.attribute, Source::Redis);
+                    self.clear_intelligence(&change.task, &change.attribute, Source::Redis, now);
                 }
                 Some(raw) => match intelligence::derive(&change.attribute, raw) {
                     Ok(derived) => {
@@ -1779,8 +1835,11 @@ impl State {
                                 change.attribute,
                                 entry.derived.display()
                             );
+                            let value = Some(entry.derived.display());
                             entries.insert(change.attribute.clone(), entry);
                             self.dirty.insert(intelligence_key(&change.task));
+                            let (task, attribute) = (&change.task, &change.attribute);
+                            self.note_intelligence(task, attribute, value, "redis", now);
                         }
                     }
                     Err(reason) => rejected.push((change, reason)),
@@ -1933,6 +1992,11 @@ impl State {
             return;
         }
         let keep = self.keep_finished.unwrap_or(DEFAULT_KEEP_FINISHED);
+        let trail = self
+            .tasks
+            .get_mut(task_id)
+            .map(|task| std::mem::take(&mut task.trail))
+            .unwrap_or_default();
         if !keep.is_zero() {
             let mut view = self.view(task_id);
             view.state = state.as_str().to_string();
@@ -1949,6 +2013,7 @@ impl State {
             }
             self.ended.push_back(Ended {
                 view,
+                trail,
                 expires: now.instant + keep,
             });
         }

@@ -331,6 +331,9 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
         not_before: None,
         running_since: None,
         unknown_since: None,
+        accepted_at: None,
+        // Not persisted: a restart starts each task's history anew.
+        trail: super::trail::Trail::default(),
     })
 }
 

@@ -56,6 +56,8 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 not_before: at("backoff"),
                 running_since: None,
                 unknown_since: None,
+                accepted_at: None,
+                trail: Default::default(),
             };
             (TaskId(words[0].to_string()), task)
         })
