@@ -243,7 +243,7 @@ impl CallerLoop {
                 }
                 &closed
             };
-            let timeout = match self.lanes.next_deadline() {
+            let timeout = match self.lanes.next_deadline(now) {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };

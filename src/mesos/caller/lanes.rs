@@ -208,14 +208,16 @@ impl Lanes {
         }
     }
 
-    /// The earliest backoff that ends, to wake up for.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest backoff that ends after `now`, to wake up for. One
+    /// that has ended already is not: its call waits for something else (a
+    /// session, a fence, its lane), and waking for it would spin.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.queues
             .iter()
             .zip(&self.busy)
             .filter(|(_, busy)| !**busy)
             .filter_map(|(queue, _)| match queue.front()?.wait {
-                Wait::Until(at, _) => Some(at),
+                Wait::Until(at, _) if at > now => Some(at),
                 _ => None,
             })
             .min()
@@ -460,7 +462,9 @@ mod tests {
         let retry_at = now + Duration::from_secs(1);
         entries[0].wait = Wait::Until(retry_at, "s1".to_string());
         lanes.finish(lane, &[], entries);
-        assert_eq!(lanes.next_deadline(), Some(retry_at));
+        assert_eq!(lanes.next_deadline(now), Some(retry_at));
+        // Without a session an ended backoff is no reason to wake up.
+        assert_eq!(lanes.next_deadline(retry_at), None);
         assert!(lanes.must_wait(Some("s1"), now));
         assert!(lanes.take_ready(Some("s1"), now).is_empty());
         assert_eq!(lanes.take_ready(Some("s1"), retry_at).len(), 1);
