@@ -190,3 +190,94 @@ fn log_lines_go_to_stderr_and_stdout_stays_empty() {
     assert_eq!(stdout, "", "stdout must stay empty; stderr was:\n{stderr}");
     assert_eq!(exit.and_then(|it| it.code()), Some(0), "{stderr}");
 }
+
+/// See: issue 10, item 2. With one connection, a call the master kept
+/// turning away (an ACCEPT answered 503, sent again and again) held up every
+/// call queued behind it: no other agent's update was acknowledged until it
+/// got through. Only the calls of its own lane may wait for it now.
+#[test]
+fn an_accept_sent_again_and_again_holds_up_no_other_agents_acknowledgements() {
+    const AGENTS: usize = 16;
+    const FOR_EVER: u64 = 1_000_000;
+    let lab = Lab::with_agents(many_agents(AGENTS));
+    let api = lab
+        .scheduler
+        .as_ref()
+        .expect("scheduler running")
+        .api_addr()
+        .to_string();
+    // One copy on every agent, so their calls use every lane.
+    submit(
+        &lab.http,
+        &api,
+        r#"{"id": "every", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "sla": "one-per-node", "nodetype": "lab"}"#,
+    );
+    let settled = wait_until(DEADLINE, || {
+        let state = lab.sim_state();
+        state["tasks"].as_array().is_some_and(|tasks| {
+            tasks.len() == AGENTS && tasks.iter().all(|task| task["state"] == "TASK_RUNNING")
+        }) && state["unacknowledged"]
+            .as_object()
+            .is_some_and(|unacked| unacked.is_empty())
+    });
+    assert!(settled, "the copies did not all run: {}", lab.sim_state());
+    let launches = lab.sim_state()["launches"].clone();
+    let fault = format!(r#"{{"call": "ACCEPT", "fault": "unavailable", "count": {FOR_EVER}}}"#);
+    let (status, body) = lab.sim_post("/sim/calls/faults", &fault);
+    assert_eq!(status, 200, "{body}");
+    submit(
+        &lab.http,
+        &api,
+        r#"{"id": "stuck", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "nodetype": "lab"}"#,
+    );
+    // The ACCEPT has been turned away twice: it waits in its backoff.
+    let refused_twice = wait_until(DEADLINE, || {
+        lab.sim_state()["call_faults"][0]["count"]
+            .as_u64()
+            .is_some_and(|left| left <= FOR_EVER - 2)
+    });
+    assert!(
+        refused_twice,
+        "the ACCEPT was not retried: {}",
+        lab.sim_state()
+    );
+    let task_ids: Vec<String> = lab.sim_state()["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|task| task["id"].as_str().map(str::to_string))
+        .collect();
+    for task_id in &task_ids {
+        let (status, body) = lab.sim_post(&format!("/sim/tasks/{task_id}/finish"), "");
+        assert_eq!(status, 200, "{body}");
+    }
+    // A finished task leaves the simulator's list once its update is
+    // acknowledged: those of the agents on other lanes go while the ACCEPT
+    // still waits.
+    let mut state = Value::Null;
+    let some_acknowledged = wait_until(DEADLINE, || {
+        state = lab.sim_state();
+        let still_listed = state["tasks"].as_array().map_or(usize::MAX, |tasks| {
+            tasks
+                .iter()
+                .filter(|task| {
+                    task["id"]
+                        .as_str()
+                        .is_some_and(|id| task_ids.iter().any(|it| it == id))
+                })
+                .count()
+        });
+        still_listed < task_ids.len()
+    });
+    assert!(
+        some_acknowledged,
+        "no update acknowledged while one ACCEPT was sent again: calls={} unacknowledged={}",
+        state["calls"], state["unacknowledged"]
+    );
+    assert_eq!(
+        state["launches"], launches,
+        "the ACCEPT got through meanwhile, so the test proved nothing"
+    );
+    let (status, body) = lab.sim_delete("/sim/calls/faults");
+    assert_eq!(status, 200, "{body}");
+}
