@@ -252,10 +252,10 @@ impl CallerLoop {
             select! {
                 recv(inbox) -> call => match call {
                     Ok(call) => {
-                        self.lanes.push(call);
+                        self.queue(call);
                         while !self.lanes.is_full() {
                             let Ok(call) = self.calls.try_recv() else { break };
-                            self.lanes.push(call);
+                            self.queue(call);
                         }
                     }
                     Err(_) => calls_open = false,
@@ -283,6 +283,14 @@ impl CallerLoop {
         }
     }
 
+    /// Queues a call from the state side; a copy of an ACKNOWLEDGE under way
+    /// is dropped (it adds nothing).
+    fn queue(&mut self, call: Call) {
+        if !self.lanes.push(call) {
+            log::debug!("mesos call coalesced with one under way call=ACKNOWLEDGE");
+        }
+    }
+
     /// Hands every free lane whose next call may go its batch. An ACCEPT or
     /// SUPPRESS whose subscription has ended is settled here, unsent.
     fn start_ready(&mut self, now: Instant) -> Flow {
@@ -300,9 +308,10 @@ impl CallerLoop {
             let mut settled_unsent = false;
             for (lane, mut entries) in batches {
                 if let Some(outcome) = check_subscription(&mut entries[0], &session.stream_id) {
-                    let entry = entries.remove(0);
+                    let mut entry = entries.remove(0);
                     self.record(&entry.call, &outcome, now);
-                    self.lanes.finish(lane, &[entry.seq], entries);
+                    self.lanes
+                        .finish(lane, &[(entry.seq, entry.update.take())], entries);
                     if self.report(entry.call, outcome) == Flow::Stop {
                         return Flow::Stop;
                     }
@@ -347,7 +356,7 @@ impl CallerLoop {
             match outcome {
                 Outcome::Retry(_) => unfinished.push(entry),
                 outcome => {
-                    finished.push(entry.seq);
+                    finished.push((entry.seq, entry.update.take()));
                     if self.report(entry.call, outcome) == Flow::Stop {
                         return Flow::Stop;
                     }

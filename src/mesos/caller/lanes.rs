@@ -20,7 +20,7 @@
 //! Pure: no I/O, no clock (the time is an argument); the `mesos-caller`
 //! thread owns it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use crate::mesos::backoff::Backoff;
@@ -54,7 +54,12 @@ pub(crate) struct Entry {
     /// offers (or the suppression it changes) die with that stream.
     pub first_stream: Option<String>,
     pub wait: Wait,
+    /// For an ACKNOWLEDGE: its update, so a copy of it is not queued twice.
+    pub update: Option<UpdateKey>,
 }
+
+/// One status update: agent id, task id, uuid.
+pub(crate) type UpdateKey = (String, String, Vec<u8>);
 
 /// What a call waits for before it is sent (again).
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +82,16 @@ pub(crate) struct Lanes {
     next_seq: u64,
     /// Calls queued or in flight.
     pending: usize,
+    /// The updates of the ACKNOWLEDGEs queued or in flight. A master that
+    /// does not get our ACKNOWLEDGEs sends the update again (and the state
+    /// thread acknowledges it again): the copy adds nothing, and in an
+    /// outage such copies would fill the queue.
+    acknowledging: HashSet<UpdateKey>,
 }
+
+/// A finished call as `Lanes::finish` needs it: its sequence number and,
+/// for an ACKNOWLEDGE, its update.
+pub(crate) type Done = (u64, Option<UpdateKey>);
 
 /// Which lane a call takes; fences take `FRAMEWORK_LANE`.
 pub(crate) fn lane_for(call: &Call) -> usize {
@@ -127,6 +141,7 @@ impl Lanes {
             fences: VecDeque::new(),
             next_seq: 0,
             pending: 0,
+            acknowledging: HashSet::new(),
         }
     }
 
@@ -139,8 +154,22 @@ impl Lanes {
         self.pending >= MAX_PENDING_CALLS
     }
 
-    /// Queues a call behind those of its lane.
-    pub fn push(&mut self, call: Call) {
+    /// Queues a call behind those of its lane; false (and nothing queued)
+    /// for an ACKNOWLEDGE of an update already being acknowledged.
+    pub fn push(&mut self, call: Call) -> bool {
+        let update = match &call {
+            Call::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            } => Some((agent_id.0.clone(), task_id.0.clone(), uuid.clone())),
+            _ => None,
+        };
+        if let Some(update) = &update {
+            if !self.acknowledging.insert(update.clone()) {
+                return false;
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         if is_fence(&call) {
@@ -153,8 +182,10 @@ impl Lanes {
             backoff: Backoff::new(CALL_BACKOFF_MIN, CALL_BACKOFF_MAX),
             first_stream: None,
             wait: Wait::Ready,
+            update,
         });
         self.pending += 1;
+        true
     }
 
     /// Takes a batch from every free lane whose first call may go now on
@@ -191,14 +222,18 @@ impl Lanes {
         batches
     }
 
-    /// A lane's batch is back: `done` calls are finished for good, and
-    /// `unfinished` (the call to send again first, then those not tried)
-    /// go back to the front of the lane, in order.
-    pub fn finish(&mut self, lane: usize, done: &[u64], unfinished: Vec<Entry>) {
+    /// A lane's batch is back: `done` calls (sequence number, and update
+    /// for an ACKNOWLEDGE) are finished for good, and `unfinished` (the
+    /// call to send again first, then those not tried) go back to the
+    /// front of the lane, in order.
+    pub fn finish(&mut self, lane: usize, done: &[Done], unfinished: Vec<Entry>) {
         self.busy[lane] = false;
-        for seq in done {
+        for (seq, update) in done {
             if self.fences.front() == Some(seq) {
                 self.fences.pop_front();
+            }
+            if let Some(update) = update {
+                self.acknowledging.remove(update);
             }
         }
         self.pending -= done.len();
@@ -341,7 +376,7 @@ mod tests {
         let now = Instant::now();
         let mut lanes = Lanes::new();
         for text in calls {
-            lanes.push(call(text));
+            assert!(lanes.push(call(text)), "{text} queued");
         }
         let mut failed_once: Vec<String> = Vec::new();
         let mut stream = "s1".to_string();
@@ -363,7 +398,7 @@ mod tests {
                     "{lane}:{}",
                     batch.iter().map(name).collect::<Vec<_>>().join(",")
                 ));
-                let mut done = Vec::new();
+                let mut done: Vec<Done> = Vec::new();
                 let mut entries = batch.into_iter();
                 let mut unfinished = Vec::new();
                 for mut entry in entries.by_ref() {
@@ -374,7 +409,7 @@ mod tests {
                         unfinished.push(entry);
                         break;
                     }
-                    done.push(entry.seq);
+                    done.push((entry.seq, entry.update.take()));
                 }
                 unfinished.extend(entries);
                 lanes.finish(lane, &done, unfinished);
@@ -454,7 +489,7 @@ mod tests {
     fn nothing_goes_without_a_session_and_backoffs_end_by_time_or_session() {
         let now = Instant::now();
         let mut lanes = Lanes::new();
-        lanes.push(call("ack@1 a"));
+        assert!(lanes.push(call("ack@1 a")));
         assert!(lanes.take_ready(None, now).is_empty());
         assert!(lanes.must_wait(None, now));
         let mut batch = lanes.take_ready(Some("s1"), now);
@@ -473,10 +508,30 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_of_an_acknowledgement_under_way_is_not_queued() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        assert!(lanes.push(call("ack@1 a")));
+        assert!(!lanes.push(call("ack@1 a")), "the same update again");
+        assert!(lanes.push(call("ack@1 b")), "another task");
+        assert_eq!(lanes.pending(), 2);
+        let (lane, mut batch) = lanes.take_ready(Some("s"), now).pop().expect("a batch");
+        assert!(!lanes.push(call("ack@1 a")), "still in flight");
+        let done: Vec<Done> = batch
+            .iter_mut()
+            .map(|entry| (entry.seq, entry.update.take()))
+            .collect();
+        lanes.finish(lane, &done, Vec::new());
+        assert_eq!(lanes.pending(), 0);
+        // Acknowledged: a later copy (the master sent it again meanwhile) goes out.
+        assert!(lanes.push(call("ack@1 a")));
+    }
+
+    #[test]
     fn a_batch_is_bounded() {
         let mut lanes = Lanes::new();
         for n in 0..MAX_BATCH + 3 {
-            lanes.push(call(&format!("ack@1 t{n}")));
+            assert!(lanes.push(call(&format!("ack@1 t{n}"))));
         }
         let batches = lanes.take_ready(Some("s"), Instant::now());
         assert_eq!(batches[0].1.len(), MAX_BATCH);
