@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use serde_json::{json, Value};
 
+use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
 use crate::scheduler::{Call, Committed, Turn};
 
@@ -667,6 +668,7 @@ pub fn run_journal(
     inbox: Receiver<Turn>,
     calls: Sender<Call>,
     committed: Sender<Committed>,
+    metrics: &Metrics,
 ) -> Result<(), String> {
     // Once the caller is gone (shutdown) its calls are dropped, but every
     // turn still waiting is committed: what was accepted is never lost.
@@ -719,7 +721,10 @@ pub fn run_journal(
         }
         let records: Vec<&Record> = turns.iter().flat_map(|turn| &turn.records).collect();
         if let Some(store) = store.as_mut().filter(|_| !records.is_empty()) {
-            if let Err(error) = store.commit(&records) {
+            let started = Instant::now();
+            let result = store.commit(&records);
+            metrics.commit.observe(started.elapsed());
+            if let Err(error) = result {
                 // Going on would send launches and 202s the disk does not
                 // back. Stop before any of this group's effects leave; a
                 // restart (systemd) resumes from the last durable state.
@@ -862,8 +867,15 @@ mod tests {
         let (call_tx, call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
         drop(call_rx);
-        let journal =
-            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
         // One group each: the second turn is sent once the first is through.
         for key in ["task/a", "task/b"] {
             let turn = Turn {
@@ -897,8 +909,15 @@ mod tests {
         // Room for one call, and nobody takes it.
         let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
-        let journal =
-            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
         for n in 0..10 {
             let turn = Turn {
                 records: vec![record(&format!("task/{n}"), Some(json!({"n": n})))],

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 
+use crate::metrics::{Metrics, Process};
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
 use crate::store::DiskGate;
@@ -66,6 +67,7 @@ struct Handler {
     token: Option<String>,
     commit_wait: Duration,
     disk: DiskGate,
+    metrics: Arc<Metrics>,
 }
 
 impl ApiServer {
@@ -73,7 +75,8 @@ impl ApiServer {
     /// named `http-N` (at least one). With `token`, mutating routes require
     /// `Authorization: Bearer <token>`; `None` leaves them open. A change
     /// waits `commit_wait` for its commit before it answers 504. While `disk`
-    /// is full, submits are refused with 507.
+    /// is full, submits are refused with 507. Every request is counted in
+    /// `metrics`, which `GET /metrics` shows.
     pub fn start(
         listen: &str,
         workers: usize,
@@ -81,6 +84,7 @@ impl ApiServer {
         token: Option<String>,
         commit_wait: Duration,
         disk: DiskGate,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<ApiServer> {
         let server = crate::http::serve(listen, &crate::http::REST, "rest api")?;
         let addr = server.server_addr().to_ip().ok_or_else(|| {
@@ -97,6 +101,7 @@ impl ApiServer {
             token,
             commit_wait,
             disk,
+            metrics,
         });
         for worker_idx in 0..workers.max(1) {
             let server = Arc::clone(&api_server.server);
@@ -178,7 +183,25 @@ enum Route {
     },
     /// `POST /admin/reset`: the lab's "reset cluster".
     Reset,
+    /// `GET /metrics`: Prometheus text exposition.
+    Metrics,
 }
+
+/// Every `Route::name`: the `route` label of the request metrics, one per
+/// endpoint, so its values are bounded whatever URLs clients send.
+pub(crate) const ROUTE_NAMES: &[&str] = &[
+    "ping",
+    "reset",
+    "task_submit",
+    "task_list",
+    "task_kill",
+    "reshuffle",
+    "node_list",
+    "intelligence_list",
+    "intelligence_set",
+    "intelligence_clear",
+    "metrics",
+];
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
 /// HTTP in one place, `ApiError::status`.
@@ -350,13 +373,17 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
         Ok(reply) => (reply, None),
         Err(err) => (err.clone().into_reply(), Some(err.message())),
     };
+    let took = started.elapsed();
     log::debug!(
         "http request method={} url={} status={} took_ms={}",
         request.method(),
         request.url(),
         reply.status,
-        started.elapsed().as_millis()
+        took.as_millis()
     );
+    let route_name = route(request.method().as_str(), request.url())
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |route| route.name());
+    handler.metrics.count_http(route_name, reply.status, took);
     if let Some(what) = &audit.what {
         let peer = request
             .remote_addr()
@@ -442,7 +469,8 @@ impl Route {
             | Route::ListTasks
             | Route::ListActiveTasks
             | Route::ListNodes
-            | Route::ListIntelligence => return None,
+            | Route::ListIntelligence
+            | Route::Metrics => return None,
             Route::Reshuffle { dry_run: true } => return None,
             Route::Reshuffle { dry_run: false } => "route=reshuffle".to_string(),
             Route::SubmitTask => "route=submit".to_string(),
@@ -500,6 +528,7 @@ fn handle(
         token,
         commit_wait,
         disk,
+        metrics,
     } = handler;
     let (token, commit_wait) = (token.as_deref(), *commit_wait);
     let route = route(request.method().as_str(), request.url())?;
@@ -524,6 +553,7 @@ fn handle(
                 challenge: None,
             })
         }
+        Route::Metrics => return Ok(scrape(state, metrics)),
         Route::SubmitTask => {
             // Work already accepted keeps the disk's last space (the reserve).
             if let Some(message) = disk.refusal() {
@@ -795,6 +825,8 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
     match (method, segments.as_slice()) {
+        ("GET", ["metrics"]) => Ok(Route::Metrics),
+        (_, ["metrics"]) => not_allowed("GET"),
         ("GET", ["admin", "ping"]) => Ok(Route::Ping),
         (_, ["admin", "ping"]) => not_allowed("GET"),
         ("POST", ["admin", "reset"]) => Ok(Route::Reset),
@@ -838,7 +870,8 @@ impl Route {
             | Route::ListTasks
             | Route::ListActiveTasks
             | Route::ListNodes
-            | Route::ListIntelligence => false,
+            | Route::ListIntelligence
+            | Route::Metrics => false,
             Route::Reshuffle { dry_run } => !dry_run,
             Route::SubmitTask
             | Route::KillTasks { .. }
@@ -846,6 +879,50 @@ impl Route {
             | Route::ClearIntelligence { .. }
             | Route::Reset => true,
         }
+    }
+}
+
+impl Route {
+    /// The `route` label of the request metrics (one of `ROUTE_NAMES`).
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Ping => "ping",
+            Route::Reset => "reset",
+            Route::SubmitTask => "task_submit",
+            Route::ListTasks | Route::ListActiveTasks => "task_list",
+            Route::KillTasks { .. } => "task_kill",
+            Route::Reshuffle { .. } => "reshuffle",
+            Route::ListNodes => "node_list",
+            Route::ListIntelligence => "intelligence_list",
+            Route::SetIntelligence { .. } => "intelligence_set",
+            Route::ClearIntelligence { .. } => "intelligence_clear",
+            Route::Metrics => "metrics",
+        }
+    }
+}
+
+/// `GET /metrics`: the counters straight from their atomics; only the task
+/// counts are asked of the state thread, as any read (`REPLY_TIMEOUT`).
+/// Without its answer the scrape still succeeds, without those counts:
+/// a busy state thread is when the other figures matter most.
+fn scrape(state: &Sender<ApiCommand>, metrics: &Metrics) -> Reply {
+    let counts = match ask(state, ApiRequest::TaskCounts, Wait::Read) {
+        Ok(ApiReply::TaskCounts(counts)) => Some(counts),
+        Ok(other) => {
+            log::error!("unexpected scheduler reply route=metrics reply={other:?}");
+            None
+        }
+        Err(err) => {
+            log::warn!("metrics scraped without task counts: {}", err.message());
+            None
+        }
+    };
+    Reply {
+        status: 200,
+        body: metrics.render(counts.as_deref(), &Process::read()),
+        content_type: crate::metrics::CONTENT_TYPE,
+        allow: None,
+        challenge: None,
     }
 }
 
@@ -1045,6 +1122,11 @@ mod tests {
     fn routing_table() {
         check("GET", "/admin/ping", Ok(Route::Ping));
         check("POST", "/admin/ping", Err((405, Some("GET"))));
+        check("GET", "/metrics", Ok(Route::Metrics));
+        check("GET", "/metrics?pretty", Ok(Route::Metrics));
+        check("POST", "/metrics", Err((405, Some("GET"))));
+        check("GET", "/metrics/", Err((404, None)));
+        check("GET", "/metrics/x", Err((404, None)));
         check("POST", "/admin/reset", Ok(Route::Reset));
         check("GET", "/admin/reset", Err((405, Some("POST"))));
         check("GET", "/client/task", Ok(Route::ListTasks));
@@ -1150,6 +1232,50 @@ mod tests {
             route("GET", "/nope?x=1").map_err(|err| err.message()),
             Err("no such endpoint: /nope".to_string())
         );
+    }
+
+    /// The request metrics' `route` label is a fixed list: every route has
+    /// a name in `ROUTE_NAMES`, and every name there is used.
+    #[test]
+    fn every_route_has_a_listed_metrics_name() {
+        let routes = [
+            Route::Ping,
+            Route::Reset,
+            Route::SubmitTask,
+            Route::ListTasks,
+            Route::ListActiveTasks,
+            Route::Reshuffle { dry_run: true },
+            kill("x"),
+            Route::ListNodes,
+            Route::ListIntelligence,
+            set("t", "mem"),
+            clear("t", "mem"),
+            Route::Metrics,
+        ];
+        let names: std::collections::BTreeSet<&str> = routes.iter().map(Route::name).collect();
+        let listed: std::collections::BTreeSet<&str> = ROUTE_NAMES.iter().copied().collect();
+        assert_eq!(names, listed);
+        assert_eq!(listed.len(), ROUTE_NAMES.len(), "no name twice");
+        assert!(!listed.contains(crate::metrics::UNMATCHED_ROUTE));
+        // Every status a worker answers has its own counter, not "other".
+        let text = || String::new();
+        let errors = [
+            ApiError::NoSuchEndpoint(text()),
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::BadRequest(text()),
+            ApiError::NotFound(text()),
+            ApiError::BodyTooLarge,
+            ApiError::Unauthorized,
+            ApiError::Conflict(text()),
+            ApiError::Busy,
+            ApiError::Stopped,
+            ApiError::OutcomeUnknown,
+            ApiError::DiskFull(text()),
+            ApiError::Internal(text()),
+        ];
+        for status in errors.iter().map(ApiError::status).chain([200, 202]) {
+            assert!(crate::metrics::HTTP_STATUSES.contains(&status), "{status}");
+        }
     }
 
     fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
@@ -1301,6 +1427,7 @@ mod tests {
             Route::ListNodes,
             Route::ListIntelligence,
             Route::Reshuffle { dry_run: true },
+            Route::Metrics,
         ];
         for route in &mutating {
             assert!(authorized(route, Some("Bearer s3cret"), token), "{route:?}");
@@ -1583,6 +1710,7 @@ mod tests {
             None,
             COMMIT_WAIT,
             DiskGate::default(),
+            Arc::default(),
         )
         .expect("binds");
         let addr = server.addr();
@@ -1649,6 +1777,37 @@ mod tests {
             .expect("the fake state thread ends with its senders");
     }
 
+    /// A scrape reads the atomics itself: with no state thread to give the
+    /// task counts it still answers, without that one family.
+    #[test]
+    fn a_scrape_answers_without_the_state_thread() {
+        let (state, inbox) = crossbeam_channel::bounded::<ApiCommand>(8);
+        drop(inbox);
+        let metrics = Arc::new(Metrics::default());
+        let server = ApiServer::start(
+            "127.0.0.1:0",
+            1,
+            state,
+            Some("t0ken".to_string()),
+            COMMIT_WAIT,
+            DiskGate::default(),
+            Arc::clone(&metrics),
+        )
+        .expect("binds");
+        let (status, head, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"));
+        assert!(body.contains("\ncharmander_build_info{version=\""));
+        assert!(!body.contains("charmander_tasks"), "{body}");
+        // The scrape itself was counted under its route.
+        let (_, _, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert!(
+            body.contains("\ncharmander_http_requests_total{route=\"metrics\",status=\"200\"} 1\n"),
+            "{body}"
+        );
+        server.shutdown();
+    }
+
     /// tiny_http 0.12 drained an unread body on drop with `vec![0; remaining]`,
     /// so a huge Content-Length used to kill the worker (the process in
     /// release); the vendored tiny_http drains at most 64 KiB (P5) and closes.
@@ -1663,6 +1822,7 @@ mod tests {
             None,
             COMMIT_WAIT,
             DiskGate::default(),
+            Arc::default(),
         )
         .expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");

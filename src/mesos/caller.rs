@@ -39,6 +39,7 @@ use crate::lograte::RateLimit;
 use crate::mesos::caller::lanes::{Entry, Lanes, Wait};
 use crate::mesos::client::{BasicAuth, CallError, Caller};
 use crate::mesos::{convert, Session};
+use crate::metrics::Metrics;
 use crate::scheduler::{Call, CallFailure, MesosEvent};
 
 /// First delay before a call is sent again.
@@ -155,6 +156,8 @@ pub(crate) struct CallerLoop {
     failed_log: RateLimit,
     refused_log: RateLimit,
     full_log: RateLimit,
+    /// Every attempt is counted here by call type and result (`settle`).
+    metrics: Arc<Metrics>,
 }
 
 /// A run of failed attempts, for one log line at each end.
@@ -192,6 +195,7 @@ impl CallerLoop {
         stop: Receiver<()>,
         events: Sender<MesosEvent>,
         links: LaneLinks,
+        metrics: Arc<Metrics>,
     ) -> CallerLoop {
         CallerLoop {
             calls,
@@ -206,6 +210,7 @@ impl CallerLoop {
             failed_log: RateLimit::default(),
             refused_log: RateLimit::default(),
             full_log: RateLimit::default(),
+            metrics,
         }
     }
 
@@ -348,6 +353,7 @@ impl CallerLoop {
         let mut unfinished = Vec::new();
         for result in results {
             let mut entry = entries.next().expect("one result per call tried");
+            self.metrics.count_call(&entry.call, &result);
             let outcome = match result {
                 Ok(()) => Outcome::Delivered,
                 Err(error) => classify(&mut entry, error, &session, now),
@@ -512,8 +518,9 @@ mod tests {
         let (events, _event_rx) = bounded::<MesosEvent>(1);
         let (links, lanes) =
             start_lanes(None, &[Arc::new(Mutex::new(None))]).expect("lane threads start");
-        let thread =
-            std::thread::spawn(move || CallerLoop::new(calls, sessions, stop, events, links).run());
+        let thread = std::thread::spawn(move || {
+            CallerLoop::new(calls, sessions, stop, events, links, Arc::default()).run()
+        });
         for n in 0..10 {
             let session = Session {
                 leader: "127.0.0.1:1".to_string(),

@@ -36,6 +36,7 @@ use crate::mesos::caller::CallerLoop;
 use crate::mesos::client::BasicAuth;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::reader::Reader;
+use crate::metrics::Metrics;
 use crate::scheduler::model::FrameworkId;
 use crate::scheduler::{Call, MesosEvent};
 
@@ -147,11 +148,12 @@ pub struct Connection {
 impl Connection {
     /// Starts `mesos-reader` and `mesos-caller`. Events go to `events`; the
     /// caller sends what arrives on `calls` and stops when it closes or at
-    /// `stop`.
+    /// `stop`, and counts each attempt in `metrics`.
     pub fn start(
         config: MesosConfig,
         events: Sender<MesosEvent>,
         calls: Receiver<Call>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Connection> {
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (session_sender, session_receiver) =
@@ -166,7 +168,15 @@ impl Connection {
         let caller = thread::Builder::new()
             .name("mesos-caller".to_string())
             .spawn(move || {
-                CallerLoop::new(calls, session_receiver, caller_stop, caller_events, links).run()
+                CallerLoop::new(
+                    calls,
+                    session_receiver,
+                    caller_stop,
+                    caller_events,
+                    links,
+                    metrics,
+                )
+                .run()
             })?;
         let reader_socket = Arc::clone(&socket);
         let (fatal_sender, fatal) = crossbeam_channel::bounded::<Fatal>(1);

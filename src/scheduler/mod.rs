@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
+use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
 pub use crate::scheduler::state::State;
@@ -141,6 +142,8 @@ pub enum ApiRequest {
     /// `POST /admin/reset`: forget every task, tear the framework down and
     /// register a new one. Answered once the old framework is gone.
     Reset,
+    /// `GET /metrics`: how many tasks are in each state.
+    TaskCounts,
 }
 
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
@@ -188,6 +191,9 @@ pub enum ApiReply {
     /// The change was made here but its effect elsewhere was not confirmed
     /// in time (504): a reset whose new subscription did not come.
     OutcomeUnknown,
+    /// Live tasks by the state they show ("pending", "launching",
+    /// "TASK_RUNNING", ...), every state listed, zeros included.
+    TaskCounts(Vec<(&'static str, u64)>),
 }
 
 /// What one state-loop turn produced: durable changes first, then the
@@ -403,12 +409,17 @@ pub struct Launch {
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
 /// keeps serving instead of blocking.
+///
+/// It counts what it sees in `metrics`: the master's events, the calls of
+/// each turn, the turn's time and the latencies `State` reports
+/// (`State::take_start_latencies`).
 pub fn run(
     mut state: State,
     api_inbox: Receiver<ApiCommand>,
     mesos_inbox: Receiver<MesosEvent>,
     outbox: Sender<Turn>,
     committed: Receiver<Committed>,
+    metrics: &Metrics,
 ) {
     /// What one `select!` produced.
     enum Input {
@@ -458,7 +469,10 @@ pub fn run(
                 waiting.insert(id, reply);
                 Some(Event::Api(id, request))
             }
-            Input::Mesos(event) => Some(Event::Mesos(event)),
+            Input::Mesos(event) => {
+                metrics.count_event(&event);
+                Some(Event::Mesos(event))
+            }
             Input::Tick => Some(Event::Tick),
             Input::Committed(replies) => {
                 for (id, reply) in replies {
@@ -476,8 +490,14 @@ pub fn run(
         };
         if let Some(event) = event {
             let turn_start = Instant::now();
-            backlog.append(state.handle_event(event, Now::current()));
+            let turn = state.handle_event(event, Now::current());
             let took = turn_start.elapsed();
+            metrics.turn.observe(took);
+            metrics.count_calls(&turn.calls);
+            for latency in state.take_start_latencies() {
+                metrics.observe_start(latency);
+            }
+            backlog.append(turn);
             if took > SLOW_TURN {
                 log::warn!("slow loop turn took_ms={}", took.as_millis());
             }
@@ -526,7 +546,14 @@ mod tests {
         let (turn_tx, turn_rx) = bounded(1);
         let (committed_tx, committed_rx) = bounded(1);
         let state = std::thread::spawn(move || {
-            run(State::new(None), api_rx, mesos_rx, turn_tx, committed_rx)
+            run(
+                State::new(None),
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &Metrics::default(),
+            )
         });
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {

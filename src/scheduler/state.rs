@@ -14,6 +14,7 @@
 //! `on_update` acts on the outcome.
 
 mod idempotency;
+mod observed;
 mod outcome;
 mod persist;
 mod reset;
@@ -179,6 +180,9 @@ struct Task {
     /// Since when the master has answered TASK_UNKNOWN for it, while its
     /// agent may still re-register (not durable: a restart asks afresh).
     unknown_since: Option<Instant>,
+    /// When this process accepted it, until its first RUNNING (not
+    /// durable): its submit-to-RUNNING latency (`observed`).
+    accepted_at: Option<Instant>,
 }
 
 impl Task {
@@ -273,6 +277,8 @@ pub struct State {
     replies: Vec<(RequestId, ApiReply)>,
     /// `POST /admin/reset`s waiting for the old framework to be gone (`reset`).
     pending_resets: Vec<reset::PendingReset>,
+    /// Submit-to-RUNNING latencies of this turn, for the metrics (`observed`).
+    start_latencies: Vec<Duration>,
     /// "kill refused" and "call refused" lines, at most one per
     /// `lograte::LOG_WINDOW` (a master refusing calls refuses thousands).
     refused_log: crate::lograte::RateLimit,
@@ -392,6 +398,7 @@ impl State {
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
+            ApiRequest::TaskCounts => ApiReply::TaskCounts(self.task_counts()),
             ApiRequest::ListIntelligence => ApiReply::Intelligence(self.intelligence.clone()),
             ApiRequest::SetIntelligence {
                 task,
@@ -1042,6 +1049,12 @@ impl State {
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now.instant);
         }
+        if update.state == TaskState::Running {
+            if let Some(at) = task.accepted_at.take() {
+                self.start_latencies
+                    .push(now.instant.saturating_duration_since(at));
+            }
+        }
         if update.state != TaskState::Unknown {
             task.unknown_since = None;
         } else if task.unknown_since.is_none() {
@@ -1594,6 +1607,7 @@ impl State {
             not_before: None,
             running_since: None,
             unknown_since: None,
+            accepted_at: Some(now.instant),
         };
         self.next_seq += 1;
         self.touch(task_key(&task_id));

@@ -16,6 +16,7 @@ mod hostile;
 mod lab_api;
 mod lab_scripts;
 mod mesos_client;
+mod metrics;
 mod outcomes;
 mod redis_bridge;
 mod restart_policy;

@@ -330,6 +330,7 @@ fn task_from_json(value: &Value) -> Result<Task, String> {
         not_before: None,
         running_since: None,
         unknown_since: None,
+        accepted_at: None,
     })
 }
 

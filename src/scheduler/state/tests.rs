@@ -501,6 +501,11 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
         ApiReply::ResetDone { killed } => vec![format!("  = reset, {killed} killed")],
         ApiReply::OutcomeUnknown => vec!["  = outcome unknown".to_string()],
+        ApiReply::TaskCounts(counts) => counts
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(state, count)| format!("  = {state}: {count}"))
+            .collect(),
         ApiReply::Intelligence(table) => table
             .iter()
             .flat_map(|(task, entries)| {
@@ -1534,6 +1539,7 @@ fn update_outcomes() {
             unknown_since: flags
                 .contains(&"unknown-since-grace")
                 .then(|| now - DEFAULT_UNKNOWN_GRACE),
+            accepted_at: None,
         };
         let update = TaskUpdate {
             task_id: TaskId("a-1".to_string()),
@@ -2366,5 +2372,72 @@ fn a_task_unknown_is_asked_again_when_its_grace_ends() {
         > update a TASK_UNKNOWN reconcile
           REVIVE
         ",
+    );
+}
+
+/// `GET /metrics` reads task counts by shown state from the state thread,
+/// and `run` takes each task's acceptance-to-RUNNING latency once, at its
+/// first RUNNING only.
+#[test]
+fn task_counts_and_start_latencies_for_the_metrics() {
+    let mut state = State::new(None);
+    let start = Instant::now();
+    let at = |secs: u64| Now {
+        instant: start + Duration::from_secs(secs),
+        wall: UNIX_EPOCH + Duration::from_secs(1000 + secs),
+    };
+    let counts = |state: &mut State, now: Now| {
+        let turn = state.handle_event(api(ApiRequest::TaskCounts), now);
+        let lines: Vec<String> = turn
+            .replies
+            .into_iter()
+            .flat_map(|(_, reply)| render_reply(reply))
+            .collect();
+        lines.join("\n")
+    };
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    state.handle_event(Event::Mesos(subscribed), at(0));
+    for id in ["a", "b"] {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[id, "mem=10", "type=lab"]),
+            idempotency_key: None,
+        };
+        state.handle_event(api(submit), at(0));
+    }
+    assert_eq!(counts(&mut state, at(0)), "  = pending: 2");
+    let offers = MesosEvent::Offers(vec![lab_offer("slave2", 1)]);
+    state.handle_event(Event::Mesos(offers), at(1));
+    assert_eq!(counts(&mut state, at(1)), "  = launching: 2");
+    let running = update(&state, &["a", "TASK_RUNNING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(running)), at(3));
+    assert_eq!(state.take_start_latencies(), vec![Duration::from_secs(3)]);
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    // A second RUNNING (a reconciliation answer) is not a second start.
+    let again = update(&state, &["a", "TASK_RUNNING", "reconcile"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(again)), at(9));
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    let starting = update(&state, &["b", "TASK_STARTING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(starting)), at(9));
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    assert_eq!(
+        counts(&mut state, at(9)),
+        "  = TASK_STARTING: 1\n  = TASK_RUNNING: 1"
+    );
+    // An update before RUNNING does not end the wait.
+    let running = update(&state, &["b", "TASK_RUNNING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(running)), at(12));
+    assert_eq!(state.take_start_latencies(), vec![Duration::from_secs(12)]);
+    // Every state is listed, zeros included, in a fixed order.
+    let turn = state.handle_event(api(ApiRequest::TaskCounts), at(9));
+    let Some((_, ApiReply::TaskCounts(all))) = turn.replies.into_iter().next() else {
+        panic!("task counts answered");
+    };
+    let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+    let mesos_names: Vec<&str> = TaskState::ALL.iter().map(|it| it.as_str()).collect();
+    assert_eq!(
+        names,
+        [&["pending", "launching"][..], &mesos_names].concat()
     );
 }
