@@ -13,6 +13,7 @@ pub mod api;
 pub mod base64;
 pub mod config;
 mod http;
+mod lograte;
 pub mod mesos;
 pub mod metrics;
 pub mod redis;

@@ -332,12 +332,15 @@ impl Reply {
 
 /// One worker: serve requests until `stop` unblocks it.
 fn serve(server: &tiny_http::Server, stopping: &AtomicBool, handler: &Arc<Handler>) {
+    let mut accept_log = crate::lograte::RateLimit::default();
     loop {
         let request = match server.recv() {
             Ok(request) => request,
             Err(_) if stopping.load(Ordering::SeqCst) => return,
             Err(err) => {
-                log::warn!("http accept failed error={err}");
+                if let Some(suffix) = accept_log.admit(Instant::now()) {
+                    log::warn!("http accept failed error={err}{suffix}");
+                }
                 continue;
             }
         };

@@ -31,8 +31,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::mesos::caller::lanes::CALL_LANES;
 use crate::mesos::caller::CallerLoop;
-use crate::mesos::client::{BasicAuth, Caller};
+use crate::mesos::client::BasicAuth;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::reader::Reader;
 use crate::metrics::Metrics;
@@ -138,8 +139,10 @@ pub struct Connection {
     stop: Option<Sender<()>>,
     /// Where the reader reports a `Fatal` error (at most one).
     fatal: Receiver<Fatal>,
-    /// The event stream's socket and the socket of the call in progress.
-    sockets: [Arc<Mutex<Option<TcpStream>>>; 2],
+    /// The `mesos-lane-N` threads.
+    lanes: Vec<JoinHandle<()>>,
+    /// The event stream's socket and each lane's socket of the call in progress.
+    sockets: Vec<Arc<Mutex<Option<TcpStream>>>>,
 }
 
 impl Connection {
@@ -156,19 +159,21 @@ impl Connection {
         let (session_sender, session_receiver) =
             crossbeam_channel::bounded::<Session>(SESSION_CAPACITY);
         let socket = Arc::new(Mutex::new(None));
-        let call_socket = Arc::new(Mutex::new(None));
+        let call_sockets: Vec<_> = (0..CALL_LANES)
+            .map(|_| Arc::new(Mutex::new(None)))
+            .collect();
+        let (links, lanes) = caller::start_lanes(config.auth.clone(), &call_sockets)?;
         let caller_events = events.clone();
-        let caller = Caller::new(config.auth.clone(), Arc::clone(&call_socket));
         let caller_stop = stop_receiver.clone();
         let caller = thread::Builder::new()
             .name("mesos-caller".to_string())
             .spawn(move || {
                 CallerLoop::new(
-                    caller,
                     calls,
                     session_receiver,
                     caller_stop,
                     caller_events,
+                    links,
                     metrics,
                 )
                 .run()
@@ -193,7 +198,8 @@ impl Connection {
             caller: Some(caller),
             stop: Some(stop_sender),
             fatal,
-            sockets: [socket, call_socket],
+            lanes,
+            sockets: std::iter::once(socket).chain(call_sockets).collect(),
         })
     }
 
@@ -225,9 +231,12 @@ impl Connection {
                 client::close(socket);
             }
         }
+        // The caller first: its end closes the lanes' work channels.
+        let lanes = std::mem::take(&mut self.lanes);
         for handle in [self.reader.take(), self.caller.take()]
             .into_iter()
             .flatten()
+            .chain(lanes)
         {
             if handle.join().is_err() {
                 log::error!("mesos thread panicked");

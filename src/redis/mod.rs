@@ -15,11 +15,12 @@ pub mod sync;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::api::dto::{node_json, task_json};
+use crate::lograte::RateLimit;
 use crate::mesos::Backoff;
 use crate::metrics::{Metrics, RedisCycle};
 use crate::redis::client::Connection;
@@ -134,6 +135,10 @@ struct Worker {
     /// (key, value) pairs already reported, so each is logged once.
     reported: BTreeSet<(String, String)>,
     outage: Option<String>,
+    /// "redis unavailable" and "redis cycle skipped" lines, each at most
+    /// one per `lograte::LOG_WINDOW` (a flapping Redis starts many outages).
+    unavailable_log: RateLimit,
+    busy_log: RateLimit,
     backoff: Backoff,
     /// Where the SCAN pass goes on ("0": a new pass), and the keys it has
     /// seen so far.
@@ -153,6 +158,8 @@ impl Worker {
             rejected: BTreeSet::new(),
             reported: BTreeSet::new(),
             outage: None,
+            unavailable_log: RateLimit::default(),
+            busy_log: RateLimit::default(),
             backoff,
             scan_cursor: "0".to_string(),
             scan_seen: BTreeSet::new(),
@@ -174,19 +181,23 @@ impl Worker {
             Err(Failure::Stopped) => None,
             Err(Failure::Busy) => {
                 self.metrics.count_redis_cycle(RedisCycle::StateTimeout);
-                log::warn!(
-                    "redis cycle skipped: the scheduler did not answer within {STATE_TIMEOUT:?}"
-                );
+                if let Some(suffix) = self.busy_log.admit(Instant::now()) {
+                    log::warn!(
+                        "redis cycle skipped: the scheduler did not answer within {STATE_TIMEOUT:?}{suffix}"
+                    );
+                }
                 Some(self.config.interval)
             }
             Err(Failure::Redis(what)) => {
                 self.metrics.count_redis_cycle(RedisCycle::RedisError);
                 self.connection = None;
                 if self.outage.is_none() {
-                    log::warn!(
-                        "redis unavailable addr={}: {what}; retrying, the scheduler carries on",
-                        self.config.addr
-                    );
+                    if let Some(suffix) = self.unavailable_log.admit(Instant::now()) {
+                        log::warn!(
+                            "redis unavailable addr={}: {what}; retrying, the scheduler carries on{suffix}",
+                            self.config.addr
+                        );
+                    }
                     self.outage = Some(what);
                 }
                 Some(self.backoff.next_delay())

@@ -567,6 +567,7 @@ pub fn run(
     let mut next_id = 0u64;
     // Event streams: only `run` publishes, and only what the journal made durable.
     let mut hub = hub::Hub::default();
+    let mut backlog_log = crate::lograte::RateLimit::default();
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -657,7 +658,12 @@ pub fn run(
             Err(TrySendError::Full(turn)) => {
                 backlog = turn;
                 if backlog.calls.len() > BACKLOG_WARNING {
-                    log::warn!("mesos calls backing up queued={}", backlog.calls.len());
+                    if let Some(suffix) = backlog_log.admit(Instant::now()) {
+                        log::warn!(
+                            "mesos calls backing up queued={}{suffix}",
+                            backlog.calls.len()
+                        );
+                    }
                 }
             }
             Err(TrySendError::Disconnected(_)) => return,

@@ -300,6 +300,9 @@ pub struct State {
     start_latencies: Vec<Duration>,
     /// This turn's notices for `GET /client/events` (`trail::notify`).
     notices: Vec<Notice>,
+    /// "kill refused" and "call refused" lines, at most one per
+    /// `lograte::LOG_WINDOW` (a master refusing calls refuses thousands).
+    refused_log: crate::lograte::RateLimit,
 }
 
 impl State {
@@ -1526,18 +1529,22 @@ impl State {
             }
             (Call::Kill { task_id, .. }, failure) => {
                 // A known task's kill is sent again after `KILL_RETRY`.
-                log::warn!(
-                    "kill refused task={} reason={}",
-                    task_id.0,
-                    failure.reason()
-                );
+                if let Some(suffix) = self.refused_log.admit(now.instant) {
+                    log::warn!(
+                        "kill refused task={} reason={}{suffix}",
+                        task_id.0,
+                        failure.reason()
+                    );
+                }
             }
             (call, failure) => {
-                log::warn!(
-                    "call refused call={} reason={}",
-                    call.name(),
-                    failure.reason()
-                );
+                if let Some(suffix) = self.refused_log.admit(now.instant) {
+                    log::warn!(
+                        "call refused call={} reason={}{suffix}",
+                        call.name(),
+                        failure.reason()
+                    );
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ mod fault_proxy;
 
 mod bad_master;
 mod bad_redis;
+mod calls;
 mod disk_full;
 mod durability;
 mod events;
