@@ -7,6 +7,7 @@
 //! follows the Go structs of the original, so the text stays comparable.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
@@ -18,7 +19,7 @@ use crate::scheduler::model::{
 };
 use crate::scheduler::notice::NoticeKind;
 use crate::scheduler::placement::format_number;
-use crate::scheduler::{HistoryLine, NodeView, ReshuffleStep, TaskView};
+use crate::scheduler::{HistoryLine, ListedTask, NodeView, ReshuffleStep, TaskView};
 
 /// The smallest cpus a task may ask for: Mesos keeps three decimals of a
 /// scalar, so less would launch as 0 cpus.
@@ -355,8 +356,21 @@ pub(crate) fn submitted_json(id: &str, note: Option<&str>) -> String {
 }
 
 /// `[task, ...]` for `GET /client/task`.
-pub(crate) fn tasks_json(tasks: &[TaskView]) -> String {
-    to_json(&tasks.iter().map(TaskDto::from).collect::<Vec<_>>())
+pub(crate) fn tasks_json(tasks: &[Arc<ListedTask>]) -> String {
+    // Each entry is rendered once (`task_json`, HTML-escaped like the
+    // whole array would be) and kept by the state: joining is a copy.
+    let parts: Vec<Arc<str>> = tasks.iter().map(|task| task.json(task_json)).collect();
+    let mut text =
+        String::with_capacity(parts.iter().map(|part| part.len() + 1).sum::<usize>() + 2);
+    text.push('[');
+    for (idx, part) in parts.iter().enumerate() {
+        if idx > 0 {
+            text.push(',');
+        }
+        text.push_str(part);
+    }
+    text.push(']');
+    text
 }
 
 /// `GET /client/task/<internal id>`: the task object as in the list, plus
@@ -1636,6 +1650,29 @@ mod tests {
                 "intelligence": {"mem": "230"}
             })
         );
+    }
+
+    #[test]
+    fn the_task_list_joins_entries_rendered_once() {
+        let mut pending = running_copy();
+        pending.internal_id = TaskId("web-1".to_string());
+        pending.spec.arguments = vec!["<&>".to_string()];
+        let views = [running_copy(), pending];
+        let whole = to_json(&views.iter().map(TaskDto::from).collect::<Vec<_>>());
+        let entries: Vec<Arc<ListedTask>> = views
+            .iter()
+            .map(|view| Arc::new(ListedTask::new(view.clone())))
+            .collect();
+        assert_eq!(tasks_json(&entries), whole);
+        // Rendered: the entry keeps only its JSON, and a second list of the
+        // same entries gives the same text without rendering again.
+        assert!(entries.iter().all(|entry| entry.view().is_none()));
+        let again: Vec<Arc<str>> = entries
+            .iter()
+            .map(|entry| entry.json(|_| panic!("rendered twice")))
+            .collect();
+        assert_eq!(format!("[{}]", again.join(",")), whole);
+        assert_eq!(tasks_json(&[]), "[]");
     }
 
     #[test]

@@ -35,7 +35,8 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::metrics::{Metrics, Process};
 use crate::scheduler::intelligence::Source;
-use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
+use crate::scheduler::model::TaskState;
+use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, StateFilter, TaskQuery};
 use crate::store::DiskGate;
 
 /// The largest request body we read; a bigger one gets 413.
@@ -161,9 +162,8 @@ impl Drop for ApiServer {
 enum Route {
     Ping,
     SubmitTask,
-    ListTasks,
-    /// `GET /client/task?state=active`: without the ended tasks.
-    ListActiveTasks,
+    /// `GET /client/task[?state=…&prefix=…&limit=…]`.
+    ListTasks(TaskQuery),
     Reshuffle {
         dry_run: bool,
     },
@@ -530,8 +530,7 @@ impl Route {
     fn audit_what(&self) -> Option<String> {
         let what = match self {
             Route::Ping
-            | Route::ListTasks
-            | Route::ListActiveTasks
+            | Route::ListTasks(_)
             | Route::ListNodes
             | Route::ListIntelligence
             | Route::ShowTask { .. }
@@ -651,8 +650,7 @@ fn handle(
                 idempotency_key,
             }
         }
-        Route::ListTasks => ApiRequest::ListTasks,
-        Route::ListActiveTasks => ApiRequest::ListActiveTasks,
+        Route::ListTasks(query) => ApiRequest::ListTasks(query.clone()),
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
         Route::KillTasks { id_prefix, .. } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
@@ -947,8 +945,7 @@ impl Route {
     fn changes_state(&self) -> bool {
         match self {
             Route::Ping
-            | Route::ListTasks
-            | Route::ListActiveTasks
+            | Route::ListTasks(_)
             | Route::ListNodes
             | Route::ListIntelligence
             | Route::ShowTask { .. }
@@ -971,7 +968,7 @@ impl Route {
             Route::Ping => "ping",
             Route::Reset => "reset",
             Route::SubmitTask => "task_submit",
-            Route::ListTasks | Route::ListActiveTasks => "task_list",
+            Route::ListTasks(_) => "task_list",
             Route::KillTasks { .. } => "task_kill",
             Route::Reshuffle { .. } => "reshuffle",
             Route::ListNodes => "node_list",
@@ -1057,23 +1054,69 @@ fn since(query: &str) -> Result<Option<u64>, ApiError> {
     Ok(since)
 }
 
-/// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
-/// `?state=active` hides the ended tasks; `?state=all` (or none) lists them.
+/// The filters of `GET /client/task` (README, "Task list filters"); the
+/// last of a repeated one counts, other parameters are ignored:
+/// - `state`: `all` (the default: ended tasks too), `active` (live tasks
+///   and services without a copy), `pending`, `launching`, `running`, or a
+///   Mesos state name such as `TASK_FAILED` (live tasks in it and ended
+///   tasks that ended in it);
+/// - `prefix`: internal ids (or, with a space, user ids) starting with it,
+///   percent-decoded (`+` stays `+`);
+/// - `limit`: at most this many tasks, a whole number from 1.
 fn list_tasks_route(query: &str) -> Result<Route, ApiError> {
-    let mut route = Route::ListTasks;
+    let mut filters = TaskQuery::default();
     for pair in query.split('&') {
         match pair.split_once('=').unwrap_or((pair, "")) {
-            ("state", "active") => route = Route::ListActiveTasks,
-            ("state", "all") => route = Route::ListTasks,
-            ("state", other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "bad state {other:?}: use active or all"
-                )))
+            ("state", name) => filters.state = state_filter(name)?,
+            ("prefix", prefix) => filters.prefix = Some(query_part(prefix, "prefix")?),
+            ("limit", limit) => {
+                let bad = || {
+                    ApiError::BadRequest(format!("bad limit {limit:?}: use a whole number from 1"))
+                };
+                if !limit.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let limit = limit.parse().ok().filter(|limit| *limit > 0);
+                filters.limit = Some(limit.ok_or_else(bad)?);
             }
             _ => {}
         }
     }
-    Ok(route)
+    Ok(Route::ListTasks(filters))
+}
+
+/// `?state=` of the task list.
+fn state_filter(name: &str) -> Result<StateFilter, ApiError> {
+    let filter = match name {
+        "all" => StateFilter::All,
+        "active" => StateFilter::Active,
+        "pending" => StateFilter::Pending,
+        "launching" => StateFilter::Launching,
+        "running" => StateFilter::Mesos(TaskState::Running),
+        name => match TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+        {
+            Some(state) => StateFilter::Mesos(state),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "bad state {name:?}: use all, active, pending, launching, running \
+                     or a Mesos state such as TASK_FAILED"
+                )))
+            }
+        },
+    };
+    Ok(filter)
+}
+
+/// A percent-decoded, non-empty query value.
+fn query_part(value: &str, what: &str) -> Result<String, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "empty {what}: leave it out to list every task"
+        )));
+    }
+    path_part(value, what)
 }
 
 /// A boolean query flag: `?name`, `?name=true` and `?name=1` set it,
@@ -1141,10 +1184,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
             Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
-        (Route::ListTasks, ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
-        (Route::ListActiveTasks, ApiReply::Tasks(tasks)) => {
-            Reply::json(200, dto::tasks_json(&tasks))
-        }
+        (Route::ListTasks(_), ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
         (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
             Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
@@ -1230,15 +1270,77 @@ mod tests {
         check("GET", "/metrics/x", Err((404, None)));
         check("POST", "/admin/reset", Ok(Route::Reset));
         check("GET", "/admin/reset", Err((405, Some("POST"))));
-        check("GET", "/client/task", Ok(Route::ListTasks));
-        check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
+        let all = Route::ListTasks(TaskQuery::default());
+        let list = |state, prefix: Option<&str>, limit| {
+            Ok(Route::ListTasks(TaskQuery {
+                state,
+                prefix: prefix.map(str::to_string),
+                limit,
+            }))
+        };
+        check("GET", "/client/task", Ok(all.clone()));
+        check("GET", "/client/task?verbose=1", Ok(all.clone()));
         check(
             "GET",
             "/client/task?state=active",
-            Ok(Route::ListActiveTasks),
+            list(StateFilter::Active, None, None),
         );
-        check("GET", "/client/task?pretty&state=all", Ok(Route::ListTasks));
+        check("GET", "/client/task?pretty&state=all", Ok(all.clone()));
         check("GET", "/client/task?state=ended", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?state=pending",
+            list(StateFilter::Pending, None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=launching",
+            list(StateFilter::Launching, None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=running",
+            list(StateFilter::Mesos(TaskState::Running), None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=TASK_FAILED",
+            list(StateFilter::Mesos(TaskState::Failed), None, None),
+        );
+        check("GET", "/client/task?state=task_failed", Err((400, None)));
+        check("GET", "/client/task?state=", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?prefix=web",
+            list(StateFilter::All, Some("web"), None),
+        );
+        check(
+            "GET",
+            "/client/task?prefix=my%20web&prefix=u+600",
+            list(StateFilter::All, Some("u+600"), None),
+        );
+        check(
+            "GET",
+            "/client/task?prefix=my%20web",
+            list(StateFilter::All, Some("my web"), None),
+        );
+        check("GET", "/client/task?prefix=", Err((400, None)));
+        check("GET", "/client/task?prefix=%zz", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?limit=10&state=pending&prefix=w",
+            list(StateFilter::Pending, Some("w"), Some(10)),
+        );
+        check("GET", "/client/task?limit=0", Err((400, None)));
+        check("GET", "/client/task?limit=-1", Err((400, None)));
+        check("GET", "/client/task?limit=+5", Err((400, None)));
+        check("GET", "/client/task?limit=ten", Err((400, None)));
+        check("GET", "/client/task?limit=", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?limit=99999999999999999999999",
+            Err((400, None)),
+        );
         check("POST", "/client/task", Ok(Route::SubmitTask));
         check("PUT", "/client/task", Err((405, Some("GET, POST"))));
         check(
@@ -1364,8 +1466,7 @@ mod tests {
             Route::Ping,
             Route::Reset,
             Route::SubmitTask,
-            Route::ListTasks,
-            Route::ListActiveTasks,
+            Route::ListTasks(TaskQuery::default()),
             Route::Reshuffle { dry_run: true },
             kill("x"),
             Route::ListNodes,
@@ -1441,7 +1542,10 @@ mod tests {
             ),
         );
         check_respond(
-            Route::ListActiveTasks,
+            Route::ListTasks(TaskQuery {
+                state: StateFilter::Active,
+                ..TaskQuery::default()
+            }),
             ApiReply::Tasks(Vec::new()),
             (200, json!([])),
         );
@@ -1451,7 +1555,7 @@ mod tests {
             message(400, "no"),
         );
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Tasks(Vec::new()),
             (200, json!([])),
         );
@@ -1503,7 +1607,7 @@ mod tests {
         );
         // Replies that do not fit the route are bugs: 500, never a panic.
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Submitted {
                 id: "x".to_string(),
                 note: None,
@@ -1511,7 +1615,7 @@ mod tests {
             message(500, "unexpected reply from the scheduler"),
         );
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Synced {
                 rejected: Vec::new(),
             },
@@ -1550,7 +1654,7 @@ mod tests {
         ];
         let reads = [
             Route::Ping,
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             Route::ListNodes,
             Route::ListIntelligence,
             Route::Reshuffle { dry_run: true },
@@ -1700,7 +1804,7 @@ mod tests {
         );
         // Reads and dry runs are not audited.
         check(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             None,
             &format!("{p} READ status=200 result=\"\""),
         );
@@ -1748,7 +1852,12 @@ mod tests {
     fn a_stopped_state_thread_is_503_not_a_hang() {
         let (state, inbox) = crossbeam_channel::bounded(1);
         drop(inbox);
-        let err = ask(&state, ApiRequest::ListTasks, Wait::Read).expect_err("no state thread");
+        let err = ask(
+            &state,
+            ApiRequest::ListTasks(TaskQuery::default()),
+            Wait::Read,
+        )
+        .expect_err("no state thread");
         assert_eq!(
             (err.status(), err.message()),
             (503, "scheduler is shutting down".to_string())
@@ -1792,7 +1901,7 @@ mod tests {
                     id: spec.id,
                     note: None,
                 },
-                ApiRequest::ListTasks => ApiReply::Tasks(Vec::new()),
+                ApiRequest::ListTasks(_) => ApiReply::Tasks(Vec::new()),
                 ApiRequest::Kill { id_prefix } => {
                     ApiReply::NotFound(format!("no task matches {id_prefix}"))
                 }

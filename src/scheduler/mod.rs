@@ -14,13 +14,16 @@ pub(crate) mod placement;
 pub(crate) mod state;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
-use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
+use crate::scheduler::model::{
+    AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
+};
 pub use crate::scheduler::state::State;
 
 /// How often the state thread wakes up without input (refuse filters,
@@ -112,10 +115,9 @@ pub enum ApiRequest {
         idempotency_key: Option<String>,
     },
     /// `GET /client/task`: live tasks, one-per-node services without a
-    /// copy, and ended tasks still within `--keep-finished`.
-    ListTasks,
-    /// `GET /client/task?state=active`: the same without the ended tasks.
-    ListActiveTasks,
+    /// copy, and ended tasks still within `--keep-finished`, as far as the
+    /// query lets through (`TaskQuery::default()`: all of them).
+    ListTasks(TaskQuery),
     /// `DELETE /client/task/<prefix>`.
     Kill { id_prefix: String },
     /// `GET /client/task/reshuffle`.
@@ -153,6 +155,33 @@ pub enum ApiRequest {
     Subscribe { since: Option<u64> },
 }
 
+/// Which tasks `GET /client/task` lists: `?state=`, `?prefix=`, `?limit=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub state: StateFilter,
+    /// Only tasks whose internal id starts with it (or, with a space in it,
+    /// whose user id does: internal ids drop spaces).
+    pub prefix: Option<String>,
+    /// At most this many, in list order.
+    pub limit: Option<usize>,
+}
+
+/// `?state=` of `GET /client/task`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Live tasks, services without a copy, and the ended tasks still kept.
+    #[default]
+    All,
+    /// The same without the ended tasks.
+    Active,
+    /// Waiting for an offer (services without a copy included).
+    Pending,
+    /// ACCEPT sent, no status yet.
+    Launching,
+    /// Live tasks in this Mesos state, and ended tasks that ended in it.
+    Mesos(TaskState),
+}
+
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IntelligenceChange {
@@ -170,7 +199,8 @@ pub enum ApiReply {
         /// one-per-node service): `already running on slave1, slave2`.
         note: Option<String>,
     },
-    Tasks(Vec<TaskView>),
+    /// The task list, each entry shared with the state's list cache.
+    Tasks(Vec<Arc<ListedTask>>),
     /// The tasks the kill applies to (pending ones are already gone).
     Killed(Vec<TaskView>),
     Reshuffled(Vec<ReshuffleStep>),
@@ -312,6 +342,59 @@ pub struct TaskView {
     pub ended_at: Option<u64>,
     /// The Mesos reason name of the update that ended it, if it had one.
     pub reason: Option<String>,
+}
+
+/// One entry of `GET /client/task` as the state thread hands it out: a
+/// view, turned into JSON at most once, by the first HTTP worker that needs
+/// it (`json`), which then keeps only the JSON. The state keeps the entry
+/// of a live task until the task changes (`state/list.rs`), so a list
+/// builds and renders only what changed since the last one, and the state
+/// thread's part of a list of unchanged tasks is one `Arc` clone each.
+#[derive(Debug)]
+pub struct ListedTask {
+    rendering: Mutex<Rendering>,
+}
+
+#[derive(Debug)]
+enum Rendering {
+    View(Box<TaskView>),
+    Json(Arc<str>),
+}
+
+impl ListedTask {
+    pub fn new(view: TaskView) -> ListedTask {
+        ListedTask {
+            rendering: Mutex::new(Rendering::View(Box::new(view))),
+        }
+    }
+
+    /// The entry's JSON: `render` of its view the first time (the view is
+    /// dropped then), the same text after.
+    pub fn json(&self, render: impl FnOnce(&TaskView) -> String) -> Arc<str> {
+        // A worker that panicked while rendering leaves the view in place.
+        let mut rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let json: Arc<str> = match &*rendering {
+            Rendering::Json(json) => return json.clone(),
+            Rendering::View(view) => render(view).into(),
+        };
+        *rendering = Rendering::Json(json.clone());
+        json
+    }
+
+    /// The view, unless a worker has rendered it already.
+    pub fn view(&self) -> Option<TaskView> {
+        match &*self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Rendering::View(view) => Some((**view).clone()),
+            Rendering::Json(_) => None,
+        }
+    }
 }
 
 /// One node of the registry, learned from offers.
@@ -622,7 +705,7 @@ mod tests {
         });
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {
-            request: ApiRequest::ListTasks,
+            request: ApiRequest::ListTasks(TaskQuery::default()),
             reply: reply_tx,
         };
         api_tx.send(command).expect("the state thread takes it");

@@ -570,6 +570,7 @@ fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
 /// first unmet need (a host port, cpus, mem). A node that would fit is
 /// named too: the task waits for its next offer. Hostnames only, never
 /// agent ids.
+#[cfg(test)]
 pub fn explain(request: &Request<'_>, nodes: &[&Offer], role: &str) -> String {
     // One task: only the nodes its constraints allow are worth reading.
     let allowed: Vec<&Offer> = nodes

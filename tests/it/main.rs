@@ -25,3 +25,4 @@ mod scheduling;
 mod security;
 mod sim_master;
 mod support;
+mod task_list;

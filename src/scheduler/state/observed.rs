@@ -13,26 +13,16 @@ impl State {
     /// in `TaskState::ALL` order, zeros included, so a gauge that drops to
     /// zero says so instead of vanishing. One pass over the tasks.
     pub(crate) fn task_counts(&self) -> Vec<(&'static str, u64)> {
-        let mut pending = 0;
-        let mut launching = 0;
-        let mut active = [0u64; TaskState::ALL.len()];
-        for task in self.tasks.values() {
-            match task.phase {
-                Phase::Pending => pending += 1,
-                Phase::Launching => launching += 1,
-                Phase::Active(state) => {
-                    if let Some(idx) = TaskState::ALL.iter().position(|it| *it == state) {
-                        active[idx] += 1;
-                    }
-                }
-            }
-        }
-        let mut counts = vec![("pending", pending), ("launching", launching)];
+        // From the per-phase counts of the indexes: no scan of the table.
+        let count = |phase| self.index.phase_count(phase) as u64;
+        let mut counts = vec![
+            ("pending", count(Phase::Pending)),
+            ("launching", count(Phase::Launching)),
+        ];
         counts.extend(
             TaskState::ALL
                 .iter()
-                .zip(active)
-                .map(|(state, count)| (state.as_str(), count)),
+                .map(|state| (state.as_str(), count(Phase::Active(*state)))),
         );
         counts
     }

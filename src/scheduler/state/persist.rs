@@ -208,6 +208,7 @@ impl State {
         state.next_seq = state
             .next_seq
             .max(state.tasks.values().map(|t| t.seq + 1).max().unwrap_or(0));
+        state.rebuild_indexes();
         Ok(state)
     }
 }

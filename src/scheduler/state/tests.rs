@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use super::*;
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
-use crate::scheduler::CallFailure;
+use crate::scheduler::{CallFailure, StateFilter, TaskQuery};
 
 /// Runs `script` (one step per line) and compares everything the steps
 /// printed with `expected`.
@@ -24,6 +24,8 @@ use crate::scheduler::CallFailure;
 /// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
 /// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
 /// - `lost <agent>` / `tasks` (`?state=active`) / `all` (ended tasks too) / `nodes`
+/// - `list [state=pending|launching|active|all|TASK_…] [prefix=<p>] [limit=<n>]`: a
+///   filtered `GET /client/task` (`_` in a prefix stands for a space)
 /// - `show <internal-id-prefix>`: one task (live or ended) with its history
 /// - `events`: the notices published since the last `events` step
 #[track_caller]
@@ -74,7 +76,13 @@ fn check(script: &str, expected: &str) {
                 }),
                 true,
             ),
-            "tasks" => (api(ApiRequest::ListActiveTasks), true),
+            "tasks" => (
+                api(ApiRequest::ListTasks(TaskQuery {
+                    state: StateFilter::Active,
+                    ..TaskQuery::default()
+                })),
+                true,
+            ),
             "show" => {
                 let id = state
                     .ended
@@ -89,7 +97,8 @@ fn check(script: &str, expected: &str) {
                 out.extend(std::mem::take(&mut notices).iter().map(render_notice));
                 continue;
             }
-            "all" => (api(ApiRequest::ListTasks), true),
+            "all" => (api(ApiRequest::ListTasks(TaskQuery::default())), true),
+            "list" => (api(ApiRequest::ListTasks(query(&words[1..]))), true),
             "nodes" => (api(ApiRequest::ListNodes), true),
             "intel" => {
                 let raw = words.get(3).copied().unwrap_or("").to_string();
@@ -238,6 +247,13 @@ fn check(script: &str, expected: &str) {
             state.all_records(),
             "durable state after `{line}`"
         );
+        // Every index equals what recomputing it from the table gives.
+        if let Err(why) = state.check_indexes() {
+            panic!("indexes after `{line}`: {why}");
+        }
+        // Every live task gets a list entry now, so the next step's check
+        // finds any entry a change forgot to drop.
+        state.task_list(&TaskQuery::default());
         if let (true, Some(reply)) = (show_reply, reply) {
             out.extend(render_reply(reply));
         }
@@ -253,6 +269,33 @@ fn check(script: &str, expected: &str) {
         .filter(|line| !line.is_empty())
         .collect();
     assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
+}
+
+/// The query of a `list` step.
+fn query(words: &[&str]) -> TaskQuery {
+    let mut query = TaskQuery::default();
+    for (key, value) in words.iter().filter_map(|word| word.split_once('=')) {
+        match key {
+            "state" => {
+                query.state = match value {
+                    "all" => StateFilter::All,
+                    "active" => StateFilter::Active,
+                    "pending" => StateFilter::Pending,
+                    "launching" => StateFilter::Launching,
+                    name => StateFilter::Mesos(
+                        TaskState::ALL
+                            .into_iter()
+                            .find(|state| state.as_str() == name)
+                            .expect("a Mesos state"),
+                    ),
+                }
+            }
+            "prefix" => query.prefix = Some(value.replace('_', " ")),
+            "limit" => query.limit = Some(value.parse().unwrap()),
+            other => panic!("unknown list filter {other}"),
+        }
+    }
+    query
 }
 
 /// A notice as a test line: its kind and its main fields.
@@ -335,7 +378,8 @@ fn spec(words: &[&str]) -> TaskSpec {
         .collect();
     let get = |key: &str| fields.get(key).copied().unwrap_or("");
     TaskSpec {
-        id: words[0].to_string(),
+        // `_` stands for a space: user ids may have them, internal ids drop them.
+        id: words[0].replace('_', " "),
         docker_image: "image".to_string(),
         mem_mb: get("mem").parse().unwrap(),
         cpus: fields.get("cpus").map(|it| it.parse().unwrap()),
@@ -548,7 +592,10 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             id,
             note: Some(note),
         } => vec![format!("  = submitted {id} ({note})")],
-        ApiReply::Tasks(views) => views.iter().map(task_line).collect(),
+        ApiReply::Tasks(listed) => listed
+            .iter()
+            .map(|entry| task_line(&entry.view().expect("not rendered")))
+            .collect(),
         ApiReply::Killed(views) => views
             .iter()
             .map(|view| format!("  = killing {}", view.internal_id.0))
@@ -662,6 +709,82 @@ fn submit_place_run_and_finish() {
         > update stress60 TASK_FINISHED ack
           ACK stress60-1000000000000
         > tasks
+        ",
+    );
+}
+
+#[test]
+fn the_task_list_filters_by_state_and_prefix_and_stops_at_the_limit() {
+    check(
+        "
+        subscribed
+        submit web mem=10 type=lab
+        submit db mem=10 type=lab
+        submit big mem=99999
+        submit svc mem=10 sla=one-per-node type=none
+        submit my_web mem=10 type=analytics
+        offer slave2
+        update web TASK_RUNNING ack
+        update db TASK_FAILED ack
+        list state=pending
+        list state=launching
+        list state=TASK_RUNNING
+        list state=TASK_FAILED
+        list state=active limit=2
+        list limit=1
+        list prefix=my
+        list prefix=my_
+        list prefix=w
+        list prefix=d
+        list prefix=s state=pending
+        list prefix=zz
+        list state=TASK_KILLED
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit web mem=10 type=lab
+          = submitted web
+        > submit db mem=10 type=lab
+          = submitted db
+        > submit big mem=99999
+          = submitted big
+        > submit svc mem=10 sla=one-per-node type=none
+          = submitted svc
+        > submit my_web mem=10 type=analytics
+          = submitted my web
+        > offer slave2
+          LAUNCH on slave2: web-1000000000000 db-1000000000001
+        > update web TASK_RUNNING ack
+          ACK web-1000000000000
+        > update db TASK_FAILED ack
+          ACK db-1000000000001
+        > list state=pending
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+          = svc pending - (one-per-node: no known node has nodetype=none (slave2 has nodetype=lab nodename=slave2))
+        > list state=launching
+        > list state=TASK_RUNNING
+          = web-1000000000000 TASK_RUNNING slave2
+        > list state=TASK_FAILED
+          = db-1000000000001 TASK_FAILED slave2 ended_at=1000
+        > list state=active limit=2
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list limit=1
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+        > list prefix=my
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list prefix=my_
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list prefix=w
+          = web-1000000000000 TASK_RUNNING slave2
+        > list prefix=d
+          = db-1000000000001 TASK_FAILED slave2 ended_at=1000
+        > list prefix=s state=pending
+          = svc pending - (one-per-node: no known node has nodetype=none (slave2 has nodetype=lab nodename=slave2))
+        > list prefix=zz
+        > list state=TASK_KILLED
         ",
     );
 }
@@ -2258,12 +2381,14 @@ fn ended_tasks_are_capped_oldest_first() {
                 },
             );
         }
-        let ApiReply::Tasks(views) = ask(&mut state, now, ApiRequest::ListTasks) else {
+        let ApiReply::Tasks(views) =
+            ask(&mut state, now, ApiRequest::ListTasks(TaskQuery::default()))
+        else {
             panic!("a task list");
         };
         views
             .iter()
-            .map(|view| view.spec.id.clone())
+            .map(|entry| entry.view().expect("not rendered").spec.id)
             .collect::<Vec<_>>()
     };
     let listed = run(None, MAX_ENDED_TASKS + 2);
