@@ -6,14 +6,17 @@
 //! live task in its node's column, and the pending reason. The screenshot is
 //! left in the target directory (`dashboard.png`) for a person to look at.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use charmander::sim;
 use serde_json::Value;
 
-use crate::support::{wait_until, Lab, DEADLINE};
+use crate::support::{wait_until, FakeServer, Lab, DEADLINE};
 
 /// The documented four-node lab.
 const LAB_AGENTS: &str = include_str!("../../docs/lab-agents.json");
@@ -38,6 +41,13 @@ const INFLUXDB: &str = r#"{"id": "influxdb", "dockerimage": "influxdb", "mem": "
 
 const STRESS60: &str =
     r#"{"id": "stress60", "dockerimage": "stress", "mem": "100", "nodetype": "lab"}"#;
+
+/// The page as the scheduler serves it, for the stand-in server below.
+const DASHBOARD_HTML: &str = include_str!("../../src/api/dashboard.html");
+
+/// The stand-in server's bounds: a request head, and a read of it.
+const MAX_HEAD: usize = 16 * 1024;
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn the_dashboard_shows_nodes_tasks_and_pending_reasons_in_a_browser() {
@@ -67,7 +77,7 @@ fn the_dashboard_shows_nodes_tasks_and_pending_reasons_in_a_browser() {
         .to_string();
 
     // The URL selects bigjob for the detail panel, as a click would.
-    let dir = scratch_dir();
+    let dir = scratch_dir("lab");
     let screenshot = target_dir().join("dashboard.png");
     let dom = render(&lab.api(&format!("/#task={big_job}")), &dir, &screenshot);
 
@@ -286,10 +296,165 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// A fresh directory for one chromium run (profile, DOM, log).
-fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("charmander-dashboard-{}", std::process::id()));
+/// A fresh directory for one chromium run (profile, DOM, log), named by
+/// the test that runs it.
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "charmander-dashboard-{test}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
+}
+
+/// The event feed as `GET /client/events` sends it (branch `events`: a
+/// `gap` without `kind`, null fields, comments), plus what the page must
+/// survive: an unknown kind, CRLF line ends, data that is not JSON. The
+/// stand-in server sends these once and ends the stream; the page must
+/// show each event once and resume with `Last-Event-ID`.
+#[test]
+fn the_dashboard_shows_the_event_feed() {
+    let frames = concat!(
+        ": charmander events\n\n",
+        "event: gap\ndata: {\"from\":3,\"oldest\":9}\n\n",
+        "id: 9\nevent: node_joined\ndata: {\"seq\":9,\"time_ms\":1795717535000,\"kind\":\"node_joined\",\"agent_id\":\"S7\",\"node\":null}\n\n",
+        "id: 10\r\nevent: task_status\r\ndata: {\"seq\":10,\"time_ms\":1795717536000,\"kind\":\"task_status\",\"task\":\"stress60-17\",\"id\":\"stress60\",\"state\":\"TASK_FAILED\",\"reason\":null,\"message\":\"exit 1\",\"node\":\"slave2\"}\r\n\r\n",
+        ": keepalive\n\n",
+        "id: 11\nevent: some_new_kind\ndata: {\"seq\":11,\"time_ms\":1795717537000,\"kind\":\"some_new_kind\",\"answer\":42}\n\n",
+        "id: 12\nevent: odd\ndata: not json <b>\n\n",
+    );
+    let resumed_from = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&resumed_from);
+    let server = FakeServer::start(move |stream, _| {
+        serve_stand_in(stream, frames, &seen);
+        true
+    });
+    let dir = scratch_dir("feed");
+    let dom = render(
+        &format!("http://{}/", server.addr),
+        &dir,
+        &dir.join("feed.png"),
+    );
+    let (_, events) = dom.split_once("id=\"events\"").expect("an event list");
+    let lines: Vec<String> = events
+        .split("<li")
+        .skip(1)
+        .filter_map(|item| item.split_once('>'))
+        .map(|(_, item)| text_of(item.split("</li>").next().unwrap_or(item)))
+        .collect();
+    // Newest first, each once; times are local, so they are left out.
+    let shown: Vec<&str> = lines
+        .iter()
+        .map(|line| match line.split_once(" | ") {
+            Some((time, rest)) if time.contains(':') => rest,
+            _ => line.as_str(),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "odd | text=not json <b>",
+            "some_new_kind | answer=42",
+            "task_status | stress60 TASK_FAILED on slave2: exit 1 | stress60-17",
+            "node_joined | agent S7 joined",
+            "gap | missed events 4–8: the server no longer keeps them",
+        ],
+        "{lines:#?}"
+    );
+    // The stream ended; the page came back for what follows the last id.
+    let resumed = resumed_from.lock().expect("lock").clone();
+    assert_eq!(
+        resumed.first().map(String::as_str),
+        Some("none"),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        resumed.get(1).map(String::as_str),
+        Some("12"),
+        "{resumed:?}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).expect("scratch dir removed");
+}
+
+/// The text of an HTML fragment: each tag ends a part, parts are joined
+/// with " | ", entities are decoded.
+fn text_of(html: &str) -> String {
+    let mut parts = vec![String::new()];
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                parts.push(String::new());
+            }
+            _ if !in_tag => parts.last_mut().expect("a part").push(c),
+            _ => {}
+        }
+    }
+    parts
+        .iter()
+        .map(|part| {
+            part.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&")
+        })
+        .map(|part| part.trim().to_string())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// One connection of the stand-in server: the page, one node, one task,
+/// and the feed (`frames` to a client without `Last-Event-ID`, nothing
+/// after it); every answer closes its connection. `resumed_from` records
+/// each feed request's `Last-Event-ID` ("none" without one).
+fn serve_stand_in(mut stream: TcpStream, frames: &str, resumed_from: &Mutex<Vec<String>>) {
+    stream
+        .set_read_timeout(Some(HEAD_READ_TIMEOUT))
+        .expect("read timeout");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let path = head.split(' ').nth(1).unwrap_or("");
+    let node = r#"[{"id":"S7","hostname":"slave2","nodetype":"lab","nodename":"slave2","timeoflastoffer":0,"agent_id":"S7","free_cpus":1.9,"free_mem":924,"used_cpus":0.1,"used_mem":100}]"#;
+    let task = r#"[{"id":"stress60","InternalID":"stress60-17","state":"TASK_RUNNING","agent_id":"S7","hostname":"slave2","mem":"100","cpus":"0"}]"#;
+    let (content_type, body) = match path {
+        "/" => ("text/html; charset=utf-8", DASHBOARD_HTML),
+        "/client/node" => ("application/json", node),
+        "/client/task" => ("application/json", task),
+        "/client/events" => {
+            let last_id = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("last-event-id")
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_else(|| "none".to_string());
+            let body = if last_id == "none" { frames } else { "" };
+            resumed_from.lock().expect("lock").push(last_id);
+            ("text/event-stream", body)
+        }
+        _ => ("application/json", "{\"code\":404}"),
+    };
+    let status = if content_type == "application/json" && body.contains("404") {
+        "404 Not Found"
+    } else {
+        "200 OK"
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
