@@ -20,6 +20,10 @@
 //! something needs `Authorization: Bearer <token>` (`authorized`); the check
 //! runs after routing, so unknown paths stay 404 and wrong methods 405, and
 //! before the body is read. Reads stay open. The token is never logged.
+//!
+//! `GET /` answers with the lab dashboard (`dashboard.html`, compiled in):
+//! a static page that asks the state thread nothing itself; the browser
+//! reads the JSON endpoints above like any client.
 
 pub(crate) mod dto;
 mod events;
