@@ -311,12 +311,14 @@ fn scratch_dir(test: &str) -> PathBuf {
 /// The event feed as `GET /client/events` sends it (branch `events`: a
 /// `gap` without `kind`, null fields, comments), plus what the page must
 /// survive: an unknown kind, CRLF line ends, data that is not JSON. The
-/// stand-in server sends these once and ends the stream; the page must
-/// show each event once and resume with `Last-Event-ID`.
+/// page first asks for every event kept (`?since=0`, whose gap it need not
+/// show); the stand-in server sends these once and ends the stream; the
+/// page must show each event once and resume with `Last-Event-ID`.
 #[test]
 fn the_dashboard_shows_the_event_feed() {
     let frames = concat!(
         ": charmander events\n\n",
+        "event: gap\ndata: {\"from\":0,\"oldest\":2}\n\n",
         "event: gap\ndata: {\"from\":3,\"oldest\":9}\n\n",
         "id: 9\nevent: node_joined\ndata: {\"seq\":9,\"time_ms\":1795717535000,\"kind\":\"node_joined\",\"agent_id\":\"S7\",\"node\":null}\n\n",
         "id: 10\r\nevent: task_status\r\ndata: {\"seq\":10,\"time_ms\":1795717536000,\"kind\":\"task_status\",\"task\":\"stress60-17\",\"id\":\"stress60\",\"state\":\"TASK_FAILED\",\"reason\":null,\"message\":\"exit 1\",\"node\":\"slave2\"}\r\n\r\n",
@@ -356,7 +358,7 @@ fn the_dashboard_shows_the_event_feed() {
         [
             "odd | text=not json <b>",
             "some_new_kind | answer=42",
-            "task_status | stress60 TASK_FAILED on slave2: exit 1 | stress60-17",
+            "task_status | stress60 failed on slave2: exit 1 | stress60-17",
             "node_joined | agent S7 joined",
             "gap | missed events 4–8: the server no longer keeps them",
         ],
@@ -366,12 +368,12 @@ fn the_dashboard_shows_the_event_feed() {
     let resumed = resumed_from.lock().expect("lock").clone();
     assert_eq!(
         resumed.first().map(String::as_str),
-        Some("none"),
+        Some("/client/events?since=0 Last-Event-ID none"),
         "{resumed:?}"
     );
     assert_eq!(
         resumed.get(1).map(String::as_str),
-        Some("12"),
+        Some("/client/events Last-Event-ID 12"),
         "{resumed:?}"
     );
     drop(server);
@@ -411,7 +413,7 @@ fn text_of(html: &str) -> String {
 /// One connection of the stand-in server: the page, one node, one task,
 /// and the feed (`frames` to a client without `Last-Event-ID`, nothing
 /// after it); every answer closes its connection. `resumed_from` records
-/// each feed request's `Last-Event-ID` ("none" without one).
+/// each feed request's target and `Last-Event-ID` ("none" without one).
 fn serve_stand_in(mut stream: TcpStream, frames: &str, resumed_from: &Mutex<Vec<String>>) {
     stream
         .set_read_timeout(Some(HEAD_READ_TIMEOUT))
@@ -425,7 +427,8 @@ fn serve_stand_in(mut stream: TcpStream, frames: &str, resumed_from: &Mutex<Vec<
         }
     }
     let head = String::from_utf8_lossy(&head).to_string();
-    let path = head.split(' ').nth(1).unwrap_or("");
+    let target = head.split(' ').nth(1).unwrap_or("");
+    let path = target.split('?').next().unwrap_or(target);
     let node = r#"[{"id":"S7","hostname":"slave2","nodetype":"lab","nodename":"slave2","timeoflastoffer":0,"agent_id":"S7","free_cpus":1.9,"free_mem":924,"used_cpus":0.1,"used_mem":100}]"#;
     let task = r#"[{"id":"stress60","InternalID":"stress60-17","state":"TASK_RUNNING","agent_id":"S7","hostname":"slave2","mem":"100","cpus":"0"}]"#;
     let (content_type, body) = match path {
@@ -442,7 +445,10 @@ fn serve_stand_in(mut stream: TcpStream, frames: &str, resumed_from: &Mutex<Vec<
                 })
                 .unwrap_or_else(|| "none".to_string());
             let body = if last_id == "none" { frames } else { "" };
-            resumed_from.lock().expect("lock").push(last_id);
+            resumed_from
+                .lock()
+                .expect("lock")
+                .push(format!("{target} Last-Event-ID {last_id}"));
             ("text/event-stream", body)
         }
         _ => ("application/json", "{\"code\":404}"),
