@@ -755,6 +755,12 @@ struct NodeDto<'a> {
     nodename: &'a str,
     timeoflastoffer: u64,
     agent_id: &'a str,
+    /// What the node last offered that we may use, less our launches since.
+    free_cpus: Number,
+    free_mem: Number,
+    /// What our live tasks on it take.
+    used_cpus: Number,
+    used_mem: Number,
 }
 
 #[derive(Serialize)]
@@ -897,6 +903,10 @@ impl<'a> From<&'a NodeView> for NodeDto<'a> {
             nodename: &node.node_name,
             timeoflastoffer: node.time_of_last_offer,
             agent_id: &node.agent_id.0,
+            free_cpus: amount(node.free_cpus),
+            free_mem: amount(node.free_mem_mb),
+            used_cpus: amount(node.used_cpus),
+            used_mem: amount(node.used_mem_mb),
         }
     }
 }
@@ -940,6 +950,18 @@ fn to_json(value: &impl Serialize) -> String {
 
 /// The contract's cpus text: "0" when the user gave none (as the original
 /// showed it; the launch uses `DEFAULT_CPUS`), else e.g. "0.5" or "1".
+/// A resource amount as a JSON number, to Mesos' three decimals: whole
+/// amounts without a fraction (`1024`, not `1024.0`), sums without float
+/// noise (`0.3`, not `0.30000000000000004`).
+fn amount(value: f64) -> Number {
+    let thousandths = (value * 1000.0).round();
+    if thousandths % 1000.0 == 0.0 && (0.0..=u64::MAX as f64).contains(&thousandths) {
+        return Number::from((thousandths / 1000.0) as u64);
+    }
+    // Not finite only if a master sent a non-finite amount: shown as 0.
+    Number::from_f64(thousandths / 1000.0).unwrap_or_else(|| Number::from(0))
+}
+
 fn cpus_text(cpus: Option<f64>) -> String {
     cpus.map(format_number).unwrap_or_else(|| "0".to_string())
 }
@@ -1733,11 +1755,31 @@ mod tests {
             node_type: "lab".to_string(),
             node_name: "slave2".to_string(),
             time_of_last_offer: 1464567890,
+            free_cpus: 1.9,
+            free_mem_mb: 924.0,
+            used_cpus: 0.1 + 0.2,
+            used_mem_mb: 100.0,
         };
         assert_eq!(
             node_json(&node),
-            r#"{"id":"20160529-S1","hostname":"slave2","nodetype":"lab","nodename":"slave2","timeoflastoffer":1464567890,"agent_id":"20160529-S1"}"#
+            r#"{"id":"20160529-S1","hostname":"slave2","nodetype":"lab","nodename":"slave2","timeoflastoffer":1464567890,"agent_id":"20160529-S1","free_cpus":1.9,"free_mem":924,"used_cpus":0.3,"used_mem":100}"#
         );
+    }
+
+    #[test]
+    fn resource_amounts_are_numbers_with_at_most_three_decimals() {
+        let check = |value: f64, expected: &str| {
+            assert_eq!(amount(value).to_string(), expected, "{value}");
+        };
+        check(0.0, "0");
+        check(1024.0, "1024");
+        check(0.1 + 0.2, "0.3");
+        check(2.0 - 0.1, "1.9");
+        check(0.0004, "0");
+        check(1.23456, "1.235");
+        check(123.25, "123.25");
+        check(f64::NAN, "0");
+        check(f64::INFINITY, "0");
     }
 
     #[test]

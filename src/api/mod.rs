@@ -20,6 +20,10 @@
 //! something needs `Authorization: Bearer <token>` (`authorized`); the check
 //! runs after routing, so unknown paths stay 404 and wrong methods 405, and
 //! before the body is read. Reads stay open. The token is never logged.
+//!
+//! `GET /` answers with the lab dashboard (`dashboard.html`, compiled in):
+//! a static page that asks the state thread nothing itself; the browser
+//! reads the JSON endpoints above like any client.
 
 pub(crate) mod dto;
 mod events;
@@ -160,6 +164,8 @@ impl Drop for ApiServer {
 /// Everything a request can ask for, decided from method and path alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Route {
+    /// `GET /`: the lab dashboard (`DASHBOARD_HTML`).
+    Dashboard,
     Ping,
     SubmitTask,
     /// `GET /client/task[?state=…&prefix=…&limit=…]`.
@@ -199,6 +205,7 @@ enum Route {
 /// Every `Route::name`: the `route` label of the request metrics, one per
 /// endpoint, so its values are bounded whatever URLs clients send.
 pub(crate) const ROUTE_NAMES: &[&str] = &[
+    "dashboard",
     "ping",
     "reset",
     "task_submit",
@@ -260,6 +267,20 @@ struct Reply {
 }
 
 const JSON: &str = "application/json";
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The lab dashboard served at `GET /`: one static page, compiled in. It
+/// reads the public API of this server only (`GET /client/node`,
+/// `/client/task`, `/client/events`, `/client/task/<id>`), with the
+/// caller's own access, and loads nothing from anywhere else.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// Sent with every HTML body: the browser itself refuses any request of the
+/// page to another origin, and any script or style not inline in it.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
 
 /// The challenge sent with every 401 (RFC 6750 §3).
 const BEARER_CHALLENGE: &str = "Bearer realm=\"charmander\"";
@@ -529,7 +550,8 @@ impl Route {
     /// The audit line's `what` for a route that changes something.
     fn audit_what(&self) -> Option<String> {
         let what = match self {
-            Route::Ping
+            Route::Dashboard
+            | Route::Ping
             | Route::ListTasks(_)
             | Route::ListNodes
             | Route::ListIntelligence
@@ -609,6 +631,15 @@ fn handle(
         return Err(ApiError::Unauthorized);
     }
     let api_request = match &route {
+        Route::Dashboard => {
+            return Ok(Reply {
+                status: 200,
+                body: DASHBOARD_HTML.to_string(),
+                content_type: HTML,
+                allow: None,
+                challenge: None,
+            })
+        }
         Route::Ping => {
             return Ok(Reply {
                 status: 200,
@@ -882,6 +913,9 @@ fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<std::io::C
     if let Some(challenge) = reply.challenge {
         response.add_header(header("WWW-Authenticate", challenge));
     }
+    if reply.content_type == HTML {
+        response.add_header(header("Content-Security-Policy", DASHBOARD_CSP));
+    }
     response
 }
 
@@ -895,6 +929,12 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
+    if path == "/" {
+        return match method {
+            "GET" => Ok(Route::Dashboard),
+            _ => not_allowed("GET"),
+        };
+    }
     match (method, segments.as_slice()) {
         ("GET", ["metrics"]) => Ok(Route::Metrics),
         (_, ["metrics"]) => not_allowed("GET"),
@@ -944,7 +984,8 @@ impl Route {
     /// waits for its commit (504 past it) rather than answering 503.
     fn changes_state(&self) -> bool {
         match self {
-            Route::Ping
+            Route::Dashboard
+            | Route::Ping
             | Route::ListTasks(_)
             | Route::ListNodes
             | Route::ListIntelligence
@@ -965,6 +1006,7 @@ impl Route {
     /// The `route` label of the request metrics (one of `ROUTE_NAMES`).
     fn name(&self) -> &'static str {
         match self {
+            Route::Dashboard => "dashboard",
             Route::Ping => "ping",
             Route::Reset => "reset",
             Route::SubmitTask => "task_submit",
@@ -1447,7 +1489,10 @@ mod tests {
         );
         check("PUT", "/client/intelligence/stress60", Err((404, None)));
         check("PUT", "/client/intelligence//mem", Err((400, None)));
-        check("GET", "/", Err((404, None)));
+        check("GET", "/", Ok(Route::Dashboard));
+        check("GET", "/?refresh=1", Ok(Route::Dashboard));
+        check("POST", "/", Err((405, Some("GET"))));
+        check("DELETE", "/", Err((405, Some("GET"))));
         check("GET", "", Err((404, None)));
         check("GET", "/client", Err((404, None)));
         check("GET", "/admin/ping/", Err((404, None)));
@@ -1463,6 +1508,7 @@ mod tests {
     #[test]
     fn every_route_has_a_listed_metrics_name() {
         let routes = [
+            Route::Dashboard,
             Route::Ping,
             Route::Reset,
             Route::SubmitTask,
@@ -1653,6 +1699,7 @@ mod tests {
             Route::Reset,
         ];
         let reads = [
+            Route::Dashboard,
             Route::Ping,
             Route::ListTasks(TaskQuery::default()),
             Route::ListNodes,
@@ -1690,6 +1737,37 @@ mod tests {
         for route in &reads {
             assert!(authorized(route, None, token), "{route:?}");
             assert!(authorized(route, Some("Bearer wrong"), token), "{route:?}");
+        }
+    }
+
+    /// The dashboard is one static page that loads nothing from anywhere
+    /// else: no external scripts, styles, fonts or images, no absolute URLs
+    /// (the CSP header enforces the same in the browser).
+    #[test]
+    fn the_dashboard_loads_nothing_from_elsewhere() {
+        let page = DASHBOARD_HTML.to_ascii_lowercase();
+        for banned in [
+            "http:", "https:", "//cdn", "src=", "<link", "@import", "url(",
+        ] {
+            assert!(!page.contains(banned), "the dashboard contains {banned:?}");
+        }
+        // Every request it makes goes to this server's API.
+        let fetched: std::collections::BTreeSet<&str> = DASHBOARD_HTML
+            .match_indices("\"/client/")
+            .map(|(idx, _)| &DASHBOARD_HTML[idx + 1..])
+            .map(|rest| rest.split(['"', '?']).next().unwrap_or(rest))
+            .collect();
+        assert_eq!(
+            fetched.iter().copied().collect::<Vec<_>>(),
+            ["/client/events", "/client/node", "/client/task"],
+            "paths the page reads"
+        );
+        for path in fetched {
+            let route = route("GET", path);
+            assert!(
+                route.as_ref().map_or(true, |route| !route.changes_state()),
+                "{path}: {route:?}"
+            );
         }
     }
 
@@ -1955,6 +2033,18 @@ mod tests {
         let (status, head, body) = http(addr, "GET", "/admin/ping", b"");
         assert_eq!((status, body.as_str()), (200, "Pong\n"));
         assert!(head.contains("content-type: text/plain"), "{head}");
+
+        let (status, head, body) = http(addr, "GET", "/", b"");
+        assert_eq!(status, 200);
+        assert!(
+            head.contains("content-type: text/html; charset=utf-8"),
+            "{head}"
+        );
+        assert!(
+            head.contains("content-security-policy: default-src 'none';"),
+            "{head}"
+        );
+        assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
 
         let task = br#"{"id":"stress60","dockerimage":"stress","mem":"100"}"#;
         let (status, head, body) = http(addr, "POST", "/client/task", task);

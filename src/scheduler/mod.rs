@@ -398,7 +398,7 @@ impl ListedTask {
 }
 
 /// One node of the registry, learned from offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeView {
     pub agent_id: AgentId,
     pub hostname: String,
@@ -406,6 +406,14 @@ pub struct NodeView {
     pub node_name: String,
     /// Unix seconds of the last offer from this agent.
     pub time_of_last_offer: u64,
+    /// Cpus and mem (MB) of its last offer that we may use (unreserved or
+    /// reserved for our role), less what we launched on it since: what
+    /// pending reasons are judged against.
+    pub free_cpus: f64,
+    pub free_mem_mb: f64,
+    /// Cpus and mem (MB) our live (launched, not ended) tasks on it take.
+    pub used_cpus: f64,
+    pub used_mem_mb: f64,
 }
 
 /// One line of a reshuffle plan.

@@ -16,6 +16,7 @@
 mod idempotency;
 mod index;
 mod list;
+mod node_views;
 mod observed;
 mod outcome;
 mod persist;
@@ -38,8 +39,8 @@ use crate::scheduler::model::{
 use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
-    ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent,
-    NodeView, Now, RequestId, ReshuffleStep, Snapshot, TaskView, Turn,
+    ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent, Now,
+    RequestId, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -2033,19 +2034,6 @@ impl State {
         while self.ended.front().is_some_and(|ended| ended.expires <= now) {
             self.ended.pop_front();
         }
-    }
-
-    fn node_views(&self) -> Vec<NodeView> {
-        self.nodes
-            .iter()
-            .map(|(agent_id, node)| NodeView {
-                agent_id: agent_id.clone(),
-                hostname: node.hostname.clone(),
-                node_type: node.node_type.clone(),
-                node_name: node.node_name.clone(),
-                time_of_last_offer: node.time_of_last_offer,
-            })
-            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ mod fault_proxy;
 mod bad_master;
 mod bad_redis;
 mod calls;
+mod dashboard;
 mod disk_full;
 mod durability;
 mod events;

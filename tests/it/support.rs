@@ -38,7 +38,8 @@ impl Lab {
         Lab::build(sim::charmander_lab(), adjust)
     }
 
-    fn build(agents: Vec<AgentSpec>, adjust: impl FnOnce(&mut Config)) -> Lab {
+    /// `agents` as the lab, with a scheduler config adjusted by `adjust`.
+    pub fn build(agents: Vec<AgentSpec>, adjust: impl FnOnce(&mut Config)) -> Lab {
         let sim = sim::Master::start(fast_sim(agents)).expect("sim starts");
         let mut config = scheduler_config(&sim.addr().to_string());
         adjust(&mut config);
