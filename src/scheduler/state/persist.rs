@@ -423,3 +423,248 @@ pub(super) fn spec_from_json(value: &Value) -> Result<TaskSpec, String> {
         privileged: value["privileged"].as_bool().unwrap_or(false),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant, UNIX_EPOCH};
+
+    use super::*;
+    use crate::scheduler::model::{
+        DockerInfo, Offer, OfferId, PortMapping, StatusReason, TaskUpdate, Volume, VolumeMode,
+    };
+    use crate::scheduler::{ApiRequest, Call, Event, MesosEvent, Now, RequestId};
+    use crate::store::Store;
+
+    /// The state directory written by the code before the serde records
+    /// (commit 5fd6852), by `old_format_fixture_scenario` with a compaction
+    /// half way: a snapshot and a journal.
+    const FIXTURE: &str = "tests/fixtures/state-v1";
+
+    fn spec(id: &str, mem_mb: u64) -> TaskSpec {
+        TaskSpec {
+            id: id.to_string(),
+            docker_image: "registry.lab/img:1".to_string(),
+            mem_mb,
+            cpus: None,
+            sla: Sla::None,
+            node_type: String::new(),
+            node_name: String::new(),
+            not_metered: false,
+            reshuffleable: false,
+            arguments: Vec::new(),
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            network: NetworkMode::Default,
+            restart: RestartPolicy::Never,
+            privileged: false,
+        }
+    }
+
+    fn offer(agent: &str, seq: usize) -> Offer {
+        Offer::unreserved(
+            OfferId(format!("o{seq}")),
+            AgentId(agent.to_string()),
+            format!("{agent}.lab"),
+            4.0,
+            4096.0,
+            vec![(31000, 32000)],
+            [
+                ("nodetype".to_string(), "lab".to_string()),
+                ("nodename".to_string(), agent.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        )
+    }
+
+    /// A scenario that leaves every kind of record and most optional task
+    /// fields set: intelligence applied, a one-per-node service, an
+    /// idempotency key, running tasks with docker info, a restart backoff, a
+    /// kill requested, a reshuffle replacement waiting, a deleted task.
+    /// `halfway` runs once in the middle (the fixture compacts there).
+    fn old_format_fixture_scenario(
+        mut commit: impl FnMut(&[Record]),
+        mut halfway: impl FnMut(),
+    ) -> State {
+        let mut state = State::new(None);
+        let mut now = Now {
+            instant: Instant::now(),
+            wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        };
+        let mut step = |state: &mut State, event: Event, commit: &mut dyn FnMut(&[Record])| {
+            now.instant += Duration::from_secs(1);
+            now.wall += Duration::from_secs(1);
+            let turn = state.handle_event(event, now);
+            commit(&turn.records);
+            turn.calls
+        };
+        let api = |request| Event::Api(RequestId(1), request);
+        step(
+            &mut state,
+            Event::Mesos(MesosEvent::Subscribed {
+                framework_id: FrameworkId("fw-0001".to_string()),
+            }),
+            &mut commit,
+        );
+        for (attribute, raw) in [("mem", "300000000"), ("cpus", "0.5")] {
+            step(
+                &mut state,
+                api(ApiRequest::SetIntelligence {
+                    task: "web".to_string(),
+                    attribute: attribute.to_string(),
+                    raw: raw.to_string(),
+                    source: Source::Rest,
+                }),
+                &mut commit,
+            );
+        }
+        let mut web = spec("web", 128);
+        web.reshuffleable = true;
+        web.arguments = vec!["--port".to_string(), "8080".to_string()];
+        web.ports = vec![PortMapping {
+            host_port: 31001,
+            container_port: 80,
+        }];
+        web.volumes = vec![Volume {
+            host_path: "/data".to_string(),
+            container_path: "/var/data".to_string(),
+            mode: VolumeMode::ReadOnly,
+        }];
+        web.network = NetworkMode::Bridge;
+        let mut agent = spec("agent-probe", 64);
+        agent.sla = Sla::OnePerNode;
+        agent.privileged = true;
+        let mut single = spec("single", 64);
+        single.sla = Sla::Singleton;
+        single.restart = RestartPolicy::Always;
+        single.cpus = Some(0.25);
+        single.node_type = "lab".to_string();
+        let mut doomed = spec("doomed", 32);
+        doomed.not_metered = true;
+        for (spec, key) in [
+            (web, Some("key-1")),
+            (agent, None),
+            (single, None),
+            (doomed, None),
+            (spec("waiting", 1_000_000), None),
+        ] {
+            step(
+                &mut state,
+                api(ApiRequest::Submit {
+                    spec,
+                    idempotency_key: key.map(str::to_string),
+                }),
+                &mut commit,
+            );
+        }
+        let calls = step(
+            &mut state,
+            Event::Mesos(MesosEvent::Offers(vec![offer("s1", 1), offer("s2", 2)])),
+            &mut commit,
+        );
+        let launched: Vec<(TaskId, AgentId)> = calls
+            .into_iter()
+            .flat_map(|call| match call {
+                Call::Launch {
+                    agent_id, tasks, ..
+                } => tasks
+                    .into_iter()
+                    .map(|t| (t.task_id, agent_id.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        halfway();
+        let update = |task_id: &TaskId, agent_id: &AgentId, state: TaskState, n: u64| {
+            Event::Mesos(MesosEvent::Update(TaskUpdate {
+                task_id: task_id.clone(),
+                state,
+                reason: StatusReason::Other,
+                reason_name: String::new(),
+                message: format!("update {n}"),
+                agent_id: Some(agent_id.clone()),
+                uuid: Some(vec![n as u8; 16]),
+                docker: Some(DockerInfo {
+                    id: format!("{n:064x}"),
+                    name: format!("mesos-{}", task_id.0),
+                    pid: 100 + n,
+                }),
+            }))
+        };
+        for (n, (task_id, agent_id)) in launched.iter().enumerate() {
+            step(
+                &mut state,
+                update(task_id, agent_id, TaskState::Running, n as u64),
+                &mut commit,
+            );
+        }
+        for (n, (task_id, agent_id)) in launched.iter().enumerate() {
+            if task_id.0.starts_with("single") {
+                step(
+                    &mut state,
+                    update(task_id, agent_id, TaskState::Failed, 50 + n as u64),
+                    &mut commit,
+                );
+            }
+            if task_id.0.starts_with("doomed") {
+                step(
+                    &mut state,
+                    update(task_id, agent_id, TaskState::Finished, 60 + n as u64),
+                    &mut commit,
+                );
+            }
+        }
+        step(
+            &mut state,
+            api(ApiRequest::Kill {
+                id_prefix: "agent-probe".to_string(),
+            }),
+            &mut commit,
+        );
+        step(
+            &mut state,
+            api(ApiRequest::Reshuffle { dry_run: false }),
+            &mut commit,
+        );
+        state
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::create_dir_all(to).expect("temp dir");
+        for name in ["state.snapshot", "state.journal"] {
+            std::fs::copy(from.join(name), to.join(name)).expect("fixture file");
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("charmander-persist-{name}-{}", std::process::id()))
+    }
+
+    /// Writes the fixture (run once, on the old code, with
+    /// `CHARMANDER_WRITE_FIXTURE=1`); otherwise a no-op.
+    #[test]
+    fn write_old_format_fixture() {
+        if std::env::var_os("CHARMANDER_WRITE_FIXTURE").is_none() {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = Store::open(&dir).expect("opens");
+        let store = std::cell::RefCell::new(store);
+        old_format_fixture_scenario(
+            |records| {
+                store
+                    .borrow_mut()
+                    .commit(&records.iter().collect::<Vec<_>>())
+                    .expect("commits")
+            },
+            || store.borrow_mut().compact().expect("compacts"),
+        );
+        drop(store);
+        for name in ["state.reserve", "lock"] {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
+}
