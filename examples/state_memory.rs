@@ -21,7 +21,7 @@ use charmander::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, RestartPolicy, Sla,
     StatusReason, TaskSpec, TaskState, TaskUpdate,
 };
-use charmander::scheduler::{ApiRequest, Call, Event, MesosEvent, Now, RequestId, State};
+use charmander::scheduler::{ApiRequest, Call, Event, MesosEvent, Now, RequestId, Restore, State};
 use charmander::store::Store;
 
 /// Agents when none are named: the size of the measured cluster.
@@ -83,7 +83,7 @@ fn spec(n: usize) -> TaskSpec {
         node_type: String::new(),
         node_name: String::new(),
         not_metered: false,
-        reshuffleable: n % 2 == 0,
+        reshuffleable: n.is_multiple_of(2),
         arguments: vec!["--interval".to_string(), "10".to_string()],
         volumes: Vec::new(),
         ports: Vec::new(),
@@ -116,7 +116,7 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
     if dir.exists() {
         return Err(format!("{} exists; give a new directory", dir.display()));
     }
-    let (mut store, _) = Store::open(dir)?;
+    let mut store = Store::open(dir, &mut |_, _| Ok(()))?;
     let before = status_kib("VmRSS");
     let start = Instant::now();
     let mut now = Now {
@@ -219,9 +219,9 @@ fn restore(dir: &Path) -> Result<(), String> {
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
     let before = status_kib("VmRSS");
     let start = Instant::now();
-    let (_store, records) = Store::open(dir)?;
-    let state = State::restore(&records)?;
-    drop(records);
+    let mut restore = Restore::new();
+    let _store = Store::open(dir, &mut |key, value| restore.apply(key, value))?;
+    let state = restore.finish();
     let elapsed = start.elapsed();
     println!(
         "restored {} tasks from a {:.1} MiB snapshot + {:.1} MiB journal in {:.0} ms",
