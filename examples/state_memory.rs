@@ -12,9 +12,13 @@
 //!   `charmander::start` does; prints the time, RSS and peak RSS (VmHWM).
 //!
 //! Run it in release mode (`cargo run --release --example state_memory`);
-//! RSS comes from `/proc/self/status` (Linux only).
+//! RSS comes from `/proc/self/status` (Linux only). Heap bytes come from a
+//! counting global allocator, so "bytes per task" is exact live heap, not
+//! RSS (which keeps freed pages the allocator has not returned).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use charmander::scheduler::model::{
@@ -23,6 +27,48 @@ use charmander::scheduler::model::{
 };
 use charmander::scheduler::{ApiRequest, Call, Event, MesosEvent, Now, RequestId, Restore, State};
 use charmander::store::Store;
+
+/// The system allocator, counting live and peak heap bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; the counters are
+// only read for the report.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                - layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
+}
 
 /// Agents when none are named: the size of the measured cluster.
 const DEFAULT_AGENTS: usize = 1000;
@@ -118,6 +164,7 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
     }
     let mut store = Store::open(dir, &mut |_, _| Ok(()))?;
     let before = status_kib("VmRSS");
+    let heap_before = LIVE.load(Ordering::Relaxed);
     let start = Instant::now();
     let mut now = Now {
         instant: Instant::now(),
@@ -191,6 +238,7 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
     }
     let built = start.elapsed();
     let after = status_kib("VmRSS");
+    let heap_all = LIVE.load(Ordering::Relaxed) - heap_before;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
     println!(
         "built {} tasks ({} running) on {agents} agents in {:.1} s",
@@ -211,6 +259,17 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
         start.elapsed().as_secs_f64() * 1000.0,
         size("state.snapshot") as f64 / 1048576.0
     );
+    drop(store);
+    let heap_state = LIVE.load(Ordering::Relaxed) - heap_before;
+    let per_task = |bytes: usize| bytes as f64 / tasks.max(1) as f64;
+    println!(
+        "live heap: state + store {:.1} MiB ({:.0} bytes per task), state alone {:.1} MiB ({:.0} bytes per task)",
+        heap_all as f64 / 1048576.0,
+        per_task(heap_all),
+        heap_state as f64 / 1048576.0,
+        per_task(heap_state)
+    );
+    drop(state);
     Ok(())
 }
 
@@ -231,10 +290,12 @@ fn restore(dir: &Path) -> Result<(), String> {
         elapsed.as_secs_f64() * 1000.0
     );
     println!(
-        "rss before {:.1} MiB, after {:.1} MiB, peak (VmHWM) {:.1} MiB",
+        "rss before {:.1} MiB, after {:.1} MiB, peak (VmHWM) {:.1} MiB; heap {:.1} MiB, peak heap {:.1} MiB",
         mib(before),
         mib(status_kib("VmRSS")),
-        mib(status_kib("VmHWM"))
+        mib(status_kib("VmHWM")),
+        heap_mib(),
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0
     );
     Ok(())
 }

@@ -118,8 +118,10 @@ pub struct Store {
     snapshot_bytes: u64,
     /// Compact once the journal is larger than this.
     compact_at: u64,
-    /// The live value of every key, framed, for compaction.
-    live: BTreeMap<String, Box<[u8]>>,
+    /// Where the live value of every key is framed on disk, for compaction
+    /// (which copies those frames into a new snapshot). Only the place is
+    /// kept, not the bytes: the files hold them.
+    live: BTreeMap<Box<str>, Location>,
     /// Test hook (`Config::journal_delay`, zero in production): each commit
     /// waits this long before its fsync, like a slow disk.
     commit_delay: std::time::Duration,
@@ -156,22 +158,26 @@ impl Store {
         remove_stale_temporaries(dir)?;
         let mut live = BTreeMap::new();
         let mut count = 0usize;
-        let mut load = |key: &str, value: Option<&str>, framed: &[u8]| {
-            count += 1;
-            match value {
-                Some(_) => live.insert(key.to_string(), framed.into()),
-                None => live.remove(key),
-            };
-            apply(key, value)
+        let mut replay_into = |path: &Path, in_journal: bool| {
+            replay(path, &mut |key, value, offset, len| {
+                count += 1;
+                let at = Location {
+                    in_journal,
+                    offset,
+                    len,
+                };
+                remember(&mut live, key, value.is_some(), at);
+                apply(key, value)
+            })
         };
         // The snapshot was renamed into place whole: any damage is damage.
-        let snapshot_bytes = match replay(&snapshot_path, &mut load)? {
+        let snapshot_bytes = match replay_into(&snapshot_path, false)? {
             Replayed::Whole(bytes) => bytes,
             Replayed::Torn { damage, .. } => {
                 return Err(damaged(&snapshot_path, damage.offset, &damage.why))
             }
         };
-        let (end, torn_bytes) = match replay(&journal_path, &mut load)? {
+        let (end, torn_bytes) = match replay_into(&journal_path, true)? {
             Replayed::Whole(bytes) => (bytes, 0),
             Replayed::Torn { damage, len } => (damage.offset as u64, len - damage.offset as u64),
         };
@@ -273,7 +279,12 @@ impl Store {
         }
         let mut start = 0;
         for (record, end) in records.iter().zip(ends) {
-            remember(&mut self.live, record, &out[start..end]);
+            let at = Location {
+                in_journal: true,
+                offset: self.journal_bytes + start as u64,
+                len: (end - start) as u32,
+            };
+            remember(&mut self.live, &record.key, record.value.is_some(), at);
             start = end;
         }
         self.journal_bytes += out.len() as u64;
@@ -422,26 +433,42 @@ impl Store {
     }
 
     /// Writes every live record to a new snapshot and empties the journal.
-    /// On failure the temporary snapshot is removed (on a full disk it would
-    /// hold the space the journal needs) and the old snapshot stands.
+    /// The live frames are copied from where they are (old snapshot,
+    /// journal), checksums checked again, through one buffer. On failure
+    /// the temporary snapshot is removed (on a full disk it would hold the
+    /// space the journal needs) and the old snapshot stands.
     pub fn compact(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
-        let data: Vec<u8> = self.live.values().flatten().copied().collect();
         let io = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", tmp.display());
-        let written = File::create(&tmp)
-            .map_err(|e| io("create", e))
-            .and_then(|mut file| {
-                file.write_all(&data).map_err(|e| io("write", e))?;
-                file.sync_all().map_err(|e| io("sync", e))
-            })
-            .and_then(|()| fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| io("rename", e)));
-        if let Err(error) = written {
-            if let Err(e) = fs::remove_file(&tmp) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    log::error!("state: cannot remove {}: {e}", tmp.display());
+        let written = self
+            .write_snapshot(&tmp)
+            .map_err(|e| io("write", e))
+            .and_then(|bytes| {
+                fs::rename(&tmp, self.dir.join(SNAPSHOT))
+                    .map(|()| bytes)
+                    .map_err(|e| io("rename", e))
+            });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                if let Err(e) = fs::remove_file(&tmp) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        log::error!("state: cannot remove {}: {e}", tmp.display());
+                    }
                 }
+                return Err(error);
             }
-            return Err(error);
+        };
+        // The frames now live in the new snapshot, in key order.
+        let mut offset = 0;
+        for at in self.live.values_mut() {
+            *at = Location {
+                in_journal: false,
+                offset,
+                len: at.len,
+            };
+            offset += u64::from(at.len);
         }
         sync_dir(&self.dir)?;
         // From here a crash replays the old journal over the new snapshot: same result.
@@ -452,14 +479,50 @@ impl Store {
             .sync_all()
             .map_err(|e| io("sync the journal after", e))?;
         log::info!(
-            "state: compacted {} journal bytes into a {} byte snapshot",
+            "state: compacted {} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
             self.journal_bytes,
-            data.len()
+            self.live.len(),
+            started.elapsed().as_millis()
         );
-        self.snapshot_bytes = data.len() as u64;
+        self.snapshot_bytes = bytes;
         self.journal_bytes = 0;
         self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
+    }
+
+    /// Copies every live frame into `tmp` and syncs it; returns its size.
+    fn write_snapshot(&self, tmp: &Path) -> io::Result<u64> {
+        let open = |name: &str| File::open(self.dir.join(name));
+        let journal = open(JOURNAL)?;
+        // Opened only if a live record is still in it (it may not exist).
+        let mut snapshot = None;
+        let mut out = io::BufWriter::with_capacity(READ_BUFFER, File::create(tmp)?);
+        let mut frame = Vec::new();
+        let mut bytes = 0u64;
+        for (key, at) in &self.live {
+            let mut file = if at.in_journal {
+                &journal
+            } else {
+                match &mut snapshot {
+                    Some(file) => &*file,
+                    None => &*snapshot.insert(open(SNAPSHOT)?),
+                }
+            };
+            frame.resize(at.len as usize, 0);
+            file.seek(io::SeekFrom::Start(at.offset))?;
+            file.read_exact(&mut frame)?;
+            let length = [frame[0], frame[1], frame[2], frame[3]];
+            let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            if checksum(&length, &frame[HEADER..]) != crc {
+                return Err(io::Error::other(format!(
+                    "the live record {key:?} no longer matches its checksum"
+                )));
+            }
+            out.write_all(&frame)?;
+            bytes += u64::from(at.len);
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(bytes)
     }
 }
 
@@ -507,11 +570,21 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))
 }
 
-fn remember(live: &mut BTreeMap<String, Box<[u8]>>, record: &Record, framed: &[u8]) {
-    match record.value {
-        Some(_) => live.insert(record.key.clone(), framed.into()),
-        None => live.remove(&record.key),
-    };
+/// Where a framed record is: which file, at which offset, how long
+/// (header included; at most `HEADER + MAX_RECORD`).
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    in_journal: bool,
+    offset: u64,
+    len: u32,
+}
+
+fn remember(live: &mut BTreeMap<Box<str>, Location>, key: &str, set: bool, at: Location) {
+    if set {
+        live.insert(key.into(), at);
+    } else {
+        live.remove(key);
+    }
 }
 
 /// One framed record. The payload is `{"key":..,"value":..}`, the value
@@ -550,8 +623,9 @@ pub struct Damage {
 /// its value (`None`: the key was deleted).
 pub type Apply<'a> = dyn FnMut(&str, Option<&str>) -> Result<(), String> + 'a;
 
-/// What `replay` hands each record to: key, value text, the whole frame.
-type Load<'a> = dyn FnMut(&str, Option<&str>, &[u8]) -> Result<(), String> + 'a;
+/// What `replay` hands each record to: key, value text, the frame's offset
+/// and length.
+type Load<'a> = dyn FnMut(&str, Option<&str>, u64, u32) -> Result<(), String> + 'a;
 
 /// How a replay of one file ended.
 enum Replayed {
@@ -610,7 +684,7 @@ fn replay(path: &Path, load: &mut Load<'_>) -> Result<Replayed, String> {
             }
         };
         let value = envelope.value.map(|raw| raw.get()).filter(|v| *v != "null");
-        load(&envelope.key, value, framed).map_err(|why| {
+        load(&envelope.key, value, offset, framed.len() as u32).map_err(|why| {
             damaged(
                 path,
                 offset as usize,
@@ -949,12 +1023,49 @@ mod tests {
         drop(store);
         let (store, records) = open(&dir).expect("reopens");
         assert_eq!(records, vec![a1, b.clone(), a2]);
-        assert_eq!(store.live.keys().collect::<Vec<_>>(), ["task/b"]);
+        assert_eq!(
+            store.live.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["task/b"]
+        );
         let mut store = store;
         store.compact().expect("compacts");
         drop(store);
         let (_, records) = open(&dir).expect("reopens after compaction");
         assert_eq!(records, vec![b]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Compaction copies each live frame from where it is: some from the
+    /// old snapshot, some from the journal, after a reopen too.
+    #[test]
+    fn compaction_copies_live_records_from_snapshot_and_journal() {
+        let _serial = serial();
+        let dir = temp_dir("copies");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a1 = record("a", Some(json!({"n": 1})));
+        let b = record("b", Some(json!({"n": 2})));
+        let c = record("c", Some(json!({"n": 3})));
+        let a2 = record("a", Some(json!({"n": 4})));
+        store.commit(&[&a1, &b]).expect("commits");
+        store.compact().expect("compacts");
+        store.commit(&[&c, &a2]).expect("commits");
+        store.compact().expect("compacts again");
+        drop(store);
+        let (mut store, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a2.clone(), b.clone(), c.clone()]);
+        let d = record("d", Some(json!({"n": 5})));
+        let gone = record("b", None);
+        store
+            .commit(&[&d, &gone])
+            .expect("commits after the reopen");
+        store.compact().expect("compacts after the reopen");
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a2, c, d]);
+        assert_eq!(
+            fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok(),
+            Some(0)
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
