@@ -1069,6 +1069,51 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// Under sustained load (the journal thread's inbox never empty, every
+    /// group full) compaction still happens: it is part of `commit`, not of
+    /// an idle moment, so the journal stays within its bound.
+    #[test]
+    fn the_journal_thread_compacts_while_turns_keep_arriving() {
+        let _serial = serial();
+        let dir = temp_dir("sustained");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::bounded(16);
+        let (call_tx, _call_rx) = crossbeam_channel::unbounded::<Call>();
+        let (committed_tx, _committed_rx) = crossbeam_channel::unbounded();
+        let journal =
+            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let padding = "x".repeat(1000);
+        let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        let mut largest = 0;
+        // About 12 MB of turns over 100 keys, sent as fast as the journal takes them.
+        for n in 0..12_000 {
+            let key = format!("task/{}", n % 100);
+            let turn = Turn {
+                records: vec![record(&key, Some(json!({"n": n, "pad": padding})))],
+                calls: Vec::new(),
+                replies: Vec::new(),
+            };
+            turn_tx.send(turn).expect("queued");
+            largest = largest.max(size(JOURNAL));
+        }
+        drop(turn_tx);
+        journal
+            .join()
+            .expect("the journal thread ends")
+            .expect("runs to the end");
+        largest = largest.max(size(JOURNAL));
+        // Bounded by COMPACT_MIN_BYTES plus one group (at most 16 queued turns
+        // and the one in hand, about 1 KB each).
+        assert!(
+            largest <= COMPACT_MIN_BYTES + 32 * 1024,
+            "journal grew to {largest}"
+        );
+        let (store, records) = open(&dir).expect("reopens");
+        assert_eq!(store.live.len(), 100);
+        assert!(records.len() < 12_000, "compacted: {}", records.len());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn compaction_keeps_the_files_bounded_while_one_key_is_rewritten() {
         let _serial = serial();
