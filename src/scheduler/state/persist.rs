@@ -496,7 +496,9 @@ impl Restore {
         Ok(())
     }
 
-    /// The state, once every record is applied.
+    /// The state, once every record is applied: the end of every restore
+    /// (`State::restore` and `charmander::start` both end here), where
+    /// indexes derived from the tasks are rebuilt.
     pub fn finish(self) -> State {
         let mut state = self.state;
         for (id, task) in &state.tasks {
