@@ -416,6 +416,10 @@ impl Restore {
             };
         } else if key == META_KEY {
             let Some(value) = value else {
+                // Never written so, but a deleted key is no key: the defaults.
+                state.last_id_nanos = 0;
+                state.teardown_pending = false;
+                state.next_seq = 0;
                 return Ok(());
             };
             let meta: MetaRecord = from_json(value)?;
