@@ -80,6 +80,36 @@ Flags:
 ";
 
 /// Everything the program needs, validated.
+/// A value that must never reach a log line, such as the API token: its
+/// `Debug` says only that it is set, so `{config:?}` cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// One or more master addresses, comma-separated (see `masters`).
@@ -109,7 +139,7 @@ pub struct Config {
     /// How long ended tasks stay listed (zero: not at all).
     pub keep_finished: Duration,
     /// Bearer token for mutating endpoints; `None` leaves them open.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// How long a REST change waits for its commit before answering 504
     /// (`api::COMMIT_WAIT`). No flag sets it; tests shorten it.
     pub commit_wait: Duration,
@@ -287,7 +317,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed, Error> {
             }
             "--api-token-file" => {
                 let path = value("--api-token-file")?;
-                config.api_token = Some(read_secret(&path)?);
+                config.api_token = Some(Secret(read_secret(&path)?));
             }
             "--redis" => config.redis = Some(host_port("--redis", value("--redis")?)?),
             "--redis-interval" => {
@@ -590,8 +620,19 @@ mod tests {
             ),
         );
         std::fs::write(&long, "x".repeat(4096)).expect("written");
-        assert!(parse(args(&format!("--api-token-file {}", long.display()))).is_ok());
+        let Ok(Parsed::Run(config)) = parse(args(&format!("--api-token-file {}", long.display())))
+        else {
+            panic!("a 4096-byte token file must parse")
+        };
         let _ = std::fs::remove_file(&long);
+        assert_eq!(
+            config.api_token.as_ref().map(|t| t.expose().len()),
+            Some(4096)
+        );
+        // The token is a credential: a debug print of the config must not show it.
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("xxxx"), "token leaked: {printed}");
+        assert!(printed.contains("api_token: Some(Secret(redacted))"));
     }
 
     /// See: issue 11, item 6. `--sim` was fixed at three nodes, so traffic

@@ -13,7 +13,9 @@ pub mod api;
 pub mod base64;
 pub mod config;
 mod http;
+mod lograte;
 pub mod mesos;
+pub mod metrics;
 pub mod redis;
 // Unsafe code, with `signals` below: `getrlimit`/`setrlimit` for RLIMIT_NOFILE
 // (ARCHITECTURE.md, "src/http.rs, src/rlimit.rs").
@@ -30,6 +32,7 @@ pub mod store;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, select, Receiver};
@@ -37,6 +40,7 @@ use crossbeam_channel::{bounded, select, Receiver};
 use crate::config::Config;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::{Connection, Fatal, MesosConfig};
+use crate::metrics::Metrics;
 use crate::scheduler::{
     Restore, State, API_INBOX_CAPACITY, COMMITTED_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY,
     OUTBOX_CAPACITY,
@@ -165,20 +169,33 @@ pub fn start(config: Config) -> io::Result<Running> {
     let disk = store
         .as_ref()
         .map_or_else(store::DiskGate::default, store::Store::gate);
+    // Every thread counts into this; `GET /metrics` reads it.
+    let metrics = Arc::new(Metrics::default());
     let (journal_failed_tx, journal_failed) = bounded::<String>(1);
+    let journal_metrics = Arc::clone(&metrics);
     let journal = std::thread::Builder::new()
         .name("journal".to_string())
         .spawn(move || {
-            if let Err(error) = store::run_journal(store, turn_rx, call_tx, committed_tx) {
+            if let Err(error) =
+                store::run_journal(store, turn_rx, call_tx, committed_tx, &journal_metrics)
+            {
                 let _ = journal_failed_tx.send(error);
             }
         })?;
     let (state_done_tx, state_done) = bounded::<()>(0);
+    let state_metrics = Arc::clone(&metrics);
     let state = std::thread::Builder::new()
         .name("state".to_string())
         .spawn(move || {
             let _done = state_done_tx;
-            scheduler::run(state, api_rx, mesos_rx, turn_tx, committed_rx)
+            scheduler::run(
+                state,
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &state_metrics,
+            )
         })?;
     let mesos_config = MesosConfig {
         masters,
@@ -199,11 +216,15 @@ pub fn start(config: Config) -> io::Result<Running> {
         &config.listen,
         config.http_workers,
         api_tx.clone(),
-        config.api_token.clone(),
+        config
+            .api_token
+            .as_ref()
+            .map(|token| token.expose().to_string()),
         config.commit_wait,
         disk,
+        Arc::clone(&metrics),
     )?;
-    let connection = Connection::start(mesos_config, mesos_tx, call_rx)?;
+    let connection = Connection::start(mesos_config, mesos_tx, call_rx, Arc::clone(&metrics))?;
     let bridge = match &config.redis {
         Some(addr) => Some(redis::Bridge::start(
             redis::RedisConfig {
@@ -211,6 +232,7 @@ pub fn start(config: Config) -> io::Result<Running> {
                 interval: config.redis_interval,
             },
             api_tx.clone(),
+            metrics,
         )?),
         None => None,
     };

@@ -23,7 +23,7 @@
 //! made durable in the reserve's space. The journal thread tries to write the
 //! reserve again with backoff; once it fits, submits are accepted again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
+use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
 use crate::scheduler::{Call, Committed, Turn};
 
@@ -803,6 +804,17 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// Calls the journal holds when the caller's queue is full
+/// (`mesos::caller::lanes::MAX_PENDING_CALLS` plus its channel). Up to this
+/// many it goes on committing turns and answering their requests; past it
+/// it takes no new turn until the caller takes calls again, and the state
+/// thread's backlog (`scheduler::BACKLOG_LIMIT`) holds REST commands back.
+pub const MAX_UNSENT_CALLS: usize = 16_384;
+
+/// How long the journal waits for room in the caller's channel before it
+/// looks at its inbox and the disk reserve again.
+pub const HANDOVER_RETRY: Duration = Duration::from_millis(5);
+
 /// The `journal` thread: commits each group of turns with one fsync, then
 /// lets their effects out: replies back to the state thread (which holds the
 /// HTTP workers' reply channels), calls to the `mesos-caller`. Without a
@@ -812,16 +824,24 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// is waiting, dropping the calls), and the error when a
 /// group cannot be made durable: then none of that group's effects has left,
 /// and `Running::wait` hands the error to `main` (exit 3).
+///
+/// It never blocks on the caller: calls go out with `try_send`, and those
+/// that do not fit wait in `unsent` (in order, at most `MAX_UNSENT_CALLS`)
+/// while the journal goes on committing, so a master that refuses calls does
+/// not hold up the REST API's replies.
 pub fn run_journal(
     mut store: Option<Store>,
     inbox: Receiver<Turn>,
     calls: Sender<Call>,
     committed: Sender<Committed>,
+    metrics: &Metrics,
 ) -> Result<(), String> {
     // Once the caller is gone (shutdown) its calls are dropped, but every
     // turn still waiting is committed: what was accepted is never lost.
     let mut caller_gone = false;
+    let mut unsent: VecDeque<Call> = VecDeque::new();
     loop {
+        hand_over(&mut unsent, &calls, &mut caller_gone);
         let retry_at = store.as_ref().and_then(Store::reserve_retry_at);
         if let (Some(store), Some(at)) = (store.as_mut(), retry_at) {
             let now = Instant::now();
@@ -831,15 +851,31 @@ pub fn run_journal(
                 continue;
             }
         }
-        let first = match retry_at {
+        if unsent.len() >= MAX_UNSENT_CALLS {
+            // Full both ways: wait for room, not for new turns.
+            if let Some(call) = unsent.pop_front() {
+                match calls.send_timeout(call, HANDOVER_RETRY) {
+                    Ok(()) => {}
+                    Err(SendTimeoutError::Timeout(call)) => unsent.push_front(call),
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        caller_gone = true;
+                        unsent.clear();
+                    }
+                }
+            }
+            continue;
+        }
+        let handover_at = (!unsent.is_empty()).then(|| Instant::now() + HANDOVER_RETRY);
+        let wake_at = [retry_at, handover_at].into_iter().flatten().min();
+        let first = match wake_at {
             Some(at) => match inbox.recv_deadline(at) {
                 Ok(turn) => turn,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break,
             },
             None => match inbox.recv() {
                 Ok(turn) => turn,
-                Err(_) => return Ok(()),
+                Err(_) => break,
             },
         };
         let mut turns = vec![first];
@@ -851,7 +887,10 @@ pub fn run_journal(
         }
         let records: Vec<&Record> = turns.iter().flat_map(|turn| &turn.records).collect();
         if let Some(store) = store.as_mut().filter(|_| !records.is_empty()) {
-            if let Err(error) = store.commit(&records) {
+            let started = Instant::now();
+            let result = store.commit(&records);
+            metrics.commit.observe(started.elapsed());
+            if let Err(error) = result {
                 // Going on would send launches and 202s the disk does not
                 // back. Stop before any of this group's effects leave; a
                 // restart (systemd) resumes from the last durable state.
@@ -861,18 +900,40 @@ pub fn run_journal(
         }
         // Replies first: a slow master must not hold up the REST API. Once
         // the state thread has stopped, nobody waits for them.
-        let replies: Committed = turns
-            .iter_mut()
-            .flat_map(|turn| std::mem::take(&mut turn.replies))
-            .collect();
-        if !replies.is_empty() {
-            let _ = committed.send(replies);
+        let mut durable = Committed::default();
+        for turn in &mut turns {
+            durable.take_from(turn);
         }
-        for turn in turns {
-            for call in turn.calls {
-                if !caller_gone && calls.send(call).is_err() {
-                    caller_gone = true;
-                }
+        if !durable.is_empty() {
+            let _ = committed.send(durable);
+        }
+        if !caller_gone {
+            unsent.extend(turns.into_iter().flat_map(|turn| turn.calls));
+        }
+    }
+    // The state thread has ended (shutdown): the caller takes what it can
+    // still send and ends once only calls that must wait are left.
+    for call in unsent {
+        if caller_gone || calls.send(call).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the caller as many of `unsent` as fit, in order, without waiting.
+fn hand_over(unsent: &mut VecDeque<Call>, calls: &Sender<Call>, caller_gone: &mut bool) {
+    while let Some(call) = unsent.pop_front() {
+        match calls.try_send(call) {
+            Ok(()) => {}
+            Err(TrySendError::Full(call)) => {
+                unsent.push_front(call);
+                return;
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                *caller_gone = true;
+                unsent.clear();
+                return;
             }
         }
     }
@@ -986,14 +1047,22 @@ mod tests {
         let (call_tx, call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
         drop(call_rx);
-        let journal =
-            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
         // One group each: the second turn is sent once the first is through.
         for key in ["task/a", "task/b"] {
             let turn = Turn {
                 records: vec![record(key, Some(json!({"n": 1})))],
                 calls: vec![Call::Revive],
                 replies: vec![(RequestId(1), ApiReply::IntelligenceChanged)],
+                notices: Vec::new(),
             };
             turn_tx.send(turn).expect("queued");
             if key == "task/a" {
@@ -1006,6 +1075,58 @@ mod tests {
         let (_, records) = open(&dir).expect("reopens");
         let keys: Vec<&str> = records.iter().map(|record| record.key.as_str()).collect();
         assert_eq!(keys, ["task/a", "task/b"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// See: issue 10. Behind a master that refuses calls the caller's
+    /// channel filled, the journal blocked handing it the next call, and no
+    /// turn after that was committed or answered.
+    #[test]
+    fn a_full_caller_holds_up_no_commit_and_no_reply() {
+        let _serial = serial();
+        let dir = temp_dir("caller-full");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
+        // Room for one call, and nobody takes it.
+        let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
+        let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
+        for n in 0..10 {
+            let turn = Turn {
+                records: vec![record(&format!("task/{n}"), Some(json!({"n": n})))],
+                calls: vec![Call::Revive, Call::Suppress],
+                replies: vec![(RequestId(n), ApiReply::IntelligenceChanged)],
+                notices: Vec::new(),
+            };
+            turn_tx.send(turn).expect("queued");
+            let committed = committed_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("committed and answered though the caller takes nothing");
+            assert_eq!(committed.replies[0].0, RequestId(n));
+        }
+        // Nothing accepted is lost: the caller gets every call, in order,
+        // once it takes them.
+        drop(turn_tx);
+        let mut received = Vec::new();
+        while let Ok(call) = call_rx.recv_timeout(Duration::from_secs(10)) {
+            received.push(call);
+        }
+        journal
+            .join()
+            .expect("the journal thread ends")
+            .expect("runs to the end");
+        let expected: Vec<Call> = (0..10)
+            .flat_map(|_| [Call::Revive, Call::Suppress])
+            .collect();
+        assert_eq!(received, expected);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1080,8 +1201,15 @@ mod tests {
         let (turn_tx, turn_rx) = crossbeam_channel::bounded(16);
         let (call_tx, _call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, _committed_rx) = crossbeam_channel::unbounded();
-        let journal =
-            std::thread::spawn(move || run_journal(Some(store), turn_rx, call_tx, committed_tx));
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
         let padding = "x".repeat(1000);
         let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         let mut largest = 0;
@@ -1092,6 +1220,7 @@ mod tests {
                 records: vec![record(&key, Some(json!({"n": n, "pad": padding})))],
                 calls: Vec::new(),
                 replies: Vec::new(),
+                notices: Vec::new(),
             };
             turn_tx.send(turn).expect("queued");
             largest = largest.max(size(JOURNAL));

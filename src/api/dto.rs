@@ -7,16 +7,19 @@
 //! follows the Go structs of the original, so the text stays comparable.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
+use crate::scheduler::hub::{Gap, Published};
 use crate::scheduler::intelligence::Table;
 use crate::scheduler::model::{
     NetworkMode, PortMapping, RestartPolicy, Sla, TaskSpec, Volume, VolumeMode,
 };
+use crate::scheduler::notice::NoticeKind;
 use crate::scheduler::placement::format_number;
-use crate::scheduler::{NodeView, ReshuffleStep, TaskView};
+use crate::scheduler::{HistoryLine, ListedTask, NodeView, ReshuffleStep, TaskView};
 
 /// The smallest cpus a task may ask for: Mesos keeps three decimals of a
 /// scalar, so less would launch as 0 cpus.
@@ -353,8 +356,239 @@ pub(crate) fn submitted_json(id: &str, note: Option<&str>) -> String {
 }
 
 /// `[task, ...]` for `GET /client/task`.
-pub(crate) fn tasks_json(tasks: &[TaskView]) -> String {
-    to_json(&tasks.iter().map(TaskDto::from).collect::<Vec<_>>())
+pub(crate) fn tasks_json(tasks: &[Arc<ListedTask>]) -> String {
+    // Each entry is rendered once (`task_json`, HTML-escaped like the
+    // whole array would be) and kept by the state: joining is a copy.
+    let parts: Vec<Arc<str>> = tasks.iter().map(|task| task.json(task_json)).collect();
+    let mut text =
+        String::with_capacity(parts.iter().map(|part| part.len() + 1).sum::<usize>() + 2);
+    text.push('[');
+    for (idx, part) in parts.iter().enumerate() {
+        if idx > 0 {
+            text.push(',');
+        }
+        text.push_str(part);
+    }
+    text.push(']');
+    text
+}
+
+/// `GET /client/task/<internal id>`: the task object as in the list, plus
+/// `history` (`[{time_ms, kind, text}, ...]`, oldest first).
+pub(crate) fn task_history_json(task: &TaskView, history: &[HistoryLine]) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        time_ms: u64,
+        kind: &'a str,
+        text: &'a str,
+    }
+    #[derive(Serialize)]
+    struct WithHistory<'a> {
+        #[serde(flatten)]
+        task: TaskDto<'a>,
+        history: Vec<Line<'a>>,
+    }
+    to_json(&WithHistory {
+        task: TaskDto::from(task),
+        history: history
+            .iter()
+            .map(|line| Line {
+                time_ms: line.time_ms,
+                kind: line.kind,
+                text: &line.text,
+            })
+            .collect(),
+    })
+}
+
+/// One event of `GET /client/events` as one line of JSON: `seq`,
+/// `time_ms`, `kind`, then the kind's fields (a contract the dashboard
+/// consumes).
+pub(crate) fn notice_json(published: &Published) -> String {
+    #[derive(Serialize)]
+    struct NoticeDto<'a> {
+        seq: u64,
+        time_ms: u64,
+        kind: &'a str,
+        #[serde(flatten)]
+        fields: Fields<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Fields<'a> {
+        Task {
+            task: &'a str,
+            id: &'a str,
+        },
+        Placed {
+            task: &'a str,
+            id: &'a str,
+            node: &'a str,
+            agent_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            why: Option<&'a str>,
+        },
+        Status {
+            task: &'a str,
+            id: &'a str,
+            state: &'a str,
+            reason: Option<&'a str>,
+            message: Option<&'a str>,
+            node: Option<&'a str>,
+        },
+        Killed {
+            task: &'a str,
+            id: &'a str,
+            by: &'a str,
+        },
+        Moved {
+            task: &'a str,
+            id: &'a str,
+            replacement: &'a str,
+            from: Option<&'a str>,
+            to: Option<&'a str>,
+        },
+        Restarted {
+            task: &'a str,
+            id: &'a str,
+            replacement: &'a str,
+            restarts: u32,
+            delay_seconds: u64,
+        },
+        Node {
+            agent_id: &'a str,
+            node: Option<&'a str>,
+        },
+        Subscribed {
+            framework_id: &'a str,
+        },
+        Disconnected {
+            reason: &'a str,
+        },
+        Intelligence {
+            task: &'a str,
+            attribute: &'a str,
+            value: Option<&'a str>,
+            source: &'a str,
+        },
+    }
+    let notice = &published.notice;
+    let fields = match &notice.kind {
+        NoticeKind::TaskSubmitted { task, id } => Fields::Task { task: &task.0, id },
+        NoticeKind::TaskPlaced {
+            task,
+            id,
+            node,
+            agent_id,
+            why,
+        } => Fields::Placed {
+            task: &task.0,
+            id,
+            node,
+            agent_id: &agent_id.0,
+            why: Some(why),
+        },
+        NoticeKind::TaskLaunched {
+            task,
+            id,
+            node,
+            agent_id,
+        } => Fields::Placed {
+            task: &task.0,
+            id,
+            node,
+            agent_id: &agent_id.0,
+            why: None,
+        },
+        NoticeKind::TaskStatus {
+            task,
+            id,
+            state,
+            reason,
+            message,
+            node,
+        } => Fields::Status {
+            task: &task.0,
+            id,
+            state: state.as_str(),
+            reason: reason.as_deref(),
+            message: message.as_deref(),
+            node: node.as_deref(),
+        },
+        NoticeKind::TaskKilled { task, id, by } => Fields::Killed {
+            task: &task.0,
+            id,
+            by: by.as_str(),
+        },
+        NoticeKind::TaskMoved {
+            task,
+            id,
+            replacement,
+            from,
+            to,
+        } => Fields::Moved {
+            task: &task.0,
+            id,
+            replacement: &replacement.0,
+            from: from.as_deref(),
+            to: to.as_deref(),
+        },
+        NoticeKind::TaskRestarted {
+            task,
+            id,
+            replacement,
+            restarts,
+            delay_seconds,
+        } => Fields::Restarted {
+            task: &task.0,
+            id,
+            replacement: &replacement.0,
+            restarts: *restarts,
+            delay_seconds: *delay_seconds,
+        },
+        NoticeKind::NodeJoined { agent_id, node } => Fields::Node {
+            agent_id: &agent_id.0,
+            node: Some(node),
+        },
+        NoticeKind::NodeLost { agent_id, node } => Fields::Node {
+            agent_id: &agent_id.0,
+            node: node.as_deref(),
+        },
+        NoticeKind::Subscribed { framework_id } => Fields::Subscribed {
+            framework_id: &framework_id.0,
+        },
+        NoticeKind::Disconnected { reason } => Fields::Disconnected { reason },
+        NoticeKind::IntelligenceChanged {
+            task,
+            attribute,
+            value,
+            source,
+        } => Fields::Intelligence {
+            task,
+            attribute,
+            value: value.as_deref(),
+            source,
+        },
+    };
+    to_json(&NoticeDto {
+        seq: published.seq,
+        time_ms: notice.time_ms,
+        kind: notice.kind.name(),
+        fields,
+    })
+}
+
+/// The `gap` event: notices after `from` are gone; `oldest` is the first kept.
+pub(crate) fn gap_json(gap: &Gap) -> String {
+    #[derive(Serialize)]
+    struct GapDto {
+        from: u64,
+        oldest: u64,
+    }
+    to_json(&GapDto {
+        from: gap.from,
+        oldest: gap.oldest,
+    })
 }
 
 /// `[node, ...]` for `GET /client/node`.
@@ -1419,6 +1653,29 @@ mod tests {
     }
 
     #[test]
+    fn the_task_list_joins_entries_rendered_once() {
+        let mut pending = running_copy();
+        pending.internal_id = TaskId("web-1".to_string());
+        pending.spec.arguments = vec!["<&>".to_string()];
+        let views = [running_copy(), pending];
+        let whole = to_json(&views.iter().map(TaskDto::from).collect::<Vec<_>>());
+        let entries: Vec<Arc<ListedTask>> = views
+            .iter()
+            .map(|view| Arc::new(ListedTask::new(view.clone())))
+            .collect();
+        assert_eq!(tasks_json(&entries), whole);
+        // Rendered: the entry keeps only its JSON, and a second list of the
+        // same entries gives the same text without rendering again.
+        assert!(entries.iter().all(|entry| entry.view().is_none()));
+        let again: Vec<Arc<str>> = entries
+            .iter()
+            .map(|entry| entry.json(|_| panic!("rendered twice")))
+            .collect();
+        assert_eq!(format!("[{}]", again.join(",")), whole);
+        assert_eq!(tasks_json(&[]), "[]");
+    }
+
+    #[test]
     fn task_json_of_a_pending_task() {
         let mut task = running_copy();
         task.spec = TaskSpec {
@@ -1602,5 +1859,82 @@ mod tests {
             );
         }
         check(&["a", "a"], Err("more than one Idempotency-Key header"));
+    }
+}
+
+/// The event-stream JSON is a contract the dashboard consumes: field names,
+/// nulls and one line.
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use crate::scheduler::model::{AgentId, TaskId, TaskState};
+    use crate::scheduler::notice::{KilledBy, Notice};
+
+    #[track_caller]
+    fn check(kind: NoticeKind, expected: &str) {
+        let published = Published {
+            seq: 7,
+            notice: Notice {
+                time_ms: 1234,
+                kind,
+            },
+        };
+        assert_eq!(notice_json(&published), expected);
+    }
+
+    #[test]
+    fn each_kind_has_its_fields() {
+        let task = || TaskId("web-1".to_string());
+        check(
+            NoticeKind::TaskSubmitted {
+                task: task(),
+                id: "web".to_string(),
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"task_submitted","task":"web-1","id":"web"}"#,
+        );
+        check(
+            NoticeKind::TaskLaunched {
+                task: task(),
+                id: "web".to_string(),
+                node: "slave1".to_string(),
+                agent_id: AgentId("S0".to_string()),
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"task_launched","task":"web-1","id":"web","node":"slave1","agent_id":"S0"}"#,
+        );
+        check(
+            NoticeKind::TaskStatus {
+                task: task(),
+                id: "web".to_string(),
+                state: TaskState::Running,
+                reason: None,
+                message: Some("a\nb <x>".to_string()),
+                node: None,
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"task_status","task":"web-1","id":"web","state":"TASK_RUNNING","reason":null,"message":"a\nb \u003cx\u003e","node":null}"#,
+        );
+        check(
+            NoticeKind::TaskKilled {
+                task: task(),
+                id: "web".to_string(),
+                by: KilledBy::Reshuffle,
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"task_killed","task":"web-1","id":"web","by":"reshuffle"}"#,
+        );
+        check(
+            NoticeKind::NodeLost {
+                agent_id: AgentId("S0".to_string()),
+                node: None,
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"node_lost","agent_id":"S0","node":null}"#,
+        );
+        check(
+            NoticeKind::IntelligenceChanged {
+                task: "sim".to_string(),
+                attribute: "mem".to_string(),
+                value: None,
+                source: "rest",
+            },
+            r#"{"seq":7,"time_ms":1234,"kind":"intelligence_changed","task":"sim","attribute":"mem","value":null,"source":"rest"}"#,
+        );
     }
 }

@@ -22,6 +22,7 @@
 //! before the body is read. Reads stay open. The token is never logged.
 
 pub(crate) mod dto;
+mod events;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -32,8 +33,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 
+use crate::metrics::{Metrics, Process};
 use crate::scheduler::intelligence::Source;
-use crate::scheduler::{ApiCommand, ApiReply, ApiRequest};
+use crate::scheduler::model::TaskState;
+use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, StateFilter, TaskQuery};
 use crate::store::DiskGate;
 
 /// The largest request body we read; a bigger one gets 413.
@@ -66,6 +69,7 @@ struct Handler {
     token: Option<String>,
     commit_wait: Duration,
     disk: DiskGate,
+    metrics: Arc<Metrics>,
 }
 
 impl ApiServer {
@@ -73,7 +77,8 @@ impl ApiServer {
     /// named `http-N` (at least one). With `token`, mutating routes require
     /// `Authorization: Bearer <token>`; `None` leaves them open. A change
     /// waits `commit_wait` for its commit before it answers 504. While `disk`
-    /// is full, submits are refused with 507.
+    /// is full, submits are refused with 507. Every request is counted in
+    /// `metrics`, which `GET /metrics` shows.
     pub fn start(
         listen: &str,
         workers: usize,
@@ -81,6 +86,7 @@ impl ApiServer {
         token: Option<String>,
         commit_wait: Duration,
         disk: DiskGate,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<ApiServer> {
         let server = crate::http::serve(listen, &crate::http::REST, "rest api")?;
         let addr = server.server_addr().to_ip().ok_or_else(|| {
@@ -97,6 +103,7 @@ impl ApiServer {
             token,
             commit_wait,
             disk,
+            metrics,
         });
         for worker_idx in 0..workers.max(1) {
             let server = Arc::clone(&api_server.server);
@@ -155,9 +162,8 @@ impl Drop for ApiServer {
 enum Route {
     Ping,
     SubmitTask,
-    ListTasks,
-    /// `GET /client/task?state=active`: without the ended tasks.
-    ListActiveTasks,
+    /// `GET /client/task[?state=…&prefix=…&limit=…]`.
+    ListTasks(TaskQuery),
     Reshuffle {
         dry_run: bool,
     },
@@ -178,7 +184,35 @@ enum Route {
     },
     /// `POST /admin/reset`: the lab's "reset cluster".
     Reset,
+    /// `GET /metrics`: Prometheus text exposition.
+    Metrics,
+    /// `GET /client/task/<internal id>`: one task with its history.
+    ShowTask {
+        id: String,
+    },
+    /// `GET /client/events[?since=N]`: the event stream (`events`).
+    Events {
+        since: Option<u64>,
+    },
 }
+
+/// Every `Route::name`: the `route` label of the request metrics, one per
+/// endpoint, so its values are bounded whatever URLs clients send.
+pub(crate) const ROUTE_NAMES: &[&str] = &[
+    "ping",
+    "reset",
+    "task_submit",
+    "task_list",
+    "task_kill",
+    "reshuffle",
+    "node_list",
+    "intelligence_list",
+    "intelligence_set",
+    "intelligence_clear",
+    "metrics",
+    "task_show",
+    "events",
+];
 
 /// Every way a request fails before or instead of a scheduler reply. Mapped to
 /// HTTP in one place, `ApiError::status`.
@@ -203,6 +237,8 @@ enum ApiError {
     Busy,
     /// The state thread is gone (shutting down) and nothing changed.
     Stopped,
+    /// Nothing was done; a retry later may work (too many event streams).
+    Unavailable(String),
     /// A change reached the state thread but its reply did not come within
     /// the commit wait (or never will: shutdown): it may or may not happen.
     OutcomeUnknown,
@@ -237,7 +273,7 @@ impl ApiError {
             ApiError::BodyTooLarge => 413,
             ApiError::Unauthorized => 401,
             ApiError::Conflict(_) => 409,
-            ApiError::Busy | ApiError::Stopped => 503,
+            ApiError::Busy | ApiError::Stopped | ApiError::Unavailable(_) => 503,
             ApiError::OutcomeUnknown => 504,
             ApiError::Internal(_) => 500,
             ApiError::DiskFull(_) => 507,
@@ -252,6 +288,7 @@ impl ApiError {
             | ApiError::NotFound(message)
             | ApiError::Conflict(message)
             | ApiError::DiskFull(message)
+            | ApiError::Unavailable(message)
             | ApiError::Internal(message) => message.clone(),
             ApiError::BodyTooLarge => format!("body larger than {MAX_BODY} bytes"),
             ApiError::Unauthorized => "missing or wrong bearer token".to_string(),
@@ -295,12 +332,15 @@ impl Reply {
 
 /// One worker: serve requests until `stop` unblocks it.
 fn serve(server: &tiny_http::Server, stopping: &AtomicBool, handler: &Arc<Handler>) {
+    let mut accept_log = crate::lograte::RateLimit::default();
     loop {
         let request = match server.recv() {
             Ok(request) => request,
             Err(_) if stopping.load(Ordering::SeqCst) => return,
             Err(err) => {
-                log::warn!("http accept failed error={err}");
+                if let Some(suffix) = accept_log.admit(Instant::now()) {
+                    log::warn!("http accept failed error={err}{suffix}");
+                }
                 continue;
             }
         };
@@ -342,18 +382,45 @@ fn refuse_chunked(request: tiny_http::Request) {
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     let started = Instant::now();
+    if let Ok(route @ Route::Events { since }) = route(request.method().as_str(), request.url()) {
+        // A stream gets a thread of its own; this worker goes back to serving.
+        let subscribed = since
+            .map_or_else(|| last_event_id(&request), |since| Ok(Some(since)))
+            .and_then(|since| events::subscribe(&handler.state, since));
+        let status = match subscribed {
+            Ok(subscription) => {
+                events::start(request, subscription);
+                200
+            }
+            Err(err) => {
+                let reply = err.into_reply();
+                let status = reply.status;
+                answer(request, reply);
+                status
+            }
+        };
+        // The time to subscribe, not the stream's life.
+        handler
+            .metrics
+            .count_http(route.name(), status, started.elapsed());
+        return;
+    }
     let mut audit = Audit::default();
     let (reply, error) = match handle(&mut request, handler, &mut audit) {
         Ok(reply) => (reply, None),
         Err(err) => (err.clone().into_reply(), Some(err.message())),
     };
+    let took = started.elapsed();
     log::debug!(
         "http request method={} url={} status={} took_ms={}",
         request.method(),
         request.url(),
         reply.status,
-        started.elapsed().as_millis()
+        took.as_millis()
     );
+    let route_name = route(request.method().as_str(), request.url())
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |route| route.name());
+    handler.metrics.count_http(route_name, reply.status, took);
     if let Some(what) = &audit.what {
         let peer = request
             .remote_addr()
@@ -368,6 +435,33 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     if let Err(err) = request.respond(into_response(reply, layout)) {
         log::debug!("http reply not delivered error={err}");
     }
+}
+
+/// Answers `request` with `reply` (the event stream's refusals).
+fn answer(request: tiny_http::Request, reply: Reply) {
+    let layout = Layout::of_request(&request);
+    if let Err(err) = request.respond(into_response(reply, layout)) {
+        log::debug!("http reply not delivered error={err}");
+    }
+}
+
+/// The `Last-Event-ID` header an `EventSource` reconnects with: where to
+/// resume when the URL has no `since`.
+fn last_event_id(request: &tiny_http::Request) -> Result<Option<u64>, ApiError> {
+    let Some(field) = request
+        .headers()
+        .iter()
+        .find(|field| field.field.equiv("Last-Event-ID"))
+    else {
+        return Ok(None);
+    };
+    let value = field.value.as_str().trim();
+    value.parse().map(Some).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "bad Last-Event-ID {:?}: an event id is a number",
+            quoted(value)
+        ))
+    })
 }
 
 /// The audit trail: who asked for a change, what, and what came of it.
@@ -436,10 +530,12 @@ impl Route {
     fn audit_what(&self) -> Option<String> {
         let what = match self {
             Route::Ping
-            | Route::ListTasks
-            | Route::ListActiveTasks
+            | Route::ListTasks(_)
             | Route::ListNodes
-            | Route::ListIntelligence => return None,
+            | Route::ListIntelligence
+            | Route::ShowTask { .. }
+            | Route::Events { .. }
+            | Route::Metrics => return None,
             Route::Reshuffle { dry_run: true } => return None,
             Route::Reshuffle { dry_run: false } => "route=reshuffle".to_string(),
             Route::SubmitTask => "route=submit".to_string(),
@@ -497,6 +593,7 @@ fn handle(
         token,
         commit_wait,
         disk,
+        metrics,
     } = handler;
     let (token, commit_wait) = (token.as_deref(), *commit_wait);
     let route = route(request.method().as_str(), request.url())?;
@@ -521,6 +618,7 @@ fn handle(
                 challenge: None,
             })
         }
+        Route::Metrics => return Ok(scrape(state, metrics)),
         Route::SubmitTask => {
             // Work already accepted keeps the disk's last space (the reserve).
             if let Some(message) = disk.refusal() {
@@ -552,8 +650,7 @@ fn handle(
                 idempotency_key,
             }
         }
-        Route::ListTasks => ApiRequest::ListTasks,
-        Route::ListActiveTasks => ApiRequest::ListActiveTasks,
+        Route::ListTasks(query) => ApiRequest::ListTasks(query.clone()),
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
         Route::KillTasks { id_prefix, .. } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
@@ -561,6 +658,13 @@ fn handle(
         Route::ListNodes => ApiRequest::ListNodes,
         Route::ListIntelligence => ApiRequest::ListIntelligence,
         Route::Reset => ApiRequest::Reset,
+        Route::ShowTask { id } => ApiRequest::ShowTask { id: id.clone() },
+        // `serve_one` takes these before `handle`.
+        Route::Events { .. } => {
+            return Err(ApiError::Internal(
+                "event streams are not served here".to_string(),
+            ))
+        }
         Route::SetIntelligence { task, attribute } => {
             let body = read_body(request)?;
             let raw = dto::parse_intelligence_value(&body).map_err(ApiError::BadRequest)?;
@@ -792,6 +896,8 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
     match (method, segments.as_slice()) {
+        ("GET", ["metrics"]) => Ok(Route::Metrics),
+        (_, ["metrics"]) => not_allowed("GET"),
         ("GET", ["admin", "ping"]) => Ok(Route::Ping),
         (_, ["admin", "ping"]) => not_allowed("GET"),
         ("POST", ["admin", "reset"]) => Ok(Route::Reset),
@@ -808,7 +914,14 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
             verbose: flag(query, "verbose")?,
         }),
         (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
-        (_, ["client", "task", _]) => not_allowed("DELETE"),
+        ("GET", ["client", "task", id]) => Ok(Route::ShowTask {
+            id: path_part(id, "task id")?,
+        }),
+        (_, ["client", "task", _]) => not_allowed("GET, DELETE"),
+        ("GET", ["client", "events"]) => Ok(Route::Events {
+            since: since(query)?,
+        }),
+        (_, ["client", "events"]) => not_allowed("GET"),
         ("GET", ["client", "node"]) => Ok(Route::ListNodes),
         (_, ["client", "node"]) => not_allowed("GET"),
         ("GET", ["client", "intelligence"]) => Ok(Route::ListIntelligence),
@@ -832,10 +945,12 @@ impl Route {
     fn changes_state(&self) -> bool {
         match self {
             Route::Ping
-            | Route::ListTasks
-            | Route::ListActiveTasks
+            | Route::ListTasks(_)
             | Route::ListNodes
-            | Route::ListIntelligence => false,
+            | Route::ListIntelligence
+            | Route::ShowTask { .. }
+            | Route::Events { .. }
+            | Route::Metrics => false,
             Route::Reshuffle { dry_run } => !dry_run,
             Route::SubmitTask
             | Route::KillTasks { .. }
@@ -843,6 +958,52 @@ impl Route {
             | Route::ClearIntelligence { .. }
             | Route::Reset => true,
         }
+    }
+}
+
+impl Route {
+    /// The `route` label of the request metrics (one of `ROUTE_NAMES`).
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Ping => "ping",
+            Route::Reset => "reset",
+            Route::SubmitTask => "task_submit",
+            Route::ListTasks(_) => "task_list",
+            Route::KillTasks { .. } => "task_kill",
+            Route::Reshuffle { .. } => "reshuffle",
+            Route::ListNodes => "node_list",
+            Route::ListIntelligence => "intelligence_list",
+            Route::SetIntelligence { .. } => "intelligence_set",
+            Route::ClearIntelligence { .. } => "intelligence_clear",
+            Route::Metrics => "metrics",
+            Route::ShowTask { .. } => "task_show",
+            Route::Events { .. } => "events",
+        }
+    }
+}
+
+/// `GET /metrics`: the counters straight from their atomics; only the task
+/// counts are asked of the state thread, as any read (`REPLY_TIMEOUT`).
+/// Without its answer the scrape still succeeds, without those counts:
+/// a busy state thread is when the other figures matter most.
+fn scrape(state: &Sender<ApiCommand>, metrics: &Metrics) -> Reply {
+    let counts = match ask(state, ApiRequest::TaskCounts, Wait::Read) {
+        Ok(ApiReply::TaskCounts(counts)) => Some(counts),
+        Ok(other) => {
+            log::error!("unexpected scheduler reply route=metrics reply={other:?}");
+            None
+        }
+        Err(err) => {
+            log::warn!("metrics scraped without task counts: {}", err.message());
+            None
+        }
+    };
+    Reply {
+        status: 200,
+        body: metrics.render(counts.as_deref(), &Process::read()),
+        content_type: crate::metrics::CONTENT_TYPE,
+        allow: None,
+        challenge: None,
     }
 }
 
@@ -880,23 +1041,82 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     difference == 0
 }
 
-/// `?dry_run`, `?dry_run=true` and `?dry_run=1` ask for the plan only.
-/// `?state=active` hides the ended tasks; `?state=all` (or none) lists them.
+/// `?since=N`: resume the event stream after event N.
+fn since(query: &str) -> Result<Option<u64>, ApiError> {
+    let mut since = None;
+    for pair in query.split('&') {
+        if let ("since", value) = pair.split_once('=').unwrap_or((pair, "")) {
+            since = Some(value.parse().map_err(|_| {
+                ApiError::BadRequest(format!("bad since {value:?}: use an event id (a number)"))
+            })?);
+        }
+    }
+    Ok(since)
+}
+
+/// The filters of `GET /client/task` (README, "Task list filters"); the
+/// last of a repeated one counts, other parameters are ignored:
+/// - `state`: `all` (the default: ended tasks too), `active` (live tasks
+///   and services without a copy), `pending`, `launching`, `running`, or a
+///   Mesos state name such as `TASK_FAILED` (live tasks in it and ended
+///   tasks that ended in it);
+/// - `prefix`: internal ids (or, with a space, user ids) starting with it,
+///   percent-decoded (`+` stays `+`);
+/// - `limit`: at most this many tasks, a whole number from 1.
 fn list_tasks_route(query: &str) -> Result<Route, ApiError> {
-    let mut route = Route::ListTasks;
+    let mut filters = TaskQuery::default();
     for pair in query.split('&') {
         match pair.split_once('=').unwrap_or((pair, "")) {
-            ("state", "active") => route = Route::ListActiveTasks,
-            ("state", "all") => route = Route::ListTasks,
-            ("state", other) => {
-                return Err(ApiError::BadRequest(format!(
-                    "bad state {other:?}: use active or all"
-                )))
+            ("state", name) => filters.state = state_filter(name)?,
+            ("prefix", prefix) => filters.prefix = Some(query_part(prefix, "prefix")?),
+            ("limit", limit) => {
+                let bad = || {
+                    ApiError::BadRequest(format!("bad limit {limit:?}: use a whole number from 1"))
+                };
+                if !limit.bytes().all(|byte| byte.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let limit = limit.parse().ok().filter(|limit| *limit > 0);
+                filters.limit = Some(limit.ok_or_else(bad)?);
             }
             _ => {}
         }
     }
-    Ok(route)
+    Ok(Route::ListTasks(filters))
+}
+
+/// `?state=` of the task list.
+fn state_filter(name: &str) -> Result<StateFilter, ApiError> {
+    let filter = match name {
+        "all" => StateFilter::All,
+        "active" => StateFilter::Active,
+        "pending" => StateFilter::Pending,
+        "launching" => StateFilter::Launching,
+        "running" => StateFilter::Mesos(TaskState::Running),
+        name => match TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+        {
+            Some(state) => StateFilter::Mesos(state),
+            None => {
+                return Err(ApiError::BadRequest(format!(
+                    "bad state {name:?}: use all, active, pending, launching, running \
+                     or a Mesos state such as TASK_FAILED"
+                )))
+            }
+        },
+    };
+    Ok(filter)
+}
+
+/// A percent-decoded, non-empty query value.
+fn query_part(value: &str, what: &str) -> Result<String, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "empty {what}: leave it out to list every task"
+        )));
+    }
+    path_part(value, what)
 }
 
 /// A boolean query flag: `?name`, `?name=true` and `?name=1` set it,
@@ -956,6 +1176,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (_, ApiReply::Invalid(message)) => return Err(ApiError::BadRequest(message)),
         (_, ApiReply::Conflict(message)) => return Err(ApiError::Conflict(message)),
         (_, ApiReply::OutcomeUnknown) => return Err(ApiError::OutcomeUnknown),
+        (_, ApiReply::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
         (Route::Reset, ApiReply::ResetDone { killed }) => Reply::json(
             200,
             dto::message_json(200, &format!("Reset: {killed} tasks killed")),
@@ -963,10 +1184,7 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
             Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
-        (Route::ListTasks, ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
-        (Route::ListActiveTasks, ApiReply::Tasks(tasks)) => {
-            Reply::json(200, dto::tasks_json(&tasks))
-        }
+        (Route::ListTasks(_), ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
         (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
             Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
@@ -974,6 +1192,9 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
             Reply::json(202, dto::reshuffled_json(&steps, *dry_run))
         }
         (Route::ListNodes, ApiReply::Nodes(nodes)) => Reply::json(200, dto::nodes_json(&nodes)),
+        (Route::ShowTask { .. }, ApiReply::Task(task, history)) => {
+            Reply::json(200, dto::task_history_json(&task, &history))
+        }
         (Route::ListIntelligence, ApiReply::Intelligence(table)) => {
             Reply::json(200, dto::intelligence_json(&table))
         }
@@ -1042,17 +1263,84 @@ mod tests {
     fn routing_table() {
         check("GET", "/admin/ping", Ok(Route::Ping));
         check("POST", "/admin/ping", Err((405, Some("GET"))));
+        check("GET", "/metrics", Ok(Route::Metrics));
+        check("GET", "/metrics?pretty", Ok(Route::Metrics));
+        check("POST", "/metrics", Err((405, Some("GET"))));
+        check("GET", "/metrics/", Err((404, None)));
+        check("GET", "/metrics/x", Err((404, None)));
         check("POST", "/admin/reset", Ok(Route::Reset));
         check("GET", "/admin/reset", Err((405, Some("POST"))));
-        check("GET", "/client/task", Ok(Route::ListTasks));
-        check("GET", "/client/task?verbose=1", Ok(Route::ListTasks));
+        let all = Route::ListTasks(TaskQuery::default());
+        let list = |state, prefix: Option<&str>, limit| {
+            Ok(Route::ListTasks(TaskQuery {
+                state,
+                prefix: prefix.map(str::to_string),
+                limit,
+            }))
+        };
+        check("GET", "/client/task", Ok(all.clone()));
+        check("GET", "/client/task?verbose=1", Ok(all.clone()));
         check(
             "GET",
             "/client/task?state=active",
-            Ok(Route::ListActiveTasks),
+            list(StateFilter::Active, None, None),
         );
-        check("GET", "/client/task?pretty&state=all", Ok(Route::ListTasks));
+        check("GET", "/client/task?pretty&state=all", Ok(all.clone()));
         check("GET", "/client/task?state=ended", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?state=pending",
+            list(StateFilter::Pending, None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=launching",
+            list(StateFilter::Launching, None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=running",
+            list(StateFilter::Mesos(TaskState::Running), None, None),
+        );
+        check(
+            "GET",
+            "/client/task?state=TASK_FAILED",
+            list(StateFilter::Mesos(TaskState::Failed), None, None),
+        );
+        check("GET", "/client/task?state=task_failed", Err((400, None)));
+        check("GET", "/client/task?state=", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?prefix=web",
+            list(StateFilter::All, Some("web"), None),
+        );
+        check(
+            "GET",
+            "/client/task?prefix=my%20web&prefix=u+600",
+            list(StateFilter::All, Some("u+600"), None),
+        );
+        check(
+            "GET",
+            "/client/task?prefix=my%20web",
+            list(StateFilter::All, Some("my web"), None),
+        );
+        check("GET", "/client/task?prefix=", Err((400, None)));
+        check("GET", "/client/task?prefix=%zz", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?limit=10&state=pending&prefix=w",
+            list(StateFilter::Pending, Some("w"), Some(10)),
+        );
+        check("GET", "/client/task?limit=0", Err((400, None)));
+        check("GET", "/client/task?limit=-1", Err((400, None)));
+        check("GET", "/client/task?limit=+5", Err((400, None)));
+        check("GET", "/client/task?limit=ten", Err((400, None)));
+        check("GET", "/client/task?limit=", Err((400, None)));
+        check(
+            "GET",
+            "/client/task?limit=99999999999999999999999",
+            Err((400, None)),
+        );
         check("POST", "/client/task", Ok(Route::SubmitTask));
         check("PUT", "/client/task", Err((405, Some("GET, POST"))));
         check(
@@ -1116,7 +1404,28 @@ mod tests {
         check("DELETE", "/client/task/%zz", Err((400, None)));
         check("DELETE", "/client/task/%e9", Err((400, None)));
         check("DELETE", "/client/task/%4", Err((400, None)));
-        check("GET", "/client/task/stress", Err((405, Some("DELETE"))));
+        // GET shows one task with its history (issue 12); DELETE still kills.
+        check(
+            "GET",
+            "/client/task/stress-1",
+            Ok(Route::ShowTask {
+                id: "stress-1".to_string(),
+            }),
+        );
+        check(
+            "PUT",
+            "/client/task/stress",
+            Err((405, Some("GET, DELETE"))),
+        );
+        check("GET", "/client/task/%zz", Err((400, None)));
+        check("GET", "/client/events", Ok(Route::Events { since: None }));
+        check(
+            "GET",
+            "/client/events?since=42",
+            Ok(Route::Events { since: Some(42) }),
+        );
+        check("GET", "/client/events?since=-1", Err((400, None)));
+        check("POST", "/client/events", Err((405, Some("GET"))));
         check("DELETE", "/client/task/a/b", Err((404, None)));
         check("GET", "/client/node", Ok(Route::ListNodes));
         check("DELETE", "/client/node", Err((405, Some("GET"))));
@@ -1147,6 +1456,54 @@ mod tests {
             route("GET", "/nope?x=1").map_err(|err| err.message()),
             Err("no such endpoint: /nope".to_string())
         );
+    }
+
+    /// The request metrics' `route` label is a fixed list: every route has
+    /// a name in `ROUTE_NAMES`, and every name there is used.
+    #[test]
+    fn every_route_has_a_listed_metrics_name() {
+        let routes = [
+            Route::Ping,
+            Route::Reset,
+            Route::SubmitTask,
+            Route::ListTasks(TaskQuery::default()),
+            Route::Reshuffle { dry_run: true },
+            kill("x"),
+            Route::ListNodes,
+            Route::ListIntelligence,
+            set("t", "mem"),
+            clear("t", "mem"),
+            Route::Metrics,
+            Route::ShowTask {
+                id: "t-1".to_string(),
+            },
+            Route::Events { since: None },
+        ];
+        let names: std::collections::BTreeSet<&str> = routes.iter().map(Route::name).collect();
+        let listed: std::collections::BTreeSet<&str> = ROUTE_NAMES.iter().copied().collect();
+        assert_eq!(names, listed);
+        assert_eq!(listed.len(), ROUTE_NAMES.len(), "no name twice");
+        assert!(!listed.contains(crate::metrics::UNMATCHED_ROUTE));
+        // Every status a worker answers has its own counter, not "other".
+        let text = || String::new();
+        let errors = [
+            ApiError::NoSuchEndpoint(text()),
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::BadRequest(text()),
+            ApiError::NotFound(text()),
+            ApiError::BodyTooLarge,
+            ApiError::Unauthorized,
+            ApiError::Conflict(text()),
+            ApiError::Busy,
+            ApiError::Stopped,
+            ApiError::OutcomeUnknown,
+            ApiError::DiskFull(text()),
+            ApiError::Unavailable(text()),
+            ApiError::Internal(text()),
+        ];
+        for status in errors.iter().map(ApiError::status).chain([200, 202]) {
+            assert!(crate::metrics::HTTP_STATUSES.contains(&status), "{status}");
+        }
     }
 
     fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
@@ -1185,7 +1542,10 @@ mod tests {
             ),
         );
         check_respond(
-            Route::ListActiveTasks,
+            Route::ListTasks(TaskQuery {
+                state: StateFilter::Active,
+                ..TaskQuery::default()
+            }),
             ApiReply::Tasks(Vec::new()),
             (200, json!([])),
         );
@@ -1195,7 +1555,7 @@ mod tests {
             message(400, "no"),
         );
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Tasks(Vec::new()),
             (200, json!([])),
         );
@@ -1247,7 +1607,7 @@ mod tests {
         );
         // Replies that do not fit the route are bugs: 500, never a panic.
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Submitted {
                 id: "x".to_string(),
                 note: None,
@@ -1255,7 +1615,7 @@ mod tests {
             message(500, "unexpected reply from the scheduler"),
         );
         check_respond(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             ApiReply::Synced {
                 rejected: Vec::new(),
             },
@@ -1294,10 +1654,11 @@ mod tests {
         ];
         let reads = [
             Route::Ping,
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             Route::ListNodes,
             Route::ListIntelligence,
             Route::Reshuffle { dry_run: true },
+            Route::Metrics,
         ];
         for route in &mutating {
             assert!(authorized(route, Some("Bearer s3cret"), token), "{route:?}");
@@ -1443,7 +1804,7 @@ mod tests {
         );
         // Reads and dry runs are not audited.
         check(
-            Route::ListTasks,
+            Route::ListTasks(TaskQuery::default()),
             None,
             &format!("{p} READ status=200 result=\"\""),
         );
@@ -1491,7 +1852,12 @@ mod tests {
     fn a_stopped_state_thread_is_503_not_a_hang() {
         let (state, inbox) = crossbeam_channel::bounded(1);
         drop(inbox);
-        let err = ask(&state, ApiRequest::ListTasks, Wait::Read).expect_err("no state thread");
+        let err = ask(
+            &state,
+            ApiRequest::ListTasks(TaskQuery::default()),
+            Wait::Read,
+        )
+        .expect_err("no state thread");
         assert_eq!(
             (err.status(), err.message()),
             (503, "scheduler is shutting down".to_string())
@@ -1535,7 +1901,7 @@ mod tests {
                     id: spec.id,
                     note: None,
                 },
-                ApiRequest::ListTasks => ApiReply::Tasks(Vec::new()),
+                ApiRequest::ListTasks(_) => ApiReply::Tasks(Vec::new()),
                 ApiRequest::Kill { id_prefix } => {
                     ApiReply::NotFound(format!("no task matches {id_prefix}"))
                 }
@@ -1580,6 +1946,7 @@ mod tests {
             None,
             COMMIT_WAIT,
             DiskGate::default(),
+            Arc::default(),
         )
         .expect("binds");
         let addr = server.addr();
@@ -1646,6 +2013,37 @@ mod tests {
             .expect("the fake state thread ends with its senders");
     }
 
+    /// A scrape reads the atomics itself: with no state thread to give the
+    /// task counts it still answers, without that one family.
+    #[test]
+    fn a_scrape_answers_without_the_state_thread() {
+        let (state, inbox) = crossbeam_channel::bounded::<ApiCommand>(8);
+        drop(inbox);
+        let metrics = Arc::new(Metrics::default());
+        let server = ApiServer::start(
+            "127.0.0.1:0",
+            1,
+            state,
+            Some("t0ken".to_string()),
+            COMMIT_WAIT,
+            DiskGate::default(),
+            Arc::clone(&metrics),
+        )
+        .expect("binds");
+        let (status, head, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"));
+        assert!(body.contains("\ncharmander_build_info{version=\""));
+        assert!(!body.contains("charmander_tasks"), "{body}");
+        // The scrape itself was counted under its route.
+        let (_, _, body) = http(server.addr(), "GET", "/metrics", b"");
+        assert!(
+            body.contains("\ncharmander_http_requests_total{route=\"metrics\",status=\"200\"} 1\n"),
+            "{body}"
+        );
+        server.shutdown();
+    }
+
     /// tiny_http 0.12 drained an unread body on drop with `vec![0; remaining]`,
     /// so a huge Content-Length used to kill the worker (the process in
     /// release); the vendored tiny_http drains at most 64 KiB (P5) and closes.
@@ -1660,6 +2058,7 @@ mod tests {
             None,
             COMMIT_WAIT,
             DiskGate::default(),
+            Arc::default(),
         )
         .expect("binds");
         let mut attacker = TcpStream::connect(server.addr()).expect("connect");

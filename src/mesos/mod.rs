@@ -31,10 +31,12 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::mesos::caller::lanes::CALL_LANES;
 use crate::mesos::caller::CallerLoop;
-use crate::mesos::client::{BasicAuth, Caller};
+use crate::mesos::client::BasicAuth;
 use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::reader::Reader;
+use crate::metrics::Metrics;
 use crate::scheduler::model::FrameworkId;
 use crate::scheduler::{Call, MesosEvent};
 
@@ -137,31 +139,44 @@ pub struct Connection {
     stop: Option<Sender<()>>,
     /// Where the reader reports a `Fatal` error (at most one).
     fatal: Receiver<Fatal>,
-    /// The event stream's socket and the socket of the call in progress.
-    sockets: [Arc<Mutex<Option<TcpStream>>>; 2],
+    /// The `mesos-lane-N` threads.
+    lanes: Vec<JoinHandle<()>>,
+    /// The event stream's socket and each lane's socket of the call in progress.
+    sockets: Vec<Arc<Mutex<Option<TcpStream>>>>,
 }
 
 impl Connection {
     /// Starts `mesos-reader` and `mesos-caller`. Events go to `events`; the
     /// caller sends what arrives on `calls` and stops when it closes or at
-    /// `stop`.
+    /// `stop`, and counts each attempt in `metrics`.
     pub fn start(
         config: MesosConfig,
         events: Sender<MesosEvent>,
         calls: Receiver<Call>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Connection> {
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (session_sender, session_receiver) =
             crossbeam_channel::bounded::<Session>(SESSION_CAPACITY);
         let socket = Arc::new(Mutex::new(None));
-        let call_socket = Arc::new(Mutex::new(None));
+        let call_sockets: Vec<_> = (0..CALL_LANES)
+            .map(|_| Arc::new(Mutex::new(None)))
+            .collect();
+        let (links, lanes) = caller::start_lanes(config.auth.clone(), &call_sockets)?;
         let caller_events = events.clone();
-        let caller = Caller::new(config.auth.clone(), Arc::clone(&call_socket));
         let caller_stop = stop_receiver.clone();
         let caller = thread::Builder::new()
             .name("mesos-caller".to_string())
             .spawn(move || {
-                CallerLoop::new(caller, calls, session_receiver, caller_stop, caller_events).run()
+                CallerLoop::new(
+                    calls,
+                    session_receiver,
+                    caller_stop,
+                    caller_events,
+                    links,
+                    metrics,
+                )
+                .run()
             })?;
         let reader_socket = Arc::clone(&socket);
         let (fatal_sender, fatal) = crossbeam_channel::bounded::<Fatal>(1);
@@ -183,7 +198,8 @@ impl Connection {
             caller: Some(caller),
             stop: Some(stop_sender),
             fatal,
-            sockets: [socket, call_socket],
+            lanes,
+            sockets: std::iter::once(socket).chain(call_sockets).collect(),
         })
     }
 
@@ -215,9 +231,12 @@ impl Connection {
                 client::close(socket);
             }
         }
+        // The caller first: its end closes the lanes' work channels.
+        let lanes = std::mem::take(&mut self.lanes);
         for handle in [self.reader.take(), self.caller.take()]
             .into_iter()
             .flatten()
+            .chain(lanes)
         {
             if handle.join().is_err() {
                 log::error!("mesos thread panicked");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::lograte::RateLimit;
 use crate::mesos::backoff::Backoff;
 use crate::mesos::client::{self, Subscription};
 use crate::mesos::convert::{self, Decoded};
@@ -61,6 +62,8 @@ pub(crate) struct Reader {
     failing_since: Option<Instant>,
     /// The current session's "stream ended" flag, shared with the caller.
     stream_ended: Option<Arc<AtomicBool>>,
+    /// "subscription lost" lines, at most one per `lograte::LOG_WINDOW`.
+    lost_log: RateLimit,
 }
 
 impl Reader {
@@ -88,6 +91,7 @@ impl Reader {
             redirects: 0,
             failing_since: None,
             stream_ended: None,
+            lost_log: RateLimit::default(),
         }
     }
 
@@ -105,11 +109,20 @@ impl Reader {
                 Attempt::Lost(reason) => reason,
             };
             if self.failing_since.is_none() {
-                log::warn!(
-                    "mesos subscription lost master={} reason={reason}",
-                    self.master
-                );
-                self.failing_since = Some(Instant::now());
+                let now = Instant::now();
+                // A master that takes SUBSCRIBE and drops the stream at once
+                // starts a new outage each time: one line per window.
+                match self.lost_log.admit(now) {
+                    Some(suffix) => log::warn!(
+                        "mesos subscription lost master={} reason={reason}{suffix}",
+                        self.master
+                    ),
+                    None => log::debug!(
+                        "mesos subscription lost master={} reason={reason}",
+                        self.master
+                    ),
+                }
+                self.failing_since = Some(now);
             } else {
                 log::debug!(
                     "mesos subscription still down master={} reason={reason}",

@@ -13,13 +13,16 @@ pub mod resp;
 pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use crate::api::dto::{node_json, task_json};
+use crate::lograte::RateLimit;
 use crate::mesos::Backoff;
+use crate::metrics::{Metrics, RedisCycle};
 use crate::redis::client::Connection;
 use crate::redis::resp::Reply;
 use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, IntelligenceChange, Snapshot};
@@ -59,12 +62,17 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn start(config: RedisConfig, state: Sender<ApiCommand>) -> std::io::Result<Bridge> {
+    /// Starts the `redis-bridge` thread; each cycle is counted in `metrics`.
+    pub fn start(
+        config: RedisConfig,
+        state: Sender<ApiCommand>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Bridge> {
         let (stop, stopped) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("redis-bridge".to_string())
             .spawn(move || {
-                let mut bridge = Worker::new(config, state);
+                let mut bridge = Worker::new(config, state, metrics);
                 let mut wait = Duration::ZERO;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
                     match bridge.turn() {
@@ -127,15 +135,20 @@ struct Worker {
     /// (key, value) pairs already reported, so each is logged once.
     reported: BTreeSet<(String, String)>,
     outage: Option<String>,
+    /// "redis unavailable" and "redis cycle skipped" lines, each at most
+    /// one per `lograte::LOG_WINDOW` (a flapping Redis starts many outages).
+    unavailable_log: RateLimit,
+    busy_log: RateLimit,
     backoff: Backoff,
     /// Where the SCAN pass goes on ("0": a new pass), and the keys it has
     /// seen so far.
     scan_cursor: String,
     scan_seen: BTreeSet<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
-    fn new(config: RedisConfig, state: Sender<ApiCommand>) -> Worker {
+    fn new(config: RedisConfig, state: Sender<ApiCommand>, metrics: Arc<Metrics>) -> Worker {
         let backoff = Backoff::new(BACKOFF_MIN, config.interval.max(BACKOFF_MIN));
         Worker {
             config,
@@ -145,9 +158,12 @@ impl Worker {
             rejected: BTreeSet::new(),
             reported: BTreeSet::new(),
             outage: None,
+            unavailable_log: RateLimit::default(),
+            busy_log: RateLimit::default(),
             backoff,
             scan_cursor: "0".to_string(),
             scan_seen: BTreeSet::new(),
+            metrics,
         }
     }
 
@@ -155,6 +171,7 @@ impl Worker {
     fn turn(&mut self) -> Option<Duration> {
         match self.cycle() {
             Ok(()) => {
+                self.metrics.count_redis_cycle(RedisCycle::Ok);
                 if let Some(what) = self.outage.take() {
                     log::info!("redis back addr={} after: {what}", self.config.addr);
                 }
@@ -163,18 +180,24 @@ impl Worker {
             }
             Err(Failure::Stopped) => None,
             Err(Failure::Busy) => {
-                log::warn!(
-                    "redis cycle skipped: the scheduler did not answer within {STATE_TIMEOUT:?}"
-                );
+                self.metrics.count_redis_cycle(RedisCycle::StateTimeout);
+                if let Some(suffix) = self.busy_log.admit(Instant::now()) {
+                    log::warn!(
+                        "redis cycle skipped: the scheduler did not answer within {STATE_TIMEOUT:?}{suffix}"
+                    );
+                }
                 Some(self.config.interval)
             }
             Err(Failure::Redis(what)) => {
+                self.metrics.count_redis_cycle(RedisCycle::RedisError);
                 self.connection = None;
                 if self.outage.is_none() {
-                    log::warn!(
-                        "redis unavailable addr={}: {what}; retrying, the scheduler carries on",
-                        self.config.addr
-                    );
+                    if let Some(suffix) = self.unavailable_log.admit(Instant::now()) {
+                        log::warn!(
+                            "redis unavailable addr={}: {what}; retrying, the scheduler carries on{suffix}",
+                            self.config.addr
+                        );
+                    }
                     self.outage = Some(what);
                 }
                 Some(self.backoff.next_delay())

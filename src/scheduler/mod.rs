@@ -6,18 +6,24 @@
 //! returned as an `Effect`. Nothing here does network I/O or reads the clock
 //! except `run`, which stamps each event with the current time.
 
+pub(crate) mod hub;
 pub(crate) mod intelligence;
 pub mod model;
+pub(crate) mod notice;
 pub(crate) mod placement;
 pub(crate) mod state;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
+use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
-use crate::scheduler::model::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskUpdate};
+use crate::scheduler::model::{
+    AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
+};
 pub use crate::scheduler::state::{Restore, State};
 
 /// How often the state thread wakes up without input (refuse filters,
@@ -109,10 +115,9 @@ pub enum ApiRequest {
         idempotency_key: Option<String>,
     },
     /// `GET /client/task`: live tasks, one-per-node services without a
-    /// copy, and ended tasks still within `--keep-finished`.
-    ListTasks,
-    /// `GET /client/task?state=active`: the same without the ended tasks.
-    ListActiveTasks,
+    /// copy, and ended tasks still within `--keep-finished`, as far as the
+    /// query lets through (`TaskQuery::default()`: all of them).
+    ListTasks(TaskQuery),
     /// `DELETE /client/task/<prefix>`.
     Kill { id_prefix: String },
     /// `GET /client/task/reshuffle`.
@@ -141,6 +146,40 @@ pub enum ApiRequest {
     /// `POST /admin/reset`: forget every task, tear the framework down and
     /// register a new one. Answered once the old framework is gone.
     Reset,
+    /// `GET /metrics`: how many tasks are in each state.
+    TaskCounts,
+    /// `GET /client/task/<internal id>`: one task with its history.
+    ShowTask { id: String },
+    /// `GET /client/events`: answered by `run` (the hub), never by `State`,
+    /// with `ApiReply::Subscribed` or `ApiReply::Unavailable`.
+    Subscribe { since: Option<u64> },
+}
+
+/// Which tasks `GET /client/task` lists: `?state=`, `?prefix=`, `?limit=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub state: StateFilter,
+    /// Only tasks whose internal id starts with it (or, with a space in it,
+    /// whose user id does: internal ids drop spaces).
+    pub prefix: Option<String>,
+    /// At most this many, in list order.
+    pub limit: Option<usize>,
+}
+
+/// `?state=` of `GET /client/task`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Live tasks, services without a copy, and the ended tasks still kept.
+    #[default]
+    All,
+    /// The same without the ended tasks.
+    Active,
+    /// Waiting for an offer (services without a copy included).
+    Pending,
+    /// ACCEPT sent, no status yet.
+    Launching,
+    /// Live tasks in this Mesos state, and ended tasks that ended in it.
+    Mesos(TaskState),
 }
 
 /// One intelligence key that changed in Redis; `raw` None or empty clears it.
@@ -160,7 +199,8 @@ pub enum ApiReply {
         /// one-per-node service): `already running on slave1, slave2`.
         note: Option<String>,
     },
-    Tasks(Vec<TaskView>),
+    /// The task list, each entry shared with the state's list cache.
+    Tasks(Vec<Arc<ListedTask>>),
     /// The tasks the kill applies to (pending ones are already gone).
     Killed(Vec<TaskView>),
     Reshuffled(Vec<ReshuffleStep>),
@@ -188,6 +228,26 @@ pub enum ApiReply {
     /// The change was made here but its effect elsewhere was not confirmed
     /// in time (504): a reset whose new subscription did not come.
     OutcomeUnknown,
+    /// Live tasks by the state they show ("pending", "launching",
+    /// "TASK_RUNNING", ...), every state listed, zeros included.
+    TaskCounts(Vec<(&'static str, u64)>),
+    /// One task and its history, oldest entry first.
+    Task(Box<TaskView>, Vec<HistoryLine>),
+    /// An event stream: its gap, backlog and live feed.
+    Subscribed(hub::Subscription),
+    /// Nothing was done and a retry later may work (503), e.g. too many
+    /// event streams.
+    Unavailable(String),
+}
+
+/// One entry of a task's history, as `GET /client/task/<id>` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryLine {
+    /// Unix milliseconds (of the last time, for a repeated entry).
+    pub time_ms: u64,
+    /// `submitted`, `placement`, `launched`, `status`, `killed`, ...
+    pub kind: &'static str,
+    pub text: String,
 }
 
 /// What one state-loop turn produced: durable changes first, then the
@@ -199,20 +259,43 @@ pub struct Turn {
     pub records: Vec<state::Record>,
     pub calls: Vec<Call>,
     pub replies: Vec<(RequestId, ApiReply)>,
+    /// What `GET /client/events` will tell, once the turn is durable.
+    pub notices: Vec<notice::Notice>,
 }
 
-/// Replies whose turn is durable, from the journal back to `run`.
-pub type Committed = Vec<(RequestId, ApiReply)>;
+/// What the journal hands back to `run` once a group of turns is durable:
+/// their replies, and their notices for the event hub.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub replies: Vec<(RequestId, ApiReply)>,
+    pub notices: Vec<notice::Notice>,
+}
+
+impl Committed {
+    /// Takes the replies and notices out of `turn`.
+    pub fn take_from(&mut self, turn: &mut Turn) {
+        self.replies.append(&mut turn.replies);
+        self.notices.append(&mut turn.notices);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.notices.is_empty()
+    }
+}
 
 impl Turn {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.calls.is_empty() && self.replies.is_empty()
+        self.records.is_empty()
+            && self.calls.is_empty()
+            && self.replies.is_empty()
+            && self.notices.is_empty()
     }
 
     fn append(&mut self, mut other: Turn) {
         self.records.append(&mut other.records);
         self.calls.append(&mut other.calls);
         self.replies.append(&mut other.replies);
+        self.notices.append(&mut other.notices);
     }
 }
 
@@ -259,6 +342,59 @@ pub struct TaskView {
     pub ended_at: Option<u64>,
     /// The Mesos reason name of the update that ended it, if it had one.
     pub reason: Option<String>,
+}
+
+/// One entry of `GET /client/task` as the state thread hands it out: a
+/// view, turned into JSON at most once, by the first HTTP worker that needs
+/// it (`json`), which then keeps only the JSON. The state keeps the entry
+/// of a live task until the task changes (`state/list.rs`), so a list
+/// builds and renders only what changed since the last one, and the state
+/// thread's part of a list of unchanged tasks is one `Arc` clone each.
+#[derive(Debug)]
+pub struct ListedTask {
+    rendering: Mutex<Rendering>,
+}
+
+#[derive(Debug)]
+enum Rendering {
+    View(Box<TaskView>),
+    Json(Arc<str>),
+}
+
+impl ListedTask {
+    pub fn new(view: TaskView) -> ListedTask {
+        ListedTask {
+            rendering: Mutex::new(Rendering::View(Box::new(view))),
+        }
+    }
+
+    /// The entry's JSON: `render` of its view the first time (the view is
+    /// dropped then), the same text after.
+    pub fn json(&self, render: impl FnOnce(&TaskView) -> String) -> Arc<str> {
+        // A worker that panicked while rendering leaves the view in place.
+        let mut rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let json: Arc<str> = match &*rendering {
+            Rendering::Json(json) => return json.clone(),
+            Rendering::View(view) => render(view).into(),
+        };
+        *rendering = Rendering::Json(json.clone());
+        json
+    }
+
+    /// The view, unless a worker has rendered it already.
+    pub fn view(&self) -> Option<TaskView> {
+        match &*self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Rendering::View(view) => Some((**view).clone()),
+            Rendering::Json(_) => None,
+        }
+    }
 }
 
 /// One node of the registry, learned from offers.
@@ -403,12 +539,17 @@ pub struct Launch {
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
 /// keeps serving instead of blocking.
+///
+/// It counts what it sees in `metrics`: the master's events, the calls of
+/// each turn, the turn's time and the latencies `State` reports
+/// (`State::take_start_latencies`).
 pub fn run(
     mut state: State,
     api_inbox: Receiver<ApiCommand>,
     mesos_inbox: Receiver<MesosEvent>,
     outbox: Sender<Turn>,
     committed: Receiver<Committed>,
+    metrics: &Metrics,
 ) {
     /// What one `select!` produced.
     enum Input {
@@ -424,6 +565,9 @@ pub fn run(
     let mut backlog = Turn::default();
     let mut waiting: HashMap<RequestId, Sender<ApiReply>> = HashMap::new();
     let mut next_id = 0u64;
+    // Event streams: only `run` publishes, and only what the journal made durable.
+    let mut hub = hub::Hub::default();
+    let mut backlog_log = crate::lograte::RateLimit::default();
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -451,15 +595,34 @@ pub fn run(
         // gone) ends the loop.
         let Ok(input) = input else { break };
         let event = match input {
+            Input::Api(ApiCommand {
+                request: ApiRequest::Subscribe { since },
+                reply,
+            }) => {
+                // Answered here at once: nothing to make durable, and the
+                // backlog and the feed must meet with nothing in between.
+                let answer = match hub.subscribe(since) {
+                    Ok(subscription) => ApiReply::Subscribed(subscription),
+                    Err(message) => ApiReply::Unavailable(message),
+                };
+                let _ = reply.try_send(answer);
+                None
+            }
             Input::Api(ApiCommand { request, reply }) => {
                 let id = RequestId(next_id);
                 next_id += 1;
                 waiting.insert(id, reply);
                 Some(Event::Api(id, request))
             }
-            Input::Mesos(event) => Some(Event::Mesos(event)),
+            Input::Mesos(event) => {
+                metrics.count_event(&event);
+                Some(Event::Mesos(event))
+            }
             Input::Tick => Some(Event::Tick),
-            Input::Committed(replies) => {
+            Input::Committed(Committed { replies, notices }) => {
+                for notice in notices {
+                    hub.publish(notice);
+                }
                 for (id, reply) in replies {
                     match waiting.remove(&id) {
                         // The worker may have stopped waiting (504) and gone.
@@ -475,8 +638,14 @@ pub fn run(
         };
         if let Some(event) = event {
             let turn_start = Instant::now();
-            backlog.append(state.handle_event(event, Now::current()));
+            let turn = state.handle_event(event, Now::current());
             let took = turn_start.elapsed();
+            metrics.turn.observe(took);
+            metrics.count_calls(&turn.calls);
+            for latency in state.take_start_latencies() {
+                metrics.observe_start(latency);
+            }
+            backlog.append(turn);
             if took > SLOW_TURN {
                 log::warn!("slow loop turn took_ms={}", took.as_millis());
             }
@@ -489,7 +658,12 @@ pub fn run(
             Err(TrySendError::Full(turn)) => {
                 backlog = turn;
                 if backlog.calls.len() > BACKLOG_WARNING {
-                    log::warn!("mesos calls backing up queued={}", backlog.calls.len());
+                    if let Some(suffix) = backlog_log.admit(Instant::now()) {
+                        log::warn!(
+                            "mesos calls backing up queued={}{suffix}",
+                            backlog.calls.len()
+                        );
+                    }
                 }
             }
             Err(TrySendError::Disconnected(_)) => return,
@@ -520,11 +694,18 @@ mod tests {
         let (turn_tx, turn_rx) = bounded(1);
         let (committed_tx, committed_rx) = bounded(1);
         let state = std::thread::spawn(move || {
-            run(State::new(None), api_rx, mesos_rx, turn_tx, committed_rx)
+            run(
+                State::new(None),
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &Metrics::default(),
+            )
         });
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {
-            request: ApiRequest::ListTasks,
+            request: ApiRequest::ListTasks(TaskQuery::default()),
             reply: reply_tx,
         };
         api_tx.send(command).expect("the state thread takes it");
@@ -536,7 +717,12 @@ mod tests {
         );
         // Only `run` could have answered, and it has not been told the turn is durable.
         assert!(reply_rx.try_recv().is_err());
-        committed_tx.send(turn.replies).expect("run listens");
+        committed_tx
+            .send(Committed {
+                replies: turn.replies,
+                notices: Vec::new(),
+            })
+            .expect("run listens");
         let reply = reply_rx
             .recv_timeout(wait)
             .expect("answered once committed");

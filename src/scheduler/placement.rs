@@ -60,6 +60,8 @@ pub struct Placement {
     pub unused: Vec<OfferId>,
     /// Tasks left pending, with the reason for the user.
     pub unplaced: Vec<(TaskId, String)>,
+    /// Every request's search, in request order: the reasons as data.
+    pub decisions: Vec<Decision>,
 }
 
 /// Memory (MB) and cpus in thousandths (Mesos scalars carry three decimals), so
@@ -255,9 +257,13 @@ pub fn place(requests: &[Request<'_>], offers: &[Offer], role: &str) -> Placemen
         index.insert(offer, (remaining[offer_idx].mem, Reverse(offer_idx)));
     }
     let mut unplaced = Vec::new();
+    let mut decisions = Vec::with_capacity(requests.len());
     for request in requests {
-        match choose(&index, &remaining, request) {
-            Ok(offer_idx) => {
+        let decision = choose(&index, &remaining, request);
+        match decision.verdict {
+            Verdict::Placed {
+                offer: offer_idx, ..
+            } => {
                 let slot = &mut remaining[offer_idx];
                 let offer = slot.offer;
                 index.remove(offer, (slot.mem, Reverse(offer_idx)));
@@ -265,11 +271,13 @@ pub fn place(requests: &[Request<'_>], offers: &[Offer], role: &str) -> Placemen
                 slot.tasks.push((request.task_id.clone(), pieces));
                 index.insert(offer, (slot.mem, Reverse(offer_idx)));
             }
-            Err(reason) => unplaced.push((request.task_id.clone(), reason)),
+            _ => unplaced.push((request.task_id.clone(), decision.reason(request, offers))),
         }
+        decisions.push(decision);
     }
     let mut placement = Placement {
         unplaced,
+        decisions,
         ..Placement::default()
     };
     for slot in remaining {
@@ -286,40 +294,186 @@ pub fn place(requests: &[Request<'_>], offers: &[Offer], role: &str) -> Placemen
     placement
 }
 
-/// The offer for one request, or the reason there is none.
-fn choose(
-    index: &Index<'_>,
-    remaining: &[Remaining<'_>],
-    request: &Request<'_>,
-) -> Result<usize, String> {
+/// Why one examined offer did not take a task: compact, with the numbers
+/// (cpus and mem in thousandths), so the state can keep it per task and
+/// build text only when someone reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// Its `nodename` attribute is not the one asked for.
+    NodeName,
+    /// Its `nodetype` attribute is not the one asked for.
+    NodeType,
+    Cpus {
+        need: u64,
+        has: u64,
+    },
+    /// The first offer (largest first) with too little memory: every offer
+    /// after it has less, so the search stops there.
+    Mem {
+        need: u64,
+        has: u64,
+    },
+    /// A host port outside every range the offer has.
+    PortOutside(u16),
+    /// A host port in the offer's ranges but already taken this round.
+    PortTaken(u16),
+}
+
+/// One rejected offer: its position in the round's offers, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub offer: usize,
+    pub miss: Miss,
+}
+
+/// The candidate set a placed task was chosen from; the rule within it is
+/// always worst fit (the most free memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every offer.
+    All,
+    /// A one-per-node copy: only its own agent.
+    Pinned,
+    /// Offers with the `nodename` asked for.
+    NodeName,
+    /// Offers with the `nodetype` asked for.
+    NodeType,
+}
+
+/// How one task's search ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Placed on this offer (position in the round's offers).
+    Placed { offer: usize, scope: Scope },
+    /// No offer in the round matches its constraints at all.
+    NoCandidates,
+    /// Offers were examined and none fits; `largest_mem` is the free memory
+    /// of the largest examined offer its constraints allow (thousandths).
+    NoFit { largest_mem: Option<u64> },
+}
+
+/// Rejections kept per task and round: the first few explain a round.
+pub const MAX_REJECTIONS: usize = 3;
+
+/// One task's search in one round, as data: how many offers were examined,
+/// the first `MAX_REJECTIONS` offers rejected (in examination order) and
+/// how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub task_id: TaskId,
+    pub examined: u32,
+    pub rejected: Vec<Rejection>,
+    pub verdict: Verdict,
+}
+
+impl Decision {
+    /// The reason a task left unplaced gets in `Placement::unplaced`.
+    fn reason(&self, request: &Request<'_>, offers: &[Offer]) -> String {
+        let spec = request.spec;
+        if self.verdict == Verdict::NoCandidates {
+            return no_candidate_reason(request);
+        }
+        let first_miss = self
+            .rejected
+            .iter()
+            .find(|rejection| !matches!(rejection.miss, Miss::Mem { .. }));
+        match (first_miss, self.verdict) {
+            (Some(rejection), _) => rejection_text(rejection, request, offers),
+            (
+                None,
+                Verdict::NoFit {
+                    largest_mem: Some(mem),
+                },
+            ) if mem < thousandths(spec.mem_mb as f64) => {
+                format!(
+                    "needs mem {}, largest offer has {}",
+                    spec.mem_mb,
+                    format_number(mem as f64 / 1000.0)
+                )
+            }
+            _ => format!("no fitting offer among the {MAX_PROBES} largest"),
+        }
+    }
+}
+
+/// The unplaced reason for one rejected offer.
+fn rejection_text(rejection: &Rejection, request: &Request<'_>, offers: &[Offer]) -> String {
+    let offer = &offers[rejection.offer];
+    let host = &offer.hostname;
     let spec = request.spec;
+    let attribute = |name: &str| offer.attributes.get(name).map(String::as_str).unwrap_or("");
+    match rejection.miss {
+        Miss::NodeName => format!(
+            "{host} has nodename={}, needs {}",
+            attribute("nodename"),
+            spec.node_name
+        ),
+        Miss::NodeType => format!(
+            "{host} has nodetype={}, needs {}",
+            attribute("nodetype"),
+            spec.node_type
+        ),
+        Miss::Cpus { need, has } => format!(
+            "needs cpus {}, {host} has {}",
+            format_number(need as f64 / 1000.0),
+            format_number(has as f64 / 1000.0)
+        ),
+        Miss::Mem { need, has } => format!(
+            "needs mem {}, {host} has {}",
+            format_number(need as f64 / 1000.0),
+            format_number(has as f64 / 1000.0)
+        ),
+        Miss::PortOutside(port) => format!("port {port} outside the ports {host} offers"),
+        Miss::PortTaken(port) => format!("port {port} not free on {host}"),
+    }
+}
+
+/// How one request's search went (see `Decision`).
+fn choose(index: &Index<'_>, remaining: &[Remaining<'_>], request: &Request<'_>) -> Decision {
+    let spec = request.spec;
+    let mut decision = Decision {
+        task_id: request.task_id.clone(),
+        examined: 0,
+        rejected: Vec::new(),
+        verdict: Verdict::NoCandidates,
+    };
     let Some(candidates) = index.candidates(request).filter(|set| !set.is_empty()) else {
-        return Err(no_candidate_reason(request));
+        return decision;
+    };
+    let reject = |decision: &mut Decision, offer: usize, miss: Miss| {
+        if decision.rejected.len() < MAX_REJECTIONS {
+            decision.rejected.push(Rejection { offer, miss });
+        }
     };
     let need_mem = thousandths(spec.mem_mb as f64);
     let need_cpus = thousandths(spec.launch_cpus());
     // The most free memory first; nothing below `need_mem` can fit.
-    let mut first_miss: Option<String> = None;
     let mut largest_mem = None;
-    let mut constraint_misses = 0;
     for &(mem, Reverse(offer_idx)) in candidates.iter().rev().take(MAX_PROBES) {
         let slot = &remaining[offer_idx];
+        decision.examined += 1;
         if let Some(miss) = constraint_miss(request, slot.offer) {
-            constraint_misses += 1;
-            first_miss.get_or_insert(miss);
+            reject(&mut decision, offer_idx, miss);
             continue;
         }
         largest_mem.get_or_insert(mem);
         if mem < need_mem {
+            reject(
+                &mut decision,
+                offer_idx,
+                Miss::Mem {
+                    need: need_mem,
+                    has: mem,
+                },
+            );
             break;
         }
         if slot.cpus < need_cpus {
-            first_miss.get_or_insert(format!(
-                "needs cpus {}, {} has {}",
-                format_number(spec.launch_cpus()),
-                slot.offer.hostname,
-                format_number(slot.cpus as f64 / 1000.0)
-            ));
+            let miss = Miss::Cpus {
+                need: need_cpus,
+                has: slot.cpus,
+            };
+            reject(&mut decision, offer_idx, miss);
             continue;
         }
         if let Some(port) = spec
@@ -333,33 +487,40 @@ fn choose(
             let highest = slot.port_ranges().map(|range| range.1).max();
             let outside =
                 lowest.is_none_or(|low| port < low) || highest.is_none_or(|high| port > high);
-            first_miss.get_or_insert(if outside {
-                format!(
-                    "port {port} outside the ports {} offers",
-                    slot.offer.hostname
-                )
+            let port = u16::try_from(port).unwrap_or(u16::MAX);
+            let miss = if outside {
+                Miss::PortOutside(port)
             } else {
-                format!("port {port} not free on {}", slot.offer.hostname)
-            });
+                Miss::PortTaken(port)
+            };
+            reject(&mut decision, offer_idx, miss);
             continue;
         }
-        return Ok(offer_idx);
+        decision.verdict = Verdict::Placed {
+            offer: offer_idx,
+            scope: scope(request),
+        };
+        return decision;
     }
-    match largest_mem {
-        Some(mem) if mem < need_mem && first_miss.is_none() => Err(format!(
-            "needs mem {}, largest offer has {}",
-            spec.mem_mb,
-            format_number(mem as f64 / 1000.0)
-        )),
-        Some(mem) if mem < need_mem => Err(first_miss.unwrap_or_default()),
-        None if constraint_misses > 0 => Err(first_miss.unwrap_or_default()),
-        _ => Err(first_miss
-            .unwrap_or_else(|| format!("no fitting offer among the {MAX_PROBES} largest"))),
+    decision.verdict = Verdict::NoFit { largest_mem };
+    decision
+}
+
+/// The candidate set `Index::candidates` picks for a request.
+fn scope(request: &Request<'_>) -> Scope {
+    if request.agent.is_some() {
+        Scope::Pinned
+    } else if !request.spec.node_name.is_empty() {
+        Scope::NodeName
+    } else if !request.spec.node_type.is_empty() {
+        Scope::NodeType
+    } else {
+        Scope::All
     }
 }
 
 /// A constraint the narrowest index did not already guarantee.
-fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
+fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<Miss> {
     // A request pinned to an agent (a one-per-node copy) is that node's by
     // construction: its `nodename` is for display and may be the hostname
     // of an agent that has no `nodename` attribute at all.
@@ -369,20 +530,10 @@ fn constraint_miss(request: &Request<'_>, offer: &Offer) -> Option<String> {
     let spec = request.spec;
     let attribute = |name: &str| offer.attributes.get(name).map(String::as_str).unwrap_or("");
     if !spec.node_name.is_empty() && attribute("nodename") != spec.node_name {
-        return Some(format!(
-            "{} has nodename={}, needs {}",
-            offer.hostname,
-            attribute("nodename"),
-            spec.node_name
-        ));
+        return Some(Miss::NodeName);
     }
     if !spec.node_type.is_empty() && attribute("nodetype") != spec.node_type {
-        return Some(format!(
-            "{} has nodetype={}, needs {}",
-            offer.hostname,
-            attribute("nodetype"),
-            spec.node_type
-        ));
+        return Some(Miss::NodeType);
     }
     None
 }
@@ -419,6 +570,7 @@ fn port_free(slot: &Remaining<'_>, port: u64) -> bool {
 /// first unmet need (a host port, cpus, mem). A node that would fit is
 /// named too: the task waits for its next offer. Hostnames only, never
 /// agent ids.
+#[cfg(test)]
 pub fn explain(request: &Request<'_>, nodes: &[&Offer], role: &str) -> String {
     // One task: only the nodes its constraints allow are worth reading.
     let allowed: Vec<&Offer> = nodes

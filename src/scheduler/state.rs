@@ -14,9 +14,13 @@
 //! `on_update` acts on the outcome.
 
 mod idempotency;
+mod index;
+mod list;
+mod observed;
 mod outcome;
 mod persist;
 mod reset;
+mod trail;
 
 use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
@@ -28,9 +32,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, Offer, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
+    AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
     UNRESERVED_ROLE,
 };
+use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
     ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent,
@@ -85,6 +90,15 @@ pub const DEFAULT_KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// At most this many ended tasks are listed; the oldest go first.
 pub const MAX_ENDED_TASKS: usize = 1000;
 
+/// Placeable tasks one placement round hands to `placement::place`, oldest
+/// first; the rest stay pending (and count as waiting) for the next offers.
+pub const MAX_PLACE_REQUESTS: usize = 2048;
+
+/// Pending reasons refreshed per turn (`explain_queued`); each reads the
+/// node registry, so a burst of new or unplaced tasks is explained over a
+/// few turns instead of stalling one.
+pub const MAX_EXPLAIN_PER_TURN: usize = 256;
+
 /// Nodes named in a one-per-node service's pending reason.
 const MAX_NODES_IN_REASON: usize = 5;
 
@@ -94,6 +108,8 @@ const MAX_NODES_IN_REASON: usize = 5;
 #[derive(Clone, Debug)]
 struct Ended {
     view: TaskView,
+    /// Its decision trail, kept as long as it is listed.
+    trail: trail::Trail,
     /// When it leaves the list (monotonic).
     expires: Instant,
 }
@@ -129,7 +145,7 @@ impl ReconcileRound {
 }
 
 /// Where a task stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     /// Waiting for an offer.
     Pending,
@@ -180,6 +196,11 @@ struct Task {
     /// Since when the master has answered TASK_UNKNOWN for it, while its
     /// agent may still re-register (not durable: a restart asks afresh).
     unknown_since: Option<Instant>,
+    /// When this process accepted it, until its first RUNNING (not
+    /// durable): its submit-to-RUNNING latency (`observed`).
+    accepted_at: Option<Instant>,
+    /// Its decision trail (`GET /client/task/<id>`; not durable).
+    trail: trail::Trail,
 }
 
 impl Task {
@@ -190,15 +211,6 @@ impl Task {
     /// What the user submitted (before intelligence).
     fn requested(&self) -> &TaskSpec {
         self.requested.as_deref().unwrap_or(&self.spec)
-    }
-
-    /// Past its restart backoff (a restored one waits until re-derived).
-    fn backoff_over(&self, now: Instant) -> bool {
-        match (self.backoff, self.not_before) {
-            (None, _) => true,
-            (Some(_), Some(at)) => now >= at,
-            (Some(_), None) => false,
-        }
     }
 }
 
@@ -233,6 +245,17 @@ pub struct State {
     /// subscribed): what a pending task says meanwhile.
     disconnected_since: Option<u64>,
     tasks: BTreeMap<TaskId, Task>,
+    /// Indexes over `tasks` (`state/index.rs`); every change of an indexed
+    /// field goes through `insert_task`, `take_task` or `update_task`.
+    index: index::Indexes,
+    /// The instant of the event being handled (of the last one between
+    /// events): what restart backoffs in the indexes are judged at.
+    clock: Option<Instant>,
+    /// Pending tasks whose reason is to be judged against the registry again,
+    /// by (seq, id); `explain_queued` takes `MAX_EXPLAIN_PER_TURN` per turn.
+    unexplained: BTreeSet<(u64, TaskId)>,
+    /// List entries of live tasks unchanged since they were listed (`state/list.rs`).
+    list_cache: list::ListCache,
     /// Live instances per user id (for `singleton`).
     instances: BTreeMap<String, BTreeSet<TaskId>>,
     services: BTreeMap<String, Service>,
@@ -279,6 +302,13 @@ pub struct State {
     replies: Vec<(RequestId, ApiReply)>,
     /// `POST /admin/reset`s waiting for the old framework to be gone (`reset`).
     pending_resets: Vec<reset::PendingReset>,
+    /// Submit-to-RUNNING latencies of this turn, for the metrics (`observed`).
+    start_latencies: Vec<Duration>,
+    /// This turn's notices for `GET /client/events` (`trail::notify`).
+    notices: Vec<Notice>,
+    /// "kill refused" and "call refused" lines, at most one per
+    /// `lograte::LOG_WINDOW` (a master refusing calls refuses thousands).
+    refused_log: crate::lograte::RateLimit,
 }
 
 impl State {
@@ -328,6 +358,8 @@ impl State {
         let services: Vec<String> = self.services.keys().map(|id| service_key(id)).collect();
         self.dirty.extend(tasks.into_iter().chain(services));
         self.tasks.clear();
+        self.unexplained.clear();
+        self.rebuild_indexes();
         self.instances.clear();
         self.services.clear();
         self.ended.clear();
@@ -342,6 +374,7 @@ impl State {
     /// The single entry point: applies one event; returns what changed (to
     /// make durable) and the calls and replies that may follow.
     pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
+        self.advance_clock(now.instant);
         self.rederive_deadlines(now);
         self.expire_ended(now.instant);
         let mut calls = Vec::new();
@@ -350,6 +383,7 @@ impl State {
             Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
             Event::Tick => self.on_tick(now, &mut calls),
         }
+        self.explain_queued();
         self.update_suppression(now, &mut calls);
         if self.subscribed {
             self.disconnected_since = None;
@@ -360,6 +394,7 @@ impl State {
             records: self.take_records(),
             calls,
             replies: std::mem::take(&mut self.replies),
+            notices: std::mem::take(&mut self.notices),
         }
     }
 
@@ -377,6 +412,7 @@ impl State {
                 task.not_before = Some(now.instant + backoff);
             }
         }
+        self.rebuild_indexes();
         self.idempotency.derive_expiry(now);
     }
 
@@ -390,11 +426,11 @@ impl State {
                 spec,
                 idempotency_key,
             } => self.on_submit(spec, idempotency_key, now),
-            ApiRequest::ListTasks => ApiReply::Tasks(self.task_list(true)),
-            ApiRequest::ListActiveTasks => ApiReply::Tasks(self.task_list(false)),
+            ApiRequest::ListTasks(query) => ApiReply::Tasks(self.task_list(&query)),
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),
+            ApiRequest::TaskCounts => ApiReply::TaskCounts(self.task_counts()),
             ApiRequest::ListIntelligence => ApiReply::Intelligence(self.intelligence.clone()),
             ApiRequest::SetIntelligence {
                 task,
@@ -406,7 +442,7 @@ impl State {
                 task,
                 attribute,
                 source,
-            } => match self.clear_intelligence(&task, &attribute, source) {
+            } => match self.clear_intelligence(&task, &attribute, source, now) {
                 true => ApiReply::IntelligenceChanged,
                 false => ApiReply::NotFound(format!(
                     "no intelligence for task {task} attribute {attribute}"
@@ -415,6 +451,16 @@ impl State {
             ApiRequest::SyncIntelligence(changes) => self.on_sync_intelligence(changes, now),
             // Its reply waits for the new subscription (`reset`).
             ApiRequest::Reset => return self.on_reset(id, now, calls),
+            ApiRequest::ShowTask { id } => match self.task_with_history(&id) {
+                Some((view, history)) => ApiReply::Task(Box::new(view), history),
+                None => ApiReply::NotFound(format!(
+                    "no task with internal id {id} (live, or ended and still kept)"
+                )),
+            },
+            // `run` answers it (the hub); it never reaches here.
+            ApiRequest::Subscribe { .. } => {
+                ApiReply::Unavailable("event streams are served by the run loop".to_string())
+            }
             ApiRequest::Snapshot => ApiReply::Snapshot(Snapshot {
                 nodes: self.node_views(),
                 tasks: self.tasks.keys().map(|id| self.view(id)).collect(),
@@ -498,7 +544,8 @@ impl State {
                             covered: BTreeSet::new(),
                         },
                     );
-                    self.add_missing_copies(now);
+                    let agents: Vec<AgentId> = self.nodes.keys().cloned().collect();
+                    self.add_missing_copies(&agents, now);
                 }
             }
         }
@@ -576,6 +623,7 @@ impl State {
         let mut views = Vec::new();
         for task_id in matched {
             views.push(self.view(&task_id));
+            self.note_kill(&task_id, KilledBy::User, now);
             self.kill(&task_id, now, calls);
         }
         // A service without a copy is listed as itself: its kill says so.
@@ -624,7 +672,9 @@ impl State {
             let requested = task.requested().clone();
             // The replacement waits for Mesos to confirm the old task is gone,
             // so placement sees its resources free (and a singleton is never doubled).
-            self.add_task(requested, None, Some(old_id.clone()), now);
+            let replacement = self.add_task(requested, None, Some(old_id.clone()), now);
+            self.note_moved(&old_id, &replacement, now);
+            self.note_kill(&old_id, KilledBy::Reshuffle, now);
             self.kill(&old_id, now, calls);
         }
         ApiReply::Reshuffled(steps)
@@ -643,8 +693,9 @@ impl State {
                 log::debug!("offer rescinded offer={}", offer_id.0);
             }
             MesosEvent::Update(update) => self.on_update(update, now, calls),
-            MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id),
-            MesosEvent::Disconnected { .. } => {
+            MesosEvent::AgentLost(agent_id) => self.on_agent_lost(&agent_id, now),
+            MesosEvent::Disconnected { reason } => {
+                self.notify(now, NoticeKind::Disconnected { reason });
                 // A new round starts with the next subscription.
                 self.subscribed = false;
                 self.reconcile_round = None;
@@ -665,6 +716,7 @@ impl State {
             self.touch(FRAMEWORK_KEY.to_string());
         }
         self.finish_resets(&framework_id);
+        self.note_subscribed(&framework_id, now);
         self.framework_id = Some(framework_id);
         self.subscribed = true;
         if self.teardown_pending {
@@ -680,12 +732,7 @@ impl State {
         self.nodes_surveyed = false;
         self.reconcile_round = None;
         self.start_reconciliation(now.instant, calls);
-        let killing: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| task.is_kill_requested() && task.phase != Phase::Pending)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let killing: Vec<TaskId> = self.index.killing().cloned().collect();
         for task_id in killing {
             self.send_kill(&task_id, now, calls);
         }
@@ -693,8 +740,9 @@ impl State {
 
     fn on_offers(&mut self, offers: Vec<Offer>, now: Now, calls: &mut Vec<Call>) {
         self.register_nodes(&offers, now);
-        self.add_missing_copies(now);
-        let waiting = self.waiting_requests(now);
+        let offered: Vec<AgentId> = offers.iter().map(|offer| offer.agent_id.clone()).collect();
+        self.add_missing_copies(&offered, now);
+        let waiting = self.waiting_requests();
         let placement = {
             let requests: Vec<Request<'_>> = waiting
                 .iter()
@@ -711,10 +759,13 @@ impl State {
         };
         // Replacements waiting for their predecessor count as waiting too:
         // a long filter now would keep them off these nodes later.
-        let still_waiting = !placement.unplaced.is_empty() || waiting.len() < self.pending_count();
+        let still_waiting =
+            !placement.unplaced.is_empty() || waiting.len() < self.index.pending_count();
         // The registry keeps what each node has left after these launches.
+        let by_id: BTreeMap<&OfferId, &Offer> =
+            offers.iter().map(|offer| (&offer.id, offer)).collect();
         for (offer_id, agent_id, placed) in &placement.launches {
-            let offer = offers.iter().find(|offer| &offer.id == offer_id);
+            let offer = by_id.get(offer_id).copied();
             if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
                 let pieces: Vec<_> = placed
                     .iter()
@@ -728,6 +779,7 @@ impl State {
             .iter()
             .map(|(task_id, _)| task_id.clone())
             .collect();
+        self.note_round(&placement.decisions, &offers, now);
         let unused = self.apply_placement(placement, &offers, calls);
         self.explain_pending(&unplaced);
         if !unused.is_empty() {
@@ -757,35 +809,20 @@ impl State {
                     offer.agent_id.0,
                     offer.hostname
                 );
+                self.note_node_joined(&offer.agent_id, &offer.hostname, now);
             }
         }
     }
 
     /// The pending tasks that may be placed now, oldest first: not killed,
-    /// past their restart backoff, and not waiting for a predecessor.
-    fn waiting_requests(&self, now: Now) -> Vec<TaskId> {
-        let mut waiting: Vec<(u64, &TaskId)> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| task.phase == Phase::Pending && !task.is_kill_requested())
-            .filter(|(_, task)| task.backoff_over(now.instant))
-            .filter(|(_, task)| {
-                task.waits_for
-                    .as_ref()
-                    .is_none_or(|other| !self.tasks.contains_key(other))
-            })
-            .map(|(id, task)| (task.seq, id))
-            .collect();
-        waiting.sort_unstable_by_key(|(seq, _)| *seq);
-        waiting.into_iter().map(|(_, id)| id.clone()).collect()
-    }
-
-    /// Pending tasks that want an offer, placeable now or not.
-    fn pending_count(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|task| task.phase == Phase::Pending && !task.is_kill_requested())
-            .count()
+    /// past their restart backoff, and not waiting for a predecessor; at most
+    /// `MAX_PLACE_REQUESTS` (from the index, no scan).
+    fn waiting_requests(&self) -> Vec<TaskId> {
+        self.index
+            .ready()
+            .take(MAX_PLACE_REQUESTS)
+            .cloned()
+            .collect()
     }
 
     /// Sends the launches of `placement`, marks their tasks launching and
@@ -795,21 +832,31 @@ impl State {
         placement: placement::Placement,
         offers: &[Offer],
         calls: &mut Vec<Call>,
-    ) -> Vec<crate::scheduler::model::OfferId> {
+    ) -> Vec<OfferId> {
         // This round's reasons are for the log; the list's come from the
         // whole registry (`explain_pending`).
         for (task_id, reason) in placement.unplaced {
             log::debug!("task not placed task={} reason={reason}", task_id.0);
         }
+        let hostnames: BTreeMap<&AgentId, &str> = offers
+            .iter()
+            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
+            .collect();
         for (offer_id, agent_id, placed) in placement.launches {
-            let hostname = offers
-                .iter()
-                .find(|offer| offer.agent_id == agent_id)
-                .map(|offer| offer.hostname.clone())
+            let hostname = hostnames
+                .get(&agent_id)
+                .map(|hostname| hostname.to_string())
                 .unwrap_or_default();
             let mut tasks = Vec::new();
             for (task_id, resources) in placed {
-                let Some(task) = self.tasks.get_mut(&task_id) else {
+                let launched = self.update_task(&task_id, |task| {
+                    task.phase = Phase::Launching;
+                    task.agent_id = Some(agent_id.clone());
+                    task.hostname = Some(hostname.clone());
+                    task.pending_reason = None;
+                    task.spec.clone()
+                });
+                let Some(spec) = launched else {
                     continue;
                 };
                 log::info!(
@@ -817,13 +864,9 @@ impl State {
                     task_id.0,
                     agent_id.0
                 );
-                task.phase = Phase::Launching;
-                task.agent_id = Some(agent_id.clone());
-                task.hostname = Some(hostname.clone());
-                task.pending_reason = None;
                 tasks.push(Launch {
                     task_id: task_id.clone(),
-                    spec: task.spec.clone(),
+                    spec,
                     resources,
                 });
                 self.dirty.insert(task_key(&task_id));
@@ -838,16 +881,47 @@ impl State {
         placement.unused
     }
 
-    /// Sets why each of `task_ids` waits, judged against the whole node
+    /// Queues `task_ids` to have why they wait judged against the whole node
     /// registry (every node's last offered resources), so the reason does
     /// not depend on which offers this round brought.
     fn explain_pending(&mut self, task_ids: &[TaskId]) {
+        for task_id in task_ids {
+            if let Some(task) = self.tasks.get(task_id) {
+                self.unexplained.insert((task.seq, task_id.clone()));
+            }
+        }
+    }
+
+    /// Sets the reason of the oldest `MAX_EXPLAIN_PER_TURN` queued tasks
+    /// still pending, against the registry as it is at the end of the turn.
+    fn explain_queued(&mut self) {
         // Most rounds place everything: then there is no registry to build.
+        if self.unexplained.is_empty() {
+            return;
+        }
+        if self.nodes.is_empty() {
+            // Nothing to judge against: the reasons say "waiting for offers".
+            self.unexplained.clear();
+            return;
+        }
+        let mut task_ids = Vec::new();
+        while task_ids.len() < MAX_EXPLAIN_PER_TURN {
+            let Some((_, task_id)) = self.unexplained.pop_first() else {
+                break;
+            };
+            if self
+                .tasks
+                .get(&task_id)
+                .is_some_and(|task| task.phase == Phase::Pending)
+            {
+                task_ids.push(task_id);
+            }
+        }
         if task_ids.is_empty() {
             return;
         }
         let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
-        // Built once: a round may explain thousands of tasks.
+        // Built once: a turn may explain hundreds of tasks.
         let registry = placement::Registry::new(&nodes, &self.role);
         let reasons: Vec<(TaskId, String)> = task_ids
             .iter()
@@ -864,6 +938,7 @@ impl State {
         for (task_id, reason) in reasons {
             if let Some(task) = self.tasks.get_mut(&task_id) {
                 task.pending_reason = Some(reason);
+                self.list_cache.forget(&task_id);
             }
         }
     }
@@ -950,22 +1025,21 @@ impl State {
         if outcome != Outcome::Unconfirmed {
             self.note_answer(&update.task_id);
         }
+        self.note_status(&update, now);
         self.note_update(&update, now);
         let task_id = &update.task_id;
         match outcome {
             Outcome::Stale => {}
             Outcome::Unconfirmed => self.keep_asking(task_id, grace, now.instant),
             Outcome::Progress(state) => {
-                if let Some(task) = self.tasks.get_mut(task_id) {
-                    task.phase = Phase::Active(state);
-                }
+                self.update_task(task_id, |task| task.phase = Phase::Active(state));
             }
             Outcome::Relaunch { agent_unknown } => {
                 let why = format!("{}: {}", update.state.as_str(), update.message);
                 let agent = self.relaunch(task_id, &why, now);
                 if let Some(agent) = agent.filter(|_| agent_unknown) {
                     // A copy pinned to that agent goes with it.
-                    self.on_agent_lost(&agent);
+                    self.on_agent_lost(&agent, now);
                 }
             }
             Outcome::DropForGoneNode(agent) => {
@@ -1045,11 +1119,19 @@ impl State {
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now.instant);
         }
+        if update.state == TaskState::Running {
+            if let Some(at) = task.accepted_at.take() {
+                self.start_latencies
+                    .push(now.instant.saturating_duration_since(at));
+            }
+        }
         if update.state != TaskState::Unknown {
             task.unknown_since = None;
         } else if task.unknown_since.is_none() {
             task.unknown_since = Some(now.instant);
         }
+        // The agent may have changed.
+        self.reindex(&update.task_id);
     }
 
     /// Puts a launch the master never ran (or lost) back to pending under a
@@ -1061,7 +1143,7 @@ impl State {
     /// duplicate ID". So the relaunch is a new instance of the same task: the
     /// user id, the id prefix, creation order, restarts and pinned agent stay.
     fn relaunch(&mut self, task_id: &TaskId, why: &str, now: Now) -> Option<AgentId> {
-        let mut task = self.tasks.remove(task_id)?;
+        let mut task = self.take_task(task_id)?;
         self.dirty.insert(task_key(task_id));
         let new_id = self.new_task_id(&task.spec.id, now);
         log::warn!(
@@ -1074,11 +1156,9 @@ impl State {
             live.insert(new_id.clone());
         }
         // A replacement waiting for this task now waits for its new instance.
-        for (other_id, other) in self.tasks.iter_mut() {
-            if other.waits_for.as_ref() == Some(task_id) {
-                other.waits_for = Some(new_id.clone());
-                self.dirty.insert(task_key(other_id));
-            }
+        for other_id in self.index.successors(task_id) {
+            self.update_task(&other_id, |other| other.waits_for = Some(new_id.clone()));
+            self.dirty.insert(task_key(&other_id));
         }
         let agent = task.agent_id.take();
         task.phase = Phase::Pending;
@@ -1088,7 +1168,8 @@ impl State {
         task.pending_reason = Some(format!("relaunching after {why}"));
         self.dirty.insert(task_key(&new_id));
         self.touch(META_KEY.to_string());
-        self.tasks.insert(new_id, task);
+        self.insert_task(new_id.clone(), task);
+        self.note_relaunched(&new_id, why, now);
         agent
     }
 
@@ -1127,7 +1208,9 @@ impl State {
             now,
         );
         let replacement = self.add_task(requested, pinned, None, now);
-        if let Some(task) = self.tasks.get_mut(&replacement) {
+        self.note_restarted(task_id, &replacement, restarts, delay.as_secs(), now);
+        // Its reason is the backoff, not the registry (`explain_queued`).
+        let seq = self.update_task(&replacement, |task| {
             task.restarts = restarts;
             task.backoff = Some(delay);
             task.not_before = Some(now.instant + delay);
@@ -1138,6 +1221,10 @@ impl State {
                 update.message,
                 delay.as_secs()
             ));
+            task.seq
+        });
+        if let Some(seq) = seq {
+            self.unexplained.remove(&(seq, replacement));
         }
     }
 
@@ -1151,17 +1238,21 @@ impl State {
     /// covered on the agent while it has a launched copy there, so a node
     /// that comes back never gets a second copy. The agent is uncovered once
     /// that copy ends (`Outcome::DropForGoneNode`).
-    fn on_agent_lost(&mut self, agent_id: &AgentId) {
-        if let Some(node) = self.nodes.remove(agent_id) {
+    fn on_agent_lost(&mut self, agent_id: &AgentId, now: Now) {
+        let node = self.nodes.remove(agent_id);
+        if let Some(node) = &node {
             log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
         }
+        self.note_node_lost(agent_id, node.map(|node| node.hostname), now);
         let stranded: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| {
-                task.phase == Phase::Pending && task.pinned_agent.as_ref() == Some(agent_id)
+            .index
+            .on_agent(agent_id)
+            .filter(|id| {
+                self.tasks.get(*id).is_some_and(|task| {
+                    task.phase == Phase::Pending && task.pinned_agent.as_ref() == Some(agent_id)
+                })
             })
-            .map(|(id, _)| id.clone())
+            .cloned()
             .collect();
         for task_id in stranded {
             self.remove_task(&task_id);
@@ -1217,9 +1308,9 @@ impl State {
         if let Some(deadline) = unknown_since.map(|since| since + grace) {
             round.retry_at = round.retry_at.min(deadline.max(now));
         }
-        if let Some(task) = self.tasks.get_mut(task_id) {
-            task.phase = Phase::Active(TaskState::Unknown);
-        }
+        self.update_task(task_id, |task| {
+            task.phase = Phase::Active(TaskState::Unknown)
+        });
         log::debug!(
             "task unknown to the master, waiting for its agent task={} grace_s={}",
             task_id.0,
@@ -1247,11 +1338,8 @@ impl State {
         let Some(round) = &mut self.reconcile_round else {
             return;
         };
-        round.unanswered.retain(|task_id| {
-            self.tasks
-                .get(task_id)
-                .is_some_and(|task| task.phase != Phase::Pending)
-        });
+        // Tasks removed or back to pending have left `unanswered` already
+        // (`reindex`): no filtering pass over the round.
         if round.unanswered.is_empty() {
             log::info!(
                 "reconciliation complete tasks={} retries={}",
@@ -1286,24 +1374,30 @@ impl State {
     /// Every task Mesos may know, with its agent: what explicit
     /// reconciliation asks about.
     fn launched_tasks(&self) -> Vec<(TaskId, Option<AgentId>)> {
-        self.tasks
-            .iter()
-            .filter(|(_, task)| task.phase != Phase::Pending)
-            .map(|(id, task)| (id.clone(), task.agent_id.clone()))
-            .collect()
+        let mut launched =
+            Vec::with_capacity(self.tasks.len() - self.index.phase_count(Phase::Pending));
+        launched.extend(
+            self.tasks
+                .iter()
+                .filter(|(_, task)| task.phase != Phase::Pending)
+                .map(|(id, task)| (id.clone(), task.agent_id.clone())),
+        );
+        launched
     }
 
     /// Uncovers `agent_id` for every service without a copy still pinned
     /// there, so the node gets a copy again when it offers.
     fn uncover(&mut self, agent_id: &AgentId) {
+        // The services with a copy pinned there, from the agent's tasks.
+        let with_copy: BTreeSet<&str> = self
+            .index
+            .on_agent(agent_id)
+            .filter_map(|task_id| self.tasks.get(task_id))
+            .filter(|task| task.pinned_agent.as_ref() == Some(agent_id))
+            .map(|task| task.spec.id.as_str())
+            .collect();
         for (id, service) in self.services.iter_mut() {
-            let has_copy = self.instances.get(id).is_some_and(|live| {
-                live.iter().any(|task_id| {
-                    self.tasks
-                        .get(task_id)
-                        .is_some_and(|task| task.pinned_agent.as_ref() == Some(agent_id))
-                })
-            });
+            let has_copy = with_copy.contains(id.as_str());
             if !has_copy && service.covered.remove(agent_id) {
                 self.dirty.insert(service_key(id));
             }
@@ -1339,6 +1433,8 @@ impl State {
             task.hostname = None;
             task.pending_reason = Some("waiting for offers".to_string());
         }
+        // Every task changed: one rebuild rather than one update each.
+        self.rebuild_indexes();
     }
 
     /// A call that did not certainly take effect (the caller retries every
@@ -1439,18 +1535,22 @@ impl State {
             }
             (Call::Kill { task_id, .. }, failure) => {
                 // A known task's kill is sent again after `KILL_RETRY`.
-                log::warn!(
-                    "kill refused task={} reason={}",
-                    task_id.0,
-                    failure.reason()
-                );
+                if let Some(suffix) = self.refused_log.admit(now.instant) {
+                    log::warn!(
+                        "kill refused task={} reason={}{suffix}",
+                        task_id.0,
+                        failure.reason()
+                    );
+                }
             }
             (call, failure) => {
-                log::warn!(
-                    "call refused call={} reason={}",
-                    call.name(),
-                    failure.reason()
-                );
+                if let Some(suffix) = self.refused_log.admit(now.instant) {
+                    log::warn!(
+                        "call refused call={} reason={}{suffix}",
+                        call.name(),
+                        failure.reason()
+                    );
+                }
             }
         }
     }
@@ -1476,18 +1576,9 @@ impl State {
         {
             self.start_reconciliation(now.instant, calls);
         }
-        let overdue: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, task)| task.phase != Phase::Pending && task.kill_requested)
-            .filter(|(_, task)| {
-                // Never sent by this process (restored): send it now.
-                task.kill_sent_at
-                    .is_none_or(|sent| now.instant.saturating_duration_since(sent) >= KILL_RETRY)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for task_id in overdue {
+        // Kills unanswered for `KILL_RETRY`, or never sent by this process
+        // (restored): from the deadline queue, no scan.
+        for task_id in self.index.kills_due(now.instant) {
             self.send_kill(&task_id, now, calls);
         }
     }
@@ -1504,10 +1595,7 @@ impl State {
             return;
         }
         self.suppression_hold_until = None;
-        let work_waiting = self
-            .tasks
-            .values()
-            .any(|task| task.phase == Phase::Pending && !task.is_kill_requested());
+        let work_waiting = self.index.pending_count() > 0;
         let wants_offers = !self.nodes_surveyed || !self.services.is_empty() || work_waiting;
         // Work that arrives after idle declines would otherwise wait out the
         // long filter on every node it was declined on.
@@ -1522,11 +1610,16 @@ impl State {
     }
 
     /// Creates a copy of every one-per-node service on every matching node
-    /// that has never had one.
-    fn add_missing_copies(&mut self, now: Now) {
+    /// of `agents` that has never had one. A node gets its copy when it
+    /// offers (an agent uncovered is out of the registry until it offers
+    /// again), so an OFFERS event looks at its own agents only.
+    fn add_missing_copies(&mut self, agents: &[AgentId], now: Now) {
         let mut copies = Vec::new();
         for service in self.services.values_mut() {
-            for (agent_id, node) in &self.nodes {
+            for (agent_id, node) in agents
+                .iter()
+                .filter_map(|agent_id| Some((agent_id, self.nodes.get(agent_id)?)))
+            {
                 let matches = (service.spec.node_type.is_empty()
                     || service.spec.node_type == node.node_type)
                     && (service.spec.node_name.is_empty()
@@ -1594,31 +1687,25 @@ impl State {
             not_before: None,
             running_since: None,
             unknown_since: None,
+            accepted_at: Some(now.instant),
+            trail: trail::Trail::default(),
         };
         self.next_seq += 1;
         self.touch(task_key(&task_id));
         self.touch(META_KEY.to_string());
-        self.tasks.insert(task_id.clone(), task);
+        self.insert_task(task_id.clone(), task);
+        self.note_submitted(&task_id, now);
         if !self.nodes.is_empty() {
-            // Known nodes give a true reason at once, before the next offers.
-            let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
-            if let Some(task) = self.tasks.get(&task_id) {
-                let request = Request {
-                    task_id: &task_id,
-                    spec: &task.spec,
-                    agent: task.pinned_agent.as_ref(),
-                };
-                let reason = placement::explain(&request, &nodes, &self.role);
-                if let Some(task) = self.tasks.get_mut(&task_id) {
-                    task.pending_reason = Some(reason);
-                }
-            }
+            // Known nodes give a true reason before the next offers: at the
+            // end of this turn (`explain_queued`), or within a few turns of
+            // a burst.
+            self.explain_pending(std::slice::from_ref(&task_id));
         }
         task_id
     }
 
     fn remove_task(&mut self, task_id: &TaskId) {
-        if let Some(task) = self.tasks.remove(task_id) {
+        if let Some(task) = self.take_task(task_id) {
             self.touch(task_key(task_id));
             log::info!("task removed task={}", task_id.0);
             if let Some(live) = self.instances.get_mut(&task.spec.id) {
@@ -1643,15 +1730,19 @@ impl State {
     }
 
     fn send_kill(&mut self, task_id: &TaskId, now: Now, calls: &mut Vec<Call>) {
-        if let Some(task) = self.tasks.get_mut(task_id) {
-            if !task.kill_requested {
-                task.kill_requested = true;
+        let sent = self.update_task(task_id, |task| {
+            let first = !task.kill_requested;
+            task.kill_requested = true;
+            task.kill_sent_at = Some(now.instant);
+            (first, task.agent_id.clone())
+        });
+        if let Some((first, agent_id)) = sent {
+            if first {
                 self.dirty.insert(task_key(task_id));
             }
-            task.kill_sent_at = Some(now.instant);
             calls.push(Call::Kill {
                 task_id: task_id.clone(),
-                agent_id: task.agent_id.clone(),
+                agent_id,
             });
         }
     }
@@ -1670,7 +1761,7 @@ impl State {
             ));
         }
         if raw.trim().is_empty() {
-            self.clear_intelligence(&task, &attribute, source);
+            self.clear_intelligence(&task, &attribute, source, now);
             return ApiReply::IntelligenceChanged;
         }
         match intelligence::derive(&attribute, &raw) {
@@ -1687,6 +1778,8 @@ impl State {
                     updated_at: unix_seconds(now.wall),
                 };
                 self.touch(intelligence_key(&task));
+                let value = Some(entry.derived.display());
+                self.note_intelligence(&task, &attribute, value, source.as_str(), now);
                 self.intelligence
                     .entry(task)
                     .or_default()
@@ -1698,7 +1791,13 @@ impl State {
     }
 
     /// Removes one entry; true when there was one.
-    fn clear_intelligence(&mut self, task: &str, attribute: &str, source: Source) -> bool {
+    fn clear_intelligence(
+        &mut self,
+        task: &str,
+        attribute: &str,
+        source: Source,
+        now: Now,
+    ) -> bool {
         let Some(entries) = self.intelligence.get_mut(task) else {
             return false;
         };
@@ -1708,6 +1807,7 @@ impl State {
         }
         if removed {
             self.touch(intelligence_key(task));
+            self.note_intelligence(task, attribute, None, source.as_str(), now);
             log::info!(
                 "intelligence cleared task={task} attribute={attribute} source={}",
                 source.as_str()
@@ -1728,7 +1828,7 @@ impl State {
                 .filter(|raw| !raw.is_empty())
             {
                 None => {
-                    self.clear_intelligence(&change.task, &change.attribute, Source::Redis);
+                    self.clear_intelligence(&change.task, &change.attribute, Source::Redis, now);
                 }
                 Some(raw) => match intelligence::derive(&change.attribute, raw) {
                     Ok(derived) => {
@@ -1749,8 +1849,11 @@ impl State {
                                 change.attribute,
                                 entry.derived.display()
                             );
+                            let value = Some(entry.derived.display());
                             entries.insert(change.attribute.clone(), entry);
                             self.dirty.insert(intelligence_key(&change.task));
+                            let (task, attribute) = (&change.task, &change.attribute);
+                            self.note_intelligence(task, attribute, value, "redis", now);
                         }
                     }
                     Err(reason) => rejected.push((change, reason)),
@@ -1792,22 +1895,6 @@ impl State {
             ended_at: None,
             reason: None,
         }
-    }
-
-    /// What `GET /client/task` lists: live tasks (by id), one-per-node
-    /// services without a copy (so a service is never invisible), then,
-    /// with `ended`, the ended tasks still kept, oldest end first.
-    fn task_list(&self, ended: bool) -> Vec<TaskView> {
-        let mut views: Vec<TaskView> = self.tasks.keys().map(|id| self.view(id)).collect();
-        views.extend(
-            self.services
-                .keys()
-                .filter_map(|service_id| self.service_view(service_id)),
-        );
-        if ended {
-            views.extend(self.ended.iter().map(|ended| ended.view.clone()));
-        }
-        views
     }
 
     /// A one-per-node service with no live copy, as a pending entry of the
@@ -1919,6 +2006,11 @@ impl State {
             return;
         }
         let keep = self.keep_finished.unwrap_or(DEFAULT_KEEP_FINISHED);
+        let trail = self
+            .tasks
+            .get_mut(task_id)
+            .map(|task| std::mem::take(&mut task.trail))
+            .unwrap_or_default();
         if !keep.is_zero() {
             let mut view = self.view(task_id);
             view.state = state.as_str().to_string();
@@ -1935,6 +2027,7 @@ impl State {
             }
             self.ended.push_back(Ended {
                 view,
+                trail,
                 expires: now.instant + keep,
             });
         }

@@ -40,6 +40,8 @@ const ANSWER_503: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 /// The call type recorded for a body that is not a `Call` with a type.
 const UNPARSED: &str = "UNPARSED";
+/// The most forwarded requests kept in order (`FaultProxy::forwarded`).
+const MAX_FORWARDED: usize = 100_000;
 
 /// What the proxy does with traffic. Every mode but `RefuseNew` acts per
 /// request, and only on calls (but `LoseResponse`: on its marker), so the
@@ -100,6 +102,9 @@ struct Shared {
     refused: AtomicU64,
     /// Requests by (call type, fate). Bounded: there are few call types.
     calls: Mutex<HashMap<(String, Fate), u64>>,
+    /// The call type of each request forwarded to the upstream, in the
+    /// order the proxy forwarded them (at most `MAX_FORWARDED`).
+    forwarded: Mutex<Vec<String>>,
     /// The client and upstream sockets of every open connection, by id, shut
     /// down on drop. `None` once stopping, so no connection starts after.
     open: Mutex<Option<HashMap<u64, [TcpStream; 2]>>>,
@@ -124,6 +129,7 @@ impl FaultProxy {
             relayed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             calls: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(Vec::new()),
             open: Mutex::new(Some(HashMap::new())),
         });
         let inner = shared.clone();
@@ -154,6 +160,12 @@ impl FaultProxy {
     pub fn count(&self, kind: &str, fate: Fate) -> u64 {
         let calls = lock(&self.shared.calls);
         calls.get(&(kind.to_string(), fate)).copied().unwrap_or(0)
+    }
+
+    /// The call type of every request forwarded so far (SUBSCRIBE
+    /// included), in the order they went to the upstream.
+    pub fn forwarded(&self) -> Vec<String> {
+        lock(&self.shared.forwarded).clone()
     }
 
     /// How many requests of any type met `fate`.
@@ -358,6 +370,12 @@ fn relay_requests(
     let mut client = BufReader::with_capacity(CHUNK, client);
     while let Some(request) = read_request(&mut client) {
         let fate = decide(shared, &request);
+        if matches!(fate, Fate::Passed | Fate::ResponseLost) {
+            let mut forwarded = lock(&shared.forwarded);
+            if forwarded.len() < MAX_FORWARDED {
+                forwarded.push(request.kind.clone());
+            }
+        }
         *lock(&shared.calls).entry((request.kind, fate)).or_default() += 1;
         match fate {
             Fate::Passed => {}

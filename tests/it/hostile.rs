@@ -139,7 +139,7 @@ fn assert_pings(addr: SocketAddr, what: &str) {
 /// drain after the 401; each idle socket held a thread and 2 descriptors.
 #[test]
 fn idle_sockets_and_half_sent_bodies_leave_ping_answering() {
-    let lab = Lab::start_with(|config| config.api_token = Some("t0ken".to_string()));
+    let lab = Lab::start_with(|config| config.api_token = Some("t0ken".into()));
     let addr = api_addr(&lab);
     let mut held = Vec::with_capacity(IDLE_SOCKETS + HALF_BODIES);
     for idx in 0..IDLE_SOCKETS {

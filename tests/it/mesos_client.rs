@@ -40,8 +40,8 @@ impl Client {
             framework_id: None,
             auth: None,
         };
-        let connection =
-            Connection::start(config, event_sender, call_receiver).expect("client starts");
+        let connection = Connection::start(config, event_sender, call_receiver, Default::default())
+            .expect("client starts");
         Client {
             events,
             calls,

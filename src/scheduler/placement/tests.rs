@@ -542,3 +542,71 @@ fn the_remainder_is_what_the_node_has_left() {
         "port 31500 not free on slave1"
     );
 }
+
+/// Places the fixture and compares each task's `Decision` as one line:
+/// `<task>: examined=<n> <host>:<miss>... -> <verdict>`.
+#[track_caller]
+fn check_decisions(fixture: &str, expected: &str) {
+    let (offers, tasks) = parse_fixture(fixture);
+    let requests: Vec<Request<'_>> = tasks
+        .iter()
+        .map(|(task_id, spec, agent)| Request {
+            task_id,
+            spec,
+            agent: agent.as_ref(),
+        })
+        .collect();
+    let placement = place(&requests, &offers, "*");
+    let host = |offer: usize| offers[offer].hostname.as_str();
+    let lines: Vec<String> = placement
+        .decisions
+        .iter()
+        .map(|decision| {
+            let rejected: Vec<String> = decision
+                .rejected
+                .iter()
+                .map(|rejection| format!(" {}:{:?}", host(rejection.offer), rejection.miss))
+                .collect();
+            let verdict = match decision.verdict {
+                Verdict::Placed { offer, scope } => format!("{} {scope:?}", host(offer)),
+                other => format!("{other:?}"),
+            };
+            format!(
+                "{}: examined={}{} -> {verdict}",
+                decision.task_id.0,
+                decision.examined,
+                rejected.concat()
+            )
+        })
+        .collect();
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn decisions_keep_the_deciding_reasons_as_data() {
+    check_decisions(
+        &format!("{LAB}\n task big mem=4096\n task wide mem=10 cpus=4\n task web mem=100"),
+        "
+        big: examined=1 slave1:Mem { need: 4096000, has: 2048000 } -> NoFit { largest_mem: Some(2048000) }
+        wide: examined=3 slave1:Cpus { need: 4000, has: 3000 } slave2:Cpus { need: 4000, has: 2000 } slave3:Cpus { need: 4000, has: 2000 } -> NoFit { largest_mem: Some(2048000) }
+        web: examined=1 -> slave1 All
+        ",
+    );
+    check_decisions(
+        "offer o1 agent=a1 host=slave1 type=analytics cpus=3 mem=2048
+         offer o2 agent=a2 host=slave2 type=lab cpus=2 mem=1024 ports=31000-31005
+         task sim mem=100 type=lab ports=8080
+         task db mem=10 type=gpu
+         task pin mem=10 agent=a2",
+        "
+        sim: examined=1 slave2:PortOutside(8080) -> NoFit { largest_mem: Some(1024000) }
+        db: examined=0 -> NoCandidates
+        pin: examined=1 -> slave2 Pinned
+        ",
+    );
+}

@@ -523,6 +523,7 @@ impl Restore {
         state.next_seq = state
             .next_seq
             .max(state.tasks.values().map(|t| t.seq + 1).max().unwrap_or(0));
+        state.rebuild_indexes();
         state
     }
 }
@@ -619,6 +620,9 @@ impl TaskRecord {
             not_before: None,
             running_since: None,
             unknown_since: None,
+            accepted_at: None,
+            // Not persisted: a restart starts each task's history anew.
+            trail: super::trail::Trail::default(),
         })
     }
 }

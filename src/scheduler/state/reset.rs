@@ -42,6 +42,10 @@ impl State {
     pub(super) fn on_reset(&mut self, id: RequestId, now: Now, calls: &mut Vec<Call>) {
         let killed = self.tasks.len();
         let old = self.framework_id.clone();
+        let forgotten: Vec<_> = self.tasks.keys().cloned().collect();
+        for task_id in &forgotten {
+            self.note_kill(task_id, crate::scheduler::notice::KilledBy::Reset, now);
+        }
         self.reset();
         log::info!(
             "reset: tasks forgotten, tearing the framework down killed={killed} framework={}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use super::*;
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
-use crate::scheduler::CallFailure;
+use crate::scheduler::{CallFailure, StateFilter, TaskQuery};
 
 /// Runs `script` (one step per line) and compares everything the steps
 /// printed with `expected`.
@@ -24,6 +24,10 @@ use crate::scheduler::CallFailure;
 /// - `launch-failed <task-prefix> [refused]`: the ACCEPT's outcome is unknown (or it was refused)
 /// - `refused suppress|revive|kill <task-prefix>`: the master answered 4xx
 /// - `lost <agent>` / `tasks` (`?state=active`) / `all` (ended tasks too) / `nodes`
+/// - `list [state=pending|launching|active|all|TASK_…] [prefix=<p>] [limit=<n>]`: a
+///   filtered `GET /client/task` (`_` in a prefix stands for a space)
+/// - `show <internal-id-prefix>`: one task (live or ended) with its history
+/// - `events`: the notices published since the last `events` step
 #[track_caller]
 fn check(script: &str, expected: &str) {
     let mut state = State::new(None);
@@ -35,6 +39,7 @@ fn check(script: &str, expected: &str) {
     };
     let mut out = Vec::new();
     let mut offer_seq = 0;
+    let mut notices: Vec<Notice> = Vec::new();
     for line in script
         .lines()
         .map(str::trim)
@@ -71,8 +76,29 @@ fn check(script: &str, expected: &str) {
                 }),
                 true,
             ),
-            "tasks" => (api(ApiRequest::ListActiveTasks), true),
-            "all" => (api(ApiRequest::ListTasks), true),
+            "tasks" => (
+                api(ApiRequest::ListTasks(TaskQuery {
+                    state: StateFilter::Active,
+                    ..TaskQuery::default()
+                })),
+                true,
+            ),
+            "show" => {
+                let id = state
+                    .ended
+                    .iter()
+                    .map(|ended| &ended.view.internal_id)
+                    .chain(state.tasks.keys())
+                    .find(|id| id.0.starts_with(words[1]))
+                    .map_or_else(|| words[1].to_string(), |id| id.0.clone());
+                (api(ApiRequest::ShowTask { id }), true)
+            }
+            "events" => {
+                out.extend(std::mem::take(&mut notices).iter().map(render_notice));
+                continue;
+            }
+            "all" => (api(ApiRequest::ListTasks(TaskQuery::default())), true),
+            "list" => (api(ApiRequest::ListTasks(query(&words[1..]))), true),
             "nodes" => (api(ApiRequest::ListNodes), true),
             "intel" => {
                 let raw = words.get(3).copied().unwrap_or("").to_string();
@@ -202,6 +228,7 @@ fn check(script: &str, expected: &str) {
             _ => None,
         };
         let mut turn = state.handle_event(event, now);
+        notices.append(&mut turn.notices);
         journal.extend(turn.records);
         for call in &turn.calls {
             out.push(render_call(call));
@@ -220,6 +247,13 @@ fn check(script: &str, expected: &str) {
             state.all_records(),
             "durable state after `{line}`"
         );
+        // Every index equals what recomputing it from the table gives.
+        if let Err(why) = state.check_indexes() {
+            panic!("indexes after `{line}`: {why}");
+        }
+        // Every live task gets a list entry now, so the next step's check
+        // finds any entry a change forgot to drop.
+        state.task_list(&TaskQuery::default());
         if let (true, Some(reply)) = (show_reply, reply) {
             out.extend(render_reply(reply));
         }
@@ -237,6 +271,101 @@ fn check(script: &str, expected: &str) {
     assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
 }
 
+/// The query of a `list` step.
+fn query(words: &[&str]) -> TaskQuery {
+    let mut query = TaskQuery::default();
+    for (key, value) in words.iter().filter_map(|word| word.split_once('=')) {
+        match key {
+            "state" => {
+                query.state = match value {
+                    "all" => StateFilter::All,
+                    "active" => StateFilter::Active,
+                    "pending" => StateFilter::Pending,
+                    "launching" => StateFilter::Launching,
+                    name => StateFilter::Mesos(
+                        TaskState::ALL
+                            .into_iter()
+                            .find(|state| state.as_str() == name)
+                            .expect("a Mesos state"),
+                    ),
+                }
+            }
+            "prefix" => query.prefix = Some(value.replace('_', " ")),
+            "limit" => query.limit = Some(value.parse().unwrap()),
+            other => panic!("unknown list filter {other}"),
+        }
+    }
+    query
+}
+
+/// A notice as a test line: its kind and its main fields.
+fn render_notice(notice: &Notice) -> String {
+    use crate::scheduler::notice::NoticeKind as Kind;
+    let at = notice.time_ms / 1000;
+    let what = match &notice.kind {
+        Kind::TaskSubmitted { task, id } => format!("{} id={id}", task.0),
+        Kind::TaskPlaced {
+            task, node, why, ..
+        } => format!("{} on {node}: {why}", task.0),
+        Kind::TaskLaunched { task, node, .. } => format!("{} on {node}", task.0),
+        Kind::TaskStatus {
+            task,
+            state,
+            reason,
+            message,
+            node,
+            ..
+        } => format!(
+            "{} {} reason={} message={} node={}",
+            task.0,
+            state.as_str(),
+            reason.as_deref().unwrap_or("-"),
+            message.as_deref().unwrap_or("-"),
+            node.as_deref().unwrap_or("-")
+        ),
+        Kind::TaskKilled { task, by, .. } => format!("{} by={}", task.0, by.as_str()),
+        Kind::TaskMoved {
+            task,
+            replacement,
+            from,
+            to,
+            ..
+        } => format!(
+            "{} -> {} from={} to={}",
+            task.0,
+            replacement.0,
+            from.as_deref().unwrap_or("-"),
+            to.as_deref().unwrap_or("-")
+        ),
+        Kind::TaskRestarted {
+            task,
+            replacement,
+            restarts,
+            delay_seconds,
+            ..
+        } => format!(
+            "{} -> {} restarts={restarts} delay={delay_seconds}",
+            task.0, replacement.0
+        ),
+        Kind::NodeJoined { agent_id, node } => format!("{} {node}", agent_id.0),
+        Kind::NodeLost { agent_id, node } => {
+            format!("{} {}", agent_id.0, node.as_deref().unwrap_or("-"))
+        }
+        Kind::Subscribed { framework_id } => framework_id.0.clone(),
+        Kind::Disconnected { reason } => reason.clone(),
+        Kind::IntelligenceChanged {
+            task,
+            attribute,
+            value,
+            source,
+        } => format!(
+            "{task}/{attribute}={} source={source}",
+            value.as_deref().unwrap_or("-")
+        ),
+    };
+    format!("  ~ t={at} {} {what}", notice.kind.name())
+}
+
 /// An API event (`run` would number them; one at a time, 7 does).
 fn api(request: ApiRequest) -> Event {
     Event::Api(RequestId(7), request)
@@ -249,7 +378,8 @@ fn spec(words: &[&str]) -> TaskSpec {
         .collect();
     let get = |key: &str| fields.get(key).copied().unwrap_or("");
     TaskSpec {
-        id: words[0].to_string(),
+        // `_` stands for a space: user ids may have them, internal ids drop them.
+        id: words[0].replace('_', " "),
         docker_image: "image".to_string(),
         mem_mb: get("mem").parse().unwrap(),
         cpus: fields.get("cpus").map(|it| it.parse().unwrap()),
@@ -462,7 +592,10 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             id,
             note: Some(note),
         } => vec![format!("  = submitted {id} ({note})")],
-        ApiReply::Tasks(views) => views.iter().map(task_line).collect(),
+        ApiReply::Tasks(listed) => listed
+            .iter()
+            .map(|entry| task_line(&entry.view().expect("not rendered")))
+            .collect(),
         ApiReply::Killed(views) => views
             .iter()
             .map(|view| format!("  = killing {}", view.internal_id.0))
@@ -501,6 +634,20 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         ApiReply::IntelligenceChanged => vec!["  = intelligence changed".to_string()],
         ApiReply::ResetDone { killed } => vec![format!("  = reset, {killed} killed")],
         ApiReply::OutcomeUnknown => vec!["  = outcome unknown".to_string()],
+        ApiReply::TaskCounts(counts) => counts
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(state, count)| format!("  = {state}: {count}"))
+            .collect(),
+        ApiReply::Task(view, history) => {
+            std::iter::once(format!("  = task {} {}", view.internal_id.0, view.state))
+                .chain(history.iter().map(|line| {
+                    format!("  | t={} {}: {}", line.time_ms / 1000, line.kind, line.text)
+                }))
+                .collect()
+        }
+        ApiReply::Subscribed(_) => vec!["  = subscribed".to_string()],
+        ApiReply::Unavailable(message) => vec![format!("  = unavailable: {message}")],
         ApiReply::Intelligence(table) => table
             .iter()
             .flat_map(|(task, entries)| {
@@ -562,6 +709,82 @@ fn submit_place_run_and_finish() {
         > update stress60 TASK_FINISHED ack
           ACK stress60-1000000000000
         > tasks
+        ",
+    );
+}
+
+#[test]
+fn the_task_list_filters_by_state_and_prefix_and_stops_at_the_limit() {
+    check(
+        "
+        subscribed
+        submit web mem=10 type=lab
+        submit db mem=10 type=lab
+        submit big mem=99999
+        submit svc mem=10 sla=one-per-node type=none
+        submit my_web mem=10 type=analytics
+        offer slave2
+        update web TASK_RUNNING ack
+        update db TASK_FAILED ack
+        list state=pending
+        list state=launching
+        list state=TASK_RUNNING
+        list state=TASK_FAILED
+        list state=active limit=2
+        list limit=1
+        list prefix=my
+        list prefix=my_
+        list prefix=w
+        list prefix=d
+        list prefix=s state=pending
+        list prefix=zz
+        list state=TASK_KILLED
+        ",
+        "
+        > subscribed
+          RECONCILE all
+        > submit web mem=10 type=lab
+          = submitted web
+        > submit db mem=10 type=lab
+          = submitted db
+        > submit big mem=99999
+          = submitted big
+        > submit svc mem=10 sla=one-per-node type=none
+          = submitted svc
+        > submit my_web mem=10 type=analytics
+          = submitted my web
+        > offer slave2
+          LAUNCH on slave2: web-1000000000000 db-1000000000001
+        > update web TASK_RUNNING ack
+          ACK web-1000000000000
+        > update db TASK_FAILED ack
+          ACK db-1000000000001
+        > list state=pending
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+          = svc pending - (one-per-node: no known node has nodetype=none (slave2 has nodetype=lab nodename=slave2))
+        > list state=launching
+        > list state=TASK_RUNNING
+          = web-1000000000000 TASK_RUNNING slave2
+        > list state=TASK_FAILED
+          = db-1000000000001 TASK_FAILED slave2 ended_at=1000
+        > list state=active limit=2
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list limit=1
+          = big-1000000000002 pending - (needs mem 99999, slave2 offered 1004)
+        > list prefix=my
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list prefix=my_
+          = myweb-1000000000003 pending - (no known node has nodetype=analytics (slave2 has nodetype=lab))
+        > list prefix=w
+          = web-1000000000000 TASK_RUNNING slave2
+        > list prefix=d
+          = db-1000000000001 TASK_FAILED slave2 ended_at=1000
+        > list prefix=s state=pending
+          = svc pending - (one-per-node: no known node has nodetype=none (slave2 has nodetype=lab nodename=slave2))
+        > list prefix=zz
+        > list state=TASK_KILLED
         ",
     );
 }
@@ -1534,6 +1757,8 @@ fn update_outcomes() {
             unknown_since: flags
                 .contains(&"unknown-since-grace")
                 .then(|| now - DEFAULT_UNKNOWN_GRACE),
+            accepted_at: None,
+            trail: trail::Trail::default(),
         };
         let update = TaskUpdate {
             task_id: TaskId("a-1".to_string()),
@@ -2156,12 +2381,14 @@ fn ended_tasks_are_capped_oldest_first() {
                 },
             );
         }
-        let ApiReply::Tasks(views) = ask(&mut state, now, ApiRequest::ListTasks) else {
+        let ApiReply::Tasks(views) =
+            ask(&mut state, now, ApiRequest::ListTasks(TaskQuery::default()))
+        else {
             panic!("a task list");
         };
         views
             .iter()
-            .map(|view| view.spec.id.clone())
+            .map(|entry| entry.view().expect("not rendered").spec.id)
             .collect::<Vec<_>>()
     };
     let listed = run(None, MAX_ENDED_TASKS + 2);
@@ -2370,3 +2597,71 @@ fn a_task_unknown_is_asked_again_when_its_grace_ends() {
         ",
     );
 }
+
+/// `GET /metrics` reads task counts by shown state from the state thread,
+/// and `run` takes each task's acceptance-to-RUNNING latency once, at its
+/// first RUNNING only.
+#[test]
+fn task_counts_and_start_latencies_for_the_metrics() {
+    let mut state = State::new(None);
+    let start = Instant::now();
+    let at = |secs: u64| Now {
+        instant: start + Duration::from_secs(secs),
+        wall: UNIX_EPOCH + Duration::from_secs(1000 + secs),
+    };
+    let counts = |state: &mut State, now: Now| {
+        let turn = state.handle_event(api(ApiRequest::TaskCounts), now);
+        let lines: Vec<String> = turn
+            .replies
+            .into_iter()
+            .flat_map(|(_, reply)| render_reply(reply))
+            .collect();
+        lines.join("\n")
+    };
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    state.handle_event(Event::Mesos(subscribed), at(0));
+    for id in ["a", "b"] {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[id, "mem=10", "type=lab"]),
+            idempotency_key: None,
+        };
+        state.handle_event(api(submit), at(0));
+    }
+    assert_eq!(counts(&mut state, at(0)), "  = pending: 2");
+    let offers = MesosEvent::Offers(vec![lab_offer("slave2", 1)]);
+    state.handle_event(Event::Mesos(offers), at(1));
+    assert_eq!(counts(&mut state, at(1)), "  = launching: 2");
+    let running = update(&state, &["a", "TASK_RUNNING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(running)), at(3));
+    assert_eq!(state.take_start_latencies(), vec![Duration::from_secs(3)]);
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    // A second RUNNING (a reconciliation answer) is not a second start.
+    let again = update(&state, &["a", "TASK_RUNNING", "reconcile"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(again)), at(9));
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    let starting = update(&state, &["b", "TASK_STARTING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(starting)), at(9));
+    assert_eq!(state.take_start_latencies(), Vec::<Duration>::new());
+    assert_eq!(
+        counts(&mut state, at(9)),
+        "  = TASK_STARTING: 1\n  = TASK_RUNNING: 1"
+    );
+    // An update before RUNNING does not end the wait.
+    let running = update(&state, &["b", "TASK_RUNNING", "ack"]);
+    state.handle_event(Event::Mesos(MesosEvent::Update(running)), at(12));
+    assert_eq!(state.take_start_latencies(), vec![Duration::from_secs(12)]);
+    // Every state is listed, zeros included, in a fixed order.
+    let turn = state.handle_event(api(ApiRequest::TaskCounts), at(9));
+    let Some((_, ApiReply::TaskCounts(all))) = turn.replies.into_iter().next() else {
+        panic!("task counts answered");
+    };
+    let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+    let mesos_names: Vec<&str> = TaskState::ALL.iter().map(|it| it.as_str()).collect();
+    assert_eq!(
+        names,
+        [&["pending", "launching"][..], &mesos_names].concat()
+    );
+}
+mod history;

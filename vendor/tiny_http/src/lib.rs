@@ -401,6 +401,7 @@ impl Server {
             let open_connections = Arc::new(AtomicUsize::new(0));
 
             log::debug!("Running accept thread");
+            let mut accept_errors = AcceptErrorLog::default();
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
@@ -470,11 +471,18 @@ impl Server {
                     // should end the server. Pause, so that a lasting error
                     // does not spin, and accept again.
                     Err(e) => {
-                        log::error!(
-                            "Error accepting new client (retrying in {:?}): {}",
-                            limits.accept_error_backoff,
-                            e
-                        );
+                        if let Some(left_out) = accept_errors.admit(std::time::Instant::now()) {
+                            log::error!(
+                                "Error accepting new client (retrying in {:?}): {}{}",
+                                limits.accept_error_backoff,
+                                e,
+                                if left_out > 0 {
+                                    format!(" ({} more in the last {} s)", left_out, ACCEPT_ERROR_LOG_WINDOW.as_secs())
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
                         thread::sleep(limits.accept_error_backoff);
                     }
                 }
@@ -586,6 +594,33 @@ too many open connections\r\n";
 /// before its socket closes; see `refuse_over_budget`.
 const OVER_BUDGET_READ: usize = 16 * 1024;
 
+/// A lasting `accept()` error (EMFILE) comes back every
+/// `accept_error_backoff`: it is logged at most once per
+/// `ACCEPT_ERROR_LOG_WINDOW`, with the count of those left out.
+const ACCEPT_ERROR_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// When the last accept error was logged and how many were left out since.
+#[derive(Default)]
+struct AcceptErrorLog {
+    logged_at: Option<std::time::Instant>,
+    left_out: u64,
+}
+
+impl AcceptErrorLog {
+    /// `Some(left out before this one)` when the error at `now` is to be
+    /// logged; `None` when it is only counted.
+    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        if let Some(at) = self.logged_at {
+            if now.saturating_duration_since(at) < ACCEPT_ERROR_LOG_WINDOW {
+                self.left_out += 1;
+                return None;
+            }
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.left_out))
+    }
+}
+
 /// Answers a connection over the budget with `OVER_BUDGET_RESPONSE` and closes
 /// it, on the accept thread, never waiting: the socket is non-blocking, and
 /// the short answer fits a fresh socket's send buffer. What the client already
@@ -641,5 +676,26 @@ impl Drop for Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod accept_error_log_tests {
+    use super::{AcceptErrorLog, ACCEPT_ERROR_LOG_WINDOW};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_lasting_accept_error_is_logged_once_per_window_with_a_count() {
+        let start = Instant::now();
+        let mut log = AcceptErrorLog::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(log.admit(at(0)), Some(0));
+        // Every 100 ms (the default backoff) for one window: counted only.
+        for n in 1..100 {
+            assert_eq!(log.admit(at(n * 100)), None);
+        }
+        let window = ACCEPT_ERROR_LOG_WINDOW.as_millis() as u64;
+        assert_eq!(log.admit(at(window)), Some(99));
+        assert_eq!(log.admit(at(window + 1)), None);
     }
 }

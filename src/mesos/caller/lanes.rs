@@ -1,0 +1,539 @@
+//! The caller's pending calls and the rules that say which may go out now:
+//! `CALL_LANES` ordered lanes, each one connection wide, so independent calls
+//! travel in parallel while the calls whose order matters share a lane.
+//!
+//! Ordering rules (ARCHITECTURE.md, `src/mesos/`):
+//! - a lane sends its calls one after another, in the order they came; a call
+//!   waiting to be sent again holds up the calls behind it in its lane;
+//! - ACCEPT, KILL and ACKNOWLEDGE take the lane of their agent
+//!   (`lane_of(agent)`), so a task's ACCEPT goes before its KILL and its
+//!   ACKNOWLEDGEs;
+//! - SUPPRESS, REVIVE, DECLINE and a KILL without an agent take
+//!   `FRAMEWORK_LANE`, so SUPPRESS and REVIVE keep their order, and a
+//!   DECLINE's refuse filter never lands after the REVIVE that was meant to
+//!   clear it;
+//! - RECONCILE and TEARDOWN are fences: one goes out only once every call
+//!   queued before it is done, and no call queued after it goes out before
+//!   it is done (a RECONCILE overtaking an ACCEPT would make the master
+//!   answer for a task it does not know yet).
+//!
+//! Pure: no I/O, no clock (the time is an argument); the `mesos-caller`
+//! thread owns it.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use crate::mesos::backoff::Backoff;
+use crate::mesos::caller::{CALL_BACKOFF_MAX, CALL_BACKOFF_MIN};
+use crate::scheduler::model::AgentId;
+use crate::scheduler::Call;
+
+/// Connections the caller sends calls on at once.
+pub const CALL_LANES: usize = 4;
+
+/// The lane of every call not tied to one agent.
+pub const FRAMEWORK_LANE: usize = 0;
+
+/// Calls taken from the state side and not done yet (queued, waiting to be
+/// sent again, or in flight). With this many, the caller takes no more and
+/// the journal holds the rest (`store::MAX_UNSENT_CALLS`).
+pub const MAX_PENDING_CALLS: usize = 65_536;
+
+/// The most ACKNOWLEDGE and KILL calls a lane sends in one go (one after
+/// another on its keep-alive connection, without a trip through the
+/// dispatcher in between).
+pub const MAX_BATCH: usize = 32;
+
+/// One call and where it stands.
+pub(crate) struct Entry {
+    /// Arrival order; fences compare it.
+    pub seq: u64,
+    pub call: Call,
+    pub backoff: Backoff,
+    /// The stream an ACCEPT or SUPPRESS was first about to go out on: its
+    /// offers (or the suppression it changes) die with that stream.
+    pub first_stream: Option<String>,
+    pub wait: Wait,
+    /// For an ACKNOWLEDGE: its update, so a copy of it is not queued twice.
+    pub update: Option<UpdateKey>,
+}
+
+/// One status update: agent id, task id, uuid.
+pub(crate) type UpdateKey = (String, String, Vec<u8>);
+
+/// What a call waits for before it is sent (again).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Wait {
+    /// Nothing: it goes as soon as its lane is free and there is a session.
+    Ready,
+    /// A backoff after a failure on stream `.1`: until `.0`, or a newer session.
+    Until(Instant, String),
+    /// Refused on the ended stream `.0`: a newer session.
+    NewSession(String),
+}
+
+/// All pending calls, lane by lane.
+pub(crate) struct Lanes {
+    queues: Vec<VecDeque<Entry>>,
+    /// A lane whose batch is out; it gets it back through `finish`.
+    busy: Vec<bool>,
+    /// Sequence numbers of the fences queued, oldest first.
+    fences: VecDeque<u64>,
+    next_seq: u64,
+    /// Calls queued or in flight.
+    pending: usize,
+    /// The updates of the ACKNOWLEDGEs queued or in flight. A master that
+    /// does not get our ACKNOWLEDGEs sends the update again (and the state
+    /// thread acknowledges it again): the copy adds nothing, and in an
+    /// outage such copies would fill the queue.
+    acknowledging: HashSet<UpdateKey>,
+}
+
+/// A finished call as `Lanes::finish` needs it: its sequence number and,
+/// for an ACKNOWLEDGE, its update.
+pub(crate) type Done = (u64, Option<UpdateKey>);
+
+/// Which lane a call takes; fences take `FRAMEWORK_LANE`.
+pub(crate) fn lane_for(call: &Call) -> usize {
+    match call {
+        Call::Launch { agent_id, .. }
+        | Call::Acknowledge { agent_id, .. }
+        | Call::Kill {
+            agent_id: Some(agent_id),
+            ..
+        } => lane_of(agent_id),
+        Call::Kill { agent_id: None, .. }
+        | Call::Decline { .. }
+        | Call::Suppress
+        | Call::Revive
+        | Call::Reconcile(_)
+        | Call::Teardown => FRAMEWORK_LANE,
+    }
+}
+
+/// True for the calls that wait for everything before them and hold up
+/// everything after them.
+pub(crate) fn is_fence(call: &Call) -> bool {
+    matches!(call, Call::Reconcile(_) | Call::Teardown)
+}
+
+/// An agent's lane: FNV-1a of its id, so the same agent always gets the same
+/// lane, in every run.
+pub(crate) fn lane_of(agent: &AgentId) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in agent.0.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % CALL_LANES as u64) as usize
+}
+
+/// Calls a lane may send back to back in one batch.
+fn is_batchable(call: &Call) -> bool {
+    matches!(call, Call::Acknowledge { .. } | Call::Kill { .. })
+}
+
+impl Lanes {
+    pub fn new() -> Lanes {
+        Lanes {
+            queues: (0..CALL_LANES).map(|_| VecDeque::new()).collect(),
+            busy: vec![false; CALL_LANES],
+            fences: VecDeque::new(),
+            next_seq: 0,
+            pending: 0,
+            acknowledging: HashSet::new(),
+        }
+    }
+
+    /// Calls queued or in flight.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.pending >= MAX_PENDING_CALLS
+    }
+
+    /// Queues a call behind those of its lane; false (and nothing queued)
+    /// for an ACKNOWLEDGE of an update already being acknowledged.
+    pub fn push(&mut self, call: Call) -> bool {
+        let update = match &call {
+            Call::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            } => Some((agent_id.0.clone(), task_id.0.clone(), uuid.clone())),
+            _ => None,
+        };
+        if let Some(update) = &update {
+            if !self.acknowledging.insert(update.clone()) {
+                return false;
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if is_fence(&call) {
+            self.fences.push_back(seq);
+        }
+        let lane = lane_for(&call);
+        self.queues[lane].push_back(Entry {
+            seq,
+            call,
+            backoff: Backoff::new(CALL_BACKOFF_MIN, CALL_BACKOFF_MAX),
+            first_stream: None,
+            wait: Wait::Ready,
+            update,
+        });
+        self.pending += 1;
+        true
+    }
+
+    /// Takes a batch from every free lane whose first call may go now on
+    /// the session with `stream` (`None`: no session, nothing goes). Each
+    /// lane taken is busy until `finish`.
+    pub fn take_ready(&mut self, stream: Option<&str>, now: Instant) -> Vec<(usize, Vec<Entry>)> {
+        let Some(stream) = stream else {
+            return Vec::new();
+        };
+        let mut batches = Vec::new();
+        for lane in 0..CALL_LANES {
+            if self.busy[lane] || !self.head_may_go(lane, stream, now) {
+                continue;
+            }
+            let fence = self.fences.front().copied();
+            let queue = &mut self.queues[lane];
+            let mut batch = vec![queue.pop_front().expect("head_may_go saw a head")];
+            if is_batchable(&batch[0].call) {
+                while batch.len() < MAX_BATCH {
+                    let next_fits = queue.front().is_some_and(|next| {
+                        is_batchable(&next.call)
+                            && next.wait == Wait::Ready
+                            && fence.is_none_or(|fence| next.seq < fence)
+                    });
+                    if !next_fits {
+                        break;
+                    }
+                    batch.extend(queue.pop_front());
+                }
+            }
+            self.busy[lane] = true;
+            batches.push((lane, batch));
+        }
+        batches
+    }
+
+    /// A lane's batch is back: `done` calls (sequence number, and update
+    /// for an ACKNOWLEDGE) are finished for good, and `unfinished` (the
+    /// call to send again first, then those not tried) go back to the
+    /// front of the lane, in order.
+    pub fn finish(&mut self, lane: usize, done: &[Done], unfinished: Vec<Entry>) {
+        self.busy[lane] = false;
+        for (seq, update) in done {
+            if self.fences.front() == Some(seq) {
+                self.fences.pop_front();
+            }
+            if let Some(update) = update {
+                self.acknowledging.remove(update);
+            }
+        }
+        self.pending -= done.len();
+        let queue = &mut self.queues[lane];
+        for entry in unfinished.into_iter().rev() {
+            queue.push_front(entry);
+        }
+    }
+
+    /// The earliest backoff that ends after `now`, to wake up for. One
+    /// that has ended already is not: its call waits for something else (a
+    /// session, a fence, its lane), and waking for it would spin.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.queues
+            .iter()
+            .zip(&self.busy)
+            .filter(|(_, busy)| !**busy)
+            .filter_map(|(queue, _)| match queue.front()?.wait {
+                Wait::Until(at, _) if at > now => Some(at),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// True when a free lane's first call can go only after a wait for a
+    /// session or a backoff (at shutdown the caller waits for neither).
+    pub fn must_wait(&self, stream: Option<&str>, now: Instant) -> bool {
+        (0..CALL_LANES).any(|lane| {
+            !self.busy[lane]
+                && self.queues[lane]
+                    .front()
+                    .is_some_and(|head| !wait_is_over(&head.wait, stream, now))
+        })
+    }
+
+    /// Whether lane `lane`'s first call may go: its wait is over and no
+    /// fence holds it.
+    fn head_may_go(&self, lane: usize, stream: &str, now: Instant) -> bool {
+        let Some(head) = self.queues[lane].front() else {
+            return false;
+        };
+        if !wait_is_over(&head.wait, Some(stream), now) {
+            return false;
+        }
+        match self.fences.front() {
+            None => true,
+            Some(&fence) if head.seq > fence => false,
+            // The fence itself: every call before it, in every lane, is done.
+            Some(&fence) if head.seq == fence => (0..CALL_LANES).all(|other| {
+                other == lane
+                    || (!self.busy[other]
+                        && self.queues[other]
+                            .front()
+                            .is_none_or(|first| first.seq > fence))
+            }),
+            Some(_) => true,
+        }
+    }
+}
+
+fn wait_is_over(wait: &Wait, stream: Option<&str>, now: Instant) -> bool {
+    let Some(stream) = stream else {
+        return false;
+    };
+    match wait {
+        Wait::Ready => true,
+        Wait::Until(at, failed_on) => now >= *at || failed_on != stream,
+        Wait::NewSession(ended) => ended != stream,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scheduler::model::{OfferId, TaskId};
+
+    /// An agent id on lane `lane`, found by trying names.
+    fn agent_on(lane: usize) -> AgentId {
+        (0..)
+            .map(|n| AgentId(format!("agent-{n}")))
+            .find(|agent| lane_of(agent) == lane)
+            .expect("some name hashes to every lane")
+    }
+
+    /// `launch@1 t1`, `ack@1 t1`, `kill@1 t1`, `kill t1` (no agent),
+    /// `decline`, `suppress`, `revive`, `reconcile`, `teardown`: @N is the
+    /// lane of the agent.
+    fn call(text: &str) -> Call {
+        let (kind, task) = text.split_once(' ').unwrap_or((text, "t"));
+        let task_id = TaskId(task.to_string());
+        let (kind, agent) = match kind.split_once('@') {
+            Some((kind, lane)) => (kind, Some(agent_on(lane.parse().expect("lane")))),
+            None => (kind, None),
+        };
+        match kind {
+            "launch" => Call::Launch {
+                agent_id: agent.expect("launch@N"),
+                offer_ids: vec![OfferId("o".to_string())],
+                tasks: Vec::new(),
+                refuse_seconds: 5.0,
+            },
+            "ack" => Call::Acknowledge {
+                agent_id: agent.expect("ack@N"),
+                task_id,
+                uuid: vec![1],
+            },
+            "kill" => Call::Kill {
+                task_id,
+                agent_id: agent,
+            },
+            "decline" => Call::Decline {
+                offer_ids: vec![OfferId("o".to_string())],
+                refuse_seconds: 5.0,
+            },
+            "suppress" => Call::Suppress,
+            "revive" => Call::Revive,
+            "reconcile" => Call::Reconcile(Vec::new()),
+            "teardown" => Call::Teardown,
+            other => panic!("unknown call {other}"),
+        }
+    }
+
+    fn name(entry: &Entry) -> String {
+        match &entry.call {
+            Call::Launch { .. } => "launch".to_string(),
+            Call::Acknowledge { task_id, .. } => format!("ack {}", task_id.0),
+            Call::Kill { task_id, .. } => format!("kill {}", task_id.0),
+            other => other.name().to_ascii_lowercase(),
+        }
+    }
+
+    /// Queues `calls`, then runs rounds: each round takes what may go and
+    /// finishes all of it (`fail` names calls whose first attempt fails and
+    /// which wait for a new session). Renders each round as
+    /// `lane:call,call` groups, sorted by lane.
+    #[track_caller]
+    fn check(calls: &[&str], fail: &[&str], expected: &[&str]) {
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        for text in calls {
+            assert!(lanes.push(call(text)), "{text} queued");
+        }
+        let mut failed_once: Vec<String> = Vec::new();
+        let mut stream = "s1".to_string();
+        let mut rounds = Vec::new();
+        for _ in 0..20 {
+            let batches = lanes.take_ready(Some(&stream), now);
+            if batches.is_empty() {
+                if lanes.pending() == 0 {
+                    break;
+                }
+                // Only a new session can help.
+                stream.push('+');
+                rounds.push("new session".to_string());
+                continue;
+            }
+            let mut round = Vec::new();
+            for (lane, batch) in batches {
+                round.push(format!(
+                    "{lane}:{}",
+                    batch.iter().map(name).collect::<Vec<_>>().join(",")
+                ));
+                let mut done: Vec<Done> = Vec::new();
+                let mut entries = batch.into_iter();
+                let mut unfinished = Vec::new();
+                for mut entry in entries.by_ref() {
+                    let text = name(&entry);
+                    if fail.contains(&text.as_str()) && !failed_once.contains(&text) {
+                        failed_once.push(text);
+                        entry.wait = Wait::NewSession(stream.clone());
+                        unfinished.push(entry);
+                        break;
+                    }
+                    done.push((entry.seq, entry.update.take()));
+                }
+                unfinished.extend(entries);
+                lanes.finish(lane, &done, unfinished);
+            }
+            rounds.push(round.join(" "));
+        }
+        assert_eq!(rounds, expected);
+        assert_eq!(lanes.pending(), 0);
+    }
+
+    #[test]
+    fn calls_of_one_agent_keep_their_order_and_lanes_run_side_by_side() {
+        // An agent's ACCEPT, then its KILL and ACKNOWLEDGEs, in order; two
+        // agents on two lanes go side by side.
+        check(
+            &["launch@1 a", "kill@1 a", "ack@1 a", "launch@2 b", "ack@2 b"],
+            &[],
+            &["1:launch 2:launch", "1:kill a,ack a 2:ack b"],
+        );
+        // Framework-wide calls share one lane, in order.
+        check(
+            &["suppress", "decline", "revive", "kill x"],
+            &[],
+            &["0:suppress", "0:decline", "0:revive", "0:kill x"],
+        );
+    }
+
+    #[test]
+    fn a_call_sent_again_holds_up_its_lane_only() {
+        // The KILL fails; the ACKNOWLEDGE behind it in the batch was not
+        // tried and waits with it; lane 2 is not held up.
+        check(
+            &["launch@1 a", "kill@1 a", "ack@1 a", "ack@2 b", "ack@2 c"],
+            &["kill a"],
+            &[
+                "1:launch 2:ack b,ack c",
+                "1:kill a,ack a",
+                "new session",
+                "1:kill a,ack a",
+            ],
+        );
+        // A failed REVIVE keeps the SUPPRESS after it waiting.
+        check(
+            &["revive", "suppress"],
+            &["revive"],
+            &["0:revive", "new session", "0:revive", "0:suppress"],
+        );
+    }
+
+    #[test]
+    fn fences_wait_for_everything_before_and_hold_up_everything_after() {
+        check(
+            &["launch@1 a", "ack@2 b", "reconcile", "ack@1 a", "ack@3 c"],
+            &[],
+            &["1:launch 2:ack b", "0:reconcile", "1:ack a 3:ack c"],
+        );
+        check(
+            &["ack@1 a", "teardown", "suppress"],
+            &["ack a"],
+            &[
+                "1:ack a",
+                "new session",
+                "1:ack a",
+                "0:teardown",
+                "0:suppress",
+            ],
+        );
+        // A batch stops before a call queued after a fence.
+        check(
+            &["ack@1 a", "reconcile", "ack@1 b"],
+            &[],
+            &["1:ack a", "0:reconcile", "1:ack b"],
+        );
+    }
+
+    #[test]
+    fn nothing_goes_without_a_session_and_backoffs_end_by_time_or_session() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        assert!(lanes.push(call("ack@1 a")));
+        assert!(lanes.take_ready(None, now).is_empty());
+        assert!(lanes.must_wait(None, now));
+        let mut batch = lanes.take_ready(Some("s1"), now);
+        let (lane, mut entries) = batch.pop().expect("one batch");
+        let retry_at = now + Duration::from_secs(1);
+        entries[0].wait = Wait::Until(retry_at, "s1".to_string());
+        lanes.finish(lane, &[], entries);
+        assert_eq!(lanes.next_deadline(now), Some(retry_at));
+        // Without a session an ended backoff is no reason to wake up.
+        assert_eq!(lanes.next_deadline(retry_at), None);
+        assert!(lanes.must_wait(Some("s1"), now));
+        assert!(lanes.take_ready(Some("s1"), now).is_empty());
+        assert_eq!(lanes.take_ready(Some("s1"), retry_at).len(), 1);
+        lanes.finish(lane, &[], Vec::new());
+        assert_eq!(lanes.pending(), 1, "given back without being done");
+    }
+
+    #[test]
+    fn a_copy_of_an_acknowledgement_under_way_is_not_queued() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        assert!(lanes.push(call("ack@1 a")));
+        assert!(!lanes.push(call("ack@1 a")), "the same update again");
+        assert!(lanes.push(call("ack@1 b")), "another task");
+        assert_eq!(lanes.pending(), 2);
+        let (lane, mut batch) = lanes.take_ready(Some("s"), now).pop().expect("a batch");
+        assert!(!lanes.push(call("ack@1 a")), "still in flight");
+        let done: Vec<Done> = batch
+            .iter_mut()
+            .map(|entry| (entry.seq, entry.update.take()))
+            .collect();
+        lanes.finish(lane, &done, Vec::new());
+        assert_eq!(lanes.pending(), 0);
+        // Acknowledged: a later copy (the master sent it again meanwhile) goes out.
+        assert!(lanes.push(call("ack@1 a")));
+    }
+
+    #[test]
+    fn a_batch_is_bounded() {
+        let mut lanes = Lanes::new();
+        for n in 0..MAX_BATCH + 3 {
+            assert!(lanes.push(call(&format!("ack@1 t{n}"))));
+        }
+        let batches = lanes.take_ready(Some("s"), Instant::now());
+        assert_eq!(batches[0].1.len(), MAX_BATCH);
+    }
+}

@@ -1,0 +1,388 @@
+//! Indexes over `State::tasks`, so that no event has to scan the table.
+//!
+//! Each index is a function of the tasks (and of the state's clock, for
+//! restart backoffs): the pending tasks in submission order, the ones of
+//! those that may be placed now, counts per phase, tasks by agent, tasks
+//! with a kill outstanding, the successors waiting on each predecessor, and
+//! two deadline queues (restart backoffs, kill resends).
+//!
+//! `Indexes` keeps what it last indexed of each task (`Facts`), so updating
+//! one task is removing its old facts and adding its new ones: O(log n),
+//! whatever changed. `State` funnels every change of an indexed field
+//! through `State::reindex` (see `insert_task`, `take_task`,
+//! `update_task`); the state tests recompute the indexes from `tasks` after
+//! every step and compare (`State::check_indexes`), so a missed update
+//! fails a test.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use super::{Phase, State, Task, KILL_RETRY};
+use crate::scheduler::model::{AgentId, TaskId};
+
+/// Where a task's restart backoff stands at the index's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Backoff {
+    /// No backoff, or it is over.
+    Over,
+    /// Ends at this instant.
+    Until(Instant),
+    /// Restored from disk and not re-derived yet: not placeable.
+    Restored,
+}
+
+/// What the indexes know of one task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Facts {
+    pub seq: u64,
+    pub phase: Phase,
+    pub kill_requested: bool,
+    pub kill_sent_at: Option<Instant>,
+    pub agent_id: Option<AgentId>,
+    pub pinned_agent: Option<AgentId>,
+    pub waits_for: Option<TaskId>,
+    /// `waits_for` names a task still in the table.
+    pub predecessor_live: bool,
+    pub backoff: Backoff,
+}
+
+impl Facts {
+    /// The facts of `task` at `clock`; `live` says whether a task id is in
+    /// the table (for its predecessor).
+    pub fn of(task: &Task, clock: Option<Instant>, live: impl Fn(&TaskId) -> bool) -> Facts {
+        let backoff = match (task.backoff, task.not_before) {
+            (None, _) => Backoff::Over,
+            (Some(_), None) => Backoff::Restored,
+            (Some(_), Some(at)) if clock.is_some_and(|now| now >= at) => Backoff::Over,
+            (Some(_), Some(at)) => Backoff::Until(at),
+        };
+        Facts {
+            seq: task.seq,
+            phase: task.phase,
+            kill_requested: task.kill_requested,
+            kill_sent_at: task.kill_sent_at,
+            agent_id: task.agent_id.clone(),
+            pinned_agent: task.pinned_agent.clone(),
+            predecessor_live: task.waits_for.as_ref().is_some_and(live),
+            waits_for: task.waits_for.clone(),
+            backoff,
+        }
+    }
+
+    /// Waiting for an offer, placeable now or not (what `pending_count` counts).
+    fn wants_offer(&self) -> bool {
+        self.phase == Phase::Pending && !self.kill_requested
+    }
+
+    /// May be handed to placement now: pending, not killed, past its
+    /// backoff, and not waiting for a predecessor.
+    fn placeable(&self) -> bool {
+        self.wants_offer() && self.backoff == Backoff::Over && !self.predecessor_live
+    }
+
+    /// Launched and killed: the kill is resent until a terminal answer.
+    fn killing(&self) -> bool {
+        self.kill_requested && self.phase != Phase::Pending
+    }
+
+    fn agents(&self) -> impl Iterator<Item = &AgentId> {
+        let pinned = self
+            .pinned_agent
+            .as_ref()
+            .filter(|pinned| self.agent_id.as_ref() != Some(*pinned));
+        self.agent_id.iter().chain(pinned)
+    }
+}
+
+/// The indexes; see the module comment. Equal to what `build` makes from
+/// the tasks at the same clock (`PartialEq` compares every index).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Indexes {
+    facts: HashMap<TaskId, Facts>,
+    /// Pending and not killed, by (seq, id): submission order.
+    pending: BTreeSet<(u64, TaskId)>,
+    /// The placeable subset of `pending`, by (seq, id).
+    ready: BTreeSet<(u64, TaskId)>,
+    /// Tasks per phase (no zero counts).
+    phases: BTreeMap<Phase, usize>,
+    /// Tasks per agent, by the agent they run on and the one they are pinned to.
+    by_agent: BTreeMap<AgentId, BTreeSet<TaskId>>,
+    /// Launched tasks with a kill outstanding.
+    killing: BTreeSet<TaskId>,
+    /// Predecessor → the tasks whose `waits_for` names it.
+    successors: BTreeMap<TaskId, BTreeSet<TaskId>>,
+    /// Restart backoffs of pending tasks, by the instant they end.
+    backoff_timers: BTreeSet<(Instant, TaskId)>,
+    /// Kill resends, by when they are due (`None`: never sent by this
+    /// process, due at once; it sorts first).
+    kill_timers: BTreeSet<(Option<Instant>, TaskId)>,
+}
+
+impl Indexes {
+    /// The indexes of `tasks`, from scratch.
+    pub fn build<'a>(
+        tasks: impl Iterator<Item = (&'a TaskId, &'a Task)> + Clone,
+        clock: Option<Instant>,
+        live: impl Fn(&TaskId) -> bool,
+    ) -> Indexes {
+        let mut indexes = Indexes::default();
+        for (id, task) in tasks {
+            indexes.set(id, Some(Facts::of(task, clock, &live)));
+        }
+        indexes
+    }
+
+    /// Replaces what is indexed of `id` with `facts` (`None`: the task is gone).
+    pub fn set(&mut self, id: &TaskId, facts: Option<Facts>) {
+        if self.facts.get(id) == facts.as_ref() {
+            return;
+        }
+        if let Some(old) = self.facts.remove(id) {
+            self.unindex(id, &old);
+        }
+        if let Some(new) = facts {
+            self.index(id, &new);
+            self.facts.insert(id.clone(), new);
+        }
+    }
+
+    fn index(&mut self, id: &TaskId, facts: &Facts) {
+        if facts.wants_offer() {
+            self.pending.insert((facts.seq, id.clone()));
+            if let Backoff::Until(at) = facts.backoff {
+                self.backoff_timers.insert((at, id.clone()));
+            }
+        }
+        if facts.placeable() {
+            self.ready.insert((facts.seq, id.clone()));
+        }
+        *self.phases.entry(facts.phase).or_default() += 1;
+        for agent in facts.agents() {
+            self.by_agent
+                .entry(agent.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        if facts.killing() {
+            self.killing.insert(id.clone());
+            let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
+            self.kill_timers.insert((due, id.clone()));
+        }
+        if let Some(predecessor) = &facts.waits_for {
+            self.successors
+                .entry(predecessor.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+
+    fn unindex(&mut self, id: &TaskId, facts: &Facts) {
+        let key = (facts.seq, id.clone());
+        self.pending.remove(&key);
+        self.ready.remove(&key);
+        if let Backoff::Until(at) = facts.backoff {
+            self.backoff_timers.remove(&(at, id.clone()));
+        }
+        if let Some(count) = self.phases.get_mut(&facts.phase) {
+            *count -= 1;
+            if *count == 0 {
+                self.phases.remove(&facts.phase);
+            }
+        }
+        for agent in facts.agents() {
+            remove_from(&mut self.by_agent, agent, id);
+        }
+        if self.killing.remove(id) {
+            let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
+            self.kill_timers.remove(&(due, id.clone()));
+        }
+        if let Some(predecessor) = &facts.waits_for {
+            remove_from(&mut self.successors, predecessor, id);
+        }
+    }
+
+    /// Whether `id` is indexed (is in the table).
+    pub fn contains(&self, id: &TaskId) -> bool {
+        self.facts.contains_key(id)
+    }
+
+    /// Pending tasks that want an offer, placeable now or not.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The placeable tasks, oldest first.
+    pub fn ready(&self) -> impl Iterator<Item = &TaskId> {
+        self.ready.iter().map(|(_, id)| id)
+    }
+
+    /// Tasks in `phase`.
+    pub fn phase_count(&self, phase: Phase) -> usize {
+        self.phases.get(&phase).copied().unwrap_or(0)
+    }
+
+    /// Tasks that run on or are pinned to `agent`.
+    pub fn on_agent(&self, agent: &AgentId) -> impl Iterator<Item = &TaskId> {
+        self.by_agent.get(agent).into_iter().flatten()
+    }
+
+    /// Launched tasks with a kill outstanding.
+    pub fn killing(&self) -> impl Iterator<Item = &TaskId> {
+        self.killing.iter()
+    }
+
+    /// Tasks whose `waits_for` names `predecessor`.
+    pub fn successors(&self, predecessor: &TaskId) -> Vec<TaskId> {
+        self.successors
+            .get(predecessor)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Pending tasks whose restart backoff ends at or before `now`.
+    pub fn backoffs_due(&self, now: Instant) -> Vec<TaskId> {
+        self.backoff_timers
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// Killed tasks whose kill is due to be sent (again) at `now`.
+    pub fn kills_due(&self, now: Instant) -> Vec<TaskId> {
+        self.kill_timers
+            .iter()
+            .take_while(|(due, _)| due.is_none_or(|due| due <= now))
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
+fn remove_from<K: Ord>(map: &mut BTreeMap<K, BTreeSet<TaskId>>, key: &K, id: &TaskId) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl State {
+    /// Indexes `task_id` as it is now in the table (or drops it when gone);
+    /// when it appeared or vanished, its successors are indexed again (a
+    /// predecessor's presence blocks them). A task that is gone or back to
+    /// pending no longer waits for a reconciliation answer.
+    pub(super) fn reindex(&mut self, task_id: &TaskId) {
+        let was_live = self.index.contains(task_id);
+        let facts = self.facts_of(task_id);
+        let is_live = facts.is_some();
+        let answered = facts
+            .as_ref()
+            .is_none_or(|facts| facts.phase == Phase::Pending);
+        self.index.set(task_id, facts);
+        self.list_cache.forget(task_id);
+        if answered {
+            if let Some(round) = &mut self.reconcile_round {
+                round.unanswered.remove(task_id);
+            }
+        }
+        if was_live != is_live {
+            // Their pending reason names the predecessor while it is there.
+            for successor in self.index.successors(task_id) {
+                let facts = self.facts_of(&successor);
+                self.index.set(&successor, facts);
+                self.list_cache.forget(&successor);
+            }
+        }
+    }
+
+    fn facts_of(&self, task_id: &TaskId) -> Option<Facts> {
+        let task = self.tasks.get(task_id)?;
+        Some(Facts::of(task, self.clock, |id| {
+            self.tasks.contains_key(id)
+        }))
+    }
+
+    /// Puts `task` into the table under `task_id`, indexed.
+    pub(super) fn insert_task(&mut self, task_id: TaskId, task: Task) {
+        self.tasks.insert(task_id.clone(), task);
+        self.reindex(&task_id);
+    }
+
+    /// Takes `task_id` out of the table and the indexes.
+    pub(super) fn take_task(&mut self, task_id: &TaskId) -> Option<Task> {
+        let task = self.tasks.remove(task_id);
+        self.reindex(task_id);
+        task
+    }
+
+    /// Changes one task and indexes it again: the way to change a field the
+    /// indexes read (phase, kill, agent, waits_for, seq, backoff).
+    pub(super) fn update_task<R>(
+        &mut self,
+        task_id: &TaskId,
+        change: impl FnOnce(&mut Task) -> R,
+    ) -> Option<R> {
+        let result = change(self.tasks.get_mut(task_id)?);
+        self.reindex(task_id);
+        Some(result)
+    }
+
+    /// Builds every index from the table: after a restore, a reset, or a
+    /// change of the whole table.
+    pub(super) fn rebuild_indexes(&mut self) {
+        self.index = Indexes::build(self.tasks.iter(), self.clock, |id| {
+            self.tasks.contains_key(id)
+        });
+        self.list_cache.clear();
+        if let Some(round) = &mut self.reconcile_round {
+            let tasks = &self.tasks;
+            round.unanswered.retain(|id| {
+                tasks
+                    .get(id)
+                    .is_some_and(|task| task.phase != Phase::Pending)
+            });
+        }
+    }
+
+    /// The state's clock moves to `now`: restart backoffs that ended make
+    /// their tasks placeable. Only the due timers are touched.
+    pub(super) fn advance_clock(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |clock| clock.max(now)));
+        for task_id in self.index.backoffs_due(now) {
+            self.reindex(&task_id);
+        }
+    }
+
+    /// Every index equals what recomputing it from `tasks` gives, and the
+    /// reconciliation round waits only for launched tasks still known.
+    #[cfg(test)]
+    pub(super) fn check_indexes(&self) -> Result<(), String> {
+        let fresh = Indexes::build(self.tasks.iter(), self.clock, |id| {
+            self.tasks.contains_key(id)
+        });
+        if fresh != self.index {
+            return Err(format!(
+                "indexes differ from the table\n kept: {:?}\n fresh: {fresh:?}",
+                self.index
+            ));
+        }
+        if let Some(round) = &self.reconcile_round {
+            for id in &round.unanswered {
+                if self
+                    .tasks
+                    .get(id)
+                    .is_none_or(|task| task.phase == Phase::Pending)
+                {
+                    return Err(format!("round waits for {} which cannot answer", id.0));
+                }
+            }
+        }
+        self.check_list_cache()
+    }
+}
+
+#[cfg(test)]
+mod tests;
