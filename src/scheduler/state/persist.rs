@@ -389,6 +389,12 @@ fn from_json<'a, T: Deserialize<'a>>(value: &'a str) -> Result<T, String> {
 /// subscribing sorts out what changed.
 pub struct Restore {
     state: State,
+    /// Tasks read in increasing key order (a snapshot is sorted) before
+    /// any other change to the task map: built into it in one go (full
+    /// B-tree nodes) when the order breaks or at the end. Inserted one by
+    /// one in order, a B-tree keeps its nodes about half full: ~40 MB of
+    /// slack at 100k tasks.
+    in_order: Vec<(TaskId, Task)>,
 }
 
 impl Default for Restore {
@@ -401,7 +407,10 @@ impl Restore {
     pub fn new() -> Restore {
         let mut state = State::new(None);
         state.restored = true;
-        Restore { state }
+        Restore {
+            state,
+            in_order: Vec::new(),
+        }
     }
 
     /// Applies one record: `value` is its JSON text, `None` deletes the key.
@@ -431,15 +440,11 @@ impl Restore {
             state.next_seq = meta.next_seq;
         } else if let Some(id) = key.strip_prefix("task/") {
             let id = TaskId(id.to_string());
-            match value {
-                Some(value) => {
-                    let task = from_json::<TaskRecord>(value)?.into_task()?;
-                    state.tasks.insert(id, task);
-                }
-                None => {
-                    state.tasks.remove(&id);
-                }
-            }
+            let task = match value {
+                Some(value) => Some(from_json::<TaskRecord>(value)?.into_task()?),
+                None => None,
+            };
+            self.apply_task(id, task);
         } else if let Some(id) = key.strip_prefix("service/") {
             match value {
                 Some(value) => {
@@ -500,10 +505,42 @@ impl Restore {
         Ok(())
     }
 
+    /// Sets or (`None`) deletes one task.
+    fn apply_task(&mut self, id: TaskId, task: Option<Task>) {
+        let next_in_order =
+            self.state.tasks.is_empty() && self.in_order.last().is_none_or(|(last, _)| *last < id);
+        match task {
+            Some(task) if next_in_order => self.in_order.push((id, task)),
+            Some(task) => {
+                self.build_tasks();
+                self.state.tasks.insert(id, task);
+            }
+            None => {
+                self.build_tasks();
+                self.state.tasks.remove(&id);
+            }
+        }
+    }
+
+    /// Moves the tasks read in order into the task map, built in one go.
+    fn build_tasks(&mut self) {
+        if !self.in_order.is_empty() {
+            let tasks = std::mem::take(&mut self.in_order);
+            // Only ever taken while the map is empty; `collect` from a
+            // sorted list builds full nodes, `extend` would insert one by one.
+            if self.state.tasks.is_empty() {
+                self.state.tasks = tasks.into_iter().collect();
+            } else {
+                self.state.tasks.extend(tasks);
+            }
+        }
+    }
+
     /// The state, once every record is applied: the end of every restore
     /// (`State::restore` and `charmander::start` both end here), where
     /// indexes derived from the tasks are rebuilt.
-    pub fn finish(self) -> State {
+    pub fn finish(mut self) -> State {
+        self.build_tasks();
         let mut state = self.state;
         for (id, task) in &state.tasks {
             state
@@ -1134,5 +1171,36 @@ mod tests {
             "{error}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Tasks read in key order are built into the map in one go; any other
+    /// order, overwrite or delete afterwards still means the last value wins.
+    #[test]
+    fn tasks_in_any_order_restore_to_the_last_value_of_each_key() {
+        let check = |steps: &[(&str, bool)], expected: &[&str]| {
+            let records: Vec<Record> = steps
+                .iter()
+                .map(|(id, set)| Record {
+                    key: format!("task/{id}"),
+                    value: set.then(|| {
+                        format!(r#"{{"spec":{{"id":"{id}","image":"i","mem":1}},"phase":"pending","seq":0}}"#)
+                    }),
+                })
+                .collect();
+            let state = State::restore(&records).expect("restores");
+            let ids: Vec<&str> = state.tasks.keys().map(|id| id.0.as_str()).collect();
+            assert_eq!(ids, expected, "{steps:?}");
+            let instances: usize = state.instances.values().map(|set| set.len()).sum();
+            assert_eq!(instances, expected.len(), "{steps:?}");
+        };
+        check(&[("a", true), ("b", true), ("c", true)], &["a", "b", "c"]);
+        check(&[("b", true), ("c", true), ("a", true)], &["a", "b", "c"]);
+        check(&[("a", true), ("b", true), ("b", true)], &["a", "b"]);
+        check(
+            &[("a", true), ("b", true), ("a", false), ("d", true)],
+            &["b", "d"],
+        );
+        check(&[("a", false), ("b", true), ("c", true)], &["b", "c"]);
+        check(&[], &[]);
     }
 }
