@@ -42,7 +42,7 @@ use crate::mesos::convert::FrameworkSettings;
 use crate::mesos::{Connection, Fatal, MesosConfig};
 use crate::metrics::Metrics;
 use crate::scheduler::{
-    State, API_INBOX_CAPACITY, COMMITTED_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY,
+    Restore, State, API_INBOX_CAPACITY, COMMITTED_CAPACITY, JOURNAL_CAPACITY, MESOS_INBOX_CAPACITY,
     OUTBOX_CAPACITY,
 };
 pub use crate::signals::Signal;
@@ -425,10 +425,12 @@ fn load_state(config: &Config) -> io::Result<(State, Option<store::Store>)> {
     let Some(dir) = &config.state_dir else {
         return Ok((State::new(None), None));
     };
-    let (mut store, records) = store::Store::open(dir).map_err(io::Error::other)?;
+    // Streamed: each record goes from the disk straight into the state.
+    let mut restore = Restore::new();
+    let mut store = store::Store::open(dir, &mut |key, value| restore.apply(key, value))
+        .map_err(io::Error::other)?;
     store.set_commit_delay(config.journal_delay);
-    let mut state = State::restore(&records)
-        .map_err(|e| io::Error::other(format!("state in {}: {e}", dir.display())))?;
+    let mut state = restore.finish();
     if config.reset {
         state.reset();
         let records = state.take_records();

@@ -25,14 +25,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
-use serde_json::{json, Value};
 
 use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
@@ -120,8 +119,10 @@ pub struct Store {
     snapshot_bytes: u64,
     /// Compact once the journal is larger than this.
     compact_at: u64,
-    /// The live value of every key, framed, for compaction.
-    live: BTreeMap<String, Vec<u8>>,
+    /// Where the live value of every key is framed on disk, for compaction
+    /// (which copies those frames into a new snapshot). Only the place is
+    /// kept, not the bytes: the files hold them.
+    live: BTreeMap<Box<str>, Location>,
     /// Test hook (`Config::journal_delay`, zero in production): each commit
     /// waits this long before its fsync, like a slow disk.
     commit_delay: std::time::Duration,
@@ -134,13 +135,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir` and returns what it holds, in order.
-    /// A full disk does not stop it: the store opens full (submits refused).
-    pub fn open(dir: &Path) -> Result<(Store, Vec<Record>), String> {
-        Store::open_with_reserve(dir, RESERVE_BYTES)
+    /// Opens (creating if needed) `dir` and hands what it holds to `apply`,
+    /// one record at a time in the order written (key, JSON text of the
+    /// value or `None` for a deletion). Nothing is read whole: each record
+    /// passes through one buffer of at most `MAX_RECORD` bytes. An error from
+    /// `apply` stops the open, named by file and offset like damage. A full
+    /// disk does not stop it: the store opens full (submits refused).
+    pub fn open(dir: &Path, apply: &mut Apply<'_>) -> Result<Store, String> {
+        Store::open_with_reserve(dir, RESERVE_BYTES, apply)
     }
 
-    fn open_with_reserve(dir: &Path, reserve_bytes: u64) -> Result<(Store, Vec<Record>), String> {
+    fn open_with_reserve(
+        dir: &Path,
+        reserve_bytes: u64,
+        apply: &mut Apply<'_>,
+    ) -> Result<Store, String> {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))?;
         let lock = lock_dir(dir)?;
@@ -148,49 +157,49 @@ impl Store {
         let journal_path = dir.join(JOURNAL);
         // Before anything is written: on a nearly full disk their space counts.
         remove_stale_temporaries(dir)?;
-        let snapshot = read_file(&snapshot_path)?;
-        let (mut records, end) =
-            decode(&snapshot).map_err(|d| damaged(&snapshot_path, d.offset, &d.why))?;
-        if end != snapshot.len() {
-            return Err(damaged(&snapshot_path, end, "incomplete record"));
-        }
-        let journal_data = read_file(&journal_path)?;
-        let (journal_records, end) = match decode(&journal_data) {
-            Ok(done) => done,
-            Err(Damage {
-                offset, torn: true, ..
-            }) => (
-                decode(&journal_data[..offset])
-                    .map_err(|d| damaged(&journal_path, d.offset, &d.why))?
-                    .0,
-                offset,
-            ),
-            Err(damage) => return Err(damaged(&journal_path, damage.offset, &damage.why)),
+        let mut live = BTreeMap::new();
+        let mut count = 0usize;
+        let mut replay_into = |path: &Path, in_journal: bool| {
+            replay(path, &mut |key, value, offset, len| {
+                count += 1;
+                let at = Location {
+                    in_journal,
+                    offset,
+                    len,
+                };
+                remember(&mut live, key, value.is_some(), at);
+                apply(key, value)
+            })
+        };
+        // The snapshot was renamed into place whole: any damage is damage.
+        let snapshot_bytes = match replay_into(&snapshot_path, false)? {
+            Replayed::Whole(bytes) => bytes,
+            Replayed::Torn { damage, .. } => {
+                return Err(damaged(&snapshot_path, damage.offset, &damage.why))
+            }
+        };
+        let (end, torn_bytes) = match replay_into(&journal_path, true)? {
+            Replayed::Whole(bytes) => (bytes, 0),
+            Replayed::Torn { damage, len } => (damage.offset as u64, len - damage.offset as u64),
         };
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&journal_path)
             .map_err(|e| format!("cannot open {}: {e}", journal_path.display()))?;
-        if end != journal_data.len() {
+        if torn_bytes > 0 {
             log::warn!(
-                "state: dropping a torn last record in {} at byte {end} ({} bytes); it was never acknowledged",
+                "state: dropping a torn last record in {} at byte {end} ({torn_bytes} bytes); it was never acknowledged",
                 journal_path.display(),
-                journal_data.len() - end
             );
             journal
-                .set_len(end as u64)
+                .set_len(end)
                 .map_err(|e| format!("cannot truncate {}: {e}", journal_path.display()))?;
             journal
                 .sync_all()
                 .map_err(|e| format!("cannot sync {}: {e}", journal_path.display()))?;
         }
         sync_dir(dir)?;
-        records.extend(journal_records);
-        let mut live = BTreeMap::new();
-        for record in &records {
-            remember(&mut live, record);
-        }
         // Written through a temporary and renamed, so one that exists is whole
         // (its size may differ if RESERVE_BYTES changed; it still frees that much).
         let reserve_ok = dir.join(RESERVE).exists();
@@ -198,9 +207,9 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             journal,
-            journal_bytes: end as u64,
-            snapshot_bytes: snapshot.len() as u64,
-            compact_at: COMPACT_MIN_BYTES.max(2 * snapshot.len() as u64),
+            journal_bytes: end,
+            snapshot_bytes,
+            compact_at: COMPACT_MIN_BYTES.max(2 * snapshot_bytes),
             live,
             commit_delay: std::time::Duration::ZERO,
             reserve_bytes,
@@ -215,12 +224,11 @@ impl Store {
             }
         }
         log::info!(
-            "state: loaded {} records ({} live keys) from {}",
-            records.len(),
+            "state: loaded {count} records ({} live keys) from {}",
             store.live.len(),
             dir.display()
         );
-        Ok((store, records))
+        Ok(store)
     }
 
     /// Test hook: every commit from now on waits `delay` before its fsync.
@@ -235,6 +243,7 @@ impl Store {
     /// turns full (see the module doc).
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
         let mut out = Vec::new();
+        let mut ends = Vec::with_capacity(records.len());
         for record in records {
             let framed = frame(record);
             if framed.len() - HEADER > MAX_RECORD {
@@ -245,6 +254,7 @@ impl Store {
                 ));
             }
             out.extend_from_slice(&framed);
+            ends.push(out.len());
         }
         if !self.commit_delay.is_zero() {
             std::thread::sleep(self.commit_delay);
@@ -268,8 +278,15 @@ impl Store {
                 )
             })?;
         }
-        for record in records {
-            remember(&mut self.live, record);
+        let mut start = 0;
+        for (record, end) in records.iter().zip(ends) {
+            let at = Location {
+                in_journal: true,
+                offset: self.journal_bytes + start as u64,
+                len: (end - start) as u32,
+            };
+            remember(&mut self.live, &record.key, record.value.is_some(), at);
+            start = end;
         }
         self.journal_bytes += out.len() as u64;
         if self.journal_bytes > self.compact_at {
@@ -417,26 +434,42 @@ impl Store {
     }
 
     /// Writes every live record to a new snapshot and empties the journal.
-    /// On failure the temporary snapshot is removed (on a full disk it would
-    /// hold the space the journal needs) and the old snapshot stands.
+    /// The live frames are copied from where they are (old snapshot,
+    /// journal), checksums checked again, through one buffer. On failure
+    /// the temporary snapshot is removed (on a full disk it would hold the
+    /// space the journal needs) and the old snapshot stands.
     pub fn compact(&mut self) -> Result<(), String> {
+        let started = Instant::now();
         let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
-        let data: Vec<u8> = self.live.values().flatten().copied().collect();
         let io = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", tmp.display());
-        let written = File::create(&tmp)
-            .map_err(|e| io("create", e))
-            .and_then(|mut file| {
-                file.write_all(&data).map_err(|e| io("write", e))?;
-                file.sync_all().map_err(|e| io("sync", e))
-            })
-            .and_then(|()| fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(|e| io("rename", e)));
-        if let Err(error) = written {
-            if let Err(e) = fs::remove_file(&tmp) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    log::error!("state: cannot remove {}: {e}", tmp.display());
+        let written = self
+            .write_snapshot(&tmp)
+            .map_err(|e| io("write", e))
+            .and_then(|bytes| {
+                fs::rename(&tmp, self.dir.join(SNAPSHOT))
+                    .map(|()| bytes)
+                    .map_err(|e| io("rename", e))
+            });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                if let Err(e) = fs::remove_file(&tmp) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        log::error!("state: cannot remove {}: {e}", tmp.display());
+                    }
                 }
+                return Err(error);
             }
-            return Err(error);
+        };
+        // The frames now live in the new snapshot, in key order.
+        let mut offset = 0;
+        for at in self.live.values_mut() {
+            *at = Location {
+                in_journal: false,
+                offset,
+                len: at.len,
+            };
+            offset += u64::from(at.len);
         }
         sync_dir(&self.dir)?;
         // From here a crash replays the old journal over the new snapshot: same result.
@@ -447,14 +480,50 @@ impl Store {
             .sync_all()
             .map_err(|e| io("sync the journal after", e))?;
         log::info!(
-            "state: compacted {} journal bytes into a {} byte snapshot",
+            "state: compacted {} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
             self.journal_bytes,
-            data.len()
+            self.live.len(),
+            started.elapsed().as_millis()
         );
-        self.snapshot_bytes = data.len() as u64;
+        self.snapshot_bytes = bytes;
         self.journal_bytes = 0;
         self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
+    }
+
+    /// Copies every live frame into `tmp` and syncs it; returns its size.
+    fn write_snapshot(&self, tmp: &Path) -> io::Result<u64> {
+        let open = |name: &str| File::open(self.dir.join(name));
+        let journal = open(JOURNAL)?;
+        // Opened only if a live record is still in it (it may not exist).
+        let mut snapshot = None;
+        let mut out = io::BufWriter::with_capacity(READ_BUFFER, File::create(tmp)?);
+        let mut frame = Vec::new();
+        let mut bytes = 0u64;
+        for (key, at) in &self.live {
+            let mut file = if at.in_journal {
+                &journal
+            } else {
+                match &mut snapshot {
+                    Some(file) => &*file,
+                    None => &*snapshot.insert(open(SNAPSHOT)?),
+                }
+            };
+            frame.resize(at.len as usize, 0);
+            file.seek(io::SeekFrom::Start(at.offset))?;
+            file.read_exact(&mut frame)?;
+            let length = [frame[0], frame[1], frame[2], frame[3]];
+            let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            if checksum(&length, &frame[HEADER..]) != crc {
+                return Err(io::Error::other(format!(
+                    "the live record {key:?} no longer matches its checksum"
+                )));
+            }
+            out.write_all(&frame)?;
+            bytes += u64::from(at.len);
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(bytes)
     }
 }
 
@@ -496,36 +565,35 @@ fn damaged(path: &Path, offset: usize, why: &str) -> String {
     )
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let mut data = Vec::new();
-    match File::open(path) {
-        Ok(mut file) => file
-            .read_to_end(&mut data)
-            .map_err(|e| format!("cannot read state file {}: {e}", path.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(format!("cannot open state file {}: {e}", path.display())),
-    };
-    Ok(data)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), String> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))
 }
 
-fn remember(live: &mut BTreeMap<String, Vec<u8>>, record: &Record) {
-    match record.value {
-        Some(_) => live.insert(record.key.clone(), frame(record)),
-        None => live.remove(&record.key),
-    };
+/// Where a framed record is: which file, at which offset, how long
+/// (header included; at most `HEADER + MAX_RECORD`).
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    in_journal: bool,
+    offset: u64,
+    len: u32,
 }
 
-/// One framed record.
+fn remember(live: &mut BTreeMap<Box<str>, Location>, key: &str, set: bool, at: Location) {
+    if set {
+        live.insert(key.into(), at);
+    } else {
+        live.remove(key);
+    }
+}
+
+/// One framed record. The payload is `{"key":..,"value":..}`, the value
+/// being the record's JSON text as it is (persist wrote it with serde).
 pub fn frame(record: &Record) -> Vec<u8> {
-    let payload = json!({"key": record.key, "value": record.value})
-        .to_string()
-        .into_bytes();
+    let key = serde_json::to_string(&record.key).unwrap_or_else(|_| "\"\"".to_string());
+    let value = record.value.as_deref().unwrap_or("null");
+    let payload = format!("{{\"key\":{key},\"value\":{value}}}").into_bytes();
     let length = (payload.len() as u32).to_le_bytes();
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&length);
@@ -552,62 +620,160 @@ pub struct Damage {
     pub torn: bool,
 }
 
-/// Decodes whole records, up to the first bad one.
-pub fn decode(data: &[u8]) -> Result<(Vec<Record>, usize), Damage> {
-    let mut records = Vec::new();
-    let mut offset = 0;
-    while offset < data.len() {
-        let rest = &data[offset..];
-        // Zeros to the end: the file grew but its data never reached the disk.
-        let zero_tail = rest.iter().all(|&b| b == 0);
-        let damage = |why: String, torn: bool| Damage {
-            offset,
-            why,
-            torn: torn || zero_tail,
-        };
-        if rest.len() < HEADER {
-            return Err(damage(
-                format!("record header cut short ({} of {HEADER} bytes)", rest.len()),
-                true,
-            ));
+/// What `Store::open` hands each record to: its key and the JSON text of
+/// its value (`None`: the key was deleted).
+pub type Apply<'a> = dyn FnMut(&str, Option<&str>) -> Result<(), String> + 'a;
+
+/// What `replay` hands each record to: key, value text, the frame's offset
+/// and length.
+type Load<'a> = dyn FnMut(&str, Option<&str>, u64, u32) -> Result<(), String> + 'a;
+
+/// How a replay of one file ended.
+enum Replayed {
+    /// Every record read and applied; the file's length.
+    Whole(u64),
+    /// Stopped at a bad record (`damage.torn`: only a torn tail); `len`
+    /// is the file's length.
+    Torn { damage: Damage, len: u64 },
+}
+
+/// The envelope of every record; `value` is left as text for `Apply`.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    value: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Reads `path` record by record, handing each to `load` (key, value text,
+/// whole frame). A missing file is empty. Damage that is not a torn tail,
+/// and an error from `load`, are errors naming the file and offset; a torn
+/// tail is returned for the caller to judge.
+fn replay(path: &Path, load: &mut Load<'_>) -> Result<Replayed, String> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replayed::Whole(0)),
+        Err(e) => return Err(format!("cannot open state file {}: {e}", path.display())),
+    };
+    let cannot_read = |e: io::Error| format!("cannot read state file {}: {e}", path.display());
+    let len = file.metadata().map_err(cannot_read)?.len();
+    let mut reader = RecordReader {
+        file: io::BufReader::with_capacity(READ_BUFFER, file),
+        len,
+        offset: 0,
+        frame: Vec::new(),
+    };
+    loop {
+        let offset = reader.offset;
+        match reader.next().map_err(cannot_read)? {
+            Next::End => return Ok(Replayed::Whole(len)),
+            Next::Damage(damage) if damage.torn => return Ok(Replayed::Torn { damage, len }),
+            Next::Damage(damage) => return Err(damaged(path, damage.offset, &damage.why)),
+            Next::Frame => {}
         }
-        let length = [rest[0], rest[1], rest[2], rest[3]];
-        let len = u32::from_le_bytes(length) as usize;
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len > MAX_RECORD {
-            return Err(damage(
-                format!("record length {len} is over the limit of {MAX_RECORD}"),
-                false,
-            ));
-        }
-        let Some(payload) = rest.get(HEADER..HEADER + len) else {
-            return Err(damage(
-                format!("record cut short ({} of {len} bytes)", rest.len() - HEADER),
-                true,
-            ));
+        let framed = &reader.frame;
+        let envelope: Envelope = match serde_json::from_slice(&framed[HEADER..]) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let why = if e.to_string().starts_with("missing field `key`") {
+                    "record has no key".to_string()
+                } else {
+                    format!("record is not JSON: {e}")
+                };
+                return Err(damaged(path, offset as usize, &why));
+            }
         };
-        if checksum(&length, payload) != crc {
-            return Err(damage(
-                "checksum mismatch".to_string(),
-                rest.len() == HEADER + len,
-            ));
-        }
-        let value: Value = serde_json::from_slice(payload)
-            .map_err(|e| damage(format!("record is not JSON: {e}"), false))?;
-        let Some(key) = value["key"].as_str() else {
-            return Err(damage("record has no key".to_string(), false));
-        };
-        let record_value = match &value["value"] {
-            Value::Null => None,
-            other => Some(other.clone()),
-        };
-        records.push(Record {
-            key: key.to_string(),
-            value: record_value,
-        });
-        offset += HEADER + len;
+        let value = envelope.value.map(|raw| raw.get()).filter(|v| *v != "null");
+        load(&envelope.key, value, offset, framed.len() as u32).map_err(|why| {
+            damaged(
+                path,
+                offset as usize,
+                &format!("state record {:?}: {why}", envelope.key),
+            )
+        })?;
     }
-    Ok((records, offset))
+}
+
+/// The read buffer of a replay: records are read through it, so memory
+/// stays this plus the largest record, whatever the file's size.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// What `RecordReader::next` found.
+enum Next {
+    End,
+    /// A whole record with a good checksum is in `RecordReader::frame`.
+    Frame,
+    Damage(Damage),
+}
+
+/// Reads framed records from a file, one at a time, into one buffer.
+struct RecordReader {
+    file: io::BufReader<File>,
+    /// The file's length when opened.
+    len: u64,
+    /// Where the next record starts.
+    offset: u64,
+    /// The last record read, header included.
+    frame: Vec<u8>,
+}
+
+impl RecordReader {
+    fn next(&mut self) -> io::Result<Next> {
+        let rest = self.len - self.offset;
+        if rest == 0 {
+            return Ok(Next::End);
+        }
+        let offset = self.offset as usize;
+        if rest < HEADER as u64 {
+            let why = format!("record header cut short ({rest} of {HEADER} bytes)");
+            return Ok(self.damage(offset, why, true));
+        }
+        self.frame.clear();
+        self.frame.resize(HEADER, 0);
+        self.file.read_exact(&mut self.frame)?;
+        let length = [self.frame[0], self.frame[1], self.frame[2], self.frame[3]];
+        let len = u32::from_le_bytes(length) as usize;
+        let crc = u32::from_le_bytes([self.frame[4], self.frame[5], self.frame[6], self.frame[7]]);
+        if len > MAX_RECORD {
+            let why = format!("record length {len} is over the limit of {MAX_RECORD}");
+            return Ok(self.damage(offset, why, false));
+        }
+        let whole = (HEADER + len) as u64;
+        if rest < whole {
+            let why = format!("record cut short ({} of {len} bytes)", rest - HEADER as u64);
+            return Ok(self.damage(offset, why, true));
+        }
+        self.frame.resize(HEADER + len, 0);
+        self.file.read_exact(&mut self.frame[HEADER..])?;
+        if checksum(&length, &self.frame[HEADER..]) != crc {
+            let why = "checksum mismatch".to_string();
+            return Ok(self.damage(offset, why, rest == whole));
+        }
+        self.offset += whole;
+        Ok(Next::Frame)
+    }
+
+    /// Damage at `offset`; torn also when the file is zeros from there on
+    /// (it grew, but its data never reached the disk).
+    fn damage(&mut self, offset: usize, why: String, torn: bool) -> Next {
+        let torn = torn || self.zeros_from(offset as u64).unwrap_or(false);
+        Next::Damage(Damage { offset, why, torn })
+    }
+
+    fn zeros_from(&mut self, offset: u64) -> io::Result<bool> {
+        self.file.seek(io::SeekFrom::Start(offset))?;
+        let mut chunk = vec![0u8; READ_BUFFER];
+        loop {
+            let n = self.file.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(true);
+            }
+            if chunk[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 /// CRC-32 (IEEE 802.3), bitwise table built at compile time.
@@ -800,11 +966,12 @@ fn lock_dir(dir: &Path) -> Result<File, String> {
 mod tests {
     use super::*;
     use crate::scheduler::{ApiReply, RequestId};
+    use serde_json::{json, Value};
 
     fn record(key: &str, value: Option<Value>) -> Record {
         Record {
             key: key.to_string(),
-            value,
+            value: value.map(|value| value.to_string()),
         }
     }
 
@@ -819,9 +986,22 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A store with a small reserve, so tests do not write 8 MiB each.
+    /// A store with a small reserve, so tests do not write 8 MiB each, and
+    /// the records it held.
     fn open(dir: &Path) -> Result<(Store, Vec<Record>), String> {
-        Store::open_with_reserve(dir, 4096)
+        open_with_reserve(dir, 4096)
+    }
+
+    fn open_with_reserve(dir: &Path, reserve: u64) -> Result<(Store, Vec<Record>), String> {
+        let mut records = Vec::new();
+        let store = Store::open_with_reserve(dir, reserve, &mut |key, value| {
+            records.push(Record {
+                key: key.to_string(),
+                value: value.map(str::to_string),
+            });
+            Ok(())
+        })?;
+        Ok((store, records))
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -964,12 +1144,102 @@ mod tests {
         drop(store);
         let (store, records) = open(&dir).expect("reopens");
         assert_eq!(records, vec![a1, b.clone(), a2]);
-        assert_eq!(store.live.keys().collect::<Vec<_>>(), ["task/b"]);
+        assert_eq!(
+            store.live.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["task/b"]
+        );
         let mut store = store;
         store.compact().expect("compacts");
         drop(store);
         let (_, records) = open(&dir).expect("reopens after compaction");
         assert_eq!(records, vec![b]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Compaction copies each live frame from where it is: some from the
+    /// old snapshot, some from the journal, after a reopen too.
+    #[test]
+    fn compaction_copies_live_records_from_snapshot_and_journal() {
+        let _serial = serial();
+        let dir = temp_dir("copies");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a1 = record("a", Some(json!({"n": 1})));
+        let b = record("b", Some(json!({"n": 2})));
+        let c = record("c", Some(json!({"n": 3})));
+        let a2 = record("a", Some(json!({"n": 4})));
+        store.commit(&[&a1, &b]).expect("commits");
+        store.compact().expect("compacts");
+        store.commit(&[&c, &a2]).expect("commits");
+        store.compact().expect("compacts again");
+        drop(store);
+        let (mut store, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a2.clone(), b.clone(), c.clone()]);
+        let d = record("d", Some(json!({"n": 5})));
+        let gone = record("b", None);
+        store
+            .commit(&[&d, &gone])
+            .expect("commits after the reopen");
+        store.compact().expect("compacts after the reopen");
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a2, c, d]);
+        assert_eq!(
+            fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok(),
+            Some(0)
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Under sustained load (the journal thread's inbox never empty, every
+    /// group full) compaction still happens: it is part of `commit`, not of
+    /// an idle moment, so the journal stays within its bound.
+    #[test]
+    fn the_journal_thread_compacts_while_turns_keep_arriving() {
+        let _serial = serial();
+        let dir = temp_dir("sustained");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::bounded(16);
+        let (call_tx, _call_rx) = crossbeam_channel::unbounded::<Call>();
+        let (committed_tx, _committed_rx) = crossbeam_channel::unbounded();
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
+        let padding = "x".repeat(1000);
+        let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        let mut largest = 0;
+        // About 12 MB of turns over 100 keys, sent as fast as the journal takes them.
+        for n in 0..12_000 {
+            let key = format!("task/{}", n % 100);
+            let turn = Turn {
+                records: vec![record(&key, Some(json!({"n": n, "pad": padding})))],
+                calls: Vec::new(),
+                replies: Vec::new(),
+                notices: Vec::new(),
+            };
+            turn_tx.send(turn).expect("queued");
+            largest = largest.max(size(JOURNAL));
+        }
+        drop(turn_tx);
+        journal
+            .join()
+            .expect("the journal thread ends")
+            .expect("runs to the end");
+        largest = largest.max(size(JOURNAL));
+        // Bounded by COMPACT_MIN_BYTES plus one group (at most 16 queued turns
+        // and the one in hand, about 1 KB each).
+        assert!(
+            largest <= COMPACT_MIN_BYTES + 32 * 1024,
+            "journal grew to {largest}"
+        );
+        let (store, records) = open(&dir).expect("reopens");
+        assert_eq!(store.live.len(), 100);
+        assert!(records.len() < 12_000, "compacted: {}", records.len());
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -996,7 +1266,8 @@ mod tests {
         assert_eq!(
             records
                 .last()
-                .and_then(|r| r.value.as_ref())
+                .and_then(|r| r.value.as_deref())
+                .and_then(|v| serde_json::from_str::<Value>(v).ok())
                 .map(|v| v["n"].clone()),
             Some(json!(9999))
         );
@@ -1102,7 +1373,7 @@ mod tests {
     fn a_failed_compaction_removes_its_temporary_file() {
         let _serial = serial();
         let dir = temp_dir("failed-compaction");
-        let (mut store, _) = Store::open_with_reserve(&dir, 4096).expect("opens");
+        let (mut store, _) = open_with_reserve(&dir, 4096).expect("opens");
         let a = record("task/a", Some(json!({"n": 1})));
         store.commit(&[&a]).expect("commits");
         // A non-empty directory where the snapshot goes: the rename fails
@@ -1132,7 +1403,7 @@ mod tests {
             fs::write(dir.join(name), vec![7u8; 8192]).expect("write");
         }
         fs::write(dir.join("notes.tmp"), b"not ours").expect("write");
-        let (_, records) = Store::open_with_reserve(&dir, 4096).expect("opens");
+        let (_, records) = open_with_reserve(&dir, 4096).expect("opens");
         assert_eq!(records, vec![kept]);
         assert!(!dir.join("state.snapshot.tmp").exists());
         assert!(!dir.join("state.reserve.tmp").exists());
@@ -1192,7 +1463,7 @@ mod tests {
         let Some(disk) = Tmpfs::mount("full", "1m") else {
             return;
         };
-        let (mut store, _) = Store::open_with_reserve(&disk.0, 128 * 1024).expect("opens");
+        let (mut store, _) = open_with_reserve(&disk.0, 128 * 1024).expect("opens");
         let gate = store.gate();
         let padding = "x".repeat(1000);
         let task = |n: usize| record(&format!("task/{n}"), Some(json!({"pad": padding})));
@@ -1222,7 +1493,7 @@ mod tests {
         assert_eq!(store.reserve_retry_at(), None);
         assert!(disk.0.join(RESERVE).exists());
         drop(store);
-        let (_, records) = Store::open_with_reserve(&disk.0, 128 * 1024).expect("reopens");
+        let (_, records) = open_with_reserve(&disk.0, 128 * 1024).expect("reopens");
         assert_eq!(records, (0..20).map(task).collect::<Vec<_>>());
     }
 
@@ -1235,7 +1506,7 @@ mod tests {
         let Some(disk) = Tmpfs::mount("past-reserve", "1m") else {
             return;
         };
-        let (mut store, _) = Store::open_with_reserve(&disk.0, 64 * 1024).expect("opens");
+        let (mut store, _) = open_with_reserve(&disk.0, 64 * 1024).expect("opens");
         let padding = "x".repeat(1000);
         let task = |n: usize| record(&format!("task/{n}"), Some(json!({"pad": padding})));
         disk.fill("junk");
@@ -1254,7 +1525,7 @@ mod tests {
         assert!(!committed.is_empty(), "the reserve held some records");
         drop(store);
         fs::remove_file(disk.0.join("junk")).expect("free space");
-        let (_, records) = Store::open_with_reserve(&disk.0, 64 * 1024).expect("reopens");
+        let (_, records) = open_with_reserve(&disk.0, 64 * 1024).expect("reopens");
         assert_eq!(records, committed);
     }
 
@@ -1271,7 +1542,7 @@ mod tests {
         )
         .expect("stale temporary");
         disk.fill("junk");
-        let (mut store, _) = Store::open_with_reserve(&disk.0, 512 * 1024).expect("opens");
+        let (mut store, _) = open_with_reserve(&disk.0, 512 * 1024).expect("opens");
         assert!(store.gate().is_full(), "no room for the reserve");
         assert!(!disk.0.join(format!("{RESERVE}{TMP_SUFFIX}")).exists());
         // The removed temporary left room for accepted work.

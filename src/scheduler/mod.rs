@@ -24,7 +24,7 @@ use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{
     AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
-pub use crate::scheduler::state::State;
+pub use crate::scheduler::state::{Restore, State};
 
 /// How often the state thread wakes up without input (refuse filters,
 /// periodic work).

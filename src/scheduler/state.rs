@@ -25,8 +25,8 @@ mod trail;
 
 use idempotency::Seen;
 use outcome::{update_outcome, Outcome};
-pub use persist::Record;
 use persist::{idempotency_key, intelligence_key, service_key, task_key, FRAMEWORK_KEY, META_KEY};
+pub use persist::{Record, Restore};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -161,8 +161,9 @@ enum Phase {
 struct Task {
     /// What the task runs with: `requested` plus intelligence.
     spec: TaskSpec,
-    /// What the user submitted.
-    requested: TaskSpec,
+    /// What the user submitted, only when intelligence made `spec` differ
+    /// from it (usually not: one spec kept instead of two); see `requested()`.
+    requested: Option<Box<TaskSpec>>,
     /// Intelligence entries that changed `spec`: (attribute, derived value).
     applied: Vec<(String, String)>,
     phase: Phase,
@@ -206,6 +207,11 @@ struct Task {
 impl Task {
     fn is_kill_requested(&self) -> bool {
         self.kill_requested
+    }
+
+    /// What the user submitted (before intelligence).
+    fn requested(&self) -> &TaskSpec {
+        self.requested.as_deref().unwrap_or(&self.spec)
     }
 }
 
@@ -652,7 +658,7 @@ impl State {
             let Some(task) = self.tasks.get(&old_id) else {
                 continue;
             };
-            let (effective, changes) = intelligence::apply(&task.requested, &self.intelligence);
+            let (effective, changes) = intelligence::apply(task.requested(), &self.intelligence);
             let to_host = (!effective.node_name.is_empty()).then(|| effective.node_name.clone());
             steps.push(ReshuffleStep {
                 id: task.spec.id.clone(),
@@ -664,7 +670,7 @@ impl State {
             if dry_run {
                 continue;
             }
-            let requested = task.requested.clone();
+            let requested = task.requested().clone();
             // The replacement waits for Mesos to confirm the old task is gone,
             // so placement sees its resources free (and a singleton is never doubled).
             let replacement = self.add_task(requested, None, Some(old_id.clone()), now);
@@ -1186,7 +1192,7 @@ impl State {
         let Some(task) = self.tasks.get(task_id) else {
             return;
         };
-        let (requested, pinned) = (task.requested.clone(), task.pinned_agent.clone());
+        let (requested, pinned) = (task.requested().clone(), task.pinned_agent.clone());
         let delay = restart_delay(restarts);
         log::warn!(
             "task ended, restarting task={} state={} policy={} restart={restarts} in_s={}",
@@ -1660,6 +1666,7 @@ impl State {
             .entry(spec.id.clone())
             .or_default()
             .insert(task_id.clone());
+        let requested = (requested != spec).then(|| Box::new(requested));
         let task = Task {
             spec,
             requested,
@@ -1866,7 +1873,7 @@ impl State {
         };
         TaskView {
             spec: task.spec.clone(),
-            requested: task.requested.clone(),
+            requested: task.requested().clone(),
             intelligence: task.applied.clone(),
             internal_id: task_id.clone(),
             state,

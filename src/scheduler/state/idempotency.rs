@@ -164,7 +164,8 @@ impl Keys {
         std::mem::take(&mut self.used).into_keys().collect()
     }
 
-    fn remove(&mut self, key: &str) {
+    /// Forgets one key (a deleted record on restore, an expired or reset key).
+    pub fn remove(&mut self, key: &str) {
         if let Some(Used {
             expires_at: Some(at),
             ..
@@ -180,7 +181,7 @@ impl Keys {
 /// Stable across restarts, unlike std's hasher; not a defence against a
 /// client that wants a collision, which could only hurt its own request.
 pub(super) fn fingerprint(spec: &TaskSpec) -> String {
-    let text = super::persist::spec_to_json(spec).to_string();
+    let text = super::persist::fingerprint_text(spec);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         hash ^= u64::from(byte);

@@ -94,7 +94,7 @@ pub(super) fn update_outcome(
     if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
         return Outcome::DropForGoneNode(agent.clone());
     }
-    if !task.requested.restart.restarts_after(update.state) {
+    if !task.requested().restart.restarts_after(update.state) {
         return Outcome::Remove;
     }
     let stable = task

@@ -1726,8 +1726,8 @@ fn update_outcomes() {
             ),
         };
         let task = Task {
-            spec: requested.clone(),
-            requested,
+            spec: requested,
+            requested: None,
             applied: Vec::new(),
             phase,
             pinned_agent: flags
@@ -2540,7 +2540,9 @@ fn a_damaged_restart_backoff_is_clamped_on_restore() {
             .as_mut()
             .filter(|_| record.key.starts_with("task/"))
         {
-            value["backoff_ms"] = serde_json::json!(u64::MAX);
+            let mut parsed: serde_json::Value = serde_json::from_str(value).unwrap();
+            parsed["backoff_ms"] = serde_json::json!(u64::MAX);
+            *value = parsed.to_string();
         }
     }
     let restored = State::restore(&records).expect("restores");

@@ -36,7 +36,7 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
             };
             let task = Task {
                 spec: spec(words[0]),
-                requested: spec(words[0]),
+                requested: None,
                 applied: Vec::new(),
                 phase,
                 pinned_agent: field("pinned").map(|a| AgentId(a.to_string())),

@@ -1,0 +1,301 @@
+//! Measures what the scheduler's state costs at scale: memory per task of
+//! live state, the state directory it writes, one compaction, and a restart
+//! (restore) from that directory: time to ready and peak RSS.
+//!
+//! usage:
+//! - `state_memory build N DIR [AGENTS]`: a `State` with N running tasks on
+//!   AGENTS agents (default 1000), built through `handle_event` like the
+//!   state thread does, every turn committed to a store in DIR (which must
+//!   not exist yet). Prints RSS before and after, bytes per task, the state
+//!   dir's size and how long one compaction of it takes.
+//! - `state_memory restore DIR`: opens DIR and restores the state as
+//!   `charmander::start` does; prints the time, RSS and peak RSS (VmHWM).
+//!
+//! Run it in release mode (`cargo run --release --example state_memory`);
+//! RSS comes from `/proc/self/status` (Linux only). Heap bytes come from a
+//! counting global allocator, so "bytes per task" is exact live heap, not
+//! RSS (which keeps freed pages the allocator has not returned).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use charmander::scheduler::model::{
+    AgentId, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, RestartPolicy, Sla,
+    StatusReason, TaskSpec, TaskState, TaskUpdate,
+};
+use charmander::scheduler::{ApiRequest, Call, Event, MesosEvent, Now, RequestId, Restore, State};
+use charmander::store::Store;
+
+/// The system allocator, counting live and peak heap bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; the counters are
+// only read for the report.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                - layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract is `System`'s.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
+}
+
+/// Agents when none are named: the size of the measured cluster.
+const DEFAULT_AGENTS: usize = 1000;
+
+/// Images the tasks run: a lab runs a handful of images many times.
+const IMAGES: [&str; 4] = [
+    "registry.lab.local/charmander/cadvisor:0.49",
+    "registry.lab.local/charmander/stress-ng:0.17",
+    "registry.lab.local/charmander/pcp:6.2",
+    "registry.lab.local/charmander/redis-load:7.2",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["build", n, dir] => build(parse(n), Path::new(dir), DEFAULT_AGENTS),
+        ["build", n, dir, agents] => build(parse(n), Path::new(dir), parse(agents)),
+        ["restore", dir] => restore(Path::new(dir)),
+        _ => Err("usage: state_memory build N DIR [AGENTS] | restore DIR".to_string()),
+    };
+    if let Err(error) = result {
+        eprintln!("state_memory: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn parse(n: &str) -> usize {
+    n.parse().unwrap_or_else(|_| {
+        eprintln!("state_memory: not a number: {n}");
+        std::process::exit(2)
+    })
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+                rest.trim().trim_end_matches(" kB").trim().parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn spec(n: usize) -> TaskSpec {
+    TaskSpec {
+        id: format!("load-{}", n % 500),
+        docker_image: IMAGES[n % IMAGES.len()].to_string(),
+        mem_mb: 64,
+        cpus: Some(0.01),
+        sla: Sla::None,
+        node_type: String::new(),
+        node_name: String::new(),
+        not_metered: false,
+        reshuffleable: n.is_multiple_of(2),
+        arguments: vec!["--interval".to_string(), "10".to_string()],
+        volumes: Vec::new(),
+        ports: Vec::new(),
+        network: NetworkMode::Default,
+        restart: RestartPolicy::OnFailure,
+        privileged: false,
+    }
+}
+
+fn offer(round: usize, agent: usize) -> Offer {
+    let name = format!("agent-{agent:04}.lab.local");
+    Offer::unreserved(
+        OfferId(format!("offer-{round}-{agent}")),
+        AgentId(format!("4f5e6d7c-8b9a-4c3d-9e2f-1a0b2c3d4e5f-S{agent}")),
+        name.clone(),
+        1000.0,
+        1_000_000.0,
+        vec![(31000, 32000)],
+        [
+            ("nodetype".to_string(), format!("type-{}", agent % 4)),
+            ("nodename".to_string(), name),
+        ]
+        .into_iter()
+        .collect(),
+    )
+}
+
+/// Builds the state, committing every turn, and reports its cost.
+fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
+    if dir.exists() {
+        return Err(format!("{} exists; give a new directory", dir.display()));
+    }
+    let mut store = Store::open(dir, &mut |_, _| Ok(()))?;
+    let before = status_kib("VmRSS");
+    let heap_before = LIVE.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    };
+    let mut state = State::new(None);
+    let mut step = |state: &mut State, event: Event, now: &mut Now| -> Result<Vec<Call>, String> {
+        now.instant += Duration::from_millis(1);
+        now.wall += Duration::from_millis(1);
+        let turn = state.handle_event(event, Now { ..*now });
+        store.commit(&turn.records.iter().collect::<Vec<_>>())?;
+        Ok(turn.calls)
+    };
+    step(
+        &mut state,
+        Event::Mesos(MesosEvent::Subscribed {
+            framework_id: FrameworkId("4f5e6d7c-8b9a-4c3d-9e2f-1a0b2c3d4e5f-0001".to_string()),
+        }),
+        &mut now,
+    )?;
+    for n in 0..tasks {
+        let request = ApiRequest::Submit {
+            spec: spec(n),
+            idempotency_key: None,
+        };
+        step(
+            &mut state,
+            Event::Api(RequestId(n as u64), request),
+            &mut now,
+        )?;
+    }
+    let mut launched = Vec::new();
+    for round in 0.. {
+        if launched.len() >= tasks || round > 1000 {
+            break;
+        }
+        let offers = (0..agents).map(|agent| offer(round, agent)).collect();
+        for call in step(
+            &mut state,
+            Event::Mesos(MesosEvent::Offers(offers)),
+            &mut now,
+        )? {
+            if let Call::Launch {
+                agent_id, tasks, ..
+            } = call
+            {
+                launched.extend(tasks.into_iter().map(|t| (t.task_id, agent_id.clone())));
+            }
+        }
+    }
+    for (n, (task_id, agent_id)) in launched.iter().enumerate() {
+        let update = TaskUpdate {
+            task_id: task_id.clone(),
+            state: TaskState::Running,
+            reason: StatusReason::Other,
+            reason_name: String::new(),
+            message: String::new(),
+            agent_id: Some(agent_id.clone()),
+            uuid: Some(vec![n as u8; 16]),
+            docker: Some(DockerInfo {
+                id: format!("{n:064x}"),
+                name: format!("mesos-{}", task_id.0),
+                pid: 1000 + n as u64,
+            }),
+        };
+        step(
+            &mut state,
+            Event::Mesos(MesosEvent::Update(update)),
+            &mut now,
+        )?;
+    }
+    let built = start.elapsed();
+    let after = status_kib("VmRSS");
+    let heap_all = LIVE.load(Ordering::Relaxed) - heap_before;
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    println!(
+        "built {} tasks ({} running) on {agents} agents in {:.1} s",
+        state.task_count(),
+        launched.len(),
+        built.as_secs_f64()
+    );
+    println!(
+        "rss before {:.1} MiB, after {:.1} MiB: {:.0} bytes per task (state + store)",
+        mib(before),
+        mib(after),
+        (after.saturating_sub(before) * 1024) as f64 / tasks.max(1) as f64
+    );
+    let start = Instant::now();
+    store.compact()?;
+    println!(
+        "one compaction: {:.0} ms, snapshot {:.1} MiB",
+        start.elapsed().as_secs_f64() * 1000.0,
+        size("state.snapshot") as f64 / 1048576.0
+    );
+    drop(store);
+    let heap_state = LIVE.load(Ordering::Relaxed) - heap_before;
+    let per_task = |bytes: usize| bytes as f64 / tasks.max(1) as f64;
+    println!(
+        "live heap: state + store {:.1} MiB ({:.0} bytes per task), state alone {:.1} MiB ({:.0} bytes per task)",
+        heap_all as f64 / 1048576.0,
+        per_task(heap_all),
+        heap_state as f64 / 1048576.0,
+        per_task(heap_state)
+    );
+    drop(state);
+    Ok(())
+}
+
+/// Opens and restores `dir` as a restart does, and reports time and memory.
+fn restore(dir: &Path) -> Result<(), String> {
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    let before = status_kib("VmRSS");
+    let start = Instant::now();
+    let mut restore = Restore::new();
+    let _store = Store::open(dir, &mut |key, value| restore.apply(key, value))?;
+    let state = restore.finish();
+    let elapsed = start.elapsed();
+    println!(
+        "restored {} tasks from a {:.1} MiB snapshot + {:.1} MiB journal in {:.0} ms",
+        state.task_count(),
+        size("state.snapshot") as f64 / 1048576.0,
+        size("state.journal") as f64 / 1048576.0,
+        elapsed.as_secs_f64() * 1000.0
+    );
+    println!(
+        "rss before {:.1} MiB, after {:.1} MiB, peak (VmHWM) {:.1} MiB; heap {:.1} MiB, peak heap {:.1} MiB",
+        mib(before),
+        mib(status_kib("VmRSS")),
+        mib(status_kib("VmHWM")),
+        heap_mib(),
+        PEAK.load(Ordering::Relaxed) as f64 / 1048576.0
+    );
+    Ok(())
+}
