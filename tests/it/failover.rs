@@ -39,6 +39,17 @@ fn a_displaced_scheduler_exits_with_its_code_and_the_other_keeps_the_framework()
     });
     assert!(subscribed, "the first scheduler never subscribed");
     let framework = sim_state()["frameworks"][0]["id"].clone();
+    // The master knows the framework before the first scheduler's journal
+    // does: copy its state only once the framework id is on disk, or the
+    // second registers a new framework and nobody is displaced.
+    let id_text = framework.as_str().expect("framework id").to_string();
+    let durable = wait_until(DEADLINE, || {
+        ["state.journal", "state.snapshot"].iter().any(|file| {
+            std::fs::read(first_dir.join(file))
+                .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(&id_text))
+        })
+    });
+    assert!(durable, "the first scheduler never saved its framework id");
 
     // A second scheduler with the same framework id (a copy of the first's
     // state, so the state-dir lock does not stop it).
