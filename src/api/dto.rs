@@ -1211,23 +1211,7 @@ mod tests {
     }"#;
 
     fn spec(id: &str, image: &str, mem_mb: u64) -> TaskSpec {
-        TaskSpec {
-            id: id.to_string(),
-            docker_image: image.to_string(),
-            mem_mb,
-            cpus: None,
-            sla: Sla::None,
-            node_type: String::new(),
-            node_name: String::new(),
-            not_metered: false,
-            reshuffleable: false,
-            arguments: Vec::new(),
-            volumes: Vec::new(),
-            ports: Vec::new(),
-            network: NetworkMode::Default,
-            restart: RestartPolicy::Never,
-            privileged: false,
-        }
+        TaskSpec::for_test(id, image, mem_mb)
     }
 
     fn volume(host_path: &str, container_path: &str, mode: VolumeMode) -> Volume {

@@ -695,21 +695,8 @@ mod tests {
         let launch = Launch {
             task_id: TaskId("t-1".to_string()),
             spec: TaskSpec {
-                id: "t".to_string(),
-                docker_image: "image".to_string(),
-                mem_mb: 600,
                 cpus: Some(2.5),
-                sla: crate::scheduler::model::Sla::None,
-                node_type: String::new(),
-                node_name: String::new(),
-                not_metered: false,
-                reshuffleable: false,
-                arguments: Vec::new(),
-                volumes: Vec::new(),
-                ports: Vec::new(),
-                network: NetworkMode::Default,
-                restart: Default::default(),
-                privileged: false,
+                ..TaskSpec::for_test("t", "image", 600)
             },
             resources: vec![
                 piece("cpus", 2.0, 1),

@@ -168,6 +168,32 @@ pub struct TaskSpec {
     pub privileged: bool,
 }
 
+#[cfg(test)]
+impl TaskSpec {
+    /// A valid spec for tests: what is given, defaults everywhere else (no
+    /// cpus, no SLA, no constraints, restart never). Tests change the rest
+    /// with struct update syntax.
+    pub(crate) fn for_test(id: &str, docker_image: &str, mem_mb: u64) -> TaskSpec {
+        TaskSpec {
+            id: id.to_string(),
+            docker_image: docker_image.to_string(),
+            mem_mb,
+            cpus: None,
+            sla: Sla::None,
+            node_type: String::new(),
+            node_name: String::new(),
+            not_metered: false,
+            reshuffleable: false,
+            arguments: Vec::new(),
+            volumes: Vec::new(),
+            ports: Vec::new(),
+            network: NetworkMode::Default,
+            restart: RestartPolicy::Never,
+            privileged: false,
+        }
+    }
+}
+
 /// The cpus a task gets when the request names none (as in the original).
 pub const DEFAULT_CPUS: f64 = 0.1;
 

@@ -62,8 +62,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::model::{
-        NetworkMode, Offer, OfferId, Pool, Reservation, RestartPolicy, Sla, StatusReason, TaskSpec,
-        TaskState, TaskUpdate,
+        Offer, OfferId, Pool, Reservation, StatusReason, TaskSpec, TaskState, TaskUpdate,
     };
     use crate::scheduler::placement::format_number;
     use crate::scheduler::{ApiRequest, Event, MesosEvent, Now, RequestId};
@@ -72,21 +71,8 @@ mod tests {
 
     fn spec(id: &str, cpus: Option<f64>, mem_mb: u64) -> TaskSpec {
         TaskSpec {
-            id: id.to_string(),
-            docker_image: "image".to_string(),
-            mem_mb,
             cpus,
-            sla: Sla::None,
-            node_type: String::new(),
-            node_name: String::new(),
-            not_metered: false,
-            reshuffleable: false,
-            arguments: Vec::new(),
-            volumes: Vec::new(),
-            ports: Vec::new(),
-            network: NetworkMode::Default,
-            restart: RestartPolicy::Never,
-            privileged: false,
+            ..TaskSpec::for_test(id, "image", mem_mb)
         }
     }
 

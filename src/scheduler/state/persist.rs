@@ -781,23 +781,7 @@ mod tests {
     const FIXTURE: &str = "tests/fixtures/state-v1";
 
     fn spec(id: &str, mem_mb: u64) -> TaskSpec {
-        TaskSpec {
-            id: id.to_string(),
-            docker_image: "registry.lab/img:1".to_string(),
-            mem_mb,
-            cpus: None,
-            sla: Sla::None,
-            node_type: String::new(),
-            node_name: String::new(),
-            not_metered: false,
-            reshuffleable: false,
-            arguments: Vec::new(),
-            volumes: Vec::new(),
-            ports: Vec::new(),
-            network: NetworkMode::Default,
-            restart: RestartPolicy::Never,
-            privileged: false,
-        }
+        TaskSpec::for_test(id, "registry.lab/img:1", mem_mb)
     }
 
     fn offer(agent: &str, seq: usize) -> Offer {

@@ -693,25 +693,12 @@ mod tests {
     use super::*;
     use crate::scheduler::placement::Rejection;
 
-    use crate::scheduler::model::{NetworkMode, OfferId, RestartPolicy, Sla};
+    use crate::scheduler::model::OfferId;
 
     fn spec(node_type: &str) -> TaskSpec {
         TaskSpec {
-            id: "sim".to_string(),
-            docker_image: "busybox".to_string(),
-            mem_mb: 100,
-            cpus: None,
-            sla: Sla::None,
             node_type: node_type.to_string(),
-            node_name: String::new(),
-            not_metered: false,
-            reshuffleable: false,
-            arguments: Vec::new(),
-            volumes: Vec::new(),
-            ports: Vec::new(),
-            network: NetworkMode::Default,
-            restart: RestartPolicy::Never,
-            privileged: false,
+            ..TaskSpec::for_test("sim", "busybox", 100)
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::scheduler::model::{DockerInfo, NetworkMode, RestartPolicy, Sla, TaskSpec, TaskState};
+use crate::scheduler::model::{DockerInfo, TaskSpec, TaskState};
 
 /// `id seq=<n> [launching|running|unknown] [kill] [sent=<s>] [agent=<a>]
 /// [pinned=<a>] [waits=<id>] [backoff=<s>] [restored]`, one task a line;
@@ -65,23 +65,7 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
 }
 
 fn spec(id: &str) -> TaskSpec {
-    TaskSpec {
-        id: id.to_string(),
-        docker_image: "image".to_string(),
-        mem_mb: 1,
-        cpus: None,
-        sla: Sla::None,
-        node_type: String::new(),
-        node_name: String::new(),
-        not_metered: false,
-        reshuffleable: false,
-        arguments: Vec::new(),
-        volumes: Vec::new(),
-        ports: Vec::new(),
-        network: NetworkMode::Default,
-        restart: RestartPolicy::default(),
-        privileged: false,
-    }
+    TaskSpec::for_test(id, "image", 1)
 }
 
 fn build(tasks: &BTreeMap<TaskId, Task>, clock: Instant) -> Indexes {
