@@ -356,10 +356,11 @@ pub(crate) fn submitted_json(id: &str, note: Option<&str>) -> String {
 }
 
 /// `[task, ...]` for `GET /client/task`.
+/// The whole array as one string: what `api`'s `ArrayReader` writes
+/// without building it (its tests compare the two).
+#[cfg(test)]
 pub(crate) fn tasks_json(tasks: &[Arc<ListedTask>]) -> String {
-    // Each entry is rendered once (`task_json`, HTML-escaped like the
-    // whole array would be) and kept by the state: joining is a copy.
-    let parts: Vec<Arc<str>> = tasks.iter().map(|task| task.json(task_json)).collect();
+    let parts = task_entries(tasks);
     let mut text =
         String::with_capacity(parts.iter().map(|part| part.len() + 1).sum::<usize>() + 2);
     text.push('[');
@@ -371,6 +372,13 @@ pub(crate) fn tasks_json(tasks: &[Arc<ListedTask>]) -> String {
     }
     text.push(']');
     text
+}
+
+/// Each entry's JSON: rendered once (`task_json`, HTML-escaped like the
+/// whole array would be) and kept by the state, so this is a pointer copy
+/// per task. Joined into the array as the reply is written.
+pub(crate) fn task_entries(tasks: &[Arc<ListedTask>]) -> Vec<Arc<str>> {
+    tasks.iter().map(|task| task.json(task_json)).collect()
 }
 
 /// `GET /client/task/<internal id>`: the task object as in the list, plus

@@ -259,7 +259,7 @@ enum ApiError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Reply {
     status: u16,
-    body: String,
+    body: Body,
     content_type: &'static str,
     allow: Option<&'static str>,
     /// The `WWW-Authenticate` challenge of a 401.
@@ -267,6 +267,97 @@ struct Reply {
 }
 
 const JSON: &str = "application/json";
+
+/// A reply body. The task list is kept as its entries' JSON (each rendered
+/// once and shared with the state's list cache) and joined into an array
+/// only as it is written to the socket (`ArrayReader`), so a list of
+/// 100,000 tasks is never copied into one string per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Body {
+    Text(String),
+    JsonArray(Vec<Arc<str>>),
+}
+
+impl Body {
+    /// The whole body as one string (tests, and the pretty layout).
+    fn text(&self) -> String {
+        match self {
+            Body::Text(text) => text.clone(),
+            Body::JsonArray(parts) => {
+                let mut text = String::new();
+                ArrayReader::new(parts.clone())
+                    .read_to_string(&mut text)
+                    .expect("entries are UTF-8 strings");
+                text
+            }
+        }
+    }
+}
+
+/// Reads `[part0,part1,...]` followed by a newline, straight from the
+/// shared entries: segment 0 is `[`, then a separator and a part per entry,
+/// then `]\n`.
+struct ArrayReader {
+    parts: Vec<Arc<str>>,
+    /// The segment being read, and how far into it.
+    segment: usize,
+    offset: usize,
+}
+
+impl ArrayReader {
+    fn new(parts: Vec<Arc<str>>) -> ArrayReader {
+        ArrayReader {
+            parts,
+            segment: 0,
+            offset: 0,
+        }
+    }
+
+    /// The body's length in bytes, for `Content-Length`.
+    fn len(&self) -> usize {
+        let separators = self.parts.len().saturating_sub(1);
+        let parts: usize = self.parts.iter().map(|part| part.len()).sum();
+        "[".len() + parts + separators + "]\n".len()
+    }
+
+    fn segment(parts: &[Arc<str>], n: usize) -> Option<&[u8]> {
+        let entries = parts.len();
+        match n {
+            0 => Some(b"["),
+            n if n <= 2 * entries => {
+                let idx = (n - 1) / 2;
+                if (n - 1) % 2 == 0 {
+                    Some(if idx == 0 { b"" } else { b"," })
+                } else {
+                    Some(parts[idx].as_bytes())
+                }
+            }
+            n if n == 2 * entries + 1 => Some(b"]\n"),
+            _ => None,
+        }
+    }
+}
+
+impl Read for ArrayReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut written = 0;
+        while written < buf.len() {
+            let Some(segment) = ArrayReader::segment(&self.parts, self.segment) else {
+                break;
+            };
+            let rest = &segment[self.offset..];
+            let n = rest.len().min(buf.len() - written);
+            buf[written..written + n].copy_from_slice(&rest[..n]);
+            written += n;
+            self.offset += n;
+            if self.offset == segment.len() {
+                self.segment += 1;
+                self.offset = 0;
+            }
+        }
+        Ok(written)
+    }
+}
 
 const HTML: &str = "text/html; charset=utf-8";
 
@@ -331,7 +422,7 @@ impl ApiError {
         };
         Reply {
             status,
-            body: dto::message_json(status, &self.message()),
+            body: Body::Text(dto::message_json(status, &self.message())),
             content_type: JSON,
             allow,
             challenge,
@@ -343,7 +434,7 @@ impl Reply {
     fn json(status: u16, body: String) -> Reply {
         Reply {
             status,
-            body,
+            body: Body::Text(body),
             content_type: JSON,
             allow: None,
             challenge: None,
@@ -634,7 +725,7 @@ fn handle(
         Route::Dashboard => {
             return Ok(Reply {
                 status: 200,
-                body: DASHBOARD_HTML.to_string(),
+                body: Body::Text(DASHBOARD_HTML.to_string()),
                 content_type: HTML,
                 allow: None,
                 challenge: None,
@@ -643,7 +734,7 @@ fn handle(
         Route::Ping => {
             return Ok(Reply {
                 status: 200,
-                body: "Pong\n".to_string(),
+                body: Body::Text("Pong\n".to_string()),
                 content_type: "text/plain; charset=utf-8",
                 allow: None,
                 challenge: None,
@@ -897,15 +988,36 @@ fn pretty_json(compact: &str) -> String {
 /// The one place a reply becomes a response: JSON laid out as `layout`
 /// says, and every body ends with a newline, so script output does not run
 /// together.
-fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let mut body = match (layout, reply.content_type) {
-        (Layout::Pretty, JSON) => pretty_json(&reply.body),
-        _ => reply.body,
+fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<Box<dyn Read + Send>> {
+    let (reader, length): (Box<dyn Read + Send>, usize) = match (layout, reply.body) {
+        // Compact lists go out entry by entry; `ArrayReader` ends with the newline.
+        (Layout::Compact, Body::JsonArray(parts)) => {
+            let reader = ArrayReader::new(parts);
+            let length = reader.len();
+            (Box::new(reader), length)
+        }
+        (layout, body) => {
+            let mut text = match (layout, reply.content_type) {
+                (Layout::Pretty, JSON) => pretty_json(&body.text()),
+                _ => match body {
+                    Body::Text(text) => text,
+                    body => body.text(),
+                },
+            };
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let length = text.len();
+            (Box::new(std::io::Cursor::new(text.into_bytes())), length)
+        }
     };
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    let mut response = tiny_http::Response::from_string(body).with_status_code(reply.status);
+    let mut response = tiny_http::Response::new(
+        tiny_http::StatusCode(reply.status),
+        Vec::new(),
+        reader,
+        Some(length),
+        None,
+    );
     response.add_header(header("Content-Type", reply.content_type));
     if let Some(allow) = reply.allow {
         response.add_header(header("Allow", allow));
@@ -1042,7 +1154,7 @@ fn scrape(state: &Sender<ApiCommand>, metrics: &Metrics) -> Reply {
     };
     Reply {
         status: 200,
-        body: metrics.render(counts.as_deref(), &Process::read()),
+        body: Body::Text(metrics.render(counts.as_deref(), &Process::read())),
         content_type: crate::metrics::CONTENT_TYPE,
         allow: None,
         challenge: None,
@@ -1226,7 +1338,10 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
             Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
-        (Route::ListTasks(_), ApiReply::Tasks(tasks)) => Reply::json(200, dto::tasks_json(&tasks)),
+        (Route::ListTasks(_), ApiReply::Tasks(tasks)) => Reply {
+            body: Body::JsonArray(dto::task_entries(&tasks)),
+            ..Reply::json(200, String::new())
+        },
         (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
             Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
@@ -1555,7 +1670,7 @@ mod tests {
     fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
         let reply = reply.clone().unwrap_or_else(ApiError::into_reply);
         assert_eq!(reply.content_type, JSON);
-        let value = serde_json::from_str(&reply.body).expect("replies are JSON");
+        let value = serde_json::from_str(&reply.body.text()).expect("replies are JSON");
         (reply.status, value)
     }
 
@@ -1809,6 +1924,36 @@ mod tests {
         check("/client/task/pretty", None, Layout::Compact);
     }
 
+    /// A list body is written entry by entry; read in any buffer size it is
+    /// the same bytes as the whole array joined at once, and its
+    /// `Content-Length` is exact.
+    #[test]
+    fn a_list_streams_the_same_bytes_as_the_joined_array() {
+        #[track_caller]
+        fn check(parts: &[&str], buffer: usize) {
+            let parts: Vec<Arc<str>> = parts.iter().map(|part| Arc::from(*part)).collect();
+            let expected = format!("[{}]\n", parts.join(","));
+            let mut reader = ArrayReader::new(parts);
+            assert_eq!(reader.len(), expected.len());
+            let mut read = Vec::new();
+            let mut chunk = vec![0u8; buffer];
+            loop {
+                let n = reader.read(&mut chunk).expect("reads");
+                if n == 0 {
+                    break;
+                }
+                read.extend_from_slice(&chunk[..n]);
+            }
+            assert_eq!(String::from_utf8(read).expect("UTF-8"), expected);
+        }
+        for buffer in [1, 2, 3, 7, 4096] {
+            check(&[], buffer);
+            check(&["{}"], buffer);
+            check(&[r#"{"a":1}"#, "{}", r#"{"b":"\u00e9"}"#], buffer);
+            check(&["", "{}", ""], buffer);
+        }
+    }
+
     #[test]
     fn every_body_ends_with_one_newline() {
         let read = |reply: Reply, layout| {
@@ -1917,7 +2062,7 @@ mod tests {
     fn unauthorized_is_401_with_a_bearer_challenge() {
         let reply = ApiError::Unauthorized.into_reply();
         assert_eq!(
-            (reply.status, reply.body.as_str(), reply.challenge),
+            (reply.status, reply.body.text().as_str(), reply.challenge),
             (
                 401,
                 r#"{"code":401,"message":"missing or wrong bearer token"}"#,
