@@ -593,22 +593,35 @@ fn allows(request: &Request<'_>, offer: &Offer) -> bool {
     }
 }
 
-/// The node registry as `explain` reads it, built once for many tasks:
-/// each node's usable resources (unreserved or reserved for the role).
+/// The node registry as `explain` reads it, shared by the tasks of one
+/// turn: each node's usable resources (unreserved or reserved for the
+/// role), worked out the first time a task's constraints allow the node,
+/// so a turn that explains one task reads at most `MAX_EXPLAIN_NODES`
+/// nodes of a large cluster, and one that explains many reads each once.
 pub struct Registry<'a> {
     offers: Vec<&'a Offer>,
-    nodes: Vec<Remaining<'a>>,
+    role: &'a str,
+    nodes: Vec<std::cell::OnceCell<Remaining<'a>>>,
 }
 
 impl<'a> Registry<'a> {
-    pub fn new(nodes: &[&'a Offer], role: &str) -> Registry<'a> {
+    pub fn new(nodes: &[&'a Offer], role: &'a str) -> Registry<'a> {
         Registry {
             offers: nodes.to_vec(),
-            nodes: nodes
-                .iter()
-                .map(|offer| Remaining::new(offer, role))
-                .collect(),
+            role,
+            nodes: nodes.iter().map(|_| std::cell::OnceCell::new()).collect(),
         }
+    }
+
+    /// The nodes `request`'s constraints allow, in registry order, at most
+    /// `MAX_EXPLAIN_NODES`.
+    fn allowed<'r>(&'r self, request: &'r Request<'_>) -> impl Iterator<Item = &'r Remaining<'a>> {
+        self.offers
+            .iter()
+            .zip(&self.nodes)
+            .filter(|(offer, _)| allows(request, offer))
+            .take(MAX_EXPLAIN_NODES)
+            .map(|(offer, slot)| slot.get_or_init(|| Remaining::new(offer, self.role)))
     }
 
     /// See `explain`.
@@ -620,11 +633,7 @@ impl<'a> Registry<'a> {
 fn explain_in(request: &Request<'_>, registry: &Registry<'_>) -> String {
     let spec = request.spec;
     let nodes = &registry.offers;
-    let allowed = registry
-        .nodes
-        .iter()
-        .filter(|slot| allows(request, slot.offer))
-        .take(MAX_EXPLAIN_NODES);
+    let allowed = registry.allowed(request);
     let need_cpus = thousandths(spec.launch_cpus());
     let need_mem = thousandths(spec.mem_mb as f64);
     let mut closest: Option<((usize, Reverse<MemKey>), String)> = None;
