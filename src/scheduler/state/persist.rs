@@ -784,6 +784,26 @@ mod tests {
         TaskSpec::for_test(id, "registry.lab/img:1", mem_mb)
     }
 
+    /// A spec that sets every optional field the records keep: arguments,
+    /// ports, volumes, network and reshuffleable.
+    fn web_spec() -> TaskSpec {
+        TaskSpec {
+            reshuffleable: true,
+            arguments: vec!["--port".to_string(), "8080".to_string()],
+            ports: vec![PortMapping {
+                host_port: 31001,
+                container_port: 80,
+            }],
+            volumes: vec![Volume {
+                host_path: "/data".to_string(),
+                container_path: "/var/data".to_string(),
+                mode: VolumeMode::ReadOnly,
+            }],
+            network: NetworkMode::Bridge,
+            ..spec("web", 128)
+        }
+    }
+
     fn offer(agent: &str, seq: usize) -> Offer {
         Offer::unreserved(
             OfferId(format!("o{seq}")),
@@ -842,19 +862,7 @@ mod tests {
                 &mut commit,
             );
         }
-        let mut web = spec("web", 128);
-        web.reshuffleable = true;
-        web.arguments = vec!["--port".to_string(), "8080".to_string()];
-        web.ports = vec![PortMapping {
-            host_port: 31001,
-            container_port: 80,
-        }];
-        web.volumes = vec![Volume {
-            host_path: "/data".to_string(),
-            container_path: "/var/data".to_string(),
-            mode: VolumeMode::ReadOnly,
-        }];
-        web.network = NetworkMode::Bridge;
+        let web = web_spec();
         let mut agent = spec("agent-probe", 64);
         agent.sla = Sla::OnePerNode;
         agent.privileged = true;
@@ -1018,19 +1026,7 @@ mod tests {
             .get("key-1")
             .map(|used| used.fingerprint.clone());
         assert_eq!(retry.as_deref(), Some("786b5b101c8008f8"));
-        let mut web = spec("web", 128);
-        web.reshuffleable = true;
-        web.arguments = vec!["--port".to_string(), "8080".to_string()];
-        web.ports = vec![PortMapping {
-            host_port: 31001,
-            container_port: 80,
-        }];
-        web.volumes = vec![Volume {
-            host_path: "/data".to_string(),
-            container_path: "/var/data".to_string(),
-            mode: VolumeMode::ReadOnly,
-        }];
-        web.network = NetworkMode::Bridge;
+        let web = web_spec();
         assert_eq!(
             super::super::idempotency::fingerprint(&web),
             "786b5b101c8008f8"
