@@ -428,3 +428,40 @@ fn a_client_that_stops_reading_is_dropped_and_nothing_else_waits() {
     // The scheduler is as responsive as ever.
     assert_eq!(lab.get("/client/task").0, 200);
 }
+
+/// See: review of issue 12. tiny_http read the requests a client pipelined
+/// behind `GET /client/events` and handed them to REST workers, whose
+/// answers then waited behind the stream (tiny_http writes a connection's
+/// responses in order) for as long as it lived: one connection stalled every
+/// worker. A connection now reads its next request only once the current
+/// one is answered, so the pipelined requests wait in that client's socket.
+#[test]
+fn requests_pipelined_behind_a_stream_hold_no_worker() {
+    let lab = Lab::start();
+    let addr = api_addr(&lab);
+    let mut socket = TcpStream::connect(addr).expect("connects");
+    let mut requests = format!(
+        "GET /client/events?since=0 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    // More than the lab's REST workers (2).
+    for _ in 0..4 {
+        requests.push_str(&format!("GET /admin/ping HTTP/1.1\r\nHost: {addr}\r\n\r\n"));
+    }
+    socket
+        .write_all(requests.as_bytes())
+        .expect("requests sent");
+    socket
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let mut reader = BufReader::new(socket);
+    let mut status_line = String::new();
+    reader
+        .read_line(&mut status_line)
+        .expect("the stream answers");
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    // Other clients are served while that stream lives.
+    for _ in 0..3 {
+        assert_eq!(lab.get("/admin/ping").0, 200);
+    }
+    drop(reader);
+}

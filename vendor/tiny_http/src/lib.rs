@@ -449,17 +449,18 @@ impl Server {
                         tasks_pool.spawn(Box::new(move || {
                             // the slot is given back when this thread is done
                             if let Some((client, _slot)) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                                // P13: the next request of a connection is read
+                                // only once the current one is answered (as
+                                // upstream did for HTTPS alone): a request
+                                // pipelined behind a response that streams
+                                // for long (`into_writer`) waits in its
+                                // client's socket instead of holding a worker
+                                // whose answer would queue behind the stream.
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    // `sender` is held here, so this only waits.
+                                    let _ = receiver.recv();
                                 }
                             }
                         }));
@@ -477,7 +478,11 @@ impl Server {
                                 limits.accept_error_backoff,
                                 e,
                                 if left_out > 0 {
-                                    format!(" ({} more in the last {} s)", left_out, ACCEPT_ERROR_LOG_WINDOW.as_secs())
+                                    format!(
+                                        " ({} more in the last {} s)",
+                                        left_out,
+                                        ACCEPT_ERROR_LOG_WINDOW.as_secs()
+                                    )
                                 } else {
                                     String::new()
                                 }

@@ -96,7 +96,8 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // The connection thread may be gone (server shut down).
+        let _ = self.sender.send(());
     }
 }
 
@@ -551,7 +552,8 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            // The connection thread may be gone (server shut down).
+            let _ = sender.send(());
         }
         res
     }
@@ -607,7 +609,8 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                // The connection thread may be gone (server shut down).
+                let _ = sender.send(());
             }
         }
     }
