@@ -496,8 +496,10 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     let started = Instant::now();
     if let Ok(route @ Route::Events { since }) = route(request.method().as_str(), request.url()) {
         // A stream gets a thread of its own; this worker goes back to serving.
-        let subscribed = since
-            .map_or_else(|| last_event_id(&request), |since| Ok(Some(since)))
+        // An EventSource reconnects to the same URL with `Last-Event-ID`:
+        // the header is where it got to, so it wins over `?since`.
+        let subscribed = last_event_id(&request)
+            .map(|header| header.or(since))
             .and_then(|since| events::subscribe(&handler.state, since));
         let status = match subscribed {
             Ok(subscription) => {
