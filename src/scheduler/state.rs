@@ -1182,7 +1182,7 @@ impl State {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos()
-            .max(self.last_id_nanos + 1);
+            .max(self.last_id_nanos.saturating_add(1));
         self.last_id_nanos = nanos;
         TaskId(format!("{}-{nanos}", internal_prefix(user_id)))
     }

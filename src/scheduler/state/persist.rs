@@ -557,9 +557,14 @@ impl Restore {
             .max()
             .unwrap_or(0);
         state.last_id_nanos = state.last_id_nanos.max(highest);
-        state.next_seq = state
-            .next_seq
-            .max(state.tasks.values().map(|t| t.seq + 1).max().unwrap_or(0));
+        state.next_seq = state.next_seq.max(
+            state
+                .tasks
+                .values()
+                .map(|t| t.seq.saturating_add(1))
+                .max()
+                .unwrap_or(0),
+        );
         state.rebuild_indexes();
         state
     }
@@ -724,6 +729,23 @@ impl SpecRecord {
             None => RestartPolicy::Never,
             Some(name) => RestartPolicy::from_name(name).ok_or("bad restart")?,
         };
+        // A damaged mode must not widen a container's access to read-write.
+        let volumes = self
+            .volumes
+            .into_iter()
+            .map(|(host_path, container_path, mode)| {
+                let mode = match mode.as_str() {
+                    "ro" => VolumeMode::ReadOnly,
+                    "rw" => VolumeMode::ReadWrite,
+                    other => return Err(format!("bad volume mode {other:?}")),
+                };
+                Ok(Volume {
+                    host_path,
+                    container_path,
+                    mode,
+                })
+            })
+            .collect::<Result<Vec<Volume>, String>>()?;
         Ok(TaskSpec {
             id: self.id,
             docker_image: self.image,
@@ -735,19 +757,7 @@ impl SpecRecord {
             not_metered: self.not_metered,
             reshuffleable: self.reshuffleable,
             arguments: self.arguments,
-            volumes: self
-                .volumes
-                .into_iter()
-                .map(|(host_path, container_path, mode)| Volume {
-                    host_path,
-                    container_path,
-                    mode: if mode == "ro" {
-                        VolumeMode::ReadOnly
-                    } else {
-                        VolumeMode::ReadWrite
-                    },
-                })
-                .collect(),
+            volumes,
             ports: self
                 .ports
                 .into_iter()
@@ -1077,6 +1087,22 @@ mod tests {
     /// A value that does not read is an error naming the record, never a
     /// panic; the store adds the file and offset.
     #[test]
+    fn extreme_numbers_in_the_state_file_do_not_overflow() {
+        let records = [Record {
+            key: "task/t-340282366920938463463374607431768211455".to_string(),
+            value: Some(
+                r#"{"spec":{"id":"t","image":"i","mem":1},"phase":"pending","seq":18446744073709551615}"#
+                    .to_string(),
+            ),
+        }];
+        let mut state = State::restore(&records).expect("restores");
+        // Only a damaged file holds such numbers: they saturate instead of
+        // panicking (debug) or wrapping to 0 (release).
+        let id = state.new_task_id("t", Now::current());
+        assert!(id.0.starts_with("t-"), "{}", id.0);
+    }
+
+    #[test]
     fn bad_records_are_errors_that_name_the_record() {
         let check = |key: &str, value: &str, expected: &str| {
             let records = [Record {
@@ -1110,6 +1136,11 @@ mod tests {
             "meta",
             r#"{"last_id_nanos":"x","next_seq":1}"#,
             "bad last_id_nanos",
+        );
+        check(
+            "task/t-1",
+            r#"{"spec":{"id":"t","image":"i","mem":1,"volumes":[["/d","/d","r0"]]},"phase":"pending","seq":0}"#,
+            "bad volume mode",
         );
         check("intelligence/t", r#"{"mem":{"raw":"lots"}}"#, "mem:");
         check(
