@@ -611,12 +611,18 @@ impl State {
             return ApiReply::NotFound(format!("no task id starts with {prefix}"));
         }
         // A service whose every copy is killed ends too, whatever the prefix.
+        // Services are few; `matched` is in id order (a table range, or
+        // sorted), so each copy is looked up, not searched for.
         let mut services = services;
-        for (service_id, live) in &self.instances {
-            if self.services.contains_key(service_id)
-                && !services.contains(service_id)
+        for service_id in self.services.keys() {
+            let Some(live) = self.instances.get(service_id) else {
+                continue;
+            };
+            if !services.contains(service_id)
                 && !live.is_empty()
-                && live.iter().all(|task_id| matched.contains(task_id))
+                && live
+                    .iter()
+                    .all(|task_id| matched.binary_search(task_id).is_ok())
             {
                 services.push(service_id.clone());
             }

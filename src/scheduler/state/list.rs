@@ -4,8 +4,10 @@
 //! List order: live tasks by internal id, one-per-node services without a
 //! copy (so a service is never invisible), then the ended tasks still kept,
 //! oldest end first. `?prefix=` reads the table from the prefix on (a
-//! `BTreeMap` range), and `?limit=` stops the walk, so a filtered list
-//! costs what it returns, not what the table holds.
+//! `BTreeMap` range), and `?limit=` stops the walk, so a list narrowed by
+//! those costs what it returns, not what the table holds; `?state=` is
+//! judged task by task along the walk, so a list filtered by state alone
+//! still walks the live table.
 //!
 //! Each live task's entry (`ListedTask`) is kept in `ListCache` until the
 //! task changes: `State::reindex` (every change of a task goes through it),

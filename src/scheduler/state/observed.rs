@@ -11,7 +11,7 @@ impl State {
     /// Live tasks (`State::tasks`, not the ended ones listed as history) by
     /// the state they show: "pending", "launching", then every Mesos state
     /// in `TaskState::ALL` order, zeros included, so a gauge that drops to
-    /// zero says so instead of vanishing. One pass over the tasks.
+    /// zero says so instead of vanishing.
     pub(crate) fn task_counts(&self) -> Vec<(&'static str, u64)> {
         // From the per-phase counts of the indexes: no scan of the table.
         let count = |phase| self.index.phase_count(phase) as u64;
