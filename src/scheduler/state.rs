@@ -205,6 +205,19 @@ struct Task {
 }
 
 impl Task {
+    /// Pending again, with nothing left of the instance that ran: no
+    /// agent, container or run clocks (a stale `running_since` would make
+    /// the next crash look like the end of a stable run).
+    fn back_to_pending(&mut self, reason: String) {
+        self.phase = Phase::Pending;
+        self.agent_id = None;
+        self.hostname = None;
+        self.docker = DockerInfo::default();
+        self.running_since = None;
+        self.unknown_since = None;
+        self.pending_reason = Some(reason);
+    }
+
     fn is_kill_requested(&self) -> bool {
         self.kill_requested
     }
@@ -1167,12 +1180,8 @@ impl State {
             self.update_task(&other_id, |other| other.waits_for = Some(new_id.clone()));
             self.dirty.insert(task_key(&other_id));
         }
-        let agent = task.agent_id.take();
-        task.phase = Phase::Pending;
-        task.hostname = None;
-        task.docker = DockerInfo::default();
-        task.running_since = None;
-        task.pending_reason = Some(format!("relaunching after {why}"));
+        let agent = task.agent_id.clone();
+        task.back_to_pending(format!("relaunching after {why}"));
         self.dirty.insert(task_key(&new_id));
         self.touch(META_KEY.to_string());
         self.insert_task(new_id.clone(), task);
@@ -1435,10 +1444,7 @@ impl State {
         let keys: Vec<String> = self.tasks.keys().map(task_key).collect();
         self.dirty.extend(keys);
         for task in self.tasks.values_mut() {
-            task.phase = Phase::Pending;
-            task.agent_id = None;
-            task.hostname = None;
-            task.pending_reason = Some("waiting for offers".to_string());
+            task.back_to_pending("waiting for offers".to_string());
         }
         // Every task changed: one rebuild rather than one update each.
         self.rebuild_indexes();

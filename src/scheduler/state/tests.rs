@@ -1118,6 +1118,7 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
         subscribed
         submit a mem=10
         offer slave2
+        update a TASK_RUNNING ack docker
         removed
         tasks
         ",
@@ -1129,6 +1130,8 @@ fn a_removed_framework_brings_its_tasks_back_to_pending() {
         > offer slave2
           LAUNCH on slave2: a-1000000000000
           SUPPRESS
+        > update a TASK_RUNNING ack docker
+          ACK a-1000000000000
         > removed
         > tasks
           = a-1000000000000 pending - (not connected to the Mesos master since 1970-01-01T00:16:40Z)
