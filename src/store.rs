@@ -6,7 +6,7 @@
 //! checksum covers the length bytes and the payload, and the payload is JSON
 //! `{"key": ..., "value": ...}`; a null value deletes the key. Loading replays the snapshot, then the journal; the last value of a
 //! key wins. A torn last record (a crash in the middle of an append) is
-//! dropped with a warning; damage anywhere else stops startup with the file
+//! dropped with a warning, with the rest of its commit (`MORE_IN_GROUP`); damage anywhere else stops startup with the file
 //! and byte offset, and nothing is discarded silently. When the journal
 //! outgrows the snapshot, the live records are written to a new snapshot
 //! (write, fsync, rename, fsync the directory) and the journal starts over;
@@ -75,6 +75,14 @@ const RESERVE: &str = "state.reserve";
 /// `state.reserve.tmp`); one left in the directory is the leftover of a crash.
 const TMP_SUFFIX: &str = ".tmp";
 const HEADER: usize = 8;
+
+/// Set in a frame's length word when more frames of the same commit
+/// follow. A commit (a group of turns, one fsync) is replayed whole or not
+/// at all: a crash that tears its last frame must not leave half a turn,
+/// such as an idempotency key without its task. `MAX_RECORD` is far below
+/// this bit, and files written before it never set it (each frame is then
+/// a group of its own, as before).
+const MORE_IN_GROUP: u32 = 1 << 31;
 
 /// Whether the state disk is full, shared by the store (which sets it) and
 /// the REST workers (which refuse submits while it is set). Never full
@@ -189,7 +197,7 @@ impl Store {
             .map_err(|e| format!("cannot open {}: {e}", journal_path.display()))?;
         if torn_bytes > 0 {
             log::warn!(
-                "state: dropping a torn last record in {} at byte {end} ({torn_bytes} bytes); it was never acknowledged",
+                "state: dropping a torn last commit in {} at byte {end} ({torn_bytes} bytes); it was never acknowledged",
                 journal_path.display(),
             );
             journal
@@ -244,8 +252,8 @@ impl Store {
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
         let mut out = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
-        for record in records {
-            let framed = frame(record);
+        for (idx, record) in records.iter().enumerate() {
+            let framed = frame_in_group(record, idx + 1 < records.len());
             if framed.len() - HEADER > MAX_RECORD {
                 return Err(format!(
                     "record {} is {} bytes, over the limit of {MAX_RECORD}",
@@ -519,6 +527,14 @@ impl Store {
                     "the live record {key:?} no longer matches its checksum"
                 )));
             }
+            // A snapshot holds single records, not commits: no group marks.
+            let raw = u32::from_le_bytes(length);
+            if raw & MORE_IN_GROUP != 0 {
+                let length = (raw & !MORE_IN_GROUP).to_le_bytes();
+                frame[..4].copy_from_slice(&length);
+                let crc = checksum(&length, &frame[HEADER..]);
+                frame[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+            }
             out.write_all(&frame)?;
             bytes += u64::from(at.len);
         }
@@ -591,10 +607,16 @@ fn remember(live: &mut BTreeMap<Box<str>, Location>, key: &str, set: bool, at: L
 /// One framed record. The payload is `{"key":..,"value":..}`, the value
 /// being the record's JSON text as it is (persist wrote it with serde).
 pub fn frame(record: &Record) -> Vec<u8> {
+    frame_in_group(record, false)
+}
+
+/// `frame`, marked `MORE_IN_GROUP` when more frames of its commit follow.
+fn frame_in_group(record: &Record, more: bool) -> Vec<u8> {
     let key = serde_json::to_string(&record.key).unwrap_or_else(|_| "\"\"".to_string());
     let value = record.value.as_deref().unwrap_or("null");
     let payload = format!("{{\"key\":{key},\"value\":{value}}}").into_bytes();
-    let length = (payload.len() as u32).to_le_bytes();
+    let flag = if more { MORE_IN_GROUP } else { 0 };
+    let length = (payload.len() as u32 | flag).to_le_bytes();
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&length);
     out.extend_from_slice(&checksum(&length, &payload).to_le_bytes());
@@ -663,11 +685,34 @@ fn replay(path: &Path, load: &mut Load<'_>) -> Result<Replayed, String> {
         len,
         offset: 0,
         frame: Vec::new(),
+        more: false,
     };
+    // The frames of a commit read so far (key, value, offset, length),
+    // applied once its last frame is read; a torn commit is dropped whole.
+    let mut group: Vec<(String, Option<String>, u64, u32)> = Vec::new();
+    let mut group_start = 0u64;
     loop {
         let offset = reader.offset;
+        let torn_group = |why: String| Damage {
+            offset: group_start as usize,
+            why,
+            torn: true,
+        };
         match reader.next().map_err(cannot_read)? {
-            Next::End => return Ok(Replayed::Whole(len)),
+            Next::End if group.is_empty() => return Ok(Replayed::Whole(len)),
+            Next::End => {
+                let why = format!("a commit of {} records cut short", group.len() + 1);
+                return Ok(Replayed::Torn {
+                    damage: torn_group(why),
+                    len,
+                });
+            }
+            Next::Damage(damage) if damage.torn && !group.is_empty() => {
+                return Ok(Replayed::Torn {
+                    damage: torn_group(damage.why),
+                    len,
+                })
+            }
             Next::Damage(damage) if damage.torn => return Ok(Replayed::Torn { damage, len }),
             Next::Damage(damage) => return Err(damaged(path, damage.offset, &damage.why)),
             Next::Frame => {}
@@ -685,13 +730,38 @@ fn replay(path: &Path, load: &mut Load<'_>) -> Result<Replayed, String> {
             }
         };
         let value = envelope.value.map(|raw| raw.get()).filter(|v| *v != "null");
-        load(&envelope.key, value, offset, framed.len() as u32).map_err(|why| {
-            damaged(
-                path,
-                offset as usize,
-                &format!("state record {:?}: {why}", envelope.key),
-            )
-        })?;
+        if group.is_empty() && !reader.more {
+            // A commit of one record: nothing to hold.
+            load(&envelope.key, value, offset, framed.len() as u32).map_err(|why| {
+                damaged(
+                    path,
+                    offset as usize,
+                    &format!("state record {:?}: {why}", envelope.key),
+                )
+            })?;
+            continue;
+        }
+        if group.is_empty() {
+            group_start = offset;
+        }
+        group.push((
+            envelope.key.into_owned(),
+            value.map(str::to_string),
+            offset,
+            framed.len() as u32,
+        ));
+        if reader.more {
+            continue;
+        }
+        for (key, value, offset, len) in group.drain(..) {
+            load(&key, value.as_deref(), offset, len).map_err(|why| {
+                damaged(
+                    path,
+                    offset as usize,
+                    &format!("state record {key:?}: {why}"),
+                )
+            })?;
+        }
     }
 }
 
@@ -716,6 +786,8 @@ struct RecordReader {
     offset: u64,
     /// The last record read, header included.
     frame: Vec<u8>,
+    /// The last record read is marked `MORE_IN_GROUP`.
+    more: bool,
 }
 
 impl RecordReader {
@@ -733,7 +805,9 @@ impl RecordReader {
         self.frame.resize(HEADER, 0);
         self.file.read_exact(&mut self.frame)?;
         let length = [self.frame[0], self.frame[1], self.frame[2], self.frame[3]];
-        let len = u32::from_le_bytes(length) as usize;
+        let raw = u32::from_le_bytes(length);
+        self.more = raw & MORE_IN_GROUP != 0;
+        let len = (raw & !MORE_IN_GROUP) as usize;
         let crc = u32::from_le_bytes([self.frame[4], self.frame[5], self.frame[6], self.frame[7]]);
         if len > MAX_RECORD {
             let why = format!("record length {len} is over the limit of {MAX_RECORD}");
@@ -1240,6 +1314,61 @@ mod tests {
         let (store, records) = open(&dir).expect("reopens");
         assert_eq!(store.live.len(), 100);
         assert!(records.len() < 12_000, "compacted: {}", records.len());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// See: review of issue 10. Replay applied each whole frame of a commit
+    /// as it read it, so a crash that tore the last frame of a commit left
+    /// the first ones: half a turn, e.g. an idempotency key without its
+    /// task. A commit now replays whole or not at all, cut anywhere in its
+    /// last frame or right after any frame but the last.
+    #[test]
+    fn a_torn_commit_is_dropped_whole() {
+        let _serial = serial();
+        let dir = temp_dir("torn-commit");
+        let kept = record("task/a", Some(json!({"n": 1})));
+        let group = [
+            record("idempotency/k", Some(json!({"id": "b"}))),
+            record("service/s", Some(json!({"covered": ["S1"]}))),
+            record("task/b", Some(json!({"n": 2}))),
+        ];
+        let (mut store, _) = open(&dir).expect("opens");
+        store.commit(&[&kept]).expect("commits");
+        store
+            .commit(&group.iter().collect::<Vec<_>>())
+            .expect("commits");
+        drop(store);
+        let whole = fs::read(dir.join(JOURNAL)).expect("journal");
+        let first = frame(&kept).len();
+        let frames: Vec<usize> = group.iter().map(|r| frame(r).len()).collect();
+        // Cut right after the group's first and second frames, and inside its last.
+        let cuts = [
+            first + frames[0],
+            first + frames[0] + frames[1],
+            whole.len() - 3,
+        ];
+        for cut in cuts {
+            fs::write(dir.join(JOURNAL), &whole[..cut]).expect("write");
+            let (store, records) = open(&dir).expect("reopens past a torn commit");
+            let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+            assert_eq!(keys, ["task/a"], "cut at {cut}");
+            assert_eq!(store.live.len(), 1, "cut at {cut}");
+            drop(store);
+            assert_eq!(
+                fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok(),
+                Some(first as u64),
+                "cut back to the last whole commit (cut at {cut})"
+            );
+        }
+        // Whole, the commit replays with the record before it, and a
+        // compaction writes its records as single ones.
+        fs::write(dir.join(JOURNAL), &whole).expect("write");
+        let (mut store, records) = open(&dir).expect("reopens");
+        assert_eq!(records.len(), 4);
+        store.compact().expect("compacts");
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens from the snapshot");
+        assert_eq!(records.len(), 4);
         let _ = fs::remove_dir_all(&dir);
     }
 
