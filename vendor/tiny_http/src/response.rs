@@ -45,6 +45,16 @@ pub struct Response<R> {
     chunked_threshold: Option<usize>,
 }
 
+/// The largest write of a response body with a Content-Length to the
+/// connection (P14): a large body goes out in writes of this size instead of
+/// one per 8 KiB (`io::copy`'s buffer).
+const BODY_WRITE_SIZE: usize = 64 * 1024;
+
+/// The chunk size of a chunked body (P14). chunked_transfer 1.5.0 panics on
+/// chunks of 0x10000 bytes or more (its chunk-size line holds four hex
+/// digits: frewsxcv/rust-chunked-transfer#16), so this stays below that.
+const BODY_CHUNK_SIZE: usize = 32 * 1024;
+
 /// A `Response` without a template parameter.
 pub type ResponseBox = Response<Box<dyn Read + Send>>;
 
@@ -433,7 +443,8 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
-                    let mut writer = Encoder::new(writer);
+                    // One write per BODY_CHUNK_SIZE chunk, not per 8 KiB (P14).
+                    let mut writer = Encoder::with_chunks_size(writer, BODY_CHUNK_SIZE);
                     io::copy(&mut reader, &mut writer)?;
                 }
 
@@ -442,7 +453,13 @@ where
                     let data_length = data_length.unwrap();
 
                     if data_length >= 1 {
+                        // Bodies larger than io::copy's 8 KiB buffer go out in
+                        // writes of up to BODY_WRITE_SIZE, not 8 KiB (P14).
+                        let capacity = data_length.min(BODY_WRITE_SIZE);
+                        let mut writer = io::BufWriter::with_capacity(capacity, writer);
                         io::copy(&mut reader, &mut writer)?;
+                        // Writes out the rest; the caller flushes the connection.
+                        writer.into_inner().map_err(|error| error.into_error())?;
                     }
                 }
 
