@@ -7,6 +7,7 @@
 //! loadgen port                               print a free local port
 //! loadgen agents N FILE                      write N agents (16 cpus, 64 GB)
 //! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S
+//! loadgen burst OUT API PID TASKS CLIENTS RUN_TIMEOUT_S   the submit burst alone (for profiling)
 //! loadgen restore OUT API PID TASKS READY_TIMEOUT_S
 //! loadgen ceiling OUT MASTER TASKS RUN_TIMEOUT_S
 //! loadgen table OUT
@@ -32,8 +33,9 @@ const PING_WINDOW: Duration = Duration::from_secs(3);
 const PING_CLIENTS: usize = 4;
 /// Pause between two latency probes of ping during the burst.
 const PROBE_PAUSE: Duration = Duration::from_millis(5);
-/// Least pause between two polls of the task list while waiting for RUNNING.
-const POLL_PAUSE: Duration = Duration::from_millis(250);
+/// Pause between two polls of the RUNNING count (a `/metrics` scrape, which
+/// reads the state's per-phase index) while waiting for every task to run.
+const POLL_PAUSE: Duration = Duration::from_millis(20);
 /// Clients and requests each for the task-list latency figure.
 const LIST_CLIENTS: usize = 4;
 const LIST_REQUESTS: usize = 10;
@@ -55,6 +57,8 @@ const TASK_MEM_MB: f64 = 64.0;
 const CEILING_POSTERS: usize = 4;
 /// Calls waiting for a poster before the event reader blocks.
 const CEILING_QUEUE: usize = 100_000;
+/// `/proc/PID/stat` clock ticks a second (`getconf CLK_TCK`, fixed on Linux).
+const CLOCK_TICKS: f64 = 100.0;
 /// Bytes of one RecordIO chunk accepted from the master.
 const MAX_CHUNK: usize = 64 << 20;
 
@@ -95,6 +99,14 @@ fn main() {
             num(5) as usize,
             num(6) as usize,
             Duration::from_secs(num(7)),
+        ),
+        "burst" => burst(
+            &mut out,
+            &arg(2),
+            num(3) as u32,
+            num(4) as usize,
+            num(5) as usize,
+            Duration::from_secs(num(6)),
         ),
         "restore" => restore(
             &mut out,
@@ -321,6 +333,32 @@ fn wait_up(api: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// How many tasks the scheduler counts as RUNNING, from `/metrics` (its
+/// per-phase index, so polling it costs the scheduler next to nothing);
+/// `None` on an error.
+fn running_count(conn: &mut Conn) -> Option<usize> {
+    let (status, body) = conn.call("GET", "/metrics", None).ok()?;
+    if status != 200 {
+        return None;
+    }
+    String::from_utf8_lossy(&body).lines().find_map(|line| {
+        line.strip_prefix("charmander_tasks{state=\"TASK_RUNNING\"} ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// User and system CPU seconds the process has used so far.
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: utime and
+    // stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let mut fields = stat.rsplit_once(") ")?.1.split(' ').skip(11);
+    let ticks = |field: Option<&str>| field?.parse::<f64>().ok().map(|t| t / CLOCK_TICKS);
+    Some((ticks(fields.next())?, ticks(fields.next())?))
+}
+
 /// Tasks in the list, and how many of them are RUNNING; `None` on an error
 /// (a 503 while the state thread is busy counts as one).
 fn task_counts(conn: &mut Conn) -> Option<(usize, usize)> {
@@ -372,7 +410,43 @@ fn load(
         format!("{:.0}%", 100.0 * ping_rate / bare_rate.max(1.0)),
     );
     out.insert("rss_idle_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
+    burst_phase(out, api, pid, tasks, clients, run_timeout);
+    list_phase(out, api);
+}
 
+/// The submit burst alone, for profiling the path a task takes.
+fn burst(
+    out: &mut Results,
+    api: &str,
+    pid: u32,
+    tasks: usize,
+    clients: usize,
+    run_timeout: Duration,
+) {
+    out.insert("tasks".into(), tasks.to_string());
+    out.insert("clients".into(), clients.to_string());
+    if wait_up(api, UP_TIMEOUT).is_none() {
+        out.insert(
+            "error".into(),
+            format!("scheduler did not answer ping within {UP_TIMEOUT:?}"),
+        );
+        return;
+    }
+    burst_phase(out, api, pid, tasks, clients, run_timeout);
+}
+
+/// Submits `tasks` from `clients` keep-alive clients with ping probed
+/// alongside, then waits until every task runs; records the rates, the
+/// scheduler's CPU time meanwhile and its RSS after.
+fn burst_phase(
+    out: &mut Results,
+    api: &str,
+    pid: u32,
+    tasks: usize,
+    clients: usize,
+    run_timeout: Duration,
+) {
+    let cpu_before = cpu_seconds(pid);
     // Ping probed by one client for the whole burst: submits and launches.
     let done = Arc::new(AtomicBool::new(false));
     let probe = {
@@ -439,9 +513,8 @@ fn load(
     let mut conn = Conn::new(api);
     let (mut running, mut list_errors) = (0, 0u64);
     let all_running = loop {
-        let poll = Instant::now();
-        match task_counts(&mut conn) {
-            Some((_, now)) => running = now,
+        match running_count(&mut conn) {
+            Some(now) => running = now,
             None => list_errors += 1,
         }
         if running >= tasks {
@@ -450,10 +523,28 @@ fn load(
         if start.elapsed() > run_timeout {
             break None;
         }
-        // The poll itself loads the scheduler (a whole list): pause at least
-        // twice as long as it took, so polling stays a small share of its work.
-        std::thread::sleep(POLL_PAUSE.max(poll.elapsed() * 2));
+        std::thread::sleep(POLL_PAUSE);
     };
+    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
+        out.insert(
+            "burst_cpu".into(),
+            format!(
+                "{:.2} user + {:.2} sys",
+                after.0 - before.0,
+                after.1 - before.1
+            ),
+        );
+    }
+    // The count comes from the state's index; the list must agree with it.
+    if all_running.is_some() {
+        match task_counts(&mut conn) {
+            Some((_, listed)) if listed >= tasks => {}
+            Some((_, listed)) => {
+                out.insert("list_disagrees".into(), format!("{listed} running listed"));
+            }
+            None => list_errors += 1,
+        }
+    }
     done.store(true, Ordering::Relaxed);
     let (mut samples, probe_failed) = probe.join().unwrap_or_default();
     samples.sort();
@@ -484,8 +575,10 @@ fn load(
     out.insert("burst_ping_failed".into(), probe_failed.to_string());
     out.insert("rss_loaded_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
     out.insert("hwm_loaded_mib".into(), fmt_mib(mem_mib(pid, "VmHWM")));
+}
 
-    // The list: LIST_CLIENTS concurrent clients, LIST_REQUESTS each, bounded.
+/// The list: LIST_CLIENTS concurrent clients, LIST_REQUESTS each, bounded.
+fn list_phase(out: &mut Results, api: &str) {
     let list_start = Instant::now();
     let listers: Vec<_> = (0..LIST_CLIENTS)
         .map(|_| {
@@ -877,9 +970,14 @@ fn table(r: &Results) {
                 get("burst_ping_failed")
             ),
         ),
+        ("scheduler CPU during the burst".into(), get("burst_cpu")),
         (
-            "list polls failed while waiting".into(),
-            get("list_errors_while_waiting"),
+            "RUNNING polls failed (list disagrees)".into(),
+            format!(
+                "{} ({})",
+                get("list_errors_while_waiting"),
+                r.get("list_disagrees").map_or("no", String::as_str)
+            ),
         ),
         ("RSS idle".into(), format!("{} MiB", get("rss_idle_mib"))),
         (
