@@ -4,7 +4,7 @@
 //! the wire. Every entry point takes `now`, so behaviour is a function of its
 //! inputs and the clock the caller passes.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -127,6 +127,11 @@ struct Framework {
     /// Per agent: declined resources held back until `until`.
     filters: HashMap<String, Filter>,
     tasks: BTreeMap<String, Task>,
+    /// When a task of `tasks` may be due (turns RUNNING, or its update is
+    /// resent), so a tick looks only at those, not at every task. An entry
+    /// is a hint: the task's own `run_at`/`sent_at` decide, and an entry
+    /// left behind by a change is dropped when its time comes.
+    due: BTreeSet<(Instant, String)>,
     /// Tasks on agents that are away (unreachable, or unknown since a master
     /// restart): the master no longer tracks them, but the agent still runs
     /// them (with their update streams) and brings them back when it
@@ -140,6 +145,33 @@ impl Framework {
             .capabilities
             .iter()
             .any(|c| c.type_() == v1::framework_info::capability::Type::PARTITION_AWARE)
+    }
+
+    /// Notes when `task_id` (in `tasks`) is next due, if it is waiting for
+    /// anything: every change of `run_at` or `sent_at` calls this.
+    fn schedule(&mut self, task_id: &str) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        let deadlines = [task.run_at, task.sent_at.map(|at| at + task.retry_delay)];
+        for at in deadlines.into_iter().flatten() {
+            self.due.insert((at, task_id.to_string()));
+        }
+    }
+
+    /// The tasks that may be due at `now`, by id (the order a tick handles
+    /// them in); their entries are taken out.
+    fn take_due(&mut self, now: Instant) -> BTreeSet<String> {
+        let mut due = BTreeSet::new();
+        while let Some(first) = self.due.first() {
+            if first.0 > now {
+                break;
+            }
+            if let Some((_, task_id)) = self.due.pop_first() {
+                due.insert(task_id);
+            }
+        }
+        due
     }
 
     fn failover_timeout(&self) -> Duration {
@@ -202,6 +234,8 @@ struct Counters {
     duplicate_launches: u64,
     /// Allocation rounds run, offers made or not.
     allocation_rounds: u64,
+    /// Tasks a tick looked at because they might be due.
+    tick_examined: u64,
 }
 
 impl Core {
@@ -340,6 +374,7 @@ impl Core {
                     next_heartbeat: now,
                     filters: HashMap::new(),
                     tasks: BTreeMap::new(),
+                    due: BTreeSet::new(),
                     away_tasks: BTreeMap::new(),
                 },
             );
@@ -643,6 +678,7 @@ impl Core {
         }
         if let Some(framework) = self.frameworks.get_mut(id) {
             framework.tasks.insert(task_id.clone(), task);
+            framework.schedule(&task_id);
         }
         self.send_head(id, &task_id, now);
     }
@@ -881,7 +917,11 @@ impl Core {
         }
         let mut starting = Vec::new();
         let mut resend = Vec::new();
-        for (task_id, task) in framework.tasks.iter_mut() {
+        for task_id in framework.take_due(now) {
+            self.counters.tick_examined += 1;
+            let Some(task) = framework.tasks.get_mut(&task_id) else {
+                continue;
+            };
             if task.run_at.is_some_and(|at| now >= at) {
                 task.run_at = None;
                 starting.push(task_id.clone());
@@ -1103,6 +1143,7 @@ impl Core {
         };
         task.sent_at = Some(now);
         task.reported = Some(head.state());
+        framework.schedule(task_id);
         self.send(id, update_event(head), now);
     }
 
@@ -1383,6 +1424,7 @@ impl Core {
                 // The agent tells the master about the framework, too.
                 framework.known = true;
                 framework.tasks.insert(task_id.clone(), task);
+                framework.schedule(&task_id);
             }
             if message.is_some() {
                 self.send(&id, update_event(status), now);
@@ -1594,6 +1636,8 @@ impl Core {
             "heartbeats_paused": self.heartbeats_paused, "removed_frameworks": self.removed.len(),
             "launches": self.counters.launches, "duplicate_launches": self.counters.duplicate_launches,
             "allocation_rounds": self.counters.allocation_rounds,
+            "tick_examined": self.counters.tick_examined,
+            "due_entries": self.frameworks.values().map(|f| f.due.len()).sum::<usize>(),
         })
     }
 }

@@ -572,6 +572,48 @@ fn a_docker_task_runs_through_the_reliable_update_stream() {
         .is_some_and(|t| t.is_empty())));
 }
 
+/// A tick looks only at tasks that may be due (turn RUNNING, or resend an
+/// unacknowledged update), never at every task: once every update is
+/// acknowledged and the resend times are past, ticks look at nothing.
+#[test]
+fn ticks_look_only_at_tasks_that_are_due() {
+    const TASKS: usize = 10;
+    let master = lab();
+    let mut client = Client::subscribe(&master, framework_info(json!({})));
+    let offer = client.offers()[0].clone();
+    let tasks = (0..TASKS)
+        .map(|n| docker_task(&format!("t{n}"), &offer, 31010 + n as u64))
+        .collect();
+    assert_eq!(client.call("ACCEPT", accept(&offer, tasks)).0, 202);
+    let mut running = std::collections::BTreeSet::new();
+    while running.len() < TASKS {
+        let status = client.stream.expect("UPDATE")["update"]["status"].clone();
+        if status.get("uuid").is_some() {
+            client.ack(&status);
+        }
+        if status["state"] == "TASK_RUNNING" {
+            running.insert(status["task_id"]["value"].to_string());
+        }
+    }
+    assert!(wait_until(DEADLINE, || client.sim_state()
+        ["unacknowledged"]
+        .as_object()
+        .is_some_and(|it| it.is_empty())));
+    // Entries left by acknowledged updates go when their resend time passes.
+    assert!(wait_until(DEADLINE, || client.sim_state()["due_entries"] == 0));
+    let examined = |client: &Client| client.sim_state()["tick_examined"].as_u64();
+    let rounds = |client: &Client| client.sim_state()["allocation_rounds"].as_u64();
+    let (before, start) = (examined(&client), rounds(&client).unwrap_or(0));
+    assert!(before.is_some_and(|n| n >= TASKS as u64), "{before:?}");
+    // Ticks run more often than allocation rounds: three rounds, many ticks.
+    assert!(wait_until(DEADLINE, || rounds(&client).is_some_and(|n| n >= start + 3)));
+    assert_eq!(examined(&client), before, "ticks looked at running tasks");
+    assert_eq!(
+        client.sim_state()["tasks"].as_array().map(Vec::len),
+        Some(TASKS)
+    );
+}
+
 #[test]
 fn invalid_offers_and_invalid_tasks_are_refused_like_the_master_does() {
     let master = lab();
