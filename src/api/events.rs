@@ -14,8 +14,9 @@
 //! comment every `HEARTBEAT_INTERVAL`, so a client that is gone is noticed
 //! (its write fails; a client that does not read fails a write after
 //! `http::REST.write_timeout`). The stream ends when the hub drops the
-//! subscriber (its queue was full: it may resume with `Last-Event-ID`),
-//! at shutdown, or when a write fails.
+//! subscriber (its queue was full: it may resume with `Last-Event-ID`)
+//! and what was queued is written, at shutdown, or when a write fails; it
+//! keeps its place under the cap until then.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,5 +201,10 @@ fn stream(request: tiny_http::Request, subscription: Subscription) {
     log::info!("event stream closed peer={peer} why={ended:?}");
     if ended == "feed ended" {
         body.finish();
+    } else {
+        drop(body);
     }
+    // The hub counts this stream under `MAX_SUBSCRIBERS` until the feed
+    // goes: only once the writer is let go of.
+    drop(feed);
 }

@@ -15,7 +15,7 @@ use crate::scheduler::model::{
     AgentId, Amount, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, Pool, Reservation,
     ReservationInfo, StatusReason, TaskId, TaskState, TaskUpdate, VolumeMode,
 };
-use crate::scheduler::{Call, Launch};
+use crate::scheduler::{notice, Call, Launch};
 
 /// The FrameworkInfo fields we send on SUBSCRIBE; all come from flags.
 #[derive(Clone, Debug, PartialEq)]
@@ -567,7 +567,9 @@ fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
         state,
         reason,
         reason_name,
-        message: status.message().to_string(),
+        // Kept on the task, persisted, listed, in its history and events:
+        // cut where it enters (a master may send up to `MAX_RECORD`).
+        message: notice::clip(status.message()),
         agent_id: status
             .agent_id
             .as_ref()
@@ -642,6 +644,22 @@ mod tests {
             resource.reservation = MessageField::some(info);
         }
         resource
+    }
+
+    /// See: review of issue 10. A status message of megabytes is kept on
+    /// the task and shown everywhere: only its first `MAX_EVENT_TEXT` bytes.
+    #[test]
+    fn a_long_status_message_is_cut_where_it_enters() {
+        let mut status = v1::TaskStatus::new();
+        status.task_id = MessageField::some(task_id_to_proto(&TaskId("t-1".to_string())));
+        status.set_state(v1::TaskState::TASK_FAILED);
+        status.set_message("é".repeat(notice::MAX_EVENT_TEXT));
+        let update = task_update_from_proto(&status);
+        assert_eq!(update.message.len(), notice::MAX_EVENT_TEXT - 1);
+        assert!(update.message.ends_with(notice::CLIPPED));
+        status.set_message("Container exited with status 1".to_string());
+        let update = task_update_from_proto(&status);
+        assert_eq!(update.message, "Container exited with status 1");
     }
 
     /// Offered resources keep their reservation, and a launch on them asks

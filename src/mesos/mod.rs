@@ -51,6 +51,12 @@ pub const MISSED_HEARTBEATS: u32 = 5;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
+/// A subscription that lived this long was a success: the resubscription
+/// backoff starts again from `BACKOFF_MIN`. A shorter one (SUBSCRIBED, then
+/// the stream drops) counts as a failed attempt, so a master that accepts
+/// and hangs up at once is backed off like one that refuses.
+pub const STABLE_SUBSCRIPTION: Duration = Duration::from_secs(5);
+
 /// 307s followed in a row before backing off (mesos-go allows 9).
 pub const MAX_REDIRECTS: u32 = 9;
 

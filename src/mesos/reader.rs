@@ -21,7 +21,7 @@ use crate::mesos::client::{self, Subscription};
 use crate::mesos::convert::{self, Decoded};
 use crate::mesos::{
     is_stopped, recordio, Fatal, MesosConfig, Session, BACKOFF_MAX, BACKOFF_MIN, DEFAULT_HEARTBEAT,
-    MAX_REDIRECTS, MIN_IDLE_TIMEOUT, MISSED_HEARTBEATS,
+    MAX_REDIRECTS, MIN_IDLE_TIMEOUT, MISSED_HEARTBEATS, STABLE_SUBSCRIPTION,
 };
 use crate::scheduler::model::FrameworkId;
 use crate::scheduler::MesosEvent;
@@ -49,13 +49,11 @@ pub(crate) struct Reader {
     master: String,
     /// The configured master `master` came from (index into `config.masters`).
     index: usize,
-    /// Failed attempts since the last success or backoff: after one per
-    /// configured master (a full round) the reader backs off.
-    failed_in_round: usize,
+    /// How long to wait before the next SUBSCRIBE.
+    pace: Pace,
     /// Resubscribe with this id; `None` registers anew.
     framework_id: Option<FrameworkId>,
     heartbeat: Duration,
-    backoff: Backoff,
     /// 307s followed in a row.
     redirects: u32,
     /// When the current outage began; a failure is logged once per outage.
@@ -78,7 +76,7 @@ impl Reader {
         Reader {
             master: config.masters.first().cloned().unwrap_or_default(),
             index: 0,
-            failed_in_round: 0,
+            pace: Pace::new(config.masters.len()),
             framework_id: config.framework_id.clone(),
             config,
             events,
@@ -87,7 +85,6 @@ impl Reader {
             stop,
             socket_slot,
             heartbeat: DEFAULT_HEARTBEAT,
-            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             redirects: 0,
             failing_since: None,
             stream_ended: None,
@@ -136,13 +133,7 @@ impl Reader {
             {
                 return;
             }
-            // Each failure moves on to the next configured master at once;
-            // only a full round of failures (no master reachable, or none
-            // with a leader) waits for the backoff.
-            self.failed_in_round += 1;
-            if self.failed_in_round >= self.config.masters.len() {
-                self.failed_in_round = 0;
-                let delay = self.backoff.next_delay();
+            if let Some(delay) = self.pace.lost(Instant::now()) {
                 if self.stop.recv_timeout(delay).is_ok() || is_stopped(&self.stop) {
                     return;
                 }
@@ -268,8 +259,7 @@ impl Reader {
                 since.elapsed().as_millis()
             );
         }
-        self.backoff.reset();
-        self.failed_in_round = 0;
+        self.pace.subscribed(Instant::now());
         self.framework_id = Some(framework_id.clone());
         let ended = Arc::new(AtomicBool::new(false));
         if let Some(previous) = self.stream_ended.replace(Arc::clone(&ended)) {
@@ -323,6 +313,57 @@ impl Reader {
     }
 }
 
+/// When the next SUBSCRIBE goes out. Each failed attempt moves on to the
+/// next configured master at once; only a full round of failures (no master
+/// reachable, or none with a leader) waits for the backoff. A subscription
+/// is a success only once it has lived `STABLE_SUBSCRIPTION`; one whose
+/// stream ends sooner is a failed attempt like a refused connect, so a
+/// master that answers SUBSCRIBED and drops the stream at once is not asked
+/// again at once (each SUBSCRIBED also reconciles every task).
+struct Pace {
+    backoff: Backoff,
+    masters: usize,
+    /// Failed attempts in the current round of the configured masters.
+    failed_in_round: usize,
+    /// When the current subscription's SUBSCRIBED arrived.
+    subscribed_at: Option<Instant>,
+}
+
+impl Pace {
+    fn new(masters: usize) -> Pace {
+        Pace {
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            masters: masters.max(1),
+            failed_in_round: 0,
+            subscribed_at: None,
+        }
+    }
+
+    /// SUBSCRIBED arrived at `now`.
+    fn subscribed(&mut self, now: Instant) {
+        self.subscribed_at = Some(now);
+    }
+
+    /// An attempt ended at `now` (it failed, or its stream ended): the wait
+    /// before the next SUBSCRIBE, or `None` to go on at once.
+    fn lost(&mut self, now: Instant) -> Option<Duration> {
+        let lived = self
+            .subscribed_at
+            .take()
+            .map(|at| now.saturating_duration_since(at));
+        if lived.is_some_and(|lived| lived >= STABLE_SUBSCRIPTION) {
+            self.backoff.reset();
+            self.failed_in_round = 0;
+        }
+        self.failed_in_round += 1;
+        if self.failed_in_round < self.masters {
+            return None;
+        }
+        self.failed_in_round = 0;
+        Some(self.backoff.next_delay())
+    }
+}
+
 /// What an ERROR event means for the subscription.
 #[derive(Debug, PartialEq)]
 enum ErrorKind {
@@ -372,6 +413,79 @@ fn classify_error(message: &str) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One attempt after another with `masters` configured: each is
+    /// `Some(ms)` when it got SUBSCRIBED and its stream lived `ms`, `None`
+    /// when it failed before; `waits` is each attempt's wait after it
+    /// (`None`: at once; `Some(cap)`: jittered within `[cap/2, cap]` ms).
+    #[track_caller]
+    fn check(masters: usize, attempts: &[Option<u64>], waits: &[Option<u64>]) {
+        let mut pace = Pace::new(masters);
+        let mut now = Instant::now();
+        let mut got = Vec::new();
+        for lived in attempts {
+            if let Some(lived) = lived {
+                pace.subscribed(now);
+                now += Duration::from_millis(*lived);
+            }
+            let wait = pace.lost(now);
+            now += wait.unwrap_or_default();
+            got.push(wait);
+        }
+        assert_eq!(got.len(), waits.len(), "{attempts:?}");
+        for (n, (wait, cap)) in got.iter().zip(waits).enumerate() {
+            let within = match (wait, cap) {
+                (None, None) => true,
+                (Some(wait), Some(cap)) => {
+                    let cap = Duration::from_millis(*cap);
+                    *wait <= cap && *wait >= cap / 2
+                }
+                _ => false,
+            };
+            assert!(
+                within,
+                "attempt {n} of {attempts:?}: {got:?}, wanted {waits:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_subscription_that_lived_resets_the_backoff() {
+        let stable = u64::try_from(STABLE_SUBSCRIPTION.as_millis()).expect("ms");
+        // No master answers: the backoff doubles up to its cap.
+        check(
+            1,
+            &[None; 8],
+            &[250, 500, 1000, 2000, 4000, 8000, 15000, 15000].map(Some),
+        );
+        // SUBSCRIBED and dropped at once is no better.
+        check(1, &[Some(0); 5], &[250, 500, 1000, 2000, 4000].map(Some));
+        check(1, &[Some(stable - 1); 3], &[250, 500, 1000].map(Some));
+        // A subscription that lived starts the backoff again.
+        check(
+            1,
+            &[None, None, None, Some(stable), None],
+            &[250, 500, 1000, 250, 500].map(Some),
+        );
+        // Several masters: the next one at once, a full round backs off,
+        // whether the attempts failed or their streams dropped at once.
+        check(
+            2,
+            &[None, None, None, None],
+            &[None, Some(250), None, Some(500)],
+        );
+        check(
+            2,
+            &[Some(0), Some(0), Some(0), Some(0), Some(0), Some(0)],
+            &[None, Some(250), None, Some(500), None, Some(1000)],
+        );
+        // A long subscription lost: the next master at once, then a fresh round.
+        check(
+            3,
+            &[None, None, None, Some(stable * 10), None, None],
+            &[None, None, Some(250), None, None, Some(250)],
+        );
+    }
 
     #[test]
     fn error_messages_are_sorted_by_what_retrying_can_fix() {

@@ -4,8 +4,9 @@
 //!
 //! Owned by `run` on the state thread, which must never wait on a client:
 //! a notice goes to each queue with `try_send`, and a subscriber whose queue
-//! is full is dropped (its stream ends; it may resume from the ring). At
-//! most `MAX_SUBSCRIBERS` streams at once. Sequence numbers start at 1 in
+//! is full is dropped (its stream ends once it has written what was queued;
+//! it may resume from the ring). At most `MAX_SUBSCRIBERS` streams at once:
+//! a dropped subscriber keeps its place until its stream lets go of the feed. Sequence numbers start at 1 in
 //! each process: they are not persisted, and a `since` above the last one
 //! (from an earlier process) is answered with a gap and the whole ring.
 
@@ -63,8 +64,17 @@ pub struct Subscription {
 }
 
 struct Subscriber {
-    queue: Sender<Arc<Published>>,
+    /// `None` once the queue overflowed: the feed ends after what it holds,
+    /// but the stream still writes that out and keeps its place.
+    queue: Option<Sender<Arc<Published>>>,
     alive: Arc<()>,
+}
+
+impl Subscriber {
+    /// Whether its stream still holds the feed (and so its place).
+    fn is_live(&self) -> bool {
+        Arc::strong_count(&self.alive) > 1
+    }
 }
 
 /// See the module doc.
@@ -108,15 +118,20 @@ impl Hub {
             self.ring.pop_front();
         }
         self.ring.push_back(Arc::clone(&published));
-        self.subscribers.retain(|subscriber| {
-            match subscriber.queue.try_send(Arc::clone(&published)) {
+        self.subscribers.retain_mut(|subscriber| {
+            if !subscriber.is_live() {
+                return false;
+            }
+            let Some(queue) = &subscriber.queue else {
+                return true;
+            };
+            match queue.try_send(Arc::clone(&published)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
-                    log::warn!(
-                        "event subscriber too slow, dropped queued={}",
-                        subscriber.queue.len()
-                    );
-                    false
+                    log::warn!("event subscriber too slow, dropped queued={}", queue.len());
+                    // Dropping the sender ends the feed once it is drained.
+                    subscriber.queue = None;
+                    true
                 }
                 Err(TrySendError::Disconnected(_)) => false,
             }
@@ -126,8 +141,7 @@ impl Hub {
     /// A new subscription resuming after `since` (None: live only), or the
     /// reason there is none (at `MAX_SUBSCRIBERS`).
     pub fn subscribe(&mut self, since: Option<u64>) -> Result<Subscription, String> {
-        self.subscribers
-            .retain(|subscriber| Arc::strong_count(&subscriber.alive) > 1);
+        self.subscribers.retain(Subscriber::is_live);
         if self.subscribers.len() >= self.max_subscribers {
             return Err(format!(
                 "too many event streams (at most {}); try again later",
@@ -141,7 +155,7 @@ impl Hub {
         let (queue, receiver) = crossbeam_channel::bounded(self.queue_capacity);
         let alive = Arc::new(());
         self.subscribers.push(Subscriber {
-            queue,
+            queue: Some(queue),
             alive: Arc::clone(&alive),
         });
         Ok(Subscription {
@@ -154,12 +168,13 @@ impl Hub {
         })
     }
 
-    /// Live subscribers (those whose feed may still be read).
+    /// Subscribers holding a place: their stream still holds the feed,
+    /// whether it is fed or was dropped and writes out what it holds.
     #[cfg(test)]
     pub fn subscriber_count(&self) -> usize {
         self.subscribers
             .iter()
-            .filter(|subscriber| Arc::strong_count(&subscriber.alive) > 1)
+            .filter(|subscriber| subscriber.is_live())
             .count()
     }
 
@@ -268,10 +283,36 @@ mod tests {
             // The fast one reads as it goes.
             assert_eq!(drain(&fast.feed), [round + 1]);
         }
-        assert_eq!(hub.subscriber_count(), 1);
         // The slow one keeps what was queued, then its feed ends.
         assert_eq!(drain(&slow.feed), [1, 2]);
         assert!(slow.feed.receiver.recv().is_err(), "dropped: disconnected");
+        // It holds its place until its stream lets go of the feed.
+        assert_eq!(hub.subscriber_count(), 2);
+        drop(slow);
+        hub.publish(notice("x"));
+        assert_eq!(hub.subscriber_count(), 1);
+    }
+
+    /// See: review of issue 10. A dropped subscriber's stream still writes
+    /// out up to a queue of events; its place stays taken until it ends, so
+    /// slow readers cannot hold more than `MAX_SUBSCRIBERS` streams.
+    #[test]
+    fn an_overflowed_subscriber_holds_its_place_until_its_stream_ends() {
+        let mut hub = Hub::with_bounds(16, 2, 3);
+        let mut streams: Vec<Subscription> =
+            (0..3).map(|_| hub.subscribe(None).expect("room")).collect();
+        // None of them reads: every queue overflows.
+        for _ in 0..5 {
+            hub.publish(notice("x"));
+        }
+        let refused = hub.subscribe(None).expect_err("their streams still write");
+        assert!(refused.contains("at most 3"), "{refused}");
+        // Draining its queue is not the end of a stream; letting go is.
+        assert_eq!(drain(&streams[0].feed), [1, 2]);
+        hub.subscribe(None).expect_err("still writing");
+        drop(streams.remove(0));
+        let _fresh = hub.subscribe(None).expect("a place was freed");
+        hub.subscribe(None).expect_err("at the cap again");
     }
 
     #[test]

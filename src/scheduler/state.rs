@@ -854,9 +854,12 @@ impl State {
         calls: &mut Vec<Call>,
     ) -> Vec<OfferId> {
         // This round's reasons are for the log; the list's come from the
-        // whole registry (`explain_pending`).
-        for (task_id, reason) in placement.unplaced {
-            log::debug!("task not placed task={} reason={reason}", task_id.0);
+        // whole registry (`explain_pending`). Up to `MAX_PLACE_REQUESTS` of
+        // them: not even walked unless debug is on.
+        if log::log_enabled!(log::Level::Debug) {
+            for (task_id, reason) in &placement.unplaced {
+                log::debug!("task not placed task={} reason={reason}", task_id.0);
+            }
         }
         let hostnames: BTreeMap<&AgentId, &str> = offers
             .iter()

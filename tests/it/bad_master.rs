@@ -43,21 +43,22 @@ fn fake_master() -> FakeServer {
 
 /// Reads the request head; true for `POST /api/v1/scheduler`.
 fn is_subscribe(stream: &TcpStream) -> bool {
+    read_head(stream).is_some_and(|head| head.starts_with("POST /api/v1/scheduler "))
+}
+
+/// Reads the request head (request line and headers).
+fn read_head(stream: &TcpStream) -> Option<String> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return false;
-    }
+    let mut head = String::new();
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) if line == "\r\n" => break,
-            Ok(_) => {}
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line == "\r\n" => return Some(head),
+            Ok(_) => head.push_str(&line),
         }
     }
-    request_line.starts_with("POST /api/v1/scheduler ")
 }
 
 /// A correct SUBSCRIBE answer head, then stream `idx % STREAMS.len()` as one
@@ -111,4 +112,69 @@ fn garbage_on_the_event_stream_makes_the_scheduler_resubscribe() {
     assert_eq!(tasks[0]["id"], "stress60", "{tasks}");
     assert_ne!(tasks[0]["state"], "TASK_RUNNING", "{tasks}");
     scheduler.shutdown();
+}
+
+/// See: review of issue 10. A master that answers SUBSCRIBED and hangs up at
+/// once: each of those subscriptions counts as a failed attempt, so the
+/// scheduler backs off instead of subscribing (and reconciling) again every
+/// `BACKOFF_MIN`, or at once when several masters are listed.
+fn accepts_and_hangs_up() -> FakeServer {
+    FakeServer::start(|mut stream, n| {
+        // Calls (they carry the stream id) are dropped unanswered.
+        let subscribe = read_head(&stream).is_some_and(|head| {
+            head.starts_with("POST /api/v1/scheduler ")
+                && !head.to_ascii_lowercase().contains("\nmesos-stream-id:")
+        });
+        if !subscribe {
+            return false;
+        }
+        // Event { type: SUBSCRIBED, subscribed: { framework_id: { value: "fw" } } }
+        let event: &[u8] = b"\x08\x01\x12\x06\x0a\x04\x0a\x02fw";
+        let record = [format!("{}\n", event.len()).as_bytes(), event].concat();
+        let mut bytes = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nMesos-Stream-Id: fake-{n}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            record.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&record);
+        bytes.extend_from_slice(b"\r\n0\r\n\r\n");
+        let _ = stream.write_all(&bytes);
+        let _ = stream.flush();
+        true
+    })
+}
+
+/// Subscribes to `masters` for `WINDOW` and says how many SUBSCRIBEs they
+/// got; stops as soon as there are `flood` of them.
+fn subscribes_within_window(masters: &[&FakeServer], flood: usize) -> usize {
+    /// Long enough for many more attempts than a backoff allows: its
+    /// delays (at least half of 250 ms, 500 ms, 1 s, 2 s, 4 s) leave room
+    /// for 6 rounds; at one attempt per `BACKOFF_MIN` it would be 24.
+    const WINDOW: Duration = Duration::from_secs(6);
+    let list: Vec<&str> = masters.iter().map(|master| master.addr.as_str()).collect();
+    let scheduler = charmander::start(scheduler_config(&list.join(","))).expect("scheduler starts");
+    let count = || masters.iter().map(|master| master.count()).sum::<usize>();
+    wait_until(WINDOW, || count() >= flood);
+    let seen = count();
+    scheduler.shutdown();
+    seen
+}
+
+#[test]
+fn a_master_that_drops_each_subscription_at_once_is_backed_off() {
+    let master = accepts_and_hangs_up();
+    // The old reader reset its backoff on SUBSCRIBED: an attempt every
+    // 250 ms at most.
+    let seen = subscribes_within_window(&[&master], 12);
+    assert!(seen >= 2, "it resubscribed at all ({seen})");
+    assert!(seen < 12, "{seen} subscribes: no backoff");
+}
+
+#[test]
+fn several_masters_that_drop_each_subscription_are_backed_off() {
+    let (first, second) = (accepts_and_hangs_up(), accepts_and_hangs_up());
+    // The old reader went on to the next master at once, forever.
+    let seen = subscribes_within_window(&[&first, &second], 24);
+    assert!(seen >= 2, "it resubscribed at all ({seen})");
+    assert!(seen < 24, "{seen} subscribes: no backoff");
 }

@@ -375,9 +375,13 @@ fn a_client_that_stops_reading_is_dropped_and_nothing_else_waits() {
     let mut slow = Stream::open(addr, "/client/events", &[("Connection", "close")]);
     assert_eq!(slow.status, 200);
     let mut reader = Stream::open(addr, "/client/events", &[]);
-    // Big events fill the slow client's socket buffers, then its queue.
-    const FLOOD: usize = 200;
-    let big = "n".repeat(48 * 1024);
+    // Big events fill the slow client's socket buffers, then its queue. An
+    // event keeps at most `MAX_EVENT_TEXT` (1 KiB) of a value: the flood is
+    // more than loopback buffers hold for a client that does not read
+    // (about 3 MB with Linux's default `tcp_wmem`), so the slow stream's
+    // writes block.
+    const FLOOD: usize = 5000;
+    let big = "n".repeat(2 * 1024);
     let reading = std::thread::spawn(move || {
         let (mut changes, mut seqs) = (0, Vec::new());
         while changes < FLOOD {

@@ -18,7 +18,7 @@ use super::{utc_text, Phase, State};
 use crate::scheduler::model::{
     AgentId, FrameworkId, Offer, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
-use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
+use crate::scheduler::notice::{clip, is_clip_of, KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{format_number, Decision, Miss, Scope, Verdict};
 use crate::scheduler::{HistoryLine, Now, TaskView};
 
@@ -131,7 +131,7 @@ impl Round {
                     offer,
                     scope: theirs,
                 },
-            ) => &**mine == host(offer) && *scope == theirs,
+            ) => is_clip_of(mine, host(offer)) && *scope == theirs,
             (Outcome::NoCandidates, Verdict::NoCandidates) => true,
             (Outcome::NoFit, Verdict::NoFit { .. }) => true,
             _ => false,
@@ -151,17 +151,20 @@ impl Round {
                         _ => "",
                     };
                     mine.miss == theirs.miss
-                        && &*mine.host == host(theirs.offer)
-                        && &*mine.has == attribute(theirs.offer, name)
+                        && is_clip_of(&mine.host, host(theirs.offer))
+                        && is_clip_of(&mine.has, attribute(theirs.offer, name))
                 })
     }
 
     fn of(decision: &Decision, offers: &[Offer]) -> Round {
+        // A master's hostnames and attributes may be of any length.
         let host = |offer: usize| -> Box<str> {
-            offers
-                .get(offer)
-                .map_or("?", |offer| offer.hostname.as_str())
-                .into()
+            clip(
+                offers
+                    .get(offer)
+                    .map_or("?", |offer| offer.hostname.as_str()),
+            )
+            .into()
         };
         let rejected = decision
             .rejected
@@ -178,7 +181,7 @@ impl Round {
                     .map_or("", String::as_str);
                 Rejected {
                     host: host(rejection.offer),
-                    has: has.into(),
+                    has: clip(has).into(),
                     miss: rejection.miss,
                 }
             })
@@ -372,16 +375,17 @@ impl Entry {
     }
 }
 
-/// ` (REASON): message`, each part only when there is one.
+/// ` (REASON): message`, each part only when there is one, cut to
+/// `MAX_EVENT_TEXT`.
 fn status_detail(reason: &str, message: &str) -> Box<str> {
     let mut detail = String::new();
     if !reason.is_empty() {
-        detail.push_str(&format!(" ({reason})"));
+        detail.push_str(&format!(" ({})", clip(reason)));
     }
     if !message.is_empty() {
-        detail.push_str(&format!(": {message}"));
+        detail.push_str(&format!(": {}", clip(message)));
     }
-    detail.into()
+    clip(&detail).into()
 }
 
 /// Unix milliseconds of a turn's wall clock.
@@ -394,8 +398,10 @@ pub(super) fn unix_millis(now: SystemTime) -> u64 {
 }
 
 impl State {
-    /// Queues a notice for the event stream; it leaves with the turn.
-    pub(super) fn notify(&mut self, now: Now, kind: NoticeKind) {
+    /// Queues a notice for the event stream; it leaves with the turn. Its
+    /// texts are cut to `MAX_EVENT_TEXT`: the ring keeps thousands.
+    pub(super) fn notify(&mut self, now: Now, mut kind: NoticeKind) {
+        kind.clip();
         self.notices.push(Notice {
             time_ms: unix_millis(now.wall),
             kind,
@@ -619,7 +625,7 @@ impl State {
             new_id,
             now,
             What::Relaunched {
-                text: format!("launch lost ({why}), waits again as {}", new_id.0).into(),
+                text: format!("launch lost ({}), waits again as {}", clip(why), new_id.0).into(),
             },
         );
         // To a watcher it is a new task; the old id's last `task_status`
@@ -785,6 +791,70 @@ mod tests {
             "",
             "3 offers, 5 examined: slave1 cpus 0.5 < 2; slave2 port 8080 taken; slave3 port 80 not offered; …; not placed",
         );
+    }
+
+    /// See: review of issue 10. What a master, Redis or a client sent at
+    /// any length enters the event ring and a task's history cut to
+    /// `MAX_EVENT_TEXT` bytes; a round on the same long-named offers still
+    /// only counts up its entry.
+    #[test]
+    fn long_texts_enter_the_ring_and_the_history_cut() {
+        use crate::scheduler::notice::{CLIPPED, MAX_EVENT_TEXT};
+        let long = "é".repeat(MAX_EVENT_TEXT);
+        let mut state = State::new(None);
+        let now = Now {
+            instant: std::time::Instant::now(),
+            wall: UNIX_EPOCH,
+        };
+        state.note_intelligence("t", "nodename", Some(long.clone()), "redis", now);
+        state.notify(
+            now,
+            NoticeKind::Disconnected {
+                reason: long.clone(),
+            },
+        );
+        let texts: Vec<&str> = state
+            .notices
+            .iter()
+            .map(|notice| match &notice.kind {
+                NoticeKind::IntelligenceChanged { value, .. } => value.as_deref().unwrap_or(""),
+                NoticeKind::Disconnected { reason } => reason.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(texts.len(), 2);
+        for text in texts {
+            assert!(text.len() <= MAX_EVENT_TEXT && text.ends_with(CLIPPED));
+        }
+
+        let mut trail = Trail::default();
+        trail.push(
+            1_000,
+            What::Status {
+                state: TaskState::Failed,
+                detail: status_detail("REASON_COMMAND_EXECUTOR_FAILED", &long),
+            },
+        );
+        let offers = [offer(&long, &long)];
+        let decision = Decision {
+            task_id: TaskId("sim-1".to_string()),
+            examined: 1,
+            rejected: vec![Rejection {
+                offer: 0,
+                miss: Miss::NodeType,
+            }],
+            verdict: Verdict::NoFit { largest_mem: None },
+        };
+        trail.push_round(2_000, &decision, &offers);
+        trail.push_round(3_000, &decision, &offers);
+        let lines = trail.lines(&spec("lab"));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let status = &lines[0].text;
+        assert!(status.starts_with("TASK_FAILED (REASON_COMMAND_EXECUTOR_FAILED): éé"));
+        assert!(status.len() <= "TASK_FAILED".len() + MAX_EVENT_TEXT && status.ends_with(CLIPPED));
+        let round = &lines[1].text;
+        assert!(round.contains("(×2 since"), "{round}");
+        assert!(round.len() < 3 * MAX_EVENT_TEXT, "{}", round.len());
     }
 
     /// Memory per task matters (thousands of tasks): a running task's four
