@@ -496,7 +496,12 @@ fn refuse_chunked(request: tiny_http::Request) {
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     let started = Instant::now();
-    if let Ok(route @ Route::Events { since }) = route(request.method().as_str(), request.url()) {
+    // Routed once: for the event stream, for `handle`, and for the metrics.
+    let route = route(request.method().as_str(), request.url());
+    let route_name = route
+        .as_ref()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, Route::name);
+    if let Ok(Route::Events { since }) = route {
         // A stream gets a thread of its own; this worker goes back to serving.
         // An EventSource reconnects to the same URL with `Last-Event-ID`:
         // the header is where it got to, so it wins over `?since`.
@@ -518,11 +523,12 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
         // The time to subscribe, not the stream's life.
         handler
             .metrics
-            .count_http(route.name(), status, started.elapsed());
+            .count_http(route_name, status, started.elapsed());
         return;
     }
     let mut audit = Audit::default();
-    let (reply, error) = match handle(&mut request, handler, &mut audit) {
+    let handled = route.and_then(|route| handle(&mut request, route, handler, &mut audit));
+    let (reply, error) = match handled {
         Ok(reply) => (reply, None),
         Err(err) => (err.clone().into_reply(), Some(err.message())),
     };
@@ -534,8 +540,6 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
         reply.status,
         took.as_millis()
     );
-    let route_name = route(request.method().as_str(), request.url())
-        .map_or(crate::metrics::UNMATCHED_ROUTE, |route| route.name());
     handler.metrics.count_http(route_name, reply.status, took);
     if let Some(what) = &audit.what {
         let peer = request
@@ -694,8 +698,11 @@ fn audit_done(reply: &ApiReply) -> Option<String> {
     }
 }
 
+/// Serves `route`, a request `serve_one` routed (anything but the event
+/// stream).
 fn handle(
     request: &mut tiny_http::Request,
+    route: Route,
     handler: &Handler,
     audit: &mut Audit,
 ) -> Result<Reply, ApiError> {
@@ -707,7 +714,6 @@ fn handle(
         metrics,
     } = handler;
     let (token, commit_wait) = (token.as_deref(), *commit_wait);
-    let route = route(request.method().as_str(), request.url())?;
     // Before the body is read: an unauthorized client costs us no parsing.
     let authorization = request
         .headers()
