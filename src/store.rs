@@ -140,6 +140,12 @@ pub struct Store {
     /// Set while the disk is full (the reserve is gone).
     full: Option<Full>,
     gate: DiskGate,
+    /// Why the journal can no longer be trusted (a compaction cut it and
+    /// its fsync failed): every commit from then on is refused with it.
+    broken: Option<String>,
+    /// Test hook: the fsync after a compaction cuts the journal fails.
+    #[cfg(test)]
+    fail_sync_after_cut: bool,
 }
 
 impl Store {
@@ -224,6 +230,9 @@ impl Store {
             has_reserve: reserve_ok,
             full: None,
             gate: DiskGate::default(),
+            broken: None,
+            #[cfg(test)]
+            fail_sync_after_cut: false,
         };
         if !reserve_ok {
             // First start, or released before a restart.
@@ -248,8 +257,12 @@ impl Store {
     /// An `Err` means they may not be on disk; the caller must not let
     /// anything that depends on them out (see `run_journal`). A full disk is
     /// not an error while the reserve lasts: it is released and the store
-    /// turns full (see the module doc).
+    /// turns full (see the module doc). Once the journal is broken (see
+    /// `compact`) every commit is an error.
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
+        if let Some(why) = &self.broken {
+            return Err(format!("the state journal is unusable: {why}"));
+        }
         let mut out = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
         for (idx, record) in records.iter().enumerate() {
@@ -299,10 +312,15 @@ impl Store {
         self.journal_bytes += out.len() as u64;
         if self.journal_bytes > self.compact_at {
             // The records are durable either way; a failed compaction waits
-            // for the journal to grow again before the next try.
+            // for the journal to grow again before the next try (or, when it
+            // broke the journal, the next commit stops the journal thread).
             if let Err(error) = self.compact() {
-                log::error!("state: compaction failed, the journal keeps growing: {error}");
-                self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+                if self.broken.is_some() {
+                    log::error!("state: compaction failed, no commit can follow: {error}");
+                } else {
+                    log::error!("state: compaction failed, the journal keeps growing: {error}");
+                    self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+                }
             }
         }
         Ok(())
@@ -443,9 +461,20 @@ impl Store {
 
     /// Writes every live record to a new snapshot and empties the journal.
     /// The live frames are copied from where they are (old snapshot,
-    /// journal), checksums checked again, through one buffer. On failure
-    /// the temporary snapshot is removed (on a full disk it would hold the
-    /// space the journal needs) and the old snapshot stands.
+    /// journal), checksums checked again, through one buffer. A failure
+    /// before the new snapshot is in place removes the temporary snapshot
+    /// (on a full disk it would hold the space the journal needs) and the
+    /// old snapshot stands; one before the journal is cut leaves the
+    /// journal as it was. Either way the store goes on as before.
+    ///
+    /// The in-memory places (`live`, `journal_bytes`) follow each step as
+    /// it happens to the files, durable or not: after the rename the
+    /// snapshot *is* the new file, after the cut the journal *is* empty.
+    /// If the journal's fsync after the cut fails, what the disk holds of
+    /// it is unknown (a retried fsync may report success for data it
+    /// dropped), so the store is marked broken: commits are refused, the
+    /// journal thread stops (exit 3), and a restart reads the new snapshot
+    /// with either journal, which give the same state.
     pub fn compact(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
@@ -479,24 +508,37 @@ impl Store {
             };
             offset += u64::from(at.len);
         }
+        self.snapshot_bytes = bytes;
+        // Until the rename is durable a crash may bring back the old
+        // snapshot, which needs the whole journal: keep it.
         sync_dir(&self.dir)?;
         // From here a crash replays the old journal over the new snapshot: same result.
         self.journal
             .set_len(0)
             .map_err(|e| io("truncate the journal after", e))?;
-        self.journal
-            .sync_all()
-            .map_err(|e| io("sync the journal after", e))?;
+        // The journal is empty now, synced or not: appends start at 0.
+        let cut_bytes = std::mem::replace(&mut self.journal_bytes, 0);
+        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
+        if let Err(e) = self.sync_cut_journal() {
+            let error = io("sync the journal after", e);
+            self.broken = Some(format!("{error} (a compaction had just emptied it)"));
+            return Err(error);
+        }
         log::info!(
-            "state: compacted {} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
-            self.journal_bytes,
+            "state: compacted {cut_bytes} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
             self.live.len(),
             started.elapsed().as_millis()
         );
-        self.snapshot_bytes = bytes;
-        self.journal_bytes = 0;
-        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
+    }
+
+    /// The fsync of the journal once compaction has emptied it.
+    fn sync_cut_journal(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_sync_after_cut {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.journal.sync_all()
     }
 
     /// Copies every live frame into `tmp` and syncs it; returns its size.
@@ -1518,6 +1560,35 @@ mod tests {
         store
             .commit(&[&a])
             .expect("commits after a failed compaction");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A compaction whose fsync fails once it has emptied the journal kept
+    /// the journal's old length as the place of the next append, so every
+    /// later frame's place (and the next compaction) was wrong. Now the
+    /// places follow the file, and since what the disk holds of the journal
+    /// is unknown no commit follows; a restart reads every record.
+    #[test]
+    fn a_failed_sync_after_compaction_cut_the_journal_stops_commits() {
+        let _serial = serial();
+        let dir = temp_dir("failed-cut-sync");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        let b = record("task/b", Some(json!({"n": 2})));
+        store.commit(&[&a, &b]).expect("commits");
+        store.fail_sync_after_cut = true;
+        let error = store.compact().err().unwrap_or_default();
+        assert!(error.contains("cannot sync the journal after"), "{error}");
+        assert_eq!(store.journal_bytes, 0, "the journal was emptied");
+        let c = record("task/c", Some(json!({"n": 3})));
+        let refused = store.commit(&[&c]).err().unwrap_or_default();
+        assert!(
+            refused.contains("the state journal is unusable"),
+            "{refused}"
+        );
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a, b]);
         let _ = fs::remove_dir_all(&dir);
     }
 
