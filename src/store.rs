@@ -668,11 +668,9 @@ fn frame_in_group(record: &Record, more: bool) -> Vec<u8> {
 
 /// The frame checksum: over the length bytes and the payload, so a run of
 /// zeros (a file extended but never written) is no valid empty record.
+/// Computed over the borrowed bytes, one after the other (no copy).
 fn checksum(length: &[u8; 4], payload: &[u8]) -> u32 {
-    let mut bytes = Vec::with_capacity(4 + payload.len());
-    bytes.extend_from_slice(length);
-    bytes.extend_from_slice(payload);
-    crc32(&bytes)
+    !crc32_update(crc32_update(!0, length), payload)
 }
 
 /// Where and why decoding stopped. `torn`: the bad record is the last one
@@ -894,6 +892,13 @@ impl RecordReader {
 
 /// CRC-32 (IEEE 802.3), bitwise table built at compile time.
 pub fn crc32(data: &[u8]) -> u32 {
+    !crc32_update(!0, data)
+}
+
+/// Feeds `data` to a running CRC-32 register (`crc`: `!0` to start; the
+/// checksum is the complement of the last register), so one checksum can
+/// cover several slices.
+fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut n = 0;
@@ -913,11 +918,10 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         table
     };
-    let mut crc = !0u32;
     for &byte in data {
         crc = TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
 }
 
 /// Calls the journal holds when the caller's queue is full
@@ -1132,6 +1136,24 @@ mod tests {
         let _serial = serial();
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    /// A frame's checksum, taken over its two parts in turn, is the CRC-32
+    /// of the length bytes followed by the payload.
+    #[test]
+    fn the_frame_checksum_is_the_crc_of_length_and_payload() {
+        #[track_caller]
+        fn check(length: [u8; 4], payload: &[u8]) {
+            let whole: Vec<u8> = length.iter().chain(payload).copied().collect();
+            assert_eq!(checksum(&length, payload), crc32(&whole), "{payload:?}");
+        }
+        let _serial = serial();
+        check([0; 4], b"");
+        check([9, 0, 0, 0], b"123456789");
+        check([2, 0, 0, 0x80], b"{}");
+        check([28, 0, 0, 0], br#"{"key":"task/a","value":null}"#);
+        // The checked value of one frame, so the framing on disk stays.
+        assert_eq!(checksum(b"1234", b"56789"), 0xCBF4_3926);
     }
 
     /// See: issue 8, finding 2. Two processes on one state dir each append
