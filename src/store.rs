@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
 use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
@@ -931,10 +931,6 @@ fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
 /// thread's backlog (`scheduler::BACKLOG_LIMIT`) holds REST commands back.
 pub const MAX_UNSENT_CALLS: usize = 16_384;
 
-/// How long the journal waits for room in the caller's channel before it
-/// looks at its inbox and the disk reserve again.
-pub const HANDOVER_RETRY: Duration = Duration::from_millis(5);
-
 /// The `journal` thread: commits each group of turns with one fsync, then
 /// lets their effects out: replies back to the state thread (which holds the
 /// HTTP workers' reply channels), calls to the `mesos-caller`. Without a
@@ -948,7 +944,10 @@ pub const HANDOVER_RETRY: Duration = Duration::from_millis(5);
 /// It never blocks on the caller: calls go out with `try_send`, and those
 /// that do not fit wait in `unsent` (in order, at most `MAX_UNSENT_CALLS`)
 /// while the journal goes on committing, so a master that refuses calls does
-/// not hold up the REST API's replies.
+/// not hold up the REST API's replies. It waits on everything at once (one
+/// `Select`): a turn in its inbox (not while `unsent` is full), room in the
+/// caller's channel for the oldest unsent call, and the reserve's retry
+/// deadline; it never polls.
 pub fn run_journal(
     mut store: Option<Store>,
     inbox: Receiver<Turn>,
@@ -971,32 +970,34 @@ pub fn run_journal(
                 continue;
             }
         }
-        if unsent.len() >= MAX_UNSENT_CALLS {
-            // Full both ways: wait for room, not for new turns.
-            if let Some(call) = unsent.pop_front() {
-                match calls.send_timeout(call, HANDOVER_RETRY) {
-                    Ok(()) => {}
-                    Err(SendTimeoutError::Timeout(call)) => unsent.push_front(call),
-                    Err(SendTimeoutError::Disconnected(_)) => {
-                        caller_gone = true;
-                        unsent.clear();
-                    }
-                }
+        // Whichever comes first: a turn (but with `unsent` full, only room
+        // counts: no new turns), room for the oldest unsent call, or the
+        // reserve's retry.
+        let mut select = Select::new();
+        if unsent.len() < MAX_UNSENT_CALLS {
+            select.recv(&inbox);
+        }
+        let hand = (!unsent.is_empty()).then(|| select.send(&calls));
+        let selected = match retry_at {
+            Some(at) => match select.select_deadline(at) {
+                Ok(selected) => selected,
+                Err(_) => continue,
+            },
+            None => select.select(),
+        };
+        if Some(selected.index()) == hand {
+            let call = unsent
+                .pop_front()
+                .expect("the send is registered only with a call waiting");
+            if selected.send(&calls, call).is_err() {
+                caller_gone = true;
+                unsent.clear();
             }
             continue;
         }
-        let handover_at = (!unsent.is_empty()).then(|| Instant::now() + HANDOVER_RETRY);
-        let wake_at = [retry_at, handover_at].into_iter().flatten().min();
-        let first = match wake_at {
-            Some(at) => match inbox.recv_deadline(at) {
-                Ok(turn) => turn,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match inbox.recv() {
-                Ok(turn) => turn,
-                Err(_) => break,
-            },
+        let first = match selected.recv(&inbox) {
+            Ok(turn) => turn,
+            Err(_) => break,
         };
         let mut turns = vec![first];
         while turns.len() < MAX_GROUP {
@@ -1265,6 +1266,74 @@ mod tests {
             .flat_map(|_| [Call::Revive, Call::Suppress])
             .collect();
         assert_eq!(received, expected);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// With `MAX_UNSENT_CALLS` calls held the journal takes no new turn and
+    /// waits for room in the caller's channel only; as the caller takes
+    /// calls every one goes out, in order, and the next turn is committed.
+    #[test]
+    fn a_journal_full_both_ways_waits_for_room_then_takes_turns_again() {
+        let _serial = serial();
+        let dir = temp_dir("full-both-ways");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
+        let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
+        let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
+        let turn = |key: &str, calls: Vec<Call>, request: u64| Turn {
+            records: vec![record(key, Some(json!({"n": request})))],
+            calls,
+            replies: vec![(RequestId(request), ApiReply::IntelligenceChanged)],
+            notices: Vec::new(),
+        };
+        // One more than the channel and `unsent` hold together.
+        let many: Vec<Call> = (0..=MAX_UNSENT_CALLS + 1)
+            .map(|n| {
+                if n % 2 == 0 {
+                    Call::Revive
+                } else {
+                    Call::Suppress
+                }
+            })
+            .collect();
+        turn_tx
+            .send(turn("task/a", many.clone(), 1))
+            .expect("queued");
+        let first = committed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first turn is committed");
+        assert_eq!(first.replies[0].0, RequestId(1));
+        turn_tx
+            .send(turn("task/b", vec![Call::Reconcile(Vec::new())], 2))
+            .expect("queued");
+        let mut received = Vec::new();
+        while received.len() < many.len() + 1 {
+            let call = call_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every call goes out once the caller takes them");
+            received.push(call);
+        }
+        let second = committed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the held turn is committed once there is room");
+        assert_eq!(second.replies[0].0, RequestId(2));
+        let mut expected = many;
+        expected.push(Call::Reconcile(Vec::new()));
+        assert!(received == expected, "calls out of order or lost");
+        drop(turn_tx);
+        journal
+            .join()
+            .expect("the journal thread ends")
+            .expect("runs to the end");
         let _ = fs::remove_dir_all(&dir);
     }
 
