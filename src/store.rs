@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 
 use crate::metrics::Metrics;
 use crate::scheduler::state::Record;
@@ -140,6 +140,12 @@ pub struct Store {
     /// Set while the disk is full (the reserve is gone).
     full: Option<Full>,
     gate: DiskGate,
+    /// Why the journal can no longer be trusted (a compaction cut it and
+    /// its fsync failed): every commit from then on is refused with it.
+    broken: Option<String>,
+    /// Test hook: the fsync after a compaction cuts the journal fails.
+    #[cfg(test)]
+    fail_sync_after_cut: bool,
 }
 
 impl Store {
@@ -224,6 +230,9 @@ impl Store {
             has_reserve: reserve_ok,
             full: None,
             gate: DiskGate::default(),
+            broken: None,
+            #[cfg(test)]
+            fail_sync_after_cut: false,
         };
         if !reserve_ok {
             // First start, or released before a restart.
@@ -248,8 +257,12 @@ impl Store {
     /// An `Err` means they may not be on disk; the caller must not let
     /// anything that depends on them out (see `run_journal`). A full disk is
     /// not an error while the reserve lasts: it is released and the store
-    /// turns full (see the module doc).
+    /// turns full (see the module doc). Once the journal is broken (see
+    /// `compact`) every commit is an error.
     pub fn commit(&mut self, records: &[&Record]) -> Result<(), String> {
+        if let Some(why) = &self.broken {
+            return Err(format!("the state journal is unusable: {why}"));
+        }
         let mut out = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
         for (idx, record) in records.iter().enumerate() {
@@ -299,10 +312,15 @@ impl Store {
         self.journal_bytes += out.len() as u64;
         if self.journal_bytes > self.compact_at {
             // The records are durable either way; a failed compaction waits
-            // for the journal to grow again before the next try.
+            // for the journal to grow again before the next try (or, when it
+            // broke the journal, the next commit stops the journal thread).
             if let Err(error) = self.compact() {
-                log::error!("state: compaction failed, the journal keeps growing: {error}");
-                self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+                if self.broken.is_some() {
+                    log::error!("state: compaction failed, no commit can follow: {error}");
+                } else {
+                    log::error!("state: compaction failed, the journal keeps growing: {error}");
+                    self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+                }
             }
         }
         Ok(())
@@ -443,9 +461,20 @@ impl Store {
 
     /// Writes every live record to a new snapshot and empties the journal.
     /// The live frames are copied from where they are (old snapshot,
-    /// journal), checksums checked again, through one buffer. On failure
-    /// the temporary snapshot is removed (on a full disk it would hold the
-    /// space the journal needs) and the old snapshot stands.
+    /// journal), checksums checked again, through one buffer. A failure
+    /// before the new snapshot is in place removes the temporary snapshot
+    /// (on a full disk it would hold the space the journal needs) and the
+    /// old snapshot stands; one before the journal is cut leaves the
+    /// journal as it was. Either way the store goes on as before.
+    ///
+    /// The in-memory places (`live`, `journal_bytes`) follow each step as
+    /// it happens to the files, durable or not: after the rename the
+    /// snapshot *is* the new file, after the cut the journal *is* empty.
+    /// If the journal's fsync after the cut fails, what the disk holds of
+    /// it is unknown (a retried fsync may report success for data it
+    /// dropped), so the store is marked broken: commits are refused, the
+    /// journal thread stops (exit 3), and a restart reads the new snapshot
+    /// with either journal, which give the same state.
     pub fn compact(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
@@ -479,24 +508,37 @@ impl Store {
             };
             offset += u64::from(at.len);
         }
+        self.snapshot_bytes = bytes;
+        // Until the rename is durable a crash may bring back the old
+        // snapshot, which needs the whole journal: keep it.
         sync_dir(&self.dir)?;
         // From here a crash replays the old journal over the new snapshot: same result.
         self.journal
             .set_len(0)
             .map_err(|e| io("truncate the journal after", e))?;
-        self.journal
-            .sync_all()
-            .map_err(|e| io("sync the journal after", e))?;
+        // The journal is empty now, synced or not: appends start at 0.
+        let cut_bytes = std::mem::replace(&mut self.journal_bytes, 0);
+        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
+        if let Err(e) = self.sync_cut_journal() {
+            let error = io("sync the journal after", e);
+            self.broken = Some(format!("{error} (a compaction had just emptied it)"));
+            return Err(error);
+        }
         log::info!(
-            "state: compacted {} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
-            self.journal_bytes,
+            "state: compacted {cut_bytes} journal bytes into a {bytes} byte snapshot of {} keys in {} ms",
             self.live.len(),
             started.elapsed().as_millis()
         );
-        self.snapshot_bytes = bytes;
-        self.journal_bytes = 0;
-        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         Ok(())
+    }
+
+    /// The fsync of the journal once compaction has emptied it.
+    fn sync_cut_journal(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_sync_after_cut {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        self.journal.sync_all()
     }
 
     /// Copies every live frame into `tmp` and syncs it; returns its size.
@@ -626,11 +668,9 @@ fn frame_in_group(record: &Record, more: bool) -> Vec<u8> {
 
 /// The frame checksum: over the length bytes and the payload, so a run of
 /// zeros (a file extended but never written) is no valid empty record.
+/// Computed over the borrowed bytes, one after the other (no copy).
 fn checksum(length: &[u8; 4], payload: &[u8]) -> u32 {
-    let mut bytes = Vec::with_capacity(4 + payload.len());
-    bytes.extend_from_slice(length);
-    bytes.extend_from_slice(payload);
-    crc32(&bytes)
+    !crc32_update(crc32_update(!0, length), payload)
 }
 
 /// Where and why decoding stopped. `torn`: the bad record is the last one
@@ -852,6 +892,13 @@ impl RecordReader {
 
 /// CRC-32 (IEEE 802.3), bitwise table built at compile time.
 pub fn crc32(data: &[u8]) -> u32 {
+    !crc32_update(!0, data)
+}
+
+/// Feeds `data` to a running CRC-32 register (`crc`: `!0` to start; the
+/// checksum is the complement of the last register), so one checksum can
+/// cover several slices.
+fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut n = 0;
@@ -871,11 +918,10 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         table
     };
-    let mut crc = !0u32;
     for &byte in data {
         crc = TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
 }
 
 /// Calls the journal holds when the caller's queue is full
@@ -884,10 +930,6 @@ pub fn crc32(data: &[u8]) -> u32 {
 /// it takes no new turn until the caller takes calls again, and the state
 /// thread's backlog (`scheduler::BACKLOG_LIMIT`) holds REST commands back.
 pub const MAX_UNSENT_CALLS: usize = 16_384;
-
-/// How long the journal waits for room in the caller's channel before it
-/// looks at its inbox and the disk reserve again.
-pub const HANDOVER_RETRY: Duration = Duration::from_millis(5);
 
 /// The `journal` thread: commits each group of turns with one fsync, then
 /// lets their effects out: replies back to the state thread (which holds the
@@ -902,7 +944,10 @@ pub const HANDOVER_RETRY: Duration = Duration::from_millis(5);
 /// It never blocks on the caller: calls go out with `try_send`, and those
 /// that do not fit wait in `unsent` (in order, at most `MAX_UNSENT_CALLS`)
 /// while the journal goes on committing, so a master that refuses calls does
-/// not hold up the REST API's replies.
+/// not hold up the REST API's replies. It waits on everything at once (one
+/// `Select`): a turn in its inbox (not while `unsent` is full), room in the
+/// caller's channel for the oldest unsent call, and the reserve's retry
+/// deadline; it never polls.
 pub fn run_journal(
     mut store: Option<Store>,
     inbox: Receiver<Turn>,
@@ -925,32 +970,34 @@ pub fn run_journal(
                 continue;
             }
         }
-        if unsent.len() >= MAX_UNSENT_CALLS {
-            // Full both ways: wait for room, not for new turns.
-            if let Some(call) = unsent.pop_front() {
-                match calls.send_timeout(call, HANDOVER_RETRY) {
-                    Ok(()) => {}
-                    Err(SendTimeoutError::Timeout(call)) => unsent.push_front(call),
-                    Err(SendTimeoutError::Disconnected(_)) => {
-                        caller_gone = true;
-                        unsent.clear();
-                    }
-                }
+        // Whichever comes first: a turn (but with `unsent` full, only room
+        // counts: no new turns), room for the oldest unsent call, or the
+        // reserve's retry.
+        let mut select = Select::new();
+        if unsent.len() < MAX_UNSENT_CALLS {
+            select.recv(&inbox);
+        }
+        let hand = (!unsent.is_empty()).then(|| select.send(&calls));
+        let selected = match retry_at {
+            Some(at) => match select.select_deadline(at) {
+                Ok(selected) => selected,
+                Err(_) => continue,
+            },
+            None => select.select(),
+        };
+        if Some(selected.index()) == hand {
+            let call = unsent
+                .pop_front()
+                .expect("the send is registered only with a call waiting");
+            if selected.send(&calls, call).is_err() {
+                caller_gone = true;
+                unsent.clear();
             }
             continue;
         }
-        let handover_at = (!unsent.is_empty()).then(|| Instant::now() + HANDOVER_RETRY);
-        let wake_at = [retry_at, handover_at].into_iter().flatten().min();
-        let first = match wake_at {
-            Some(at) => match inbox.recv_deadline(at) {
-                Ok(turn) => turn,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match inbox.recv() {
-                Ok(turn) => turn,
-                Err(_) => break,
-            },
+        let first = match selected.recv(&inbox) {
+            Ok(turn) => turn,
+            Err(_) => break,
         };
         let mut turns = vec![first];
         while turns.len() < MAX_GROUP {
@@ -1092,6 +1139,24 @@ mod tests {
         assert_eq!(crc32(b""), 0);
     }
 
+    /// A frame's checksum, taken over its two parts in turn, is the CRC-32
+    /// of the length bytes followed by the payload.
+    #[test]
+    fn the_frame_checksum_is_the_crc_of_length_and_payload() {
+        #[track_caller]
+        fn check(length: [u8; 4], payload: &[u8]) {
+            let whole: Vec<u8> = length.iter().chain(payload).copied().collect();
+            assert_eq!(checksum(&length, payload), crc32(&whole), "{payload:?}");
+        }
+        let _serial = serial();
+        check([0; 4], b"");
+        check([9, 0, 0, 0], b"123456789");
+        check([2, 0, 0, 0x80], b"{}");
+        check([28, 0, 0, 0], br#"{"key":"task/a","value":null}"#);
+        // The checked value of one frame, so the framing on disk stays.
+        assert_eq!(checksum(b"1234", b"56789"), 0xCBF4_3926);
+    }
+
     /// See: issue 8, finding 2. Two processes on one state dir each append
     /// to the journal and fight over the framework.
     #[test]
@@ -1201,6 +1266,74 @@ mod tests {
             .flat_map(|_| [Call::Revive, Call::Suppress])
             .collect();
         assert_eq!(received, expected);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// With `MAX_UNSENT_CALLS` calls held the journal takes no new turn and
+    /// waits for room in the caller's channel only; as the caller takes
+    /// calls every one goes out, in order, and the next turn is committed.
+    #[test]
+    fn a_journal_full_both_ways_waits_for_room_then_takes_turns_again() {
+        let _serial = serial();
+        let dir = temp_dir("full-both-ways");
+        let (store, _) = open(&dir).expect("opens");
+        let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
+        let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
+        let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
+        let journal = std::thread::spawn(move || {
+            run_journal(
+                Some(store),
+                turn_rx,
+                call_tx,
+                committed_tx,
+                &Metrics::default(),
+            )
+        });
+        let turn = |key: &str, calls: Vec<Call>, request: u64| Turn {
+            records: vec![record(key, Some(json!({"n": request})))],
+            calls,
+            replies: vec![(RequestId(request), ApiReply::IntelligenceChanged)],
+            notices: Vec::new(),
+        };
+        // One more than the channel and `unsent` hold together.
+        let many: Vec<Call> = (0..=MAX_UNSENT_CALLS + 1)
+            .map(|n| {
+                if n % 2 == 0 {
+                    Call::Revive
+                } else {
+                    Call::Suppress
+                }
+            })
+            .collect();
+        turn_tx
+            .send(turn("task/a", many.clone(), 1))
+            .expect("queued");
+        let first = committed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first turn is committed");
+        assert_eq!(first.replies[0].0, RequestId(1));
+        turn_tx
+            .send(turn("task/b", vec![Call::Reconcile(Vec::new())], 2))
+            .expect("queued");
+        let mut received = Vec::new();
+        while received.len() < many.len() + 1 {
+            let call = call_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every call goes out once the caller takes them");
+            received.push(call);
+        }
+        let second = committed_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the held turn is committed once there is room");
+        assert_eq!(second.replies[0].0, RequestId(2));
+        let mut expected = many;
+        expected.push(Call::Reconcile(Vec::new()));
+        assert!(received == expected, "calls out of order or lost");
+        drop(turn_tx);
+        journal
+            .join()
+            .expect("the journal thread ends")
+            .expect("runs to the end");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1518,6 +1651,35 @@ mod tests {
         store
             .commit(&[&a])
             .expect("commits after a failed compaction");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A compaction whose fsync fails once it has emptied the journal kept
+    /// the journal's old length as the place of the next append, so every
+    /// later frame's place (and the next compaction) was wrong. Now the
+    /// places follow the file, and since what the disk holds of the journal
+    /// is unknown no commit follows; a restart reads every record.
+    #[test]
+    fn a_failed_sync_after_compaction_cut_the_journal_stops_commits() {
+        let _serial = serial();
+        let dir = temp_dir("failed-cut-sync");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        let b = record("task/b", Some(json!({"n": 2})));
+        store.commit(&[&a, &b]).expect("commits");
+        store.fail_sync_after_cut = true;
+        let error = store.compact().err().unwrap_or_default();
+        assert!(error.contains("cannot sync the journal after"), "{error}");
+        assert_eq!(store.journal_bytes, 0, "the journal was emptied");
+        let c = record("task/c", Some(json!({"n": 3})));
+        let refused = store.commit(&[&c]).err().unwrap_or_default();
+        assert!(
+            refused.contains("the state journal is unusable"),
+            "{refused}"
+        );
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a, b]);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -27,6 +27,7 @@
 
 pub(crate) mod dto;
 mod events;
+mod query;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::TaskState;
 use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, StateFilter, TaskQuery};
 use crate::store::DiskGate;
+use query::{number, percent_decoded, Query};
 
 /// The largest request body we read; a bigger one gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -494,7 +496,12 @@ fn refuse_chunked(request: tiny_http::Request) {
 
 fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
     let started = Instant::now();
-    if let Ok(route @ Route::Events { since }) = route(request.method().as_str(), request.url()) {
+    // Routed once: for the event stream, for `handle`, and for the metrics.
+    let route = route(request.method().as_str(), request.url());
+    let route_name = route
+        .as_ref()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, Route::name);
+    if let Ok(Route::Events { since }) = route {
         // A stream gets a thread of its own; this worker goes back to serving.
         // An EventSource reconnects to the same URL with `Last-Event-ID`:
         // the header is where it got to, so it wins over `?since`.
@@ -516,11 +523,12 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
         // The time to subscribe, not the stream's life.
         handler
             .metrics
-            .count_http(route.name(), status, started.elapsed());
+            .count_http(route_name, status, started.elapsed());
         return;
     }
     let mut audit = Audit::default();
-    let (reply, error) = match handle(&mut request, handler, &mut audit) {
+    let handled = route.and_then(|route| handle(&mut request, route, handler, &mut audit));
+    let (reply, error) = match handled {
         Ok(reply) => (reply, None),
         Err(err) => (err.clone().into_reply(), Some(err.message())),
     };
@@ -532,8 +540,6 @@ fn serve_one(mut request: tiny_http::Request, handler: &Handler) {
         reply.status,
         took.as_millis()
     );
-    let route_name = route(request.method().as_str(), request.url())
-        .map_or(crate::metrics::UNMATCHED_ROUTE, |route| route.name());
     handler.metrics.count_http(route_name, reply.status, took);
     if let Some(what) = &audit.what {
         let peer = request
@@ -569,13 +575,7 @@ fn last_event_id(request: &tiny_http::Request) -> Result<Option<u64>, ApiError> 
     else {
         return Ok(None);
     };
-    let value = field.value.as_str().trim();
-    value.parse().map(Some).map_err(|_| {
-        ApiError::BadRequest(format!(
-            "bad Last-Event-ID {:?}: an event id is a number",
-            quoted(value)
-        ))
-    })
+    number(field.value.as_str().trim(), "Last-Event-ID", SINCE_HINT).map(Some)
 }
 
 /// The audit trail: who asked for a change, what, and what came of it.
@@ -698,8 +698,11 @@ fn audit_done(reply: &ApiReply) -> Option<String> {
     }
 }
 
+/// Serves `route`, a request `serve_one` routed (anything but the event
+/// stream).
 fn handle(
     request: &mut tiny_http::Request,
+    route: Route,
     handler: &Handler,
     audit: &mut Audit,
 ) -> Result<Reply, ApiError> {
@@ -711,7 +714,6 @@ fn handle(
         metrics,
     } = handler;
     let (token, commit_wait) = (token.as_deref(), *commit_wait);
-    let route = route(request.method().as_str(), request.url())?;
     // Before the body is read: an unauthorized client costs us no parsing.
     let authorization = request
         .headers()
@@ -906,11 +908,9 @@ impl Layout {
     /// Pretty when the query has `pretty` (any value) or the `User-Agent`
     /// is curl's, as the Kubernetes API server decides it; compact otherwise.
     fn of(url: &str, user_agent: Option<&str>) -> Layout {
-        let query = url.split_once('?').map_or("", |(_, query)| query);
-        let asked = query
-            .split('&')
-            .any(|pair| pair.split_once('=').map_or(pair, |(key, _)| key) == "pretty");
-        if asked || user_agent.is_some_and(|agent| agent.trim_start().starts_with("curl/")) {
+        if Query::of_url(url).has("pretty")
+            || user_agent.is_some_and(|agent| agent.trim_start().starts_with("curl/"))
+        {
             Layout::Pretty
         } else {
             Layout::Compact
@@ -1043,7 +1043,8 @@ fn header(name: &str, value: &str) -> tiny_http::Header {
 
 /// Decides the route from the method and the request target alone.
 fn route(method: &str, url: &str) -> Result<Route, ApiError> {
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let query = Query::of_url(url);
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let not_allowed = |allow| Err(ApiError::MethodNotAllowed { allow });
     if path == "/" {
@@ -1064,11 +1065,11 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
         (_, ["client", "task"]) => not_allowed("GET, POST"),
         // Before the kill pattern: GET reshuffles, DELETE kills tasks named "reshuffle…".
         ("GET", ["client", "task", "reshuffle"]) => Ok(Route::Reshuffle {
-            dry_run: flag(query, "dry_run")?,
+            dry_run: query.flag("dry_run")?,
         }),
         ("DELETE", ["client", "task", id_prefix]) => Ok(Route::KillTasks {
             id_prefix: path_part(id_prefix, "task id prefix")?,
-            verbose: flag(query, "verbose")?,
+            verbose: query.flag("verbose")?,
         }),
         (_, ["client", "task", "reshuffle"]) => not_allowed("GET, DELETE"),
         ("GET", ["client", "task", id]) => Ok(Route::ShowTask {
@@ -1076,7 +1077,7 @@ fn route(method: &str, url: &str) -> Result<Route, ApiError> {
         }),
         (_, ["client", "task", _]) => not_allowed("GET, DELETE"),
         ("GET", ["client", "events"]) => Ok(Route::Events {
-            since: since(query)?,
+            since: query.last("since", |value| number(value, "since", SINCE_HINT))?,
         }),
         (_, ["client", "events"]) => not_allowed("GET"),
         ("GET", ["client", "node"]) => Ok(Route::ListNodes),
@@ -1200,18 +1201,8 @@ fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
     difference == 0
 }
 
-/// `?since=N`: resume the event stream after event N.
-fn since(query: &str) -> Result<Option<u64>, ApiError> {
-    let mut since = None;
-    for pair in query.split('&') {
-        if let ("since", value) = pair.split_once('=').unwrap_or((pair, "")) {
-            since = Some(value.parse().map_err(|_| {
-                ApiError::BadRequest(format!("bad since {value:?}: use an event id (a number)"))
-            })?);
-        }
-    }
-    Ok(since)
-}
+/// What `?since=` and `Last-Event-ID` take: the id of the last event seen.
+const SINCE_HINT: &str = "use an event id (a number)";
 
 /// The filters of `GET /client/task` (README, "Task list filters"); the
 /// last of a repeated one counts, other parameters are ignored:
@@ -1222,26 +1213,32 @@ fn since(query: &str) -> Result<Option<u64>, ApiError> {
 /// - `prefix`: internal ids (or, with a space, user ids) starting with it,
 ///   percent-decoded (`+` stays `+`);
 /// - `limit`: at most this many tasks, a whole number from 1.
-fn list_tasks_route(query: &str) -> Result<Route, ApiError> {
-    let mut filters = TaskQuery::default();
-    for pair in query.split('&') {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("state", name) => filters.state = state_filter(name)?,
-            ("prefix", prefix) => filters.prefix = Some(query_part(prefix, "prefix")?),
-            ("limit", limit) => {
-                let bad = || {
-                    ApiError::BadRequest(format!("bad limit {limit:?}: use a whole number from 1"))
-                };
-                if !limit.bytes().all(|byte| byte.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                let limit = limit.parse().ok().filter(|limit| *limit > 0);
-                filters.limit = Some(limit.ok_or_else(bad)?);
+fn list_tasks_route(query: Query) -> Result<Route, ApiError> {
+    let filters = TaskQuery {
+        state: query.last("state", state_filter)?.unwrap_or_default(),
+        prefix: query.last("prefix", |prefix| {
+            let prefix = percent_decoded(prefix, "prefix")?;
+            if prefix.trim().is_empty() {
+                return Err(ApiError::BadRequest(
+                    "empty prefix: leave it out to list every task".to_string(),
+                ));
             }
-            _ => {}
-        }
-    }
+            Ok(prefix)
+        })?,
+        limit: query.last("limit", limit)?,
+    };
     Ok(Route::ListTasks(filters))
+}
+
+/// `?limit=` of the task list: a whole number from 1.
+fn limit(value: &str) -> Result<usize, ApiError> {
+    const HINT: &str = "use a whole number from 1";
+    let limit = number(value, "limit", HINT)?;
+    if limit == 0 {
+        return Err(ApiError::BadRequest(format!("bad limit {value:?}: {HINT}")));
+    }
+    // A limit past the address space is no limit.
+    Ok(usize::try_from(limit).unwrap_or(usize::MAX))
 }
 
 /// `?state=` of the task list.
@@ -1268,59 +1265,9 @@ fn state_filter(name: &str) -> Result<StateFilter, ApiError> {
     Ok(filter)
 }
 
-/// A percent-decoded, non-empty query value.
-fn query_part(value: &str, what: &str) -> Result<String, ApiError> {
-    if value.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "empty {what}: leave it out to list every task"
-        )));
-    }
-    path_part(value, what)
-}
-
-/// A boolean query flag: `?name`, `?name=true` and `?name=1` set it,
-/// `?name=false` and `?name=0` (or no `name`) leave it unset, anything else
-/// is 400. `dry_run` asks a reshuffle for the plan only; `verbose` a kill
-/// for the full tasks.
-fn flag(query: &str, name: &str) -> Result<bool, ApiError> {
-    let mut set = false;
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != name {
-            continue;
-        }
-        set = match value {
-            "" | "true" | "1" => true,
-            "false" | "0" => false,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "bad {name} {value:?}: use true or false"
-                )))
-            }
-        };
-    }
-    Ok(set)
-}
-
-/// A percent-decoded, non-empty path segment. `+` stays `+` (ids such as
-/// "normalload-u+600" exist).
+/// A percent-decoded, non-blank path segment.
 fn path_part(segment: &str, what: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest(format!("bad percent-encoding in {what} {segment:?}"));
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut idx = 0;
-    while idx < bytes.len() {
-        if bytes[idx] == b'%' {
-            let hex = bytes.get(idx + 1..idx + 3).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            idx += 3;
-        } else {
-            decoded.push(bytes[idx]);
-            idx += 1;
-        }
-    }
-    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let decoded = percent_decoded(segment, what)?;
     if decoded.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("empty {what} in the path")));
     }
@@ -1566,6 +1513,10 @@ mod tests {
         check("DELETE", "/client/task/%zz", Err((400, None)));
         check("DELETE", "/client/task/%e9", Err((400, None)));
         check("DELETE", "/client/task/%4", Err((400, None)));
+        // `from_str_radix` takes a sign: "%+1" was read as byte 1.
+        check("DELETE", "/client/task/a%+1", Err((400, None)));
+        check("GET", "/client/task?prefix=%+1", Err((400, None)));
+        check("GET", "/client/task?prefix=%20", Err((400, None)));
         // GET shows one task with its history (issue 12); DELETE still kills.
         check(
             "GET",
@@ -1587,6 +1538,14 @@ mod tests {
             Ok(Route::Events { since: Some(42) }),
         );
         check("GET", "/client/events?since=-1", Err((400, None)));
+        // One rule for numbers (`query::number`): `+5` was read as 5 here.
+        check("GET", "/client/events?since=+5", Err((400, None)));
+        check("GET", "/client/events?since=", Err((400, None)));
+        check(
+            "GET",
+            "/client/events?since=0&since=7",
+            Ok(Route::Events { since: Some(7) }),
+        );
         check("POST", "/client/events", Err((405, Some("GET"))));
         check("DELETE", "/client/task/a/b", Err((404, None)));
         check("GET", "/client/node", Ok(Route::ListNodes));

@@ -362,6 +362,11 @@ fn since_and_last_event_id_resume_from_the_ring_and_a_lost_point_says_gap() {
     assert_eq!(lost.next().expect("the ring").id, Some(1));
     let bad = Stream::open(addr, "/client/events?since=x", &[]);
     assert_eq!(bad.status, 400, "{}", bad.head);
+    // An event id is digits only, in the URL and in the header alike.
+    let bad = Stream::open(addr, "/client/events?since=+5", &[]);
+    assert_eq!(bad.status, 400, "{}", bad.head);
+    let bad = Stream::open(addr, "/client/events", &[("Last-Event-ID", "+5")]);
+    assert_eq!(bad.status, 400, "{}", bad.head);
 }
 
 #[test]

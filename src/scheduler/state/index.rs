@@ -1,10 +1,11 @@
 //! Indexes over `State::tasks`, so that no event has to scan the table.
 //!
 //! Each index is a function of the tasks (and of the state's clock, for
-//! restart backoffs): the pending tasks in submission order, the ones of
-//! those that may be placed now, counts per phase, tasks by agent, tasks
-//! with a kill outstanding, the successors waiting on each predecessor, and
-//! two deadline queues (restart backoffs, kill resends).
+//! restart backoffs): how many tasks are pending, the pending tasks that
+//! may be placed now in submission order, counts per phase, tasks by agent,
+//! the successors waiting on each predecessor, and two deadline queues
+//! (restart backoffs, and kill resends: every task with a kill
+//! outstanding).
 //!
 //! `Indexes` keeps what it last indexed of each task (`Facts`), so updating
 //! one task is removing its old facts and adding its new ones: O(log n),
@@ -99,22 +100,21 @@ impl Facts {
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Indexes {
     facts: HashMap<TaskId, Facts>,
-    /// Pending and not killed, by (seq, id): submission order.
-    pending: BTreeSet<(u64, TaskId)>,
-    /// The placeable subset of `pending`, by (seq, id).
+    /// How many tasks are pending and not killed (`Facts::wants_offer`).
+    pending: usize,
+    /// The placeable subset of those, by (seq, id): submission order.
     ready: BTreeSet<(u64, TaskId)>,
     /// Tasks per phase (no zero counts).
     phases: BTreeMap<Phase, usize>,
     /// Tasks per agent, by the agent they run on and the one they are pinned to.
     by_agent: BTreeMap<AgentId, BTreeSet<TaskId>>,
-    /// Launched tasks with a kill outstanding.
-    killing: BTreeSet<TaskId>,
     /// Predecessor → the tasks whose `waits_for` names it.
     successors: BTreeMap<TaskId, BTreeSet<TaskId>>,
     /// Restart backoffs of pending tasks, by the instant they end.
     backoff_timers: BTreeSet<(Instant, TaskId)>,
-    /// Kill resends, by when they are due (`None`: never sent by this
-    /// process, due at once; it sorts first).
+    /// Launched tasks with a kill outstanding (`Facts::killing`), by when
+    /// their kill is to be sent again (`None`: never sent by this process,
+    /// due at once; it sorts first).
     kill_timers: BTreeSet<(Option<Instant>, TaskId)>,
 }
 
@@ -148,7 +148,7 @@ impl Indexes {
 
     fn index(&mut self, id: &TaskId, facts: &Facts) {
         if facts.wants_offer() {
-            self.pending.insert((facts.seq, id.clone()));
+            self.pending += 1;
             if let Backoff::Until(at) = facts.backoff {
                 self.backoff_timers.insert((at, id.clone()));
             }
@@ -164,7 +164,6 @@ impl Indexes {
                 .insert(id.clone());
         }
         if facts.killing() {
-            self.killing.insert(id.clone());
             let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
             self.kill_timers.insert((due, id.clone()));
         }
@@ -177,12 +176,13 @@ impl Indexes {
     }
 
     fn unindex(&mut self, id: &TaskId, facts: &Facts) {
-        let key = (facts.seq, id.clone());
-        self.pending.remove(&key);
-        self.ready.remove(&key);
-        if let Backoff::Until(at) = facts.backoff {
-            self.backoff_timers.remove(&(at, id.clone()));
+        if facts.wants_offer() {
+            self.pending -= 1;
+            if let Backoff::Until(at) = facts.backoff {
+                self.backoff_timers.remove(&(at, id.clone()));
+            }
         }
+        self.ready.remove(&(facts.seq, id.clone()));
         if let Some(count) = self.phases.get_mut(&facts.phase) {
             *count -= 1;
             if *count == 0 {
@@ -192,7 +192,7 @@ impl Indexes {
         for agent in facts.agents() {
             remove_from(&mut self.by_agent, agent, id);
         }
-        if self.killing.remove(id) {
+        if facts.killing() {
             let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
             self.kill_timers.remove(&(due, id.clone()));
         }
@@ -208,7 +208,7 @@ impl Indexes {
 
     /// Pending tasks that want an offer, placeable now or not.
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.pending
     }
 
     /// The placeable tasks, oldest first.
@@ -226,9 +226,12 @@ impl Indexes {
         self.by_agent.get(agent).into_iter().flatten()
     }
 
-    /// Launched tasks with a kill outstanding.
+    /// Launched tasks with a kill outstanding, by id (read off the kill
+    /// timers, which hold exactly those tasks; only a subscription asks).
     pub fn killing(&self) -> impl Iterator<Item = &TaskId> {
-        self.killing.iter()
+        let mut killing: Vec<&TaskId> = self.kill_timers.iter().map(|(_, id)| id).collect();
+        killing.sort_unstable();
+        killing.into_iter()
     }
 
     /// Tasks whose `waits_for` names `predecessor`.

@@ -358,7 +358,9 @@ impl State {
     }
 
     /// Rebuilds a state from records in the order they were written; the
-    /// last value of each key wins (see `Restore`).
+    /// last value of each key wins (see `Restore`). Tests only: a real
+    /// restore streams the files through `Restore` (`charmander::start`).
+    #[cfg(test)]
     pub fn restore(records: &[Record]) -> Result<State, String> {
         let mut restore = Restore::new();
         for record in records {
@@ -537,7 +539,7 @@ impl Restore {
     }
 
     /// The state, once every record is applied: the end of every restore
-    /// (`State::restore` and `charmander::start` both end here), where
+    /// (`charmander::start`, and `State::restore` in the tests), where
     /// indexes derived from the tasks are rebuilt.
     pub fn finish(mut self) -> State {
         self.build_tasks();
