@@ -103,7 +103,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::Duration;
 
@@ -138,6 +138,10 @@ pub struct Server {
 
     // queue for messages received by child threads
     messages: Arc<MessagesQueue<Message>>,
+
+    // the plain connections being served, so that dropping the server
+    // closes their reading part (P15)
+    open: Arc<OpenConnections>,
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
@@ -394,6 +398,8 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let open = Arc::new(OpenConnections::default());
+        let inside_open = Arc::clone(&open);
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
@@ -420,7 +426,18 @@ impl Server {
                             continue;
                         }
                         let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
+                            None => {
+                                // P15: known to the server until its thread
+                                // is done, so dropping the server closes it.
+                                let sock = Arc::new(sock);
+                                inside_open.watch(&sock);
+                                // The server may have been dropped since
+                                // this connection was accepted.
+                                if inside_close_trigger.load(SeqCst) {
+                                    let _ = sock.shutdown(Shutdown::Read);
+                                }
+                                RefinedTcpStream::new(sock)
+                            }
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
@@ -498,6 +515,7 @@ impl Server {
         // result
         Ok(Server {
             messages,
+            open,
             close: close_trigger,
             listening_addr: local_addr,
         })
@@ -560,6 +578,35 @@ impl Server {
 
 /// One connection's place within `Limits::max_connections`, given back
 /// when dropped.
+/// The plain connections a server serves, weakly: a connection whose
+/// thread is done is gone from here too (pruned as new ones come). P15.
+#[derive(Default)]
+struct OpenConnections {
+    live: Mutex<Vec<Weak<Connection>>>,
+}
+
+impl OpenConnections {
+    /// Fewest entries kept before dead ones are pruned.
+    const PRUNE_FLOOR: usize = 64;
+
+    fn watch(&self, connection: &Arc<Connection>) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        // Pruned when full, so pushes stay amortized O(1) and the list is
+        // at most twice the connections open.
+        if live.len() >= Self::PRUNE_FLOOR && live.len() == live.capacity() {
+            live.retain(|weak| weak.strong_count() > 0);
+        }
+        live.push(Arc::downgrade(connection));
+    }
+
+    fn close_reading(&self) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        for connection in live.iter().filter_map(Weak::upgrade) {
+            let _ = connection.shutdown(Shutdown::Read);
+        }
+    }
+}
+
 struct ConnectionSlot(Option<Arc<AtomicUsize>>);
 
 impl ConnectionSlot {
@@ -660,7 +707,13 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
+        self.close.store(true, SeqCst);
+        // P15: what the documentation always promised: the reading part of
+        // every connection is closed, so an idle keep-alive connection ends
+        // (its thread reads end of file and closes it) instead of reading
+        // requests that no one will answer. Responses already under way
+        // are still written.
+        self.open.close_reading();
         // Connect briefly to ourselves to unblock the accept thread
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),

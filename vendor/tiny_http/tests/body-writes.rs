@@ -16,7 +16,10 @@ impl Counting {
     /// writes, which the connection's own buffer gathers).
     fn body_writes(&self) -> usize {
         let body_start = self.bytes.len() - body_of(&self.bytes).len();
-        self.starts.iter().filter(|start| **start >= body_start).count()
+        self.starts
+            .iter()
+            .filter(|start| **start >= body_start)
+            .count()
     }
 }
 
@@ -36,14 +39,8 @@ const BODY: usize = 1 << 20;
 /// Prints a response of `BODY` bytes; the writes it took and the raw output.
 fn print(chunked_threshold: usize) -> Counting {
     let body: Vec<u8> = (0..BODY).map(|i| (i % 251) as u8).collect();
-    let response = Response::new(
-        200.into(),
-        Vec::new(),
-        Cursor::new(body),
-        Some(BODY),
-        None,
-    )
-    .with_chunked_threshold(chunked_threshold);
+    let response = Response::new(200.into(), Vec::new(), Cursor::new(body), Some(BODY), None)
+        .with_chunked_threshold(chunked_threshold);
     let mut out = Counting::default();
     response
         .raw_print(&mut out, HTTPVersion(1, 1), &[], false, None)
@@ -64,7 +61,11 @@ fn body_of(raw: &[u8]) -> &[u8] {
 fn a_large_identity_body_goes_out_in_large_writes() {
     let out = print(usize::MAX);
     let head = String::from_utf8_lossy(&out.bytes[..200]).to_string();
-    assert!(head.contains(&format!("Content-Length: {BODY}")), "{}", head);
+    assert!(
+        head.contains(&format!("Content-Length: {BODY}")),
+        "{}",
+        head
+    );
     let body = body_of(&out.bytes);
     assert_eq!(body.len(), BODY);
     assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
@@ -81,7 +82,10 @@ fn a_large_chunked_body_goes_out_in_large_chunks() {
     let mut rest = body_of(&out.bytes);
     let mut body = Vec::new();
     loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("size line");
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("size line");
         let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16)
             .expect("hex size");
         rest = &rest[line_end + 2..];

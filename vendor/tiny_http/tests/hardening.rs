@@ -569,3 +569,24 @@ fn bodies_within_the_buffer_are_read_before_the_handler_sees_them() {
     request.respond(Response::from_string("ok")).unwrap();
     assert!(read_head(&mut whole, ANSWER_BOUND).starts_with("HTTP/1.1 200"));
 }
+
+/// P15: dropping the server closes its kept-alive connections, as its
+/// documentation says, instead of leaving them to read requests that no one
+/// answers until the idle timeout (60 s by default). A client that kept a
+/// connection to a server that went away must see it closed.
+#[test]
+fn dropping_the_server_closes_kept_alive_connections() {
+    let answering = Answering::start(server_with(Limits::default()));
+    let mut kept_alive = TcpStream::connect(answering.addr()).unwrap();
+    kept_alive
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_head(&mut kept_alive, ANSWER_BOUND).starts_with("HTTP/1.1 200"));
+    drop(answering);
+    let rest = read_to_close(&mut kept_alive, ANSWER_BOUND);
+    assert!(
+        !rest.contains("HTTP/1.1"),
+        "an answer after the drop: {:?}",
+        rest
+    );
+}

@@ -25,6 +25,12 @@ impl Clone for Stream {
     }
 }
 
+impl From<Arc<Connection>> for Stream {
+    fn from(connection: Arc<Connection>) -> Self {
+        Stream::Http(connection)
+    }
+}
+
 impl From<Connection> for Stream {
     fn from(tcp_stream: Connection) -> Self {
         Stream::Http(Arc::new(tcp_stream))
