@@ -284,11 +284,16 @@ struct CallConnection {
 /// Sends calls over plain HTTP/1.1 on a `TcpStream`, so it knows exactly how
 /// far a failed call got (see `CallError`). One per `mesos-caller` thread.
 ///
-/// One idle keep-alive connection is kept for the next call. A call that must
-/// not be repeated (`reuse == false`, i.e. ACCEPT) always opens a fresh
-/// connection: on a reused one, a master that closed it while idle looks
-/// exactly like a master that got the call and died, and only a fresh
-/// connection makes such an error mean "outcome unknown" for real.
+/// One idle keep-alive connection is kept for the next call. On a reused
+/// connection, a master that closed it while idle looks exactly like a master
+/// that got the call and died. An idempotent call that fails there is sent
+/// again at once on a fresh connection. A call that must not be repeated
+/// (`reuse == false`, i.e. ACCEPT) goes out on the idle connection only if
+/// the master has not closed it (`CallConnection::still_open`, a peek); then
+/// an error after the request went out is reported as "outcome unknown" even
+/// in the rare case that the master closed the connection in between, which
+/// reconciliation settles. Opening a connection per ACCEPT cost a TCP
+/// handshake per launch on both sides.
 pub struct Caller {
     auth: Option<BasicAuth>,
     idle: Option<CallConnection>,
@@ -314,17 +319,25 @@ impl Caller {
         call: &[u8],
         reuse: bool,
     ) -> Result<(), CallError> {
-        let idle = self.idle.take().filter(|it| reuse && it.master == master);
+        let idle = self
+            .idle
+            .take()
+            .filter(|it| it.master == master && (reuse || it.still_open()));
         let reused = idle.is_some();
         match self.post_on(idle, master, stream_id, call) {
             // A master may close an idle connection at any moment, so an I/O
-            // error on a reused one is most likely that. Only idempotent calls
-            // are sent on reused connections: this one goes out again at once
-            // on a fresh connection instead of counting as a failure.
+            // error on a reused one is most likely that: an idempotent call
+            // goes out again at once on a fresh connection instead of
+            // counting as a failure.
             Err(
                 CallError::NotDelivered(Error::Io { .. })
                 | CallError::OutcomeUnknown(Error::Io { .. }),
-            ) if reused => self.post_on(None, master, stream_id, call),
+            ) if reused && reuse => self.post_on(None, master, stream_id, call),
+            // The request did not go out whole: the master cannot act on it,
+            // so even a call that must not be repeated may go out again.
+            Err(CallError::NotDelivered(Error::Io { .. })) if reused => {
+                self.post_on(None, master, stream_id, call)
+            }
             result => result,
         }
     }
@@ -446,6 +459,27 @@ impl Caller {
             status @ 400..=499 => Err(CallError::Refused(status_error(status))),
             status => Err(CallError::OutcomeUnknown(status_error(status))),
         }
+    }
+}
+
+impl CallConnection {
+    /// Whether the master still holds this idle connection open: nothing is
+    /// buffered and a non-blocking peek finds nothing to read (a master sends
+    /// nothing unasked, and a close reads as end of file).
+    fn still_open(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let socket = &self.reader.get_ref().socket;
+        if socket.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let nothing_to_read = matches!(
+            socket.peek(&mut byte),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock
+        );
+        socket.set_nonblocking(false).is_ok() && nothing_to_read
     }
 }
 
@@ -621,6 +655,87 @@ fn read_line_bounded(reader: &mut impl BufRead, max: usize) -> io::Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    /// A master that answers every call 202 and reports each connection it
+    /// accepts; with `close_after_answer` it closes each connection after
+    /// its first answer and reports that too.
+    fn fake_master(close_after_answer: bool) -> (String, mpsc::Receiver<&'static str>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = listener.local_addr().expect("address").to_string();
+        let (events, heard) = mpsc::channel();
+        std::thread::spawn(move || {
+            for socket in listener.incoming().flatten() {
+                let _ = events.send("connection");
+                let events = events.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(socket);
+                    loop {
+                        // The request head, then as many body bytes as it says.
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let line = line.trim_end();
+                            if line.is_empty() {
+                                break;
+                            }
+                            if let Some(value) = line.strip_prefix("Content-Length: ") {
+                                length = value.parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+                        if reader.get_mut().write_all(answer).is_err() {
+                            return;
+                        }
+                        if close_after_answer {
+                            let _ = reader.get_ref().shutdown(Shutdown::Both);
+                            let _ = events.send("closed");
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (address, heard)
+    }
+
+    fn caller() -> Caller {
+        Caller::new(None, Arc::new(Mutex::new(None)))
+    }
+
+    #[test]
+    fn calls_that_must_not_be_repeated_reuse_an_open_connection() {
+        let (master, heard) = fake_master(false);
+        let mut caller = caller();
+        for _ in 0..3 {
+            assert!(caller.post(&master, "s", b"accept", false).is_ok());
+        }
+        assert!(caller.post(&master, "s", b"ack", true).is_ok());
+        let connections = heard.try_iter().filter(|e| *e == "connection").count();
+        assert_eq!(connections, 1, "one keep-alive connection for every call");
+    }
+
+    #[test]
+    fn a_call_that_must_not_be_repeated_avoids_a_connection_the_master_closed() {
+        let (master, heard) = fake_master(true);
+        let mut caller = caller();
+        assert!(caller.post(&master, "s", b"accept", false).is_ok());
+        let deadline = Duration::from_secs(5);
+        assert_eq!(heard.recv_timeout(deadline), Ok("connection"));
+        assert_eq!(heard.recv_timeout(deadline), Ok("closed"));
+        // The master closed the idle connection: the next ACCEPT must not
+        // go out on it (it would end as "outcome unknown"), but on a new one.
+        assert!(caller.post(&master, "s", b"accept", false).is_ok());
+        assert_eq!(heard.recv_timeout(deadline), Ok("connection"));
+    }
 
     #[test]
     fn leader_from_location_handles_every_form() {
