@@ -583,6 +583,15 @@ pub fn run(
         } else {
             &api_inbox
         };
+        // Pending reasons of tasks that waited `EXPLAIN_AFTER` are judged
+        // when no event waits, one slice at a time (an event that arrives
+        // meanwhile waits for one slice at most). The tick wakes the loop.
+        let settled = Instant::now().checked_sub(state::EXPLAIN_AFTER);
+        while api.is_empty()
+            && mesos_inbox.is_empty()
+            && committed.is_empty()
+            && settled.is_some_and(|before| state.explain_queued(Some(before)))
+        {}
         let input = if backlog.is_empty() {
             select! {
                 recv(api) -> it => it.map(Input::Api),

@@ -95,10 +95,14 @@ pub const MAX_ENDED_TASKS: usize = 1000;
 /// first; the rest stay pending (and count as waiting) for the next offers.
 pub const MAX_PLACE_REQUESTS: usize = 2048;
 
-/// Pending reasons refreshed per turn (`explain_queued`); each reads the
-/// node registry, so a burst of new or unplaced tasks is explained over a
-/// few turns instead of stalling one.
+/// Pending reasons refreshed per call of `explain_queued`; each reads the
+/// node registry, so a burst of new or unplaced tasks is explained a slice
+/// at a time, between events, instead of stalling one.
 pub const MAX_EXPLAIN_PER_TURN: usize = 256;
+
+/// How long a new task waits for the next offers before the run loop judges
+/// its pending reason unasked (a request that shows reasons judges at once).
+pub const EXPLAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Nodes named in a one-per-node service's pending reason.
 const MAX_NODES_IN_REASON: usize = 5;
@@ -266,7 +270,7 @@ pub struct State {
     /// events): what restart backoffs in the indexes are judged at.
     clock: Option<Instant>,
     /// Pending tasks whose reason is to be judged against the registry again,
-    /// by (seq, id); `explain_queued` takes `MAX_EXPLAIN_PER_TURN` per turn.
+    /// by (seq, id); `explain_queued` takes `MAX_EXPLAIN_PER_TURN` per call.
     unexplained: BTreeSet<(u64, TaskId)>,
     /// List entries of live tasks unchanged since they were listed (`state/list.rs`).
     list_cache: list::ListCache,
@@ -397,7 +401,6 @@ impl State {
             Event::Mesos(event) => self.on_mesos(event, now, &mut calls),
             Event::Tick => self.on_tick(now, &mut calls),
         }
-        self.explain_queued();
         self.update_suppression(now, &mut calls);
         if self.subscribed {
             self.disconnected_since = None;
@@ -435,6 +438,13 @@ impl State {
     }
 
     fn on_api(&mut self, id: RequestId, request: ApiRequest, now: Now, calls: &mut Vec<Call>) {
+        // What shows pending reasons shows them judged (see `explain_queued`).
+        if matches!(
+            request,
+            ApiRequest::ListTasks(_) | ApiRequest::ShowTask { .. } | ApiRequest::Snapshot
+        ) {
+            self.explain_queued(None);
+        }
         let answer = match request {
             ApiRequest::Submit {
                 spec,
@@ -916,32 +926,47 @@ impl State {
     }
 
     /// Sets the reason of the oldest `MAX_EXPLAIN_PER_TURN` queued tasks
-    /// still pending, against the registry as it is at the end of the turn.
-    fn explain_queued(&mut self) {
-        // Most rounds place everything: then there is no registry to build.
-        if self.unexplained.is_empty() {
-            return;
-        }
+    /// still pending, against the registry as it is now; with
+    /// `accepted_before`, only of tasks accepted before it. Returns whether
+    /// it took any task off the queue.
+    ///
+    /// Not part of a turn. A request that shows reasons calls it first, for
+    /// every queued task; the run loop calls it when no event is waiting,
+    /// for tasks accepted `EXPLAIN_AFTER` ago or earlier. In a burst, the
+    /// next offers place most new tasks within milliseconds, and judging
+    /// each one against the registry at its submit cost three times what
+    /// the submit did.
+    pub fn explain_queued(&mut self, accepted_before: Option<Instant>) -> bool {
         if self.nodes.is_empty() {
             // Nothing to judge against: the reasons say "waiting for offers".
+            let had = !self.unexplained.is_empty();
             self.unexplained.clear();
-            return;
+            return had;
         }
         let mut task_ids = Vec::new();
+        let mut took = false;
         while task_ids.len() < MAX_EXPLAIN_PER_TURN {
+            let Some((_, task_id)) = self.unexplained.first() else {
+                break;
+            };
+            let task = self.tasks.get(task_id);
+            // Queued by seq, so by acceptance: the rest are younger still.
+            let young = |at: Instant| accepted_before.is_some_and(|before| at >= before);
+            if task.is_some_and(|task| task.accepted_at.is_some_and(young)) {
+                break;
+            }
+            let pending = task.is_some_and(|task| task.phase == Phase::Pending);
             let Some((_, task_id)) = self.unexplained.pop_first() else {
                 break;
             };
-            if self
-                .tasks
-                .get(&task_id)
-                .is_some_and(|task| task.phase == Phase::Pending)
-            {
+            took = true;
+            if pending {
                 task_ids.push(task_id);
             }
         }
+        // Most rounds place everything: then there is no registry to build.
         if task_ids.is_empty() {
-            return;
+            return took;
         }
         let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
         // Built once: a turn may explain hundreds of tasks.
@@ -964,6 +989,7 @@ impl State {
                 self.list_cache.forget(&task_id);
             }
         }
+        true
     }
 
     /// What a pending task shows: not connected, or waiting for the task it

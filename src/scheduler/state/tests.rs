@@ -2668,3 +2668,62 @@ fn task_counts_and_start_latencies_for_the_metrics() {
     );
 }
 mod history;
+
+/// A pending reason is judged against the registry when someone reads it,
+/// or by the run loop once the task has waited `EXPLAIN_AFTER` (given as
+/// `accepted_before`), not at every submit: most new tasks are placed by the
+/// next offers before anyone looks.
+#[test]
+fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
+    let mut state = State::new(None);
+    let start = Instant::now();
+    let at = |secs: u64| Now {
+        instant: start + Duration::from_secs(secs),
+        wall: UNIX_EPOCH + Duration::from_secs(1000 + secs),
+    };
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    state.handle_event(Event::Mesos(subscribed), at(0));
+    let offers = MesosEvent::Offers(vec![lab_offer("slave2", 1)]);
+    state.handle_event(Event::Mesos(offers), at(1));
+    for (id, mem, secs) in [("big", "mem=100000", 2), ("small", "mem=10", 5)] {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[id, mem, "type=lab"]),
+            idempotency_key: None,
+        };
+        state.handle_event(api(submit), at(secs));
+    }
+    let reason = |state: &State, id: &str| {
+        state
+            .tasks
+            .values()
+            .find(|task| task.spec.id == id)
+            .and_then(|task| task.pending_reason.clone())
+            .unwrap_or_default()
+    };
+    let waiting = "waiting for offers";
+    assert_eq!(
+        (reason(&state, "big"), reason(&state, "small")),
+        (waiting.into(), waiting.into())
+    );
+    // Nothing accepted before 2 s: nothing taken, so the run loop stops.
+    assert!(!state.explain_queued(Some(at(2).instant)));
+    assert_eq!(reason(&state, "big"), waiting);
+    assert!(state.explain_queued(Some(at(3).instant)));
+    assert!(
+        reason(&state, "big").contains("needs mem"),
+        "{}",
+        reason(&state, "big")
+    );
+    assert_eq!(reason(&state, "small"), waiting);
+    assert!(!state.explain_queued(Some(at(3).instant)));
+    // A list judges every queued task first.
+    let turn = state.handle_event(api(ApiRequest::ListTasks(TaskQuery::default())), at(5));
+    assert_eq!(turn.replies.len(), 1);
+    assert!(
+        reason(&state, "small").contains("fits slave2"),
+        "{}",
+        reason(&state, "small")
+    );
+}
