@@ -791,9 +791,11 @@ impl State {
         // a long filter now would keep them off these nodes later.
         let still_waiting =
             !placement.unplaced.is_empty() || waiting.len() < self.index.pending_count();
-        // The registry keeps what each node has left after these launches.
+        // The registry keeps what each node has left after these launches;
+        // the offers nothing went on are moved in at the end of the round.
         let by_id: BTreeMap<&OfferId, &Offer> =
             offers.iter().map(|offer| (&offer.id, offer)).collect();
+        let mut used = BTreeSet::new();
         for (offer_id, agent_id, placed) in &placement.launches {
             let offer = by_id.get(offer_id).copied();
             if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
@@ -802,6 +804,7 @@ impl State {
                     .flat_map(|(_, pieces)| pieces.iter().cloned())
                     .collect();
                 node.offered = placement::remainder(offer, &pieces);
+                used.insert(offer_id.clone());
             }
         }
         let unplaced: Vec<TaskId> = placement
@@ -819,17 +822,40 @@ impl State {
                 refuse_seconds,
             });
         }
+        for offer in offers {
+            if used.contains(&offer.id) {
+                continue;
+            }
+            if let Some(node) = self.nodes.get_mut(&offer.agent_id) {
+                node.offered = offer;
+            }
+        }
     }
 
     /// The node registry learns every agent that offers.
     fn register_nodes(&mut self, offers: &[Offer], now: Now) {
         let now_secs = unix_seconds(now.wall);
         for offer in offers {
-            let attribute = |name: &str| offer.attributes.get(name).cloned().unwrap_or_default();
+            let attribute = |name: &str| offer.attributes.get(name).map_or("", String::as_str);
+            // A known node is updated in place: its offer is moved in at the
+            // end of the round (`on_offers`), so nothing is cloned here.
+            if let Some(node) = self.nodes.get_mut(&offer.agent_id) {
+                node.time_of_last_offer = now_secs;
+                for (field, value) in [
+                    (&mut node.hostname, offer.hostname.as_str()),
+                    (&mut node.node_type, attribute("nodetype")),
+                    (&mut node.node_name, attribute("nodename")),
+                ] {
+                    if field != value {
+                        *field = value.to_string();
+                    }
+                }
+                continue;
+            }
             let node = Node {
                 hostname: offer.hostname.clone(),
-                node_type: attribute("nodetype"),
-                node_name: attribute("nodename"),
+                node_type: attribute("nodetype").to_string(),
+                node_name: attribute("nodename").to_string(),
                 time_of_last_offer: now_secs,
                 offered: offer.clone(),
             };
