@@ -391,13 +391,7 @@ fn load(
     clients: usize,
     run_timeout: Duration,
 ) {
-    out.insert("tasks".into(), tasks.to_string());
-    out.insert("clients".into(), clients.to_string());
-    if wait_up(api, UP_TIMEOUT).is_none() {
-        out.insert(
-            "error".into(),
-            format!("scheduler did not answer ping within {UP_TIMEOUT:?}"),
-        );
+    if !scheduler_up(out, api, tasks, clients) {
         return;
     }
     let (bare_rate, _) = throughput(bare, "/", PING_CLIENTS);
@@ -423,16 +417,24 @@ fn burst(
     clients: usize,
     run_timeout: Duration,
 ) {
+    if scheduler_up(out, api, tasks, clients) {
+        burst_phase(out, api, pid, tasks, clients, run_timeout);
+    }
+}
+
+/// Records the workload and waits for the scheduler's first ping; false
+/// (with the error recorded) if it never answers.
+fn scheduler_up(out: &mut Results, api: &str, tasks: usize, clients: usize) -> bool {
     out.insert("tasks".into(), tasks.to_string());
     out.insert("clients".into(), clients.to_string());
-    if wait_up(api, UP_TIMEOUT).is_none() {
-        out.insert(
-            "error".into(),
-            format!("scheduler did not answer ping within {UP_TIMEOUT:?}"),
-        );
-        return;
+    if wait_up(api, UP_TIMEOUT).is_some() {
+        return true;
     }
-    burst_phase(out, api, pid, tasks, clients, run_timeout);
+    out.insert(
+        "error".into(),
+        format!("scheduler did not answer ping within {UP_TIMEOUT:?}"),
+    );
+    false
 }
 
 /// Submits `tasks` from `clients` keep-alive clients with ping probed

@@ -1089,6 +1089,18 @@ mod tests {
     use crate::scheduler::{ApiReply, RequestId};
     use serde_json::{json, Value};
 
+    /// The journal thread on `store`, with these channels.
+    fn spawn_journal(
+        store: Store,
+        turns: Receiver<Turn>,
+        calls: Sender<Call>,
+        committed: Sender<Committed>,
+    ) -> std::thread::JoinHandle<Result<(), String>> {
+        std::thread::spawn(move || {
+            run_journal(Some(store), turns, calls, committed, &Metrics::default())
+        })
+    }
+
     fn record(key: &str, value: Option<Value>) -> Record {
         Record {
             key: key.to_string(),
@@ -1186,15 +1198,7 @@ mod tests {
         let (call_tx, call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
         drop(call_rx);
-        let journal = std::thread::spawn(move || {
-            run_journal(
-                Some(store),
-                turn_rx,
-                call_tx,
-                committed_tx,
-                &Metrics::default(),
-            )
-        });
+        let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
         // One group each: the second turn is sent once the first is through.
         for key in ["task/a", "task/b"] {
             let turn = Turn {
@@ -1229,15 +1233,7 @@ mod tests {
         // Room for one call, and nobody takes it.
         let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
-        let journal = std::thread::spawn(move || {
-            run_journal(
-                Some(store),
-                turn_rx,
-                call_tx,
-                committed_tx,
-                &Metrics::default(),
-            )
-        });
+        let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
         for n in 0..10 {
             let turn = Turn {
                 records: vec![record(&format!("task/{n}"), Some(json!({"n": n})))],
@@ -1280,15 +1276,7 @@ mod tests {
         let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
         let (call_tx, call_rx) = crossbeam_channel::bounded::<Call>(1);
         let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
-        let journal = std::thread::spawn(move || {
-            run_journal(
-                Some(store),
-                turn_rx,
-                call_tx,
-                committed_tx,
-                &Metrics::default(),
-            )
-        });
+        let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
         let turn = |key: &str, calls: Vec<Call>, request: u64| Turn {
             records: vec![record(key, Some(json!({"n": request})))],
             calls,
@@ -1408,15 +1396,7 @@ mod tests {
         let (turn_tx, turn_rx) = crossbeam_channel::bounded(16);
         let (call_tx, _call_rx) = crossbeam_channel::unbounded::<Call>();
         let (committed_tx, _committed_rx) = crossbeam_channel::unbounded();
-        let journal = std::thread::spawn(move || {
-            run_journal(
-                Some(store),
-                turn_rx,
-                call_tx,
-                committed_tx,
-                &Metrics::default(),
-            )
-        });
+        let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
         let padding = "x".repeat(1000);
         let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         let mut largest = 0;
