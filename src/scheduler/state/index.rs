@@ -310,7 +310,7 @@ impl State {
 
     /// Puts `task` into the table under `task_id`, indexed.
     pub(super) fn insert_task(&mut self, task_id: TaskId, task: Task) {
-        self.tasks.insert(task_id.clone(), task);
+        self.tasks.insert(task_id.clone(), Box::new(task));
         self.reindex(&task_id);
     }
 
@@ -318,7 +318,7 @@ impl State {
     pub(super) fn take_task(&mut self, task_id: &TaskId) -> Option<Task> {
         let task = self.tasks.remove(task_id);
         self.reindex(task_id);
-        task
+        task.map(|task| *task)
     }
 
     /// Changes one task and indexes it again: the way to change a field the
@@ -336,9 +336,8 @@ impl State {
     /// Builds every index from the table: after a restore, a reset, or a
     /// change of the whole table.
     pub(super) fn rebuild_indexes(&mut self) {
-        self.index = Indexes::build(self.tasks.iter(), self.clock, |id| {
-            self.tasks.contains_key(id)
-        });
+        let tasks = self.tasks.iter().map(|(id, task)| (id, &**task));
+        self.index = Indexes::build(tasks, self.clock, |id| self.tasks.contains_key(id));
         self.list_cache.clear();
         if let Some(round) = &mut self.reconcile_round {
             let tasks = &self.tasks;
@@ -363,9 +362,8 @@ impl State {
     /// reconciliation round waits only for launched tasks still known.
     #[cfg(test)]
     pub(super) fn check_indexes(&self) -> Result<(), String> {
-        let fresh = Indexes::build(self.tasks.iter(), self.clock, |id| {
-            self.tasks.contains_key(id)
-        });
+        let tasks = self.tasks.iter().map(|(id, task)| (id, &**task));
+        let fresh = Indexes::build(tasks, self.clock, |id| self.tasks.contains_key(id));
         if fresh != self.index {
             return Err(format!(
                 "indexes differ from the table\n kept: {:?}\n fresh: {fresh:?}",

@@ -297,7 +297,7 @@ impl State {
 /// Live tasks whose internal id starts with `prefix`, by id; with a space
 /// in `prefix` (which internal ids drop), those whose user id does.
 fn live_matching<'a>(
-    tasks: &'a BTreeMap<TaskId, Task>,
+    tasks: &'a BTreeMap<TaskId, Box<Task>>,
     instances: &'a BTreeMap<String, BTreeSet<TaskId>>,
     prefix: &'a str,
 ) -> Box<dyn Iterator<Item = (&'a TaskId, &'a Task)> + 'a> {
@@ -308,12 +308,16 @@ fn live_matching<'a>(
             .flat_map(|(_, live)| live.iter())
             .collect();
         ids.sort();
-        return Box::new(ids.into_iter().filter_map(|id| Some((id, tasks.get(id)?))));
+        return Box::new(
+            ids.into_iter()
+                .filter_map(|id| Some((id, &**tasks.get(id)?))),
+        );
     }
     Box::new(
         tasks
             .range(TaskId(prefix.to_string())..)
-            .take_while(move |(id, _)| id.0.starts_with(prefix)),
+            .take_while(move |(id, _)| id.0.starts_with(prefix))
+            .map(|(id, task)| (id, &**task)),
     )
 }
 
