@@ -79,6 +79,23 @@ fn heap_mib() -> f64 {
     LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> String {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    let before = status_kib("VmRSS");
+    let start = Instant::now();
+    // SAFETY: glibc's malloc_trim takes a size and touches only free memory.
+    let released = unsafe { malloc_trim(0) };
+    format!(
+        "malloc_trim({released}) {:.1} -> {:.1} MiB in {:.1} ms",
+        mib(before),
+        mib(status_kib("VmRSS")),
+        start.elapsed().as_secs_f64() * 1000.0
+    )
+}
+
 /// Lists every task as `GET /client/task` does: the state thread's entries,
 /// each rendered to its JSON (`ListedTask::list_json`, as a worker does),
 /// held together while the body would be written. Prints what the list
@@ -105,6 +122,8 @@ fn list_all(state: &mut State, now: Now, label: &str) {
     drop(parts);
     drop(entries);
     let kept = LIVE.load(Ordering::Relaxed) as f64 - heap_before as f64;
+    let trimmed = trim();
+    println!("{label}: {trimmed}");
     println!(
         "{label}: {count} entries, {:.1} MiB body in {:.0} ms; heap held while listing {:+.1} MiB, kept after {:+.1} MiB; rss {:.1} MiB, peak {:.1} MiB",
         body as f64 / 1048576.0,
