@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use charmander::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, NetworkMode, Offer, OfferId, RestartPolicy, Sla,
-    StatusReason, TaskSpec, TaskState, TaskUpdate,
+    StatusReason, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
 use charmander::scheduler::{
     ApiReply, ApiRequest, Call, Event, MesosEvent, Now, RequestId, Restore, State, TaskQuery,
@@ -261,6 +261,7 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
             &mut now,
         )?;
     }
+    let heap_submitted = LIVE.load(Ordering::Relaxed);
     let mut launched = Vec::new();
     for round in 0.. {
         if launched.len() >= tasks || round > 1000 {
@@ -280,6 +281,13 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
             }
         }
     }
+    // Less this example's own list of what it launched.
+    let own = launched.capacity() * std::mem::size_of::<(TaskId, AgentId)>()
+        + launched
+            .iter()
+            .map(|(task, agent)| task.0.capacity() + agent.0.capacity())
+            .sum::<usize>();
+    let heap_launched = LIVE.load(Ordering::Relaxed) - own;
     for (n, (task_id, agent_id)) in launched.iter().enumerate() {
         let update = TaskUpdate {
             task_id: task_id.clone(),
@@ -302,6 +310,14 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
         )?;
     }
     let built = start.elapsed();
+    let heap_running = LIVE.load(Ordering::Relaxed) - own;
+    let stage = |from: usize, to: usize| (to as f64 - from as f64) / tasks.max(1) as f64;
+    println!(
+        "live heap per task by stage (state + store): submitted {:.0} B, launched {:+.0} B, running {:+.0} B",
+        stage(heap_before, heap_submitted),
+        stage(heap_submitted, heap_launched),
+        stage(heap_launched, heap_running),
+    );
     let after = status_kib("VmRSS");
     let heap_all = LIVE.load(Ordering::Relaxed) - heap_before;
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
