@@ -10,7 +10,9 @@
 //!   dir's size and how long one compaction of it takes; then lists every
 //!   task twice as `GET /client/task` does (each entry rendered to its
 //!   JSON) and prints the heap while the list is held and what the state
-//!   keeps after it (the list cache).
+//!   keeps after it (the list cache), and RSS before and after glibc's
+//!   `malloc_trim(0)`, which the scheduler calls after large turns. Also
+//!   prints the live heap per task by stage (submitted, launched, running).
 //! - `state_memory restore DIR`: opens DIR and restores the state as
 //!   `charmander::start` does; prints the time, RSS and peak RSS (VmHWM),
 //!   then lists every task as after a restart and prints them again.
@@ -79,6 +81,8 @@ fn heap_mib() -> f64 {
     LIVE.load(Ordering::Relaxed) as f64 / 1048576.0
 }
 
+/// Gives freed pages back to the kernel as the scheduler does after large
+/// turns (`src/trim.rs`), and says what that did to RSS.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() -> String {
     extern "C" {
@@ -96,6 +100,11 @@ fn trim() -> String {
     )
 }
 
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> String {
+    "no malloc_trim here".to_string()
+}
+
 /// Lists every task as `GET /client/task` does: the state thread's entries,
 /// each rendered to its JSON (`ListedTask::list_json`, as a worker does),
 /// held together while the body would be written. Prints what the list
@@ -110,6 +119,7 @@ fn list_all(state: &mut State, now: Now, label: &str) {
         ),
         now,
     );
+    let turn_ms = start.elapsed().as_secs_f64() * 1000.0;
     let Some((_, ApiReply::Tasks(entries))) = turn.replies.into_iter().next() else {
         println!("{label}: no list reply");
         return;
@@ -125,7 +135,7 @@ fn list_all(state: &mut State, now: Now, label: &str) {
     let trimmed = trim();
     println!("{label}: {trimmed}");
     println!(
-        "{label}: {count} entries, {:.1} MiB body in {:.0} ms; heap held while listing {:+.1} MiB, kept after {:+.1} MiB; rss {:.1} MiB, peak {:.1} MiB",
+        "{label}: {count} entries, {:.1} MiB body in {:.0} ms ({turn_ms:.0} ms of it the state's turn); heap held while listing {:+.1} MiB, kept after {:+.1} MiB; rss {:.1} MiB, peak {:.1} MiB",
         body as f64 / 1048576.0,
         took.as_secs_f64() * 1000.0,
         held / 1048576.0,
