@@ -5,8 +5,8 @@
 //! `start` wires the threads together; `main.rs` and the integration tests
 //! both use it, so the tests run exactly the production wiring.
 
-// `deny`, not `forbid`: `rlimit` and `signals` alone allow it (libc calls
-// std lacks).
+// `deny`, not `forbid`: `rlimit`, `signals` and `trim` alone allow it
+// (libc calls std lacks).
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -28,6 +28,9 @@ pub mod scheduler;
 mod signals;
 pub mod sim;
 pub mod store;
+// `malloc_trim` after large turns (ARCHITECTURE.md, "Memory").
+#[allow(unsafe_code)]
+mod trim;
 
 use std::fmt;
 use std::io;

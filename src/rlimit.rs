@@ -1,7 +1,7 @@
 //! The process's open-file limit (`RLIMIT_NOFILE`), read and raised through
 //! libc's `getrlimit`/`setrlimit`: std has no API for it, and two `extern`
-//! declarations are less to audit than a crate. With `signals`, this is the
-//! crate's only `unsafe` code (`lib.rs` allows it for these two modules).
+//! declarations are less to audit than a crate. With `signals` and `trim`, this
+//! is the crate's only `unsafe` code (`lib.rs` allows it for these three modules).
 //!
 //! Why raise it: every client connection costs a descriptor, and systemd
 //! starts services with a soft limit of 1024 but a much higher hard limit

@@ -1,7 +1,7 @@
 //! SIGTERM and SIGINT as a graceful stop request, through libc's
 //! `pthread_sigmask` and `sigwait`: std has no signal API, and four `extern`
-//! declarations are less to audit than a crate. With `rlimit`, this is the
-//! crate's only `unsafe` code (`lib.rs` allows it for these two modules).
+//! declarations are less to audit than a crate. With `rlimit` and `trim`, this
+//! is the crate's only `unsafe` code (`lib.rs` allows it for these three modules).
 //!
 //! How: `main` blocks both signals before any thread starts, so every thread
 //! inherits the mask and the kernel never runs a handler (no async-signal

@@ -576,6 +576,8 @@ pub fn run(
     // Event streams: only `run` publishes, and only what the journal made durable.
     let mut hub = hub::Hub::default();
     let mut backlog_log = crate::lograte::RateLimit::default();
+    // Pages freed after large turns go back to the kernel (`trim`).
+    let mut trim = crate::trim::Trim::default();
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -635,7 +637,12 @@ pub fn run(
                 metrics.count_event(&event);
                 Some(Event::Mesos(event))
             }
-            Input::Tick => Some(Event::Tick),
+            Input::Tick => {
+                if trim.tick(Instant::now()) {
+                    log::debug!("freed heap pages returned to the kernel");
+                }
+                Some(Event::Tick)
+            }
             Input::Committed(Committed { replies, notices }) => {
                 for notice in notices {
                     hub.publish(notice);
@@ -659,6 +666,16 @@ pub fn run(
             let took = turn_start.elapsed();
             metrics.turn.observe(took);
             metrics.count_calls(&turn.calls);
+            let listed: usize = turn
+                .replies
+                .iter()
+                .map(|(_, reply)| match reply {
+                    ApiReply::Tasks(tasks) => tasks.len(),
+                    _ => 0,
+                })
+                .sum();
+            let items = listed + turn.calls.len() + turn.records.len();
+            trim.turn(items, Instant::now());
             for latency in state.take_start_latencies() {
                 metrics.observe_start(latency);
             }

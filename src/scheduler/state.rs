@@ -262,7 +262,9 @@ pub struct State {
     /// Unix seconds since when we have not been subscribed (None while
     /// subscribed): what a pending task says meanwhile.
     disconnected_since: Option<u64>,
-    tasks: BTreeMap<TaskId, Task>,
+    /// Boxed: a `Task` is about 580 bytes, and the B-tree nodes that
+    /// inserts in key order leave half full would hold as much again unused.
+    tasks: BTreeMap<TaskId, Box<Task>>,
     /// Indexes over `tasks` (`state/index.rs`); every change of an indexed
     /// field goes through `insert_task`, `take_task` or `update_task`.
     index: index::Indexes,
@@ -540,7 +542,7 @@ impl State {
                     .filter(|task_id| {
                         self.tasks
                             .get(*task_id)
-                            .is_some_and(Task::is_kill_requested)
+                            .is_some_and(|task| task.is_kill_requested())
                     })
                     .collect();
                 if live.is_empty() {

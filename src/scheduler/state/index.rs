@@ -32,19 +32,37 @@ pub(super) enum Backoff {
     Restored,
 }
 
-/// What the indexes know of one task.
+/// What the indexes know of one task: 48 bytes for most, what few tasks
+/// have boxed apart (`Rare`), since every task has one in a map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Facts {
     pub seq: u64,
     pub phase: Phase,
     pub kill_requested: bool,
-    pub kill_sent_at: Option<Instant>,
-    pub agent_id: Option<AgentId>,
-    pub pinned_agent: Option<AgentId>,
-    pub waits_for: Option<TaskId>,
-    /// `waits_for` names a task still in the table.
+    /// `rare.waits_for` names a task still in the table.
     pub predecessor_live: bool,
-    pub backoff: Backoff,
+    pub agent_id: Option<AgentId>,
+    /// `None` when every field of it would be empty.
+    rare: Option<Box<Rare>>,
+}
+
+/// The facts few tasks have: a kill sent, a pinned agent, a predecessor,
+/// a restart backoff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rare {
+    kill_sent_at: Option<Instant>,
+    pinned_agent: Option<AgentId>,
+    waits_for: Option<TaskId>,
+    backoff: Backoff,
+}
+
+impl Rare {
+    const NONE: Rare = Rare {
+        kill_sent_at: None,
+        pinned_agent: None,
+        waits_for: None,
+        backoff: Backoff::Over,
+    };
 }
 
 impl Facts {
@@ -57,17 +75,38 @@ impl Facts {
             (Some(_), Some(at)) if clock.is_some_and(|now| now >= at) => Backoff::Over,
             (Some(_), Some(at)) => Backoff::Until(at),
         };
+        let rare = Rare {
+            kill_sent_at: task.kill_sent_at,
+            pinned_agent: task.pinned_agent.clone(),
+            waits_for: task.waits_for.clone(),
+            backoff,
+        };
         Facts {
             seq: task.seq,
             phase: task.phase,
             kill_requested: task.kill_requested,
-            kill_sent_at: task.kill_sent_at,
-            agent_id: task.agent_id.clone(),
-            pinned_agent: task.pinned_agent.clone(),
             predecessor_live: task.waits_for.as_ref().is_some_and(live),
-            waits_for: task.waits_for.clone(),
-            backoff,
+            agent_id: task.agent_id.clone(),
+            rare: (rare != Rare::NONE).then(|| Box::new(rare)),
         }
+    }
+
+    fn rare(&self) -> &Rare {
+        self.rare.as_deref().unwrap_or(&Rare::NONE)
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.rare().backoff
+    }
+
+    fn waits_for(&self) -> Option<&TaskId> {
+        self.rare().waits_for.as_ref()
+    }
+
+    /// When a kill resend is due: `KILL_RETRY` after the last send, at
+    /// once (`None`, sorting first) if never sent by this process.
+    fn kill_due(&self) -> Option<Instant> {
+        self.rare().kill_sent_at.map(|sent| sent + KILL_RETRY)
     }
 
     /// Waiting for an offer, placeable now or not (what `pending_count` counts).
@@ -78,7 +117,7 @@ impl Facts {
     /// May be handed to placement now: pending, not killed, past its
     /// backoff, and not waiting for a predecessor.
     fn placeable(&self) -> bool {
-        self.wants_offer() && self.backoff == Backoff::Over && !self.predecessor_live
+        self.wants_offer() && self.backoff() == Backoff::Over && !self.predecessor_live
     }
 
     /// Launched and killed: the kill is resent until a terminal answer.
@@ -88,6 +127,7 @@ impl Facts {
 
     fn agents(&self) -> impl Iterator<Item = &AgentId> {
         let pinned = self
+            .rare()
             .pinned_agent
             .as_ref()
             .filter(|pinned| self.agent_id.as_ref() != Some(*pinned));
@@ -149,7 +189,7 @@ impl Indexes {
     fn index(&mut self, id: &TaskId, facts: &Facts) {
         if facts.wants_offer() {
             self.pending += 1;
-            if let Backoff::Until(at) = facts.backoff {
+            if let Backoff::Until(at) = facts.backoff() {
                 self.backoff_timers.insert((at, id.clone()));
             }
         }
@@ -164,10 +204,9 @@ impl Indexes {
                 .insert(id.clone());
         }
         if facts.killing() {
-            let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
-            self.kill_timers.insert((due, id.clone()));
+            self.kill_timers.insert((facts.kill_due(), id.clone()));
         }
-        if let Some(predecessor) = &facts.waits_for {
+        if let Some(predecessor) = facts.waits_for() {
             self.successors
                 .entry(predecessor.clone())
                 .or_default()
@@ -178,7 +217,7 @@ impl Indexes {
     fn unindex(&mut self, id: &TaskId, facts: &Facts) {
         if facts.wants_offer() {
             self.pending -= 1;
-            if let Backoff::Until(at) = facts.backoff {
+            if let Backoff::Until(at) = facts.backoff() {
                 self.backoff_timers.remove(&(at, id.clone()));
             }
         }
@@ -193,10 +232,9 @@ impl Indexes {
             remove_from(&mut self.by_agent, agent, id);
         }
         if facts.killing() {
-            let due = facts.kill_sent_at.map(|sent| sent + KILL_RETRY);
-            self.kill_timers.remove(&(due, id.clone()));
+            self.kill_timers.remove(&(facts.kill_due(), id.clone()));
         }
-        if let Some(predecessor) = &facts.waits_for {
+        if let Some(predecessor) = facts.waits_for() {
             remove_from(&mut self.successors, predecessor, id);
         }
     }
@@ -310,7 +348,7 @@ impl State {
 
     /// Puts `task` into the table under `task_id`, indexed.
     pub(super) fn insert_task(&mut self, task_id: TaskId, task: Task) {
-        self.tasks.insert(task_id.clone(), task);
+        self.tasks.insert(task_id.clone(), Box::new(task));
         self.reindex(&task_id);
     }
 
@@ -318,7 +356,7 @@ impl State {
     pub(super) fn take_task(&mut self, task_id: &TaskId) -> Option<Task> {
         let task = self.tasks.remove(task_id);
         self.reindex(task_id);
-        task
+        task.map(|task| *task)
     }
 
     /// Changes one task and indexes it again: the way to change a field the
@@ -336,9 +374,8 @@ impl State {
     /// Builds every index from the table: after a restore, a reset, or a
     /// change of the whole table.
     pub(super) fn rebuild_indexes(&mut self) {
-        self.index = Indexes::build(self.tasks.iter(), self.clock, |id| {
-            self.tasks.contains_key(id)
-        });
+        let tasks = self.tasks.iter().map(|(id, task)| (id, &**task));
+        self.index = Indexes::build(tasks, self.clock, |id| self.tasks.contains_key(id));
         self.list_cache.clear();
         if let Some(round) = &mut self.reconcile_round {
             let tasks = &self.tasks;
@@ -363,9 +400,8 @@ impl State {
     /// reconciliation round waits only for launched tasks still known.
     #[cfg(test)]
     pub(super) fn check_indexes(&self) -> Result<(), String> {
-        let fresh = Indexes::build(self.tasks.iter(), self.clock, |id| {
-            self.tasks.contains_key(id)
-        });
+        let tasks = self.tasks.iter().map(|(id, task)| (id, &**task));
+        let fresh = Indexes::build(tasks, self.clock, |id| self.tasks.contains_key(id));
         if fresh != self.index {
             return Err(format!(
                 "indexes differ from the table\n kept: {:?}\n fresh: {fresh:?}",

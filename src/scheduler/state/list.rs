@@ -17,13 +17,33 @@
 //! state tests compare every kept view with a fresh one after each step
 //! (`check_indexes`). Ended tasks and services without a copy are few
 //! (`MAX_ENDED_TASKS`) and built at each list.
+//!
+//! The kept entries are bounded by `LIST_CACHE_MAX_BYTES` (each charged
+//! `entry_weight`, an estimate of its JSON and bookkeeping): a task listed
+//! while the cache is full gets an entry built for that list only, which
+//! renders the same text (`ListedTask::json` with the same view), so the
+//! list is byte for byte the same whichever entries are kept. Which tasks
+//! are kept is first come: those listed first while there was room, until
+//! they change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{internal_prefix, Phase, State, Task};
 use crate::scheduler::model::TaskId;
-use crate::scheduler::{ListedTask, StateFilter, TaskQuery};
+use crate::scheduler::{ListedTask, StateFilter, TaskQuery, TaskView};
+
+/// Bytes of list entries kept between lists (by `entry_weight`): 10,000
+/// running tasks (about 9 MB of JSON) stay kept whole, so a list of them
+/// renders nothing that did not change; at 100,000 the kept share stays at
+/// this instead of 87 MB, and the rest is built at each list.
+pub const LIST_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an entry costs besides the text of its values: the JSON's names,
+/// punctuation, numbers and fixed values (about 710 bytes for a running
+/// task), and the entry's map slot, key, `Arc` and lock (about 170).
+/// `examples/state_memory.rs` prints what the kept entries take.
+const ENTRY_FIXED_BYTES: usize = 880;
 
 /// What a task's view depends on besides the task: for a pending task,
 /// whether the scheduler is subscribed and since when it is not.
@@ -31,20 +51,139 @@ type ViewContext = Option<(bool, Option<u64>)>;
 
 /// The list entries of live tasks that have not changed since they were
 /// listed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ListCache {
-    entries: HashMap<TaskId, (ViewContext, Arc<ListedTask>)>,
+    entries: HashMap<TaskId, Kept>,
+    /// The kept entries' weights, summed: at most `max_bytes`.
+    bytes: usize,
+    /// `LIST_CACHE_MAX_BYTES`, but for tests.
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Kept {
+    context: ViewContext,
+    entry: Arc<ListedTask>,
+    /// Its `entry_weight`, given back when it goes.
+    weight: usize,
+}
+
+impl Default for ListCache {
+    fn default() -> ListCache {
+        ListCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            max_bytes: LIST_CACHE_MAX_BYTES,
+        }
+    }
 }
 
 impl ListCache {
     /// `task_id` changed: its next list builds its view again.
     pub fn forget(&mut self, task_id: &TaskId) {
-        self.entries.remove(task_id);
+        if let Some(kept) = self.entries.remove(task_id) {
+            self.bytes -= kept.weight;
+        }
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.entries = HashMap::new();
+        self.bytes = 0;
     }
+
+    /// Keeps at most `max_bytes` of entries from now on.
+    #[cfg(test)]
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+        self.clear();
+    }
+
+    /// How many entries are kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry kept for `task_id` in `context`, if any.
+    fn get(&self, task_id: &TaskId, context: ViewContext) -> Option<&Arc<ListedTask>> {
+        let kept = self.entries.get(task_id)?;
+        (kept.context == context).then_some(&kept.entry)
+    }
+
+    /// The entry for `view` of `task_id` in `context`: kept when there is
+    /// room for it, else built for this list only.
+    fn insert(
+        &mut self,
+        task_id: &TaskId,
+        context: ViewContext,
+        view: TaskView,
+    ) -> Arc<ListedTask> {
+        self.forget(task_id);
+        let weight = entry_weight(&view);
+        let entry = Arc::new(ListedTask::new(view));
+        if self.bytes + weight <= self.max_bytes {
+            self.bytes += weight;
+            let kept = Kept {
+                context,
+                entry: entry.clone(),
+                weight,
+            };
+            self.entries.insert(task_id.clone(), kept);
+        }
+        entry
+    }
+}
+
+impl ListedTask {
+    /// The entry's JSON as `GET /client/task` lists it (`api::dto::task_json`,
+    /// rendered once): what `examples/state_memory.rs` renders.
+    pub fn list_json(&self) -> Arc<str> {
+        self.json(crate::api::dto::task_json)
+    }
+}
+
+/// What keeping `view`'s entry costs, about: the text of its values (most
+/// are written twice, in the task and in its `TaskInfo`) and
+/// `ENTRY_FIXED_BYTES`. Kept entries hold the view until a worker renders
+/// it, then only the JSON, which is about as large.
+fn entry_weight(view: &TaskView) -> usize {
+    let spec = &view.spec;
+    let strings = [
+        &spec.id,
+        &spec.docker_image,
+        &spec.node_type,
+        &spec.node_name,
+        &view.internal_id.0,
+        &view.docker_id,
+        &view.docker_name,
+    ];
+    let twice: usize = strings.iter().map(|text| text.len()).sum::<usize>()
+        + view.agent_id.as_ref().map_or(0, |agent| agent.0.len())
+        + spec
+            .arguments
+            .iter()
+            .map(|arg| arg.len() + 3)
+            .sum::<usize>()
+        + spec
+            .volumes
+            .iter()
+            .map(|volume| volume.host_path.len() + volume.container_path.len() + 64)
+            .sum::<usize>()
+        + spec.ports.len() * 64;
+    let once = view.hostname.as_ref().map_or(0, String::len)
+        + view.agent_id.as_ref().map_or(0, |agent| agent.0.len())
+        + view.status_message.len()
+        + view.pending_reason.as_ref().map_or(0, String::len)
+        + view.reason.as_ref().map_or(0, String::len)
+        + view.state.len()
+        + view
+            .intelligence
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 6)
+            .sum::<usize>()
+        + view.requested.node_name.len()
+        + view.requested.node_type.len();
+    ENTRY_FIXED_BYTES + 2 * twice + once
 }
 
 impl StateFilter {
@@ -89,15 +228,11 @@ impl State {
         let mut listed = Vec::with_capacity(live.len());
         for (task_id, task) in live {
             let context = self.view_context(task);
-            let kept = self.list_cache.entries.get(task_id);
-            match kept.filter(|(kept_context, _)| *kept_context == context) {
-                Some((_, entry)) => listed.push(entry.clone()),
+            match self.list_cache.get(task_id, context) {
+                Some(entry) => listed.push(entry.clone()),
                 None => {
-                    let entry = Arc::new(ListedTask::new(self.view(task_id)));
-                    self.list_cache
-                        .entries
-                        .insert(task_id.clone(), (context, entry.clone()));
-                    listed.push(entry);
+                    let view = self.view(task_id);
+                    listed.push(self.list_cache.insert(task_id, context, view));
                 }
             }
         }
@@ -132,14 +267,22 @@ impl State {
     /// rendered yet shows what a fresh view shows.
     #[cfg(test)]
     pub(super) fn check_list_cache(&self) -> Result<(), String> {
-        for (task_id, (context, entry)) in &self.list_cache.entries {
+        let cache = &self.list_cache;
+        let weights: usize = cache.entries.values().map(|kept| kept.weight).sum();
+        if weights != cache.bytes || cache.bytes > cache.max_bytes {
+            return Err(format!(
+                "list cache charged {} bytes for entries of {weights} (bound {})",
+                cache.bytes, cache.max_bytes
+            ));
+        }
+        for (task_id, kept) in &cache.entries {
             let Some(task) = self.tasks.get(task_id) else {
                 return Err(format!("list entry kept for {} which is gone", task_id.0));
             };
-            if *context != self.view_context(task) {
+            if kept.context != self.view_context(task) {
                 continue;
             }
-            if let Some(view) = entry.view().filter(|view| *view != self.view(task_id)) {
+            if let Some(view) = kept.entry.view().filter(|view| *view != self.view(task_id)) {
                 return Err(format!(
                     "stale list entry for {}:\n kept: {view:?}\n fresh: {:?}",
                     task_id.0,
@@ -154,7 +297,7 @@ impl State {
 /// Live tasks whose internal id starts with `prefix`, by id; with a space
 /// in `prefix` (which internal ids drop), those whose user id does.
 fn live_matching<'a>(
-    tasks: &'a BTreeMap<TaskId, Task>,
+    tasks: &'a BTreeMap<TaskId, Box<Task>>,
     instances: &'a BTreeMap<String, BTreeSet<TaskId>>,
     prefix: &'a str,
 ) -> Box<dyn Iterator<Item = (&'a TaskId, &'a Task)> + 'a> {
@@ -165,12 +308,16 @@ fn live_matching<'a>(
             .flat_map(|(_, live)| live.iter())
             .collect();
         ids.sort();
-        return Box::new(ids.into_iter().filter_map(|id| Some((id, tasks.get(id)?))));
+        return Box::new(
+            ids.into_iter()
+                .filter_map(|id| Some((id, &**tasks.get(id)?))),
+        );
     }
     Box::new(
         tasks
             .range(TaskId(prefix.to_string())..)
-            .take_while(move |(id, _)| id.0.starts_with(prefix)),
+            .take_while(move |(id, _)| id.0.starts_with(prefix))
+            .map(|(id, task)| (id, &**task)),
     )
 }
 

@@ -396,7 +396,7 @@ pub struct Restore {
     /// B-tree nodes) when the order breaks or at the end. Inserted one by
     /// one in order, a B-tree keeps its nodes about half full: ~40 MB of
     /// slack at 100k tasks.
-    in_order: Vec<(TaskId, Task)>,
+    in_order: Vec<(TaskId, Box<Task>)>,
 }
 
 impl Default for Restore {
@@ -512,10 +512,10 @@ impl Restore {
         let next_in_order =
             self.state.tasks.is_empty() && self.in_order.last().is_none_or(|(last, _)| *last < id);
         match task {
-            Some(task) if next_in_order => self.in_order.push((id, task)),
+            Some(task) if next_in_order => self.in_order.push((id, Box::new(task))),
             Some(task) => {
                 self.build_tasks();
-                self.state.tasks.insert(id, task);
+                self.state.tasks.insert(id, Box::new(task));
             }
             None => {
                 self.build_tasks();

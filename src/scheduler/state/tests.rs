@@ -2727,3 +2727,56 @@ fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
         reason(&state, "small")
     );
 }
+
+/// A list reads the same, byte for byte, whether its entries were kept
+/// from an earlier list or built for it: with room for every entry, for a
+/// few, or for none (`LIST_CACHE_MAX_BYTES`).
+#[test]
+fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut state = State::new(None);
+    let mut step = |state: &mut State, event: Event| {
+        now.instant += Duration::from_millis(1);
+        now.wall += Duration::from_millis(1);
+        state.handle_event(event, now);
+    };
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    step(&mut state, Event::Mesos(subscribed));
+    for n in 0..24 {
+        let request = ApiRequest::Submit {
+            spec: spec(&[&format!("web{n}"), "mem=100"]),
+            idempotency_key: None,
+        };
+        step(&mut state, api(request));
+    }
+    step(
+        &mut state,
+        Event::Mesos(MesosEvent::Offers(vec![lab_offer("slave2", 0)])),
+    );
+    for n in 0..4 {
+        let update = update(&state, &[&format!("web{n}-"), "TASK_RUNNING", "docker"]);
+        step(&mut state, Event::Mesos(MesosEvent::Update(update)));
+    }
+    let list = |state: &mut State| {
+        let text = crate::api::dto::tasks_json(&state.task_list(&TaskQuery::default()));
+        state.check_indexes().expect("the kept entries are current");
+        text
+    };
+    let fresh = list(&mut state);
+    assert!(fresh.contains("TASK_RUNNING") && fresh.contains("pending"));
+    assert_eq!(state.list_cache.len(), state.task_count(), "all kept");
+    assert_eq!(list(&mut state), fresh, "listed from the cache");
+    for (max_bytes, kept) in [(4096, "a few"), (0, "none")] {
+        state.list_cache.set_max_bytes(max_bytes);
+        assert_eq!(list(&mut state), fresh, "{kept} kept, first list");
+        assert_eq!(list(&mut state), fresh, "{kept} kept, second list");
+        let len = state.list_cache.len();
+        assert!(len < state.task_count(), "{kept} kept: {len}");
+        assert_eq!(len > 0, max_bytes > 0, "{kept} kept: {len}");
+    }
+}
