@@ -27,6 +27,7 @@
 
 pub(crate) mod dto;
 mod events;
+mod pages;
 mod query;
 
 use std::io::Read;
@@ -41,7 +42,7 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 use crate::metrics::{Metrics, Process};
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::TaskState;
-use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, StateFilter, TaskQuery};
+use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, Page, StateFilter, TaskQuery};
 use crate::store::DiskGate;
 use query::{number, percent_decoded, Query};
 
@@ -258,7 +259,7 @@ enum ApiError {
 }
 
 /// A finished response, before it becomes a `tiny_http::Response`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Reply {
     status: u16,
     body: Body,
@@ -274,25 +275,27 @@ const JSON: &str = "application/json";
 /// once and shared with the state's list cache) and joined into an array
 /// only as it is written to the socket (`ArrayReader`), so a list of
 /// 100,000 tasks is never copied into one string per request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Body {
     Text(String),
     JsonArray(Vec<Arc<str>>),
+    /// A task list longer than one page, read on as it is written.
+    Pages(pages::PagedList),
 }
 
 impl Body {
     /// The whole body as one string (tests, and the pretty layout).
-    fn text(&self) -> String {
-        match self {
-            Body::Text(text) => text.clone(),
-            Body::JsonArray(parts) => {
-                let mut text = String::new();
-                ArrayReader::new(parts.clone())
-                    .read_to_string(&mut text)
-                    .expect("entries are UTF-8 strings");
-                text
-            }
+    fn text(self) -> String {
+        let mut text = String::new();
+        let read = match self {
+            Body::Text(text) => return text,
+            Body::JsonArray(parts) => ArrayReader::new(parts).read_to_string(&mut text),
+            Body::Pages(mut pages) => pages.read_to_string(&mut text),
+        };
+        if let Err(error) = read {
+            log::warn!("rest body not read whole: {error}");
         }
+        text
     }
 }
 
@@ -776,7 +779,7 @@ fn handle(
                 idempotency_key,
             }
         }
-        Route::ListTasks(query) => ApiRequest::ListTasks(query.clone()),
+        Route::ListTasks(query) => return list_tasks(state, query),
         Route::Reshuffle { dry_run } => ApiRequest::Reshuffle { dry_run: *dry_run },
         Route::KillTasks { id_prefix, .. } => ApiRequest::Kill {
             id_prefix: id_prefix.clone(),
@@ -827,6 +830,54 @@ fn handle(
     let reply = ask(state, api_request, wait)?;
     audit.done = audit_done(&reply);
     respond(&route, reply)
+}
+
+/// `GET /client/task`: the first page from the state thread; a list that
+/// ends there goes out whole, with its length, a longer one is read on a
+/// page at a time as it is written (`pages`).
+fn list_tasks(state: &Sender<ApiCommand>, query: &TaskQuery) -> Result<Reply, ApiError> {
+    let (first, next) = list_page(state, query, None, query.limit)?;
+    let body = match next {
+        None => Body::JsonArray(first),
+        Some(next) => {
+            let (state, base) = (state.clone(), query.clone());
+            let fetch: pages::Fetch = Box::new(move |after, limit| {
+                list_page(&state, &base, after, limit).map_err(|error| format!("{error:?}"))
+            });
+            Body::Pages(pages::PagedList::new(
+                (first, Some(next)),
+                query.limit,
+                fetch,
+            ))
+        }
+    };
+    Ok(Reply {
+        body,
+        ..Reply::json(200, String::new())
+    })
+}
+
+/// One page of `query`'s list, after `after`, at most `limit` entries.
+fn list_page(
+    state: &Sender<ApiCommand>,
+    query: &TaskQuery,
+    after: Option<crate::scheduler::model::TaskId>,
+    limit: Option<usize>,
+) -> Result<pages::Fetched, ApiError> {
+    let query = TaskQuery {
+        limit,
+        page: Some(Page {
+            after,
+            scan: pages::LIST_PAGE,
+        }),
+        ..query.clone()
+    };
+    match ask(state, ApiRequest::ListTasks(query), Wait::Read)? {
+        ApiReply::TaskPage { tasks, next } => Ok((dto::task_entries(&tasks), next)),
+        other => Err(ApiError::Internal(format!(
+            "task list page answered {other:?}"
+        ))),
+    }
 }
 
 /// How `ask` waits for a reply once its command is queued.
@@ -991,13 +1042,15 @@ fn pretty_json(compact: &str) -> String {
 /// says, and every body ends with a newline, so script output does not run
 /// together.
 fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<Box<dyn Read + Send>> {
-    let (reader, length): (Box<dyn Read + Send>, usize) = match (layout, reply.body) {
+    let (reader, length): (Box<dyn Read + Send>, Option<usize>) = match (layout, reply.body) {
         // Compact lists go out entry by entry; `ArrayReader` ends with the newline.
         (Layout::Compact, Body::JsonArray(parts)) => {
             let reader = ArrayReader::new(parts);
             let length = reader.len();
-            (Box::new(reader), length)
+            (Box::new(reader), Some(length))
         }
+        // Read on a page at a time: chunked, as the length is not known.
+        (Layout::Compact, Body::Pages(pages)) => (Box::new(pages), None),
         (layout, body) => {
             let mut text = match (layout, reply.content_type) {
                 (Layout::Pretty, JSON) => pretty_json(&body.text()),
@@ -1010,16 +1063,20 @@ fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<Box<dyn Re
                 text.push('\n');
             }
             let length = text.len();
-            (Box::new(std::io::Cursor::new(text.into_bytes())), length)
+            (
+                Box::new(std::io::Cursor::new(text.into_bytes())),
+                Some(length),
+            )
         }
     };
-    // Every body's length is known: it goes out with a Content-Length, in
-    // writes of up to 64 KiB (vendor/tiny_http P14), never chunked.
+    // A body whose length is known goes out with a Content-Length, never
+    // chunked; a paged task list goes out chunked. Either in writes of up to
+    // 64 KiB (vendor/tiny_http P14).
     let mut response = tiny_http::Response::new(
         tiny_http::StatusCode(reply.status),
         Vec::new(),
         reader,
-        Some(length),
+        length,
         None,
     )
     .with_chunked_threshold(usize::MAX);
@@ -1226,6 +1283,7 @@ fn list_tasks_route(query: Query) -> Result<Route, ApiError> {
             Ok(prefix)
         })?,
         limit: query.last("limit", limit)?,
+        page: None,
     };
     Ok(Route::ListTasks(filters))
 }
@@ -1385,6 +1443,7 @@ mod tests {
                 state,
                 prefix: prefix.map(str::to_string),
                 limit,
+                page: None,
             }))
         };
         check("GET", "/client/task", Ok(all.clone()));
@@ -1631,8 +1690,8 @@ mod tests {
         }
     }
 
-    fn body(reply: &Result<Reply, ApiError>) -> (u16, Value) {
-        let reply = reply.clone().unwrap_or_else(ApiError::into_reply);
+    fn body(reply: Result<Reply, ApiError>) -> (u16, Value) {
+        let reply = reply.unwrap_or_else(ApiError::into_reply);
         assert_eq!(reply.content_type, JSON);
         let value = serde_json::from_str(&reply.body.text()).expect("replies are JSON");
         (reply.status, value)
@@ -1640,7 +1699,7 @@ mod tests {
 
     #[track_caller]
     fn check_respond(route: Route, reply: ApiReply, expected: (u16, Value)) {
-        assert_eq!(body(&respond(&route, reply)), expected);
+        assert_eq!(body(respond(&route, reply)), expected);
     }
 
     #[test]
@@ -1751,17 +1810,17 @@ mod tests {
             ApiReply::Conflict("key used".to_string()),
             message(409, "key used"),
         );
-        assert_eq!(body(&Err(ApiError::Busy)), message(503, "scheduler busy"));
+        assert_eq!(body(Err(ApiError::Busy)), message(503, "scheduler busy"));
         assert_eq!(
-            body(&Err(ApiError::OutcomeUnknown)),
+            body(Err(ApiError::OutcomeUnknown)),
             message(504, "outcome unknown, check GET /client/task")
         );
         assert_eq!(
-            body(&Err(ApiError::BodyTooLarge)),
+            body(Err(ApiError::BodyTooLarge)),
             message(413, "body larger than 65536 bytes")
         );
         assert_eq!(
-            body(&Err(ApiError::DiskFull("state disk full: x".to_string()))),
+            body(Err(ApiError::DiskFull("state disk full: x".to_string()))),
             message(507, "state disk full: x")
         );
     }
@@ -2088,7 +2147,10 @@ mod tests {
                     id: spec.id,
                     note: None,
                 },
-                ApiRequest::ListTasks(_) => ApiReply::Tasks(Vec::new()),
+                ApiRequest::ListTasks(_) => ApiReply::TaskPage {
+                    tasks: Vec::new(),
+                    next: None,
+                },
                 ApiRequest::Kill { id_prefix } => {
                     ApiReply::NotFound(format!("no task matches {id_prefix}"))
                 }

@@ -164,6 +164,20 @@ pub struct TaskQuery {
     pub prefix: Option<String>,
     /// At most this many, in list order.
     pub limit: Option<usize>,
+    /// Read a page at a time (the REST API does, for large lists): the live
+    /// tasks after `after`, at most `scan` of them examined; `None` reads the
+    /// whole list in one go. Answered with `ApiReply::TaskPage`.
+    pub page: Option<Page>,
+}
+
+/// Where a page of the task list starts and how far it may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The last live task of the page before; `None` for the first page.
+    pub after: Option<TaskId>,
+    /// Live tasks examined at most, listed or not, so one page costs the
+    /// state thread a bounded turn even with a `?state=` filter.
+    pub scan: usize,
 }
 
 /// `?state=` of `GET /client/task`.
@@ -201,6 +215,13 @@ pub enum ApiReply {
     },
     /// The task list, each entry shared with the state's list cache.
     Tasks(Vec<Arc<ListedTask>>),
+    /// One page of it (`TaskQuery::page`), and where the next page starts:
+    /// `None` when this page ended the list (services and ended tasks
+    /// included).
+    TaskPage {
+        tasks: Vec<Arc<ListedTask>>,
+        next: Option<TaskId>,
+    },
     /// The tasks the kill applies to (pending ones are already gone).
     Killed(Vec<TaskView>),
     Reshuffled(Vec<ReshuffleStep>),

@@ -27,6 +27,7 @@
 //! they change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::Arc;
 
 use super::{internal_prefix, Phase, State, Task};
@@ -218,13 +219,47 @@ impl StateFilter {
 impl State {
     /// The entries `query` asks for, in list order, at most `query.limit`.
     pub(super) fn task_list(&mut self, query: &TaskQuery) -> Vec<Arc<ListedTask>> {
+        self.task_slice(query, None, usize::MAX).0
+    }
+
+    /// A slice of the list `query` asks for: the live tasks after `after`,
+    /// at most `scan` of them examined; then, if the live tasks ended within
+    /// it, the services and the ended tasks. Returns the entries and, when
+    /// live tasks may follow, the last one examined, where the next slice
+    /// starts. Slices read one after the other list each live task once, as
+    /// it was when its slice was read.
+    pub(super) fn task_slice(
+        &mut self,
+        query: &TaskQuery,
+        after: Option<&TaskId>,
+        scan: usize,
+    ) -> (Vec<Arc<ListedTask>>, Option<TaskId>) {
         let limit = query.limit.unwrap_or(usize::MAX);
         let prefix = query.prefix.as_deref().unwrap_or("");
         let filter = query.state;
-        let live: Vec<(&TaskId, &Task)> = live_matching(&self.tasks, &self.instances, prefix)
-            .filter(|(_, task)| filter.lets_live(task.phase))
-            .take(limit)
-            .collect();
+        let mut walk = live_matching(&self.tasks, &self.instances, prefix, after);
+        let mut live: Vec<(&TaskId, &Task)> = Vec::new();
+        let mut next = None;
+        let mut examined = 0;
+        while live.len() < limit {
+            if examined == scan {
+                // Live tasks may follow: the next slice goes on from here.
+                next = next.or(after.cloned());
+                break;
+            }
+            let Some((task_id, task)) = walk.next() else {
+                next = None;
+                break;
+            };
+            examined += 1;
+            next = Some(task_id.clone());
+            if filter.lets_live(task.phase) {
+                live.push((task_id, task));
+            }
+        }
+        drop(walk);
+        let live_ended = next.is_none() || live.len() == limit;
+        let next = if live.len() == limit { None } else { next };
         let mut listed = Vec::with_capacity(live.len());
         for (task_id, task) in live {
             let context = self.view_context(task);
@@ -235,6 +270,9 @@ impl State {
                     listed.push(self.list_cache.insert(task_id, context, view));
                 }
             }
+        }
+        if !live_ended {
+            return (listed, next);
         }
         if listed.len() < limit && filter.lets_services() {
             let services = self
@@ -255,7 +293,7 @@ impl State {
                 .map(|view| Arc::new(ListedTask::new(view.clone())));
             listed.extend(ended.take(limit - listed.len()));
         }
-        listed
+        (listed, None)
     }
 
     /// What `task`'s view depends on outside the task.
@@ -294,18 +332,21 @@ impl State {
     }
 }
 
-/// Live tasks whose internal id starts with `prefix`, by id; with a space
-/// in `prefix` (which internal ids drop), those whose user id does.
+/// Live tasks whose internal id starts with `prefix`, by id, after `after`;
+/// with a space in `prefix` (which internal ids drop), those whose user id
+/// does.
 fn live_matching<'a>(
     tasks: &'a BTreeMap<TaskId, Box<Task>>,
     instances: &'a BTreeMap<String, BTreeSet<TaskId>>,
     prefix: &'a str,
+    after: Option<&'a TaskId>,
 ) -> Box<dyn Iterator<Item = (&'a TaskId, &'a Task)> + 'a> {
     if prefix.contains(' ') {
         let mut ids: Vec<&TaskId> = instances
             .range(prefix.to_string()..)
             .take_while(|(user_id, _)| user_id.starts_with(prefix))
             .flat_map(|(_, live)| live.iter())
+            .filter(|id| after.is_none_or(|after| *id > after))
             .collect();
         ids.sort();
         return Box::new(
@@ -313,9 +354,13 @@ fn live_matching<'a>(
                 .filter_map(|id| Some((id, &**tasks.get(id)?))),
         );
     }
+    let start = TaskId(prefix.to_string());
+    let range = match after {
+        Some(after) if *after >= start => tasks.range((Excluded(after), Unbounded)),
+        _ => tasks.range((Included(&start), Unbounded)),
+    };
     Box::new(
-        tasks
-            .range(TaskId(prefix.to_string())..)
+        range
             .take_while(move |(id, _)| id.0.starts_with(prefix))
             .map(|(id, task)| (id, &**task)),
     )

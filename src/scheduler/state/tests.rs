@@ -592,7 +592,7 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             id,
             note: Some(note),
         } => vec![format!("  = submitted {id} ({note})")],
-        ApiReply::Tasks(listed) => listed
+        ApiReply::Tasks(listed) | ApiReply::TaskPage { tasks: listed, .. } => listed
             .iter()
             .map(|entry| task_line(&entry.view().expect("not rendered")))
             .collect(),
@@ -2778,5 +2778,99 @@ fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
         let len = state.list_cache.len();
         assert!(len < state.task_count(), "{kept} kept: {len}");
         assert_eq!(len > 0, max_bytes > 0, "{kept} kept: {len}");
+    }
+}
+
+/// A list read a slice at a time (`task_slice`, as the REST API reads a
+/// long list) is the same list, whatever the slice size, filter or limit:
+/// each live task once, in order, then the services and the ended tasks.
+#[test]
+fn a_list_read_in_slices_is_the_whole_list() {
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut state = State::new(None);
+    let mut step = |state: &mut State, event: Event| {
+        now.instant += Duration::from_millis(1);
+        now.wall += Duration::from_millis(1);
+        state.handle_event(event, now);
+    };
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    step(&mut state, Event::Mesos(subscribed));
+    for id in ["a1", "a2", "b1", "a3", "b2", "b3", "a4", "gone"] {
+        let request = ApiRequest::Submit {
+            spec: spec(&[id, "mem=100"]),
+            idempotency_key: None,
+        };
+        step(&mut state, api(request));
+    }
+    // An ended task (listed last) and a service with no copy yet.
+    let kill = ApiRequest::Kill {
+        id_prefix: "gone".to_string(),
+    };
+    step(&mut state, api(kill));
+    let service = ApiRequest::Submit {
+        spec: spec(&["mon", "mem=10", "sla=one-per-node"]),
+        idempotency_key: None,
+    };
+    step(&mut state, api(service));
+    let ids = |tasks: Vec<std::sync::Arc<crate::scheduler::ListedTask>>| -> Vec<String> {
+        tasks
+            .iter()
+            .map(|task| {
+                task.view()
+                    .map(|view| view.internal_id.0)
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let queries = [
+        TaskQuery::default(),
+        TaskQuery {
+            prefix: Some("a".to_string()),
+            ..TaskQuery::default()
+        },
+        TaskQuery {
+            state: StateFilter::Pending,
+            ..TaskQuery::default()
+        },
+        TaskQuery {
+            limit: Some(3),
+            ..TaskQuery::default()
+        },
+        TaskQuery {
+            limit: Some(8),
+            ..TaskQuery::default()
+        },
+    ];
+    for query in queries {
+        let whole = ids(state.task_list(&query));
+        assert!(!whole.is_empty(), "{query:?}");
+        for scan in [1, 2, 3, 100] {
+            let (mut sliced, mut after, mut slices) = (Vec::new(), None, 0);
+            loop {
+                let limit = query.limit.map(|limit| limit - sliced.len());
+                let query = TaskQuery {
+                    limit,
+                    ..query.clone()
+                };
+                let (tasks, next) = state.task_slice(&query, after.as_ref(), scan);
+                assert!(
+                    tasks.len() <= scan + 2,
+                    "a slice lists what it scans (+ the rest)"
+                );
+                sliced.extend(ids(tasks));
+                slices += 1;
+                assert!(slices < 100, "slices end");
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(sliced, whole, "{query:?} in slices of {scan}");
+        }
     }
 }
