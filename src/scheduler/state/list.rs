@@ -237,14 +237,18 @@ impl State {
         let limit = query.limit.unwrap_or(usize::MAX);
         let prefix = query.prefix.as_deref().unwrap_or("");
         let filter = query.state;
-        let mut walk = live_matching(&self.tasks, &self.instances, prefix, after);
+        let mut walk = live_matching(&self.tasks, &self.instances, prefix, after).peekable();
         let mut live: Vec<(&TaskId, &Task)> = Vec::new();
         let mut next = None;
         let mut examined = 0;
         while live.len() < limit {
             if examined == scan {
-                // Live tasks may follow: the next slice goes on from here.
-                next = next.or(after.cloned());
+                // Live tasks follow: the next slice goes on from here.
+                if walk.peek().is_some() {
+                    next = next.or(after.cloned());
+                } else {
+                    next = None;
+                }
                 break;
             }
             let Some((task_id, task)) = walk.next() else {

@@ -2849,7 +2849,12 @@ fn a_list_read_in_slices_is_the_whole_list() {
     for query in queries {
         let whole = ids(state.task_list(&query));
         assert!(!whole.is_empty(), "{query:?}");
-        for scan in [1, 2, 3, 100] {
+        // The live tasks it lists (not the services or the ended tasks).
+        let live = whole
+            .iter()
+            .filter(|id| state.tasks.contains_key(&TaskId(id.to_string())))
+            .count();
+        for scan in [1, 2, 3, live, 100] {
             let (mut sliced, mut after, mut slices) = (Vec::new(), None, 0);
             loop {
                 let limit = query.limit.map(|limit| limit - sliced.len());
@@ -2871,6 +2876,10 @@ fn a_list_read_in_slices_is_the_whole_list() {
                 }
             }
             assert_eq!(sliced, whole, "{query:?} in slices of {scan}");
+            // A slice that reaches the last live task ends the list.
+            if scan >= live {
+                assert_eq!(slices, 1, "{query:?} in slices of {scan}");
+            }
         }
     }
 }
