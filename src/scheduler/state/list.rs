@@ -239,31 +239,30 @@ impl State {
         let filter = query.state;
         let mut walk = live_matching(&self.tasks, &self.instances, prefix, after).peekable();
         let mut live: Vec<(&TaskId, &Task)> = Vec::new();
-        let mut next = None;
+        // The last live task examined, and whether live tasks follow it.
+        let mut last = None;
+        let mut more = false;
         let mut examined = 0;
         while live.len() < limit {
             if examined == scan {
-                // Live tasks follow: the next slice goes on from here.
-                if walk.peek().is_some() {
-                    next = next.or(after.cloned());
-                } else {
-                    next = None;
-                }
+                more = walk.peek().is_some();
                 break;
             }
             let Some((task_id, task)) = walk.next() else {
-                next = None;
                 break;
             };
             examined += 1;
-            next = Some(task_id.clone());
+            last = Some(task_id);
             if filter.lets_live(task.phase) {
                 live.push((task_id, task));
             }
         }
         drop(walk);
-        let live_ended = next.is_none() || live.len() == limit;
-        let next = if live.len() == limit { None } else { next };
+        // Reaching the limit ends the list too.
+        let next = (more && live.len() < limit)
+            .then(|| last.or(after).cloned())
+            .flatten();
+        let live_ended = next.is_none();
         let mut listed = Vec::with_capacity(live.len());
         for (task_id, task) in live {
             let context = self.view_context(task);
@@ -363,11 +362,13 @@ fn live_matching<'a>(
         Some(after) if *after >= start => tasks.range((Excluded(after), Unbounded)),
         _ => tasks.range((Included(&start), Unbounded)),
     };
-    Box::new(
-        range
-            .take_while(move |(id, _)| id.0.starts_with(prefix))
-            .map(|(id, task)| (id, &**task)),
-    )
+    let tasks = range.map(|(id, task)| (id, &**task));
+    if prefix.is_empty() {
+        // Every id matches: reading each id only to check would cost a
+        // cache miss per task in a long list.
+        return Box::new(tasks);
+    }
+    Box::new(tasks.take_while(move |(id, _)| id.0.starts_with(prefix)))
 }
 
 /// `prefix` matches an entry by its internal id, or (with a space in it)
