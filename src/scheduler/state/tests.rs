@@ -2728,25 +2728,32 @@ fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
     );
 }
 
+/// A new state, subscribed, and a step that hands it an event 1 ms after
+/// the last one.
+fn subscribed_state() -> (State, impl FnMut(&mut State, Event)) {
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_secs(1000),
+    };
+    let mut step = move |state: &mut State, event: Event| {
+        now.instant += Duration::from_millis(1);
+        now.wall += Duration::from_millis(1);
+        state.handle_event(event, now);
+    };
+    let mut state = State::new(None);
+    let subscribed = MesosEvent::Subscribed {
+        framework_id: FrameworkId("fw".to_string()),
+    };
+    step(&mut state, Event::Mesos(subscribed));
+    (state, step)
+}
+
 /// A list reads the same, byte for byte, whether its entries were kept
 /// from an earlier list or built for it: with room for every entry, for a
 /// few, or for none (`LIST_CACHE_MAX_BYTES`).
 #[test]
 fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
-    let mut now = Now {
-        instant: Instant::now(),
-        wall: UNIX_EPOCH + Duration::from_secs(1000),
-    };
-    let mut state = State::new(None);
-    let mut step = |state: &mut State, event: Event| {
-        now.instant += Duration::from_millis(1);
-        now.wall += Duration::from_millis(1);
-        state.handle_event(event, now);
-    };
-    let subscribed = MesosEvent::Subscribed {
-        framework_id: FrameworkId("fw".to_string()),
-    };
-    step(&mut state, Event::Mesos(subscribed));
+    let (mut state, mut step) = subscribed_state();
     for n in 0..24 {
         let request = ApiRequest::Submit {
             spec: spec(&[&format!("web{n}"), "mem=100"]),
@@ -2786,20 +2793,7 @@ fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
 /// each live task once, in order, then the services and the ended tasks.
 #[test]
 fn a_list_read_in_slices_is_the_whole_list() {
-    let mut now = Now {
-        instant: Instant::now(),
-        wall: UNIX_EPOCH + Duration::from_secs(1000),
-    };
-    let mut state = State::new(None);
-    let mut step = |state: &mut State, event: Event| {
-        now.instant += Duration::from_millis(1);
-        now.wall += Duration::from_millis(1);
-        state.handle_event(event, now);
-    };
-    let subscribed = MesosEvent::Subscribed {
-        framework_id: FrameworkId("fw".to_string()),
-    };
-    step(&mut state, Event::Mesos(subscribed));
+    let (mut state, mut step) = subscribed_state();
     for id in ["a1", "a2", "b1", "a3", "b2", "b3", "a4", "gone"] {
         let request = ApiRequest::Submit {
             spec: spec(&[id, "mem=100"]),
