@@ -2877,3 +2877,43 @@ fn a_list_read_in_slices_is_the_whole_list() {
         }
     }
 }
+
+/// An ACCEPT leaves no refuse filter while tasks still wait after its round,
+/// so what is left of the agent comes back at the master's next allocation;
+/// with nothing left waiting it keeps the busy filter.
+#[test]
+fn an_accept_filters_nothing_while_tasks_still_wait() {
+    let refuse_of_launch = |ids: &[(&str, &str)]| {
+        let (mut state, mut step) = subscribed_state();
+        for (id, mem) in ids {
+            let submit = ApiRequest::Submit {
+                spec: spec(&[id, mem, "type=lab"]),
+                idempotency_key: None,
+            };
+            step(&mut state, api(submit));
+        }
+        let now = Now {
+            instant: Instant::now() + Duration::from_secs(1),
+            wall: UNIX_EPOCH + Duration::from_secs(1001),
+        };
+        let offers = MesosEvent::Offers(vec![lab_offer("slave2", 1)]);
+        let turn = state.handle_event(Event::Mesos(offers), now);
+        let refuse: Vec<f64> = turn
+            .calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Launch { refuse_seconds, .. } => Some(*refuse_seconds),
+                _ => None,
+            })
+            .collect();
+        refuse
+    };
+    assert_eq!(
+        refuse_of_launch(&[("a", "mem=10"), ("big", "mem=100000")]),
+        vec![REFUSE_SECONDS_MORE_WORK]
+    );
+    assert_eq!(
+        refuse_of_launch(&[("a", "mem=10")]),
+        vec![REFUSE_SECONDS_BUSY]
+    );
+}
