@@ -2,13 +2,13 @@
 //! that `scripts/bench` compares the scheduler's `GET /admin/ping` against, in
 //! the same run, with the same client and the same worker count.
 //!
-//! usage: `bare_pong ADDR:PORT [WORKERS]` (default 4 workers, like the
-//! scheduler's `--http-workers`).
+//! usage: `bare_pong ADDR:PORT [WORKERS]` (default 16 workers, the
+//! scheduler's `--http-workers` default).
 
 use std::sync::Arc;
 
 /// Worker threads when none are named: the scheduler's `--http-workers` default.
-const DEFAULT_WORKERS: usize = 4;
+const DEFAULT_WORKERS: usize = charmander::config::DEFAULT_HTTP_WORKERS;
 
 fn main() {
     let mut args = std::env::args().skip(1);
