@@ -607,14 +607,14 @@ pub fn run(
             &api_inbox
         };
         // Pending reasons of tasks that waited `EXPLAIN_AFTER` are judged
-        // when no event waits, one slice at a time (an event that arrives
-        // meanwhile waits for one slice at most). The tick wakes the loop.
-        let settled = Instant::now().checked_sub(state::EXPLAIN_AFTER);
-        while api.is_empty()
-            && mesos_inbox.is_empty()
-            && committed.is_empty()
-            && settled.is_some_and(|before| state.explain_queued(Some(before)))
-        {}
+        // when no event waits, one slice per wake-up (the tick wakes the
+        // loop every second), so a large backlog of unplaceable tasks costs
+        // what it did when each turn judged a slice.
+        if api.is_empty() && mesos_inbox.is_empty() && committed.is_empty() {
+            if let Some(before) = Instant::now().checked_sub(state::EXPLAIN_AFTER) {
+                state.explain_queued(Some(before));
+            }
+        }
         let input = if backlog.is_empty() {
             select! {
                 recv(api) -> it => it.map(Input::Api),

@@ -450,12 +450,14 @@ impl State {
     }
 
     fn on_api(&mut self, id: RequestId, request: ApiRequest, now: Now, calls: &mut Vec<Call>) {
-        // What shows pending reasons shows them judged (see `explain_queued`).
-        if matches!(
-            request,
-            ApiRequest::ListTasks(_) | ApiRequest::ShowTask { .. } | ApiRequest::Snapshot
-        ) {
-            self.explain_queued(None);
+        // What shows pending reasons judges the oldest queued first (see
+        // `explain_queued`); one task shown is judged itself.
+        match &request {
+            ApiRequest::ListTasks(_) | ApiRequest::Snapshot | ApiRequest::Kill { .. } => {
+                self.explain_queued(None);
+            }
+            ApiRequest::ShowTask { id } => self.explain_one(&TaskId(id.clone())),
+            _ => {}
         }
         let answer = match request {
             ApiRequest::Submit {
@@ -980,9 +982,13 @@ impl State {
     /// `accepted_before`, only of tasks accepted before it. Returns whether
     /// it took any task off the queue.
     ///
-    /// Not part of a turn. A request that shows reasons calls it first, for
-    /// every queued task; the run loop calls it when no event is waiting,
-    /// for tasks accepted `EXPLAIN_AFTER` ago or earlier. In a burst, the
+    /// Not part of a turn. A request that shows reasons (a list, a kill, the
+    /// Redis snapshot) calls it first, so the oldest `MAX_EXPLAIN_PER_TURN`
+    /// queued tasks show judged reasons and younger ones may still show
+    /// "waiting for offers" (one task shown is judged itself, `explain_one`);
+    /// the run loop calls it once per wake-up when no event is waiting, for
+    /// tasks accepted `EXPLAIN_AFTER` ago or earlier, so a backlog is judged
+    /// a slice per event (the tick included), as before. In a burst, the
     /// next offers place most new tasks within milliseconds, and judging
     /// each one against the registry at its submit cost three times what
     /// the submit did.
@@ -1015,9 +1021,27 @@ impl State {
             }
         }
         // Most rounds place everything: then there is no registry to build.
-        if task_ids.is_empty() {
-            return took;
+        if !task_ids.is_empty() {
+            self.judge(&task_ids);
         }
+        took
+    }
+
+    /// Judges `task_id`'s reason now if it is queued (`GET /client/task/<id>`).
+    fn explain_one(&mut self, task_id: &TaskId) {
+        let Some(task) = self.tasks.get(task_id) else {
+            return;
+        };
+        if self.unexplained.remove(&(task.seq, task_id.clone()))
+            && task.phase == Phase::Pending
+            && !self.nodes.is_empty()
+        {
+            self.judge(std::slice::from_ref(task_id));
+        }
+    }
+
+    /// Sets the reason of each of `task_ids` against the registry as it is.
+    fn judge(&mut self, task_ids: &[TaskId]) {
         let nodes: Vec<&Offer> = self.nodes.values().map(|node| &node.offered).collect();
         // Built once: a turn may explain hundreds of tasks.
         let registry = placement::Registry::new(&nodes, &self.role);
@@ -1039,7 +1063,6 @@ impl State {
                 self.list_cache.forget(&task_id);
             }
         }
-        true
     }
 
     /// What a pending task shows: not connected, or waiting for the task it

@@ -2718,7 +2718,7 @@ fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
     );
     assert_eq!(reason(&state, "small"), waiting);
     assert!(!state.explain_queued(Some(at(3).instant)));
-    // A list judges every queued task first.
+    // A list judges the oldest queued tasks first.
     let turn = state.handle_event(api(ApiRequest::ListTasks(TaskQuery::default())), at(5));
     assert_eq!(turn.replies.len(), 1);
     assert!(
@@ -2726,6 +2726,24 @@ fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
         "{}",
         reason(&state, "small")
     );
+    // One task shown is judged itself, whatever else is queued.
+    for id in ["queued", "shown"] {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[id, "mem=10", "type=lab"]),
+            idempotency_key: None,
+        };
+        state.handle_event(api(submit), at(6));
+    }
+    let shown = state
+        .tasks
+        .iter()
+        .find(|(_, task)| task.spec.id == "shown")
+        .map(|(task_id, _)| task_id.0.clone())
+        .unwrap_or_default();
+    state.handle_event(api(ApiRequest::ShowTask { id: shown }), at(6));
+    let judged = reason(&state, "shown");
+    assert!(judged.contains("fits slave2"), "{judged}");
+    assert_eq!(reason(&state, "queued"), waiting);
 }
 
 /// A new state, subscribed, and a step that hands it an event 1 ms after
