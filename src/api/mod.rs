@@ -284,18 +284,16 @@ enum Body {
 }
 
 impl Body {
-    /// The whole body as one string (tests, and the pretty layout).
-    fn text(self) -> String {
+    /// The whole body as one string (tests, and the pretty layout); an
+    /// error when a page of a long task list could not be read.
+    fn text(self) -> std::io::Result<String> {
         let mut text = String::new();
-        let read = match self {
-            Body::Text(text) => return text,
-            Body::JsonArray(parts) => ArrayReader::new(parts).read_to_string(&mut text),
-            Body::Pages(mut pages) => pages.read_to_string(&mut text),
+        match self {
+            Body::Text(text) => return Ok(text),
+            Body::JsonArray(parts) => ArrayReader::new(parts).read_to_string(&mut text)?,
+            Body::Pages(mut pages) => pages.read_to_string(&mut text)?,
         };
-        if let Err(error) = read {
-            log::warn!("rest body not read whole: {error}");
-        }
-        text
+        Ok(text)
     }
 }
 
@@ -1052,12 +1050,18 @@ fn into_response(reply: Reply, layout: Layout) -> tiny_http::Response<Box<dyn Re
         // Read on a page at a time: chunked, as the length is not known.
         (Layout::Compact, Body::Pages(pages)) => (Box::new(pages), None),
         (layout, body) => {
+            let text = match body.text() {
+                Ok(text) => text,
+                // A later page of a long list could not be read: nothing is
+                // written yet, so the answer is still a plain 503.
+                Err(error) => {
+                    log::warn!("rest list answered 503: {error}");
+                    return into_response(ApiError::Busy.into_reply(), layout);
+                }
+            };
             let mut text = match (layout, reply.content_type) {
-                (Layout::Pretty, JSON) => pretty_json(&body.text()),
-                _ => match body {
-                    Body::Text(text) => text,
-                    body => body.text(),
-                },
+                (Layout::Pretty, JSON) => pretty_json(&text),
+                _ => text,
             };
             if !text.ends_with('\n') {
                 text.push('\n');
@@ -1693,7 +1697,8 @@ mod tests {
     fn body(reply: Result<Reply, ApiError>) -> (u16, Value) {
         let reply = reply.unwrap_or_else(ApiError::into_reply);
         assert_eq!(reply.content_type, JSON);
-        let value = serde_json::from_str(&reply.body.text()).expect("replies are JSON");
+        let text = reply.body.text().expect("the body reads");
+        let value = serde_json::from_str(&text).expect("replies are JSON");
         (reply.status, value)
     }
 
@@ -1916,6 +1921,34 @@ mod tests {
         assert_eq!(pretty_json(&compact), expected, "{compact}");
     }
 
+    /// A long task list whose later page cannot be read: laid out pretty
+    /// (read whole before anything is written) it is a 503, not a 200 with
+    /// a cut array; compact (chunked) the body ends early with an error.
+    #[test]
+    fn a_list_page_that_fails_is_never_a_complete_looking_answer() {
+        let failing = || {
+            let fetch: pages::Fetch = Box::new(|_, _| Err("state gone".to_string()));
+            let first = (
+                vec![Arc::from("{}")],
+                Some(crate::scheduler::model::TaskId("t".to_string())),
+            );
+            Reply {
+                body: Body::Pages(pages::PagedList::new(first, None, fetch)),
+                ..Reply::json(200, String::new())
+            }
+        };
+        let pretty = into_response(failing(), Layout::Pretty);
+        assert_eq!(pretty.status_code().0, 503);
+        let compact = into_response(failing(), Layout::Compact);
+        assert_eq!(
+            compact.status_code().0,
+            200,
+            "the status is sent before the pages"
+        );
+        let mut body = String::new();
+        assert!(compact.into_reader().read_to_string(&mut body).is_err());
+    }
+
     #[test]
     fn pretty_json_matches_serde_and_keeps_key_order() {
         check_pretty(json!([]));
@@ -2085,7 +2118,11 @@ mod tests {
     fn unauthorized_is_401_with_a_bearer_challenge() {
         let reply = ApiError::Unauthorized.into_reply();
         assert_eq!(
-            (reply.status, reply.body.text().as_str(), reply.challenge),
+            (
+                reply.status,
+                reply.body.text().expect("the body reads").as_str(),
+                reply.challenge
+            ),
             (
                 401,
                 r#"{"code":401,"message":"missing or wrong bearer token"}"#,
