@@ -1735,7 +1735,7 @@ mod tests {
                 state: StateFilter::Active,
                 ..TaskQuery::default()
             }),
-            ApiReply::Tasks(Vec::new()),
+            ApiReply::Tasks(Vec::new().into()),
             (200, json!([])),
         );
         check_respond(
@@ -1745,7 +1745,7 @@ mod tests {
         );
         check_respond(
             Route::ListTasks(TaskQuery::default()),
-            ApiReply::Tasks(Vec::new()),
+            ApiReply::Tasks(Vec::new().into()),
             (200, json!([])),
         );
         check_respond(
@@ -2185,7 +2185,7 @@ mod tests {
                     note: None,
                 },
                 ApiRequest::ListTasks(_) => ApiReply::TaskPage {
-                    tasks: Vec::new(),
+                    tasks: Vec::new().into(),
                     next: None,
                 },
                 ApiRequest::Kill { id_prefix } => {

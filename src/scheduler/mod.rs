@@ -213,13 +213,14 @@ pub enum ApiReply {
         /// one-per-node service): `already running on slave1, slave2`.
         note: Option<String>,
     },
-    /// The task list, each entry shared with the state's list cache.
-    Tasks(Vec<Arc<ListedTask>>),
+    /// The task list, each entry shared with the state's list cache (and
+    /// the whole list with the next identical list, while nothing changed).
+    Tasks(Arc<[Arc<ListedTask>]>),
     /// One page of it (`TaskQuery::page`), and where the next page starts:
     /// `None` when this page ended the list (services and ended tasks
     /// included).
     TaskPage {
-        tasks: Vec<Arc<ListedTask>>,
+        tasks: Arc<[Arc<ListedTask>]>,
         next: Option<TaskId>,
     },
     /// The tasks the kill applies to (pending ones are already gone).

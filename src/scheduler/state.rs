@@ -404,6 +404,24 @@ impl State {
     /// The single entry point: applies one event; returns what changed (to
     /// make durable) and the calls and replies that may follow.
     pub fn handle_event(&mut self, event: Event, now: Now) -> Turn {
+        // The kept list (`list.rs`) outlives only the reads; the reads
+        // drop it themselves when they change what it shows (an ended task
+        // expiring, a pending reason judged, the pending tasks' context).
+        let reads = matches!(
+            &event,
+            Event::Api(
+                _,
+                ApiRequest::ListTasks(_)
+                    | ApiRequest::ShowTask { .. }
+                    | ApiRequest::TaskCounts
+                    | ApiRequest::ListNodes
+                    | ApiRequest::ListIntelligence
+            )
+        );
+        if !reads {
+            self.list_cache.changed();
+        }
+        let context = (self.subscribed, self.disconnected_since);
         self.advance_clock(now.instant);
         self.rederive_deadlines(now);
         self.expire_ended(now.instant);
@@ -418,6 +436,9 @@ impl State {
             self.disconnected_since = None;
         } else if self.disconnected_since.is_none() {
             self.disconnected_since = Some(unix_seconds(now.wall));
+        }
+        if (self.subscribed, self.disconnected_since) != context {
+            self.list_cache.changed();
         }
         Turn {
             records: self.take_records(),
@@ -2154,6 +2175,7 @@ impl State {
     fn expire_ended(&mut self, now: Instant) {
         while self.ended.front().is_some_and(|ended| ended.expires <= now) {
             self.ended.pop_front();
+            self.list_cache.changed();
         }
     }
 }

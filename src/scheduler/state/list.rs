@@ -25,6 +25,17 @@
 //! list is byte for byte the same whichever entries are kept. Which tasks
 //! are kept is first come: those listed first while there was room, until
 //! they change.
+//!
+//! The last list answered is kept whole too (`Memo`), while nothing it
+//! shows can have changed, so clients polling the same list (the
+//! dashboard, lab scripts, several at once) cost the state thread one
+//! `Arc` clone each instead of one per task. It is dropped by every event
+//! but the reads (`State::handle_event`), by anything that drops a kept
+//! entry (`forget`, `clear`), when an ended task expires, and when a
+//! pending task's context changes. It is kept only when every entry of it
+//! is a kept entry (or one of the few services and ended tasks), so it
+//! never holds what `LIST_CACHE_MAX_BYTES` keeps out. The state tests
+//! compare it with a fresh list after each step (`check_list_cache`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -55,10 +66,29 @@ type ViewContext = Option<(bool, Option<u64>)>;
 #[derive(Debug)]
 pub(super) struct ListCache {
     entries: HashMap<TaskId, Kept>,
+    /// The last list (or page of one) answered, while it is current.
+    memo: Option<Memo>,
     /// The kept entries' weights, summed: at most `max_bytes`.
     bytes: usize,
     /// `LIST_CACHE_MAX_BYTES`, but for tests.
     max_bytes: usize,
+}
+
+/// A list answered, and what it answered: `State::task_slice`'s arguments
+/// and result.
+#[derive(Debug)]
+struct Memo {
+    query: TaskQuery,
+    after: Option<TaskId>,
+    scan: usize,
+    listed: Arc<[Arc<ListedTask>]>,
+    next: Option<TaskId>,
+}
+
+impl Memo {
+    fn answers(&self, query: &TaskQuery, after: Option<&TaskId>, scan: usize) -> bool {
+        self.query == *query && self.after.as_ref() == after && self.scan == scan
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +103,7 @@ impl Default for ListCache {
     fn default() -> ListCache {
         ListCache {
             entries: HashMap::new(),
+            memo: None,
             bytes: 0,
             max_bytes: LIST_CACHE_MAX_BYTES,
         }
@@ -82,6 +113,7 @@ impl Default for ListCache {
 impl ListCache {
     /// `task_id` changed: its next list builds its view again.
     pub fn forget(&mut self, task_id: &TaskId) {
+        self.memo = None;
         if let Some(kept) = self.entries.remove(task_id) {
             self.bytes -= kept.weight;
         }
@@ -89,7 +121,13 @@ impl ListCache {
 
     pub fn clear(&mut self) {
         self.entries = HashMap::new();
+        self.memo = None;
         self.bytes = 0;
+    }
+
+    /// Something a list shows may have changed: the next list is built.
+    pub fn changed(&mut self) {
+        self.memo = None;
     }
 
     /// Keeps at most `max_bytes` of entries from now on.
@@ -112,17 +150,20 @@ impl ListCache {
     }
 
     /// The entry for `view` of `task_id` in `context`: kept when there is
-    /// room for it, else built for this list only.
+    /// room for it (true), else built for this list only (false).
     fn insert(
         &mut self,
         task_id: &TaskId,
         context: ViewContext,
         view: TaskView,
-    ) -> Arc<ListedTask> {
-        self.forget(task_id);
+    ) -> (Arc<ListedTask>, bool) {
+        if let Some(kept) = self.entries.remove(task_id) {
+            self.bytes -= kept.weight;
+        }
         let weight = entry_weight(&view);
         let entry = Arc::new(ListedTask::new(view));
-        if self.bytes + weight <= self.max_bytes {
+        let room = self.bytes + weight <= self.max_bytes;
+        if room {
             self.bytes += weight;
             let kept = Kept {
                 context,
@@ -131,7 +172,7 @@ impl ListCache {
             };
             self.entries.insert(task_id.clone(), kept);
         }
-        entry
+        (entry, room)
     }
 }
 
@@ -218,7 +259,7 @@ impl StateFilter {
 
 impl State {
     /// The entries `query` asks for, in list order, at most `query.limit`.
-    pub(super) fn task_list(&mut self, query: &TaskQuery) -> Vec<Arc<ListedTask>> {
+    pub(super) fn task_list(&mut self, query: &TaskQuery) -> Arc<[Arc<ListedTask>]> {
         self.task_slice(query, None, usize::MAX).0
     }
 
@@ -227,13 +268,40 @@ impl State {
     /// it, the services and the ended tasks. Returns the entries and, when
     /// live tasks may follow, the last one examined, where the next slice
     /// starts. Slices read one after the other list each live task once, as
-    /// it was when its slice was read.
+    /// it was when its slice was read. The same slice asked again while
+    /// nothing changed is the same answer (`Memo`).
     pub(super) fn task_slice(
         &mut self,
         query: &TaskQuery,
         after: Option<&TaskId>,
         scan: usize,
-    ) -> (Vec<Arc<ListedTask>>, Option<TaskId>) {
+    ) -> (Arc<[Arc<ListedTask>]>, Option<TaskId>) {
+        if let Some(memo) =
+            (self.list_cache.memo.as_ref()).filter(|m| m.answers(query, after, scan))
+        {
+            return (memo.listed.clone(), memo.next.clone());
+        }
+        let (listed, next, all_kept) = self.build_slice(query, after, scan);
+        let listed: Arc<[Arc<ListedTask>]> = listed.into();
+        if all_kept {
+            self.list_cache.memo = Some(Memo {
+                query: query.clone(),
+                after: after.cloned(),
+                scan,
+                listed: listed.clone(),
+                next: next.clone(),
+            });
+        }
+        (listed, next)
+    }
+
+    /// `task_slice` built afresh, and whether every live entry of it is kept.
+    fn build_slice(
+        &mut self,
+        query: &TaskQuery,
+        after: Option<&TaskId>,
+        scan: usize,
+    ) -> (Vec<Arc<ListedTask>>, Option<TaskId>, bool) {
         let limit = query.limit.unwrap_or(usize::MAX);
         let prefix = query.prefix.as_deref().unwrap_or("");
         let filter = query.state;
@@ -264,18 +332,21 @@ impl State {
             .flatten();
         let live_ended = next.is_none();
         let mut listed = Vec::with_capacity(live.len());
+        let mut all_kept = true;
         for (task_id, task) in live {
             let context = self.view_context(task);
             match self.list_cache.get(task_id, context) {
                 Some(entry) => listed.push(entry.clone()),
                 None => {
                     let view = self.view(task_id);
-                    listed.push(self.list_cache.insert(task_id, context, view));
+                    let (entry, kept) = self.list_cache.insert(task_id, context, view);
+                    all_kept &= kept;
+                    listed.push(entry);
                 }
             }
         }
         if !live_ended {
-            return (listed, next);
+            return (listed, next, all_kept);
         }
         if listed.len() < limit && filter.lets_services() {
             let services = self
@@ -296,7 +367,40 @@ impl State {
                 .map(|view| Arc::new(ListedTask::new(view.clone())));
             listed.extend(ended.take(limit - listed.len()));
         }
-        (listed, None)
+        (listed, None, all_kept)
+    }
+
+    /// The kept list, if any, is what building it afresh gives: the same
+    /// entries (the same kept ones, or equal views), in the same order,
+    /// and the same next page.
+    #[cfg(test)]
+    pub(super) fn check_list_memo(&mut self) -> Result<(), String> {
+        let Some(memo) = self.list_cache.memo.take() else {
+            return Ok(());
+        };
+        let (fresh, next, _) = self.build_slice(&memo.query, memo.after.as_ref(), memo.scan);
+        let same = |kept: &Arc<ListedTask>, fresh: &Arc<ListedTask>| {
+            Arc::ptr_eq(kept, fresh)
+                || match (kept.view(), fresh.view()) {
+                    (Some(kept), Some(fresh)) => kept == fresh,
+                    _ => kept.list_json() == fresh.list_json(),
+                }
+        };
+        let current = fresh.len() == memo.listed.len()
+            && next == memo.next
+            && memo.listed.iter().zip(&fresh).all(|(a, b)| same(a, b));
+        if !current {
+            return Err(format!(
+                "the kept list of {:?} is stale: {} entries (next {:?}) kept, {} (next {:?}) fresh",
+                memo.query,
+                memo.listed.len(),
+                memo.next,
+                fresh.len(),
+                next
+            ));
+        }
+        self.list_cache.memo = Some(memo);
+        Ok(())
     }
 
     /// What `task`'s view depends on outside the task.

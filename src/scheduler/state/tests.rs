@@ -251,6 +251,10 @@ fn check(script: &str, expected: &str) {
         if let Err(why) = state.check_indexes() {
             panic!("indexes after `{line}`: {why}");
         }
+        // The list kept from the last step still shows what it would now.
+        if let Err(why) = state.check_list_memo() {
+            panic!("list after `{line}`: {why}");
+        }
         // Every live task gets a list entry now, so the next step's check
         // finds any entry a change forgot to drop.
         state.task_list(&TaskQuery::default());
@@ -2829,16 +2833,17 @@ fn a_list_read_in_slices_is_the_whole_list() {
         idempotency_key: None,
     };
     step(&mut state, api(service));
-    let ids = |tasks: Vec<std::sync::Arc<crate::scheduler::ListedTask>>| -> Vec<String> {
-        tasks
-            .iter()
-            .map(|task| {
-                task.view()
-                    .map(|view| view.internal_id.0)
-                    .unwrap_or_default()
-            })
-            .collect()
-    };
+    let ids =
+        |tasks: std::sync::Arc<[std::sync::Arc<crate::scheduler::ListedTask>]>| -> Vec<String> {
+            tasks
+                .iter()
+                .map(|task| {
+                    task.view()
+                        .map(|view| view.internal_id.0)
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
     let queries = [
         TaskQuery::default(),
         TaskQuery {
@@ -2934,4 +2939,67 @@ fn an_accept_filters_nothing_while_tasks_still_wait() {
         refuse_of_launch(&[("a", "mem=10")]),
         vec![REFUSE_SECONDS_BUSY]
     );
+}
+
+/// The list kept whole (`list.rs`, `Memo`) outlives only the reads, and a
+/// read that changes what it shows drops it: a pending reason judged for
+/// `GET /client/task/<id>`, an ended task expiring, the pending tasks'
+/// context set by the first event after a restore. Each case fails if its
+/// drop is missing; a list asked again unchanged is the same list.
+#[test]
+fn a_read_that_changes_the_kept_list_drops_it() {
+    let read = |state: &mut State, request: ApiRequest, at: Now| {
+        state.handle_event(api(request), at);
+        state.check_list_memo()
+    };
+    let list = || ApiRequest::ListTasks(TaskQuery::default());
+    let (mut state, mut step) = subscribed_state();
+    let later = |secs: u64| Now {
+        instant: Instant::now() + Duration::from_secs(secs),
+        wall: UNIX_EPOCH + Duration::from_secs(2000 + secs),
+    };
+
+    // Unchanged, a list is answered with the very same list.
+    let submit = |words: &[&str]| {
+        api(ApiRequest::Submit {
+            spec: spec(words),
+            idempotency_key: None,
+        })
+    };
+    step(&mut state, submit(&["web", "mem=100"]));
+    let first = state.task_list(&TaskQuery::default());
+    let again = state.task_list(&TaskQuery::default());
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "an unchanged list is kept"
+    );
+
+    // A reason judged for one task shown.
+    step(
+        &mut state,
+        Event::Mesos(MesosEvent::Offers(vec![lab_offer("slave2", 0)])),
+    );
+    step(&mut state, submit(&["huge", "mem=999999"]));
+    state.task_list(&TaskQuery::default());
+    let huge = find(&state, "huge-");
+    let shown = ApiRequest::ShowTask { id: huge.0.clone() };
+    read(&mut state, shown, later(1)).expect("a judged reason is listed");
+
+    // An ended task expiring at a read.
+    state.set_keep_finished(Duration::from_secs(5));
+    let finished = update(&state, &["web-", "TASK_FINISHED"]);
+    step(&mut state, Event::Mesos(MesosEvent::Update(finished)));
+    state.task_list(&TaskQuery::default());
+    read(&mut state, list(), later(2)).expect("the ended task is still listed");
+    read(&mut state, list(), later(60)).expect("the expired task is gone");
+
+    // The first event after a restore is a read: it sets the context the
+    // pending tasks' views depend on.
+    let mut records = Vec::new();
+    let mut fresh = State::new(None);
+    let turn = fresh.handle_event(submit(&["queued", "mem=10"]), later(0));
+    records.extend(turn.records);
+    let mut restored = State::restore(&records).expect("restores");
+    read(&mut restored, list(), later(1)).expect("the first list after a restore");
+    read(&mut restored, list(), later(2)).expect("and the next one");
 }
