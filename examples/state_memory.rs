@@ -218,7 +218,7 @@ fn offer(round: usize, agent: usize) -> Offer {
     let name = format!("agent-{agent:04}.lab.local");
     Offer::unreserved(
         OfferId(format!("offer-{round}-{agent}")),
-        AgentId(format!("4f5e6d7c-8b9a-4c3d-9e2f-1a0b2c3d4e5f-S{agent}")),
+        AgentId(format!("4f5e6d7c-8b9a-4c3d-9e2f-1a0b2c3d4e5f-S{agent}").into()),
         name.clone(),
         1000.0,
         1_000_000.0,
@@ -291,12 +291,9 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
             }
         }
     }
-    // Less this example's own list of what it launched.
-    let own = launched.capacity() * std::mem::size_of::<(TaskId, AgentId)>()
-        + launched
-            .iter()
-            .map(|(task, agent)| task.0.capacity() + agent.0.capacity())
-            .sum::<usize>();
+    // Less this example's own list of what it launched (its ids share the
+    // state's text).
+    let own = launched.capacity() * std::mem::size_of::<(TaskId, AgentId)>();
     let heap_launched = LIVE.load(Ordering::Relaxed) - own;
     for (n, (task_id, agent_id)) in launched.iter().enumerate() {
         let update = TaskUpdate {

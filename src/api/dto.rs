@@ -139,7 +139,7 @@ pub fn parse_task(body: &[u8]) -> Result<TaskSpec, String> {
 /// borrowed structs: a task list of 10,000 builds no JSON tree.
 fn task_info(task: &TaskView) -> TaskInfoDto<'_> {
     let spec = &task.spec;
-    let id = task.internal_id.0.as_str();
+    let id = task.internal_id.0.as_ref();
     let mut resources = vec![
         ResourceDto::scalar("cpus", go_number(spec.launch_cpus())),
         ResourceDto::scalar("mem", Number::from(spec.mem_mb)),
@@ -608,7 +608,7 @@ pub(crate) fn nodes_json(nodes: &[NodeView]) -> String {
 pub(crate) fn killed_json(tasks: &[TaskView], verbose: bool) -> String {
     let ids: Vec<&str> = tasks
         .iter()
-        .map(|task| task.internal_id.0.as_str())
+        .map(|task| task.internal_id.0.as_ref())
         .collect();
     let message = format!("Kill task: {}", ids.join(", "));
     if verbose {
@@ -831,7 +831,7 @@ struct EntryDto<'a> {
 impl<'a> From<&'a TaskView> for TaskDto<'a> {
     fn from(task: &'a TaskView) -> TaskDto<'a> {
         let spec = &task.spec;
-        let agent_id = task.agent_id.as_ref().map(|agent| agent.0.as_str());
+        let agent_id = task.agent_id.as_ref().map(|agent| agent.0.as_ref());
         TaskDto {
             id: &spec.id,
             dockerimage: &spec.docker_image,
@@ -1604,9 +1604,9 @@ mod tests {
             },
             requested,
             intelligence: vec![("mem".to_string(), "230".to_string())],
-            internal_id: TaskId("cadvisor-1464567890123456789".to_string()),
+            internal_id: TaskId("cadvisor-1464567890123456789".into()),
             state: "TASK_RUNNING".to_string(),
-            agent_id: Some(AgentId("S1".to_string())),
+            agent_id: Some(AgentId("S1".into())),
             hostname: Some("slave2".to_string()),
             docker_id: "abc123".to_string(),
             docker_name: "mesos-S1.c1".to_string(),
@@ -1669,7 +1669,7 @@ mod tests {
     #[test]
     fn the_task_list_joins_entries_rendered_once() {
         let mut pending = running_copy();
-        pending.internal_id = TaskId("web-1".to_string());
+        pending.internal_id = TaskId("web-1".into());
         pending.spec.arguments = vec!["<&>".to_string()];
         let views = [running_copy(), pending];
         let whole = to_json(&views.iter().map(TaskDto::from).collect::<Vec<_>>());
@@ -1742,7 +1742,7 @@ mod tests {
     #[test]
     fn node_json_has_the_contract_names_and_types() {
         let node = NodeView {
-            agent_id: AgentId("20160529-S1".to_string()),
+            agent_id: AgentId("20160529-S1".into()),
             hostname: "slave2".to_string(),
             node_type: "lab".to_string(),
             node_name: "slave2".to_string(),
@@ -1805,7 +1805,7 @@ mod tests {
         );
         let step = ReshuffleStep {
             id: "stress60".to_string(),
-            internal_id: TaskId("stress60-1".to_string()),
+            internal_id: TaskId("stress60-1".into()),
             from_host: Some("slave2".to_string()),
             to_host: None,
             changes: vec![("mem".to_string(), "230".to_string())],
@@ -1918,7 +1918,7 @@ mod notice_tests {
 
     #[test]
     fn each_kind_has_its_fields() {
-        let task = || TaskId("web-1".to_string());
+        let task = || TaskId("web-1".into());
         check(
             NoticeKind::TaskSubmitted {
                 task: task(),
@@ -1931,7 +1931,7 @@ mod notice_tests {
                 task: task(),
                 id: "web".to_string(),
                 node: "slave1".to_string(),
-                agent_id: AgentId("S0".to_string()),
+                agent_id: AgentId("S0".into()),
             },
             r#"{"seq":7,"time_ms":1234,"kind":"task_launched","task":"web-1","id":"web","node":"slave1","agent_id":"S0"}"#,
         );
@@ -1956,7 +1956,7 @@ mod notice_tests {
         );
         check(
             NoticeKind::NodeLost {
-                agent_id: AgentId("S0".to_string()),
+                agent_id: AgentId("S0".into()),
                 node: None,
             },
             r#"{"seq":7,"time_ms":1234,"kind":"node_lost","agent_id":"S0","node":null}"#,

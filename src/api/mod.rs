@@ -683,14 +683,14 @@ fn audit_done(reply: &ApiReply) -> Option<String> {
             "killed {}",
             ids(tasks
                 .iter()
-                .map(|task| task.internal_id.0.as_str())
+                .map(|task| task.internal_id.0.as_ref())
                 .collect())
         )),
         ApiReply::Reshuffled(steps) => Some(format!(
             "replacing {}",
             ids(steps
                 .iter()
-                .map(|step| step.internal_id.0.as_str())
+                .map(|step| step.internal_id.0.as_ref())
                 .collect())
         )),
         ApiReply::ResetDone { killed } => Some(format!("reset, {killed} tasks killed")),
@@ -1930,7 +1930,7 @@ mod tests {
             let fetch: pages::Fetch = Box::new(|_, _| Err("state gone".to_string()));
             let first = (
                 vec![Arc::from("{}")],
-                Some(crate::scheduler::model::TaskId("t".to_string())),
+                Some(crate::scheduler::model::TaskId("t".into())),
             );
             Reply {
                 body: Body::Pages(pages::PagedList::new(first, None, fetch)),

@@ -137,7 +137,7 @@ mod tests {
             let to = (from + page)
                 .min(total)
                 .min(from.saturating_add(left.unwrap_or(usize::MAX)));
-            let next = (to < total).then(|| TaskId((to - 1).to_string()));
+            let next = (to < total).then(|| TaskId((to - 1).to_string().into()));
             Ok(((from..to).map(entry).collect(), next))
         };
         let mut fetch: Fetch = Box::new(serve);
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn a_page_that_cannot_be_read_is_an_error() {
         let fetch: Fetch = Box::new(|_, _| Err("the state thread is gone".to_string()));
-        let first = (vec![Arc::from("\"e0\"")], Some(TaskId("0".to_string())));
+        let first = (vec![Arc::from("\"e0\"")], Some(TaskId("0".into())));
         let mut list = PagedList::new(first, None, fetch);
         let mut body = String::new();
         let error = list

@@ -234,9 +234,7 @@ pub fn event_from_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 .as_ref()
                 .ok_or(DecodeError::Shape("FAILURE without failure"))?;
             match (&failure.agent_id.as_ref(), failure.executor_id.is_some()) {
-                (Some(agent_id), false) => {
-                    Decoded::AgentLost(AgentId(agent_id.value().to_string()))
-                }
+                (Some(agent_id), false) => Decoded::AgentLost(AgentId(agent_id.value().into())),
                 _ => Decoded::Ignored("FAILURE"),
             }
         }
@@ -298,7 +296,7 @@ fn filters(refuse_seconds: f64) -> v1::Filters {
 fn task_info(launch: &Launch, agent_id: &AgentId) -> v1::TaskInfo {
     let spec = &launch.spec;
     let mut task = v1::TaskInfo::new();
-    task.set_name(launch.task_id.0.clone());
+    task.set_name(launch.task_id.0.to_string());
     task.task_id = MessageField::some(task_id_to_proto(&launch.task_id));
     task.agent_id = MessageField::some(agent_id_to_proto(agent_id));
     task.resources = launch_resources(launch);
@@ -411,7 +409,7 @@ fn offer_from_proto(offer: &v1::Offer) -> Offer {
         .collect();
     Offer {
         id: OfferId(offer.id.value().to_string()),
-        agent_id: AgentId(offer.agent_id.value().to_string()),
+        agent_id: AgentId(offer.agent_id.value().into()),
         hostname: offer.hostname().to_string(),
         pools,
         attributes,
@@ -563,7 +561,7 @@ fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
         None => String::new(),
     };
     TaskUpdate {
-        task_id: TaskId(status.task_id.value().to_string()),
+        task_id: TaskId(status.task_id.value().into()),
         state,
         reason,
         reason_name,
@@ -573,7 +571,7 @@ fn task_update_from_proto(status: &v1::TaskStatus) -> TaskUpdate {
         agent_id: status
             .agent_id
             .as_ref()
-            .map(|id| AgentId(id.value().to_string())),
+            .map(|id| AgentId(id.value().into())),
         uuid: status.uuid.clone().filter(|uuid| !uuid.is_empty()),
         docker,
     }
@@ -601,25 +599,25 @@ fn task_state_from_proto(state: v1::TaskState) -> TaskState {
 
 fn framework_id_to_proto(id: &FrameworkId) -> v1::FrameworkID {
     let mut proto = v1::FrameworkID::new();
-    proto.set_value(id.0.clone());
+    proto.set_value(id.0.to_string());
     proto
 }
 
 fn offer_id_to_proto(id: &OfferId) -> v1::OfferID {
     let mut proto = v1::OfferID::new();
-    proto.set_value(id.0.clone());
+    proto.set_value(id.0.to_string());
     proto
 }
 
 fn agent_id_to_proto(id: &AgentId) -> v1::AgentID {
     let mut proto = v1::AgentID::new();
-    proto.set_value(id.0.clone());
+    proto.set_value(id.0.to_string());
     proto
 }
 
 fn task_id_to_proto(id: &TaskId) -> v1::TaskID {
     let mut proto = v1::TaskID::new();
-    proto.set_value(id.0.clone());
+    proto.set_value(id.0.to_string());
     proto
 }
 
@@ -651,7 +649,7 @@ mod tests {
     #[test]
     fn a_long_status_message_is_cut_where_it_enters() {
         let mut status = v1::TaskStatus::new();
-        status.task_id = MessageField::some(task_id_to_proto(&TaskId("t-1".to_string())));
+        status.task_id = MessageField::some(task_id_to_proto(&TaskId("t-1".into())));
         status.set_state(v1::TaskState::TASK_FAILED);
         status.set_message("é".repeat(notice::MAX_EVENT_TEXT));
         let update = task_update_from_proto(&status);
@@ -669,7 +667,7 @@ mod tests {
     fn reservations_survive_from_offer_to_task_info() {
         let mut offer = v1::Offer::new();
         offer.id = MessageField::some(offer_id_to_proto(&OfferId("o1".to_string())));
-        offer.agent_id = MessageField::some(agent_id_to_proto(&AgentId("a1".to_string())));
+        offer.agent_id = MessageField::some(agent_id_to_proto(&AgentId("a1".into())));
         offer.set_hostname("slave1".to_string());
         offer.resources = vec![
             resource("cpus", 1.0, None, None),
@@ -711,7 +709,7 @@ mod tests {
             reservation: decoded.pools[pool].reservation.clone(),
         };
         let launch = Launch {
-            task_id: TaskId("t-1".to_string()),
+            task_id: TaskId("t-1".into()),
             spec: TaskSpec {
                 cpus: Some(2.5),
                 ..TaskSpec::for_test("t", "image", 600)
@@ -723,7 +721,7 @@ mod tests {
                 piece("mem", 88.0, 0),
             ],
         };
-        let task = task_info(&launch, &AgentId("a1".to_string()));
+        let task = task_info(&launch, &AgentId("a1".into()));
         let asked: Vec<String> = task
             .resources
             .iter()
@@ -753,7 +751,7 @@ mod tests {
 
         let mut privileged = launch.clone();
         privileged.spec.privileged = true;
-        let task = task_info(&privileged, &AgentId("a1".to_string()));
+        let task = task_info(&privileged, &AgentId("a1".into()));
         assert!(task.container.docker.privileged());
         // It reaches the wire: field 4 of DockerInfo.
         let bytes = task.write_to_bytes().expect("encodes");

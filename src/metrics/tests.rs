@@ -214,7 +214,7 @@ fn render_counts_what_the_threads_saw() {
     let offer = |id: &str| {
         Offer::unreserved(
             OfferId(id.to_string()),
-            AgentId("a".to_string()),
+            AgentId("a".into()),
             "slave1".to_string(),
             1.0,
             256.0,
@@ -227,7 +227,7 @@ fn render_counts_what_the_threads_saw() {
         framework_id: FrameworkId("f".to_string()),
     });
     metrics.count_event(&MesosEvent::Update(TaskUpdate {
-        task_id: TaskId("t".to_string()),
+        task_id: TaskId("t".into()),
         state: TaskState::Running,
         reason: StatusReason::Other,
         reason_name: String::new(),
@@ -238,7 +238,7 @@ fn render_counts_what_the_threads_saw() {
     }));
     metrics.count_calls(&[
         Call::Launch {
-            agent_id: AgentId("a".to_string()),
+            agent_id: AgentId("a".into()),
             offer_ids: vec![OfferId("o1".to_string())],
             tasks: Vec::new(),
             refuse_seconds: 5.0,

@@ -268,7 +268,7 @@ impl Worker {
         let tasks: Vec<(String, String)> = snapshot
             .tasks
             .iter()
-            .map(|task| (task.internal_id.0.clone(), task_json(task)))
+            .map(|task| (task.internal_id.0.to_string(), task_json(task)))
             .collect();
         for (task, (id, json)) in snapshot.tasks.iter().zip(&tasks) {
             if !task.spec.not_metered {

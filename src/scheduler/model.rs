@@ -3,15 +3,16 @@
 //! `mesos::convert` translate between these and the wire formats.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The internal task id: `<user id without spaces>-<unix nanos>`. It is also the
 /// Mesos TaskID, the ExecutorID (no custom executor) and the Redis key suffix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TaskId(pub String);
+pub struct TaskId(pub Arc<str>);
 
 /// A Mesos agent id, as the master assigned it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AgentId(pub String);
+pub struct AgentId(pub Arc<str>);
 
 /// A Mesos offer id; valid for one use only.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

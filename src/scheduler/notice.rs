@@ -38,6 +38,13 @@ pub fn clip_in_place(text: &mut String) {
     }
 }
 
+/// `clip` of a shared text, replaced only when it is cut.
+pub fn clip_shared(text: &mut std::sync::Arc<str>) {
+    if cut_at(text, MAX_EVENT_TEXT).is_some() {
+        *text = clip(text).into();
+    }
+}
+
 /// Whether `clipped` is what `clip(full)` gives, without building it.
 pub fn is_clip_of(clipped: &str, full: &str) -> bool {
     match cut_at(full, MAX_EVENT_TEXT) {
@@ -190,10 +197,16 @@ impl NoticeKind {
                 agent_id,
                 why,
                 ..
-            } => clip_all(&mut [id, node, &mut agent_id.0, why]),
+            } => {
+                clip_all(&mut [id, node, why]);
+                clip_shared(&mut agent_id.0);
+            }
             NoticeKind::TaskLaunched {
                 id, node, agent_id, ..
-            } => clip_all(&mut [id, node, &mut agent_id.0]),
+            } => {
+                clip_all(&mut [id, node]);
+                clip_shared(&mut agent_id.0);
+            }
             NoticeKind::TaskStatus {
                 id,
                 reason,
@@ -213,9 +226,12 @@ impl NoticeKind {
                 }
             }
             NoticeKind::TaskRestarted { id, .. } => clip_all(&mut [id]),
-            NoticeKind::NodeJoined { agent_id, node } => clip_all(&mut [&mut agent_id.0, node]),
+            NoticeKind::NodeJoined { agent_id, node } => {
+                clip_all(&mut [node]);
+                clip_shared(&mut agent_id.0);
+            }
             NoticeKind::NodeLost { agent_id, node } => {
-                clip_all(&mut [&mut agent_id.0]);
+                clip_shared(&mut agent_id.0);
                 if let Some(node) = node {
                     clip_in_place(node);
                 }
@@ -315,7 +331,7 @@ mod tests {
     fn a_notice_keeps_at_most_max_event_text_per_field() {
         let long = "é".repeat(MAX_EVENT_TEXT);
         let mut status = NoticeKind::TaskStatus {
-            task: TaskId("t-1".to_string()),
+            task: TaskId("t-1".into()),
             id: "t".to_string(),
             state: TaskState::Failed,
             reason: Some(long.clone()),

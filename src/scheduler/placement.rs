@@ -195,7 +195,7 @@ impl<'a> Index<'a> {
     fn insert(&mut self, offer: &'a Offer, key: Key) {
         self.all.insert(key);
         self.by_agent
-            .entry(offer.agent_id.0.as_str())
+            .entry(offer.agent_id.0.as_ref())
             .or_default()
             .insert(key);
         if let Some(name) = offer.attributes.get("nodename") {
@@ -215,7 +215,7 @@ impl<'a> Index<'a> {
     fn remove(&mut self, offer: &'a Offer, key: Key) {
         self.all.remove(&key);
         let sets = [
-            self.by_agent.get_mut(offer.agent_id.0.as_str()),
+            self.by_agent.get_mut(offer.agent_id.0.as_ref()),
             offer
                 .attributes
                 .get("nodename")
@@ -234,7 +234,7 @@ impl<'a> Index<'a> {
     /// every other constraint is re-checked per offer by `constraint_miss`.
     fn candidates(&self, request: &Request<'_>) -> Option<&BTreeSet<Key>> {
         if let Some(agent) = request.agent {
-            self.by_agent.get(agent.0.as_str())
+            self.by_agent.get(agent.0.as_ref())
         } else if !request.spec.node_name.is_empty() {
             self.by_node_name.get(request.spec.node_name.as_str())
         } else if !request.spec.node_type.is_empty() {

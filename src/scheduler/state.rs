@@ -477,7 +477,7 @@ impl State {
             ApiRequest::ListTasks(_) | ApiRequest::Snapshot | ApiRequest::Kill { .. } => {
                 self.explain_queued(None);
             }
-            ApiRequest::ShowTask { id } => self.explain_one(&TaskId(id.clone())),
+            ApiRequest::ShowTask { id } => self.explain_one(&TaskId(id.as_str().into())),
             _ => {}
         }
         let answer = match request {
@@ -643,7 +643,7 @@ impl State {
     fn on_kill(&mut self, prefix: &str, now: Now, calls: &mut Vec<Call>) -> ApiReply {
         let mut matched: Vec<TaskId> = self
             .tasks
-            .range(TaskId(prefix.to_string())..)
+            .range(TaskId(prefix.into())..)
             .map(|(id, _)| id)
             .take_while(|id| id.0.starts_with(prefix))
             .cloned()
@@ -1322,7 +1322,7 @@ impl State {
             .as_nanos()
             .max(self.last_id_nanos.saturating_add(1));
         self.last_id_nanos = nanos;
-        TaskId(format!("{}-{nanos}", internal_prefix(user_id)))
+        TaskId(format!("{}-{nanos}", internal_prefix(user_id)).into())
     }
 
     /// Replaces an ended task with a new instance under its restart policy.
@@ -2049,7 +2049,7 @@ impl State {
             spec: service.spec.clone(),
             requested: service.spec.clone(),
             intelligence: Vec::new(),
-            internal_id: TaskId(internal_prefix(service_id)),
+            internal_id: TaskId(internal_prefix(service_id).into()),
             state: "pending".to_string(),
             agent_id: None,
             hostname: None,

@@ -165,7 +165,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         refuse_seconds: 60.0,
     });
 
-    let task_id = TaskId("probe-1".to_string());
+    let task_id = TaskId("probe-1".into());
     client.send(Call::Launch {
         agent_id: offer.agent_id.clone(),
         offer_ids: vec![offer.id.clone()],
@@ -206,7 +206,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
     // Explicit reconciliation: the master answers without a uuid.
     client.send(Call::Reconcile(vec![
         (task_id.clone(), None),
-        (TaskId("ghost".to_string()), None),
+        (TaskId("ghost".into()), None),
     ]));
     let mut answers = Vec::new();
     while answers.len() < 2 {
@@ -221,7 +221,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
     }
     answers.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     assert_eq!(
-        (answers[0].task_id.0.as_str(), answers[0].uuid.is_none()),
+        (answers[0].task_id.0.as_ref(), answers[0].uuid.is_none()),
         ("ghost", true)
     );
     assert_ne!(answers[0].state, TaskState::Running);
@@ -429,7 +429,7 @@ fn calls_queued_behind_a_gone_master_wait_for_it_and_all_go_out_when_it_returns(
     });
     for n in 0..QUEUED {
         client.send(Call::Kill {
-            task_id: TaskId(format!("t{n}")),
+            task_id: TaskId(format!("t{n}").into()),
             agent_id: None,
         });
     }
@@ -540,7 +540,7 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
     let (_master, proxy, client) = subscribed_through_proxy();
     let offer = offer_from(&client, "slave2");
     proxy.set_mode(Mode::HangUp);
-    let task_id = TaskId("probe-unknown".to_string());
+    let task_id = TaskId("probe-unknown".into());
     client.send(Call::Launch {
         agent_id: offer.agent_id.clone(),
         offer_ids: vec![offer.id.clone()],
@@ -594,8 +594,8 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
 fn a_call_the_master_refuses_is_reported_once_and_not_resent() {
     let (_master, proxy, client) = subscribed_through_proxy();
     client.send(Call::Acknowledge {
-        agent_id: charmander::scheduler::model::AgentId("a".to_string()),
-        task_id: TaskId("t".to_string()),
+        agent_id: charmander::scheduler::model::AgentId("a".into()),
+        task_id: TaskId("t".into()),
         uuid: vec![1, 2, 3],
     });
     let failure = client.expect("CallFailed", |event| match event {
@@ -740,7 +740,7 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         agent_id: offer.agent_id.clone(),
         offer_ids: vec![offer.id.clone()],
         tasks: vec![Launch {
-            task_id: TaskId("probe-stale".to_string()),
+            task_id: TaskId("probe-stale".into()),
             spec: docker_task("probe"),
             resources: Vec::new(),
         }],

@@ -21,6 +21,7 @@
 //! thread owns it.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::mesos::backoff::Backoff;
@@ -59,7 +60,7 @@ pub(crate) struct Entry {
 }
 
 /// One status update: agent id, task id, uuid.
-pub(crate) type UpdateKey = (String, String, Vec<u8>);
+pub(crate) type UpdateKey = (Arc<str>, Arc<str>, Vec<u8>);
 
 /// What a call waits for before it is sent (again).
 #[derive(Debug, Clone, PartialEq)]
@@ -315,7 +316,7 @@ mod tests {
     /// An agent id on lane `lane`, found by trying names.
     fn agent_on(lane: usize) -> AgentId {
         (0..)
-            .map(|n| AgentId(format!("agent-{n}")))
+            .map(|n| AgentId(format!("agent-{n}").into()))
             .find(|agent| lane_of(agent) == lane)
             .expect("some name hashes to every lane")
     }
@@ -325,7 +326,7 @@ mod tests {
     /// lane of the agent.
     fn call(text: &str) -> Call {
         let (kind, task) = text.split_once(' ').unwrap_or((text, "t"));
-        let task_id = TaskId(task.to_string());
+        let task_id = TaskId(task.into());
         let (kind, agent) = match kind.split_once('@') {
             Some((kind, lane)) => (kind, Some(agent_on(lane.parse().expect("lane")))),
             None => (kind, None),

@@ -51,7 +51,7 @@ fn check_as(role: &str, fixture: &str, expected: &str) {
             .iter()
             .map(|(task_id, pieces)| {
                 if pieces.iter().all(|piece| piece.reservation.is_unreserved()) {
-                    return task_id.0.clone();
+                    return task_id.0.to_string();
                 }
                 // Reserved pieces are shown: what the TaskInfo will ask for.
                 let shown: Vec<String> = pieces
@@ -150,7 +150,7 @@ fn parse_fixture(fixture: &str) -> (Vec<Offer>, Vec<Task>) {
                     Some(offer) => offer.pools.push(pool),
                     None => offers.push(Offer {
                         id: OfferId(id),
-                        agent_id: AgentId(get("agent").to_string()),
+                        agent_id: AgentId(get("agent").into()),
                         hostname: get("host").to_string(),
                         pools: vec![pool],
                         attributes,
@@ -182,8 +182,8 @@ fn parse_fixture(fixture: &str) -> (Vec<Offer>, Vec<Task>) {
                     restart: Default::default(),
                     privileged: false,
                 };
-                let agent = fields.get("agent").map(|it| AgentId(it.to_string()));
-                tasks.push((TaskId(id), spec, agent));
+                let agent = fields.get("agent").map(|it| AgentId((*it).into()));
+                tasks.push((TaskId(id.into()), spec, agent));
             }
             other => panic!("unknown fixture line kind {other}"),
         }
@@ -531,7 +531,7 @@ fn the_remainder_is_what_the_node_has_left() {
         }],
         ..parse_fixture("task t mem=10").1[0].1.clone()
     };
-    let task_id = TaskId("t".to_string());
+    let task_id = TaskId("t".into());
     let request = Request {
         task_id: &task_id,
         spec: &spec,

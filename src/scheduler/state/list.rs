@@ -190,7 +190,7 @@ impl ListedTask {
 /// it, then only the JSON, which is about as large.
 fn entry_weight(view: &TaskView) -> usize {
     let spec = &view.spec;
-    let strings = [
+    let strings: [&str; 7] = [
         &spec.id,
         &spec.docker_image,
         &spec.node_type,
@@ -461,7 +461,7 @@ fn live_matching<'a>(
                 .filter_map(|id| Some((id, &**tasks.get(id)?))),
         );
     }
-    let start = TaskId(prefix.to_string());
+    let start = TaskId(prefix.into());
     let range = match after {
         Some(after) if *after >= start => tasks.range((Excluded(after), Unbounded)),
         _ => tasks.range((Included(&start), Unbounded)),

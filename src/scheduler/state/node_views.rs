@@ -91,7 +91,7 @@ mod tests {
     fn offer(id: &str, agent: &str, pools: Vec<Pool>) -> Offer {
         Offer {
             id: OfferId(id.to_string()),
-            agent_id: AgentId(agent.to_string()),
+            agent_id: AgentId(agent.into()),
             hostname: agent.to_string(),
             pools,
             attributes: BTreeMap::new(),
@@ -177,7 +177,7 @@ mod tests {
             reason: StatusReason::Other,
             reason_name: String::new(),
             message: String::new(),
-            agent_id: Some(AgentId("slave1".to_string())),
+            agent_id: Some(AgentId("slave1".into())),
             uuid: None,
             docker: None,
         };

@@ -318,14 +318,14 @@ impl State {
         if let Some(id) = key.strip_prefix("task/") {
             return self
                 .tasks
-                .get(&TaskId(id.to_string()))
+                .get(&TaskId(id.into()))
                 .map(|task| to_json(&TaskRecord::of(task)));
         }
         if let Some(id) = key.strip_prefix("service/") {
             return self.services.get(id).map(|service| {
                 to_json(&ServiceRecord {
                     spec: SpecRecord::of(&service.spec),
-                    covered: service.covered.iter().map(|a| a.0.clone()).collect(),
+                    covered: service.covered.iter().map(|a| a.0.to_string()).collect(),
                 })
             });
         }
@@ -441,7 +441,7 @@ impl Restore {
             state.teardown_pending = meta.teardown_pending;
             state.next_seq = meta.next_seq;
         } else if let Some(id) = key.strip_prefix("task/") {
-            let id = TaskId(id.to_string());
+            let id = TaskId(id.into());
             let task = match value {
                 Some(value) => Some(from_json::<TaskRecord>(value)?.into_task()?),
                 None => None,
@@ -453,7 +453,11 @@ impl Restore {
                     let record: ServiceRecord = from_json(value)?;
                     let service = Service {
                         spec: record.spec.into_spec()?,
-                        covered: record.covered.into_iter().map(AgentId).collect(),
+                        covered: record
+                            .covered
+                            .into_iter()
+                            .map(|id| AgentId(id.into()))
+                            .collect(),
                     };
                     state.services.insert(id.to_string(), service);
                 }
@@ -599,8 +603,8 @@ impl TaskRecord {
             requested: task.requested.as_deref().map(SpecRecord::of),
             applied: task.applied.clone(),
             phase: phase_name(task.phase).to_string(),
-            pinned_agent: task.pinned_agent.as_ref().map(|a| a.0.clone()),
-            agent_id: task.agent_id.as_ref().map(|a| a.0.clone()),
+            pinned_agent: task.pinned_agent.as_ref().map(|a| a.0.to_string()),
+            agent_id: task.agent_id.as_ref().map(|a| a.0.to_string()),
             hostname: task.hostname.clone(),
             docker: DockerRecord {
                 id: task.docker.id.clone(),
@@ -610,7 +614,7 @@ impl TaskRecord {
             created_at: task.created_at,
             status_message: task.status_message.clone(),
             kill_requested: task.is_kill_requested(),
-            waits_for: task.waits_for.as_ref().map(|t| t.0.clone()),
+            waits_for: task.waits_for.as_ref().map(|t| t.0.to_string()),
             seq: task.seq,
             restarts: u64::from(task.restarts),
             backoff_ms: task
@@ -635,8 +639,8 @@ impl TaskRecord {
             requested,
             applied: self.applied,
             phase,
-            pinned_agent: self.pinned_agent.map(AgentId),
-            agent_id: self.agent_id.map(AgentId),
+            pinned_agent: self.pinned_agent.map(|id| AgentId(id.into())),
+            agent_id: self.agent_id.map(|id| AgentId(id.into())),
             hostname: self.hostname,
             docker: DockerInfo {
                 id: self.docker.id,
@@ -649,7 +653,7 @@ impl TaskRecord {
             // A kill from before the restart is sent again once subscribed.
             kill_requested: self.kill_requested,
             kill_sent_at: None,
-            waits_for: self.waits_for.map(TaskId),
+            waits_for: self.waits_for.map(|id| TaskId(id.into())),
             seq: self.seq,
             restarts,
             // Deadlines are monotonic and do not survive a restart: the backoff
@@ -819,7 +823,7 @@ mod tests {
     fn offer(agent: &str, seq: usize) -> Offer {
         Offer::unreserved(
             OfferId(format!("o{seq}")),
-            AgentId(agent.to_string()),
+            AgentId(agent.into()),
             format!("{agent}.lab"),
             4.0,
             4096.0,
@@ -1201,7 +1205,7 @@ mod tests {
                 })
                 .collect();
             let state = State::restore(&records).expect("restores");
-            let ids: Vec<&str> = state.tasks.keys().map(|id| id.0.as_str()).collect();
+            let ids: Vec<&str> = state.tasks.keys().map(|id| &*id.0).collect();
             assert_eq!(ids, expected, "{steps:?}");
             let instances: usize = state.instances.values().map(|set| set.len()).sum();
             assert_eq!(instances, expected.len(), "{steps:?}");

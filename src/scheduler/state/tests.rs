@@ -90,7 +90,7 @@ fn check(script: &str, expected: &str) {
                     .map(|ended| &ended.view.internal_id)
                     .chain(state.tasks.keys())
                     .find(|id| id.0.starts_with(words[1]))
-                    .map_or_else(|| words[1].to_string(), |id| id.0.clone());
+                    .map_or_else(|| words[1].to_string(), |id| id.0.to_string());
                 (api(ApiRequest::ShowTask { id }), true)
             }
             "events" => {
@@ -138,7 +138,7 @@ fn check(script: &str, expected: &str) {
             ),
             "removed" => (Event::Mesos(MesosEvent::FrameworkRemoved), false),
             "lost" => (
-                Event::Mesos(MesosEvent::AgentLost(AgentId(words[1].to_string()))),
+                Event::Mesos(MesosEvent::AgentLost(AgentId(words[1].into()))),
                 false,
             ),
             "offer" => {
@@ -180,7 +180,7 @@ fn check(script: &str, expected: &str) {
                     CallFailure::OutcomeUnknown("timeout".to_string())
                 };
                 let call = Call::Launch {
-                    agent_id: AgentId("slave2".to_string()),
+                    agent_id: AgentId("slave2".into()),
                     offer_ids: vec![OfferId("o".to_string())],
                     tasks: vec![Launch {
                         task_id: task_id.clone(),
@@ -420,7 +420,7 @@ fn lab_offer(agent: &str, seq: usize) -> Offer {
     };
     Offer::unreserved(
         OfferId(format!("o{seq}")),
-        AgentId(agent.to_string()),
+        AgentId(agent.into()),
         agent.to_string(),
         cpus,
         mem_mb,
@@ -440,7 +440,7 @@ fn find(state: &State, prefix: &str) -> TaskId {
         .keys()
         .find(|id| id.0.starts_with(prefix))
         .cloned()
-        .unwrap_or_else(|| TaskId(prefix.to_string()))
+        .unwrap_or_else(|| TaskId(prefix.into()))
 }
 
 fn update(state: &State, words: &[&str]) -> TaskUpdate {
@@ -455,7 +455,7 @@ fn update(state: &State, words: &[&str]) -> TaskUpdate {
             .tasks
             .get(&task_id)
             .and_then(|task| task.agent_id.clone())
-            .or(Some(AgentId("slave9".to_string()))),
+            .or(Some(AgentId("slave9".into()))),
         task_id,
         state: task_state,
         reason: if flags.contains(&"invalid") {
@@ -495,13 +495,7 @@ fn update(state: &State, words: &[&str]) -> TaskUpdate {
 }
 
 fn render_call(call: &Call) -> String {
-    let ids = |tasks: &[TaskId]| {
-        tasks
-            .iter()
-            .map(|it| it.0.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let ids = |tasks: &[TaskId]| tasks.iter().map(|it| &*it.0).collect::<Vec<_>>().join(" ");
     match call {
         Call::Launch {
             agent_id, tasks, ..
@@ -1152,10 +1146,7 @@ fn ids_stay_unique_within_one_nanosecond() {
     };
     let a = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
     let b = state.add_task(spec(&["x y", "mem=1"]), None, None, now);
-    assert_eq!(
-        (a.0.as_str(), b.0.as_str()),
-        ("xy-5000000000", "xy-5000000001")
-    );
+    assert_eq!((&*a.0, &*b.0), ("xy-5000000000", "xy-5000000001"));
 }
 
 #[test]
@@ -1737,10 +1728,8 @@ fn update_outcomes() {
             requested: None,
             applied: Vec::new(),
             phase,
-            pinned_agent: flags
-                .contains(&"pinned")
-                .then(|| AgentId("slave2".to_string())),
-            agent_id: Some(AgentId("slave2".to_string())),
+            pinned_agent: flags.contains(&"pinned").then(|| AgentId("slave2".into())),
+            agent_id: Some(AgentId("slave2".into())),
             hostname: None,
             docker: DockerInfo::default(),
             created_at: 0,
@@ -1768,7 +1757,7 @@ fn update_outcomes() {
             trail: trail::Trail::default(),
         };
         let update = TaskUpdate {
-            task_id: TaskId("a-1".to_string()),
+            task_id: TaskId("a-1".into()),
             state: TaskState::ALL
                 .into_iter()
                 .find(|it| it.as_str() == update_words[0])
@@ -1780,7 +1769,7 @@ fn update_outcomes() {
             },
             reason_name: String::new(),
             message: String::new(),
-            agent_id: Some(AgentId("slave2".to_string())),
+            agent_id: Some(AgentId("slave2".into())),
             uuid: None,
             docker: None,
         };
@@ -2742,7 +2731,7 @@ fn pending_reasons_are_judged_on_read_or_once_the_task_waited() {
         .tasks
         .iter()
         .find(|(_, task)| task.spec.id == "shown")
-        .map(|(task_id, _)| task_id.0.clone())
+        .map(|(task_id, _)| task_id.0.to_string())
         .unwrap_or_default();
     state.handle_event(api(ApiRequest::ShowTask { id: shown }), at(6));
     let judged = reason(&state, "shown");
@@ -2839,7 +2828,7 @@ fn a_list_read_in_slices_is_the_whole_list() {
                 .iter()
                 .map(|task| {
                     task.view()
-                        .map(|view| view.internal_id.0)
+                        .map(|view| view.internal_id.0.to_string())
                         .unwrap_or_default()
                 })
                 .collect()
@@ -2869,7 +2858,7 @@ fn a_list_read_in_slices_is_the_whole_list() {
         // The live tasks it lists (not the services or the ended tasks).
         let live = whole
             .iter()
-            .filter(|id| state.tasks.contains_key(&TaskId(id.to_string())))
+            .filter(|id| state.tasks.contains_key(&TaskId(id.as_str().into())))
             .count();
         for scan in [1, 2, 3, live, 100] {
             let (mut sliced, mut after, mut slices) = (Vec::new(), None, 0);
@@ -2982,7 +2971,9 @@ fn a_read_that_changes_the_kept_list_drops_it() {
     step(&mut state, submit(&["huge", "mem=999999"]));
     state.task_list(&TaskQuery::default());
     let huge = find(&state, "huge-");
-    let shown = ApiRequest::ShowTask { id: huge.0.clone() };
+    let shown = ApiRequest::ShowTask {
+        id: huge.0.to_string(),
+    };
     read(&mut state, shown, later(1)).expect("a judged reason is listed");
 
     // An ended task expiring at a read.

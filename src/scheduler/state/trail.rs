@@ -552,14 +552,14 @@ impl State {
             old,
             now,
             What::Moved {
-                replacement: replacement.0.as_str().into(),
+                replacement: (&*replacement.0).into(),
             },
         );
         self.trail_push(
             replacement,
             now,
             What::Replaces {
-                old: old.0.as_str().into(),
+                old: (&*old.0).into(),
                 why: Replaced::Reshuffle,
             },
         );
@@ -590,7 +590,7 @@ impl State {
             old,
             now,
             What::Restarted {
-                replacement: replacement.0.as_str().into(),
+                replacement: (&*replacement.0).into(),
                 restarts,
                 delay_s: delay_32,
             },
@@ -599,7 +599,7 @@ impl State {
             replacement,
             now,
             What::Replaces {
-                old: old.0.as_str().into(),
+                old: (&*old.0).into(),
                 why: Replaced::Restart {
                     restarts,
                     delay_s: delay_32,
@@ -682,7 +682,7 @@ impl State {
 
     /// `GET /client/task/<id>`: a live task, else an ended one still kept.
     pub(super) fn task_with_history(&self, id: &str) -> Option<(TaskView, Vec<HistoryLine>)> {
-        let task_id = TaskId(id.to_string());
+        let task_id = TaskId(id.into());
         if let Some(task) = self.tasks.get(&task_id) {
             return Some((self.view(&task_id), task.trail.lines(&task.spec)));
         }
@@ -713,7 +713,7 @@ mod tests {
         attributes.insert("nodetype".to_string(), node_type.to_string());
         Offer::unreserved(
             OfferId(format!("o-{host}")),
-            AgentId(format!("a-{host}")),
+            AgentId(format!("a-{host}").into()),
             host.to_string(),
             1.0,
             1000.0,
@@ -736,7 +736,7 @@ mod tests {
             offer("slave3", "lab"),
         ];
         let decision = Decision {
-            task_id: TaskId("sim-1".to_string()),
+            task_id: TaskId("sim-1".into()),
             examined,
             rejected: rejected
                 .iter()
@@ -837,7 +837,7 @@ mod tests {
         );
         let offers = [offer(&long, &long)];
         let decision = Decision {
-            task_id: TaskId("sim-1".to_string()),
+            task_id: TaskId("sim-1".into()),
             examined: 1,
             rejected: vec![Rejection {
                 offer: 0,

@@ -39,8 +39,8 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 requested: None,
                 applied: Vec::new(),
                 phase,
-                pinned_agent: field("pinned").map(|a| AgentId(a.to_string())),
-                agent_id: field("agent").map(|a| AgentId(a.to_string())),
+                pinned_agent: field("pinned").map(|a| AgentId(a.into())),
+                agent_id: field("agent").map(|a| AgentId(a.into())),
                 hostname: None,
                 docker: DockerInfo::default(),
                 created_at: 0,
@@ -48,7 +48,7 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 pending_reason: None,
                 kill_requested: has("kill"),
                 kill_sent_at: at("sent"),
-                waits_for: field("waits").map(|id| TaskId(id.to_string())),
+                waits_for: field("waits").map(|id| TaskId(id.into())),
                 seq: field("seq").unwrap().parse().unwrap(),
                 restarts: 0,
                 backoff: (at("backoff").is_some() || has("restored"))
@@ -59,7 +59,7 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 accepted_at: None,
                 trail: Default::default(),
             };
-            (TaskId(words[0].to_string()), task)
+            (TaskId(words[0].into()), task)
         })
         .collect()
 }
@@ -73,7 +73,7 @@ fn build(tasks: &BTreeMap<TaskId, Task>, clock: Instant) -> Indexes {
 }
 
 fn ids<'a>(ids: impl Iterator<Item = &'a TaskId>) -> String {
-    ids.map(|id| id.0.as_str()).collect::<Vec<_>>().join(",")
+    ids.map(|id| &*id.0).collect::<Vec<_>>().join(",")
 }
 
 /// What the indexes answer, at `clock`.
