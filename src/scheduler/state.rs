@@ -949,6 +949,9 @@ impl State {
             .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
             .collect();
         for (offer_id, agent_id, placed) in placement.launches {
+            // The registry's copy of the id: the tasks of a node share its text.
+            let agent_id =
+                (self.nodes.get_key_value(&agent_id)).map_or(agent_id, |(known, _)| known.clone());
             let hostname = hostnames
                 .get(&agent_id)
                 .map(|hostname| hostname.to_string())

@@ -20,7 +20,7 @@
 //! type and applied (the last value of a key wins); no file or `Value` tree
 //! is held whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -397,6 +397,8 @@ pub struct Restore {
     /// one in order, a B-tree keeps its nodes about half full: ~40 MB of
     /// slack at 100k tasks.
     in_order: Vec<(TaskId, Box<Task>)>,
+    /// Every agent id read so far, so the tasks of one node share its text.
+    agents: HashSet<AgentId>,
 }
 
 impl Default for Restore {
@@ -412,6 +414,7 @@ impl Restore {
         Restore {
             state,
             in_order: Vec::new(),
+            agents: HashSet::new(),
         }
     }
 
@@ -512,7 +515,20 @@ impl Restore {
     }
 
     /// Sets or (`None`) deletes one task.
-    fn apply_task(&mut self, id: TaskId, task: Option<Task>) {
+    fn apply_task(&mut self, id: TaskId, mut task: Option<Task>) {
+        if let Some(task) = &mut task {
+            for agent in [&mut task.agent_id, &mut task.pinned_agent]
+                .into_iter()
+                .flatten()
+            {
+                match self.agents.get(agent) {
+                    Some(shared) => *agent = shared.clone(),
+                    None => {
+                        self.agents.insert(agent.clone());
+                    }
+                }
+            }
+        }
         let next_in_order =
             self.state.tasks.is_empty() && self.in_order.last().is_none_or(|(last, _)| *last < id);
         match task {

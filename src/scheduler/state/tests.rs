@@ -2994,3 +2994,31 @@ fn a_read_that_changes_the_kept_list_drops_it() {
     read(&mut restored, list(), later(1)).expect("the first list after a restore");
     read(&mut restored, list(), later(2)).expect("and the next one");
 }
+
+/// The tasks of one node share the text of its agent id: placed from
+/// offers of separate rounds (each parsed into its own id), and restored
+/// from records (each with its own copy).
+#[test]
+fn the_tasks_of_one_node_share_its_agent_id() {
+    let (mut state, mut step) = subscribed_state();
+    for (seq, name) in ["a", "b"].into_iter().enumerate() {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[name, "mem=10"]),
+            idempotency_key: None,
+        };
+        step(&mut state, api(submit));
+        let offer = lab_offer("slave2", seq);
+        step(&mut state, Event::Mesos(MesosEvent::Offers(vec![offer])));
+        let placed = state.tasks.values().filter(|task| task.agent_id.is_some());
+        assert_eq!(placed.count(), seq + 1, "one task placed per round");
+    }
+    let shared = |state: &State| {
+        let ids: Vec<&AgentId> = (state.tasks.values())
+            .filter_map(|task| task.agent_id.as_ref())
+            .collect();
+        ids.len() == 2 && std::sync::Arc::ptr_eq(&ids[0].0, &ids[1].0)
+    };
+    assert!(shared(&state), "placed in two rounds");
+    let restored = State::restore(&state.all_records()).expect("restores");
+    assert!(shared(&restored), "restored");
+}
