@@ -15,6 +15,7 @@
 
 mod idempotency;
 mod index;
+mod instances;
 mod list;
 mod node_views;
 mod observed;
@@ -287,7 +288,7 @@ pub struct State {
     /// List entries of live tasks unchanged since they were listed (`state/list.rs`).
     list_cache: list::ListCache,
     /// Live instances per user id (for `singleton`).
-    instances: BTreeMap<String, BTreeSet<TaskId>>,
+    instances: instances::Instances,
     services: BTreeMap<String, Service>,
     nodes: BTreeMap<AgentId, Node>,
     intelligence: Table,
@@ -574,7 +575,7 @@ impl State {
                 self.add_task(spec, None, None, now);
             }
             Sla::Singleton => {
-                let live: Vec<&TaskId> = self.instances.get(&id).into_iter().flatten().collect();
+                let live: Vec<&TaskId> = self.instances.of(&id).collect();
                 let leaving: Vec<&TaskId> = live
                     .iter()
                     .copied()
@@ -596,7 +597,7 @@ impl State {
                 }
             }
             Sla::OnePerNode => {
-                let has_copies = self.instances.get(&id).is_some_and(|live| !live.is_empty());
+                let has_copies = self.instances.has(&id);
                 if self.services.contains_key(&id) && has_copies {
                     log::info!("duplicate one-per-node service ignored id={id}");
                     note = Some(self.already_running(&id));
@@ -623,9 +624,7 @@ impl State {
         let mut pending = 0;
         for task in self
             .instances
-            .get(user_id)
-            .into_iter()
-            .flatten()
+            .of(user_id)
             .filter_map(|task_id| self.tasks.get(task_id))
         {
             match (&task.hostname, task.phase) {
@@ -652,12 +651,7 @@ impl State {
         // user id: match it there (issue 9, B11).
         let by_user_id = prefix.contains(' ');
         if by_user_id {
-            matched.extend(
-                self.instances
-                    .range(prefix.to_string()..)
-                    .take_while(|(user_id, _)| user_id.starts_with(prefix))
-                    .flat_map(|(_, live)| live.iter().cloned()),
-            );
+            matched.extend(self.instances.with_prefix(prefix).cloned());
             matched.sort();
             matched.dedup();
         }
@@ -679,13 +673,9 @@ impl State {
         // sorted), so each copy is looked up, not searched for.
         let mut services = services;
         for service_id in self.services.keys() {
-            let Some(live) = self.instances.get(service_id) else {
-                continue;
-            };
             if !services.contains(service_id)
-                && !live.is_empty()
-                && live
-                    .iter()
+                && self.instances.has(service_id)
+                && (self.instances.of(service_id))
                     .all(|task_id| matched.binary_search(task_id).is_ok())
             {
                 services.push(service_id.clone());
@@ -1297,9 +1287,9 @@ impl State {
             task_id.0,
             new_id.0
         );
-        if let Some(live) = self.instances.get_mut(&task.spec.id) {
-            live.remove(task_id);
-            live.insert(new_id.clone());
+        if self.instances.has(&task.spec.id) {
+            self.instances.remove(&task.spec.id, task_id);
+            self.instances.add(&task.spec.id, new_id.clone());
         }
         // A replacement waiting for this task now waits for its new instance.
         for other_id in self.index.successors(task_id) {
@@ -1800,10 +1790,7 @@ impl State {
         }
         let task_id = self.new_task_id(&spec.id, now);
         log::info!("task accepted task={} sla={}", task_id.0, spec.sla.as_str());
-        self.instances
-            .entry(spec.id.clone())
-            .or_default()
-            .insert(task_id.clone());
+        self.instances.add(&spec.id, task_id.clone());
         let requested = (requested != spec).then(|| Box::new(requested));
         let task = Task {
             spec,
@@ -1847,12 +1834,7 @@ impl State {
         if let Some(task) = self.take_task(task_id) {
             self.touch(task_key(task_id));
             log::info!("task removed task={}", task_id.0);
-            if let Some(live) = self.instances.get_mut(&task.spec.id) {
-                live.remove(task_id);
-                if live.is_empty() {
-                    self.instances.remove(&task.spec.id);
-                }
-            }
+            self.instances.remove(&task.spec.id, task_id);
         }
     }
 
@@ -2041,11 +2023,7 @@ impl State {
     /// (they are listed themselves).
     fn service_view(&self, service_id: &str) -> Option<TaskView> {
         let service = self.services.get(service_id)?;
-        if self
-            .instances
-            .get(service_id)
-            .is_some_and(|live| !live.is_empty())
-        {
+        if self.instances.has(service_id) {
             return None;
         }
         Some(TaskView {

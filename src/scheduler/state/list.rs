@@ -37,7 +37,7 @@
 //! never holds what `LIST_CACHE_MAX_BYTES` keeps out. The state tests
 //! compare it with a fresh list after each step (`check_list_cache`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::sync::Arc;
 
@@ -444,15 +444,13 @@ impl State {
 /// does.
 fn live_matching<'a>(
     tasks: &'a BTreeMap<TaskId, Box<Task>>,
-    instances: &'a BTreeMap<String, BTreeSet<TaskId>>,
+    instances: &'a super::instances::Instances,
     prefix: &'a str,
     after: Option<&'a TaskId>,
 ) -> Box<dyn Iterator<Item = (&'a TaskId, &'a Task)> + 'a> {
     if prefix.contains(' ') {
         let mut ids: Vec<&TaskId> = instances
-            .range(prefix.to_string()..)
-            .take_while(|(user_id, _)| user_id.starts_with(prefix))
-            .flat_map(|(_, live)| live.iter())
+            .with_prefix(prefix)
             .filter(|id| after.is_none_or(|after| *id > after))
             .collect();
         ids.sort();

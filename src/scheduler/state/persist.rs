@@ -565,11 +565,7 @@ impl Restore {
         self.build_tasks();
         let mut state = self.state;
         for (id, task) in &state.tasks {
-            state
-                .instances
-                .entry(task.spec.id.clone())
-                .or_default()
-                .insert(id.clone());
+            state.instances.add(&task.spec.id, id.clone());
         }
         // Ids handed out after a restart stay above every id already used.
         let highest = state
@@ -1223,7 +1219,7 @@ mod tests {
             let state = State::restore(&records).expect("restores");
             let ids: Vec<&str> = state.tasks.keys().map(|id| &*id.0).collect();
             assert_eq!(ids, expected, "{steps:?}");
-            let instances: usize = state.instances.values().map(|set| set.len()).sum();
+            let instances = state.instances.len();
             assert_eq!(instances, expected.len(), "{steps:?}");
         };
         check(&[("a", true), ("b", true), ("c", true)], &["a", "b", "c"]);
