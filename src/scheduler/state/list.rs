@@ -35,7 +35,7 @@
 //! pending task's context changes. It is kept only when every entry of it
 //! is a kept entry (or one of the few services and ended tasks), so it
 //! never holds what `LIST_CACHE_MAX_BYTES` keeps out. The state tests
-//! compare it with a fresh list after each step (`check_list_cache`).
+//! compare it with a fresh list after each step (`check_list_memo`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound::{Excluded, Included, Unbounded};
