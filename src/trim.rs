@@ -13,17 +13,19 @@
 //! after a list of 100k for 210 MiB of live heap; 234 MiB after the trim,
 //! which took 14 ms).
 //!
-//! `Trim` decides when: `scheduler::run` reports each large turn (a list
-//! or turn of at least `LARGE_TURN_ITEMS` entries, calls and records) and
-//! trims on its tick `TRIM_SOON` after the first large turn since the last
-//! trim (once the worker is likely done writing the list; so lists polled
-//! back to back are trimmed every `TRIM_SOON` or so, not only when they
-//! stop), and once more `TRIM_LATE` after the last one, for a slow reader.
+//! `Trim` decides when: `scheduler::run` reports each large turn (at least
+//! `LARGE_TURN_ITEMS` list entries built, calls and records; a page of a
+//! long list builds up to 10,000, a list answered from kept entries none)
+//! and trims on its tick `TRIM_SOON` after the first large turn since the
+//! last trim (once the worker is likely done writing the list; so long
+//! lists polled back to back are trimmed every `TRIM_SOON` or so, not only
+//! when they stop), and once more `TRIM_LATE` after the last one, for a
+//! slow reader.
 //! A trim takes the state thread about 10-15 ms at 100k tasks.
 
 use std::time::{Duration, Instant};
 
-/// A turn with at least this many listed tasks, calls and records is large.
+/// A turn with at least this many list entries built, calls and records is large.
 pub(crate) const LARGE_TURN_ITEMS: usize = 10_000;
 
 /// A trim follows the first large turn since the last trim this long after it.
@@ -42,7 +44,7 @@ pub(crate) struct Trim {
 }
 
 impl Trim {
-    /// A turn of `items` (listed tasks, calls, records) ended at `now`.
+    /// A turn of `items` (list entries built, calls, records) ended at `now`.
     pub fn turn(&mut self, items: usize, now: Instant) {
         if items >= LARGE_TURN_ITEMS {
             self.soon.get_or_insert(now + TRIM_SOON);

@@ -688,15 +688,7 @@ pub fn run(
             let took = turn_start.elapsed();
             metrics.turn.observe(took);
             metrics.count_calls(&turn.calls);
-            let listed: usize = turn
-                .replies
-                .iter()
-                .map(|(_, reply)| match reply {
-                    ApiReply::Tasks(tasks) => tasks.len(),
-                    _ => 0,
-                })
-                .sum();
-            let items = listed + turn.calls.len() + turn.records.len();
+            let items = state.take_list_built() + turn.calls.len() + turn.records.len();
             trim.turn(items, Instant::now());
             for latency in state.take_start_latencies() {
                 metrics.observe_start(latency);

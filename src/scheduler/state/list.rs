@@ -72,6 +72,8 @@ pub(super) struct ListCache {
     bytes: usize,
     /// `LIST_CACHE_MAX_BYTES`, but for tests.
     max_bytes: usize,
+    /// Entries built since `State::take_list_built` last took the count.
+    built: usize,
 }
 
 /// A list answered, and what it answered: `State::task_slice`'s arguments
@@ -106,6 +108,7 @@ impl Default for ListCache {
             memo: None,
             bytes: 0,
             max_bytes: LIST_CACHE_MAX_BYTES,
+            built: 0,
         }
     }
 }
@@ -160,6 +163,7 @@ impl ListCache {
         if let Some(kept) = self.entries.remove(task_id) {
             self.bytes -= kept.weight;
         }
+        self.built += 1;
         let weight = entry_weight(&view);
         let entry = Arc::new(ListedTask::new(view));
         let room = self.bytes + weight <= self.max_bytes;
@@ -348,6 +352,7 @@ impl State {
         if !live_ended {
             return (listed, next, all_kept);
         }
+        let live_listed = listed.len();
         if listed.len() < limit && filter.lets_services() {
             let services = self
                 .services
@@ -367,7 +372,16 @@ impl State {
                 .map(|view| Arc::new(ListedTask::new(view.clone())));
             listed.extend(ended.take(limit - listed.len()));
         }
+        // Services and ended tasks are built at every list.
+        self.list_cache.built += listed.len() - live_listed;
         (listed, None, all_kept)
+    }
+
+    /// List entries built since the last call (kept or not; a list of kept
+    /// entries builds none): `scheduler::run` counts them towards a large
+    /// turn, as their rendering is what a trim gives back.
+    pub(crate) fn take_list_built(&mut self) -> usize {
+        std::mem::take(&mut self.list_cache.built)
     }
 
     /// The kept list, if any, is what building it afresh gives: the same

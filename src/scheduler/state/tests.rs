@@ -3022,3 +3022,38 @@ fn the_tasks_of_one_node_share_its_agent_id() {
     let restored = State::restore(&state.all_records()).expect("restores");
     assert!(shared(&restored), "restored");
 }
+
+/// The entries a list builds are what `scheduler::run` counts towards a
+/// large turn (a trim follows): every entry the first time, a page's worth
+/// per page, none when the list is kept, and after a change only the
+/// entries that changed.
+#[test]
+fn a_list_counts_the_entries_it_built() {
+    let (mut state, mut step) = subscribed_state();
+    let submit = |name: &str| {
+        api(ApiRequest::Submit {
+            spec: spec(&[name, "mem=100"]),
+            idempotency_key: None,
+        })
+    };
+    for name in ["a", "b", "c"] {
+        step(&mut state, submit(name));
+    }
+    let page = TaskQuery {
+        page: Some(crate::scheduler::Page {
+            after: None,
+            scan: 2,
+        }),
+        ..TaskQuery::default()
+    };
+    state.task_slice(&page, None, 2);
+    assert_eq!(state.take_list_built(), 2, "a page of two");
+    let list = |state: &mut State| {
+        state.task_list(&TaskQuery::default());
+        state.take_list_built()
+    };
+    assert_eq!(list(&mut state), 1, "the third; the page's two are kept");
+    assert_eq!(list(&mut state), 0, "the same list again");
+    step(&mut state, submit("d"));
+    assert_eq!(list(&mut state), 1, "only the new task");
+}
