@@ -120,7 +120,7 @@ fn list_all(state: &mut State, now: Now, label: &str) {
         now,
     );
     let turn_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let Some((_, ApiReply::Tasks(entries))) = turn.replies.into_iter().next() else {
+    let Some((_, ApiReply::Tasks { tasks: entries, .. })) = turn.replies.into_iter().next() else {
         println!("{label}: no list reply");
         return;
     };

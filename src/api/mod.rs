@@ -871,7 +871,7 @@ fn list_page(
         ..query.clone()
     };
     match ask(state, ApiRequest::ListTasks(query), Wait::Read)? {
-        ApiReply::TaskPage { tasks, next } => Ok((dto::task_entries(&tasks), next)),
+        ApiReply::Tasks { tasks, next } => Ok((dto::task_entries(&tasks), next)),
         other => Err(ApiError::Internal(format!(
             "task list page answered {other:?}"
         ))),
@@ -1352,10 +1352,6 @@ fn respond(route: &Route, reply: ApiReply) -> Result<Reply, ApiError> {
         (Route::SubmitTask, ApiReply::Submitted { id, note }) => {
             Reply::json(202, dto::submitted_json(&id, note.as_deref()))
         }
-        (Route::ListTasks(_), ApiReply::Tasks(tasks)) => Reply {
-            body: Body::JsonArray(dto::task_entries(&tasks)),
-            ..Reply::json(200, String::new())
-        },
         (Route::KillTasks { verbose, .. }, ApiReply::Killed(tasks)) => {
             Reply::json(200, dto::killed_json(&tasks, *verbose))
         }
@@ -1731,22 +1727,9 @@ mod tests {
             ),
         );
         check_respond(
-            Route::ListTasks(TaskQuery {
-                state: StateFilter::Active,
-                ..TaskQuery::default()
-            }),
-            ApiReply::Tasks(Vec::new().into()),
-            (200, json!([])),
-        );
-        check_respond(
             Route::SubmitTask,
             ApiReply::Invalid("no".to_string()),
             message(400, "no"),
-        );
-        check_respond(
-            Route::ListTasks(TaskQuery::default()),
-            ApiReply::Tasks(Vec::new().into()),
-            (200, json!([])),
         );
         check_respond(
             Route::ListNodes,
@@ -2184,7 +2167,7 @@ mod tests {
                     id: spec.id,
                     note: None,
                 },
-                ApiRequest::ListTasks(_) => ApiReply::TaskPage {
+                ApiRequest::ListTasks(_) => ApiReply::Tasks {
                     tasks: Vec::new().into(),
                     next: None,
                 },

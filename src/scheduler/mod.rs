@@ -166,7 +166,7 @@ pub struct TaskQuery {
     pub limit: Option<usize>,
     /// Read a page at a time (the REST API does, for large lists): the live
     /// tasks after `after`, at most `scan` of them examined; `None` reads the
-    /// whole list in one go. Answered with `ApiReply::TaskPage`.
+    /// whole list in one go. Answered with `ApiReply::Tasks`.
     pub page: Option<Page>,
 }
 
@@ -213,13 +213,12 @@ pub enum ApiReply {
         /// one-per-node service): `already running on slave1, slave2`.
         note: Option<String>,
     },
-    /// The task list, each entry shared with the state's list cache (and
-    /// the whole list with the next identical list, while nothing changed).
-    Tasks(Arc<[Arc<ListedTask>]>),
-    /// One page of it (`TaskQuery::page`), and where the next page starts:
-    /// `None` when this page ended the list (services and ended tasks
-    /// included).
-    TaskPage {
+    /// The task list, or one page of it (`TaskQuery::page`), each entry
+    /// shared with the state's list cache (and the whole answer with the
+    /// next identical one, while nothing changed); `next` is where the next
+    /// page starts, `None` when this answer ended the list (services and
+    /// ended tasks included).
+    Tasks {
         tasks: Arc<[Arc<ListedTask>]>,
         next: Option<TaskId>,
     },
@@ -761,7 +760,7 @@ mod tests {
             .recv_timeout(wait)
             .expect("the turn reaches the journal");
         assert!(
-            matches!(turn.replies.as_slice(), [(_, ApiReply::Tasks(tasks))] if tasks.is_empty())
+            matches!(turn.replies.as_slice(), [(_, ApiReply::Tasks { tasks, next: None })] if tasks.is_empty())
         );
         // Only `run` could have answered, and it has not been told the turn is durable.
         assert!(reply_rx.try_recv().is_err());
@@ -774,7 +773,7 @@ mod tests {
         let reply = reply_rx
             .recv_timeout(wait)
             .expect("answered once committed");
-        assert!(matches!(reply, ApiReply::Tasks(tasks) if tasks.is_empty()));
+        assert!(matches!(reply, ApiReply::Tasks { tasks, next: None } if tasks.is_empty()));
         drop((api_tx, mesos_tx));
         state.join().expect("run ends with its inboxes");
     }

@@ -486,13 +486,12 @@ impl State {
                 spec,
                 idempotency_key,
             } => self.on_submit(spec, idempotency_key, now),
-            ApiRequest::ListTasks(query) => match &query.page {
-                None => ApiReply::Tasks(self.task_list(&query)),
-                Some(page) => {
-                    let (tasks, next) = self.task_slice(&query, page.after.as_ref(), page.scan);
-                    ApiReply::TaskPage { tasks, next }
-                }
-            },
+            ApiRequest::ListTasks(query) => {
+                let (after, scan) = (query.page.as_ref())
+                    .map_or((None, usize::MAX), |page| (page.after.as_ref(), page.scan));
+                let (tasks, next) = self.task_slice(&query, after, scan);
+                ApiReply::Tasks { tasks, next }
+            }
             ApiRequest::Kill { id_prefix } => self.on_kill(&id_prefix, now, calls),
             ApiRequest::Reshuffle { dry_run } => self.on_reshuffle(dry_run, now, calls),
             ApiRequest::ListNodes => ApiReply::Nodes(self.node_views()),

@@ -590,7 +590,7 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
             id,
             note: Some(note),
         } => vec![format!("  = submitted {id} ({note})")],
-        ApiReply::Tasks(listed) | ApiReply::TaskPage { tasks: listed, .. } => listed
+        ApiReply::Tasks { tasks: listed, .. } => listed
             .iter()
             .map(|entry| task_line(&entry.view().expect("not rendered")))
             .collect(),
@@ -2377,7 +2377,7 @@ fn ended_tasks_are_capped_oldest_first() {
                 },
             );
         }
-        let ApiReply::Tasks(views) =
+        let ApiReply::Tasks { tasks: views, .. } =
             ask(&mut state, now, ApiRequest::ListTasks(TaskQuery::default()))
         else {
             panic!("a task list");
