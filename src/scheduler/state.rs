@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
 use crate::scheduler::model::{
-    AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
-    UNRESERVED_ROLE,
+    AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, StatusReason, TaskId, TaskSpec,
+    TaskState, TaskUpdate, UNRESERVED_ROLE,
 };
 use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{self, Request};
@@ -1157,11 +1157,14 @@ impl State {
             self.unknown_grace
         };
         let outcome = update_outcome(&update, task, pinned_node_gone, grace, now.instant);
+        let known = task.phase;
         if outcome != Outcome::Unconfirmed {
             self.note_answer(&update.task_id);
         }
         self.note_status(&update, now);
-        self.note_update(&update, now);
+        let confirms =
+            update.reason == StatusReason::Reconciliation && known == Phase::Active(update.state);
+        let changed = self.note_update(&update, now, confirms);
         let task_id = &update.task_id;
         match outcome {
             Outcome::Stale => {}
@@ -1206,6 +1209,12 @@ impl State {
                 );
             }
         }
+        // Only what changes the record is written: an answer that confirms
+        // what we know writes nothing (a restart at 100k tasks gets 200k).
+        let phase = self.tasks.get(task_id).map(|task| task.phase);
+        if changed || phase != Some(known) {
+            self.dirty.insert(task_key(task_id));
+        }
     }
 
     /// An update for a task we do not know. Ours by the framework id,
@@ -1229,14 +1238,21 @@ impl State {
     }
 
     /// What every update of a known task records, whatever it leads to:
-    /// the message, the agent, the container, the first RUNNING.
-    fn note_update(&mut self, update: &TaskUpdate, now: Now) {
+    /// the message, the agent, the container, the first RUNNING. True when
+    /// it changed what the task's record or list entry holds.
+    ///
+    /// A reconciliation answer that confirms the state we know (`confirms`)
+    /// keeps the message: Mesos's "Reconciliation: Latest task state" says
+    /// nothing about the task, and after a restart every task gets one or
+    /// two, which would otherwise rewrite every record.
+    fn note_update(&mut self, update: &TaskUpdate, now: Now, confirms: bool) -> bool {
         let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            return;
+            return false;
         };
-        self.dirty.insert(task_key(&update.task_id));
-        if !update.message.is_empty() {
+        let mut changed = false;
+        if !update.message.is_empty() && !confirms && task.status_message != update.message {
             task.status_message = update.message.clone();
+            changed = true;
         }
         if let Some(agent_id) = &update.agent_id {
             if task.agent_id.as_ref() != Some(agent_id) {
@@ -1246,10 +1262,12 @@ impl State {
                     .map(|node| node.hostname.clone())
                     .or(task.hostname.take());
                 task.agent_id = Some(agent_id.clone());
+                changed = true;
             }
         }
-        if let Some(docker) = &update.docker {
+        if let Some(docker) = update.docker.as_ref().filter(|d| **d != task.docker) {
             task.docker = docker.clone();
+            changed = true;
         }
         if update.state == TaskState::Running && task.running_since.is_none() {
             task.running_since = Some(now.instant);
@@ -1265,8 +1283,11 @@ impl State {
         } else if task.unknown_since.is_none() {
             task.unknown_since = Some(now.instant);
         }
-        // The agent may have changed.
-        self.reindex(&update.task_id);
+        if changed {
+            // The agent may have changed.
+            self.reindex(&update.task_id);
+        }
+        changed
     }
 
     /// Puts a launch the master never ran (or lost) back to pending under a

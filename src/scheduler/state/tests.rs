@@ -3057,3 +3057,49 @@ fn a_list_counts_the_entries_it_built() {
     step(&mut state, submit("d"));
     assert_eq!(list(&mut state), 1, "only the new task");
 }
+
+/// A reconciliation answer that confirms the state we know writes no
+/// record and keeps the message (a restart at 100k tasks gets two answers
+/// per task); one that brings news writes it.
+#[test]
+fn an_answer_that_confirms_the_known_state_writes_nothing() {
+    let (mut state, mut step) = subscribed_state();
+    let submit = ApiRequest::Submit {
+        spec: spec(&["web", "mem=10"]),
+        idempotency_key: None,
+    };
+    step(&mut state, api(submit));
+    step(
+        &mut state,
+        Event::Mesos(MesosEvent::Offers(vec![lab_offer("slave2", 0)])),
+    );
+    let at = |secs: u64| Now {
+        instant: Instant::now() + Duration::from_secs(secs),
+        wall: UNIX_EPOCH + Duration::from_secs(2000 + secs),
+    };
+    let answer = |state: &mut State, words: &[&str], secs: u64| {
+        let update = update(state, words);
+        let turn = state.handle_event(Event::Mesos(MesosEvent::Update(update)), at(secs));
+        let task = state.tasks.get(&find(state, "web-")).expect("still there");
+        (turn.records.len(), task.status_message.clone())
+    };
+    let news = ["web-", "TASK_RUNNING", "ack", "message=started"];
+    assert_eq!(answer(&mut state, &news, 1), (1, "started".to_string()));
+    let confirms = [
+        "web-",
+        "TASK_RUNNING",
+        "reconcile",
+        "message=Reconciliation:_Latest_task_state",
+    ];
+    assert_eq!(
+        answer(&mut state, &confirms, 2),
+        (0, "started".to_string()),
+        "a confirming answer writes nothing and keeps the message"
+    );
+    let killing = ["web-", "TASK_KILLING", "reconcile", "message=going"];
+    assert_eq!(
+        answer(&mut state, &killing, 3),
+        (1, "going".to_string()),
+        "an answer with news is written"
+    );
+}
