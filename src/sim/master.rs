@@ -1,19 +1,19 @@
 //! The simulated master's state machine: frameworks, agents, offers, tasks
 //! and each task's reliable update stream. It does no I/O: events go into each
-//! subscriber's bounded channel, and a writer thread per stream puts them on
-//! the wire. Every entry point takes `now`, so behaviour is a function of its
-//! inputs and the clock the caller passes.
+//! subscriber's queue (at most `STREAM_CAPACITY` events), and a writer
+//! thread per stream puts them on the wire. Every entry point takes `now`,
+//! so behaviour is a function of its inputs and the clock the caller passes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 
 use crate::mesos::proto::mesos as v1;
 use crate::mesos::proto::scheduler::{call, event, Event};
 use crate::sim::resources::Resources;
-use crate::sim::AgentSpec;
+use crate::sim::{AgentSpec, STREAM_CAPACITY};
 
 use v1::task_status::{Reason, Source};
 use v1::TaskState;
@@ -1172,13 +1172,11 @@ impl Core {
         let Some(stream) = &framework.stream else {
             return;
         };
-        match stream.tx.try_send(Out::Event(Box::new(event))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                log::warn!("sim: framework {id} does not read its stream; dropping it");
-                self.disconnect(id, now);
-            }
-            Err(TrySendError::Disconnected(_)) => self.disconnect(id, now),
+        if stream.tx.len() >= STREAM_CAPACITY {
+            log::warn!("sim: framework {id} does not read its stream; dropping it");
+            self.disconnect(id, now);
+        } else if stream.tx.send(Out::Event(Box::new(event))).is_err() {
+            self.disconnect(id, now);
         }
     }
 
