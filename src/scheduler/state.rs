@@ -83,6 +83,11 @@ pub const SUPPRESSION_RETRY: Duration = Duration::from_secs(5);
 pub const RECONCILE_RETRY_MIN: Duration = Duration::from_secs(5);
 pub const RECONCILE_RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// Tasks named in one RECONCILE call (about 100 bytes each): asking about
+/// 100,000 tasks in one call is a 10 MB body, past what a master may take
+/// (`mesos-sim` takes 16 MiB).
+pub const RECONCILE_BATCH: usize = 10_000;
+
 /// Every task is reconciled this often unless configured otherwise.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -1442,7 +1447,7 @@ impl State {
         round
             .unanswered
             .extend(tasks.iter().map(|(task_id, _)| task_id.clone()));
-        calls.push(Call::Reconcile(tasks));
+        calls.extend(reconcile_calls(tasks, RECONCILE_BATCH));
     }
 
     /// A task the master answered TASK_UNKNOWN about stays in the round, to
@@ -1514,13 +1519,12 @@ impl State {
         );
         round.delay = (round.delay * 2).min(RECONCILE_RETRY_MAX);
         round.retry_at = now + round.delay;
-        calls.push(Call::Reconcile(
-            round
-                .unanswered
-                .iter()
-                .map(|task_id| (task_id.clone(), self.tasks[task_id].agent_id.clone()))
-                .collect(),
-        ));
+        let tasks = round
+            .unanswered
+            .iter()
+            .map(|task_id| (task_id.clone(), self.tasks[task_id].agent_id.clone()))
+            .collect();
+        calls.extend(reconcile_calls(tasks, RECONCILE_BATCH));
     }
 
     /// Every task Mesos may know, with its agent: what explicit
@@ -2222,6 +2226,18 @@ fn utc_text(secs: u64) -> String {
 
 fn unix_seconds(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// Explicit RECONCILE calls asking about `tasks`, at most `batch` per call.
+fn reconcile_calls(
+    tasks: Vec<(TaskId, Option<AgentId>)>,
+    batch: usize,
+) -> impl Iterator<Item = Call> {
+    let mut tasks = tasks.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<_> = tasks.by_ref().take(batch.max(1)).collect();
+        (!chunk.is_empty()).then_some(Call::Reconcile(chunk))
+    })
 }
 
 #[cfg(test)]

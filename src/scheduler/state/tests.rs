@@ -3103,3 +3103,35 @@ fn an_answer_that_confirms_the_known_state_writes_nothing() {
         "an answer with news is written"
     );
 }
+
+#[test]
+fn reconcile_calls_name_at_most_a_batch_each() {
+    let check = |count: usize, batch: usize, expected: &[usize]| {
+        let tasks = (0..count)
+            .map(|n| (TaskId(format!("t{n}").into()), None))
+            .collect();
+        let calls: Vec<Call> = super::reconcile_calls(tasks, batch).collect();
+        let sizes: Vec<usize> = calls
+            .iter()
+            .map(|call| match call {
+                Call::Reconcile(tasks) => tasks.len(),
+                other => panic!("not a reconcile: {other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, expected, "{count} tasks in batches of {batch}");
+        // In order, each task once.
+        let names: Vec<String> = (calls.iter())
+            .flat_map(|call| match call {
+                Call::Reconcile(tasks) => tasks.iter().map(|(id, _)| id.0.to_string()),
+                _ => unreachable!(),
+            })
+            .collect();
+        let wanted: Vec<String> = (0..names.len()).map(|n| format!("t{n}")).collect();
+        assert_eq!(names, wanted);
+    };
+    check(0, 3, &[]);
+    check(1, 3, &[1]);
+    check(3, 3, &[3]);
+    check(7, 3, &[3, 3, 1]);
+    check(2, 0, &[1, 1]);
+}
