@@ -337,16 +337,29 @@ fn wait_up(api: &str, limit: Duration) -> Option<Duration> {
 /// per-phase index, so polling it costs the scheduler next to nothing);
 /// `None` on an error.
 fn running_count(conn: &mut Conn) -> Option<usize> {
+    let [running] = samples(conn, ["charmander_tasks{state=\"TASK_RUNNING\"}"])?;
+    Some(running as usize)
+}
+
+/// The values of the named `/metrics` samples (name and labels, as
+/// written); `None` on an error or when one is missing.
+fn samples<const N: usize>(conn: &mut Conn, names: [&str; N]) -> Option<[f64; N]> {
     let (status, body) = conn.call("GET", "/metrics", None).ok()?;
     if status != 200 {
         return None;
     }
-    String::from_utf8_lossy(&body).lines().find_map(|line| {
-        line.strip_prefix("charmander_tasks{state=\"TASK_RUNNING\"} ")?
-            .trim()
-            .parse()
-            .ok()
-    })
+    let body = String::from_utf8_lossy(&body);
+    let mut values = [0.0; N];
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = body.lines().find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })?;
+    }
+    Some(values)
 }
 
 /// User and system CPU seconds the process has used so far.
@@ -619,31 +632,50 @@ fn fmt_mib(mib: Option<f64>) -> String {
 /// until the list holds every task, and the peak RSS meanwhile.
 fn restore(out: &mut Results, api: &str, pid: u32, tasks: usize, limit: Duration) {
     let start = Instant::now();
-    match wait_up(api, limit) {
-        Some(took) => out.insert(
-            "restart_ping_s".into(),
-            format!("{:.2}", took.as_secs_f64()),
-        ),
-        None => out.insert("restart_ping_s".into(), format!("timeout ({limit:?})")),
-    };
-    let mut conn = Conn::new(api);
-    let ready = loop {
-        if task_counts(&mut conn).is_some_and(|(all, _)| all >= tasks) {
-            break Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    out.insert(
-        "restart_ready_s".into(),
-        ready.map_or(format!("timeout ({limit:?})"), |d| {
+    let took = |at: Option<Duration>| {
+        at.map_or(format!("timeout ({limit:?})"), |d| {
             format!("{:.2}", d.as_secs_f64())
-        }),
-    );
+        })
+    };
+    out.insert("restart_ping_s".into(), took(wait_up(api, limit)));
+    // Reconciled: subscribed again, and every task answered twice, once
+    // by the explicit reconciliation of every launched task and once by
+    // the implicit one (both follow each subscription). The counter is
+    // the new process's.
+    let mut conn = Conn::new(api);
+    let names = [
+        "charmander_mesos_subscribed",
+        "charmander_status_updates_total{state=\"TASK_RUNNING\"}",
+    ];
+    let reconciled = poll_until(start, limit, || {
+        samples(&mut conn, names)
+            .is_some_and(|[subscribed, running]| subscribed == 1.0 && running >= 2.0 * tasks as f64)
+    });
+    out.insert("restart_reconciled_s".into(), took(reconciled));
+    let ready = poll_until(start, limit, || {
+        task_counts(&mut conn).is_some_and(|(all, _)| all >= tasks)
+    });
+    out.insert("restart_ready_s".into(), took(ready));
     out.insert("hwm_restore_mib".into(), fmt_mib(mem_mib(pid, "VmHWM")));
     out.insert("rss_restored_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
+    // Subscriptions after the process's first: the master dropped it.
+    let names = ["charmander_mesos_resubscriptions_total"];
+    let resubscribed = samples(&mut conn, names).map_or("not measured".into(), |[n]| n.to_string());
+    out.insert("restart_subscriptions".into(), resubscribed);
+}
+
+/// Polls `done` every `POLL_PAUSE` until it holds or `limit` has passed
+/// since `start`; the time since `start` when it held.
+fn poll_until(start: Instant, limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    loop {
+        if done() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(POLL_PAUSE);
+    }
 }
 
 /// A call for a poster thread of the ceiling framework.
@@ -991,9 +1023,19 @@ fn table(r: &Results) {
             ),
         ),
         (
-            "restart: ping / ready (all tasks listed)".into(),
-            format!("{} / {}", secs("restart_ping_s"), secs("restart_ready_s")),
+            "restart: ping / reconciled / all listed".into(),
+            format!(
+                "{} / {} / {}",
+                secs("restart_ping_s"),
+                secs("restart_reconciled_s"),
+                secs("restart_ready_s")
+            ),
         ),
+        (
+            "resubscriptions after the restart".into(),
+            get("restart_subscriptions"),
+        ),
+        ("dropped by the master (whole run)".into(), get("sim_drops")),
         (
             "RSS peak during restore (after)".into(),
             format!(
