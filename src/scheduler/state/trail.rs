@@ -282,6 +282,12 @@ impl Trail {
         if self.entries.len() >= MAX_HISTORY {
             self.entries.remove(0);
         }
+        // Room for one at first, not the four a push would make: a pending
+        // task, and every task after a restart (its reconciliation answer),
+        // has one entry for a long time. The second push makes room for four.
+        if self.entries.capacity() == 0 {
+            self.entries.reserve_exact(1);
+        }
         self.entries.push(Entry {
             first_ms: at_ms,
             last_after_ms: 0,
@@ -859,6 +865,15 @@ mod tests {
 
     /// Memory per task matters (thousands of tasks): a running task's four
     /// entries take 4 × 48 bytes plus a boxed round and its host name.
+    #[test]
+    fn the_first_entry_takes_room_for_one() {
+        let mut trail = Trail::default();
+        trail.push(1, What::Submitted);
+        assert_eq!(trail.entries.capacity(), 1, "a pending or restored task");
+        trail.push(2, What::Killed(KilledBy::User));
+        assert!(trail.entries.capacity() >= 2);
+    }
+
     #[test]
     fn an_entry_stays_small() {
         assert!(std::mem::size_of::<Entry>() <= 48);
