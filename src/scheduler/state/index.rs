@@ -69,23 +69,23 @@ impl Facts {
     /// The facts of `task` at `clock`; `live` says whether a task id is in
     /// the table (for its predecessor).
     pub fn of(task: &Task, clock: Option<Instant>, live: impl Fn(&TaskId) -> bool) -> Facts {
-        let backoff = match (task.backoff, task.not_before) {
+        let backoff = match (task.rare().backoff, task.rare().not_before) {
             (None, _) => Backoff::Over,
             (Some(_), None) => Backoff::Restored,
             (Some(_), Some(at)) if clock.is_some_and(|now| now >= at) => Backoff::Over,
             (Some(_), Some(at)) => Backoff::Until(at),
         };
         let rare = Rare {
-            kill_sent_at: task.kill_sent_at,
-            pinned_agent: task.pinned_agent.clone(),
-            waits_for: task.waits_for.clone(),
+            kill_sent_at: task.rare().kill_sent_at,
+            pinned_agent: task.rare().pinned_agent.clone(),
+            waits_for: task.rare().waits_for.clone(),
             backoff,
         };
         Facts {
             seq: task.seq,
             phase: task.phase,
             kill_requested: task.kill_requested,
-            predecessor_live: task.waits_for.as_ref().is_some_and(live),
+            predecessor_live: task.rare().waits_for.as_ref().is_some_and(live),
             agent_id: task.agent_id.clone(),
             rare: (rare != Rare::NONE).then(|| Box::new(rare)),
         }

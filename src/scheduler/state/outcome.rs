@@ -79,8 +79,7 @@ pub(super) fn update_outcome(
     // on. Relaunching at once would run each of them twice (issue 8): wait
     // for the agent. DROPPED, GONE and GONE_BY_OPERATOR are certain.
     if update.state == TaskState::Unknown && !never_started {
-        let waited = task
-            .unknown_since
+        let waited = (task.rare().unknown_since)
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
         if waited < unknown_grace {
             return Outcome::Unconfirmed;
@@ -91,7 +90,7 @@ pub(super) fn update_outcome(
     }
     // A copy whose node is gone ends with it, whatever its policy: the
     // node gets a fresh copy if it comes back.
-    if let (Some(agent), true) = (&task.pinned_agent, pinned_node_gone) {
+    if let (Some(agent), true) = (&task.rare().pinned_agent, pinned_node_gone) {
         return Outcome::DropForGoneNode(agent.clone());
     }
     if !task.requested().restart.restarts_after(update.state) {
@@ -101,6 +100,6 @@ pub(super) fn update_outcome(
         .running_since
         .is_some_and(|since| now.saturating_duration_since(since) >= STABLE_RUN);
     Outcome::Restart {
-        restarts: if stable { 1 } else { task.restarts + 1 },
+        restarts: if stable { 1 } else { task.rare().restarts + 1 },
     }
 }

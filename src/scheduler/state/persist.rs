@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, Service, State, Task};
+use super::{Phase, Service, State, Task, TaskRare};
 use crate::scheduler::intelligence::{self, Entry, Source};
 use crate::scheduler::model::{
     AgentId, DockerInfo, FrameworkId, NetworkMode, PortMapping, RestartPolicy, Sla, TaskId,
@@ -517,8 +517,10 @@ impl Restore {
     /// Sets or (`None`) deletes one task.
     fn apply_task(&mut self, id: TaskId, mut task: Option<Task>) {
         if let Some(task) = &mut task {
-            for agent in [&mut task.agent_id, &mut task.pinned_agent]
+            let pinned = task.rare.as_deref_mut().map(|rare| &mut rare.pinned_agent);
+            for agent in [Some(&mut task.agent_id), pinned]
                 .into_iter()
+                .flatten()
                 .flatten()
             {
                 match self.agents.get(agent) {
@@ -612,10 +614,10 @@ impl TaskRecord {
     fn of(task: &Task) -> TaskRecord {
         TaskRecord {
             spec: SpecRecord::of(&task.spec),
-            requested: task.requested.as_deref().map(SpecRecord::of),
-            applied: task.applied.clone(),
+            requested: task.rare().requested.as_deref().map(SpecRecord::of),
+            applied: task.rare().applied.clone(),
             phase: phase_name(task.phase).to_string(),
-            pinned_agent: task.pinned_agent.as_ref().map(|a| a.0.to_string()),
+            pinned_agent: (task.rare().pinned_agent.as_ref()).map(|a| a.0.to_string()),
             agent_id: task.agent_id.as_ref().map(|a| a.0.to_string()),
             hostname: task.hostname.clone(),
             docker: DockerRecord {
@@ -626,11 +628,10 @@ impl TaskRecord {
             created_at: task.created_at,
             status_message: task.status_message.clone(),
             kill_requested: task.is_kill_requested(),
-            waits_for: task.waits_for.as_ref().map(|t| t.0.to_string()),
+            waits_for: task.rare().waits_for.as_ref().map(|t| t.0.to_string()),
             seq: task.seq,
-            restarts: u64::from(task.restarts),
-            backoff_ms: task
-                .backoff
+            restarts: u64::from(task.rare().restarts),
+            backoff_ms: (task.rare().backoff)
                 .map(|backoff| u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
             not_before_ms: None,
         }
@@ -646,27 +647,13 @@ impl TaskRecord {
             .transpose()?
             .filter(|requested| *requested != spec)
             .map(Box::new);
-        Ok(Task {
-            spec,
+        let rare = TaskRare {
             requested,
             applied: self.applied,
-            phase,
             pinned_agent: self.pinned_agent.map(|id| AgentId(id.into())),
-            agent_id: self.agent_id.map(|id| AgentId(id.into())),
-            hostname: self.hostname,
-            docker: DockerInfo {
-                id: self.docker.id,
-                name: self.docker.name,
-                pid: self.docker.pid,
-            },
-            created_at: self.created_at,
-            status_message: self.status_message,
-            pending_reason: (phase == Phase::Pending).then(|| "waiting for offers".to_string()),
             // A kill from before the restart is sent again once subscribed.
-            kill_requested: self.kill_requested,
             kill_sent_at: None,
             waits_for: self.waits_for.map(|id| TaskId(id.into())),
-            seq: self.seq,
             restarts,
             // Deadlines are monotonic and do not survive a restart: the backoff
             // is re-derived from the first event after the restore (records from
@@ -678,11 +665,28 @@ impl TaskRecord {
                 .map(|ms| Duration::from_millis(ms).min(super::RESTART_BACKOFF_MAX))
                 .or_else(|| self.not_before_ms.map(|_| super::restart_delay(restarts))),
             not_before: None,
-            running_since: None,
             unknown_since: None,
+        };
+        Ok(Task {
+            spec,
+            phase,
+            agent_id: self.agent_id.map(|id| AgentId(id.into())),
+            hostname: self.hostname,
+            docker: DockerInfo {
+                id: self.docker.id,
+                name: self.docker.name,
+                pid: self.docker.pid,
+            },
+            created_at: self.created_at,
+            status_message: self.status_message,
+            pending_reason: (phase == Phase::Pending).then(|| "waiting for offers".to_string()),
+            kill_requested: self.kill_requested,
+            seq: self.seq,
+            running_since: None,
             accepted_at: None,
             // Not persisted: a restart starts each task's history anew.
             trail: super::trail::Trail::default(),
+            rare: rare.boxed(),
         })
     }
 }

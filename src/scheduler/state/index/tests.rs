@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::scheduler::model::{DockerInfo, TaskSpec, TaskState};
+use crate::scheduler::state::TaskRare;
 
 /// `id seq=<n> [launching|running|unknown] [kill] [sent=<s>] [agent=<a>]
 /// [pinned=<a>] [waits=<id>] [backoff=<s>] [restored]`, one task a line;
@@ -34,12 +35,18 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
             } else {
                 Phase::Pending
             };
+            let rare = TaskRare {
+                pinned_agent: field("pinned").map(|a| AgentId(a.into())),
+                kill_sent_at: at("sent"),
+                waits_for: field("waits").map(|id| TaskId(id.into())),
+                backoff: (at("backoff").is_some() || has("restored"))
+                    .then_some(Duration::from_secs(1)),
+                not_before: at("backoff"),
+                ..TaskRare::default()
+            };
             let task = Task {
                 spec: spec(words[0]),
-                requested: None,
-                applied: Vec::new(),
                 phase,
-                pinned_agent: field("pinned").map(|a| AgentId(a.into())),
                 agent_id: field("agent").map(|a| AgentId(a.into())),
                 hostname: None,
                 docker: DockerInfo::default(),
@@ -47,17 +54,11 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 status_message: String::new(),
                 pending_reason: None,
                 kill_requested: has("kill"),
-                kill_sent_at: at("sent"),
-                waits_for: field("waits").map(|id| TaskId(id.into())),
                 seq: field("seq").unwrap().parse().unwrap(),
-                restarts: 0,
-                backoff: (at("backoff").is_some() || has("restored"))
-                    .then_some(Duration::from_secs(1)),
-                not_before: at("backoff"),
                 running_since: None,
-                unknown_since: None,
                 accepted_at: None,
                 trail: Default::default(),
+                rare: rare.boxed(),
             };
             (TaskId(words[0].into()), task)
         })
