@@ -328,7 +328,7 @@ pub struct State {
     /// Unix seconds since when we have not been subscribed (None while
     /// subscribed): what a pending task says meanwhile.
     disconnected_since: Option<u64>,
-    /// Boxed: a `Task` is about 580 bytes, and the B-tree nodes that
+    /// Boxed: a `Task` is 424 bytes, and the B-tree nodes that
     /// inserts in key order leave half full would hold as much again unused.
     tasks: BTreeMap<TaskId, Box<Task>>,
     /// Indexes over `tasks` (`state/index.rs`); every change of an indexed
