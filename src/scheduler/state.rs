@@ -30,6 +30,7 @@ use persist::{idempotency_key, intelligence_key, service_key, task_key, FRAMEWOR
 pub use persist::{Record, Restore};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::scheduler::intelligence::{self, Entry, Source, Table};
@@ -183,7 +184,9 @@ struct Task {
     spec: TaskSpec,
     phase: Phase,
     agent_id: Option<AgentId>,
-    hostname: Option<String>,
+    /// Its node's hostname: the node registry's copy, shared by the node's
+    /// tasks (a restore keeps one copy per hostname).
+    hostname: Option<Arc<str>>,
     docker: DockerInfo,
     created_at: u64,
     status_message: String,
@@ -308,7 +311,8 @@ struct Service {
 
 #[derive(Clone, Debug)]
 struct Node {
-    hostname: String,
+    /// Shared with the tasks placed on it (`Task::hostname`).
+    hostname: Arc<str>,
     node_type: String,
     node_name: String,
     time_of_last_offer: u64,
@@ -682,7 +686,7 @@ impl State {
             .filter_map(|task_id| self.tasks.get(task_id))
         {
             match (&task.hostname, task.phase) {
-                (Some(host), Phase::Active(_) | Phase::Launching) => hosts.push(host.as_str()),
+                (Some(host), Phase::Active(_) | Phase::Launching) => hosts.push(&**host),
                 _ => pending += 1,
             }
         }
@@ -777,7 +781,7 @@ impl State {
             steps.push(ReshuffleStep {
                 id: task.spec.id.clone(),
                 internal_id: old_id.clone(),
-                from_host: task.hostname.clone(),
+                from_host: task.hostname.as_deref().map(str::to_string),
                 to_host,
                 changes,
             });
@@ -931,8 +935,10 @@ impl State {
             // end of the round (`on_offers`), so nothing is cloned here.
             if let Some(node) = self.nodes.get_mut(&offer.agent_id) {
                 node.time_of_last_offer = now_secs;
+                if *node.hostname != *offer.hostname {
+                    node.hostname = offer.hostname.as_str().into();
+                }
                 for (field, value) in [
-                    (&mut node.hostname, offer.hostname.as_str()),
                     (&mut node.node_type, attribute("nodetype")),
                     (&mut node.node_name, attribute("nodename")),
                 ] {
@@ -943,7 +949,7 @@ impl State {
                 continue;
             }
             let node = Node {
-                hostname: offer.hostname.clone(),
+                hostname: offer.hostname.as_str().into(),
                 node_type: attribute("nodetype").to_string(),
                 node_name: attribute("nodename").to_string(),
                 time_of_last_offer: now_secs,
@@ -996,10 +1002,11 @@ impl State {
             // The registry's copy of the id: the tasks of a node share its text.
             let agent_id =
                 (self.nodes.get_key_value(&agent_id)).map_or(agent_id, |(known, _)| known.clone());
-            let hostname = hostnames
-                .get(&agent_id)
-                .map(|hostname| hostname.to_string())
-                .unwrap_or_default();
+            // The registry's copy of the hostname too.
+            let hostname: Arc<str> = match self.nodes.get(&agent_id) {
+                Some(node) => node.hostname.clone(),
+                None => hostnames.get(&agent_id).copied().unwrap_or_default().into(),
+            };
             let mut tasks = Vec::new();
             for (task_id, resources) in placed {
                 let launched = self.update_task(&task_id, |task| {
@@ -1452,7 +1459,7 @@ impl State {
         if let Some(node) = &node {
             log::warn!("agent lost agent={} hostname={}", agent_id.0, node.hostname);
         }
-        self.note_node_lost(agent_id, node.map(|node| node.hostname), now);
+        self.note_node_lost(agent_id, node.map(|node| node.hostname.to_string()), now);
         let stranded: Vec<TaskId> = self
             .index
             .on_agent(agent_id)
@@ -1834,7 +1841,7 @@ impl State {
                     self.dirty.insert(service_key(&service.spec.id));
                     let mut spec = service.spec.clone();
                     spec.node_name = if node.node_name.is_empty() {
-                        node.hostname.clone()
+                        node.hostname.to_string()
                     } else {
                         node.node_name.clone()
                     };
@@ -2073,7 +2080,7 @@ impl State {
             internal_id: task_id.clone(),
             state,
             agent_id: task.agent_id.clone(),
-            hostname: task.hostname.clone(),
+            hostname: task.hostname.as_deref().map(str::to_string),
             docker_id: task.docker.id.clone(),
             docker_name: task.docker.name.clone(),
             process_id: task.docker.pid,
@@ -2177,7 +2184,10 @@ impl State {
                 shown(known)
             );
         }
-        let hosts = matching.iter().map(|node| node.hostname.clone()).collect();
+        let hosts = matching
+            .iter()
+            .map(|node| node.hostname.to_string())
+            .collect();
         format!(
             "one-per-node: every matching node had its copy and it ended ({})",
             shown(hosts)

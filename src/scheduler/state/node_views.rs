@@ -42,7 +42,7 @@ impl State {
                 });
                 NodeView {
                     agent_id: agent_id.clone(),
-                    hostname: node.hostname.clone(),
+                    hostname: node.hostname.to_string(),
                     node_type: node.node_type.clone(),
                     node_name: node.node_name.clone(),
                     time_of_last_offer: node.time_of_last_offer,

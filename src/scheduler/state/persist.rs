@@ -21,6 +21,7 @@
 //! is held whole.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -397,8 +398,10 @@ pub struct Restore {
     /// one in order, a B-tree keeps its nodes about half full: ~40 MB of
     /// slack at 100k tasks.
     in_order: Vec<(TaskId, Box<Task>)>,
-    /// Every agent id read so far, so the tasks of one node share its text.
+    /// Every agent id and hostname read so far, so the tasks of one node
+    /// share their text.
     agents: HashSet<AgentId>,
+    hosts: HashSet<Arc<str>>,
 }
 
 impl Default for Restore {
@@ -415,6 +418,7 @@ impl Restore {
             state,
             in_order: Vec::new(),
             agents: HashSet::new(),
+            hosts: HashSet::new(),
         }
     }
 
@@ -523,12 +527,10 @@ impl Restore {
                 .flatten()
                 .flatten()
             {
-                match self.agents.get(agent) {
-                    Some(shared) => *agent = shared.clone(),
-                    None => {
-                        self.agents.insert(agent.clone());
-                    }
-                }
+                share(&mut self.agents, agent);
+            }
+            if let Some(host) = &mut task.hostname {
+                share(&mut self.hosts, host);
             }
         }
         let next_in_order =
@@ -610,6 +612,17 @@ fn phase_from_name(name: &str) -> Result<Phase, String> {
     }
 }
 
+/// Replaces `value` with the copy in `seen` (adding it when new), so equal
+/// texts read from many records share one allocation.
+fn share<T: Clone + Eq + std::hash::Hash>(seen: &mut HashSet<T>, value: &mut T) {
+    match seen.get(value) {
+        Some(shared) => *value = shared.clone(),
+        None => {
+            seen.insert(value.clone());
+        }
+    }
+}
+
 impl TaskRecord {
     fn of(task: &Task) -> TaskRecord {
         TaskRecord {
@@ -619,7 +632,7 @@ impl TaskRecord {
             phase: phase_name(task.phase).to_string(),
             pinned_agent: (task.rare().pinned_agent.as_ref()).map(|a| a.0.to_string()),
             agent_id: task.agent_id.as_ref().map(|a| a.0.to_string()),
-            hostname: task.hostname.clone(),
+            hostname: task.hostname.as_deref().map(str::to_string),
             docker: DockerRecord {
                 id: task.docker.id.clone(),
                 name: task.docker.name.clone(),
@@ -671,7 +684,7 @@ impl TaskRecord {
             spec,
             phase,
             agent_id: self.agent_id.map(|id| AgentId(id.into())),
-            hostname: self.hostname,
+            hostname: self.hostname.map(Arc::from),
             docker: DockerInfo {
                 id: self.docker.id,
                 name: self.docker.name,

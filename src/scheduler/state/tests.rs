@@ -2997,11 +2997,11 @@ fn a_read_that_changes_the_kept_list_drops_it() {
     read(&mut restored, list(), later(2)).expect("and the next one");
 }
 
-/// The tasks of one node share the text of its agent id: placed from
+/// The tasks of one node share the text of its agent id and hostname: placed from
 /// offers of separate rounds (each parsed into its own id), and restored
 /// from records (each with its own copy).
 #[test]
-fn the_tasks_of_one_node_share_its_agent_id() {
+fn the_tasks_of_one_node_share_its_agent_id_and_hostname() {
     let (mut state, mut step) = subscribed_state();
     for (seq, name) in ["a", "b"].into_iter().enumerate() {
         let submit = ApiRequest::Submit {
@@ -3020,9 +3020,17 @@ fn the_tasks_of_one_node_share_its_agent_id() {
             .collect();
         ids.len() == 2 && std::sync::Arc::ptr_eq(&ids[0].0, &ids[1].0)
     };
+    let hosts_shared = |state: &State| {
+        let hosts: Vec<&std::sync::Arc<str>> = (state.tasks.values())
+            .filter_map(|task| task.hostname.as_ref())
+            .collect();
+        hosts.len() == 2 && std::sync::Arc::ptr_eq(hosts[0], hosts[1])
+    };
     assert!(shared(&state), "placed in two rounds");
+    assert!(hosts_shared(&state), "hostname, placed in two rounds");
     let restored = State::restore(&state.all_records()).expect("restores");
     assert!(shared(&restored), "restored");
+    assert!(hosts_shared(&restored), "hostname, restored");
 }
 
 /// The entries a list builds are what `scheduler::run` counts towards a

@@ -516,8 +516,8 @@ impl State {
             .agent_id
             .as_ref()
             .and_then(|agent| self.nodes.get(agent))
-            .map(|node| node.hostname.clone())
-            .or_else(|| task.hostname.clone());
+            .map(|node| node.hostname.to_string())
+            .or_else(|| task.hostname.as_deref().map(str::to_string));
         let kind = NoticeKind::TaskStatus {
             task: update.task_id.clone(),
             id: task.spec.id.clone(),
@@ -548,7 +548,10 @@ impl State {
         let Some(task) = self.tasks.get(old) else {
             return;
         };
-        let (id, from) = (task.spec.id.clone(), task.hostname.clone());
+        let (id, from) = (
+            task.spec.id.clone(),
+            task.hostname.as_deref().map(str::to_string),
+        );
         let to = self
             .tasks
             .get(replacement)
