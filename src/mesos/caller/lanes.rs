@@ -40,6 +40,11 @@ pub const FRAMEWORK_LANE: usize = 0;
 /// the journal holds the rest (`store::MAX_UNSENT_CALLS`).
 pub const MAX_PENDING_CALLS: usize = 65_536;
 
+/// Room for this many calls each the queues and the acknowledged updates
+/// keep once every call is done. A burst leaves them with room for tens
+/// of thousands (up to `MAX_PENDING_CALLS`, about 10 MB) otherwise.
+pub const KEEP_ROOM: usize = 256;
+
 /// The most ACKNOWLEDGE and KILL calls a lane sends in one go (one after
 /// another on its keep-alive connection, without a trip through the
 /// dispatcher in between).
@@ -241,6 +246,13 @@ impl Lanes {
         let queue = &mut self.queues[lane];
         for entry in unfinished.into_iter().rev() {
             queue.push_front(entry);
+        }
+        if self.pending == 0 {
+            for queue in &mut self.queues {
+                queue.shrink_to(KEEP_ROOM);
+            }
+            self.fences.shrink_to(KEEP_ROOM);
+            self.acknowledging.shrink_to(KEEP_ROOM);
         }
     }
 
@@ -536,5 +548,30 @@ mod tests {
         }
         let batches = lanes.take_ready(Some("s"), Instant::now());
         assert_eq!(batches[0].1.len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn a_burst_gives_its_room_back_once_every_call_is_done() {
+        let mut lanes = Lanes::new();
+        let burst = 20 * KEEP_ROOM;
+        for n in 0..burst {
+            assert!(lanes.push(call(&format!("ack@1 t{n}"))));
+        }
+        let room = |lanes: &Lanes| {
+            let queues = lanes.queues.iter().map(VecDeque::capacity).max();
+            (queues.unwrap_or(0), lanes.acknowledging.capacity())
+        };
+        assert!(room(&lanes).0 >= burst && room(&lanes).1 >= burst);
+        while lanes.pending > 0 {
+            for (lane, batch) in lanes.take_ready(Some("s"), Instant::now()) {
+                let done: Vec<Done> = batch
+                    .iter()
+                    .map(|entry| (entry.seq, entry.update.clone()))
+                    .collect();
+                lanes.finish(lane, &done, Vec::new());
+            }
+        }
+        let (queues, acks) = room(&lanes);
+        assert!(queues <= 2 * KEEP_ROOM && acks <= 2 * KEEP_ROOM, "{queues} {acks}");
     }
 }
