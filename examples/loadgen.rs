@@ -41,6 +41,9 @@ const LIST_CLIENTS: usize = 4;
 const LIST_REQUESTS: usize = 10;
 /// Total time the task-list latency figure may take.
 const LIST_BUDGET: Duration = Duration::from_secs(60);
+/// The wait before RSS is read again after the lists: longer than the
+/// scheduler's `trim::TRIM_SOON` (2 s), so the trim after the lists has run.
+const SETTLE: Duration = Duration::from_secs(3);
 /// How long the scheduler may take to answer its first ping.
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read (a 100k-task list is tens of MB).
@@ -419,6 +422,10 @@ fn load(
     out.insert("rss_idle_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
     burst_phase(out, api, pid, tasks, clients, run_timeout);
     list_phase(out, api);
+    // Holding the tasks, after the burst and the lists: once the trim that
+    // follows large turns has run.
+    std::thread::sleep(SETTLE);
+    out.insert("rss_settled_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
 }
 
 /// The submit burst alone, for profiling the path a task takes.
@@ -1015,9 +1022,10 @@ fn table(r: &Results) {
         ),
         ("RSS idle".into(), format!("{} MiB", get("rss_idle_mib"))),
         (
-            format!("RSS at {tasks} (peak)"),
+            format!("RSS at {tasks}: settled (burst end, peak)"),
             format!(
-                "{} MiB ({} MiB)",
+                "{} MiB ({} MiB, {} MiB)",
+                get("rss_settled_mib"),
                 get("rss_loaded_mib"),
                 get("hwm_loaded_mib")
             ),
