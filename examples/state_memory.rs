@@ -304,11 +304,11 @@ fn build(tasks: usize, dir: &Path, agents: usize) -> Result<(), String> {
             message: String::new(),
             agent_id: Some(agent_id.clone()),
             uuid: Some(vec![n as u8; 16]),
-            docker: Some(DockerInfo {
-                id: format!("{n:064x}"),
-                name: format!("mesos-{}", task_id.0),
-                pid: 1000 + n as u64,
-            }),
+            docker: Some(DockerInfo::new(
+                &format!("{n:064x}"),
+                &format!("mesos-{}", task_id.0),
+                1000 + n as u64,
+            )),
         };
         step(
             &mut state,

@@ -264,7 +264,7 @@ pub fn event_from_bytes(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 pub fn docker_info_from_inspect(data: &[u8]) -> Option<DockerInfo> {
     let value: serde_json::Value = serde_json::from_slice(data).ok()?;
     let container = value.as_array()?.first()?;
-    let id = container.get("Id")?.as_str()?.to_string();
+    let id = container.get("Id")?.as_str()?;
     let name = container
         .get("Name")
         .and_then(|it| it.as_str())
@@ -274,11 +274,8 @@ pub fn docker_info_from_inspect(data: &[u8]) -> Option<DockerInfo> {
         .and_then(|state| state.get("Pid"))
         .and_then(|pid| pid.as_u64())
         .unwrap_or(0);
-    Some(DockerInfo {
-        id,
-        name: name.strip_prefix('/').unwrap_or(name).to_string(),
-        pid,
-    })
+    let name = name.strip_prefix('/').unwrap_or(name);
+    Some(DockerInfo::new(id, name, pid))
 }
 
 fn encode(call: &ProtoCall) -> Vec<u8> {
@@ -757,5 +754,25 @@ mod tests {
         let bytes = task.write_to_bytes().expect("encodes");
         let decoded = v1::TaskInfo::parse_from_bytes(&bytes).expect("decodes");
         assert!(decoded.container.docker.privileged());
+    }
+
+    #[test]
+    fn docker_inspect_data_gives_id_name_and_pid() {
+        let check = |data: &str, expected: Option<(&str, &str, u64)>| {
+            let info = docker_info_from_inspect(data.as_bytes());
+            let got = info.as_ref().map(|it| (it.id(), it.name(), it.pid));
+            assert_eq!(got, expected, "{data}");
+        };
+        check(
+            r#"[{"Id":"abc","Name":"/mesos-x","State":{"Pid":42}}]"#,
+            Some(("abc", "mesos-x", 42)),
+        );
+        check(r#"[{"Id":"abc"}]"#, Some(("abc", "", 0)));
+        check(r#"[{"Id":"é","Name":"ü"}]"#, Some(("é", "ü", 0)));
+        check(r#"[{"Name":"/x"}]"#, None);
+        check("[]", None);
+        check("not json", None);
+        // Where the id ends is part of the value.
+        assert_ne!(DockerInfo::new("ab", "c", 1), DockerInfo::new("a", "bc", 1));
     }
 }

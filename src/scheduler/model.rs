@@ -418,13 +418,34 @@ pub enum StatusReason {
     Other,
 }
 
-/// What a docker executor reports about the container on TASK_RUNNING.
+/// What a docker executor reports about the container on TASK_RUNNING:
+/// its id, its name (without the leading `/`) and its pid. Every running
+/// task keeps one, so the id and name share one allocation (32 bytes and
+/// one heap block instead of 56 and two).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DockerInfo {
-    pub id: String,
-    /// Without the leading `/`.
-    pub name: String,
+    /// The id, then the name.
+    text: Box<str>,
+    id_len: usize,
     pub pid: u64,
+}
+
+impl DockerInfo {
+    pub fn new(id: &str, name: &str, pid: u64) -> DockerInfo {
+        DockerInfo {
+            text: [id, name].concat().into(),
+            id_len: id.len(),
+            pid,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.text[..self.id_len]
+    }
+
+    pub fn name(&self) -> &str {
+        &self.text[self.id_len..]
+    }
 }
 
 /// A task status update, as the scheduler sees it.

@@ -192,7 +192,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
                 .clone()
                 .expect("RUNNING carries docker inspect data");
             assert!(
-                docker.name.starts_with("mesos-") && docker.pid > 0,
+                docker.name().starts_with("mesos-") && docker.pid > 0,
                 "{docker:?}"
             );
         }

@@ -572,6 +572,9 @@ mod tests {
             }
         }
         let (queues, acks) = room(&lanes);
-        assert!(queues <= 2 * KEEP_ROOM && acks <= 2 * KEEP_ROOM, "{queues} {acks}");
+        assert!(
+            queues <= 2 * KEEP_ROOM && acks <= 2 * KEEP_ROOM,
+            "{queues} {acks}"
+        );
     }
 }

@@ -634,8 +634,8 @@ impl TaskRecord {
             agent_id: task.agent_id.as_ref().map(|a| a.0.to_string()),
             hostname: task.hostname.as_deref().map(str::to_string),
             docker: DockerRecord {
-                id: task.docker.id.clone(),
-                name: task.docker.name.clone(),
+                id: task.docker.id().to_string(),
+                name: task.docker.name().to_string(),
                 pid: task.docker.pid,
             },
             created_at: task.created_at,
@@ -685,11 +685,7 @@ impl TaskRecord {
             phase,
             agent_id: self.agent_id.map(|id| AgentId(id.into())),
             hostname: self.hostname.map(Arc::from),
-            docker: DockerInfo {
-                id: self.docker.id,
-                name: self.docker.name,
-                pid: self.docker.pid,
-            },
+            docker: DockerInfo::new(&self.docker.id, &self.docker.name, self.docker.pid),
             created_at: self.created_at,
             status_message: self.status_message,
             pending_reason: (phase == Phase::Pending).then(|| "waiting for offers".to_string()),
@@ -961,11 +957,11 @@ mod tests {
                 message: format!("update {n}"),
                 agent_id: Some(agent_id.clone()),
                 uuid: Some(vec![n as u8; 16]),
-                docker: Some(DockerInfo {
-                    id: format!("{n:064x}"),
-                    name: format!("mesos-{}", task_id.0),
-                    pid: 100 + n,
-                }),
+                docker: Some(DockerInfo::new(
+                    &format!("{n:064x}"),
+                    &format!("mesos-{}", task_id.0),
+                    100 + n,
+                )),
             }))
         };
         for (n, (task_id, agent_id)) in launched.iter().enumerate() {

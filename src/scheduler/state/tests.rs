@@ -486,11 +486,9 @@ fn update(state: &State, words: &[&str]) -> TaskUpdate {
                 .replace('_', " ")
         },
         uuid: flags.contains(&"ack").then(|| vec![7; 16]),
-        docker: flags.contains(&"docker").then(|| DockerInfo {
-            id: "abc".to_string(),
-            name: "mesos-x".to_string(),
-            pid: 42,
-        }),
+        docker: flags
+            .contains(&"docker")
+            .then(|| DockerInfo::new("abc", "mesos-x", 42)),
     }
 }
 
