@@ -203,7 +203,7 @@ struct Task {
     accepted_at: Option<Instant>,
     /// Its decision trail (`GET /client/task/<id>`; not durable).
     trail: trail::Trail,
-    /// What few tasks have, boxed apart (`rare()`, `rare_mut()`): `None`
+    /// What few tasks have, boxed apart (`rare()`, `change_rare()`): `None`
     /// while all of it is empty, as for most running tasks. A `Task` is
     /// 424 bytes with it instead of 552 (12 MiB less at 100,000 tasks).
     rare: Option<Box<TaskRare>>,
@@ -1338,10 +1338,10 @@ impl State {
                     .push(now.instant.saturating_duration_since(at));
             }
         }
-        if update.state != TaskState::Unknown {
-            task.change_rare(|rare| rare.unknown_since = None);
-        } else if task.rare().unknown_since.is_none() {
-            task.change_rare(|rare| rare.unknown_since = Some(now.instant));
+        let unknown_since = (update.state == TaskState::Unknown)
+            .then(|| task.rare().unknown_since.unwrap_or(now.instant));
+        if task.rare().unknown_since != unknown_since {
+            task.change_rare(|rare| rare.unknown_since = unknown_since);
         }
         if changed {
             // The agent may have changed.
