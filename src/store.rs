@@ -46,6 +46,13 @@ pub const MAX_GROUP: usize = 1024;
 /// The journal is compacted once it is larger than this and than twice the snapshot.
 pub const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A clean stop folds a journal of at least this many bytes into the
+/// snapshot, so the next start reads one file in key order (`Restore`
+/// builds the task table from it in one go) instead of replaying up to
+/// twice the snapshot's bytes of journal over it: at 100k tasks the
+/// journal is often 30-40 MB at a stop.
+pub const STOP_COMPACT_BYTES: u64 = 1024 * 1024;
+
 /// Exit code when the state directory fails (an I/O error other than a full
 /// disk, or a full disk whose reserve is used up too): nothing that depended
 /// on the lost write has left the process, and a restart resumes from the disk.
@@ -475,6 +482,20 @@ impl Store {
     /// dropped), so the store is marked broken: commits are refused, the
     /// journal thread stops (exit 3), and a restart reads the new snapshot
     /// with either journal, which give the same state.
+    /// At a clean stop: compacts a journal of `STOP_COMPACT_BYTES` or
+    /// more. Every record is durable already, so a failure only means the
+    /// next start replays the journal.
+    fn compact_at_stop(&mut self) {
+        if self.journal_bytes < STOP_COMPACT_BYTES || self.broken.is_some() {
+            return;
+        }
+        if let Err(error) = self.compact() {
+            log::warn!(
+                "state: no compaction at the stop, the next start replays the journal: {error}"
+            );
+        }
+    }
+
     pub fn compact(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
@@ -1039,6 +1060,9 @@ pub fn run_journal(
             break;
         }
     }
+    if let Some(store) = store.as_mut() {
+        store.compact_at_stop();
+    }
     Ok(())
 }
 
@@ -1219,6 +1243,45 @@ mod tests {
         let keys: Vec<&str> = records.iter().map(|record| record.key.as_str()).collect();
         assert_eq!(keys, ["task/a", "task/b"]);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A clean stop folds a long journal into the snapshot and leaves a
+    /// short one; either way a reopen reads every record.
+    #[test]
+    fn a_clean_stop_folds_a_long_journal_into_the_snapshot() {
+        let _serial = serial();
+        let value = "x".repeat(32 * 1024);
+        // One record, and enough to pass STOP_COMPACT_BYTES.
+        let long = (STOP_COMPACT_BYTES as usize).div_ceil(value.len()) + 1;
+        for (count, folded) in [(1, false), (long, true)] {
+            let dir = temp_dir(&format!("stop-compact-{count}"));
+            let (store, _) = open(&dir).expect("opens");
+            let (turn_tx, turn_rx) = crossbeam_channel::unbounded();
+            let (call_tx, _call_rx) = crossbeam_channel::unbounded::<Call>();
+            let (committed_tx, _committed_rx) = crossbeam_channel::unbounded();
+            let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
+            let records = (0..count)
+                .map(|n| record(&format!("task/{n:04}"), Some(json!(value))))
+                .collect();
+            let turn = Turn {
+                records,
+                calls: Vec::new(),
+                replies: Vec::new(),
+                notices: Vec::new(),
+            };
+            turn_tx.send(turn).expect("queued");
+            drop(turn_tx);
+            journal.join().expect("ends").expect("runs to the end");
+            let journal_len = fs::metadata(dir.join(JOURNAL)).expect("journal").len();
+            assert_eq!(
+                journal_len == 0,
+                folded,
+                "{count} records: {journal_len} bytes"
+            );
+            let (_, read) = open(&dir).expect("reopens");
+            assert_eq!(read.len(), count);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 
     /// See: issue 10. Behind a master that refuses calls the caller's
