@@ -1229,9 +1229,12 @@ impl State {
         match outcome {
             Outcome::Stale => {}
             Outcome::Unconfirmed => self.keep_asking(task_id, grace, now.instant),
-            Outcome::Progress(state) => {
+            // The same state again (a reconciliation answer) changes
+            // nothing indexed or listed: no reindex, the list entry stays.
+            Outcome::Progress(state) if known != Phase::Active(state) => {
                 self.update_task(task_id, |task| task.phase = Phase::Active(state));
             }
+            Outcome::Progress(_) => {}
             Outcome::Relaunch { agent_unknown } => {
                 let why = format!("{}: {}", update.state.as_str(), update.message);
                 let agent = self.relaunch(task_id, &why, now);

@@ -3067,8 +3067,8 @@ fn a_list_counts_the_entries_it_built() {
 }
 
 /// A reconciliation answer that confirms the state we know writes no
-/// record and keeps the message (a restart at 100k tasks gets two answers
-/// per task); one that brings news writes it.
+/// record, keeps the message and the task's list entry (a restart at 100k
+/// tasks gets two answers per task); one that brings news writes it.
 #[test]
 fn an_answer_that_confirms_the_known_state_writes_nothing() {
     let (mut state, mut step) = subscribed_state();
@@ -3093,6 +3093,8 @@ fn an_answer_that_confirms_the_known_state_writes_nothing() {
     };
     let news = ["web-", "TASK_RUNNING", "ack", "message=started"];
     assert_eq!(answer(&mut state, &news, 1), (1, "started".to_string()));
+    state.task_list(&TaskQuery::default());
+    state.take_list_built();
     let confirms = [
         "web-",
         "TASK_RUNNING",
@@ -3104,6 +3106,8 @@ fn an_answer_that_confirms_the_known_state_writes_nothing() {
         (0, "started".to_string()),
         "a confirming answer writes nothing and keeps the message"
     );
+    state.task_list(&TaskQuery::default());
+    assert_eq!(state.take_list_built(), 0, "and keeps the list entry");
     let killing = ["web-", "TASK_KILLING", "reconcile", "message=going"];
     assert_eq!(
         answer(&mut state, &killing, 3),
