@@ -994,19 +994,19 @@ impl State {
                 log::debug!("task not placed task={} reason={reason}", task_id.0);
             }
         }
-        let hostnames: BTreeMap<&AgentId, &str> = offers
-            .iter()
-            .map(|offer| (&offer.agent_id, offer.hostname.as_str()))
-            .collect();
         for (offer_id, agent_id, placed) in placement.launches {
-            // The registry's copy of the id: the tasks of a node share its text.
-            let agent_id =
-                (self.nodes.get_key_value(&agent_id)).map_or(agent_id, |(known, _)| known.clone());
-            // The registry's copy of the hostname too.
-            let hostname: Arc<str> = match self.nodes.get(&agent_id) {
-                Some(node) => node.hostname.clone(),
-                None => hostnames.get(&agent_id).copied().unwrap_or_default().into(),
-            };
+            // The registry's copies of the id and hostname: the tasks of a
+            // node share their text. Every offer's agent was registered this
+            // turn (`register_nodes`); the offer is only a fallback.
+            let (agent_id, hostname): (AgentId, Arc<str>) =
+                match self.nodes.get_key_value(&agent_id) {
+                    Some((known, node)) => (known.clone(), node.hostname.clone()),
+                    None => {
+                        let offer = offers.iter().find(|offer| offer.agent_id == agent_id);
+                        let hostname = offer.map_or("", |offer| offer.hostname.as_str());
+                        (agent_id, hostname.into())
+                    }
+                };
             let mut tasks = Vec::new();
             for (task_id, resources) in placed {
                 let launched = self.update_task(&task_id, |task| {
