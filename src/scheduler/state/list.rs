@@ -117,6 +117,11 @@ impl ListCache {
     /// `task_id` changed: its next list builds its view again.
     pub fn forget(&mut self, task_id: &TaskId) {
         self.memo = None;
+        self.drop_entry(task_id);
+    }
+
+    /// Drops `task_id`'s kept entry, if any, and its weight.
+    fn drop_entry(&mut self, task_id: &TaskId) {
         if let Some(kept) = self.entries.remove(task_id) {
             self.bytes -= kept.weight;
         }
@@ -160,9 +165,8 @@ impl ListCache {
         context: ViewContext,
         view: TaskView,
     ) -> (Arc<ListedTask>, bool) {
-        if let Some(kept) = self.entries.remove(task_id) {
-            self.bytes -= kept.weight;
-        }
+        // Building an entry changes nothing a list shows: the kept list stays.
+        self.drop_entry(task_id);
         self.built += 1;
         let weight = entry_weight(&view);
         let entry = Arc::new(ListedTask::new(view));
