@@ -97,8 +97,9 @@ pub(crate) fn start_lanes(
     Ok((LaneLinks { work, done }, threads))
 }
 
-/// A lane thread: sends each batch's calls in order on its one connection,
-/// stopping at the first failure, and hands the batch back.
+/// A lane thread: sends each batch's calls in order on its one connection
+/// (pipelined when there are several), stopping at the first failure, and
+/// hands the batch back.
 fn run_lane(mut caller: Caller, work: Receiver<Work>, done: Sender<Done>) {
     for Work {
         lane,
@@ -106,21 +107,22 @@ fn run_lane(mut caller: Caller, work: Receiver<Work>, done: Sender<Done>) {
         entries,
     } in work
     {
-        let mut results = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let bytes = convert::call_to_bytes(&entry.call, &session.framework_id);
-            let result = caller.post(
+        let bodies: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|entry| convert::call_to_bytes(&entry.call, &session.framework_id))
+            .collect();
+        let results = if let ([entry], [body]) = (&entries[..], &bodies[..]) {
+            vec![caller.post(
                 &session.leader,
                 &session.stream_id,
-                &bytes,
+                body,
                 is_idempotent(&entry.call),
-            );
-            let failed = result.is_err();
-            results.push(result);
-            if failed {
-                break;
-            }
-        }
+            )]
+        } else if entries.iter().all(|entry| is_idempotent(&entry.call)) {
+            caller.post_pipelined(&session.leader, &session.stream_id, &bodies)
+        } else {
+            caller.post_pipelined_once(&session.leader, &session.stream_id, &bodies)
+        };
         let batch = Done {
             lane,
             session,
@@ -323,6 +325,11 @@ impl CallerLoop {
                     settled_unsent = true;
                     continue;
                 }
+                // The rest joined the batch only on this stream
+                // (`Lanes::take_ready`), and now go out on it.
+                for entry in entries.iter_mut().skip(1) {
+                    first_stream(entry, &session.stream_id);
+                }
                 let work = Work {
                     lane,
                     session: session.clone(),
@@ -450,11 +457,7 @@ fn check_subscription(entry: &mut Entry, stream: &str) -> Option<Outcome> {
     // framework suppressed with the state thread believing not (no offers
     // ever again; seen after POST /admin/reset's TEARDOWN). An ACCEPT's
     // offers were rescinded when its subscription ended.
-    if !matches!(entry.call, Call::Suppress | Call::Launch { .. }) {
-        return None;
-    }
-    let first = entry.first_stream.get_or_insert_with(|| stream.to_string());
-    if first == stream {
+    if first_stream(entry, stream)? == stream {
         return None;
     }
     Some(match entry.call {
@@ -469,6 +472,15 @@ fn check_subscription(entry: &mut Entry, stream: &str) -> Option<Outcome> {
             )
         }
     })
+}
+
+/// The stream an ACCEPT or SUPPRESS first went out on: `stream` if this is
+/// its first attempt. `None` for every other call.
+fn first_stream<'a>(entry: &'a mut Entry, stream: &str) -> Option<&'a str> {
+    if !matches!(entry.call, Call::Suppress | Call::Launch { .. }) {
+        return None;
+    }
+    Some(entry.first_stream.get_or_insert_with(|| stream.to_string()))
 }
 
 /// What a failed attempt means; for a call that goes out again

@@ -342,6 +342,63 @@ impl Caller {
         }
     }
 
+    /// POSTs calls that may be sent twice (ACKNOWLEDGE, KILL) pipelined on
+    /// one connection: every request written at once, then the answers
+    /// read in order, so a batch costs one write and one round trip instead
+    /// of one of each per call. One result per call up to and including the
+    /// first failure; the calls after it count as not tried (the master may
+    /// have acted on them, which is why only such calls are pipelined).
+    /// A batch (at most `caller::lanes::MAX_BATCH` requests of a few hundred
+    /// bytes, and their answers) fits the socket buffers, so writing all of
+    /// it before reading cannot stall on a master waiting for us to read.
+    pub fn post_pipelined(
+        &mut self,
+        master: &str,
+        stream_id: &str,
+        calls: &[Vec<u8>],
+    ) -> Vec<Result<(), CallError>> {
+        let idle = self.idle.take().filter(|it| it.master == master);
+        let reused = idle.is_some();
+        let (results, _) = self.pipeline_on(idle, master, stream_id, calls);
+        // As in `post`: a master that closed the idle connection fails the
+        // first call, and the batch goes out again at once on a new one.
+        match results.first() {
+            Some(Err(
+                CallError::NotDelivered(Error::Io { .. })
+                | CallError::OutcomeUnknown(Error::Io { .. }),
+            )) if reused => self.pipeline_on(None, master, stream_id, calls).0,
+            _ => results,
+        }
+    }
+
+    /// POSTs calls that must not be sent twice (ACCEPT) pipelined, as
+    /// `post_pipelined` does, on a connection the master has not closed
+    /// (`still_open`) or a new one. Every call gets a result: one after the
+    /// first failure may have reached the master as well, so it is outcome
+    /// unknown, never "not tried", and is not sent again. Only when no
+    /// connection could be made are the calls after the first not tried.
+    pub fn post_pipelined_once(
+        &mut self,
+        master: &str,
+        stream_id: &str,
+        calls: &[Vec<u8>],
+    ) -> Vec<Result<(), CallError>> {
+        let idle = self
+            .idle
+            .take()
+            .filter(|it| it.master == master && it.still_open());
+        let (mut results, written) = self.pipeline_on(idle, master, stream_id, calls);
+        while written && results.len() < calls.len() {
+            results.push(Err(CallError::OutcomeUnknown(Error::Io {
+                master: master.to_string(),
+                source: io::Error::other(
+                    "no answer: an earlier call of its pipelined batch failed",
+                ),
+            })));
+        }
+        results
+    }
+
     /// One attempt, on `connection` or on a new one.
     fn post_on(
         &mut self,
@@ -350,115 +407,167 @@ impl Caller {
         stream_id: &str,
         call: &[u8],
     ) -> Result<(), CallError> {
+        let (results, _) = self.pipeline_on(connection, master, stream_id, &[call]);
+        results.into_iter().next().unwrap_or_else(|| {
+            Err(CallError::NotDelivered(Error::Protocol {
+                master: master.to_string(),
+                what: "no call was sent".to_string(),
+            }))
+        })
+    }
+
+    /// Writes the requests of `calls` on `connection` (or a new one) and
+    /// reads their answers in order, up to the first failure; keeps the
+    /// connection for the next calls when every answer left it usable.
+    /// The flag says whether any byte may have gone out.
+    fn pipeline_on(
+        &mut self,
+        connection: Option<CallConnection>,
+        master: &str,
+        stream_id: &str,
+        calls: &[impl AsRef<[u8]>],
+    ) -> (Vec<Result<(), CallError>>, bool) {
         let mut connection = match connection {
             Some(connection) => connection,
-            None => connect_for_call(master).map_err(|source| {
-                CallError::NotDelivered(Error::Io {
-                    master: master.to_string(),
-                    source,
-                })
-            })?,
+            None => match connect_for_call(master) {
+                Ok(connection) => connection,
+                Err(source) => {
+                    let error = CallError::NotDelivered(Error::Io {
+                        master: master.to_string(),
+                        source,
+                    });
+                    return (vec![Err(error)], false);
+                }
+            },
         };
         *self
             .socket_slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner) =
             connection.reader.get_ref().socket.try_clone().ok();
-        let result = self.exchange(&mut connection, master, stream_id, call);
+        let mut bytes = Vec::new();
+        for call in calls {
+            self.push_request(&mut bytes, master, stream_id, call.as_ref());
+        }
+        // A write that fails leaves a request incomplete: the master cannot
+        // act on a body shorter than its Content-Length.
+        let mut socket = &connection.reader.get_ref().socket;
+        let written = socket.write_all(&bytes).and_then(|()| socket.flush());
+        let mut results = Vec::with_capacity(calls.len());
+        let mut keep_alive = false;
+        match written {
+            // One request cut short cannot be acted on; of several, the
+            // ones before the cut may have gone out whole.
+            Err(source) => results.push(Err(if calls.len() == 1 {
+                CallError::NotDelivered(Error::Io {
+                    master: master.to_string(),
+                    source,
+                })
+            } else {
+                CallError::OutcomeUnknown(Error::Io {
+                    master: master.to_string(),
+                    source,
+                })
+            })),
+            Ok(()) => {
+                for _ in calls {
+                    connection.reader.get_mut().deadline = Instant::now() + CALL_TIMEOUT;
+                    let answer = read_answer(&mut connection, master);
+                    keep_alive = matches!(answer, Ok(true));
+                    results.push(answer.map(|_| ()));
+                    if !keep_alive {
+                        break;
+                    }
+                }
+            }
+        }
         *self
             .socket_slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
-        let keep_alive = result?;
-        if keep_alive {
+        // Every answer read and nothing more buffered: the connection is
+        // where the next request starts.
+        if keep_alive && results.len() == calls.len() && connection.reader.buffer().is_empty() {
             self.idle = Some(connection);
         }
-        Ok(())
+        (results, true)
     }
 
-    /// Writes the request and reads the answer; `Ok(true)` when the
-    /// connection may carry the next call.
-    fn exchange(
-        &self,
-        connection: &mut CallConnection,
-        master: &str,
-        stream_id: &str,
-        call: &[u8],
-    ) -> Result<bool, CallError> {
-        let io_error = |source| Error::Io {
-            master: master.to_string(),
-            source,
-        };
-        let mut request = format!(
-            "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nMesos-Stream-Id: {stream_id}\r\nContent-Length: {}\r\n",
+    /// Appends one call's HTTP request to `bytes`.
+    fn push_request(&self, bytes: &mut Vec<u8>, master: &str, stream_id: &str, call: &[u8]) {
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|auth| format!("Authorization: {}\r\n", auth.header_value()))
+            .unwrap_or_default();
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            bytes,
+            "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nMesos-Stream-Id: {stream_id}\r\nContent-Length: {}\r\n{auth}\r\n",
             call.len()
         );
-        if let Some(auth) = &self.auth {
-            request.push_str(&format!("Authorization: {}\r\n", auth.header_value()));
-        }
-        request.push_str("\r\n");
-        let mut bytes = request.into_bytes();
         bytes.extend_from_slice(call);
-        // A write that fails leaves the request incomplete: the master cannot
-        // act on a body shorter than its Content-Length.
-        let mut socket = &connection.reader.get_ref().socket;
-        socket
-            .write_all(&bytes)
-            .and_then(|()| socket.flush())
-            .map_err(|source| CallError::NotDelivered(io_error(source)))?;
-        connection.reader.get_mut().deadline = Instant::now() + CALL_TIMEOUT;
-        // From here on the master may have the whole call.
-        let unknown = CallError::OutcomeUnknown;
-        let head = read_head(&mut connection.reader).map_err(|err| match err {
-            HeadError::Io(source) => unknown(io_error(source)),
-            HeadError::Bad(what) => unknown(Error::Protocol {
-                master: master.to_string(),
-                what,
-            }),
-        })?;
-        let length = head
-            .header("content-length")
-            .and_then(|it| it.parse::<u64>().ok());
-        // Mesos answers with a Content-Length (0 for 202). Without one (or
-        // chunked) the body is not read and the connection not kept.
-        let mut body = Vec::new();
-        let body_read = match length {
-            Some(length) => connection
-                .reader
-                .by_ref()
-                .take(length.min(MAX_ERROR_BODY))
-                .read_to_end(&mut body)
-                .is_ok(),
-            None => false,
-        };
-        let keep_alive = body_read
-            && length == Some(body.len() as u64)
-            && connection.reader.buffer().is_empty()
-            && !head
-                .header("connection")
-                .is_some_and(|it| it.eq_ignore_ascii_case("close"));
-        let status_error = |status| Error::Status {
+    }
+}
+
+/// Reads one answer from `connection`: `Ok(true)` when the connection may
+/// carry the next answer or request (the body was read to its end and the
+/// master did not say close).
+fn read_answer(connection: &mut CallConnection, master: &str) -> Result<bool, CallError> {
+    let io_error = |source| Error::Io {
+        master: master.to_string(),
+        source,
+    };
+    // From here on the master may have the whole call.
+    let unknown = CallError::OutcomeUnknown;
+    let head = read_head(&mut connection.reader).map_err(|err| match err {
+        HeadError::Io(source) => unknown(io_error(source)),
+        HeadError::Bad(what) => unknown(Error::Protocol {
             master: master.to_string(),
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        };
-        match head.status {
-            200 | 202 => Ok(keep_alive),
-            307 => {
-                let location = head.header("location").unwrap_or_default();
-                let error = match leader_from_location(location) {
-                    Some(leader) => Error::Redirect { location: leader },
-                    None => Error::Protocol {
-                        master: master.to_string(),
-                        what: format!("307 with unusable Location {location:?}"),
-                    },
-                };
-                Err(CallError::NotDelivered(error))
-            }
-            503 => Err(CallError::NotDelivered(status_error(503))),
-            status @ 400..=499 => Err(CallError::Refused(status_error(status))),
-            status => Err(CallError::OutcomeUnknown(status_error(status))),
+            what,
+        }),
+    })?;
+    let length = head
+        .header("content-length")
+        .and_then(|it| it.parse::<u64>().ok());
+    // Mesos answers with a Content-Length (0 for 202). Without one (or
+    // chunked) the body is not read and the connection not kept.
+    let mut body = Vec::new();
+    let body_read = match length {
+        Some(length) => connection
+            .reader
+            .by_ref()
+            .take(length.min(MAX_ERROR_BODY))
+            .read_to_end(&mut body)
+            .is_ok(),
+        None => false,
+    };
+    let keep_alive = body_read
+        && length == Some(body.len() as u64)
+        && !head
+            .header("connection")
+            .is_some_and(|it| it.eq_ignore_ascii_case("close"));
+    let status_error = |status| Error::Status {
+        master: master.to_string(),
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    match head.status {
+        200 | 202 => Ok(keep_alive),
+        307 => {
+            let location = head.header("location").unwrap_or_default();
+            let error = match leader_from_location(location) {
+                Some(leader) => Error::Redirect { location: leader },
+                None => Error::Protocol {
+                    master: master.to_string(),
+                    what: format!("307 with unusable Location {location:?}"),
+                },
+            };
+            Err(CallError::NotDelivered(error))
         }
+        503 => Err(CallError::NotDelivered(status_error(503))),
+        status @ 400..=499 => Err(CallError::Refused(status_error(status))),
+        status => Err(CallError::OutcomeUnknown(status_error(status))),
     }
 }
 
@@ -735,6 +844,99 @@ mod tests {
         // go out on it (it would end as "outcome unknown"), but on a new one.
         assert!(caller.post(&master, "s", b"accept", false).is_ok());
         assert_eq!(heard.recv_timeout(deadline), Ok("connection"));
+    }
+
+    /// A master that reads requests on one connection after another and
+    /// answers the n-th of each connection as `script[n]` says: a status
+    /// ("202", "400") or "drop" (close without answering). It reports each
+    /// request body it read, in order.
+    fn scripted_master(script: &'static [&'static str]) -> (String, mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let address = listener.local_addr().expect("address").to_string();
+        let (bodies, heard) = mpsc::channel();
+        std::thread::spawn(move || {
+            for socket in listener.incoming().flatten() {
+                let mut reader = BufReader::new(socket);
+                for answer in script {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(value) = line.strip_prefix("Content-Length: ") {
+                            length = value.parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    let _ = bodies.send(body);
+                    if *answer == "drop" {
+                        break;
+                    }
+                    let text = format!("HTTP/1.1 {answer} Status\r\nContent-Length: 4\r\n\r\nwhy!");
+                    if reader.get_mut().write_all(text.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (address, heard)
+    }
+
+    fn outcomes(results: &[Result<(), CallError>]) -> Vec<&'static str> {
+        results
+            .iter()
+            .map(|result| match result {
+                Ok(()) => "ok",
+                Err(CallError::NotDelivered(_)) => "not delivered",
+                Err(CallError::OutcomeUnknown(_)) => "unknown",
+                Err(CallError::Refused(_)) => "refused",
+            })
+            .collect()
+    }
+
+    fn bodies(texts: &[&str]) -> Vec<Vec<u8>> {
+        texts.iter().map(|text| text.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn pipelined_calls_are_answered_in_order_up_to_the_first_failure() {
+        let (master, heard) = scripted_master(&["202", "202", "400", "202"]);
+        let mut caller = caller();
+        let results = caller.post_pipelined(&master, "s", &bodies(&["a", "b", "c", "d"]));
+        // The call after the refused one counts as not tried: it may go again.
+        assert_eq!(outcomes(&results), ["ok", "ok", "refused"]);
+        let deadline = Duration::from_secs(5);
+        let got: Vec<Vec<u8>> = (0..4)
+            .filter_map(|_| heard.recv_timeout(deadline).ok())
+            .collect();
+        assert_eq!(
+            got,
+            bodies(&["a", "b", "c", "d"]),
+            "every request went out at once"
+        );
+    }
+
+    #[test]
+    fn pipelined_calls_that_must_not_be_repeated_all_get_an_outcome() {
+        let (master, _heard) = scripted_master(&["202", "drop"]);
+        let mut caller = caller();
+        let results = caller.post_pipelined_once(&master, "s", &bodies(&["a", "b", "c"]));
+        // The master may have taken "c" before it dropped the connection.
+        assert_eq!(outcomes(&results), ["ok", "unknown", "unknown"]);
+        // Nothing went out: only then are the calls after the first not tried.
+        let nobody = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let closed = nobody.local_addr().expect("address").to_string();
+        drop(nobody);
+        let results = caller.post_pipelined_once(&closed, "s", &bodies(&["a", "b"]));
+        assert_eq!(outcomes(&results), ["not delivered"]);
     }
 
     #[test]

@@ -108,3 +108,47 @@ fn one_per_node_covers_an_agent_without_a_nodename_attribute() {
         &format!("{}; faults injected 0; lost 0", ledger.line()),
     );
 }
+
+#[test]
+fn a_burst_goes_out_in_pipelined_calls_and_each_task_runs_once() {
+    // Enough tasks at once that ACCEPTs and ACKNOWLEDGEs go out in
+    // pipelined batches (`Caller::post_pipelined`, `post_pipelined_once`):
+    // a real master takes each call of a batch exactly once.
+    const TEST: &str = "burst";
+    const TASKS: usize = 24;
+    let Some(dir) = realmesos(TEST) else { return };
+    let tmp = TempDir::new("burst");
+    let cluster = Cluster::start(
+        &dir,
+        crate::PORT_BURST,
+        ClusterOptions {
+            agents: 2,
+            resources: Some("cpus:8;mem:4096;disk:4096;ports:[31000-32000]"),
+            ..ClusterOptions::default()
+        },
+    );
+    let scheduler = Scheduler::start(&cluster.address(), &tmp.path("state"), &tmp.path("s.log"));
+    for n in 0..TASKS {
+        scheduler.submit(&format!(
+            r#"{{"id":"burst{n}","dockerimage":"busybox","mem":"16","cpus":"0.1"}}"#
+        ));
+    }
+    let want: Vec<(String, String)> = (0..TASKS)
+        .map(|n| (format!("burst{n}"), "TASK_RUNNING".to_string()))
+        .collect();
+    let want: Vec<(&str, &str)> = want.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    scheduler.wait_summary(&want, &cluster);
+    let mut ledger = Ledger::of(&cluster);
+    let acked = wait_until(DEADLINE, || {
+        ledger = Ledger::of(&cluster);
+        ledger.acknowledged == ledger.updates
+    });
+    assert!(acked, "{ledger:?}");
+    ledger.assert_nothing_twice();
+    assert_eq!((ledger.launched, ledger.runs), (TASKS, TASKS), "{ledger:?}");
+    assert_eq!(ledger.bad_acknowledgements, 0, "{ledger:?}");
+    report(
+        TEST,
+        &format!("{}; faults injected 0; lost 0", ledger.line()),
+    );
+}

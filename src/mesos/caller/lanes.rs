@@ -3,11 +3,17 @@
 //! travel in parallel while the calls whose order matters share a lane.
 //!
 //! Ordering rules (ARCHITECTURE.md, `src/mesos/`):
-//! - a lane sends its calls one after another, in the order they came; a call
-//!   waiting to be sent again holds up the calls behind it in its lane;
+//! - a lane has two queues: its ACKNOWLEDGEs, and every other call. Each
+//!   sends its calls one after another, in the order they came; a call
+//!   waiting to be sent again holds up the calls behind it in its queue. A
+//!   free lane takes the other calls first, and a batch of ACKNOWLEDGEs at
+//!   least after every `ACKS_AFTER` of them, so an ACCEPT or a REVIVE waits
+//!   for at most one batch of ACKNOWLEDGEs, not for every one queued before
+//!   it (in a burst there are thousands). An ACKNOWLEDGE needs no order: it
+//!   answers an update, which comes only after the master took its ACCEPT,
+//!   and it commutes with every other call;
 //! - ACCEPT, KILL and ACKNOWLEDGE take the lane of their agent
-//!   (`lane_of(agent)`), so a task's ACCEPT goes before its KILL and its
-//!   ACKNOWLEDGEs;
+//!   (`lane_of(agent)`), so a task's ACCEPT goes before its KILL;
 //! - SUPPRESS, REVIVE, DECLINE and a KILL without an agent take
 //!   `FRAMEWORK_LANE`, so SUPPRESS and REVIVE keep their order, and a
 //!   DECLINE's refuse filter never lands after the REVIVE that was meant to
@@ -45,10 +51,19 @@ pub const MAX_PENDING_CALLS: usize = 65_536;
 /// of thousands (up to `MAX_PENDING_CALLS`, about 10 MB) otherwise.
 pub const KEEP_ROOM: usize = 256;
 
-/// The most ACKNOWLEDGE and KILL calls a lane sends in one go (one after
-/// another on its keep-alive connection, without a trip through the
-/// dispatcher in between).
-pub const MAX_BATCH: usize = 32;
+/// The most ACKNOWLEDGE or KILL calls a lane sends in one go (pipelined on
+/// its keep-alive connection, `Caller::post_pipelined`): about 40 KB of
+/// requests and 20 KB of answers.
+pub const MAX_BATCH: usize = 128;
+
+/// The most ACCEPTs a lane sends in one go (`Caller::post_pipelined_once`):
+/// each carries its TaskInfos, up to a few KB per task.
+pub const MAX_ACCEPT_BATCH: usize = 16;
+
+/// A lane with both queues ready sends a batch of ACKNOWLEDGEs at least
+/// after this many batches of its other calls, so a stream of ACCEPTs does
+/// not hold them up until the master sends the updates again.
+pub const ACKS_AFTER: u32 = 8;
 
 /// One call and where it stands.
 pub(crate) struct Entry {
@@ -78,11 +93,15 @@ pub(crate) enum Wait {
     NewSession(String),
 }
 
-/// All pending calls, lane by lane.
+/// All pending calls, lane by lane: lane `l`'s calls other than
+/// ACKNOWLEDGE in `queues[2 * l]`, its ACKNOWLEDGEs in `queues[2 * l + 1]`.
 pub(crate) struct Lanes {
     queues: Vec<VecDeque<Entry>>,
     /// A lane whose batch is out; it gets it back through `finish`.
     busy: Vec<bool>,
+    /// Batches of other calls each lane sent since its last batch of
+    /// ACKNOWLEDGEs (`ACKS_AFTER`).
+    since_acks: Vec<u32>,
     /// Sequence numbers of the fences queued, oldest first.
     fences: VecDeque<u64>,
     next_seq: u64,
@@ -134,16 +153,30 @@ pub(crate) fn lane_of(agent: &AgentId) -> usize {
     (hash % CALL_LANES as u64) as usize
 }
 
-/// Calls a lane may send back to back in one batch.
-fn is_batchable(call: &Call) -> bool {
-    matches!(call, Call::Acknowledge { .. } | Call::Kill { .. })
+/// Whether `next` may join a batch that starts with `first`: a batch is a
+/// run of ACKNOWLEDGEs, of KILLs or of ACCEPTs, sent pipelined. Each commutes
+/// with the others of its kind, so it does not matter that a master may act
+/// on pipelined calls in any order (`mesos-sim` does).
+fn batches_with(first: &Call, next: &Call) -> bool {
+    matches!(
+        (first, next),
+        (Call::Acknowledge { .. }, Call::Acknowledge { .. })
+            | (Call::Kill { .. }, Call::Kill { .. })
+            | (Call::Launch { .. }, Call::Launch { .. })
+    )
+}
+
+/// The queue a call waits in (see `Lanes`).
+fn queue_for(call: &Call) -> usize {
+    2 * lane_for(call) + usize::from(matches!(call, Call::Acknowledge { .. }))
 }
 
 impl Lanes {
     pub fn new() -> Lanes {
         Lanes {
-            queues: (0..CALL_LANES).map(|_| VecDeque::new()).collect(),
+            queues: (0..2 * CALL_LANES).map(|_| VecDeque::new()).collect(),
             busy: vec![false; CALL_LANES],
+            since_acks: vec![0; CALL_LANES],
             fences: VecDeque::new(),
             next_seq: 0,
             pending: 0,
@@ -181,8 +214,7 @@ impl Lanes {
         if is_fence(&call) {
             self.fences.push_back(seq);
         }
-        let lane = lane_for(&call);
-        self.queues[lane].push_back(Entry {
+        self.queues[queue_for(&call)].push_back(Entry {
             seq,
             call,
             backoff: Backoff::new(CALL_BACKOFF_MIN, CALL_BACKOFF_MAX),
@@ -203,24 +235,47 @@ impl Lanes {
         };
         let mut batches = Vec::new();
         for lane in 0..CALL_LANES {
-            if self.busy[lane] || !self.head_may_go(lane, stream, now) {
+            let (others, acks) = (2 * lane, 2 * lane + 1);
+            let turn = if self.since_acks[lane] >= ACKS_AFTER {
+                [acks, others]
+            } else {
+                [others, acks]
+            };
+            let Some(from) = turn
+                .into_iter()
+                .find(|&queue| !self.busy[lane] && self.head_may_go(queue, stream, now))
+            else {
                 continue;
-            }
+            };
+            self.since_acks[lane] = if from == acks {
+                0
+            } else {
+                self.since_acks[lane] + 1
+            };
             let fence = self.fences.front().copied();
-            let queue = &mut self.queues[lane];
-            let mut batch = vec![queue.pop_front().expect("head_may_go saw a head")];
-            if is_batchable(&batch[0].call) {
-                while batch.len() < MAX_BATCH {
-                    let next_fits = queue.front().is_some_and(|next| {
-                        is_batchable(&next.call)
-                            && next.wait == Wait::Ready
-                            && fence.is_none_or(|fence| next.seq < fence)
-                    });
-                    if !next_fits {
-                        break;
-                    }
-                    batch.extend(queue.pop_front());
+            let queue = &mut self.queues[from];
+            let head = queue.pop_front().expect("head_may_go saw a head");
+            let most = match head.call {
+                Call::Launch { .. } => MAX_ACCEPT_BATCH,
+                _ => MAX_BATCH,
+            };
+            let mut batch = vec![head];
+            while batch.len() < most {
+                // An ACCEPT joins only on the stream it would first go out
+                // on (`CallerLoop::start_ready` checks the head's).
+                let next_fits = queue.front().is_some_and(|next| {
+                    batches_with(&batch[0].call, &next.call)
+                        && next.wait == Wait::Ready
+                        && next
+                            .first_stream
+                            .as_deref()
+                            .is_none_or(|first| first == stream)
+                        && fence.is_none_or(|fence| next.seq < fence)
+                });
+                if !next_fits {
+                    break;
                 }
+                batch.extend(queue.pop_front());
             }
             self.busy[lane] = true;
             batches.push((lane, batch));
@@ -243,9 +298,9 @@ impl Lanes {
             }
         }
         self.pending -= done.len();
-        let queue = &mut self.queues[lane];
+        // A batch comes from one queue.
         for entry in unfinished.into_iter().rev() {
-            queue.push_front(entry);
+            self.queues[queue_for(&entry.call)].push_front(entry);
         }
         if self.pending == 0 {
             for queue in &mut self.queues {
@@ -262,9 +317,9 @@ impl Lanes {
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.queues
             .iter()
-            .zip(&self.busy)
-            .filter(|(_, busy)| !**busy)
-            .filter_map(|(queue, _)| match queue.front()?.wait {
+            .enumerate()
+            .filter(|(queue, _)| !self.busy[queue / 2])
+            .filter_map(|(_, queue)| match queue.front()?.wait {
                 Wait::Until(at, _) if at > now => Some(at),
                 _ => None,
             })
@@ -274,18 +329,18 @@ impl Lanes {
     /// True when a free lane's first call can go only after a wait for a
     /// session or a backoff (at shutdown the caller waits for neither).
     pub fn must_wait(&self, stream: Option<&str>, now: Instant) -> bool {
-        (0..CALL_LANES).any(|lane| {
-            !self.busy[lane]
-                && self.queues[lane]
+        self.queues.iter().enumerate().any(|(queue, calls)| {
+            !self.busy[queue / 2]
+                && calls
                     .front()
                     .is_some_and(|head| !wait_is_over(&head.wait, stream, now))
         })
     }
 
-    /// Whether lane `lane`'s first call may go: its wait is over and no
-    /// fence holds it.
-    fn head_may_go(&self, lane: usize, stream: &str, now: Instant) -> bool {
-        let Some(head) = self.queues[lane].front() else {
+    /// Whether the first call of queue `queue` (of a free lane) may go: its
+    /// wait is over and no fence holds it.
+    fn head_may_go(&self, queue: usize, stream: &str, now: Instant) -> bool {
+        let Some(head) = self.queues[queue].front() else {
             return false;
         };
         if !wait_is_over(&head.wait, Some(stream), now) {
@@ -295,13 +350,13 @@ impl Lanes {
             None => true,
             Some(&fence) if head.seq > fence => false,
             // The fence itself: every call before it, in every lane, is done.
-            Some(&fence) if head.seq == fence => (0..CALL_LANES).all(|other| {
-                other == lane
-                    || (!self.busy[other]
-                        && self.queues[other]
-                            .front()
-                            .is_none_or(|first| first.seq > fence))
-            }),
+            Some(&fence) if head.seq == fence => {
+                self.queues.iter().enumerate().all(|(other, calls)| {
+                    other == queue
+                        || (!self.busy[other / 2]
+                            && calls.front().is_none_or(|first| first.seq > fence))
+                })
+            }
             Some(_) => true,
         }
     }
@@ -435,12 +490,12 @@ mod tests {
 
     #[test]
     fn calls_of_one_agent_keep_their_order_and_lanes_run_side_by_side() {
-        // An agent's ACCEPT, then its KILL and ACKNOWLEDGEs, in order; two
-        // agents on two lanes go side by side.
+        // An agent's ACCEPT, then its KILL, in order; its ACKNOWLEDGEs go
+        // when no other call waits; two agents on two lanes go side by side.
         check(
             &["launch@1 a", "kill@1 a", "ack@1 a", "launch@2 b", "ack@2 b"],
             &[],
-            &["1:launch 2:launch", "1:kill a,ack a 2:ack b"],
+            &["1:launch 2:launch", "1:kill a 2:ack b", "1:ack a"],
         );
         // Framework-wide calls share one lane, in order.
         check(
@@ -451,17 +506,26 @@ mod tests {
     }
 
     #[test]
-    fn a_call_sent_again_holds_up_its_lane_only() {
-        // The KILL fails; the ACKNOWLEDGE behind it in the batch was not
-        // tried and waits with it; lane 2 is not held up.
+    fn a_call_sent_again_holds_up_its_queue_only() {
+        // The first KILL fails; the KILL behind it in the batch was not
+        // tried and waits with it; the lane's ACKNOWLEDGE and lane 2 are not
+        // held up.
         check(
-            &["launch@1 a", "kill@1 a", "ack@1 a", "ack@2 b", "ack@2 c"],
+            &[
+                "launch@1 a",
+                "kill@1 a",
+                "kill@1 b",
+                "ack@1 a",
+                "ack@2 b",
+                "ack@2 c",
+            ],
             &["kill a"],
             &[
                 "1:launch 2:ack b,ack c",
-                "1:kill a,ack a",
+                "1:kill a,kill b",
+                "1:ack a",
                 "new session",
-                "1:kill a,ack a",
+                "1:kill a,kill b",
             ],
         );
         // A failed REVIVE keeps the SUPPRESS after it waiting.
@@ -538,6 +602,98 @@ mod tests {
         assert_eq!(lanes.pending(), 0);
         // Acknowledged: a later copy (the master sent it again meanwhile) goes out.
         assert!(lanes.push(call("ack@1 a")));
+    }
+
+    #[test]
+    fn acknowledgements_give_way_to_other_calls_but_not_for_ever() {
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        for n in 0..3 * MAX_BATCH {
+            assert!(lanes.push(call(&format!("ack@0 t{n}"))));
+        }
+        let took = |lanes: &mut Lanes| {
+            let (lane, batch) = lanes.take_ready(Some("s"), now).pop().expect("a batch");
+            let done: Vec<Done> = batch
+                .iter()
+                .map(|entry| (entry.seq, entry.update.clone()))
+                .collect();
+            lanes.finish(lane, &done, Vec::new());
+            let names: Vec<String> = batch.iter().map(name).collect();
+            match &names[..] {
+                [one] => one.clone(),
+                [first, ..] => format!("{first} and {} more", names.len() - 1),
+                [] => String::new(),
+            }
+        };
+        assert_eq!(
+            took(&mut lanes),
+            format!("ack t0 and {} more", MAX_BATCH - 1)
+        );
+        // Queued behind 2 * MAX_BATCH acknowledgements on their lane: calls
+        // that do not batch together, one batch each.
+        for n in 0..ACKS_AFTER {
+            let other = if n % 2 == 0 { "launch@0 a" } else { "kill@0 a" };
+            assert!(lanes.push(call(other)));
+        }
+        assert!(lanes.push(call("revive")));
+        for n in 0..ACKS_AFTER {
+            let other = if n % 2 == 0 { "launch" } else { "kill a" };
+            assert_eq!(took(&mut lanes), other);
+        }
+        let acks_from = |first: usize| format!("ack t{first} and {} more", MAX_BATCH - 1);
+        assert_eq!(took(&mut lanes), acks_from(MAX_BATCH));
+        assert_eq!(took(&mut lanes), "revive");
+        assert_eq!(took(&mut lanes), acks_from(2 * MAX_BATCH));
+        assert_eq!(lanes.pending(), 0);
+    }
+
+    #[test]
+    fn a_run_of_accepts_goes_as_one_batch_on_the_stream_of_its_first() {
+        // A run of one kind is a batch; a call of another kind ends it.
+        check(
+            &[
+                "launch@1 a",
+                "launch@1 b",
+                "kill@1 a",
+                "kill@1 b",
+                "launch@1 c",
+            ],
+            &[],
+            &["1:launch,launch", "1:kill a,kill b", "1:launch"],
+        );
+        // An ACCEPT that first went out on an older stream does not join.
+        let now = Instant::now();
+        let mut lanes = Lanes::new();
+        for _ in 0..3 {
+            assert!(lanes.push(call("launch@1 a")));
+        }
+        let (lane, mut batch) = lanes.take_ready(Some("s1"), now).pop().expect("a batch");
+        assert_eq!(batch.len(), 3);
+        for entry in &mut batch {
+            entry.first_stream = Some("s1".to_string());
+        }
+        let head = batch.remove(0);
+        lanes.finish(lane, &[(head.seq, None)], batch);
+        assert!(lanes.push(call("launch@1 b")));
+        let streams = |lanes: &mut Lanes, stream: &str| -> Vec<Option<String>> {
+            let (lane, batch) = lanes.take_ready(Some(stream), now).pop().expect("a batch");
+            let firsts = batch
+                .iter()
+                .map(|entry| entry.first_stream.clone())
+                .collect();
+            let done: Vec<Done> = batch.iter().map(|entry| (entry.seq, None)).collect();
+            lanes.finish(lane, &done, Vec::new());
+            firsts
+        };
+        let s1 = Some("s1".to_string());
+        assert_eq!(streams(&mut lanes, "s2"), std::slice::from_ref(&s1));
+        assert_eq!(streams(&mut lanes, "s2"), [s1, None]);
+        assert_eq!(lanes.pending(), 0);
+        let mut lanes = Lanes::new();
+        for _ in 0..MAX_ACCEPT_BATCH + 1 {
+            assert!(lanes.push(call("launch@1 a")));
+        }
+        assert_eq!(streams(&mut lanes, "s").len(), MAX_ACCEPT_BATCH);
     }
 
     #[test]
