@@ -28,7 +28,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout for writing a request and for reading a response head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Upper bound for one call, from connect to the end of the response.
+/// Upper bound for the answers of one call, or of one pipelined batch, once
+/// its requests are written (connecting and writing have their own bounds).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest response head (status line plus headers) we read.
@@ -470,8 +471,10 @@ impl Caller {
                 })
             })),
             Ok(()) => {
+                // One deadline for every answer of the batch, so a master
+                // that drips them holds the lane `CALL_TIMEOUT` at most.
+                connection.reader.get_mut().deadline = Instant::now() + CALL_TIMEOUT;
                 for _ in calls {
-                    connection.reader.get_mut().deadline = Instant::now() + CALL_TIMEOUT;
                     let answer = read_answer(&mut connection, master);
                     keep_alive = matches!(answer, Ok(true));
                     results.push(answer.map(|_| ()));
