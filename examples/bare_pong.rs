@@ -2,7 +2,7 @@
 //! that `scripts/bench` compares the scheduler's `GET /admin/ping` against, in
 //! the same run, with the same client and the same worker count.
 //!
-//! usage: `bare_pong ADDR:PORT [WORKERS]` (default 16 workers, the
+//! usage: `bare_pong ADDR:PORT [WORKERS]` (default 32 workers, the
 //! scheduler's `--http-workers` default).
 
 use std::sync::Arc;

@@ -54,7 +54,7 @@ Flags:
                             (default 604800, one week)
   --principal NAME          Mesos HTTP basic-auth principal (optional)
   --secret-file FILE        file holding the principal's secret (with --principal)
-  --http-workers N          REST worker threads (default 16)
+  --http-workers N          REST worker threads (default 32)
   --state-dir DIR           where the framework id, tasks and intelligence are
                             kept across restarts (default
                             /var/lib/charmander-scheduler; with --sim: kept in
@@ -114,8 +114,11 @@ impl fmt::Debug for Secret {
 /// journal has committed it, so a worker per concurrent client keeps a ping
 /// (or any request) from queueing behind submits: in the 10k bench with 32
 /// clients, 16 workers gave ping p99 18.6 ms during the burst against 38.2
-/// with 4, and 5,900 submits/s against 3,100. Idle workers cost a few KB.
-pub const DEFAULT_HTTP_WORKERS: usize = 16;
+/// with 4, and 5,900 submits/s against 3,100. Once launches kept up with
+/// the submits (pipelined calls) the commits took longer, and 16 workers
+/// gave ping p50/p99 1.5-2.6 / 28.6-36.4 ms in four runs against
+/// 0.1-0.2 / 3.1-27.6 with 32 to 64 (five runs). Idle workers cost a few KB.
+pub const DEFAULT_HTTP_WORKERS: usize = 32;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
