@@ -3154,3 +3154,70 @@ fn reconcile_calls_name_at_most_a_batch_each() {
 fn a_task_stays_small() {
     assert!(std::mem::size_of::<Task>() <= 432);
 }
+
+/// Both places that ask the master about launched tasks (a subscription's
+/// round and its retry) split them into RECONCILE calls of at most
+/// `RECONCILE_BATCH`, as `reconcile_calls_name_at_most_a_batch_each` checks
+/// of the helper itself.
+#[test]
+fn reconciling_more_than_a_batch_of_tasks_takes_several_calls() {
+    let start = Instant::now();
+    let at = |ms: u64| Now {
+        instant: start + Duration::from_millis(ms),
+        wall: UNIX_EPOCH + Duration::from_secs(1000) + Duration::from_millis(ms),
+    };
+    let mut state = State::new(None);
+    let subscribed = || {
+        Event::Mesos(MesosEvent::Subscribed {
+            framework_id: FrameworkId("fw".to_string()),
+        })
+    };
+    state.handle_event(subscribed(), at(0));
+    let tasks = RECONCILE_BATCH + 1;
+    for n in 0..tasks {
+        let submit = ApiRequest::Submit {
+            spec: spec(&[&format!("t{n}"), "mem=1", "cpus=0.001"]),
+            idempotency_key: None,
+        };
+        state.handle_event(api(submit), at(1));
+    }
+    // One agent large enough for every task, offered until all launched.
+    let mut launched = 0;
+    for round in 0..10 {
+        let offer = Offer::unreserved(
+            OfferId(format!("o{round}")),
+            AgentId("big".into()),
+            "big".to_string(),
+            100.0,
+            100_000.0,
+            Vec::new(),
+            BTreeMap::new(),
+        );
+        let turn = state.handle_event(Event::Mesos(MesosEvent::Offers(vec![offer])), at(2));
+        launched += turn
+            .calls
+            .iter()
+            .map(|call| match call {
+                Call::Launch { tasks, .. } => tasks.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+    }
+    assert_eq!(launched, tasks);
+    let explicit = |calls: &[Call]| -> Vec<usize> {
+        calls
+            .iter()
+            .filter_map(|call| match call {
+                Call::Reconcile(asked) if !asked.is_empty() => Some(asked.len()),
+                _ => None,
+            })
+            .collect()
+    };
+    // A new subscription asks about every launched task.
+    let turn = state.handle_event(subscribed(), at(3));
+    assert_eq!(explicit(&turn.calls), [RECONCILE_BATCH, 1]);
+    // Nobody answered: the retry asks about all of them again.
+    let retry_ms = RECONCILE_RETRY_MIN.as_millis() as u64;
+    let turn = state.handle_event(Event::Tick, at(3 + retry_ms));
+    assert_eq!(explicit(&turn.calls), [RECONCILE_BATCH, 1]);
+}
