@@ -250,7 +250,7 @@ impl Lanes {
             self.since_acks[lane] = if from == acks {
                 0
             } else {
-                self.since_acks[lane] + 1
+                self.since_acks[lane].saturating_add(1)
             };
             let fence = self.fences.front().copied();
             let queue = &mut self.queues[from];
