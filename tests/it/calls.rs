@@ -281,3 +281,66 @@ fn an_accept_sent_again_and_again_holds_up_no_other_agents_acknowledgements() {
     let (status, body) = lab.sim_delete("/sim/calls/faults");
     assert_eq!(status, 200, "{body}");
 }
+
+/// The scheduler's count of `series` in `GET /metrics` (0 when absent).
+fn scraped(lab: &Lab, series: &str) -> u64 {
+    let mut response = lab
+        .http
+        .get(lab.api("/metrics"))
+        .call()
+        .expect("GET /metrics");
+    let text = response.body_mut().read_to_string().expect("a text body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// See: issue 10 (pipelined calls). The master acts on an ACCEPT and answers
+/// garbage: that ACCEPT, and every ACCEPT after it in its pipelined batch,
+/// has an unknown outcome. None is sent again; reconciliation finds the
+/// tasks the master launched, so every task is launched exactly once.
+#[test]
+fn a_broken_batch_of_accepts_launches_every_task_exactly_once() {
+    const TASKS: usize = 24;
+    let lab = Lab::with_agents(many_agents(12));
+    let api = lab
+        .scheduler
+        .as_ref()
+        .expect("scheduler running")
+        .api_addr()
+        .to_string();
+    let (status, body) = lab.sim_post(
+        "/sim/calls/faults",
+        r#"{"call": "ACCEPT", "fault": "lose-response", "count": 1}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    for n in 0..TASKS {
+        let body = format!(
+            r#"{{"id": "batch{n}", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "nodetype": "lab"}}"#
+        );
+        submit(&lab.http, &api, &body);
+    }
+    let mut state = Value::Null;
+    let all_running_once = wait_until(DEADLINE * 2, || {
+        state = lab.sim_state();
+        let tasks = state["tasks"].as_array().cloned().unwrap_or_default();
+        tasks.len() == TASKS && tasks.iter().all(|task| task["state"] == "TASK_RUNNING")
+    });
+    assert!(all_running_once, "not every task runs: {state}");
+    assert_eq!(state["launches"], TASKS, "a task launched twice: {state}");
+    let unknown = scraped(
+        &lab,
+        r#"charmander_mesos_calls_total{call="ACCEPT",result="outcome_unknown"}"#,
+    );
+    assert!(unknown >= 1, "the lost answer was not an unknown outcome");
+    let (status, listed) = lab.get("/client/task");
+    assert_eq!(status, 200);
+    let running = listed.as_array().map_or(0, |tasks| {
+        tasks
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .count()
+    });
+    assert_eq!(running, TASKS, "{listed}");
+}
