@@ -1192,6 +1192,7 @@ mod tests {
     use super::*;
     use crate::scheduler::intelligence::{Derived, Entry, Source};
     use crate::scheduler::model::{AgentId, TaskId};
+    use crate::scheduler::Requested;
 
     const CADVISOR: &str = r#"{
         "id": "cadvisor", "dockerimage": "google/cadvisor:0.6.2", "mem": "50",
@@ -1379,7 +1380,6 @@ mod tests {
     fn a_privileged_task_is_listed_privileged() {
         let mut task = running_copy();
         task.spec.privileged = true;
-        task.requested.privileged = true;
         let value: Value = serde_json::from_str(&task_json(&task)).expect("valid JSON");
         assert_eq!(value["privileged"], true);
         assert_eq!(value["TaskInfo"]["container"]["docker"]["privileged"], true);
@@ -1602,7 +1602,7 @@ mod tests {
                 mem_mb: 230,
                 ..requested.clone()
             },
-            requested,
+            requested: Requested::of(&requested),
             intelligence: vec![("mem".to_string(), "230".to_string())],
             internal_id: TaskId("cadvisor-1464567890123456789".into()),
             state: "TASK_RUNNING".to_string(),
@@ -1697,9 +1697,9 @@ mod tests {
             arguments: vec!["<&>".to_string()],
             ..spec("web", "nginx", 64)
         };
-        task.requested = TaskSpec {
+        task.requested = Requested {
             cpus: Some(1.0),
-            ..task.spec.clone()
+            ..Requested::of(&task.spec)
         };
         task.intelligence.clear();
         task.agent_id = None;

@@ -22,7 +22,7 @@ use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{
-    AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskState, TaskUpdate,
+    AgentId, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
 pub use crate::scheduler::state::{Restore, State};
 
@@ -334,8 +334,8 @@ pub struct TaskView {
     /// The spec the task runs with: the request with task intelligence
     /// applied (for one-per-node copies, pinned to the node).
     pub spec: TaskSpec,
-    /// The spec as the user submitted it.
-    pub requested: TaskSpec,
+    /// What the user submitted, as far as the task JSON shows it.
+    pub requested: Requested,
     /// The intelligence entries that changed `spec`: (attribute, derived value).
     pub intelligence: Vec<(String, String)>,
     pub internal_id: TaskId,
@@ -363,6 +363,30 @@ pub struct TaskView {
     pub ended_at: Option<u64>,
     /// The Mesos reason name of the update that ended it, if it had one.
     pub reason: Option<String>,
+}
+
+/// The fields of the spec a user submitted that the task JSON shows under
+/// `requested` (intelligence may have changed them in the spec the task
+/// runs with). Not the whole spec: a list builds a view of every task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requested {
+    pub mem_mb: u64,
+    pub cpus: Option<f64>,
+    pub node_name: String,
+    pub node_type: String,
+    pub sla: Sla,
+}
+
+impl Requested {
+    pub fn of(spec: &TaskSpec) -> Requested {
+        Requested {
+            mem_mb: spec.mem_mb,
+            cpus: spec.cpus,
+            node_name: spec.node_name.clone(),
+            node_type: spec.node_type.clone(),
+            sla: spec.sla,
+        }
+    }
 }
 
 /// One entry of `GET /client/task` as the state thread hands it out: a

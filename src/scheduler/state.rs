@@ -42,7 +42,7 @@ use crate::scheduler::notice::{KilledBy, Notice, NoticeKind};
 use crate::scheduler::placement::{self, Request};
 use crate::scheduler::{
     ApiReply, ApiRequest, Call, CallFailure, Event, IntelligenceChange, Launch, MesosEvent, Now,
-    RequestId, ReshuffleStep, Snapshot, TaskView, Turn,
+    RequestId, Requested, ReshuffleStep, Snapshot, TaskView, Turn,
 };
 
 /// Refuse filter for offers declined while tasks are still waiting: short,
@@ -2078,7 +2078,7 @@ impl State {
         };
         TaskView {
             spec: task.spec.clone(),
-            requested: task.requested().clone(),
+            requested: Requested::of(task.requested()),
             intelligence: task.rare().applied.clone(),
             internal_id: task_id.clone(),
             state,
@@ -2113,7 +2113,7 @@ impl State {
         }
         Some(TaskView {
             spec: service.spec.clone(),
-            requested: service.spec.clone(),
+            requested: Requested::of(&service.spec),
             intelligence: Vec::new(),
             internal_id: TaskId(internal_prefix(service_id).into()),
             state: "pending".to_string(),
