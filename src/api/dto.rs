@@ -627,7 +627,7 @@ pub(crate) fn killed_json(tasks: &[TaskView], verbose: bool) -> String {
             .map(|task| KilledTaskDto {
                 id: &task.spec.id,
                 internal_id: &task.internal_id.0,
-                state: &task.state,
+                state: task.state,
             })
             .collect(),
     })
@@ -848,19 +848,19 @@ impl<'a> From<&'a TaskView> for TaskDto<'a> {
             networkmode: spec.network.as_str(),
             internal_id: &task.internal_id.0,
             // As in the original: set once the task has run.
-            slave_id: if task.running || !task.docker_id.is_empty() {
+            slave_id: if task.running || !task.docker.id().is_empty() {
                 agent_id.unwrap_or("")
             } else {
                 ""
             },
-            docker_id: &task.docker_id,
-            docker_name: &task.docker_name,
-            process_id: task.process_id,
+            docker_id: task.docker.id(),
+            docker_name: task.docker.name(),
+            process_id: task.docker.pid,
             created_at: task.created_at,
             task_info: task_info(task),
             request_sent: task.request_sent,
             running: task.running,
-            state: &task.state,
+            state: task.state,
             hostname: task.hostname.as_deref().unwrap_or(""),
             agent_id,
             status_message: &task.status_message,
@@ -1191,7 +1191,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::intelligence::{Derived, Entry, Source};
-    use crate::scheduler::model::{AgentId, TaskId};
+    use crate::scheduler::model::{AgentId, DockerInfo, TaskId};
     use crate::scheduler::Requested;
 
     const CADVISOR: &str = r#"{
@@ -1605,12 +1605,10 @@ mod tests {
             requested: Requested::of(&requested),
             intelligence: vec![("mem".to_string(), "230".to_string())],
             internal_id: TaskId("cadvisor-1464567890123456789".into()),
-            state: "TASK_RUNNING".to_string(),
+            state: "TASK_RUNNING",
             agent_id: Some(AgentId("S1".into())),
-            hostname: Some("slave2".to_string()),
-            docker_id: "abc123".to_string(),
-            docker_name: "mesos-S1.c1".to_string(),
-            process_id: 4242,
+            hostname: Some("slave2".into()),
+            docker: DockerInfo::new("abc123", "mesos-S1.c1", 4242),
             created_at: 1464567890,
             request_sent: true,
             running: true,
@@ -1706,7 +1704,7 @@ mod tests {
         task.hostname = None;
         task.running = false;
         task.request_sent = false;
-        task.state = "pending".to_string();
+        task.state = "pending";
         task.pending_reason = Some("no offer with 64 MB".to_string());
         let text = task_json(&task);
         // Go's json.Marshal escapes HTML characters; so do we.

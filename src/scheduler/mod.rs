@@ -22,7 +22,7 @@ use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use crate::metrics::Metrics;
 use crate::scheduler::intelligence::{Source, Table};
 use crate::scheduler::model::{
-    AgentId, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
+    AgentId, DockerInfo, FrameworkId, Offer, OfferId, Sla, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
 pub use crate::scheduler::state::{Restore, State};
 
@@ -340,12 +340,11 @@ pub struct TaskView {
     pub intelligence: Vec<(String, String)>,
     pub internal_id: TaskId,
     /// "pending", "launching", or the Mesos state name such as "TASK_RUNNING".
-    pub state: String,
+    pub state: &'static str,
     pub agent_id: Option<AgentId>,
-    pub hostname: Option<String>,
-    pub docker_id: String,
-    pub docker_name: String,
-    pub process_id: u64,
+    pub hostname: Option<Arc<str>>,
+    /// The container as the executor reported it (id, name, pid).
+    pub docker: DockerInfo,
     /// Unix seconds at submit.
     pub created_at: u64,
     pub request_sent: bool,

@@ -2072,9 +2072,9 @@ impl State {
     fn view(&self, task_id: &TaskId) -> TaskView {
         let task = &self.tasks[task_id];
         let state = match task.phase {
-            Phase::Pending => "pending".to_string(),
-            Phase::Launching => "launching".to_string(),
-            Phase::Active(state) => state.as_str().to_string(),
+            Phase::Pending => "pending",
+            Phase::Launching => "launching",
+            Phase::Active(state) => state.as_str(),
         };
         TaskView {
             spec: task.spec.clone(),
@@ -2083,10 +2083,8 @@ impl State {
             internal_id: task_id.clone(),
             state,
             agent_id: task.agent_id.clone(),
-            hostname: task.hostname.as_deref().map(str::to_string),
-            docker_id: task.docker.id().to_string(),
-            docker_name: task.docker.name().to_string(),
-            process_id: task.docker.pid,
+            hostname: task.hostname.clone(),
+            docker: task.docker.clone(),
             created_at: task.created_at,
             request_sent: task.phase != Phase::Pending,
             running: task.phase == Phase::Active(TaskState::Running),
@@ -2116,12 +2114,10 @@ impl State {
             requested: Requested::of(&service.spec),
             intelligence: Vec::new(),
             internal_id: TaskId(internal_prefix(service_id).into()),
-            state: "pending".to_string(),
+            state: "pending",
             agent_id: None,
             hostname: None,
-            docker_id: String::new(),
-            docker_name: String::new(),
-            process_id: 0,
+            docker: DockerInfo::default(),
             created_at: 0,
             request_sent: false,
             running: false,
@@ -2218,7 +2214,7 @@ impl State {
             .unwrap_or_default();
         if !keep.is_zero() {
             let mut view = self.view(task_id);
-            view.state = state.as_str().to_string();
+            view.state = state.as_str();
             view.running = false;
             view.pending_reason = None;
             view.crash_looping = false;

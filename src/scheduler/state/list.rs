@@ -204,8 +204,8 @@ fn entry_weight(view: &TaskView) -> usize {
         &spec.node_type,
         &spec.node_name,
         &view.internal_id.0,
-        &view.docker_id,
-        &view.docker_name,
+        view.docker.id(),
+        view.docker.name(),
     ];
     let twice: usize = strings.iter().map(|text| text.len()).sum::<usize>()
         + view.agent_id.as_ref().map_or(0, |agent| agent.0.len())
@@ -220,7 +220,7 @@ fn entry_weight(view: &TaskView) -> usize {
             .map(|volume| volume.host_path.len() + volume.container_path.len() + 64)
             .sum::<usize>()
         + spec.ports.len() * 64;
-    let once = view.hostname.as_ref().map_or(0, String::len)
+    let once = view.hostname.as_deref().map_or(0, str::len)
         + view.agent_id.as_ref().map_or(0, |agent| agent.0.len())
         + view.status_message.len()
         + view.pending_reason.as_ref().map_or(0, String::len)
@@ -373,7 +373,7 @@ impl State {
                 .ended
                 .iter()
                 .map(|ended| &ended.view)
-                .filter(|view| filter.lets_ended(&view.state))
+                .filter(|view| filter.lets_ended(view.state))
                 .filter(|view| matches_prefix(prefix, &view.internal_id.0, &view.spec.id))
                 .map(|view| Arc::new(ListedTask::new(view.clone())));
             listed.extend(ended.take(limit - listed.len()));

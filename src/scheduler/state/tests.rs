@@ -550,10 +550,12 @@ fn render_reply(reply: ApiReply) -> Vec<String> {
         if !view.spec.node_name.is_empty() && view.spec.sla == Sla::OnePerNode {
             line.push_str(&format!(" nodename={}", view.spec.node_name));
         }
-        if !view.docker_id.is_empty() {
+        if !view.docker.id().is_empty() {
             line.push_str(&format!(
                 " docker={}/{}/{}",
-                view.docker_id, view.docker_name, view.process_id
+                view.docker.id(),
+                view.docker.name(),
+                view.docker.pid
             ));
         }
         for (attribute, value) in &view.intelligence {
