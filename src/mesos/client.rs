@@ -770,6 +770,28 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::mpsc;
 
+    /// One request from a fake master's connection: the head, then as many
+    /// body bytes as it says; the body, or `None` once the client is gone.
+    fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.strip_prefix("Content-Length: ") {
+                length = value.parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+
     /// A master that answers every call 202 and reports each connection it
     /// accepts; with `close_after_answer` it closes each connection after
     /// its first answer and reports that too.
@@ -783,26 +805,7 @@ mod tests {
                 let events = events.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(socket);
-                    loop {
-                        // The request head, then as many body bytes as it says.
-                        let mut length = 0;
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let line = line.trim_end();
-                            if line.is_empty() {
-                                break;
-                            }
-                            if let Some(value) = line.strip_prefix("Content-Length: ") {
-                                length = value.parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
+                    while read_request(&mut reader).is_some() {
                         let answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
                         if reader.get_mut().write_all(answer).is_err() {
                             return;
@@ -861,24 +864,9 @@ mod tests {
             for socket in listener.incoming().flatten() {
                 let mut reader = BufReader::new(socket);
                 for answer in script {
-                    let mut length = 0;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            break;
-                        }
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some(value) = line.strip_prefix("Content-Length: ") {
-                            length = value.parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
+                    let Some(body) = read_request(&mut reader) else {
                         break;
-                    }
+                    };
                     let _ = bodies.send(body);
                     if *answer == "drop" {
                         break;

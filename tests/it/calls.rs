@@ -92,6 +92,16 @@ fn many_agents(count: usize) -> Vec<AgentSpec> {
         .collect()
 }
 
+/// Submits `count` small tasks for the `lab` nodes, `<prefix>0`, `<prefix>1`, ...
+fn submit_small_tasks(http: &ureq::Agent, api: &str, prefix: &str, count: usize) {
+    for n in 0..count {
+        let body = format!(
+            r#"{{"id": "{prefix}{n}", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "nodetype": "lab"}}"#
+        );
+        submit(http, api, &body);
+    }
+}
+
 /// See: issue 10, item 2. With ACKNOWLEDGEs in parallel and in batches, none
 /// may be lost: every task runs and the master has no update left
 /// unacknowledged.
@@ -105,12 +115,7 @@ fn every_update_of_many_tasks_is_acknowledged() {
         .expect("scheduler running")
         .api_addr()
         .to_string();
-    for n in 0..TASKS {
-        let body = format!(
-            r#"{{"id": "many{n}", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "nodetype": "lab"}}"#
-        );
-        submit(&lab.http, &api, &body);
-    }
+    submit_small_tasks(&lab.http, &api, "many", TASKS);
     let mut state = Value::Null;
     let all_acknowledged = wait_until(DEADLINE * 2, || {
         state = lab.sim_state();
@@ -315,12 +320,7 @@ fn a_broken_batch_of_accepts_launches_every_task_exactly_once() {
         r#"{"call": "ACCEPT", "fault": "lose-response", "count": 1}"#,
     );
     assert_eq!(status, 200, "{body}");
-    for n in 0..TASKS {
-        let body = format!(
-            r#"{{"id": "batch{n}", "dockerimage": "stress", "mem": "32", "cpus": 0.1, "nodetype": "lab"}}"#
-        );
-        submit(&lab.http, &api, &body);
-    }
+    submit_small_tasks(&lab.http, &api, "batch", TASKS);
     let mut state = Value::Null;
     let all_running_once = wait_until(DEADLINE * 2, || {
         state = lab.sim_state();

@@ -6,8 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::harness::{
-    realmesos, report, text, wait_until, Cluster, ClusterOptions, Ledger, Scheduler, TempDir,
-    DEADLINE,
+    realmesos, report, text, Cluster, ClusterOptions, Ledger, Scheduler, TempDir,
 };
 
 const PROBE: &str =
@@ -69,12 +68,7 @@ fn one_per_node_covers_two_agents_exactly_once_each() {
     let (status, nodes) = scheduler.call("GET", "/client/node", None);
     assert_eq!(status, 200);
     assert_eq!(nodes.as_array().map(Vec::len), Some(2), "{nodes}");
-    let mut ledger = Ledger::of(&cluster);
-    let acked = wait_until(DEADLINE, || {
-        ledger = Ledger::of(&cluster);
-        ledger.acknowledged == ledger.updates
-    });
-    assert!(acked, "{ledger:?}");
+    let ledger = Ledger::once_acknowledged(&cluster);
     ledger.assert_nothing_twice();
     assert_eq!((ledger.launched, ledger.runs), (3, 3), "{ledger:?}");
     report(
@@ -138,12 +132,7 @@ fn a_burst_goes_out_in_pipelined_calls_and_each_task_runs_once() {
         .collect();
     let want: Vec<(&str, &str)> = want.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     scheduler.wait_summary(&want, &cluster);
-    let mut ledger = Ledger::of(&cluster);
-    let acked = wait_until(DEADLINE, || {
-        ledger = Ledger::of(&cluster);
-        ledger.acknowledged == ledger.updates
-    });
-    assert!(acked, "{ledger:?}");
+    let ledger = Ledger::once_acknowledged(&cluster);
     ledger.assert_nothing_twice();
     assert_eq!((ledger.launched, ledger.runs), (TASKS, TASKS), "{ledger:?}");
     assert_eq!(ledger.bad_acknowledgements, 0, "{ledger:?}");

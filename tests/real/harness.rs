@@ -581,6 +581,19 @@ impl Ledger {
         }
     }
 
+    /// The ledger once every status update the master sent is acknowledged
+    /// (failing the test if that takes past `DEADLINE`).
+    #[track_caller]
+    pub fn once_acknowledged(cluster: &Cluster) -> Ledger {
+        let mut ledger = Ledger::of(cluster);
+        let acked = wait_until(DEADLINE, || {
+            ledger = Ledger::of(cluster);
+            ledger.acknowledged == ledger.updates
+        });
+        assert!(acked, "updates not all acknowledged: {ledger:?}");
+        ledger
+    }
+
     /// Nothing launched twice under one id, and no launch refused (TASK_ERROR).
     #[track_caller]
     pub fn assert_nothing_twice(&self) {

@@ -236,12 +236,7 @@ fn seed_story_reference_tasks_docker_run_inspect_reshuffle_and_kill() {
         &cluster,
     );
 
-    let mut ledger = Ledger::of(&cluster);
-    let settled = wait_until(DEADLINE, || {
-        ledger = Ledger::of(&cluster);
-        ledger.acknowledged == ledger.updates
-    });
-    assert!(settled, "updates not all acknowledged: {ledger:?}");
+    let ledger = Ledger::once_acknowledged(&cluster);
     ledger.assert_nothing_twice();
     assert_eq!((ledger.launched, ledger.runs), (4, 4), "{ledger:?}");
     assert_eq!(
