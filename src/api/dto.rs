@@ -1379,7 +1379,7 @@ mod tests {
     #[test]
     fn a_privileged_task_is_listed_privileged() {
         let mut task = running_copy();
-        task.spec.privileged = true;
+        Arc::make_mut(&mut task.spec).privileged = true;
         let value: Value = serde_json::from_str(&task_json(&task)).expect("valid JSON");
         assert_eq!(value["privileged"], true);
         assert_eq!(value["TaskInfo"]["container"]["docker"]["privileged"], true);
@@ -1597,11 +1597,11 @@ mod tests {
             ..spec("cadvisor", "google/cadvisor:0.6.2", 50)
         };
         TaskView {
-            spec: TaskSpec {
+            spec: Arc::new(TaskSpec {
                 node_name: "slave2".to_string(),
                 mem_mb: 230,
                 ..requested.clone()
-            },
+            }),
             requested: Requested::of(&requested),
             intelligence: vec![("mem".to_string(), "230".to_string())],
             internal_id: TaskId("cadvisor-1464567890123456789".into()),
@@ -1668,7 +1668,7 @@ mod tests {
     fn the_task_list_joins_entries_rendered_once() {
         let mut pending = running_copy();
         pending.internal_id = TaskId("web-1".into());
-        pending.spec.arguments = vec!["<&>".to_string()];
+        Arc::make_mut(&mut pending.spec).arguments = vec!["<&>".to_string()];
         let views = [running_copy(), pending];
         let whole = to_json(&views.iter().map(TaskDto::from).collect::<Vec<_>>());
         let entries: Vec<Arc<ListedTask>> = views
@@ -1690,11 +1690,11 @@ mod tests {
     #[test]
     fn task_json_of_a_pending_task() {
         let mut task = running_copy();
-        task.spec = TaskSpec {
+        task.spec = Arc::new(TaskSpec {
             cpus: Some(0.1),
             arguments: vec!["<&>".to_string()],
             ..spec("web", "nginx", 64)
-        };
+        });
         task.requested = Requested {
             cpus: Some(1.0),
             ..Requested::of(&task.spec)

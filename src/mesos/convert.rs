@@ -622,6 +622,7 @@ fn task_id_to_proto(id: &TaskId) -> v1::TaskID {
 mod tests {
     use super::*;
     use crate::scheduler::model::{Allocation, TaskSpec};
+    use std::sync::Arc;
 
     fn resource(
         name: &str,
@@ -707,10 +708,10 @@ mod tests {
         };
         let launch = Launch {
             task_id: TaskId("t-1".into()),
-            spec: TaskSpec {
+            spec: Arc::new(TaskSpec {
                 cpus: Some(2.5),
                 ..TaskSpec::for_test("t", "image", 600)
-            },
+            }),
             resources: vec![
                 piece("cpus", 2.0, 1),
                 piece("cpus", 0.5, 0),
@@ -747,7 +748,7 @@ mod tests {
         assert!(!task.container.docker.has_privileged());
 
         let mut privileged = launch.clone();
-        privileged.spec.privileged = true;
+        Arc::make_mut(&mut privileged.spec).privileged = true;
         let task = task_info(&privileged, &AgentId("a1".into()));
         assert!(task.container.docker.privileged());
         // It reaches the wire: field 4 of DockerInfo.

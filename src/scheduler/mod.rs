@@ -332,8 +332,9 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskView {
     /// The spec the task runs with: the request with task intelligence
-    /// applied (for one-per-node copies, pinned to the node).
-    pub spec: TaskSpec,
+    /// applied (for one-per-node copies, pinned to the node). The task's
+    /// own: a view copies none of it.
+    pub spec: Arc<TaskSpec>,
     /// What the user submitted, as far as the task JSON shows it.
     pub requested: Requested,
     /// The intelligence entries that changed `spec`: (attribute, derived value).
@@ -570,7 +571,8 @@ impl Call {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
     pub task_id: TaskId,
-    pub spec: TaskSpec,
+    /// The task's own spec, shared.
+    pub spec: Arc<TaskSpec>,
     /// The resources it takes, each with the reservation it was offered
     /// with. Empty means unreserved resources as `spec` asks.
     pub resources: Vec<model::Allocation>,

@@ -180,8 +180,9 @@ enum Phase {
 /// One task instance, keyed by its internal id.
 #[derive(Clone, Debug)]
 struct Task {
-    /// What the task runs with: `requested` plus intelligence.
-    spec: TaskSpec,
+    /// What the task runs with: `requested` plus intelligence. Shared with
+    /// the list views built of it, which then copy none of its strings.
+    spec: Arc<TaskSpec>,
     phase: Phase,
     agent_id: Option<AgentId>,
     /// Its node's hostname: the node registry's copy, shared by the node's
@@ -1886,7 +1887,7 @@ impl State {
             ..TaskRare::default()
         };
         let task = Task {
-            spec,
+            spec: Arc::new(spec),
             phase: Phase::Pending,
             agent_id: None,
             hostname: None,
@@ -2110,7 +2111,7 @@ impl State {
             return None;
         }
         Some(TaskView {
-            spec: service.spec.clone(),
+            spec: Arc::new(service.spec.clone()),
             requested: Requested::of(&service.spec),
             intelligence: Vec::new(),
             internal_id: TaskId(internal_prefix(service_id).into()),

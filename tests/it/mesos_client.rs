@@ -171,7 +171,7 @@ fn subscribe_launch_ack_kill_reconcile_decline_suppress_revive_teardown() {
         offer_ids: vec![offer.id.clone()],
         tasks: vec![Launch {
             task_id: task_id.clone(),
-            spec: docker_task("probe"),
+            spec: docker_task("probe").into(),
             resources: Vec::new(),
         }],
         refuse_seconds: 5.0,
@@ -546,7 +546,7 @@ fn an_accept_whose_answer_is_lost_is_reported_unknown_and_never_resent() {
         offer_ids: vec![offer.id.clone()],
         tasks: vec![Launch {
             task_id: task_id.clone(),
-            spec: docker_task("probe"),
+            spec: docker_task("probe").into(),
             resources: Vec::new(),
         }],
         refuse_seconds: 5.0,
@@ -741,7 +741,7 @@ fn an_accept_not_yet_delivered_is_not_carried_over_to_a_new_subscription() {
         offer_ids: vec![offer.id.clone()],
         tasks: vec![Launch {
             task_id: TaskId("probe-stale".into()),
-            spec: docker_task("probe"),
+            spec: docker_task("probe").into(),
             resources: Vec::new(),
         }],
         refuse_seconds: 5.0,

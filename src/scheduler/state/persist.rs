@@ -681,7 +681,7 @@ impl TaskRecord {
             unknown_since: None,
         };
         Ok(Task {
-            spec,
+            spec: Arc::new(spec),
             phase,
             agent_id: self.agent_id.map(|id| AgentId(id.into())),
             hostname: self.hostname.map(Arc::from),

@@ -45,7 +45,7 @@ fn table(text: &str, start: Instant) -> BTreeMap<TaskId, Task> {
                 ..TaskRare::default()
             };
             let task = Task {
-                spec: spec(words[0]),
+                spec: spec(words[0]).into(),
                 phase,
                 agent_id: field("agent").map(|a| AgentId(a.into())),
                 hostname: None,
