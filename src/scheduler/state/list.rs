@@ -24,7 +24,10 @@
 //! renders the same text (`ListedTask::json` with the same view), so the
 //! list is byte for byte the same whichever entries are kept. Which tasks
 //! are kept is first come: those listed first while there was room, until
-//! they change.
+//! they change. With more than `LIST_CACHE_MAX_TASKS` live tasks nothing
+//! is kept (the first list past it drops what was): a cache of a part of
+//! the table saves that part of each list's work and holds its memory for
+//! good, so the list would cost nearly as much with the heap larger.
 //!
 //! The last list answered is kept whole too (`Memo`), while nothing it
 //! shows can have changed, so clients polling the same list (the
@@ -46,10 +49,16 @@ use crate::scheduler::model::TaskId;
 use crate::scheduler::{ListedTask, StateFilter, TaskQuery, TaskView};
 
 /// Bytes of list entries kept between lists (by `entry_weight`): 10,000
-/// running tasks (about 9 MB of JSON) stay kept whole, so a list of them
-/// renders nothing that did not change; at 100,000 the kept share stays at
-/// this instead of 87 MB, and the rest is built at each list.
+/// running tasks (about 9 MB of JSON, 12-14 MiB charged) stay kept whole,
+/// so a list of them renders nothing that did not change.
 pub const LIST_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Live tasks at most for the list cache to keep any entry: at 100,000 the
+/// first 14% fitted `LIST_CACHE_MAX_BYTES`, which saved 14% of each list's
+/// work for 16 MiB of heap held for good (and the settled RSS of
+/// `scripts/bench --full` over its 200 MB target). Above this every list
+/// builds every entry (a page at a time, `api::pages`).
+pub const LIST_CACHE_MAX_TASKS: usize = 12_000;
 
 /// What an entry costs besides the text of its values: the JSON's names,
 /// punctuation, numbers and fixed values (about 710 bytes for a running
@@ -72,6 +81,11 @@ pub(super) struct ListCache {
     bytes: usize,
     /// `LIST_CACHE_MAX_BYTES`, but for tests.
     max_bytes: usize,
+    /// `LIST_CACHE_MAX_TASKS`, but for tests.
+    max_tasks: usize,
+    /// Whether entries are kept: at most `max_tasks` live tasks when the
+    /// list being built began (`fit`).
+    keeping: bool,
     /// Entries built since `State::take_list_built` last took the count.
     built: usize,
 }
@@ -108,6 +122,8 @@ impl Default for ListCache {
             memo: None,
             bytes: 0,
             max_bytes: LIST_CACHE_MAX_BYTES,
+            max_tasks: LIST_CACHE_MAX_TASKS,
+            keeping: true,
             built: 0,
         }
     }
@@ -145,6 +161,22 @@ impl ListCache {
         self.clear();
     }
 
+    /// Keeps entries only while at most `max_tasks` tasks are live.
+    #[cfg(test)]
+    pub fn set_max_tasks(&mut self, max_tasks: usize) {
+        self.max_tasks = max_tasks;
+        self.memo = None;
+    }
+
+    /// A list is built with `live` live tasks: past `max_tasks` nothing is
+    /// kept, and what was kept goes.
+    fn fit(&mut self, live: usize) {
+        self.keeping = live <= self.max_tasks;
+        if !self.keeping && !self.entries.is_empty() {
+            self.clear();
+        }
+    }
+
     /// How many entries are kept.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -157,8 +189,9 @@ impl ListCache {
         (kept.context == context).then_some(&kept.entry)
     }
 
-    /// The entry for `view` of `task_id` in `context`: kept when there is
-    /// room for it (true), else built for this list only (false).
+    /// The entry for `view` of `task_id` in `context`: kept when entries
+    /// are (`fit`) and there is room for it (true), else built for this
+    /// list only (false).
     fn insert(
         &mut self,
         task_id: &TaskId,
@@ -170,7 +203,7 @@ impl ListCache {
         self.built += 1;
         let weight = entry_weight(&view);
         let entry = Arc::new(ListedTask::new(view));
-        let room = self.bytes + weight <= self.max_bytes;
+        let room = self.keeping && self.bytes + weight <= self.max_bytes;
         if room {
             self.bytes += weight;
             let kept = Kept {
@@ -312,6 +345,7 @@ impl State {
         after: Option<&TaskId>,
         scan: usize,
     ) -> (Vec<Arc<ListedTask>>, Option<TaskId>, bool) {
+        self.list_cache.fit(self.tasks.len());
         let limit = query.limit.unwrap_or(usize::MAX);
         let prefix = query.prefix.as_deref().unwrap_or("");
         let filter = query.state;

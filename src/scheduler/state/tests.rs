@@ -1736,7 +1736,7 @@ fn update_outcomes() {
             ..TaskRare::default()
         };
         let task = Task {
-            spec: requested,
+            spec: requested.into(),
             phase,
             agent_id: Some(AgentId("slave2".into())),
             hostname: None,
@@ -2383,7 +2383,7 @@ fn ended_tasks_are_capped_oldest_first() {
         };
         views
             .iter()
-            .map(|entry| entry.view().expect("not rendered").spec.id)
+            .map(|entry| entry.view().expect("not rendered").spec.id.clone())
             .collect::<Vec<_>>()
     };
     let listed = run(None, MAX_ENDED_TASKS + 2);
@@ -2763,7 +2763,8 @@ fn subscribed_state() -> (State, impl FnMut(&mut State, Event)) {
 
 /// A list reads the same, byte for byte, whether its entries were kept
 /// from an earlier list or built for it: with room for every entry, for a
-/// few, or for none (`LIST_CACHE_MAX_BYTES`).
+/// few, or for none (`LIST_CACHE_MAX_BYTES`), or for none because the
+/// table is past `LIST_CACHE_MAX_TASKS`.
 #[test]
 fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
     let (mut state, mut step) = subscribed_state();
@@ -2798,6 +2799,17 @@ fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
         let len = state.list_cache.len();
         assert!(len < state.task_count(), "{kept} kept: {len}");
         assert_eq!(len > 0, max_bytes > 0, "{kept} kept: {len}");
+    }
+    // More live tasks than `LIST_CACHE_MAX_TASKS`: what was kept goes.
+    state
+        .list_cache
+        .set_max_bytes(super::list::LIST_CACHE_MAX_BYTES);
+    assert_eq!(list(&mut state), fresh, "kept again");
+    assert_eq!(state.list_cache.len(), state.task_count(), "all kept again");
+    state.list_cache.set_max_tasks(state.task_count() - 1);
+    for nth in ["first", "second"] {
+        assert_eq!(list(&mut state), fresh, "past the task bound, {nth} list");
+        assert_eq!(state.list_cache.len(), 0, "past the task bound, {nth} list");
     }
 }
 
