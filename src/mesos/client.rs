@@ -854,26 +854,36 @@ mod tests {
 
     /// A master that reads requests on one connection after another and
     /// answers the n-th of each connection as `script[n]` says: a status
-    /// ("202", "400") or "drop" (close without answering). It reports each
-    /// request body it read, in order.
-    fn scripted_master(script: &'static [&'static str]) -> (String, mpsc::Receiver<Vec<u8>>) {
+    /// ("202", "400") or "drop" (close without answering). It reads
+    /// `gather` requests (at most) before it answers them, so a client that
+    /// waits for each answer before it sends the next gets none. It reports
+    /// each request body it read, in order.
+    fn scripted_master(
+        script: &'static [&'static str],
+        gather: usize,
+    ) -> (String, mpsc::Receiver<Vec<u8>>) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
         let address = listener.local_addr().expect("address").to_string();
         let (bodies, heard) = mpsc::channel();
         std::thread::spawn(move || {
             for socket in listener.incoming().flatten() {
                 let mut reader = BufReader::new(socket);
-                for answer in script {
-                    let Some(body) = read_request(&mut reader) else {
-                        break;
-                    };
-                    let _ = bodies.send(body);
-                    if *answer == "drop" {
-                        break;
+                'connection: for group in script.chunks(gather.max(1)) {
+                    for _ in group {
+                        let Some(body) = read_request(&mut reader) else {
+                            break 'connection;
+                        };
+                        let _ = bodies.send(body);
                     }
-                    let text = format!("HTTP/1.1 {answer} Status\r\nContent-Length: 4\r\n\r\nwhy!");
-                    if reader.get_mut().write_all(text.as_bytes()).is_err() {
-                        break;
+                    for answer in group {
+                        if *answer == "drop" {
+                            break 'connection;
+                        }
+                        let text =
+                            format!("HTTP/1.1 {answer} Status\r\nContent-Length: 4\r\n\r\nwhy!");
+                        if reader.get_mut().write_all(text.as_bytes()).is_err() {
+                            break 'connection;
+                        }
                     }
                 }
             }
@@ -899,7 +909,9 @@ mod tests {
 
     #[test]
     fn pipelined_calls_are_answered_in_order_up_to_the_first_failure() {
-        let (master, heard) = scripted_master(&["202", "202", "400", "202"]);
+        // The master answers only once it has all four: sent one at a
+        // time, the first would wait for its answer in vain.
+        let (master, heard) = scripted_master(&["202", "202", "400", "202"], 4);
         let mut caller = caller();
         let results = caller.post_pipelined(&master, "s", &bodies(&["a", "b", "c", "d"]));
         // The call after the refused one counts as not tried: it may go again.
@@ -917,7 +929,7 @@ mod tests {
 
     #[test]
     fn pipelined_calls_that_must_not_be_repeated_all_get_an_outcome() {
-        let (master, _heard) = scripted_master(&["202", "drop"]);
+        let (master, _heard) = scripted_master(&["202", "drop"], 1);
         let mut caller = caller();
         let results = caller.post_pipelined_once(&master, "s", &bodies(&["a", "b", "c"]));
         // The master may have taken "c" before it dropped the connection.
