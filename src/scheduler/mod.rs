@@ -60,6 +60,13 @@ pub const BACKLOG_LIMIT: usize = 50_000;
 /// How soon a turn held back by a full journal channel is offered again.
 pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
+/// Turns handled back to back while more REST commands or Mesos events
+/// wait, merged into one hand-off to the journal (`run`). Each hand-off
+/// wakes the journal thread and, once committed, this one; merging the
+/// turns a burst queues up spares those wake-ups without delaying any
+/// turn that has nothing queued behind it.
+pub const MERGED_TURNS_MAX: usize = 64;
+
 /// The time a state-loop turn runs at, read once per event by `run`.
 ///
 /// `instant` (monotonic) is for every deadline: restart backoff, reconcile
@@ -592,7 +599,10 @@ pub struct Launch {
 ///
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
-/// keeps serving instead of blocking.
+/// keeps serving instead of blocking. They also merge while more input
+/// waits, up to `MERGED_TURNS_MAX` turns: the journal commits a group of
+/// turns whole either way, so a merged turn is durable, and its replies
+/// and calls leave, exactly when the group would have.
 ///
 /// It counts what it sees in `metrics`: the master's events, the calls of
 /// each turn, the turn's time and the latencies `State` reports
@@ -624,6 +634,8 @@ pub fn run(
     let mut backlog_log = crate::lograte::RateLimit::default();
     // Pages freed after large turns go back to the kernel (`trim`).
     let mut trim = crate::trim::Trim::default();
+    // Turns in `backlog` handled since it was last handed over.
+    let mut merged = 0usize;
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -725,6 +737,11 @@ pub fn run(
         if backlog.is_empty() {
             continue;
         }
+        merged += 1;
+        if merged < MERGED_TURNS_MAX && !(api.is_empty() && mesos_inbox.is_empty()) {
+            continue;
+        }
+        merged = 0;
         match outbox.try_send(std::mem::take(&mut backlog)) {
             Ok(()) => {}
             Err(TrySendError::Full(turn)) => {
@@ -801,5 +818,51 @@ mod tests {
         assert!(matches!(reply, ApiReply::Tasks { tasks, next: None } if tasks.is_empty()));
         drop((api_tx, mesos_tx));
         state.join().expect("run ends with its inboxes");
+    }
+
+    /// Requests that wait when a turn ends are handled before the journal
+    /// gets the turn, and reach it as one turn, in order; one with nothing
+    /// behind it goes at once.
+    #[test]
+    fn turns_with_more_input_waiting_reach_the_journal_merged() {
+        let wait = Duration::from_secs(10);
+        let (api_tx, api_rx) = bounded(8);
+        let (_mesos_tx, mesos_rx) = bounded::<MesosEvent>(1);
+        let (turn_tx, turn_rx) = bounded(8);
+        let (_committed_tx, committed_rx) = bounded(1);
+        let mut replies = Vec::new();
+        let mut list = |limit: usize| {
+            let (reply_tx, reply_rx) = bounded(1);
+            let query = TaskQuery {
+                limit: Some(limit),
+                ..TaskQuery::default()
+            };
+            let command = ApiCommand {
+                request: ApiRequest::ListTasks(query),
+                reply: reply_tx,
+            };
+            api_tx.send(command).expect("room in the inbox");
+            replies.push(reply_rx);
+        };
+        for limit in 1..=3 {
+            list(limit);
+        }
+        let _state = std::thread::spawn(move || {
+            run(
+                State::new(None),
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &Metrics::default(),
+            )
+        });
+        let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
+        let ids: Vec<u64> = turn.replies.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [0, 1, 2], "three requests waiting, one turn");
+        list(4);
+        let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
+        let ids: Vec<u64> = turn.replies.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [3], "alone, at once");
     }
 }
