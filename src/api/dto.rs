@@ -381,6 +381,20 @@ pub(crate) fn task_entries(tasks: &[Arc<ListedTask>]) -> Vec<Arc<str>> {
     tasks.iter().map(|task| task.json(task_json)).collect()
 }
 
+/// Appends one entry of a long list (`api::pages`) to `out`. An entry the
+/// state keeps too (another `Arc` holds it) is rendered once and keeps its
+/// JSON, as in `task_entries`; one only this list holds is written
+/// straight into `out`, so a page of 10,000 entries nobody keeps costs the
+/// worker no string per entry (at 100,000 tasks, where the list cache
+/// keeps none, those strings were what the workers' heaps kept after lists).
+pub(crate) fn append_task_entry(task: &Arc<ListedTask>, out: &mut Vec<u8>) {
+    if Arc::strong_count(task) > 1 {
+        out.extend_from_slice(task.json(task_json).as_bytes());
+    } else {
+        task.append_json(|view, out| append_json(&TaskDto::from(view), out), out);
+    }
+}
+
 /// `GET /client/task/<internal id>`: the task object as in the list, plus
 /// `history` (`[{time_ms, kind, text}, ...]`, oldest first).
 pub(crate) fn task_history_json(task: &TaskView, history: &[HistoryLine]) -> String {
@@ -945,7 +959,29 @@ pub fn parse_idempotency_key(values: &[&str]) -> Result<Option<String>, String> 
 /// them in the whole text is safe.
 fn to_json(value: &impl Serialize) -> String {
     // Serializing these plain structs (string keys, no floats) cannot fail.
-    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
+    escape_like_go(serde_json::to_string(value).unwrap_or_else(|_| "null".to_string()))
+}
+
+/// `to_json`, appended to `out`.
+fn append_json(value: &impl Serialize, out: &mut Vec<u8>) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
+    // `<`, `>`, `&`, or a lead byte of U+2028 or U+2029: escape the text.
+    if out[start..]
+        .iter()
+        .any(|byte| matches!(byte, b'<' | b'>' | b'&' | 0xE2))
+    {
+        let text = String::from_utf8_lossy(&out[start..]).into_owned();
+        out.truncate(start);
+        out.extend_from_slice(escape_like_go(text).as_bytes());
+    }
+}
+
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped as Go's `json.Marshal` does.
+fn escape_like_go(text: String) -> String {
     if !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
         return text;
     }
@@ -1685,6 +1721,39 @@ mod tests {
             .collect();
         assert_eq!(format!("[{}]", again.join(",")), whole);
         assert_eq!(tasks_json(&[]), "[]");
+    }
+
+    /// An entry of a long list is the same text as `task_json`, escapes
+    /// included; it keeps its JSON only when someone else holds it too.
+    #[test]
+    fn a_long_list_entry_is_written_as_task_json() {
+        let check = |view: TaskView| {
+            let expected = task_json(&view);
+            let alone = Arc::new(ListedTask::new(view.clone()));
+            let mut out = b"[".to_vec();
+            append_task_entry(&alone, &mut out);
+            let text = |out: &[u8]| String::from_utf8_lossy(out).into_owned();
+            assert_eq!(text(&out), format!("[{expected}"), "alone");
+            assert!(
+                alone.view().is_some(),
+                "an entry only the list holds keeps no JSON"
+            );
+            let kept = Arc::new(ListedTask::new(view));
+            let _state = kept.clone();
+            let mut out = Vec::new();
+            append_task_entry(&kept, &mut out);
+            assert_eq!(text(&out), expected, "kept");
+            assert!(kept.view().is_none(), "a kept entry keeps its JSON");
+            let mut again = Vec::new();
+            append_task_entry(&kept, &mut again);
+            assert_eq!(text(&again), expected, "kept, again");
+        };
+        check(running_copy());
+        for argument in ["<&>", "a\u{2028}b\u{2029}", "\u{2000}é", "plain"] {
+            let mut task = running_copy();
+            Arc::make_mut(&mut task.spec).arguments = vec![argument.to_string()];
+            check(task);
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@ use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
 use crate::metrics::{Metrics, Process};
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::TaskState;
-use crate::scheduler::{ApiCommand, ApiReply, ApiRequest, Page, StateFilter, TaskQuery};
+use crate::scheduler::{
+    ApiCommand, ApiReply, ApiRequest, ListedTask, Page, StateFilter, TaskQuery,
+};
 use crate::store::DiskGate;
 use query::{number, percent_decoded, Query};
 
@@ -280,7 +282,7 @@ enum Body {
     Text(String),
     JsonArray(Vec<Arc<str>>),
     /// A task list longer than one page, read on as it is written.
-    Pages(pages::PagedList),
+    Pages(pages::PagedList<Arc<ListedTask>>),
 }
 
 impl Body {
@@ -836,16 +838,17 @@ fn handle(
 fn list_tasks(state: &Sender<ApiCommand>, query: &TaskQuery) -> Result<Reply, ApiError> {
     let (first, next) = list_page(state, query, None, query.limit)?;
     let body = match next {
-        None => Body::JsonArray(first),
+        None => Body::JsonArray(dto::task_entries(&first)),
         Some(next) => {
             let (state, base) = (state.clone(), query.clone());
-            let fetch: pages::Fetch = Box::new(move |after, limit| {
+            let fetch: pages::Fetch<Arc<ListedTask>> = Box::new(move |after, limit| {
                 list_page(&state, &base, after, limit).map_err(|error| format!("{error:?}"))
             });
             Body::Pages(pages::PagedList::new(
                 (first, Some(next)),
                 query.limit,
                 fetch,
+                dto::append_task_entry,
             ))
         }
     };
@@ -861,7 +864,7 @@ fn list_page(
     query: &TaskQuery,
     after: Option<crate::scheduler::model::TaskId>,
     limit: Option<usize>,
-) -> Result<pages::Fetched, ApiError> {
+) -> Result<pages::Fetched<Arc<ListedTask>>, ApiError> {
     let query = TaskQuery {
         limit,
         page: Some(Page {
@@ -871,7 +874,7 @@ fn list_page(
         ..query.clone()
     };
     match ask(state, ApiRequest::ListTasks(query), Wait::Read)? {
-        ApiReply::Tasks { tasks, next } => Ok((dto::task_entries(&tasks), next)),
+        ApiReply::Tasks { tasks, next } => Ok((tasks.to_vec(), next)),
         other => Err(ApiError::Internal(format!(
             "task list page answered {other:?}"
         ))),
@@ -1910,13 +1913,20 @@ mod tests {
     #[test]
     fn a_list_page_that_fails_is_never_a_complete_looking_answer() {
         let failing = || {
-            let fetch: pages::Fetch = Box::new(|_, _| Err("state gone".to_string()));
+            let fetch: pages::Fetch<Arc<ListedTask>> =
+                Box::new(|_, _| Err("state gone".to_string()));
+            // The first page is empty: the second is read at once.
             let first = (
-                vec![Arc::from("{}")],
+                Vec::new(),
                 Some(crate::scheduler::model::TaskId("t".into())),
             );
             Reply {
-                body: Body::Pages(pages::PagedList::new(first, None, fetch)),
+                body: Body::Pages(pages::PagedList::new(
+                    first,
+                    None,
+                    fetch,
+                    dto::append_task_entry,
+                )),
                 ..Reply::json(200, String::new())
             }
         };

@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::Arc;
 
 use crate::scheduler::model::TaskId;
 
@@ -22,23 +21,28 @@ pub(super) const LIST_PAGE: usize = 10_000;
 /// to the connection.
 const CHUNK_BYTES: usize = 64 * 1024;
 
-/// A page: its entries' JSON, and where the next page starts (`None`: the
-/// list ended with this page).
-pub(super) type Fetched = (Vec<Arc<str>>, Option<TaskId>);
+/// A page: its entries (the state's `Arc<ListedTask>`s, written out by
+/// `dto::append_task_entry` as the chunks are filled), and where the next
+/// page starts (`None`: the list ended with this page).
+pub(super) type Fetched<E> = (Vec<E>, Option<TaskId>);
 
 /// Reads the next page after the given task, with at most this many
 /// entries (what is left of `?limit=`).
-pub(super) type Fetch =
-    Box<dyn FnMut(Option<TaskId>, Option<usize>) -> Result<Fetched, String> + Send>;
+pub(super) type Fetch<E> =
+    Box<dyn FnMut(Option<TaskId>, Option<usize>) -> Result<Fetched<E>, String> + Send>;
+
+/// Appends an entry's JSON to a chunk.
+pub(super) type Render<E> = fn(&E, &mut Vec<u8>);
 
 /// `[entry,entry,...]` and a newline, read a page at a time.
-pub(super) struct PagedList {
-    fetch: Fetch,
+pub(super) struct PagedList<E> {
+    fetch: Fetch<E>,
+    render: Render<E>,
     /// Where the next page starts; `None` once the last page was read.
     next: Option<TaskId>,
     /// Entries still to list after the pages read so far (`?limit=`).
     left: Option<usize>,
-    entries: VecDeque<Arc<str>>,
+    entries: VecDeque<E>,
     chunk: Vec<u8>,
     offset: usize,
     opened: bool,
@@ -46,12 +50,19 @@ pub(super) struct PagedList {
     closed: bool,
 }
 
-impl PagedList {
-    /// The list whose first page is `first`, read on with `fetch`.
-    pub(super) fn new(first: Fetched, limit: Option<usize>, fetch: Fetch) -> PagedList {
+impl<E> PagedList<E> {
+    /// The list whose first page is `first`, read on with `fetch`, each
+    /// entry written with `render`.
+    pub(super) fn new(
+        first: Fetched<E>,
+        limit: Option<usize>,
+        fetch: Fetch<E>,
+        render: Render<E>,
+    ) -> PagedList<E> {
         let (entries, next) = first;
         PagedList {
             fetch,
+            render,
             next,
             left: limit.map(|limit| limit.saturating_sub(entries.len())),
             entries: entries.into(),
@@ -77,7 +88,7 @@ impl PagedList {
                     self.chunk.push(b',');
                 }
                 self.listed_any = true;
-                self.chunk.extend_from_slice(entry.as_bytes());
+                (self.render)(&entry, &mut self.chunk);
                 continue;
             }
             if self.next.is_some() && self.left != Some(0) {
@@ -102,7 +113,7 @@ impl PagedList {
     }
 }
 
-impl std::fmt::Debug for PagedList {
+impl<E> std::fmt::Debug for PagedList<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PagedList")
             .field("next", &self.next)
@@ -112,7 +123,7 @@ impl std::fmt::Debug for PagedList {
     }
 }
 
-impl Read for PagedList {
+impl<E> Read for PagedList<E> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.offset == self.chunk.len() && !self.refill()? {
             return Ok(0);
@@ -130,19 +141,25 @@ mod tests {
 
     /// A list of `total` entries `e0`, `e1`, ... served `page` at a time,
     /// each page cut to what the limit leaves; the body read in 7-byte reads.
+    /// Test entries: their JSON text.
+    fn text(entry: &String, out: &mut Vec<u8>) {
+        out.extend_from_slice(entry.as_bytes());
+    }
+
     fn read_paged(total: usize, page: usize, limit: Option<usize>) -> Result<String, String> {
-        let entry = |n: usize| Arc::<str>::from(format!("\"e{n}\""));
-        let serve = move |after: Option<TaskId>, left: Option<usize>| -> Result<Fetched, String> {
-            let from = after.map_or(0, |id| id.0.parse::<usize>().unwrap_or(0) + 1);
-            let to = (from + page)
-                .min(total)
-                .min(from.saturating_add(left.unwrap_or(usize::MAX)));
-            let next = (to < total).then(|| TaskId((to - 1).to_string().into()));
-            Ok(((from..to).map(entry).collect(), next))
-        };
-        let mut fetch: Fetch = Box::new(serve);
+        let entry = |n: usize| format!("\"e{n}\"");
+        let serve =
+            move |after: Option<TaskId>, left: Option<usize>| -> Result<Fetched<String>, String> {
+                let from = after.map_or(0, |id| id.0.parse::<usize>().unwrap_or(0) + 1);
+                let to = (from + page)
+                    .min(total)
+                    .min(from.saturating_add(left.unwrap_or(usize::MAX)));
+                let next = (to < total).then(|| TaskId((to - 1).to_string().into()));
+                Ok(((from..to).map(entry).collect(), next))
+            };
+        let mut fetch: Fetch<String> = Box::new(serve);
         let first = fetch(None, limit)?;
-        let mut list = PagedList::new(first, limit, fetch);
+        let mut list = PagedList::new(first, limit, fetch, text);
         let mut body = Vec::new();
         let mut buf = [0u8; 7];
         loop {
@@ -176,9 +193,9 @@ mod tests {
 
     #[test]
     fn a_page_that_cannot_be_read_is_an_error() {
-        let fetch: Fetch = Box::new(|_, _| Err("the state thread is gone".to_string()));
-        let first = (vec![Arc::from("\"e0\"")], Some(TaskId("0".into())));
-        let mut list = PagedList::new(first, None, fetch);
+        let fetch: Fetch<String> = Box::new(|_, _| Err("the state thread is gone".to_string()));
+        let first = (vec!["\"e0\"".to_string()], Some(TaskId("0".into())));
+        let mut list = PagedList::new(first, None, fetch, text);
         let mut body = String::new();
         let error = list
             .read_to_string(&mut body)

@@ -436,6 +436,20 @@ impl ListedTask {
         json
     }
 
+    /// Appends the entry's JSON to `out`: its rendered text, or `render` of
+    /// its view, which is then kept as it is (for an entry only this list
+    /// holds: the text would be dropped right after).
+    pub fn append_json(&self, render: impl FnOnce(&TaskView, &mut Vec<u8>), out: &mut Vec<u8>) {
+        match &*self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Rendering::Json(json) => out.extend_from_slice(json.as_bytes()),
+            Rendering::View(view) => render(view, out),
+        }
+    }
+
     /// The view, unless a worker has rendered it already.
     pub fn view(&self) -> Option<TaskView> {
         match &*self
