@@ -141,6 +141,9 @@ pub struct Running {
 /// lab starts first on a loopback port and becomes the master.
 pub fn start(config: Config) -> io::Result<Running> {
     raise_open_files_limit();
+    if !trim::limit_arenas() {
+        log::warn!("malloc heaps not limited: RSS may stay higher after long lists");
+    }
     let (mut state, store) = load_state(&config)?;
     state.set_reconcile_interval(config.reconcile_interval);
     state.set_unknown_grace(config.unknown_grace);

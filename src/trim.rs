@@ -1,6 +1,7 @@
 //! Gives the heap pages freed after a large turn back to the kernel,
-//! through glibc's `malloc_trim(0)`: std has no API for it, and one
-//! `extern` declaration is less to audit than a crate. With `rlimit` and
+//! through glibc's `malloc_trim(0)`, and holds glibc to `MALLOC_ARENAS`
+//! heaps (`mallopt`): std has no API for either, and two `extern`
+//! declarations are less to audit than a crate. With `rlimit` and
 //! `signals`, this is the crate's only `unsafe` code (`lib.rs` allows it
 //! for these three modules).
 //!
@@ -24,6 +25,17 @@
 //! A trim takes the state thread about 10-15 ms at 100k tasks.
 
 use std::time::{Duration, Instant};
+
+/// glibc heaps (arenas) at most. glibc's default is eight per core, and a
+/// heap whose few live chunks sit among freed ones keeps its pages, which
+/// no trim gives back; every thread that allocates may get one. After 40
+/// lists of a held 100k lab RSS settled at 197.6 MiB with the default and
+/// at 170.3 and 175.6 MiB with two heaps; the lists took 27.4 s against
+/// 27.6 and 30.5, and a 10k burst the same scheduler CPU (2.53 against
+/// 2.54 s, three runs each). The threads contend for the two heaps' locks
+/// only when they allocate at once: HTTP workers write long lists
+/// without an allocation per entry (`api::dto::append_task_entry`).
+pub(crate) const MALLOC_ARENAS: i32 = 2;
 
 /// A turn with at least this many list entries built, calls and records is large.
 pub(crate) const LARGE_TURN_ITEMS: usize = 10_000;
@@ -84,6 +96,26 @@ pub(crate) fn release_free_memory() {
 /// Elsewhere (musl, other systems) there is no `malloc_trim`: nothing to do.
 #[cfg(not(all(linux_ffi, target_env = "gnu")))]
 pub(crate) fn release_free_memory() {}
+
+/// Limits glibc to `MALLOC_ARENAS` heaps; called before the threads start,
+/// so that they all allocate from those. False if glibc refused.
+#[cfg(all(linux_ffi, target_env = "gnu"))]
+pub(crate) fn limit_arenas() -> bool {
+    /// glibc's `M_ARENA_MAX` (malloc.h).
+    const M_ARENA_MAX: std::ffi::c_int = -8;
+    extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    // SAFETY: `mallopt` takes two integers and only sets an allocator
+    // parameter; it is thread-safe (it takes the main heap's lock).
+    unsafe { mallopt(M_ARENA_MAX, MALLOC_ARENAS) == 1 }
+}
+
+/// Elsewhere there are no glibc heaps to limit.
+#[cfg(not(all(linux_ffi, target_env = "gnu")))]
+pub(crate) fn limit_arenas() -> bool {
+    true
+}
 
 #[cfg(test)]
 mod tests {
