@@ -1,5 +1,5 @@
 use std::io::Result as IoResult;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
@@ -124,6 +124,17 @@ impl<R: Read + Send> SequentialReader<R> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<BufReader<R>> {
+    /// Bytes read from the source and not yet handed out: reading that many
+    /// cannot block. 0 until it is this reader's turn.
+    pub fn buffered(&self) -> usize {
+        match &self.inner {
+            SequentialReaderInner::MyTurn(reader) => reader.buffer().len(),
+            _ => 0,
+        }
+    }
+}
+
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
@@ -184,5 +195,28 @@ where
 {
     fn drop(&mut self) {
         self.on_finish.send(()).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_counts_what_reads_take_without_the_source() {
+        let mut readers = SequentialReaderBuilder::new(BufReader::new(&b"abc"[..]));
+        let mut first = readers.next().expect("a first reader");
+        let mut second = readers.next().expect("a second reader");
+        assert_eq!(first.buffered(), 0, "nothing read yet");
+        let mut byte = [0u8; 1];
+        first.read_exact(&mut byte).expect("a byte");
+        assert_eq!(first.buffered(), 2, "the rest came with the first read");
+        assert_eq!(second.buffered(), 0, "not its turn");
+        drop(first);
+        assert!(second.wait_turn());
+        assert_eq!(second.buffered(), 2, "handed over with the reader");
+        let mut rest = [0u8; 2];
+        second.read_exact(&mut rest).expect("the rest");
+        assert_eq!(second.buffered(), 0);
     }
 }
