@@ -786,6 +786,25 @@ mod tests {
     use super::*;
     use crossbeam_channel::bounded;
 
+    /// `run` of a fresh state on its own thread.
+    fn spawn_run(
+        api_rx: Receiver<ApiCommand>,
+        mesos_rx: Receiver<MesosEvent>,
+        turn_tx: Sender<Turn>,
+        committed_rx: Receiver<Committed>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            run(
+                State::new(None),
+                api_rx,
+                mesos_rx,
+                turn_tx,
+                committed_rx,
+                &Metrics::default(),
+            )
+        })
+    }
+
     /// The reply path: a request reaches `State` under an id, its reply
     /// travels in the turn (no channel in it), and `run` answers the worker
     /// only when the journal hands that reply back as committed.
@@ -796,16 +815,7 @@ mod tests {
         let (mesos_tx, mesos_rx) = bounded(1);
         let (turn_tx, turn_rx) = bounded(1);
         let (committed_tx, committed_rx) = bounded(1);
-        let state = std::thread::spawn(move || {
-            run(
-                State::new(None),
-                api_rx,
-                mesos_rx,
-                turn_tx,
-                committed_rx,
-                &Metrics::default(),
-            )
-        });
+        let state = spawn_run(api_rx, mesos_rx, turn_tx, committed_rx);
         let (reply_tx, reply_rx) = bounded(1);
         let command = ApiCommand {
             request: ApiRequest::ListTasks(TaskQuery::default()),
@@ -861,16 +871,7 @@ mod tests {
         for limit in 1..=3 {
             list(limit);
         }
-        let _state = std::thread::spawn(move || {
-            run(
-                State::new(None),
-                api_rx,
-                mesos_rx,
-                turn_tx,
-                committed_rx,
-                &Metrics::default(),
-            )
-        });
+        let _state = spawn_run(api_rx, mesos_rx, turn_tx, committed_rx);
         let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
         let ids: Vec<u64> = turn.replies.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, [0, 1, 2], "three requests waiting, one turn");
