@@ -94,6 +94,8 @@ pub struct Metrics {
     offers_used: AtomicU64,
     offers_declined: AtomicU64,
     launches: AtomicU64,
+    /// Calls written behind another of their batch, before its answer.
+    pipelined: AtomicU64,
     /// By `TaskState::ALL` index.
     updates: [AtomicU64; TaskState::ALL.len()],
     subscribed: AtomicU64,
@@ -140,6 +142,7 @@ impl Metrics {
             offers_used: AtomicU64::new(0),
             offers_declined: AtomicU64::new(0),
             launches: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
             updates: std::array::from_fn(|_| AtomicU64::new(0)),
             subscribed: AtomicU64::new(0),
             subscriptions: AtomicU64::new(0),
@@ -207,6 +210,12 @@ impl Metrics {
         }
     }
 
+    /// The `mesos-caller`: a batch of which `tried` calls were sent on one
+    /// connection, the second and later ones pipelined.
+    pub(crate) fn count_batch(&self, tried: usize) {
+        add(&self.pipelined, tried.saturating_sub(1));
+    }
+
     /// The `redis-bridge`: one cycle and how it ended.
     pub(crate) fn count_redis_cycle(&self, result: RedisCycle) {
         let idx = match result {
@@ -245,7 +254,7 @@ impl Metrics {
                 text.sample("charmander_tasks", &[("state", state)], *count as f64);
             }
         }
-        let counters: [(&str, &str, &AtomicU64); 4] = [
+        let counters: [(&str, &str, &AtomicU64); 5] = [
             (
                 "charmander_offers_received_total",
                 "Offers received from the master.",
@@ -265,6 +274,11 @@ impl Metrics {
                 "charmander_task_launches_total",
                 "Tasks sent to the master in an ACCEPT.",
                 &self.launches,
+            ),
+            (
+                "charmander_mesos_calls_pipelined_total",
+                "Calls sent behind another call of their batch on one connection, before its answer.",
+                &self.pipelined,
             ),
         ];
         for (name, help, counter) in counters {

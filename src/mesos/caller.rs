@@ -355,6 +355,7 @@ impl CallerLoop {
             results,
         } = done;
         let now = Instant::now();
+        self.metrics.count_batch(results.len());
         let mut entries = entries.into_iter();
         let mut finished = Vec::new();
         let mut unfinished = Vec::new();

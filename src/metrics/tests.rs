@@ -249,6 +249,9 @@ fn render_counts_what_the_threads_saw() {
         },
     ]);
     metrics.count_call(&Call::Revive, &Ok(()));
+    metrics.count_batch(1);
+    metrics.count_batch(3);
+    metrics.count_batch(0);
     metrics.count_redis_cycle(RedisCycle::StateTimeout);
     metrics.count_http("submit", 202, Duration::from_millis(3));
     metrics.count_http("/weird", 404, Duration::from_millis(1));
@@ -268,6 +271,7 @@ fn render_counts_what_the_threads_saw() {
         "charmander_offers_used_total 1",
         "charmander_offers_declined_total 1",
         "charmander_task_launches_total 0",
+        "charmander_mesos_calls_pipelined_total 2",
         "charmander_status_updates_total{state=\"TASK_RUNNING\"} 1",
         "charmander_status_updates_total{state=\"TASK_FAILED\"} 0",
         "charmander_mesos_calls_total{call=\"REVIVE\",result=\"ok\"} 1",

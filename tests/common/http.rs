@@ -41,6 +41,15 @@ pub fn request(http: &ureq::Agent, method: &str, url: &str, body: Option<&str>) 
     (status, value)
 }
 
+/// The value of `series` (name and labels) in a Prometheus text page, 0
+/// when it is absent.
+pub fn sample_of(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// POSTs a task to the scheduler at `api` (host:port) and checks the 202.
 #[track_caller]
 pub fn submit(http: &ureq::Agent, api: &str, body: &str) {

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::fault_proxy::{Fate, FaultProxy};
 use crate::support::{
-    fast_sim, http_agent, request, scheduler_config, sim_state, submit, wait_until, Lab, DEADLINE,
-    STRESS60,
+    fast_sim, http_agent, request, sample_of, scheduler_config, sim_state, submit, wait_until, Lab,
+    DEADLINE, STRESS60,
 };
 
 /// The scheduler binary Cargo built for these tests.
@@ -295,10 +295,7 @@ fn scraped(lab: &Lab, series: &str) -> u64 {
         .call()
         .expect("GET /metrics");
     let text = response.body_mut().read_to_string().expect("a text body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+    sample_of(&text, series)
 }
 
 /// See: issue 10 (pipelined calls). The master acts on an ACCEPT and answers

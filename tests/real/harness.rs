@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::http::{http_agent, request, wait_until, CADVISOR, INFLUXDB, STRESS60};
+pub use crate::http::{http_agent, request, sample_of, wait_until, CADVISOR, INFLUXDB, STRESS60};
 
 /// How long one expectation against the real cluster may take. Real offers
 /// come once a second and a declined offer is filtered for 5 s, so this is
@@ -397,6 +397,12 @@ impl Scheduler {
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let url = format!("http://{}{path}", self.api);
         request(&self.http, method, &url, body)
+    }
+
+    /// The scheduler's value of `series` in `GET /metrics` (0 when absent).
+    pub fn scraped(&self, series: &str) -> u64 {
+        let (_, page) = self.call("GET", "/metrics", None);
+        sample_of(page.as_str().unwrap_or_default(), series)
     }
 
     /// POSTs a task and checks the 202.
