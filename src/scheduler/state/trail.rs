@@ -18,7 +18,7 @@ use super::{utc_text, Phase, State};
 use crate::scheduler::model::{
     AgentId, FrameworkId, Offer, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
-use crate::scheduler::notice::{clip, is_clip_of, KilledBy, Notice, NoticeKind};
+use crate::scheduler::notice::{clip, is_clip_of, KilledBy, Notice, NoticeKind, MAX_EVENT_TEXT};
 use crate::scheduler::placement::{format_number, Decision, Miss, Scope, Verdict};
 use crate::scheduler::{HistoryLine, Now, TaskView};
 
@@ -296,6 +296,25 @@ impl Trail {
         });
     }
 
+    /// Records a status: counts up the last entry when it is the same
+    /// status again (without allocating), else adds it.
+    fn push_status(&mut self, at_ms: u64, state: TaskState, reason: &str, message: &str) {
+        if let Some(last) = self.entries.last_mut() {
+            if let What::Status {
+                state: last_state,
+                detail,
+            } = &last.what
+            {
+                if *last_state == state && is_status_detail(detail, reason, message) {
+                    last.repeat(at_ms);
+                    return;
+                }
+            }
+        }
+        let detail = status_detail(reason, message);
+        self.push(at_ms, What::Status { state, detail });
+    }
+
     /// Records a round: counts up the last entry when it is the same
     /// round again (without allocating), else adds it.
     fn push_round(&mut self, at_ms: u64, decision: &Decision, offers: &[Offer]) {
@@ -379,6 +398,28 @@ impl Entry {
     fn last_ms(&self) -> u64 {
         self.first_ms + u64::from(self.last_after_ms)
     }
+}
+
+/// Whether `detail` is `status_detail(reason, message)`, compared without
+/// building it when nothing in it is cut (the usual case: a restart's
+/// reconciliation answers each repeat a task's last status).
+fn is_status_detail(detail: &str, reason: &str, message: &str) -> bool {
+    if reason.len() + message.len() + " (): ".len() > MAX_EVENT_TEXT {
+        return *detail == *status_detail(reason, message);
+    }
+    let mut rest = Some(detail);
+    if !reason.is_empty() {
+        rest = rest
+            .and_then(|rest| rest.strip_prefix(" ("))
+            .and_then(|rest| rest.strip_prefix(reason))
+            .and_then(|rest| rest.strip_prefix(')'));
+    }
+    if !message.is_empty() {
+        rest = rest
+            .and_then(|rest| rest.strip_prefix(": "))
+            .and_then(|rest| rest.strip_prefix(message));
+    }
+    rest == Some("")
 }
 
 /// ` (REASON): message`, each part only when there is one, cut to
@@ -502,12 +543,11 @@ impl State {
             return;
         };
         let news = task.phase != Phase::Active(update.state);
-        task.trail.push(
+        task.trail.push_status(
             unix_millis(now.wall),
-            What::Status {
-                state: update.state,
-                detail: status_detail(&update.reason_name, &update.message),
-            },
+            update.state,
+            &update.reason_name,
+            &update.message,
         );
         if !news {
             return;
@@ -800,6 +840,41 @@ mod tests {
             "",
             "3 offers, 5 examined: slave1 cpus 0.5 < 2; slave2 port 8080 taken; slave3 port 80 not offered; …; not placed",
         );
+    }
+
+    /// A status detail is recognised without being built, and only the
+    /// detail the same reason and message give.
+    #[test]
+    fn a_status_detail_is_compared_without_building_it() {
+        use crate::scheduler::notice::MAX_EVENT_TEXT;
+        let long = "é".repeat(MAX_EVENT_TEXT);
+        let cases = [
+            ("", ""),
+            ("REASON_RECONCILIATION", ""),
+            ("", "Reconciliation: Latest task state"),
+            ("REASON_RECONCILIATION", "Reconciliation: Latest task state"),
+            ("R", "a (b): c"),
+            (long.as_str(), "m"),
+            ("R", long.as_str()),
+        ];
+        for (reason, message) in cases {
+            let detail = status_detail(reason, message);
+            assert!(
+                is_status_detail(&detail, reason, message),
+                "{reason:?} {message:?}"
+            );
+            for (other_reason, other_message) in cases {
+                let same = *status_detail(other_reason, other_message) == *detail;
+                assert_eq!(
+                    is_status_detail(&detail, other_reason, other_message),
+                    same,
+                    "{reason:?} {message:?} against {other_reason:?} {other_message:?}"
+                );
+            }
+        }
+        assert!(!is_status_detail(" (R): m!", "R", "m"));
+        assert!(!is_status_detail(" (R)", "R", "m"));
+        assert!(!is_status_detail(": m", "R", "m"));
     }
 
     /// See: review of issue 10. What a master, Redis or a client sent at
