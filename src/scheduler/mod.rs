@@ -67,6 +67,19 @@ pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 /// turn that has nothing queued behind it.
 pub const MERGED_TURNS_MAX: usize = 64;
 
+/// How long the first of merged turns waits for the hand-off at most
+/// (plus the turn that passes it): merging may hold a reply back this
+/// much, on top of its commit.
+pub const MERGE_WINDOW: Duration = Duration::from_millis(1);
+
+/// `MERGE_WINDOW`, but long in unit tests: a loaded test machine must not
+/// split the merge a test expects.
+const MERGE_WINDOW_IN_USE: Duration = if cfg!(test) {
+    Duration::from_secs(10)
+} else {
+    MERGE_WINDOW
+};
+
 /// The time a state-loop turn runs at, read once per event by `run`.
 ///
 /// `instant` (monotonic) is for every deadline: restart backoff, reconcile
@@ -613,10 +626,12 @@ pub struct Launch {
 ///
 /// Turns go out with `try_send`: when the journal or the master is slow and
 /// the channel is full, turns merge into `backlog` (in order) and this thread
-/// keeps serving instead of blocking. They also merge while more input
-/// waits, up to `MERGED_TURNS_MAX` turns: the journal commits a group of
-/// turns whole either way, so a merged turn is durable, and its replies
-/// and calls leave, exactly when the group would have.
+/// keeps serving instead of blocking. Turns that write records also merge
+/// while more input waits, up to `MERGED_TURNS_MAX` turns or
+/// `MERGE_WINDOW`: the journal commits them in one group, as it often
+/// would have anyway; a turn of reads only (nothing to make durable) goes
+/// at once, and the replies and calls of a merged turn leave at most
+/// `MERGE_WINDOW` later than without merging.
 ///
 /// It counts what it sees in `metrics`: the master's events, the calls of
 /// each turn, the turn's time and the latencies `State` reports
@@ -648,8 +663,10 @@ pub fn run(
     let mut backlog_log = crate::lograte::RateLimit::default();
     // Pages freed after large turns go back to the kernel (`trim`).
     let mut trim = crate::trim::Trim::default();
-    // Turns in `backlog` handled since it was last handed over.
+    // Turns merged into `backlog` since it was last handed over, and when
+    // the first of them was.
     let mut merged = 0usize;
+    let mut merging_since: Option<Instant> = None;
     loop {
         // Back-pressure: with too much held back, REST commands wait.
         let api = if backlog.calls.len() > BACKLOG_LIMIT {
@@ -732,6 +749,7 @@ pub fn run(
             }
             Input::Idle => None,
         };
+        let appended = event.is_some();
         if let Some(event) = event {
             let turn_start = Instant::now();
             let turn = state.handle_event(event, Now::current());
@@ -751,11 +769,18 @@ pub fn run(
         if backlog.is_empty() {
             continue;
         }
-        merged += 1;
-        if merged < MERGED_TURNS_MAX && !(api.is_empty() && mesos_inbox.is_empty()) {
-            continue;
+        // Records to commit and more input waiting: handle it first, within
+        // the bounds. Anything else (a retry after a full journal channel,
+        // a turn of reads only) is offered at once.
+        if appended && !backlog.records.is_empty() && !(api.is_empty() && mesos_inbox.is_empty()) {
+            merged += 1;
+            let since = *merging_since.get_or_insert_with(Instant::now);
+            if merged < MERGED_TURNS_MAX && since.elapsed() < MERGE_WINDOW_IN_USE {
+                continue;
+            }
         }
         merged = 0;
+        merging_since = None;
         match outbox.try_send(std::mem::take(&mut backlog)) {
             Ok(()) => {}
             Err(TrySendError::Full(turn)) => {
@@ -844,9 +869,9 @@ mod tests {
         state.join().expect("run ends with its inboxes");
     }
 
-    /// Requests that wait when a turn ends are handled before the journal
-    /// gets the turn, and reach it as one turn, in order; one with nothing
-    /// behind it goes at once.
+    /// Submits that wait when a turn ends are handled before the journal
+    /// gets the turn, and reach it as one turn, in order; a read, and a
+    /// submit with nothing behind it, go at once.
     #[test]
     fn turns_with_more_input_waiting_reach_the_journal_merged() {
         let wait = Duration::from_secs(10);
@@ -855,29 +880,31 @@ mod tests {
         let (turn_tx, turn_rx) = bounded(8);
         let (_committed_tx, committed_rx) = bounded(1);
         let mut replies = Vec::new();
-        let mut list = |limit: usize| {
+        let mut ask = |request: ApiRequest| {
             let (reply_tx, reply_rx) = bounded(1);
-            let query = TaskQuery {
-                limit: Some(limit),
-                ..TaskQuery::default()
-            };
             let command = ApiCommand {
-                request: ApiRequest::ListTasks(query),
+                request,
                 reply: reply_tx,
             };
             api_tx.send(command).expect("room in the inbox");
             replies.push(reply_rx);
         };
-        for limit in 1..=3 {
-            list(limit);
+        let submit = |n: usize| ApiRequest::Submit {
+            spec: model::TaskSpec::for_test(&format!("web{n}"), "nginx", 64),
+            idempotency_key: None,
+        };
+        ask(ApiRequest::ListTasks(TaskQuery::default()));
+        for n in 1..=3 {
+            ask(submit(n));
         }
         let _state = spawn_run(api_rx, mesos_rx, turn_tx, committed_rx);
-        let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
-        let ids: Vec<u64> = turn.replies.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, [0, 1, 2], "three requests waiting, one turn");
-        list(4);
-        let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
-        let ids: Vec<u64> = turn.replies.iter().map(|(id, _)| id.0).collect();
-        assert_eq!(ids, [3], "alone, at once");
+        let next_ids = || -> Vec<u64> {
+            let turn: Turn = turn_rx.recv_timeout(wait).expect("a turn");
+            turn.replies.iter().map(|(id, _)| id.0).collect()
+        };
+        assert_eq!(next_ids(), [0], "a read goes at once");
+        assert_eq!(next_ids(), [1, 2, 3], "three submits waiting, one turn");
+        ask(submit(4));
+        assert_eq!(next_ids(), [4], "alone, at once");
     }
 }
