@@ -94,7 +94,7 @@ pub struct Metrics {
     offers_used: AtomicU64,
     offers_declined: AtomicU64,
     launches: AtomicU64,
-    /// Calls written behind another of their batch, before its answer.
+    /// Calls answered after another call of their pipelined batch.
     pipelined: AtomicU64,
     /// By `TaskState::ALL` index.
     updates: [AtomicU64; TaskState::ALL.len()],
@@ -210,10 +210,11 @@ impl Metrics {
         }
     }
 
-    /// The `mesos-caller`: a batch of which `tried` calls were sent on one
-    /// connection, the second and later ones pipelined.
-    pub(crate) fn count_batch(&self, tried: usize) {
-        add(&self.pipelined, tried.saturating_sub(1));
+    /// The `mesos-caller`: `calls` answered after another call of their
+    /// batch, and so sent before that one's answer (a lane writes a whole
+    /// batch before it reads the first answer).
+    pub(crate) fn count_pipelined(&self, calls: usize) {
+        add(&self.pipelined, calls);
     }
 
     /// The `redis-bridge`: one cycle and how it ended.
@@ -277,7 +278,7 @@ impl Metrics {
             ),
             (
                 "charmander_mesos_calls_pipelined_total",
-                "Calls sent behind another call of their batch on one connection, before its answer.",
+                "Calls answered after another call of their batch: sent on one connection before its answer.",
                 &self.pipelined,
             ),
         ];

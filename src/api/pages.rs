@@ -139,13 +139,13 @@ impl<E> Read for PagedList<E> {
 mod tests {
     use super::*;
 
-    /// A list of `total` entries `e0`, `e1`, ... served `page` at a time,
-    /// each page cut to what the limit leaves; the body read in 7-byte reads.
     /// Test entries: their JSON text.
     fn text(entry: &String, out: &mut Vec<u8>) {
         out.extend_from_slice(entry.as_bytes());
     }
 
+    /// A list of `total` entries `e0`, `e1`, ... served `page` at a time,
+    /// each page cut to what the limit leaves; the body read in 7-byte reads.
     fn read_paged(total: usize, page: usize, limit: Option<usize>) -> Result<String, String> {
         let entry = |n: usize| format!("\"e{n}\"");
         let serve =

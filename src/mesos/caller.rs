@@ -355,7 +355,13 @@ impl CallerLoop {
             results,
         } = done;
         let now = Instant::now();
-        self.metrics.count_batch(results.len());
+        // Answered (not failed) after the first call of the batch.
+        let pipelined = results
+            .iter()
+            .skip(1)
+            .filter(|result| matches!(result, Ok(()) | Err(CallError::Refused(_))))
+            .count();
+        self.metrics.count_pipelined(pipelined);
         let mut entries = entries.into_iter();
         let mut finished = Vec::new();
         let mut unfinished = Vec::new();

@@ -249,9 +249,8 @@ fn render_counts_what_the_threads_saw() {
         },
     ]);
     metrics.count_call(&Call::Revive, &Ok(()));
-    metrics.count_batch(1);
-    metrics.count_batch(3);
-    metrics.count_batch(0);
+    metrics.count_pipelined(0);
+    metrics.count_pipelined(2);
     metrics.count_redis_cycle(RedisCycle::StateTimeout);
     metrics.count_http("submit", 202, Duration::from_millis(3));
     metrics.count_http("/weird", 404, Duration::from_millis(1));
