@@ -911,36 +911,65 @@ impl RecordReader {
     }
 }
 
-/// CRC-32 (IEEE 802.3), bitwise table built at compile time.
+/// CRC-32 (IEEE 802.3), tables built at compile time.
 pub fn crc32(data: &[u8]) -> u32 {
     !crc32_update(!0, data)
 }
 
-/// Feeds `data` to a running CRC-32 register (`crc`: `!0` to start; the
-/// checksum is the complement of the last register), so one checksum can
-/// cover several slices.
-fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
+/// The CRC-32 tables for slicing by 8: `CRC_TABLES[0]` is the byte-wise
+/// table, `CRC_TABLES[k][n]` the register after `n` and `k` zero bytes.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
+    let mut n = 0;
+    while n < 256 {
+        let mut c = n as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        tables[0][n] = c;
+        n += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
         let mut n = 0;
         while n < 256 {
-            let mut c = n as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[n] = c;
+            let previous = tables[k - 1][n];
+            tables[k][n] = (previous >> 8) ^ tables[0][(previous & 0xff) as usize];
             n += 1;
         }
-        table
-    };
-    for &byte in data {
-        crc = TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
+        k += 1;
+    }
+    tables
+};
+
+/// Feeds `data` to a running CRC-32 register (`crc`: `!0` to start; the
+/// checksum is the complement of the last register), so one checksum can
+/// cover several slices. Eight bytes a step (slicing by 8: a restore
+/// checks every byte of the snapshot, 50 MB at 100,000 tasks), the rest a
+/// byte at a time.
+fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
+    let t = &CRC_TABLES;
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        let low = crc ^ u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        let high = u32::from_le_bytes([word[4], word[5], word[6], word[7]]);
+        crc = t[7][(low & 0xff) as usize]
+            ^ t[6][((low >> 8) & 0xff) as usize]
+            ^ t[5][((low >> 16) & 0xff) as usize]
+            ^ t[4][(low >> 24) as usize]
+            ^ t[3][(high & 0xff) as usize]
+            ^ t[2][((high >> 8) & 0xff) as usize]
+            ^ t[1][((high >> 16) & 0xff) as usize]
+            ^ t[0][(high >> 24) as usize];
+    }
+    for &byte in words.remainder() {
+        crc = t[0][((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
     crc
 }
@@ -1173,6 +1202,38 @@ mod tests {
         let _serial = serial();
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    /// Eight bytes a step give what one byte a step gives (the plain
+    /// bitwise definition), whatever the length and where a slice starts.
+    #[test]
+    fn crc32_by_eight_bytes_is_crc32_by_bits() {
+        fn bitwise(data: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &byte in data {
+                crc ^= u32::from(byte);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        0xEDB8_8320 ^ (crc >> 1)
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let data: Vec<u8> = (0..300u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..9 {
+            for len in 0..(data.len() - start) {
+                let slice = &data[start..start + len];
+                assert_eq!(crc32(slice), bitwise(slice), "start {start} length {len}");
+            }
+        }
+        // Fed in two parts, as a frame's length and payload are.
+        let (head, tail) = data.split_at(5);
+        assert_eq!(!crc32_update(crc32_update(!0, head), tail), bitwise(&data));
     }
 
     /// A frame's checksum, taken over its two parts in turn, is the CRC-32
