@@ -109,12 +109,7 @@ fn submit_small_tasks(http: &ureq::Agent, api: &str, prefix: &str, count: usize)
 fn every_update_of_many_tasks_is_acknowledged() {
     const TASKS: usize = 200;
     let lab = Lab::with_agents(many_agents(16));
-    let api = lab
-        .scheduler
-        .as_ref()
-        .expect("scheduler running")
-        .api_addr()
-        .to_string();
+    let api = lab.api_addr().to_string();
     submit_small_tasks(&lab.http, &api, "many", TASKS);
     let mut state = Value::Null;
     let all_acknowledged = wait_until(DEADLINE * 2, || {
@@ -205,12 +200,7 @@ fn an_accept_sent_again_and_again_holds_up_no_other_agents_acknowledgements() {
     const AGENTS: usize = 16;
     const FOR_EVER: u64 = 1_000_000;
     let lab = Lab::with_agents(many_agents(AGENTS));
-    let api = lab
-        .scheduler
-        .as_ref()
-        .expect("scheduler running")
-        .api_addr()
-        .to_string();
+    let api = lab.api_addr().to_string();
     // One copy on every agent, so their calls use every lane.
     submit(
         &lab.http,
@@ -306,12 +296,7 @@ fn scraped(lab: &Lab, series: &str) -> u64 {
 fn a_broken_batch_of_accepts_launches_every_task_exactly_once() {
     const TASKS: usize = 24;
     let lab = Lab::with_agents(many_agents(12));
-    let api = lab
-        .scheduler
-        .as_ref()
-        .expect("scheduler running")
-        .api_addr()
-        .to_string();
+    let api = lab.api_addr().to_string();
     let (status, body) = lab.sim_post(
         "/sim/calls/faults",
         r#"{"call": "ACCEPT", "fault": "lose-response", "count": 1}"#,

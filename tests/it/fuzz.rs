@@ -181,11 +181,7 @@ const INTELLIGENCE_VALUES: &[&str] = &[
 #[test]
 fn malformed_requests_never_get_a_5xx_and_the_api_survives() {
     let lab = Lab::start();
-    let addr = lab
-        .scheduler
-        .as_ref()
-        .expect("scheduler running")
-        .api_addr();
+    let addr = lab.api_addr();
     // A task to kill, reshuffle and annotate, so those routes reach the scheduler.
     assert_eq!(lab.post("/client/task", STRESS60).0, 202);
 
@@ -677,11 +673,7 @@ fn valid_request(rng: &mut Rng) -> Case {
 #[test]
 fn silent_body_senders_do_not_wedge_the_api() {
     let lab = Lab::start(); // http_workers: 2
-    let addr = lab
-        .scheduler
-        .as_ref()
-        .expect("scheduler running")
-        .api_addr();
+    let addr = lab.api_addr();
     let mut silent_clients = Vec::new();
     for _ in 0..6 {
         let mut stream = TcpStream::connect(addr).expect("connect");

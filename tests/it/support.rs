@@ -53,13 +53,16 @@ impl Lab {
         lab
     }
 
-    pub fn api(&self, path: &str) -> String {
-        let addr = self
-            .scheduler
+    /// The scheduler's REST address.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.scheduler
             .as_ref()
             .expect("scheduler running")
-            .api_addr();
-        format!("http://{addr}{path}")
+            .api_addr()
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api_addr())
     }
 
     pub fn sim_url(&self, path: &str) -> String {
