@@ -446,9 +446,15 @@ impl Caller {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) =
             connection.reader.get_ref().socket.try_clone().ok();
+        // The credentials' header once for the batch (base64 of the secret).
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|auth| format!("Authorization: {}\r\n", auth.header_value()))
+            .unwrap_or_default();
         let mut bytes = Vec::new();
         for call in calls {
-            self.push_request(&mut bytes, master, stream_id, call.as_ref());
+            push_request(&mut bytes, master, stream_id, &auth, call.as_ref());
         }
         // A write that fails leaves a request incomplete: the master cannot
         // act on a body shorter than its Content-Length.
@@ -495,22 +501,18 @@ impl Caller {
         }
         (results, true)
     }
+}
 
-    /// Appends one call's HTTP request to `bytes`.
-    fn push_request(&self, bytes: &mut Vec<u8>, master: &str, stream_id: &str, call: &[u8]) {
-        let auth = self
-            .auth
-            .as_ref()
-            .map(|auth| format!("Authorization: {}\r\n", auth.header_value()))
-            .unwrap_or_default();
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            bytes,
-            "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nMesos-Stream-Id: {stream_id}\r\nContent-Length: {}\r\n{auth}\r\n",
-            call.len()
-        );
-        bytes.extend_from_slice(call);
-    }
+/// Appends one call's HTTP request to `bytes`; `auth` is its whole
+/// `Authorization` header line, or empty.
+fn push_request(bytes: &mut Vec<u8>, master: &str, stream_id: &str, auth: &str, call: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        bytes,
+        "POST {SCHEDULER_PATH} HTTP/1.1\r\nHost: {master}\r\nContent-Type: {PROTOBUF}\r\nAccept: {PROTOBUF}\r\nMesos-Stream-Id: {stream_id}\r\nContent-Length: {}\r\n{auth}\r\n",
+        call.len()
+    );
+    bytes.extend_from_slice(call);
 }
 
 /// Reads one answer from `connection`: `Ok(true)` when the connection may
