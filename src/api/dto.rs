@@ -1756,6 +1756,51 @@ mod tests {
         }
     }
 
+    /// A list longer than a page, read page by page into chunks
+    /// (`api::pages` with `append_task_entry`, as `GET /client/task` reads
+    /// it), is the array `tasks_json` makes of the same entries, whether an
+    /// entry is kept by the state too or held by the page alone.
+    #[test]
+    fn a_list_read_page_by_page_is_the_same_array() {
+        use super::super::pages::{Fetch, Fetched, PagedList};
+        use std::io::Read;
+        let views: Vec<TaskView> = (0..7)
+            .map(|n| {
+                let mut view = running_copy();
+                view.internal_id = TaskId(format!("t{n}").into());
+                // Escaped like Go: a line separator alone, and `<&>`.
+                let argument = match n {
+                    3 => "a\u{2028}b",
+                    5 => "<&>",
+                    _ => "plain",
+                };
+                Arc::make_mut(&mut view.spec).arguments = vec![argument.to_string()];
+                view
+            })
+            .collect();
+        let fresh = |view: &TaskView| Arc::new(ListedTask::new(view.clone()));
+        let whole = tasks_json(&views.iter().map(fresh).collect::<Vec<_>>());
+        // Entries 1 and 4 are kept by the "state" as well.
+        let kept: Vec<Arc<ListedTask>> = [1, 4].iter().map(|&n| fresh(&views[n])).collect();
+        let entry = move |n: usize| match n {
+            1 => kept[0].clone(),
+            4 => kept[1].clone(),
+            n => fresh(&views[n]),
+        };
+        let serve = move |after: Option<TaskId>, _: Option<usize>| -> Result<Fetched<_>, String> {
+            let from = after.map_or(0, |id| id.0[1..].parse::<usize>().unwrap_or(0) + 1);
+            let to = (from + 2).min(7);
+            let next = (to < 7).then(|| TaskId(format!("t{}", to - 1).into()));
+            Ok(((from..to).map(&entry).collect(), next))
+        };
+        let mut fetch: Fetch<Arc<ListedTask>> = Box::new(serve);
+        let first = fetch(None, None).expect("first page");
+        let mut list = PagedList::new(first, None, fetch, append_task_entry);
+        let mut body = String::new();
+        list.read_to_string(&mut body).expect("every page");
+        assert_eq!(body, format!("{whole}\n"));
+    }
+
     #[test]
     fn task_json_of_a_pending_task() {
         let mut task = running_copy();
