@@ -557,6 +557,10 @@ fn burst_phase(
             ),
         );
     }
+    let names = ["charmander_mesos_calls_total{call=\"ACCEPT\",result=\"ok\"}"];
+    if let Some([accepts]) = samples(&mut conn, names) {
+        out.insert("accepts".into(), format!("{accepts:.0}"));
+    }
     // The count comes from the state's index; the list must agree with it.
     if all_running.is_some() {
         match task_counts(&mut conn) {
@@ -690,12 +694,15 @@ type Call = String;
 
 /// The simulator's own launch ceiling: a trivial JSON framework that accepts
 /// every offer with as many tasks as fit until `tasks` are launched, and
-/// acknowledges every update; the time from subscribing until all run.
+/// acknowledges every update; the time from subscribing until all run, and
+/// its ACCEPT calls (the bench shows them next to the scheduler's, which
+/// spreads its tasks over the agents: about one ACCEPT a task).
 fn ceiling(out: &mut Results, master: &str, tasks: usize, limit: Duration) {
     let start = Instant::now();
     let result = run_ceiling(master, tasks, limit, start);
     match result {
-        Ok(took) => {
+        Ok((took, accepts)) => {
+            out.insert("ceiling_accepts".into(), accepts.to_string());
             out.insert("ceiling_s".into(), format!("{:.2}", took.as_secs_f64()));
             out.insert(
                 "ceiling_per_s".into(),
@@ -714,7 +721,7 @@ fn run_ceiling(
     tasks: usize,
     limit: Duration,
     start: Instant,
-) -> Result<Duration, String> {
+) -> Result<(Duration, usize), String> {
     // The simulator was just started: retry the connection until it listens.
     let socket = loop {
         match TcpStream::connect(master) {
@@ -769,6 +776,7 @@ fn run_ceiling(
         .collect();
     let mut framework_id = String::new();
     let mut launched = 0usize;
+    let mut accepts = 0usize;
     let mut running = HashSet::new();
     let result = loop {
         if start.elapsed() > limit {
@@ -795,6 +803,7 @@ fn run_ceiling(
                         json!({"type": "DECLINE", "framework_id": {"value": framework_id},
                             "decline": {"offer_ids": [offer["id"]], "filters": {"refuse_seconds": 3600.0}}})
                     } else {
+                        accepts += 1;
                         json!({"type": "ACCEPT", "framework_id": {"value": framework_id},
                             "accept": {"offer_ids": [offer["id"]], "operations":
                                 [{"type": "LAUNCH", "launch": {"task_infos": infos}}],
@@ -820,7 +829,7 @@ fn run_ceiling(
                     let _ = calls.send(ack.to_string());
                 }
                 if running.len() >= tasks {
-                    break Ok(start.elapsed());
+                    break Ok((start.elapsed(), accepts));
                 }
             }
             _ => {}
@@ -992,6 +1001,10 @@ fn table(r: &Results) {
             format!("{} ({})", get("ceiling_per_s"), secs("ceiling_s")),
         ),
         ("launches vs ceiling".into(), ratio),
+        (
+            "ACCEPT calls: ours / the ceiling's".into(),
+            format!("{} / {}", get("accepts"), get("ceiling_accepts")),
+        ),
         (
             format!("GET /client/task p50 / p99 at {tasks}"),
             format!(
