@@ -477,7 +477,11 @@ impl Server {
                                 for rq in client {
                                     messages.push(rq.with_notify_sender(sender.clone()).into());
                                     // `sender` is held here, so this only waits.
-                                    let _ = receiver.recv();
+                                    // P18: a response that only the connection's
+                                    // end delimits closes it (dropping `client`).
+                                    if let Ok(true) = receiver.recv() {
+                                        break;
+                                    }
                                 }
                             }
                         }));

@@ -72,12 +72,13 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // If Some, a message must be sent after responding: whether the
+    // response ended the connection (P18: an HTTP/1.0 body of unknown length)
+    notify_when_responded: Option<Sender<bool>>,
 }
 
 struct NotifyOnDrop<R> {
-    sender: Sender<()>,
+    sender: Sender<bool>,
     inner: R,
 }
 
@@ -97,7 +98,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
         // The connection thread may be gone (server shut down).
-        let _ = self.sender.send(());
+        let _ = self.sender.send(false);
     }
 }
 
@@ -550,10 +551,12 @@ impl Request {
     where
         R: Read,
     {
+        // P18: a body only the end of the connection delimits ends it.
+        let closes = response.ends_connection(&self.http_version);
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
             // The connection thread may be gone (server shut down).
-            let _ = sender.send(());
+            let _ = sender.send(closes);
         }
         res
     }
@@ -587,7 +590,7 @@ impl Request {
         })
     }
 
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
+    pub(crate) fn with_notify_sender(mut self, sender: Sender<bool>) -> Self {
         self.notify_when_responded = Some(sender);
         self
     }
@@ -610,7 +613,7 @@ impl Drop for Request {
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
                 // The connection thread may be gone (server shut down).
-                let _ = sender.send(());
+                let _ = sender.send(false);
             }
         }
     }

@@ -248,6 +248,16 @@ where
         self.reader
     }
 
+    /// Whether this response, answering a request of `http_version`, ends
+    /// its connection: HTTP/1.0 cannot chunk, so a body of unknown length
+    /// goes out as it is read and only the connection's end delimits it
+    /// (P18). Responses that never carry a body do not.
+    pub fn ends_connection(&self, http_version: &HTTPVersion) -> bool {
+        self.data_length.is_none()
+            && *http_version <= (1, 0)
+            && !matches!(self.status_code.0, 100..=199 | 204 | 304)
+    }
+
     /// The current `Content-Length` threshold for switching over to
     /// chunked transfer. The default is 32768 bytes. Notice that
     /// chunked transfer is mutually exclusive with sending a
@@ -384,12 +394,25 @@ where
             transfer_encoding = None;
         }
 
+        // P18: an HTTP/1.0 body of unknown length is not buffered whole to
+        // count it (a list of 100,000 tasks is 110 MB): it goes out as it is
+        // read, with `Connection: close`, and the connection ends after it.
+        let delimited_by_close = upgrade.is_none() && self.ends_connection(&http_version);
+        if delimited_by_close {
+            self.headers.retain(|h| !h.field.equiv("Connection"));
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        }
+
         // if the transfer encoding is identity, the content length must be known ; therefore if
         // we don't know it, we buffer the entire response first here
-        // while this is an expensive operation, it is only ever needed for clients using HTTP 1.0
+        // (an HTTP/1.1 client that asked for identity)
         let (mut reader, data_length): (Box<dyn Read>, _) =
             match (self.data_length, transfer_encoding) {
                 (Some(l), _) => (Box::new(self.reader), Some(l)),
+                (None, Some(TransferEncoding::Identity)) if delimited_by_close => {
+                    (Box::new(self.reader), None)
+                }
                 (None, Some(TransferEncoding::Identity)) => {
                     let mut buf = Vec::new();
                     self.reader.read_to_end(&mut buf)?;
@@ -414,16 +437,16 @@ where
                 .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
 
             Some(TransferEncoding::Identity) => {
-                assert!(data_length.is_some());
-                let data_length = data_length.unwrap();
-
-                self.headers.push(
-                    Header::from_bytes(
-                        &b"Content-Length"[..],
-                        format!("{}", data_length).as_bytes(),
+                // Without a length, the connection's end delimits the body (P18).
+                if let Some(data_length) = data_length {
+                    self.headers.push(
+                        Header::from_bytes(
+                            &b"Content-Length"[..],
+                            format!("{}", data_length).as_bytes(),
+                        )
+                        .unwrap(),
                     )
-                    .unwrap(),
-                )
+                }
             }
 
             _ => (),
@@ -449,8 +472,8 @@ where
                 }
 
                 Some(TransferEncoding::Identity) => {
-                    assert!(data_length.is_some());
-                    let data_length = data_length.unwrap();
+                    // Unknown (P18): written as read, in large writes (P14).
+                    let data_length = data_length.unwrap_or(BODY_WRITE_SIZE);
 
                     if data_length >= 1 {
                         // Bodies larger than io::copy's 8 KiB buffer go out in
