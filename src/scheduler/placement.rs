@@ -782,6 +782,35 @@ pub fn remainder(offer: &Offer, pieces: &[Allocation]) -> Offer {
     left
 }
 
+/// Adds `other`'s resources to `into` (two offers of one agent in one
+/// round): each pool joins the pool of its reservation, ports as sorted
+/// ranges with overlapping or adjacent ones joined, or comes after the
+/// pools `into` has. The node registry keeps the sum as what the node has.
+pub fn absorb(into: &mut Offer, other: Offer) {
+    for pool in other.pools {
+        let Some(mine) = into
+            .pools
+            .iter_mut()
+            .find(|mine| mine.reservation == pool.reservation)
+        else {
+            into.pools.push(pool);
+            continue;
+        };
+        mine.cpus += pool.cpus;
+        mine.mem_mb += pool.mem_mb;
+        mine.ports.extend(pool.ports);
+        mine.ports.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(mine.ports.len());
+        for (begin, end) in mine.ports.drain(..) {
+            match joined.last_mut() {
+                Some(last) if begin <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+                _ => joined.push((begin, end)),
+            }
+        }
+        mine.ports = joined;
+    }
+}
+
 /// Shortest decimal form: 1 not 1.0, 0.5, 64.
 pub fn format_number(value: f64) -> String {
     let rounded = (value * 1000.0).round() / 1000.0;

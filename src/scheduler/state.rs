@@ -881,20 +881,19 @@ impl State {
         // a long filter now would keep them off these nodes later.
         let still_waiting =
             !placement.unplaced.is_empty() || waiting.len() < self.index.pending_count();
-        // The registry keeps what each node has left after these launches;
-        // the offers nothing went on are moved in at the end of the round.
+        // The registry keeps what each node has left after these launches:
+        // the remainder of each offer used, each offer nothing went on, all
+        // of one agent's offers added up (at the end of the round).
         let by_id: BTreeMap<&OfferId, &Offer> =
             offers.iter().map(|offer| (&offer.id, offer)).collect();
-        let mut used = BTreeSet::new();
-        for (offer_id, agent_id, placed) in &placement.launches {
-            let offer = by_id.get(offer_id).copied();
-            if let (Some(offer), Some(node)) = (offer, self.nodes.get_mut(agent_id)) {
+        let mut remainders: BTreeMap<OfferId, Offer> = BTreeMap::new();
+        for (offer_id, _, placed) in &placement.launches {
+            if let Some(offer) = by_id.get(offer_id).copied() {
                 let pieces: Vec<_> = placed
                     .iter()
                     .flat_map(|(_, pieces)| pieces.iter().cloned())
                     .collect();
-                node.offered = placement::remainder(offer, &pieces);
-                used.insert(offer_id.clone());
+                remainders.insert(offer_id.clone(), placement::remainder(offer, &pieces));
             }
         }
         let unplaced: Vec<TaskId> = placement
@@ -917,11 +916,18 @@ impl State {
                 refuse_seconds,
             });
         }
+        let mut left: BTreeMap<AgentId, Offer> = BTreeMap::new();
         for offer in offers {
-            if used.contains(&offer.id) {
-                continue;
+            let offer = remainders.remove(&offer.id).unwrap_or(offer);
+            match left.get_mut(&offer.agent_id) {
+                Some(sum) => placement::absorb(sum, offer),
+                None => {
+                    left.insert(offer.agent_id.clone(), offer);
+                }
             }
-            if let Some(node) = self.nodes.get_mut(&offer.agent_id) {
+        }
+        for (agent_id, offer) in left {
+            if let Some(node) = self.nodes.get_mut(&agent_id) {
                 node.offered = offer;
             }
         }

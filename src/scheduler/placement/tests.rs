@@ -543,6 +543,55 @@ fn the_remainder_is_what_the_node_has_left() {
     );
 }
 
+/// Absorbs every offer of the fixture after the first into the first and
+/// compares the pools as `role cpus/mem ports` lines.
+#[track_caller]
+fn check_absorb(fixture: &str, expected: &[&str]) {
+    let (offers, _) = parse_fixture(fixture);
+    let mut offers = offers.into_iter();
+    let mut sum = offers.next().expect("an offer");
+    for other in offers {
+        absorb(&mut sum, other);
+    }
+    let pools: Vec<String> = sum
+        .pools
+        .iter()
+        .map(|pool| {
+            format!(
+                "{} {}/{} {}",
+                pool.reservation.role,
+                format_number(pool.cpus),
+                format_number(pool.mem_mb),
+                ranges_text(pool.ports.iter())
+            )
+        })
+        .collect();
+    assert_eq!(pools, expected, "{fixture}");
+}
+
+#[test]
+fn two_offers_of_one_agent_add_up() {
+    check_absorb(
+        "offer o1 agent=a1 host=s1 cpus=1 mem=512 ports=31000-31010
+         offer o2 agent=a1 host=s1 cpus=2 mem=1024 ports=31011-31020,31030-31040",
+        &["* 3/1536 31000-31020,31030-31040"],
+    );
+    // Overlapping and nested ranges join; a gap stays.
+    check_absorb(
+        "offer o1 agent=a1 host=s1 cpus=1 mem=1 ports=100-200,300-400
+         offer o2 agent=a1 host=s1 cpus=0 mem=0 ports=150-250,310-320,500-500",
+        &["* 1/1 100-250,300-400,500-500"],
+    );
+    // Each reservation keeps its own pool; a new one comes last.
+    check_absorb(
+        "offer o1 agent=a1 host=s1 cpus=1 mem=10
+         offer o1 role=eng cpus=2 mem=20
+         offer o2 agent=a1 host=s1 cpus=0.5 mem=5 role=ops
+         offer o3 agent=a1 host=s1 cpus=1 mem=1 role=eng",
+        &["* 1/10 none", "eng 3/21 none", "ops 0.5/5 none"],
+    );
+}
+
 /// Places the fixture and compares each task's `Decision` as one line:
 /// `<task>: examined=<n> <host>:<miss>... -> <verdict>`.
 #[track_caller]

@@ -189,5 +189,21 @@ mod tests {
                 "slave2 free=0.5/256 used=0/0"
             ]
         );
+        // Two offers of one agent in one event: the node has both, less
+        // what went on either. `late` fits o4 only (the larger), so o3 is
+        // declined whole; before, o3 alone was kept as what slave2 has.
+        step(&mut state, submit(spec("late", Some(1.0), 600)));
+        let offers = vec![
+            offer("o3", "slave2", vec![pool("*", 0.5, 256.0)]),
+            offer("o4", "slave2", vec![pool("*", 2.0, 1024.0)]),
+        ];
+        step(&mut state, Event::Mesos(MesosEvent::Offers(offers)));
+        assert_eq!(
+            usage(&state),
+            [
+                "slave1 free=1.4/1136 used=0.1/100",
+                "slave2 free=1.5/680 used=1/600"
+            ]
+        );
     }
 }
