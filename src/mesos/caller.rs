@@ -27,9 +27,8 @@
 pub(crate) mod lanes;
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::lograte::RateLimit;
 use crate::mesos::caller::lanes::{Entry, Lanes, Wait};
-use crate::mesos::client::{BasicAuth, CallError, Caller};
+use crate::mesos::client::{BasicAuth, CallError, Caller, SocketSlot};
 use crate::mesos::{convert, Session};
 use crate::metrics::Metrics;
 use crate::scheduler::{Call, CallFailure, MesosEvent};
@@ -77,7 +76,7 @@ pub(crate) struct LaneLinks {
 /// each with its own connection. They end when the returned links are dropped.
 pub(crate) fn start_lanes(
     auth: Option<BasicAuth>,
-    socket_slots: &[Arc<Mutex<Option<TcpStream>>>],
+    socket_slots: &[SocketSlot],
 ) -> io::Result<(LaneLinks, Vec<JoinHandle<()>>)> {
     // Each lane has at most one batch out, so neither direction ever fills.
     let (done_sender, done) = crossbeam_channel::bounded(socket_slots.len());
@@ -85,7 +84,7 @@ pub(crate) fn start_lanes(
     let mut threads = Vec::new();
     for (lane, slot) in socket_slots.iter().enumerate() {
         let (work_sender, work_receiver) = crossbeam_channel::bounded(1);
-        let caller = Caller::new(auth.clone(), Arc::clone(slot));
+        let caller = Caller::new(auth.clone(), slot.clone());
         let done_sender = done_sender.clone();
         threads.push(
             thread::Builder::new()
@@ -536,7 +535,7 @@ mod tests {
         let (_stop_tx, stop) = bounded::<()>(0);
         let (events, _event_rx) = bounded::<MesosEvent>(1);
         let (links, lanes) =
-            start_lanes(None, &[Arc::new(Mutex::new(None))]).expect("lane threads start");
+            start_lanes(None, &[SocketSlot::default()]).expect("lane threads start");
         let thread = std::thread::spawn(move || {
             CallerLoop::new(calls, sessions, stop, events, links, Arc::default()).run()
         });

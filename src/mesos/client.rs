@@ -13,7 +13,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The scheduler API path on every master.
@@ -227,6 +227,51 @@ pub fn close(socket: &TcpStream) {
     let _ = socket.shutdown(Shutdown::Both);
 }
 
+/// Where a thread keeps the socket of its call or stream in progress, so
+/// that shutdown can close it (`close`) and a blocked read returns. Once
+/// closed, a socket put in later (`hold`) is shut down at once: a call a
+/// lane starts after the shutdown closed its slot fails at once instead of
+/// waiting out `CALL_TIMEOUT` on a master that does not answer.
+#[derive(Clone, Debug, Default)]
+pub struct SocketSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    socket: Option<TcpStream>,
+    closed: bool,
+}
+
+impl SocketSlot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps (a handle of) `socket` for `close`; shuts it down instead if
+    /// the slot is closed already.
+    pub fn hold(&self, socket: &TcpStream) {
+        let mut state = self.state();
+        if state.closed {
+            close(socket);
+        } else {
+            state.socket = socket.try_clone().ok();
+        }
+    }
+
+    /// The socket is no longer in use.
+    pub fn release(&self) {
+        self.state().socket = None;
+    }
+
+    /// Shuts down the socket held, and every socket held from now on.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        if let Some(socket) = state.socket.take() {
+            close(&socket);
+        }
+    }
+}
+
 /// How a call failed, as far as the sender can tell: the distinction decides
 /// whether it may be sent again.
 #[derive(Debug)]
@@ -299,11 +344,11 @@ pub struct Caller {
     auth: Option<BasicAuth>,
     idle: Option<CallConnection>,
     /// The socket of the call in progress, so shutdown can close it.
-    socket_slot: Arc<Mutex<Option<TcpStream>>>,
+    socket_slot: SocketSlot,
 }
 
 impl Caller {
-    pub fn new(auth: Option<BasicAuth>, socket_slot: Arc<Mutex<Option<TcpStream>>>) -> Caller {
+    pub fn new(auth: Option<BasicAuth>, socket_slot: SocketSlot) -> Caller {
         Caller {
             auth,
             idle: None,
@@ -441,11 +486,7 @@ impl Caller {
                 }
             },
         };
-        *self
-            .socket_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) =
-            connection.reader.get_ref().socket.try_clone().ok();
+        self.socket_slot.hold(&connection.reader.get_ref().socket);
         // The credentials' header once for the batch (base64 of the secret).
         let auth = self
             .auth
@@ -490,10 +531,7 @@ impl Caller {
                 }
             }
         }
-        *self
-            .socket_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.socket_slot.release();
         // Every answer read and nothing more buffered: the connection is
         // where the next request starts.
         if keep_alive && results.len() == calls.len() && connection.reader.buffer().is_empty() {
@@ -825,7 +863,7 @@ mod tests {
     }
 
     fn caller() -> Caller {
-        Caller::new(None, Arc::new(Mutex::new(None)))
+        Caller::new(None, SocketSlot::default())
     }
 
     #[test]

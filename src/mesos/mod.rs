@@ -23,9 +23,8 @@ pub mod recordio;
 pub use backoff::Backoff;
 
 use std::fmt;
-use std::net::TcpStream;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -148,7 +147,7 @@ pub struct Connection {
     /// The `mesos-lane-N` threads.
     lanes: Vec<JoinHandle<()>>,
     /// The event stream's socket and each lane's socket of the call in progress.
-    sockets: Vec<Arc<Mutex<Option<TcpStream>>>>,
+    sockets: Vec<client::SocketSlot>,
 }
 
 impl Connection {
@@ -164,9 +163,9 @@ impl Connection {
         let (stop_sender, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (session_sender, session_receiver) =
             crossbeam_channel::bounded::<Session>(SESSION_CAPACITY);
-        let socket = Arc::new(Mutex::new(None));
+        let socket = client::SocketSlot::default();
         let call_sockets: Vec<_> = (0..CALL_LANES)
-            .map(|_| Arc::new(Mutex::new(None)))
+            .map(|_| client::SocketSlot::default())
             .collect();
         let (links, lanes) = caller::start_lanes(config.auth.clone(), &call_sockets)?;
         let caller_events = events.clone();
@@ -184,7 +183,7 @@ impl Connection {
                 )
                 .run()
             })?;
-        let reader_socket = Arc::clone(&socket);
+        let reader_socket = socket.clone();
         let (fatal_sender, fatal) = crossbeam_channel::bounded::<Fatal>(1);
         let reader = thread::Builder::new()
             .name("mesos-reader".to_string())
@@ -233,9 +232,7 @@ impl Connection {
     fn stop_threads(&mut self) {
         self.stop();
         for slot in &self.sockets {
-            if let Some(socket) = slot.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-                client::close(socket);
-            }
+            slot.close();
         }
         // The caller first: its end closes the lanes' work channels.
         let lanes = std::mem::take(&mut self.lanes);

@@ -8,16 +8,15 @@
 //! `on_subscribed` hands the new session to the caller *before* SUBSCRIBED is
 //! forwarded, so the calls that answer it carry the new stream id.
 
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::lograte::RateLimit;
 use crate::mesos::backoff::Backoff;
-use crate::mesos::client::{self, Subscription};
+use crate::mesos::client::{self, SocketSlot, Subscription};
 use crate::mesos::convert::{self, Decoded};
 use crate::mesos::{
     is_stopped, recordio, Fatal, MesosConfig, Session, BACKOFF_MAX, BACKOFF_MIN, DEFAULT_HEARTBEAT,
@@ -44,7 +43,7 @@ pub(crate) struct Reader {
     fatal: Sender<Fatal>,
     stop: Receiver<()>,
     /// The open stream's socket, so shutdown can close it from outside.
-    socket_slot: Arc<Mutex<Option<TcpStream>>>,
+    socket_slot: SocketSlot,
     /// Where the next SUBSCRIBE goes: a configured master or a redirect target.
     master: String,
     /// The configured master `master` came from (index into `config.masters`).
@@ -71,7 +70,7 @@ impl Reader {
         sessions: Sender<Session>,
         fatal: Sender<Fatal>,
         stop: Receiver<()>,
-        socket_slot: Arc<Mutex<Option<TcpStream>>>,
+        socket_slot: SocketSlot,
     ) -> Reader {
         Reader {
             master: config.masters.first().cloned().unwrap_or_default(),
@@ -173,10 +172,7 @@ impl Reader {
                 }
                 Err(err) => return Attempt::Lost(err.to_string()),
             };
-        *self
-            .socket_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = subscription.socket.try_clone().ok();
+        self.socket_slot.hold(&subscription.socket);
         // A shutdown that raced with the connect must still unblock us.
         if is_stopped(&self.stop) {
             return Attempt::Stop;
@@ -185,10 +181,7 @@ impl Reader {
         if let Some(flag) = self.stream_ended.take() {
             flag.store(true, Ordering::SeqCst);
         }
-        *self
-            .socket_slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.socket_slot.release();
         self.redirects = 0;
         ended
     }

@@ -712,10 +712,7 @@ fn a_kept_alive_connection_the_master_closed_is_replaced_without_a_failure() {
         answer_one_call_then_close(stream);
         true
     });
-    let mut caller = charmander::mesos::client::Caller::new(
-        None,
-        std::sync::Arc::new(std::sync::Mutex::new(None)),
-    );
+    let mut caller = charmander::mesos::client::Caller::new(None, Default::default());
     for n in 0..3 {
         if let Err(error) = caller.post(&master.addr, "stream", b"call", true) {
             panic!("call {n} failed: {error}");
@@ -825,7 +822,7 @@ fn call_failures_are_sorted_by_how_far_the_call_got() {
             answer_with(stream, answer);
             true
         });
-        let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+        let mut caller = Caller::new(None, Default::default());
         let got = match caller.post(&master.addr, "stream", b"call", false) {
             Ok(()) => "delivered",
             Err(CallError::NotDelivered(_)) => "not delivered",
@@ -865,10 +862,51 @@ fn call_failures_are_sorted_by_how_far_the_call_got() {
     check(b"", "outcome unknown");
     check(b"SMTP ready\r\n\r\n", "outcome unknown");
     // Nobody listening: the call never left.
-    let mut caller = Caller::new(None, std::sync::Arc::new(std::sync::Mutex::new(None)));
+    let mut caller = Caller::new(None, Default::default());
     let dead = dead_address();
     assert!(matches!(
         caller.post(&dead, "stream", b"call", false),
         Err(CallError::NotDelivered(_))
     ));
+}
+
+/// Shutdown closes each lane's socket slot so a call waiting on a master
+/// that does not answer returns. A call that starts after that (the caller
+/// still sends what goes through at once while it stops) must not wait out
+/// `CALL_TIMEOUT` (30 s) either: its socket is shut down as it is put in.
+#[test]
+fn a_closed_socket_slot_holds_no_call_up() {
+    use charmander::mesos::client::{CallError, Caller, SocketSlot};
+    // Connections complete in the listener's backlog; nothing answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let master = silent.local_addr().expect("address").to_string();
+    let slot = SocketSlot::default();
+    let post = |slot: &SocketSlot| {
+        let (master, slot) = (master.clone(), slot.clone());
+        let (done, result) = bounded(1);
+        std::thread::spawn(move || {
+            let mut caller = Caller::new(None, slot);
+            let _ = done.send(caller.post(&master, "stream", b"call", false));
+        });
+        result
+    };
+    // In flight (its request has arrived): the close ends its wait for
+    // the answer.
+    let in_flight = post(&slot);
+    let (mut request, _) = silent.accept().expect("the call connects");
+    request
+        .set_read_timeout(Some(DEADLINE))
+        .expect("timeout set");
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut request, &mut first).expect("the request arrives");
+    slot.close();
+    let result = in_flight
+        .recv_timeout(DEADLINE)
+        .expect("the close ends the wait");
+    assert!(result.is_err(), "a closed call succeeded");
+    // Started after the close: it fails at once, without reaching the master.
+    let late = post(&slot)
+        .recv_timeout(DEADLINE)
+        .expect("a call after the close does not wait for an answer");
+    assert!(matches!(late, Err(CallError::NotDelivered(_))), "{late:?}");
 }
