@@ -349,7 +349,10 @@ impl State {
         let limit = query.limit.unwrap_or(usize::MAX);
         let prefix = query.prefix.as_deref().unwrap_or("");
         let filter = query.state;
-        let mut walk = live_matching(&self.tasks, &self.instances, prefix, after).peekable();
+        // The walk takes at most `scan` tasks and peeks at one more.
+        let wanted = scan.saturating_add(1);
+        let mut walk =
+            live_matching(&self.tasks, &self.instances, prefix, after, wanted).peekable();
         let mut live: Vec<(&TaskId, &Task)> = Vec::new();
         // The last live task examined, and whether live tasks follow it.
         let mut last = None;
@@ -495,19 +498,26 @@ impl State {
 
 /// Live tasks whose internal id starts with `prefix`, by id, after `after`;
 /// with a space in `prefix` (which internal ids drop), those whose user id
-/// does.
+/// does, at most `wanted` of them: they are gathered by user id and sorted,
+/// and only the first `wanted` by id are, so a long list read a page at a
+/// time sorts a page's worth per page, not every match.
 fn live_matching<'a>(
     tasks: &'a BTreeMap<TaskId, Box<Task>>,
     instances: &'a super::instances::Instances,
     prefix: &'a str,
     after: Option<&'a TaskId>,
+    wanted: usize,
 ) -> Box<dyn Iterator<Item = (&'a TaskId, &'a Task)> + 'a> {
     if prefix.contains(' ') {
         let mut ids: Vec<&TaskId> = instances
             .with_prefix(prefix)
             .filter(|id| after.is_none_or(|after| *id > after))
             .collect();
-        ids.sort();
+        if ids.len() > wanted {
+            ids.select_nth_unstable(wanted);
+            ids.truncate(wanted);
+        }
+        ids.sort_unstable();
         return Box::new(
             ids.into_iter()
                 .filter_map(|id| Some((id, &**tasks.get(id)?))),

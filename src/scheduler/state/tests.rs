@@ -2819,7 +2819,12 @@ fn the_list_reads_the_same_whatever_the_list_cache_keeps() {
 #[test]
 fn a_list_read_in_slices_is_the_whole_list() {
     let (mut state, mut step) = subscribed_state();
-    for id in ["a1", "a2", "b1", "a3", "b2", "b3", "a4", "gone"] {
+    // `_` is a space: user ids with a space are matched through
+    // `instances` (internal ids drop it). By user id "s 1 x", "s 1 y" and
+    // "s 1 z" come before "s 1a"; by internal id it comes first.
+    for id in [
+        "a1", "a2", "b1", "a3", "b2", "b3", "a4", "gone", "s_1_y", "s_1a", "s_1_z", "s_1_x",
+    ] {
         let request = ApiRequest::Submit {
             spec: spec(&[id, "mem=100"]),
             idempotency_key: None,
@@ -2851,6 +2856,10 @@ fn a_list_read_in_slices_is_the_whole_list() {
         TaskQuery::default(),
         TaskQuery {
             prefix: Some("a".to_string()),
+            ..TaskQuery::default()
+        },
+        TaskQuery {
+            prefix: Some("s ".to_string()),
             ..TaskQuery::default()
         },
         TaskQuery {
