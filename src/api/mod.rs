@@ -895,7 +895,7 @@ enum Wait {
 /// says. A change that was queued is never answered 503: from then on only
 /// its reply, or 504 "outcome unknown", is the truth.
 fn ask(state: &Sender<ApiCommand>, request: ApiRequest, wait: Wait) -> Result<ApiReply, ApiError> {
-    let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
+    let (reply_sender, reply_receiver) = crate::scheduler::oneshot::oneshot();
     let command = ApiCommand {
         request,
         reply: reply_sender,
@@ -2186,7 +2186,7 @@ mod tests {
                 }
                 _ => ApiReply::Invalid("not in this test".to_string()),
             };
-            let _ = command.reply.send(reply);
+            command.reply.send(reply);
         }
     }
 

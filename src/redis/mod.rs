@@ -422,7 +422,7 @@ impl Worker {
 
     /// One request to the state thread, bounded in time both ways.
     fn ask(&self, request: ApiRequest) -> Result<ApiReply, Failure> {
-        let (reply, replies) = bounded(1);
+        let (reply, replies) = crate::scheduler::oneshot::oneshot();
         match self
             .state
             .send_timeout(ApiCommand { request, reply }, STATE_TIMEOUT)

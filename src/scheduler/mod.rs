@@ -10,6 +10,7 @@ pub(crate) mod hub;
 pub(crate) mod intelligence;
 pub mod model;
 pub(crate) mod notice;
+pub mod oneshot;
 pub(crate) mod placement;
 pub(crate) mod state;
 
@@ -119,12 +120,13 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 
-/// A request as it reaches `run`: the request and the channel for its single
-/// reply, which gets the reply once the turn that answered it is durable.
+/// A request as it reaches `run`: the request and the way back for its
+/// single reply, which gets the reply once the turn that answered it is
+/// durable.
 #[derive(Debug)]
 pub struct ApiCommand {
     pub request: ApiRequest,
-    pub reply: Sender<ApiReply>,
+    pub reply: oneshot::Sender<ApiReply>,
 }
 
 #[derive(Debug)]
@@ -656,7 +658,7 @@ pub fn run(
     let ticker = crossbeam_channel::tick(TICK_INTERVAL);
     let paused = crossbeam_channel::never();
     let mut backlog = Turn::default();
-    let mut waiting: HashMap<RequestId, Sender<ApiReply>> = HashMap::new();
+    let mut waiting: HashMap<RequestId, oneshot::Sender<ApiReply>> = HashMap::new();
     let mut next_id = 0u64;
     // Event streams: only `run` publishes, and only what the journal made durable.
     let mut hub = hub::Hub::default();
@@ -713,7 +715,7 @@ pub fn run(
                     Ok(subscription) => ApiReply::Subscribed(subscription),
                     Err(message) => ApiReply::Unavailable(message),
                 };
-                let _ = reply.try_send(answer);
+                reply.send(answer);
                 None
             }
             Input::Api(ApiCommand { request, reply }) => {
@@ -740,7 +742,7 @@ pub fn run(
                     match waiting.remove(&id) {
                         // The worker may have stopped waiting (504) and gone.
                         Some(reply_to) => {
-                            let _ = reply_to.send(reply);
+                            reply_to.send(reply);
                         }
                         None => log::error!("reply for an unknown request id={}", id.0),
                     }
@@ -841,7 +843,7 @@ mod tests {
         let (turn_tx, turn_rx) = bounded(1);
         let (committed_tx, committed_rx) = bounded(1);
         let state = spawn_run(api_rx, mesos_rx, turn_tx, committed_rx);
-        let (reply_tx, reply_rx) = bounded(1);
+        let (reply_tx, reply_rx) = oneshot::oneshot();
         let command = ApiCommand {
             request: ApiRequest::ListTasks(TaskQuery::default()),
             reply: reply_tx,
@@ -881,7 +883,7 @@ mod tests {
         let (_committed_tx, committed_rx) = bounded(1);
         let mut replies = Vec::new();
         let mut ask = |request: ApiRequest| {
-            let (reply_tx, reply_rx) = bounded(1);
+            let (reply_tx, reply_rx) = oneshot::oneshot();
             let command = ApiCommand {
                 request,
                 reply: reply_tx,
