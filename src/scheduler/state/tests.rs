@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use std::cell::Cell;
+
 use super::*;
 use crate::scheduler::intelligence::Source;
 use crate::scheduler::model::{NetworkMode, OfferId, PortMapping, RestartPolicy, StatusReason};
@@ -30,6 +32,18 @@ use crate::scheduler::{CallFailure, StateFilter, TaskQuery};
 /// - `events`: the notices published since the last `events` step
 #[track_caller]
 fn check(script: &str, expected: &str) {
+    let actual = transcript(script);
+    let expected: Vec<&str> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
+}
+
+/// What `check` compares: every step and what it printed, one line each.
+#[track_caller]
+fn transcript(script: &str) -> String {
     let mut state = State::new(None);
     let mut journal = Vec::new();
     // Two clocks, stepped together by `tick` and apart by `wall`.
@@ -262,17 +276,58 @@ fn check(script: &str, expected: &str) {
             out.extend(render_reply(reply));
         }
     }
-    let actual = out
-        .iter()
+    out.iter()
         .map(|line| line.trim())
         .collect::<Vec<_>>()
-        .join("\n");
-    let expected: Vec<&str> = expected
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    assert_eq!(actual, expected.join("\n"), "\n--- actual ---\n{actual}\n");
+        .join("\n")
+}
+
+/// A reconciliation answer that only confirms what a task shows takes the
+/// short path (`confirmed_quietly`, one lookup); whatever path an answer
+/// takes, every step prints the same as when all take the general one:
+/// calls, lists, histories, notices, and the journal (`restart`).
+#[test]
+fn a_quiet_reconciliation_answer_does_what_the_general_path_does() {
+    let script = "
+        submit web mem=100
+        submit db mem=100
+        offer slave2 slave3
+        update web TASK_STARTING ack
+        update web TASK_RUNNING ack
+        update db TASK_STARTING ack
+        update db TASK_RUNNING reconcile
+        update web TASK_RUNNING reconcile
+        update web TASK_RUNNING reconcile message=still_there
+        update web TASK_RUNNING reconcile docker
+        update web TASK_RUNNING reconcile docker
+        update web TASK_STARTING reconcile
+        update web TASK_RUNNING reconcile
+        update db TASK_UNKNOWN reconcile
+        update db TASK_RUNNING reconcile
+        update db TASK_RUNNING reconcile
+        update web TASK_KILLING reconcile
+        update web TASK_KILLING reconcile
+        show web
+        show db
+        events
+        restart
+        update web TASK_KILLING reconcile
+        update db TASK_RUNNING reconcile
+        all
+        show db
+    ";
+    QUIET_ANSWERS.with(|count| count.set(0));
+    let short = transcript(script);
+    let quiet = QUIET_ANSWERS.with(Cell::get);
+    GENERAL_PATH_ONLY.with(|flag| flag.set(true));
+    let general = transcript(script);
+    GENERAL_PATH_ONLY.with(|flag| flag.set(false));
+    assert_eq!(short, general);
+    // web's RUNNING three times (plain, with a message, with the docker
+    // info it has) and its second KILLING, db's second RUNNING after its
+    // UNKNOWN, and web's KILLING after `restart` (which forgets when db
+    // started running, so db's RUNNING there takes the general path).
+    assert_eq!(quiet, 6, "{short}");
 }
 
 /// The query of a `list` step.

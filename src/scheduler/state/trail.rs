@@ -298,7 +298,13 @@ impl Trail {
 
     /// Records a status: counts up the last entry when it is the same
     /// status again (without allocating), else adds it.
-    fn push_status(&mut self, at_ms: u64, state: TaskState, reason: &str, message: &str) {
+    pub(super) fn push_status(
+        &mut self,
+        at_ms: u64,
+        state: TaskState,
+        reason: &str,
+        message: &str,
+    ) {
         if let Some(last) = self.entries.last_mut() {
             if let What::Status {
                 state: last_state,
