@@ -62,6 +62,21 @@ pub fn submit(http: &ureq::Agent, api: &str, body: &str) {
     assert_eq!(status, 202, "{body}: {reply}");
 }
 
+/// The lines of an HTTP head read from `reader` up to the blank line that
+/// ends it (or the end of the stream), trimmed: the status line first,
+/// unless the caller has read it.
+pub fn read_head_lines(reader: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).expect("the head arrives");
+        if read == 0 || line.trim().is_empty() {
+            return head;
+        }
+        head.push(line.trim().to_string());
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use crate::support::{fast_sim, http_agent, request, wait_until, DEADLINE};
+use crate::support::{fast_sim, http_agent, read_head_lines, request, wait_until, DEADLINE};
 use charmander::sim::{self, SimConfig};
 
 /// A JSON subscription read as a chunked RecordIO stream.
@@ -107,15 +107,7 @@ fn subscribe(master: &str, body: &Value, headers: &str) -> Result<Stream, (u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        if line.trim().is_empty() {
-            break;
-        }
-        head.push(line.trim().to_string());
-    }
+    let head = read_head_lines(&mut reader);
     let header = |name: &str| {
         head.iter()
             .find_map(|line| {

@@ -10,7 +10,10 @@ use serde_json::Value;
 
 #[path = "../common/http.rs"]
 mod http;
-pub use http::{http_agent, request, sample_of, submit, wait_until, CADVISOR, INFLUXDB, STRESS60};
+pub use http::{
+    http_agent, read_head_lines, request, sample_of, submit, wait_until, CADVISOR, INFLUXDB,
+    STRESS60,
+};
 
 /// How long any single expectation may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);

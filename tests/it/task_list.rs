@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{wait_until, Lab, DEADLINE, STRESS60};
+use crate::support::{read_head_lines, wait_until, Lab, DEADLINE, STRESS60};
 
 /// The `id` of each listed task, in list order.
 fn ids(lab: &Lab, query: &str) -> Vec<String> {
@@ -74,7 +74,7 @@ const SUBMITTERS: usize = 8;
 /// `GET /client/task` in HTTP/1.0 on a raw socket: the head's lines and
 /// the body, read until the server closes the connection.
 fn list_over_http_1_0(lab: &Lab) -> (Vec<String>, Vec<u8>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let socket = std::net::TcpStream::connect(lab.api_addr()).expect("connects");
     socket
         .set_read_timeout(Some(DEADLINE))
@@ -84,15 +84,10 @@ fn list_over_http_1_0(lab: &Lab) -> (Vec<String>, Vec<u8>) {
         .write_all(b"GET /client/task HTTP/1.0\r\nHost: lab\r\nConnection: keep-alive\r\n\r\n")
         .expect("request sent");
     let mut reader = BufReader::new(socket);
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("head read");
-        if line.trim_end().is_empty() {
-            break;
-        }
-        head.push(line.trim_end().to_ascii_lowercase());
-    }
+    let head = read_head_lines(&mut reader)
+        .iter()
+        .map(|line| line.to_ascii_lowercase())
+        .collect();
     let mut body = Vec::new();
     reader
         .read_to_end(&mut body)
