@@ -79,6 +79,8 @@ pub struct Request {
 
 struct NotifyOnDrop<R> {
     sender: Sender<bool>,
+    /// Whether the connection ends when this is dropped (P18).
+    closes: bool,
     inner: R,
 }
 
@@ -98,7 +100,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
         // The connection thread may be gone (server shut down).
-        let _ = self.sender.send(false);
+        let _ = self.sender.send(self.closes);
     }
 }
 
@@ -443,6 +445,7 @@ impl Request {
         if let Some(sender) = self.notify_when_responded.take() {
             let stream = NotifyOnDrop {
                 sender,
+                closes: false,
                 inner: stream,
             };
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -504,12 +507,19 @@ impl Request {
     /// have been processed in parallel, the destruction of a writer will trigger
     /// the writing of the next response.
     /// Therefore you should always destroy the `Writer` as soon as possible.
+    ///
+    /// For an HTTP/1.0 request the connection ends once the `Writer` is
+    /// dropped, since the client may know the end of the response only by
+    /// the connection's.
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
+            // P18: what the caller writes to an HTTP/1.0 client may be
+            // delimited only by the connection's end, so it ends with it.
             let writer = NotifyOnDrop {
                 sender,
+                closes: self.http_version <= (1, 0),
                 inner: writer,
             };
             Box::new(writer) as Box<dyn Write + Send + 'static>
@@ -551,12 +561,15 @@ impl Request {
     where
         R: Read,
     {
-        // P18: a body only the end of the connection delimits ends it.
+        // P18: a body only the end of the connection delimits ends it, and
+        // so does a response that failed midway (a body whose reader
+        // failed): the client cannot tell where it stops, and waiting for
+        // its next request would leave it waiting for the rest.
         let closes = response.ends_connection(&self.http_version);
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
             // The connection thread may be gone (server shut down).
-            let _ = sender.send(closes);
+            let _ = sender.send(closes || res.is_err());
         }
         res
     }

@@ -1,5 +1,6 @@
 use crate::common::{HTTPVersion, Header, StatusCode};
 use httpdate::HttpDate;
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::sync::mpsc::Receiver;
 
@@ -54,6 +55,29 @@ const BODY_WRITE_SIZE: usize = 64 * 1024;
 /// chunks of 0x10000 bytes or more (its chunk-size line holds four hex
 /// digits: frewsxcv/rust-chunked-transfer#16), so this stays below that.
 const BODY_CHUNK_SIZE: usize = 32 * 1024;
+
+/// A writer that writes nothing more once `cut` is set (P18): what a
+/// chunked encoder still writes when dropped after an error.
+struct Cuttable<'a, W> {
+    inner: W,
+    cut: &'a Cell<bool>,
+}
+
+impl<W: Write> Write for Cuttable<'_, W> {
+    fn write(&mut self, data: &[u8]) -> IoResult<usize> {
+        if self.cut.get() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "response cut"));
+        }
+        self.inner.write(data)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        if self.cut.get() {
+            return Ok(());
+        }
+        self.inner.flush()
+    }
+}
 
 /// A `Response` without a template parameter.
 pub type ResponseBox = Response<Box<dyn Read + Send>>;
@@ -467,8 +491,19 @@ where
                     use chunked_transfer::Encoder;
 
                     // One write per BODY_CHUNK_SIZE chunk, not per 8 KiB (P14).
-                    let mut writer = Encoder::with_chunks_size(writer, BODY_CHUNK_SIZE);
-                    io::copy(&mut reader, &mut writer)?;
+                    // P18: the encoder writes the last chunk when dropped,
+                    // which would make a body cut short by an error look
+                    // whole; after an error nothing more goes out.
+                    let cut = Cell::new(false);
+                    let output = Cuttable {
+                        inner: writer,
+                        cut: &cut,
+                    };
+                    let mut writer = Encoder::with_chunks_size(output, BODY_CHUNK_SIZE);
+                    if let Err(error) = io::copy(&mut reader, &mut writer) {
+                        cut.set(true);
+                        return Err(error);
+                    }
                 }
 
                 Some(TransferEncoding::Identity) => {

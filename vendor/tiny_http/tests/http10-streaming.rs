@@ -1,6 +1,7 @@
 //! P18: an HTTP/1.0 response whose length is not known is written as its
 //! body is read, delimited by the end of the connection, instead of being
-//! read whole into memory first to count it.
+//! read whole into memory first to count it; a raw response to HTTP/1.0
+//! and a response that failed midway end the connection too.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::mpsc::{self, Receiver};
@@ -91,18 +92,19 @@ fn exchange(request: &str) -> (Vec<String>, Vec<u8>) {
 
 fn check(request: &str) {
     let (head, body) = exchange(request);
-    assert!(body == self::body(), "{request:?}: the body differs");
-    assert!(head[0].starts_with("HTTP/1.0 200"), "{head:?}");
+    assert!(body == self::body(), "{:?}: the body differs", request);
+    assert!(head[0].starts_with("HTTP/1.0 200"), "{:?}", head);
     let has = |name: &str| {
         head.iter()
             .any(|h| h.to_ascii_lowercase().starts_with(&format!("{name}:")))
     };
-    assert!(!has("content-length"), "{head:?}");
-    assert!(!has("transfer-encoding"), "{head:?}");
+    assert!(!has("content-length"), "{:?}", head);
+    assert!(!has("transfer-encoding"), "{:?}", head);
     assert!(
         head.iter()
             .any(|h| h.eq_ignore_ascii_case("connection: close")),
-        "{head:?}"
+        "{:?}",
+        head
     );
 }
 
@@ -112,4 +114,74 @@ fn an_http_1_0_body_of_unknown_length_streams_and_ends_the_connection() {
     // Even a client that asked to keep the connection: only its end
     // delimits the body.
     check("GET / HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n");
+}
+
+/// The head, and everything after it until the server closes, as the
+/// client reads them.
+fn read_until_closed(client: std::net::TcpStream) -> String {
+    let mut text = String::new();
+    BufReader::new(client)
+        .read_to_string(&mut text)
+        .expect("the server ends the connection");
+    text
+}
+
+/// A raw response (`into_writer`) to an HTTP/1.0 client may be delimited
+/// only by the connection's end, so the connection ends with it, even when
+/// the client asked to keep it.
+#[test]
+fn a_raw_response_to_http_1_0_ends_the_connection() {
+    let (server, client) = support::new_one_server_one_client();
+    client.set_read_timeout(Some(CLIENT_WAIT)).unwrap();
+    (&client)
+        .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let request = server.recv().unwrap();
+    let mut writer = request.into_writer();
+    writer
+        .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n")
+        .unwrap();
+    writer.flush().unwrap();
+    drop(writer);
+    assert!(read_until_closed(client).ends_with("data: 1\n\n"));
+}
+
+/// A body whose reader fails midway cannot be ended properly (a chunked
+/// one lacks its last chunk): the connection ends instead of waiting for
+/// the client's next request while the client waits for the rest.
+#[test]
+fn a_response_that_fails_midway_ends_the_connection() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::other("the rest cannot be read"));
+            }
+            let n = self.0.min(buf.len());
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let (server, client) = support::new_one_server_one_client();
+    client.set_read_timeout(Some(CLIENT_WAIT)).unwrap();
+    (&client)
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let request = server.recv().unwrap();
+    let failed = request.respond(Response::new(
+        200.into(),
+        Vec::new(),
+        Failing(FIRST),
+        None,
+        None,
+    ));
+    assert!(failed.is_err());
+    let text = read_until_closed(client);
+    assert!(
+        text.contains("Transfer-Encoding: chunked"),
+        "{}",
+        &text[..200]
+    );
+    assert!(!text.ends_with("0\r\n\r\n"), "the body looks whole");
 }
