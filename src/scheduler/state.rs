@@ -1293,8 +1293,9 @@ impl State {
 
     /// A reconciliation answer that confirms the state its task has and
     /// would change none of its fields (each of a restart's 200,000 answers
-    /// at 100k tasks): the task's trail counts it, with one lookup of the
-    /// task instead of the general path's four. The general path does the
+    /// at 100k tasks; the first RUNNING of a restored task starts its run
+    /// clock): the task's trail counts it, with one lookup of the task
+    /// instead of the general path's four. The general path does the
     /// same for it: `Outcome::Progress` of the state the task has, nothing
     /// published, reindexed or written. False, having done nothing, for
     /// any other update.
@@ -1316,9 +1317,14 @@ impl State {
         let quiet = task.phase == Phase::Active(update.state)
             && (update.agent_id.as_ref()).is_none_or(|agent| task.agent_id.as_ref() == Some(agent))
             && (update.docker.as_ref()).is_none_or(|docker| *docker == task.docker)
-            && (!running || (task.running_since.is_some() && task.accepted_at.is_none()))
+            && (!running || task.accepted_at.is_none())
             && task.rare().unknown_since.is_none();
         if quiet {
+            // A restored task's run clock starts at its first RUNNING, as
+            // on the general path (it is in no view, record or index).
+            if running && task.running_since.is_none() {
+                task.running_since = Some(now.instant);
+            }
             #[cfg(test)]
             QUIET_ANSWERS.with(|count| count.set(count.get() + 1));
             log::debug!(

@@ -325,9 +325,9 @@ fn a_quiet_reconciliation_answer_does_what_the_general_path_does() {
     assert_eq!(short, general);
     // web's RUNNING three times (plain, with a message, with the docker
     // info it has) and its second KILLING, db's second RUNNING after its
-    // UNKNOWN, and web's KILLING after `restart` (which forgets when db
-    // started running, so db's RUNNING there takes the general path).
-    assert_eq!(quiet, 6, "{short}");
+    // UNKNOWN, and after `restart` web's KILLING and db's RUNNING (which
+    // starts db's run clock again, as the general path does).
+    assert_eq!(quiet, 7, "{short}");
 }
 
 /// The query of a `list` step.
