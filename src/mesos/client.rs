@@ -229,9 +229,10 @@ pub fn close(socket: &TcpStream) {
 
 /// Where a thread keeps the socket of its call or stream in progress, so
 /// that shutdown can close it (`close`) and a blocked read returns. Once
-/// closed, a socket put in later (`hold`) is shut down at once: a call a
-/// lane starts after the shutdown closed its slot fails at once instead of
-/// waiting out `CALL_TIMEOUT` on a master that does not answer.
+/// closed, a call does not start (`is_closed`), and a socket put in anyway
+/// (`hold`, racing the close) is shut down at once: a call a lane starts
+/// after the shutdown closed its slot fails at once instead of waiting on
+/// a master that does not answer.
 #[derive(Clone, Debug, Default)]
 pub struct SocketSlot(Arc<Mutex<SlotState>>);
 
@@ -255,6 +256,11 @@ impl SocketSlot {
         } else {
             state.socket = socket.try_clone().ok();
         }
+    }
+
+    /// Whether `close` has been called: nothing should start any more.
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
     }
 
     /// The socket is no longer in use.
@@ -473,6 +479,15 @@ impl Caller {
         stream_id: &str,
         calls: &[impl AsRef<[u8]>],
     ) -> (Vec<Result<(), CallError>>, bool) {
+        // Shut down: no connect (which may wait `CONNECT_TIMEOUT` on a
+        // master that drops it) and no byte on a kept one.
+        if self.socket_slot.is_closed() {
+            let error = CallError::NotDelivered(Error::Protocol {
+                master: master.to_string(),
+                what: "not sent: shutting down".to_string(),
+            });
+            return (vec![Err(error)], false);
+        }
         let mut connection = match connection {
             Some(connection) => connection,
             None => match connect_for_call(master) {

@@ -904,9 +904,15 @@ fn a_closed_socket_slot_holds_no_call_up() {
         .recv_timeout(DEADLINE)
         .expect("the close ends the wait");
     assert!(result.is_err(), "a closed call succeeded");
-    // Started after the close: it fails at once, without reaching the master.
+    // Started after the close: it fails at once, without even connecting
+    // (a master that drops the connect would hold it `CONNECT_TIMEOUT`).
     let late = post(&slot)
         .recv_timeout(DEADLINE)
         .expect("a call after the close does not wait for an answer");
     assert!(matches!(late, Err(CallError::NotDelivered(_))), "{late:?}");
+    silent.set_nonblocking(true).expect("non-blocking");
+    assert!(
+        matches!(silent.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a call after the close connected"
+    );
 }
