@@ -920,7 +920,7 @@ fn ask(state: &Sender<ApiCommand>, request: ApiRequest, wait: Wait) -> Result<Ap
             }
             Err(no_reply)
         }
-        // The reply channel was dropped unanswered (shutdown, or the journal
+        // The reply slot was dropped unanswered (shutdown, or the journal
         // stopped): a read changed nothing, a change may have been made.
         Err(RecvTimeoutError::Disconnected) => match wait {
             Wait::Read => Err(ApiError::Stopped),

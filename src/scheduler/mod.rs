@@ -115,8 +115,8 @@ pub enum Event {
 }
 
 /// Names one request while it is inside the state thread and the journal.
-/// `run` hands them out and keeps the reply channel under it, so neither
-/// `State` nor the journal ever holds a channel to a worker.
+/// `run` hands them out and keeps the reply slot under it, so neither
+/// `State` nor the journal ever holds the way back to a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 
