@@ -31,10 +31,15 @@ use std::time::{Duration, Instant};
 /// no trim gives back; every thread that allocates may get one. After 40
 /// lists of a held 100k lab RSS settled at 197.6 MiB with the default and
 /// at 170.3 and 175.6 MiB with two heaps; the lists took 27.4 s against
-/// 27.6 and 30.5, and a 10k burst the same scheduler CPU (2.53 against
-/// 2.54 s, three runs each). The threads contend for the two heaps' locks
-/// only when they allocate at once: HTTP workers write long lists
-/// without an allocation per entry (`api::dto::append_task_entry`).
+/// 27.6 and 30.5. The threads contend for the two heaps' locks when they
+/// allocate at once, which costs CPU: in three 10k bursts each the
+/// default made 88,000-94,000 futex calls against 108,000-139,000 with
+/// two heaps (the scheduler's CPU 2.38-2.85 against 2.52-3.21 s, within
+/// the VM's noise; 2.53 against 2.54 s in an earlier round), and four
+/// heaps sat between (107,000-119,000) with RSS settled at 175.7 MiB
+/// against 165.7 and a peak during lists of 274 against 205 MiB. The RSS
+/// target decided it. HTTP workers write long lists without an
+/// allocation per entry (`api::dto::append_task_entry`).
 pub(crate) const MALLOC_ARENAS: i32 = 2;
 
 /// A turn with at least this many list entries built, calls and records is large.
