@@ -8,10 +8,15 @@
 //! key wins. A torn last record (a crash in the middle of an append) is
 //! dropped with a warning, with the rest of its commit (`MORE_IN_GROUP`); damage anywhere else stops startup with the file
 //! and byte offset, and nothing is discarded silently. When the journal
-//! outgrows the snapshot, the live records are written to a new snapshot
-//! (write, fsync, rename, fsync the directory) and the journal starts over;
-//! a compaction that fails removes its temporary file, and opening the
-//! directory removes any temporary a crash left behind.
+//! outgrows the snapshot it is compacted beside the commits: the journal is
+//! sealed (renamed `state.journal.sealed`) and a new one takes the commits,
+//! while a `compactor` thread writes the records live at that moment, read
+//! from the snapshot and the sealed journal (both immutable by then), to a new
+//! snapshot (write, fsync, rename, fsync the directory) and deletes the sealed
+//! journal. A start replays snapshot, sealed journal, journal: after any crash
+//! that order gives the state of the last commit. A compaction that fails
+//! removes its temporary file, and opening the directory removes any
+//! temporary a crash left behind.
 //!
 //! A full disk must not stop the scheduler (each restart would fail the same
 //! way) nor lose what it already accepted. std cannot ask for free space, so
@@ -77,6 +82,9 @@ pub const LOCK_FILE: &str = "lock";
 
 const SNAPSHOT: &str = "state.snapshot";
 const JOURNAL: &str = "state.journal";
+/// The journal a compaction under way folds into the snapshot; commits go
+/// to a new `JOURNAL` meanwhile. Replayed between the two.
+const SEALED: &str = "state.journal.sealed";
 const RESERVE: &str = "state.reserve";
 /// Temporaries are `<name>.tmp` next to the file they replace (`state.snapshot.tmp`,
 /// `state.reserve.tmp`); one left in the directory is the leftover of a crash.
@@ -148,8 +156,15 @@ pub struct Store {
     full: Option<Full>,
     gate: DiskGate,
     /// Why the journal can no longer be trusted (a compaction cut it and
-    /// its fsync failed): every commit from then on is refused with it.
+    /// its fsync failed, or sealing it could not be made durable): every
+    /// commit from then on is refused with it.
     broken: Option<String>,
+    /// `SEALED` exists: a compaction is folding it, or one that failed left
+    /// it (then the next compaction runs in place, `compact`).
+    sealed: bool,
+    /// A `Compaction` is under way (`begin_compaction` until
+    /// `finish_compaction`): no other may start.
+    compacting: bool,
     /// Test hook: the fsync after a compaction cuts the journal fails.
     #[cfg(test)]
     fail_sync_after_cut: bool,
@@ -180,11 +195,11 @@ impl Store {
         remove_stale_temporaries(dir)?;
         let mut live = BTreeMap::new();
         let mut count = 0usize;
-        let mut replay_into = |path: &Path, in_journal: bool| {
+        let mut replay_into = |path: &Path, source: Source| {
             replay(path, &mut |key, value, offset, len| {
                 count += 1;
                 let at = Location {
-                    in_journal,
+                    source,
                     offset,
                     len,
                 };
@@ -193,13 +208,19 @@ impl Store {
             })
         };
         // The snapshot was renamed into place whole: any damage is damage.
-        let snapshot_bytes = match replay_into(&snapshot_path, false)? {
+        let snapshot_bytes = match replay_into(&snapshot_path, Source::Snapshot)? {
             Replayed::Whole(bytes) => bytes,
             Replayed::Torn { damage, .. } => {
                 return Err(damaged(&snapshot_path, damage.offset, &damage.why))
             }
         };
-        let (end, torn_bytes) = match replay_into(&journal_path, true)? {
+        // Sealed only after its last commit was fsynced: any damage is damage.
+        let sealed_path = dir.join(SEALED);
+        let sealed = sealed_path.exists();
+        if let Replayed::Torn { damage, .. } = replay_into(&sealed_path, Source::Sealed)? {
+            return Err(damaged(&sealed_path, damage.offset, &damage.why));
+        }
+        let (end, torn_bytes) = match replay_into(&journal_path, Source::Journal)? {
             Replayed::Whole(bytes) => (bytes, 0),
             Replayed::Torn { damage, len } => (damage.offset as u64, len - damage.offset as u64),
         };
@@ -238,9 +259,21 @@ impl Store {
             full: None,
             gate: DiskGate::default(),
             broken: None,
+            sealed,
+            compacting: false,
             #[cfg(test)]
             fail_sync_after_cut: false,
         };
+        if sealed {
+            // A crash (or a failed compaction) left it: fold it now, so the
+            // next compaction can seal the journal again.
+            if let Err(error) = store.compact() {
+                log::warn!(
+                    "state: {} stays until a later compaction: {error}",
+                    sealed_path.display()
+                );
+            }
+        }
         if !reserve_ok {
             // First start, or released before a restart.
             if let Err(error) = store.write_reserve() {
@@ -309,7 +342,7 @@ impl Store {
         let mut start = 0;
         for (record, end) in records.iter().zip(ends) {
             let at = Location {
-                in_journal: true,
+                source: Source::Journal,
                 offset: self.journal_bytes + start as u64,
                 len: (end - start) as u32,
             };
@@ -317,20 +350,149 @@ impl Store {
             start = end;
         }
         self.journal_bytes += out.len() as u64;
-        if self.journal_bytes > self.compact_at {
-            // The records are durable either way; a failed compaction waits
-            // for the journal to grow again before the next try (or, when it
-            // broke the journal, the next commit stops the journal thread).
-            if let Err(error) = self.compact() {
-                if self.broken.is_some() {
-                    log::error!("state: compaction failed, no commit can follow: {error}");
-                } else {
-                    log::error!("state: compaction failed, the journal keeps growing: {error}");
-                    self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
-                }
+        Ok(())
+    }
+
+    /// The journal has outgrown its bound (`compact_at`): time to compact.
+    pub fn wants_compaction(&self) -> bool {
+        self.journal_bytes > self.compact_at && self.broken.is_none()
+    }
+
+    /// Starts a compaction once the journal wants one (none under way):
+    /// seals the journal and returns the work for the `compactor` thread,
+    /// or `None` when nothing is to run beside the commits. A sealed
+    /// journal that a failed compaction left cannot be sealed over, so then
+    /// the compaction runs here, in place (`compact`). The records are
+    /// durable either way; a failure waits for the journal to grow again
+    /// before the next try (or, when it broke the journal, the next commit
+    /// stops the journal thread).
+    pub fn begin_compaction(&mut self) -> Option<Compaction> {
+        if !self.wants_compaction() || self.compacting {
+            return None;
+        }
+        let started = if self.sealed {
+            self.compact().map(|()| None)
+        } else {
+            self.seal().map(Some)
+        };
+        match started {
+            Ok(compaction) => compaction,
+            Err(error) => {
+                self.compaction_failed(&error);
+                None
             }
         }
-        Ok(())
+    }
+
+    /// The compactor thread ended without an answer: what it left of the
+    /// files is unknown, so no commit may follow (a restart reads them).
+    fn compaction_lost(&mut self) {
+        self.compacting = false;
+        let error = "the compactor thread ended in the middle of a compaction";
+        log::error!("state: {error}");
+        self.broken = Some(error.to_string());
+    }
+
+    fn compaction_failed(&mut self, error: &str) {
+        if self.broken.is_some() {
+            log::error!("state: compaction failed, no commit can follow: {error}");
+        } else {
+            log::error!("state: compaction failed, the journal keeps growing: {error}");
+            self.compact_at = self.journal_bytes + COMPACT_MIN_BYTES;
+        }
+    }
+
+    /// Renames the journal to `SEALED` and opens a new one for the commits;
+    /// returns what the compactor copies: every live frame, all in the
+    /// snapshot or the sealed journal now.
+    fn seal(&mut self) -> Result<Compaction, String> {
+        let (journal, sealed) = (self.dir.join(JOURNAL), self.dir.join(SEALED));
+        fs::rename(&journal, &sealed)
+            .map_err(|e| format!("cannot seal {}: {e}", journal.display()))?;
+        // Our handle follows the file: until the new journal is open it is
+        // still where commits go, under either name.
+        let opened = OpenOptions::new().create(true).append(true).open(&journal);
+        let new_journal = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                let error = format!("cannot open a new {}: {e}", journal.display());
+                if let Err(back) = fs::rename(&sealed, &journal) {
+                    self.broken = Some(format!("{error}, and renaming it back failed: {back}"));
+                }
+                return Err(error);
+            }
+        };
+        // A commit to the new journal is durable only once its name is.
+        if let Err(error) = sync_dir(&self.dir) {
+            self.broken = Some(format!("{error} (the journal had just been sealed)"));
+            return Err(error);
+        }
+        self.journal = new_journal;
+        self.journal_bytes = 0;
+        self.sealed = true;
+        self.compacting = true;
+        let frames = self
+            .live
+            .values_mut()
+            .map(|at| {
+                if at.source == Source::Journal {
+                    at.source = Source::Sealed;
+                }
+                *at
+            })
+            .collect();
+        Ok(Compaction {
+            dir: self.dir.clone(),
+            frames,
+            started: Instant::now(),
+        })
+    }
+
+    /// Takes in what a `Compaction` did. Once its snapshot is in place,
+    /// every record unchanged since the seal is read from there (a record
+    /// written since is in the journal, one deleted since is not live).
+    /// Those records are the compaction's frames that are still live, in
+    /// the same key order, at the same old places: one walk finds each new
+    /// place, without the keys.
+    pub fn finish_compaction(&mut self, done: Compacted) {
+        self.compacting = false;
+        if done.renamed {
+            let mut moved = done.frames.iter();
+            let mut offset = 0u64;
+            for at in self.live.values_mut() {
+                if at.source == Source::Journal {
+                    continue;
+                }
+                for old in moved.by_ref() {
+                    let new_at = Location {
+                        source: Source::Snapshot,
+                        offset,
+                        len: old.len,
+                    };
+                    offset += u64::from(old.len);
+                    if (old.source, old.offset) == (at.source, at.offset) {
+                        *at = new_at;
+                        break;
+                    }
+                }
+                debug_assert_eq!(at.source, Source::Snapshot, "a frame the compaction missed");
+            }
+            self.snapshot_bytes = done.bytes;
+            self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
+            self.sealed = !done.sealed_removed;
+        }
+        match done.error {
+            None => log::info!(
+                "state: compacted beside the commits: a {} byte snapshot of {} keys in {} ms",
+                done.bytes,
+                self.live.len(),
+                done.took.as_millis()
+            ),
+            Some(error) if done.renamed => log::error!(
+                "state: compacted, but {SEALED} stays until the next compaction: {error}"
+            ),
+            Some(error) => self.compaction_failed(&error),
+        }
     }
 
     /// Writes `data` at the end of the journal and syncs it. On failure the
@@ -466,22 +628,6 @@ impl Store {
         sync_dir(&self.dir)
     }
 
-    /// Writes every live record to a new snapshot and empties the journal.
-    /// The live frames are copied from where they are (old snapshot,
-    /// journal), checksums checked again, through one buffer. A failure
-    /// before the new snapshot is in place removes the temporary snapshot
-    /// (on a full disk it would hold the space the journal needs) and the
-    /// old snapshot stands; one before the journal is cut leaves the
-    /// journal as it was. Either way the store goes on as before.
-    ///
-    /// The in-memory places (`live`, `journal_bytes`) follow each step as
-    /// it happens to the files, durable or not: after the rename the
-    /// snapshot *is* the new file, after the cut the journal *is* empty.
-    /// If the journal's fsync after the cut fails, what the disk holds of
-    /// it is unknown (a retried fsync may report success for data it
-    /// dropped), so the store is marked broken: commits are refused, the
-    /// journal thread stops (exit 3), and a restart reads the new snapshot
-    /// with either journal, which give the same state.
     /// At a clean stop: compacts a journal of `STOP_COMPACT_BYTES` or
     /// more. Every record is durable already, so a failure only means the
     /// next start replays the journal.
@@ -496,50 +642,57 @@ impl Store {
         }
     }
 
+    /// Compacts in place, with no commit beside it (at a start that found a
+    /// sealed journal, at a clean stop, after a compaction beside the
+    /// commits failed): writes every live record to a new snapshot, deletes
+    /// the sealed journal and empties the journal. The live frames are
+    /// copied from where they are (old snapshot, sealed journal, journal),
+    /// checksums checked again, through one buffer. A failure before the
+    /// new snapshot is in place removes the temporary snapshot (on a full
+    /// disk it would hold the space the journal needs) and the old snapshot
+    /// stands; one before the journal is cut leaves the journal as it was.
+    /// Either way the store goes on as before. The sealed journal goes
+    /// before the journal is cut: replayed over the new snapshot with the
+    /// journal after it, it gives the same state, but without that journal
+    /// its older values would win.
+    ///
+    /// The in-memory places (`live`, `journal_bytes`) follow each step as
+    /// it happens to the files, durable or not: after the rename the
+    /// snapshot *is* the new file, after the cut the journal *is* empty.
+    /// If the journal's fsync after the cut fails, what the disk holds of
+    /// it is unknown (a retried fsync may report success for data it
+    /// dropped), so the store is marked broken: commits are refused, the
+    /// journal thread stops (exit 3), and a restart reads the new snapshot
+    /// with either journal, which give the same state.
     pub fn compact(&mut self) -> Result<(), String> {
         let started = Instant::now();
-        let tmp = self.dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
-        let io = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", tmp.display());
-        let written = self
-            .write_snapshot(&tmp)
-            .map_err(|e| io("write", e))
-            .and_then(|bytes| {
-                fs::rename(&tmp, self.dir.join(SNAPSHOT))
-                    .map(|()| bytes)
-                    .map_err(|e| io("rename", e))
-            });
-        let bytes = match written {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                if let Err(e) = fs::remove_file(&tmp) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        log::error!("state: cannot remove {}: {e}", tmp.display());
-                    }
-                }
-                return Err(error);
-            }
-        };
+        let bytes = write_snapshot(&self.dir, self.live.values().copied())?;
         // The frames now live in the new snapshot, in key order.
         let mut offset = 0;
         for at in self.live.values_mut() {
             *at = Location {
-                in_journal: false,
+                source: Source::Snapshot,
                 offset,
                 len: at.len,
             };
             offset += u64::from(at.len);
         }
         self.snapshot_bytes = bytes;
+        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         // Until the rename is durable a crash may bring back the old
         // snapshot, which needs the whole journal: keep it.
         sync_dir(&self.dir)?;
+        if self.sealed {
+            remove_sealed(&self.dir)?;
+            self.sealed = false;
+        }
         // From here a crash replays the old journal over the new snapshot: same result.
+        let io = |what: &str, e: io::Error| format!("cannot {what} compaction: {e}");
         self.journal
             .set_len(0)
             .map_err(|e| io("truncate the journal after", e))?;
         // The journal is empty now, synced or not: appends start at 0.
         let cut_bytes = std::mem::replace(&mut self.journal_bytes, 0);
-        self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
         if let Err(e) = self.sync_cut_journal() {
             let error = io("sync the journal after", e);
             self.broken = Some(format!("{error} (a compaction had just emptied it)"));
@@ -561,49 +714,145 @@ impl Store {
         }
         self.journal.sync_all()
     }
+}
 
-    /// Copies every live frame into `tmp` and syncs it; returns its size.
-    fn write_snapshot(&self, tmp: &Path) -> io::Result<u64> {
-        let open = |name: &str| File::open(self.dir.join(name));
-        let journal = open(JOURNAL)?;
-        // Opened only if a live record is still in it (it may not exist).
-        let mut snapshot = None;
-        let mut out = io::BufWriter::with_capacity(READ_BUFFER, File::create(tmp)?);
-        let mut frame = Vec::new();
-        let mut bytes = 0u64;
-        for (key, at) in &self.live {
-            let mut file = if at.in_journal {
-                &journal
-            } else {
-                match &mut snapshot {
-                    Some(file) => &*file,
-                    None => &*snapshot.insert(open(SNAPSHOT)?),
-                }
-            };
-            frame.resize(at.len as usize, 0);
-            file.seek(io::SeekFrom::Start(at.offset))?;
-            file.read_exact(&mut frame)?;
-            let length = [frame[0], frame[1], frame[2], frame[3]];
-            let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            if checksum(&length, &frame[HEADER..]) != crc {
-                return Err(io::Error::other(format!(
-                    "the live record {key:?} no longer matches its checksum"
-                )));
+/// A compaction beside the commits (`Store::begin_compaction`): the places
+/// of the frames live when the journal was sealed, in key order, all in
+/// the snapshot or the sealed journal, which no commit touches. `run`
+/// needs nothing else, so it runs on its own thread; 24 bytes a record.
+pub struct Compaction {
+    dir: PathBuf,
+    frames: Vec<Location>,
+    started: Instant,
+}
+
+/// What a `Compaction` did, for `Store::finish_compaction`.
+pub struct Compacted {
+    /// The compaction's frames, at their old places; in the new snapshot
+    /// they follow each other in this order.
+    frames: Vec<Location>,
+    bytes: u64,
+    /// The new snapshot is in place: the old one is gone.
+    renamed: bool,
+    /// The sealed journal is deleted, durably.
+    sealed_removed: bool,
+    error: Option<String>,
+    took: Duration,
+}
+
+impl Compaction {
+    /// Writes the new snapshot, renames it into place, makes that durable
+    /// and deletes the sealed journal. A crash at any step leaves files
+    /// whose replay (snapshot, sealed journal, journal) is the state of
+    /// the last commit: before the rename the old snapshot and the sealed
+    /// journal stand; after it, replaying the sealed journal over the new
+    /// snapshot changes nothing the journal does not set again after it.
+    pub fn run(self) -> Compacted {
+        let Compaction {
+            dir,
+            frames,
+            started,
+        } = self;
+        let (bytes, renamed, error) = match write_snapshot(&dir, frames.iter().copied()) {
+            Err(error) => (0, false, Some(error)),
+            Ok(bytes) => {
+                // Until the rename is durable a crash may bring back the
+                // old snapshot, which needs the sealed journal: keep it.
+                let done = sync_dir(&dir).and_then(|()| remove_sealed(&dir));
+                (bytes, true, done.err())
             }
-            // A snapshot holds single records, not commits: no group marks.
-            let raw = u32::from_le_bytes(length);
-            if raw & MORE_IN_GROUP != 0 {
-                let length = (raw & !MORE_IN_GROUP).to_le_bytes();
-                frame[..4].copy_from_slice(&length);
-                let crc = checksum(&length, &frame[HEADER..]);
-                frame[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-            }
-            out.write_all(&frame)?;
-            bytes += u64::from(at.len);
+        };
+        Compacted {
+            frames,
+            bytes,
+            renamed,
+            sealed_removed: renamed && error.is_none(),
+            error,
+            took: started.elapsed(),
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok(bytes)
     }
+}
+
+/// Deletes the sealed journal and makes that durable.
+fn remove_sealed(dir: &Path) -> Result<(), String> {
+    let sealed = dir.join(SEALED);
+    match fs::remove_file(&sealed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot delete {}: {e}", sealed.display())),
+    }
+    sync_dir(dir)
+}
+
+/// Copies `frames` (key order, each where `Location` says) into a new
+/// snapshot: written to a temporary, synced, renamed into place. Returns
+/// its size. A failure removes the temporary; the old snapshot stands.
+fn write_snapshot(dir: &Path, frames: impl Iterator<Item = Location>) -> Result<u64, String> {
+    let tmp = dir.join(format!("{SNAPSHOT}{TMP_SUFFIX}"));
+    let io = |what: &str, e: io::Error| format!("cannot {what} {}: {e}", tmp.display());
+    let written = copy_frames(dir, frames, &tmp)
+        .map_err(|e| io("write", e))
+        .and_then(|bytes| {
+            fs::rename(&tmp, dir.join(SNAPSHOT))
+                .map(|()| bytes)
+                .map_err(|e| io("rename", e))
+        });
+    if written.is_err() {
+        if let Err(e) = fs::remove_file(&tmp) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::error!("state: cannot remove {}: {e}", tmp.display());
+            }
+        }
+    }
+    written
+}
+
+/// Copies every frame into `tmp` and syncs it; returns its size.
+fn copy_frames(dir: &Path, frames: impl Iterator<Item = Location>, tmp: &Path) -> io::Result<u64> {
+    // Each file is opened once, when a frame is first read from it.
+    let mut files: [Option<File>; 3] = [None, None, None];
+    let mut out = io::BufWriter::with_capacity(READ_BUFFER, File::create(tmp)?);
+    let mut frame = Vec::new();
+    let mut bytes = 0u64;
+    for at in frames {
+        let slot = &mut files[at.source as usize];
+        let mut file = match slot {
+            Some(file) => &*file,
+            None => &*slot.insert(File::open(dir.join(at.source.file_name()))?),
+        };
+        frame.resize(at.len as usize, 0);
+        file.seek(io::SeekFrom::Start(at.offset))?;
+        file.read_exact(&mut frame)?;
+        let (Some(head), Some(payload)) = (frame.first_chunk::<HEADER>(), frame.get(HEADER..))
+        else {
+            return Err(io::Error::other(format!(
+                "the live record at byte {} of {} is shorter than its header",
+                at.offset,
+                at.source.file_name()
+            )));
+        };
+        let length = [head[0], head[1], head[2], head[3]];
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if checksum(&length, payload) != crc {
+            return Err(io::Error::other(format!(
+                "the live record at byte {} of {} no longer matches its checksum",
+                at.offset,
+                at.source.file_name()
+            )));
+        }
+        // A snapshot holds single records, not commits: no group marks.
+        let raw = u32::from_le_bytes(length);
+        if raw & MORE_IN_GROUP != 0 {
+            let length = (raw & !MORE_IN_GROUP).to_le_bytes();
+            let crc = checksum(&length, payload);
+            frame[..4].copy_from_slice(&length);
+            frame[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+        }
+        out.write_all(&frame)?;
+        bytes += u64::from(at.len);
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(bytes)
 }
 
 /// A write that failed for lack of space (or quota), which the reserve can absorb.
@@ -650,11 +899,29 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))
 }
 
+/// Which file a frame is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Snapshot = 0,
+    Sealed = 1,
+    Journal = 2,
+}
+
+impl Source {
+    fn file_name(self) -> &'static str {
+        match self {
+            Source::Snapshot => SNAPSHOT,
+            Source::Sealed => SEALED,
+            Source::Journal => JOURNAL,
+        }
+    }
+}
+
 /// Where a framed record is: which file, at which offset, how long
 /// (header included; at most `HEADER + MAX_RECORD`).
 #[derive(Clone, Copy, Debug)]
 struct Location {
-    in_journal: bool,
+    source: Source,
     offset: u64,
     len: u32,
 }
@@ -1009,6 +1276,7 @@ pub fn run_journal(
     // turn still waiting is committed: what was accepted is never lost.
     let mut caller_gone = false;
     let mut unsent: VecDeque<Call> = VecDeque::new();
+    let mut compactor = store.as_ref().map(|_| Compactor::spawn());
     loop {
         hand_over(&mut unsent, &calls, &mut caller_gone);
         let retry_at = store.as_ref().and_then(Store::reserve_retry_at);
@@ -1024,10 +1292,11 @@ pub fn run_journal(
         // counts: no new turns), room for the oldest unsent call, or the
         // reserve's retry.
         let mut select = Select::new();
-        if unsent.len() < MAX_UNSENT_CALLS {
-            select.recv(&inbox);
-        }
+        let take = (unsent.len() < MAX_UNSENT_CALLS).then(|| select.recv(&inbox));
         let hand = (!unsent.is_empty()).then(|| select.send(&calls));
+        // A handle of its own (an `Arc`), so `compactor` is free to take the answer in.
+        let running = compactor.as_ref().and_then(Compactor::running).cloned();
+        let compacted = running.as_ref().map(|done| select.recv(done));
         let selected = match retry_at {
             Some(at) => match select.select_deadline(at) {
                 Ok(selected) => selected,
@@ -1035,6 +1304,14 @@ pub fn run_journal(
             },
             None => select.select(),
         };
+        if let (Some(compactor), Some(store), Some(done)) =
+            (compactor.as_mut(), store.as_mut(), running.as_ref())
+        {
+            if Some(selected.index()) == compacted {
+                compactor.take_in(store, selected.recv(done));
+                continue;
+            }
+        }
         if Some(selected.index()) == hand {
             let call = unsent
                 .pop_front()
@@ -1045,6 +1322,7 @@ pub fn run_journal(
             }
             continue;
         }
+        debug_assert_eq!(Some(selected.index()), take);
         let first = match selected.recv(&inbox) {
             Ok(turn) => turn,
             Err(_) => break,
@@ -1068,6 +1346,9 @@ pub fn run_journal(
                 log::error!("state not saved, stopping: {error}");
                 return Err(error);
             }
+            if let Some(compactor) = compactor.as_mut() {
+                compactor.start_if_wanted(store);
+            }
         }
         // Replies first: a slow master must not hold up the REST API. Once
         // the state thread has stopped, nobody waits for them.
@@ -1090,9 +1371,112 @@ pub fn run_journal(
         }
     }
     if let Some(store) = store.as_mut() {
+        if let Some(compactor) = compactor.as_mut() {
+            compactor.wait(store);
+        }
         store.compact_at_stop();
     }
     Ok(())
+}
+
+/// Bound of the channels to and from the `compactor` thread: one
+/// compaction runs at a time.
+const COMPACTIONS_IN_FLIGHT: usize = 1;
+
+/// The `compactor` thread of the journal: runs each `Compaction` it is
+/// handed and sends back what it did. Ends when the journal drops it.
+struct Compactor {
+    jobs: Option<Sender<Compaction>>,
+    done: Receiver<Compacted>,
+    /// A compaction was handed over and its answer not yet taken in.
+    busy: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Compactor {
+    fn spawn() -> Compactor {
+        let (jobs, inbox) = crossbeam_channel::bounded::<Compaction>(COMPACTIONS_IN_FLIGHT);
+        let (answers, done) = crossbeam_channel::bounded(COMPACTIONS_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || {
+                for job in inbox {
+                    if answers.send(job.run()).is_err() {
+                        break;
+                    }
+                }
+            });
+        let thread = thread
+            .map_err(|e| {
+                log::warn!("state: no compactor thread, compactions run in the journal thread: {e}")
+            })
+            .ok();
+        Compactor {
+            jobs: thread.as_ref().map(|_| jobs),
+            done,
+            busy: false,
+            thread,
+        }
+    }
+
+    /// Where the answer of the compaction under way arrives, if one is.
+    fn running(&self) -> Option<&Receiver<Compacted>> {
+        self.busy.then_some(&self.done)
+    }
+
+    /// Starts a compaction if the store wants one. With one still under
+    /// way it waits for that one first: the journal stays bounded by
+    /// `compact_at`, and only the sealed journal is more.
+    fn start_if_wanted(&mut self, store: &mut Store) {
+        if !store.wants_compaction() {
+            return;
+        }
+        self.wait(store);
+        let Some(job) = store.begin_compaction() else {
+            return;
+        };
+        let job = match &self.jobs {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => {
+                    self.busy = true;
+                    return;
+                }
+                Err(unsent) => unsent.into_inner(),
+            },
+            None => job,
+        };
+        store.finish_compaction(job.run());
+    }
+
+    /// Waits for the compaction under way, if one is, and takes it in.
+    fn wait(&mut self, store: &mut Store) {
+        if self.busy {
+            let answer = self.done.recv();
+            self.take_in(store, answer);
+        }
+    }
+
+    fn take_in(
+        &mut self,
+        store: &mut Store,
+        answer: Result<Compacted, crossbeam_channel::RecvError>,
+    ) {
+        self.busy = false;
+        match answer {
+            Ok(done) => store.finish_compaction(done),
+            // Which files it left is unknown: no commit may follow.
+            Err(_) => store.compaction_lost(),
+        }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Hands the caller as many of `unsent` as fit, in order, without waiting.
@@ -1188,6 +1572,51 @@ mod tests {
             Ok(())
         })?;
         Ok((store, records))
+    }
+
+    /// What the journal thread does with one group, the compaction run on
+    /// this thread: commit, then compact if the journal wants it.
+    fn commit_as_the_journal_does(store: &mut Store, records: &[&Record]) {
+        store.commit(records).expect("commits");
+        if let Some(compaction) = store.begin_compaction() {
+            store.finish_compaction(compaction.run());
+        }
+    }
+
+    /// The state records give: the last value of each key, deletions gone.
+    fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeMap<String, String> {
+        let mut state = BTreeMap::new();
+        for record in records {
+            match &record.value {
+                Some(value) => state.insert(record.key.clone(), value.clone()),
+                None => state.remove(&record.key),
+            };
+        }
+        state
+    }
+
+    /// The state files of `dir` (not its lock), by name.
+    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(dir)
+            .expect("lists")
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("state."))
+            .map(|name| {
+                let bytes = fs::read(dir.join(&name)).expect("reads");
+                (name, bytes)
+            })
+            .collect()
+    }
+
+    /// A new directory holding exactly `files`: what a crash left.
+    fn crashed(name: &str, files: &BTreeMap<String, Vec<u8>>) -> PathBuf {
+        let dir = temp_dir(name);
+        fs::create_dir_all(&dir).expect("dir");
+        for (name, bytes) in files {
+            fs::write(dir.join(name), bytes).expect("writes");
+        }
+        dir
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -1617,7 +2046,7 @@ mod tests {
         let padding = "x".repeat(1000);
         for n in 0..10_000 {
             let update = record("task/busy", Some(json!({"n": n, "pad": padding})));
-            store.commit(&[&update]).expect("commits");
+            commit_as_the_journal_does(&mut store, &[&update]);
         }
         let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         // About 10 MB were written; the files hold one record plus at most one journal's worth.
@@ -1731,6 +2160,185 @@ mod tests {
             "byte offset 0: record is not JSON",
         );
         let _ = second;
+    }
+
+    /// See: issue 10. Compaction ran inside `commit`, so at 100k tasks
+    /// every commit waited 150-250 ms while it wrote the snapshot. It now
+    /// runs beside the commits; records written, rewritten and deleted
+    /// while it runs (before its snapshot is in place and after) must keep
+    /// their newest value, also through the next compaction, which copies
+    /// each live record from where the store says it is.
+    #[test]
+    fn a_compaction_beside_the_commits_keeps_every_later_change() {
+        let _serial = serial();
+        let dir = temp_dir("beside");
+        let (mut store, _) = open(&dir).expect("opens");
+        let mut model = Vec::new();
+        let mut commit = |store: &mut Store, records: Vec<Record>| {
+            store
+                .commit(&records.iter().collect::<Vec<_>>())
+                .expect("commits");
+            model.extend(records);
+        };
+        let set = |key: &str, n: u32| record(key, Some(json!({"n": n})));
+        commit(
+            &mut store,
+            (0..20).map(|n| set(&format!("task/{n:02}"), n)).collect(),
+        );
+        // Half of them in the snapshot, the rest in the journal when it is sealed.
+        store.compact().expect("compacts");
+        commit(
+            &mut store,
+            (10..30)
+                .map(|n| set(&format!("task/{n:02}"), 100 + n))
+                .collect(),
+        );
+        store.compact_at = 0;
+        let compaction = store.begin_compaction().expect("starts beside the commits");
+        assert!(store.begin_compaction().is_none(), "one at a time");
+        // While it runs: rewritten, deleted, new; from the snapshot and the sealed journal.
+        commit(
+            &mut store,
+            vec![
+                set("task/03", 203),
+                set("task/15", 215),
+                record("task/04", None),
+            ],
+        );
+        commit(
+            &mut store,
+            vec![record("task/25", None), set("task/40", 240)],
+        );
+        let done = compaction.run();
+        // After its snapshot is in place, before the store takes it in.
+        commit(
+            &mut store,
+            vec![
+                set("task/05", 305),
+                record("task/16", None),
+                set("task/41", 341),
+            ],
+        );
+        store.finish_compaction(done);
+        assert!(!dir.join(SEALED).exists(), "the sealed journal is folded");
+        commit(&mut store, vec![set("task/26", 426)]);
+        // The next compaction copies every record from where the store says.
+        store.compact_at = 0;
+        let next = store.begin_compaction().expect("starts again");
+        store.finish_compaction(next.run());
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(fold(&records), fold(&model));
+        assert_eq!(records.len(), fold(&model).len(), "all from the snapshot");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A crash at any step of a compaction beside the commits, and while
+    /// sealing the journal, restarts with every committed record: the
+    /// files it may leave are replayed snapshot, sealed journal, journal,
+    /// and a start folds a sealed journal it finds.
+    #[test]
+    fn a_crash_at_any_step_of_a_compaction_loses_no_commit() {
+        let _serial = serial();
+        let dir = temp_dir("crash-steps");
+        let (mut store, _) = open(&dir).expect("opens");
+        let set = |key: &str, n: u32| record(key, Some(json!({"n": n})));
+        let mut model: Vec<Record> = (0..8).map(|n| set(&format!("task/{n}"), n)).collect();
+        store
+            .commit(&model.iter().collect::<Vec<_>>())
+            .expect("commits");
+        store.compact().expect("compacts");
+        let journal: Vec<Record> =
+            vec![set("task/1", 11), record("task/2", None), set("task/9", 9)];
+        store
+            .commit(&journal.iter().collect::<Vec<_>>())
+            .expect("commits");
+        model.extend(journal);
+        let before_seal = files(&dir);
+        store.compact_at = 0;
+        let compaction = store.begin_compaction().expect("starts");
+        let later: Vec<Record> = vec![set("task/9", 19), record("task/1", None), set("task/3", 13)];
+        store
+            .commit(&later.iter().collect::<Vec<_>>())
+            .expect("commits");
+        model.extend(later);
+        let sealed = files(&dir);
+        assert!(sealed.contains_key(SEALED), "{:?}", sealed.keys());
+        let done = compaction.run();
+        let after = files(&dir);
+        store.finish_compaction(done);
+        drop(store);
+
+        let new_snapshot = &after[SNAPSHOT];
+        let with = |mut files: BTreeMap<String, Vec<u8>>, name: &str, bytes: &[u8]| {
+            files.insert(name.to_string(), bytes.to_vec());
+            files
+        };
+        let mut renamed_only = before_seal.clone();
+        renamed_only.remove(JOURNAL);
+        renamed_only.insert(SEALED.to_string(), before_seal[JOURNAL].clone());
+        let tmp = format!("{SNAPSHOT}{TMP_SUFFIX}");
+        // (what the crash left, the records it holds)
+        let cases = [
+            ("sealed-no-journal", renamed_only, fold(&model[..11])),
+            ("sealed", sealed.clone(), fold(&model)),
+            (
+                "tmp-written",
+                with(sealed.clone(), &tmp, new_snapshot),
+                fold(&model),
+            ),
+            (
+                "renamed",
+                with(sealed, SNAPSHOT, new_snapshot),
+                fold(&model),
+            ),
+            ("done", after, fold(&model)),
+        ];
+        for (name, left, expected) in cases {
+            let crashed = crashed(&format!("crash-{name}"), &left);
+            let (store, records) = open(&crashed).expect("opens after the crash");
+            assert_eq!(fold(&records), expected, "crash: {name}");
+            assert!(!crashed.join(SEALED).exists(), "crash: {name}: not folded");
+            drop(store);
+            let (_, records) = open(&crashed).expect("opens again");
+            assert_eq!(fold(&records), expected, "crash: {name}, reopened");
+            let _ = fs::remove_dir_all(&crashed);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A compaction beside the commits that fails before its snapshot is
+    /// in place leaves the sealed journal; the next one, in place, folds
+    /// it with the journal.
+    #[test]
+    fn a_failed_compaction_beside_the_commits_is_done_in_place_next_time() {
+        let _serial = serial();
+        let dir = temp_dir("beside-failed");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        let b = record("task/b", Some(json!({"n": 2})));
+        let a2 = record("task/a", Some(json!({"n": 3})));
+        store.commit(&[&a, &b]).expect("commits");
+        store.compact_at = 0;
+        let compaction = store.begin_compaction().expect("starts");
+        // A non-empty directory where the snapshot goes: the rename fails.
+        let in_the_way = dir.join(SNAPSHOT).join("in-the-way");
+        fs::create_dir_all(&in_the_way).expect("dir");
+        store.finish_compaction(compaction.run());
+        assert!(dir.join(SEALED).exists(), "kept for the next compaction");
+        store.commit(&[&a2]).expect("commits after the failure");
+        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        store.compact_at = 0;
+        assert!(store.begin_compaction().is_none(), "done in place");
+        assert!(!dir.join(SEALED).exists(), "folded");
+        assert_eq!(
+            fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok(),
+            Some(0)
+        );
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a2, b]);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// See: issue 9, B7. A compaction that failed on a full disk left its
