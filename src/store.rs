@@ -134,6 +134,10 @@ struct Full {
 
 /// The open state directory.
 pub struct Store {
+    /// The thread compactions run on beside the commits, started with the
+    /// first. Declared first, so it is dropped (its thread joined, after
+    /// the compaction under way) before the lock below is released.
+    compactor: Option<Compactor>,
     dir: PathBuf,
     /// Holds the directory's exclusive lock for as long as the store lives.
     _lock: File,
@@ -165,9 +169,14 @@ pub struct Store {
     /// A `Compaction` is under way (`begin_compaction` until
     /// `finish_compaction`): no other may start.
     compacting: bool,
+    /// The compaction under way was handed to `compactor`: its answer is due.
+    answer_due: bool,
     /// Test hook: the fsync after a compaction cuts the journal fails.
     #[cfg(test)]
     fail_sync_after_cut: bool,
+    /// Test hook: deleting the sealed journal fails.
+    #[cfg(test)]
+    fail_remove_sealed: bool,
 }
 
 impl Store {
@@ -261,8 +270,12 @@ impl Store {
             broken: None,
             sealed,
             compacting: false,
+            compactor: None,
+            answer_due: false,
             #[cfg(test)]
             fail_sync_after_cut: false,
+            #[cfg(test)]
+            fail_remove_sealed: false,
         };
         if sealed {
             // A crash (or a failed compaction) left it: fold it now, so the
@@ -321,7 +334,17 @@ impl Store {
             std::thread::sleep(self.commit_delay);
         }
         let journal = self.dir.join(JOURNAL);
-        if let Err(error) = self.append(&out) {
+        let mut written = self.append(&out);
+        if written.as_ref().is_err_and(is_disk_full) && self.answer_due {
+            // The compaction beside the commits may hold the space with its
+            // temporary snapshot: once it is done (a failure removes the
+            // temporary, a success the old files) the space is what it
+            // would have been with the two taking turns. Only then is the
+            // reserve touched.
+            self.wait_compaction();
+            written = self.append(&out);
+        }
+        if let Err(error) = written {
             if !is_disk_full(&error) {
                 return Err(format!("cannot write {}: {error}", journal.display()));
             }
@@ -381,6 +404,64 @@ impl Store {
                 self.compaction_failed(&error);
                 None
             }
+        }
+    }
+
+    /// What the journal thread does once a group is out: starts a
+    /// compaction beside the commits if the journal wants one, on the
+    /// `compactor` thread (or in place if that cannot start). With one
+    /// still running it waits for that one first: the journal stays
+    /// bounded by `compact_at` plus a group, and so does the sealed one.
+    pub fn compact_beside(&mut self) {
+        if !self.wants_compaction() {
+            return;
+        }
+        self.wait_compaction();
+        let Some(job) = self.begin_compaction() else {
+            return;
+        };
+        if self.compactor.is_none() {
+            self.compactor = Compactor::spawn();
+        }
+        let job = match self.compactor.as_ref().and_then(|c| c.jobs.as_ref()) {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => {
+                    self.answer_due = true;
+                    return;
+                }
+                Err(unsent) => unsent.into_inner(),
+            },
+            None => job,
+        };
+        self.finish_compaction(job.run());
+    }
+
+    /// Where the answer of the compaction on the `compactor` thread
+    /// arrives, while one is due; for the journal thread's `Select`.
+    pub fn compaction_answer(&self) -> Option<Receiver<Compacted>> {
+        let compactor = self.compactor.as_ref().filter(|_| self.answer_due)?;
+        Some(compactor.done.clone())
+    }
+
+    /// Waits for the compaction on the `compactor` thread, if one is due,
+    /// and takes its answer in.
+    pub fn wait_compaction(&mut self) {
+        if let Some(compactor) = self.compactor.as_ref().filter(|_| self.answer_due) {
+            let answer = compactor.done.recv();
+            self.take_compaction_answer(answer);
+        }
+    }
+
+    /// Takes in the `compactor` thread's answer.
+    pub fn take_compaction_answer(
+        &mut self,
+        answer: Result<Compacted, crossbeam_channel::RecvError>,
+    ) {
+        self.answer_due = false;
+        match answer {
+            Ok(done) => self.finish_compaction(done),
+            // Which files it left is unknown: no commit may follow.
+            Err(_) => self.compaction_lost(),
         }
     }
 
@@ -459,6 +540,7 @@ impl Store {
         if done.renamed {
             let mut moved = done.frames.iter();
             let mut offset = 0u64;
+            let mut missed = 0usize;
             for at in self.live.values_mut() {
                 if at.source == Source::Journal {
                     continue;
@@ -475,7 +557,18 @@ impl Store {
                         break;
                     }
                 }
-                debug_assert_eq!(at.source, Source::Snapshot, "a frame the compaction missed");
+                if at.source != Source::Snapshot {
+                    missed += 1;
+                }
+            }
+            if missed > 0 {
+                // Cannot happen (see above); if it did, those places point
+                // into files that are gone, and the next compaction would
+                // copy the wrong bytes: no commit may follow.
+                self.broken = Some(format!(
+                    "{missed} live records were not in the compaction that replaced their file"
+                ));
+                log::error!("state: {}", self.broken.as_deref().unwrap_or_default());
             }
             self.snapshot_bytes = done.bytes;
             self.compact_at = COMPACT_MIN_BYTES.max(2 * self.snapshot_bytes);
@@ -683,6 +776,10 @@ impl Store {
         // snapshot, which needs the whole journal: keep it.
         sync_dir(&self.dir)?;
         if self.sealed {
+            #[cfg(test)]
+            if self.fail_remove_sealed {
+                return Err("injected failure to delete the sealed journal".to_string());
+            }
             remove_sealed(&self.dir)?;
             self.sealed = false;
         }
@@ -719,7 +816,7 @@ impl Store {
 /// A compaction beside the commits (`Store::begin_compaction`): the places
 /// of the frames live when the journal was sealed, in key order, all in
 /// the snapshot or the sealed journal, which no commit touches. `run`
-/// needs nothing else, so it runs on its own thread; 24 bytes a record.
+/// needs nothing else, so it runs on its own thread; 16 bytes a record.
 pub struct Compaction {
     dir: PathBuf,
     frames: Vec<Location>,
@@ -798,6 +895,8 @@ fn write_snapshot(dir: &Path, frames: impl Iterator<Item = Location>) -> Result<
                 .map_err(|e| io("rename", e))
         });
     if written.is_err() {
+        #[cfg(test)]
+        tests::hold_the_failed_temporary();
         if let Err(e) = fs::remove_file(&tmp) {
             if e.kind() != io::ErrorKind::NotFound {
                 log::error!("state: cannot remove {}: {e}", tmp.display());
@@ -898,6 +997,9 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("cannot sync directory {}: {e}", dir.display()))
 }
+
+/// A `Compaction` holds one per live record.
+const _: () = assert!(std::mem::size_of::<Location>() == 16);
 
 /// Which file a frame is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1276,7 +1378,6 @@ pub fn run_journal(
     // turn still waiting is committed: what was accepted is never lost.
     let mut caller_gone = false;
     let mut unsent: VecDeque<Call> = VecDeque::new();
-    let mut compactor = store.as_ref().map(|_| Compactor::spawn());
     loop {
         hand_over(&mut unsent, &calls, &mut caller_gone);
         let retry_at = store.as_ref().and_then(Store::reserve_retry_at);
@@ -1294,8 +1395,8 @@ pub fn run_journal(
         let mut select = Select::new();
         let take = (unsent.len() < MAX_UNSENT_CALLS).then(|| select.recv(&inbox));
         let hand = (!unsent.is_empty()).then(|| select.send(&calls));
-        // A handle of its own (an `Arc`), so `compactor` is free to take the answer in.
-        let running = compactor.as_ref().and_then(Compactor::running).cloned();
+        // A handle of its own (an `Arc`), so `store` is free to take the answer in.
+        let running = store.as_ref().and_then(Store::compaction_answer);
         let compacted = running.as_ref().map(|done| select.recv(done));
         let selected = match retry_at {
             Some(at) => match select.select_deadline(at) {
@@ -1304,11 +1405,9 @@ pub fn run_journal(
             },
             None => select.select(),
         };
-        if let (Some(compactor), Some(store), Some(done)) =
-            (compactor.as_mut(), store.as_mut(), running.as_ref())
-        {
+        if let (Some(store), Some(done)) = (store.as_mut(), running.as_ref()) {
             if Some(selected.index()) == compacted {
-                compactor.take_in(store, selected.recv(done));
+                store.take_compaction_answer(selected.recv(done));
                 continue;
             }
         }
@@ -1346,9 +1445,6 @@ pub fn run_journal(
                 log::error!("state not saved, stopping: {error}");
                 return Err(error);
             }
-            if let Some(compactor) = compactor.as_mut() {
-                compactor.start_if_wanted(store);
-            }
         }
         // Replies first: a slow master must not hold up the REST API. Once
         // the state thread has stopped, nobody waits for them.
@@ -1362,6 +1458,11 @@ pub fn run_journal(
         if !caller_gone {
             unsent.extend(turns.into_iter().flat_map(|turn| turn.calls));
         }
+        // After the group's effects are out: sealing the journal (or
+        // waiting for a compaction still running) holds up none of them.
+        if let Some(store) = store.as_mut() {
+            store.compact_beside();
+        }
     }
     // The state thread has ended (shutdown): the caller takes what it can
     // still send and ends once only calls that must wait are left.
@@ -1371,9 +1472,7 @@ pub fn run_journal(
         }
     }
     if let Some(store) = store.as_mut() {
-        if let Some(compactor) = compactor.as_mut() {
-            compactor.wait(store);
-        }
+        store.wait_compaction();
         store.compact_at_stop();
     }
     Ok(())
@@ -1383,18 +1482,17 @@ pub fn run_journal(
 /// compaction runs at a time.
 const COMPACTIONS_IN_FLIGHT: usize = 1;
 
-/// The `compactor` thread of the journal: runs each `Compaction` it is
-/// handed and sends back what it did. Ends when the journal drops it.
+/// The `compactor` thread of a store: runs each `Compaction` it is handed
+/// and sends back what it did. Ends when the store drops it.
 struct Compactor {
     jobs: Option<Sender<Compaction>>,
     done: Receiver<Compacted>,
-    /// A compaction was handed over and its answer not yet taken in.
-    busy: bool,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Compactor {
-    fn spawn() -> Compactor {
+    /// None if the thread cannot start (then compactions run in place).
+    fn spawn() -> Option<Compactor> {
         let (jobs, inbox) = crossbeam_channel::bounded::<Compaction>(COMPACTIONS_IN_FLIGHT);
         let (answers, done) = crossbeam_channel::bounded(COMPACTIONS_IN_FLIGHT);
         let thread = std::thread::Builder::new()
@@ -1406,66 +1504,18 @@ impl Compactor {
                     }
                 }
             });
-        let thread = thread
-            .map_err(|e| {
-                log::warn!("state: no compactor thread, compactions run in the journal thread: {e}")
-            })
-            .ok();
-        Compactor {
-            jobs: thread.as_ref().map(|_| jobs),
-            done,
-            busy: false,
-            thread,
-        }
-    }
-
-    /// Where the answer of the compaction under way arrives, if one is.
-    fn running(&self) -> Option<&Receiver<Compacted>> {
-        self.busy.then_some(&self.done)
-    }
-
-    /// Starts a compaction if the store wants one. With one still under
-    /// way it waits for that one first: the journal stays bounded by
-    /// `compact_at`, and only the sealed journal is more.
-    fn start_if_wanted(&mut self, store: &mut Store) {
-        if !store.wants_compaction() {
-            return;
-        }
-        self.wait(store);
-        let Some(job) = store.begin_compaction() else {
-            return;
-        };
-        let job = match &self.jobs {
-            Some(jobs) => match jobs.send(job) {
-                Ok(()) => {
-                    self.busy = true;
-                    return;
-                }
-                Err(unsent) => unsent.into_inner(),
-            },
-            None => job,
-        };
-        store.finish_compaction(job.run());
-    }
-
-    /// Waits for the compaction under way, if one is, and takes it in.
-    fn wait(&mut self, store: &mut Store) {
-        if self.busy {
-            let answer = self.done.recv();
-            self.take_in(store, answer);
-        }
-    }
-
-    fn take_in(
-        &mut self,
-        store: &mut Store,
-        answer: Result<Compacted, crossbeam_channel::RecvError>,
-    ) {
-        self.busy = false;
-        match answer {
-            Ok(done) => store.finish_compaction(done),
-            // Which files it left is unknown: no commit may follow.
-            Err(_) => store.compaction_lost(),
+        match thread {
+            Ok(thread) => Some(Compactor {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                log::warn!(
+                    "state: no compactor thread, this compaction runs in the journal thread: {e}"
+                );
+                None
+            }
         }
     }
 }
@@ -1572,6 +1622,35 @@ mod tests {
             Ok(())
         })?;
         Ok((store, records))
+    }
+
+    /// Test hook (`hold_the_failed_temporary`): a failed snapshot write
+    /// keeps its temporary file (and the space it holds) for `HOLD`.
+    static HOLD_FAILED_TEMPORARY: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    /// Set while the hook holds it.
+    static HOLDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    const HOLD: Duration = Duration::from_millis(300);
+
+    pub(super) fn hold_the_failed_temporary() {
+        if HOLD_FAILED_TEMPORARY.load(Ordering::SeqCst) {
+            HOLDING.store(true, Ordering::SeqCst);
+            let _ = crossbeam_channel::after(HOLD).recv();
+            HOLDING.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `done` until it holds; false if `DEADLINE` passes first.
+    fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+        const DEADLINE: Duration = Duration::from_secs(10);
+        let until = Instant::now() + DEADLINE;
+        while !done() {
+            if Instant::now() > until {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
     }
 
     /// What the journal thread does with one group, the compaction run on
@@ -1939,8 +2018,9 @@ mod tests {
     }
 
     /// Under sustained load (the journal thread's inbox never empty, every
-    /// group full) compaction still happens: it is part of `commit`, not of
-    /// an idle moment, so the journal stays within its bound.
+    /// group full) compaction still happens: it starts after any group that
+    /// passes the bound, not at an idle moment, so the journal and the
+    /// sealed journal stay within it, and every record keeps its last value.
     #[test]
     fn the_journal_thread_compacts_while_turns_keep_arriving() {
         let _serial = serial();
@@ -1952,7 +2032,7 @@ mod tests {
         let journal = spawn_journal(store, turn_rx, call_tx, committed_tx);
         let padding = "x".repeat(1000);
         let size = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
-        let mut largest = 0;
+        let (mut largest, mut largest_sealed) = (0, 0);
         // About 12 MB of turns over 100 keys, sent as fast as the journal takes them.
         for n in 0..12_000 {
             let key = format!("task/{}", n % 100);
@@ -1964,6 +2044,7 @@ mod tests {
             };
             turn_tx.send(turn).expect("queued");
             largest = largest.max(size(JOURNAL));
+            largest_sealed = largest_sealed.max(size(SEALED));
         }
         drop(turn_tx);
         journal
@@ -1973,13 +2054,21 @@ mod tests {
         largest = largest.max(size(JOURNAL));
         // Bounded by COMPACT_MIN_BYTES plus one group (at most 16 queued turns
         // and the one in hand, about 1 KB each).
-        assert!(
-            largest <= COMPACT_MIN_BYTES + 32 * 1024,
-            "journal grew to {largest}"
-        );
+        for (name, bytes) in [(JOURNAL, largest), (SEALED, largest_sealed)] {
+            assert!(
+                bytes <= COMPACT_MIN_BYTES + 32 * 1024,
+                "{name} grew to {bytes}"
+            );
+        }
         let (store, records) = open(&dir).expect("reopens");
         assert_eq!(store.live.len(), 100);
         assert!(records.len() < 12_000, "compacted: {}", records.len());
+        let last = fold(&records);
+        for k in 0..100 {
+            let n = 12_000 - 100 + k;
+            let value: Value = serde_json::from_str(&last[&format!("task/{k}")]).expect("JSON");
+            assert_eq!(value["n"], json!(n), "task/{k}");
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -2341,6 +2430,65 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// The compaction in place deletes a sealed journal before it empties
+    /// the journal: with the journal empty, the sealed journal's older
+    /// values would win over the new snapshot at the next start. When the
+    /// delete fails, the journal stays as it is.
+    #[test]
+    fn a_compaction_in_place_empties_the_journal_only_once_the_sealed_one_is_gone() {
+        let _serial = serial();
+        let dir = temp_dir("in-place-order");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a1 = record("task/a", Some(json!({"n": 1})));
+        let a2 = record("task/a", Some(json!({"n": 2})));
+        store.commit(&[&a1]).expect("commits");
+        // A compaction beside the commits that fails before its rename
+        // leaves the sealed journal (holding a1).
+        store.compact_at = 0;
+        let compaction = store.begin_compaction().expect("starts");
+        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        store.finish_compaction(compaction.run());
+        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        store.commit(&[&a2]).expect("commits");
+        let journal_len = || fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok();
+        let before = journal_len();
+        store.fail_remove_sealed = true;
+        assert!(store.compact().is_err());
+        assert!(dir.join(SEALED).exists());
+        assert_eq!(journal_len(), before, "the journal was emptied");
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(fold(&records), fold([&a2]));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A compaction still running when the journal outgrows its bound again
+    /// is waited for, and the next one seals the journal at once: the
+    /// journal stays bounded however slow the compactor is.
+    #[test]
+    fn a_compaction_still_running_is_waited_for_before_the_next() {
+        let _serial = serial();
+        let dir = temp_dir("next-waits");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        store.commit(&[&a]).expect("commits");
+        store.compact_at = 0;
+        store.compact_beside();
+        assert!(store.answer_due, "runs on the compactor thread");
+        // Past the bound the compaction under way will set.
+        let long = "x".repeat(COMPACT_MIN_BYTES as usize);
+        let b = record("task/b", Some(json!(long)));
+        store.commit(&[&b]).expect("commits beside it");
+        store.compact_beside();
+        assert_eq!(store.journal_bytes, 0, "sealed again");
+        store.wait_compaction();
+        assert!(!store.answer_due);
+        drop(store);
+        let (_, records) = open(&dir).expect("reopens");
+        assert_eq!(records, vec![a, b]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     /// See: issue 9, B7. A compaction that failed on a full disk left its
     /// `state.snapshot.tmp`, holding the space the journal needed.
     #[test]
@@ -2498,6 +2646,56 @@ mod tests {
         drop(store);
         let (_, records) = open_with_reserve(&disk.0, 128 * 1024).expect("reopens");
         assert_eq!(records, (0..20).map(task).collect::<Vec<_>>());
+    }
+
+    /// See: review of issue 10. With compaction beside the commits, the
+    /// compactor's temporary snapshot took the space the next append
+    /// needed: the reserve was released and submits refused (or, with the
+    /// reserve gone already, the commit failed: exit 3), where the two
+    /// taking turns fit. An append that finds the disk full while a
+    /// compaction runs now waits for it, and its failure frees the space.
+    #[test]
+    fn an_append_waits_for_a_compaction_holding_the_space_before_the_reserve() {
+        let _serial = serial();
+        let Some(disk) = Tmpfs::mount("beside-full", "4m") else {
+            return;
+        };
+        let (mut store, _) = open_with_reserve(&disk.0, 256 * 1024).expect("opens");
+        let gate = store.gate();
+        let padding = "x".repeat(1000);
+        let task = |n: usize| record(&format!("task/{n:04}"), Some(json!({"pad": padding})));
+        // A snapshot of 1.5 MB: more than the room left below.
+        let tasks: Vec<Record> = (0..1500).map(task).collect();
+        store
+            .commit(&tasks.iter().collect::<Vec<_>>())
+            .expect("commits");
+        store.compact().expect("compacts");
+        disk.fill("junk");
+        let junk = OpenOptions::new()
+            .write(true)
+            .open(disk.0.join("junk"))
+            .expect("junk");
+        let len = junk.metadata().expect("size").len();
+        junk.set_len(len - 512 * 1024)
+            .expect("room for the appends");
+        store.commit(&[&task(3)]).expect("commits");
+        HOLD_FAILED_TEMPORARY.store(true, Ordering::SeqCst);
+        store.compact_at = 0;
+        store.compact_beside();
+        // The compactor filled the disk and holds its temporary.
+        let held = wait_until(|| HOLDING.load(Ordering::SeqCst));
+        let committed = store.commit(&[&task(7)]);
+        HOLD_FAILED_TEMPORARY.store(false, Ordering::SeqCst);
+        assert!(held, "the compaction never filled the disk");
+        committed.expect("commits once the compaction is done");
+        assert!(
+            !gate.is_full(),
+            "the reserve was used for room the compactor held"
+        );
+        assert!(disk.0.join(RESERVE).exists());
+        drop(store);
+        let (_, records) = open_with_reserve(&disk.0, 256 * 1024).expect("reopens");
+        assert_eq!(fold(&records), fold(tasks.iter().chain([&task(7)])));
     }
 
     /// Past the reserve, a commit fails (the journal thread stops, exit 3)
