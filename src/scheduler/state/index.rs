@@ -161,13 +161,19 @@ pub(super) struct Indexes {
 impl Indexes {
     /// The indexes of `tasks`, from scratch.
     pub fn build<'a>(
-        tasks: impl Iterator<Item = (&'a TaskId, &'a Task)> + Clone,
+        tasks: impl ExactSizeIterator<Item = (&'a TaskId, &'a Task)>,
         clock: Option<Instant>,
         live: impl Fn(&TaskId) -> bool,
     ) -> Indexes {
-        let mut indexes = Indexes::default();
+        let mut indexes = Indexes {
+            facts: HashMap::with_capacity(tasks.len()),
+            ..Indexes::default()
+        };
+        // Each id once (they come from a map): nothing indexed to replace.
         for (id, task) in tasks {
-            indexes.set(id, Some(Facts::of(task, clock, &live)));
+            let facts = Facts::of(task, clock, &live);
+            indexes.index(id, &facts);
+            indexes.facts.insert(id.clone(), facts);
         }
         indexes
     }
