@@ -1652,10 +1652,15 @@ impl State {
         );
         round.delay = (round.delay * 2).min(RECONCILE_RETRY_MAX);
         round.retry_at = now + round.delay;
+        // Every id is in the table (`reindex` keeps it so); none is looked
+        // up by indexing, so a slip there cannot stop the state thread.
         let tasks = round
             .unanswered
             .iter()
-            .map(|task_id| (task_id.clone(), self.tasks[task_id].agent_id.clone()))
+            .filter_map(|task_id| {
+                let task = self.tasks.get(task_id)?;
+                Some((task_id.clone(), task.agent_id.clone()))
+            })
             .collect();
         calls.extend(reconcile_calls(tasks, RECONCILE_BATCH));
     }
