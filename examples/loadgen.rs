@@ -8,6 +8,7 @@
 //! loadgen agents N FILE                      write N agents (16 cpus, 64 GB)
 //! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S
 //! loadgen burst OUT API PID TASKS CLIENTS RUN_TIMEOUT_S   the submit burst alone (for profiling)
+//! loadgen lists OUT API                      the list phase alone (for profiling)
 //! loadgen restore OUT API PID TASKS READY_TIMEOUT_S
 //! loadgen ceiling OUT MASTER TASKS RUN_TIMEOUT_S
 //! loadgen table OUT
@@ -124,6 +125,7 @@ fn main() {
             num(3) as usize,
             Duration::from_secs(num(4)),
         ),
+        "lists" => list_phase(&mut out, &arg(2)),
         "table" => {
             table(&read_results(&arg(1)));
             return;
