@@ -342,6 +342,9 @@ impl Store {
             // would have been with the two taking turns. Only then is the
             // reserve touched.
             self.wait_compaction();
+            if let Some(why) = &self.broken {
+                return Err(format!("the state journal is unusable: {why}"));
+            }
             written = self.append(&out);
         }
         if let Err(error) = written {
