@@ -1652,9 +1652,10 @@ impl State {
         );
         round.delay = (round.delay * 2).min(RECONCILE_RETRY_MAX);
         round.retry_at = now + round.delay;
-        // Every id is in the table (`reindex` keeps it so); none is looked
-        // up by indexing, so a slip there cannot stop the state thread.
-        let tasks = round
+        // Every id is in the table (`reindex` keeps it so). None is looked
+        // up by indexing, so a slip there cannot stop the state thread; an
+        // id the table lacks leaves the round (it would never answer).
+        let tasks: Vec<_> = round
             .unanswered
             .iter()
             .filter_map(|task_id| {
@@ -1662,6 +1663,12 @@ impl State {
                 Some((task_id.clone(), task.agent_id.clone()))
             })
             .collect();
+        if tasks.len() < round.unanswered.len() {
+            let tasks = &self.tasks;
+            round
+                .unanswered
+                .retain(|task_id| tasks.contains_key(task_id));
+        }
         calls.extend(reconcile_calls(tasks, RECONCILE_BATCH));
     }
 
