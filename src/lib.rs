@@ -144,7 +144,7 @@ pub fn start(config: Config) -> io::Result<Running> {
     if !trim::limit_arenas() {
         log::warn!("malloc heaps not limited: RSS may stay higher after long lists");
     }
-    let (mut state, store) = load_state(&config)?;
+    let (mut state, mut store) = load_state(&config)?;
     state.set_reconcile_interval(config.reconcile_interval);
     state.set_unknown_grace(config.unknown_grace);
     state.set_keep_finished(config.keep_finished);
@@ -177,6 +177,9 @@ pub fn start(config: Config) -> io::Result<Running> {
         .map_or_else(store::DiskGate::default, store::Store::gate);
     // Every thread counts into this; `GET /metrics` reads it.
     let metrics = Arc::new(Metrics::default());
+    if let Some(store) = store.as_mut() {
+        store.set_metrics(Arc::clone(&metrics));
+    }
     let (journal_failed_tx, journal_failed) = bounded::<String>(1);
     let journal_metrics = Arc::clone(&metrics);
     let journal = std::thread::Builder::new()

@@ -5,7 +5,8 @@
 //! counts what it sees itself, with relaxed atomic increments and no lock: the
 //! state thread (`scheduler::run`: offers, launches, status updates, the
 //! subscription, loop turns, submit-to-RUNNING latency), the `mesos-caller`
-//! (calls by type and result), the `journal` (commit time), the `http-N`
+//! (calls by type and result), the `journal` (commit time; with the store's
+//! `compactor`, compactions by result and their time), the `http-N`
 //! workers (requests by route and status) and the `redis-bridge` (cycles).
 //! A scrape reads the atomics from the HTTP worker that serves it
 //! (`Metrics::render`), so it never waits on a thread that counts; only the
@@ -38,6 +39,14 @@ pub const TURN_BUCKETS: &[f64] = &[
 pub const COMMIT_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Upper bounds (seconds) of one compaction of the state files: 0.2-0.3 s
+/// at 100k tasks (a 40 MB snapshot), more on a slow disk.
+pub const COMPACTION_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The `result` label of `charmander_journal_compactions_total`.
+const COMPACTION_RESULTS: [&str; 2] = ["ok", "failed"];
 
 /// Upper bounds (seconds) of a REST request, up to `api::COMMIT_WAIT` (30 s).
 pub const HTTP_BUCKETS: &[f64] = &[
@@ -108,6 +117,9 @@ pub struct Metrics {
     routes: &'static [&'static str],
     pub(crate) turn: Histogram,
     pub(crate) commit: Histogram,
+    /// By `COMPACTION_RESULTS` index.
+    compactions: [AtomicU64; COMPACTION_RESULTS.len()],
+    compaction: Histogram,
     start_latency: Histogram,
 }
 
@@ -152,6 +164,8 @@ impl Metrics {
             routes,
             turn: Histogram::new(TURN_BUCKETS),
             commit: Histogram::new(COMMIT_BUCKETS),
+            compactions: std::array::from_fn(|_| AtomicU64::new(0)),
+            compaction: Histogram::new(COMPACTION_BUCKETS),
             start_latency: Histogram::new(START_BUCKETS),
         }
     }
@@ -225,6 +239,13 @@ impl Metrics {
             RedisCycle::RedisError => 2,
         };
         add(&self.redis_cycles[idx], 1);
+    }
+
+    /// The store: one compaction of the state files ended, well or not,
+    /// after `took` (beside the commits or in place).
+    pub(crate) fn count_compaction(&self, ok: bool, took: Duration) {
+        add(&self.compactions[usize::from(!ok)], 1);
+        self.compaction.observe(took);
     }
 
     /// An `http-N` worker: one request answered. `route` is a route name
@@ -329,6 +350,11 @@ impl Metrics {
                 &self.commit,
             ),
             (
+                "charmander_journal_compaction_seconds",
+                "Time one compaction of the state files took, beside the commits or in place, failed ones included.",
+                &self.compaction,
+            ),
+            (
                 "charmander_task_submit_to_running_seconds",
                 "Time from a task's acceptance (a submit, a one-per-node copy, a restart or replacement) to its first TASK_RUNNING, in this process.",
                 &self.start_latency,
@@ -371,6 +397,15 @@ impl Metrics {
             if snapshot.count > 0 {
                 text.histogram(name, &[("route", route)], &snapshot);
             }
+        }
+        let name = "charmander_journal_compactions_total";
+        text.family(
+            name,
+            "counter",
+            "Compactions of the state files (journal into snapshot), by result; a failed one is retried once the journal has grown again.",
+        );
+        for (result, counter) in COMPACTION_RESULTS.iter().zip(&self.compactions) {
+            text.sample(name, &[("result", result)], load(counter));
         }
         let name = "charmander_redis_cycles_total";
         text.family(name, "counter", "Redis bridge cycles, by result.");

@@ -171,6 +171,8 @@ pub struct Store {
     compacting: bool,
     /// The compaction under way was handed to `compactor`: its answer is due.
     answer_due: bool,
+    /// Where compactions are counted (`charmander_journal_compactions_total`).
+    metrics: Option<Arc<Metrics>>,
     /// Test hook: the fsync after a compaction cuts the journal fails.
     #[cfg(test)]
     fail_sync_after_cut: bool,
@@ -272,6 +274,7 @@ impl Store {
             compacting: false,
             compactor: None,
             answer_due: false,
+            metrics: None,
             #[cfg(test)]
             fail_sync_after_cut: false,
             #[cfg(test)]
@@ -299,6 +302,17 @@ impl Store {
             dir.display()
         );
         Ok(store)
+    }
+
+    /// Compactions from now on are counted in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    fn count_compaction(&self, ok: bool, took: Duration) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count_compaction(ok, took);
+        }
     }
 
     /// Test hook: every commit from now on waits `delay` before its fsync.
@@ -396,14 +410,17 @@ impl Store {
         if !self.wants_compaction() || self.compacting {
             return None;
         }
-        let started = if self.sealed {
-            self.compact().map(|()| None)
-        } else {
-            self.seal().map(Some)
-        };
-        match started {
-            Ok(compaction) => compaction,
+        if self.sealed {
+            if let Err(error) = self.compact() {
+                self.compaction_failed(&error);
+            }
+            return None;
+        }
+        let started = Instant::now();
+        match self.seal() {
+            Ok(compaction) => Some(compaction),
             Err(error) => {
+                self.count_compaction(false, started.elapsed());
                 self.compaction_failed(&error);
                 None
             }
@@ -540,6 +557,7 @@ impl Store {
     /// place, without the keys.
     pub fn finish_compaction(&mut self, done: Compacted) {
         self.compacting = false;
+        self.count_compaction(done.error.is_none(), done.took);
         if done.renamed {
             let mut moved = done.frames.iter();
             let mut offset = 0u64;
@@ -762,6 +780,12 @@ impl Store {
     /// with either journal, which give the same state.
     pub fn compact(&mut self) -> Result<(), String> {
         let started = Instant::now();
+        let result = self.compact_in_place(started);
+        self.count_compaction(result.is_ok(), started.elapsed());
+        result
+    }
+
+    fn compact_in_place(&mut self, started: Instant) -> Result<(), String> {
         let bytes = write_snapshot(&self.dir, self.live.values().copied())?;
         // The frames now live in the new snapshot, in key order.
         let mut offset = 0;
@@ -2462,6 +2486,44 @@ mod tests {
         drop(store);
         let (_, records) = open(&dir).expect("reopens");
         assert_eq!(fold(&records), fold([&a2]));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Every compaction is counted for `/metrics`, by result, with its
+    /// time: beside the commits and in place, failed ones too.
+    #[test]
+    fn compactions_are_counted_by_result() {
+        let _serial = serial();
+        let dir = temp_dir("counted");
+        let (mut store, _) = open(&dir).expect("opens");
+        let metrics = Arc::new(Metrics::default());
+        store.set_metrics(Arc::clone(&metrics));
+        let a = record("task/a", Some(json!({"n": 1})));
+        // The rename fails: a failure beside the commits, then one in place.
+        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        store.commit(&[&a]).expect("commits");
+        store.compact_at = 0;
+        store.compact_beside();
+        store.wait_compaction();
+        assert!(store.compact().is_err());
+        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        // The sealed journal left is folded in place, then one runs beside.
+        for _ in 0..2 {
+            store.commit(&[&a]).expect("commits");
+            store.compact_at = 0;
+            store.compact_beside();
+            store.wait_compaction();
+        }
+        assert!(!dir.join(SEALED).exists());
+        let text = metrics.render(None, &crate::metrics::Process::default());
+        for line in [
+            "charmander_journal_compactions_total{result=\"ok\"} 2",
+            "charmander_journal_compactions_total{result=\"failed\"} 2",
+            "charmander_journal_compaction_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|it| it == line), "{line} in\n{text}");
+        }
+        drop(store);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -123,7 +123,13 @@ fn histogram_text_has_buckets_inf_sum_and_count() {
 
 #[test]
 fn bucket_bounds_are_increasing_and_positive() {
-    for bounds in [TURN_BUCKETS, COMMIT_BUCKETS, HTTP_BUCKETS, START_BUCKETS] {
+    for bounds in [
+        TURN_BUCKETS,
+        COMMIT_BUCKETS,
+        COMPACTION_BUCKETS,
+        HTTP_BUCKETS,
+        START_BUCKETS,
+    ] {
         assert!(bounds.iter().all(|bound| bound.is_finite() && *bound > 0.0));
         assert!(
             bounds.windows(2).all(|pair| pair[0] < pair[1]),
@@ -257,6 +263,7 @@ fn render_counts_what_the_threads_saw() {
     metrics.count_http("ping", 418, Duration::from_millis(1));
     metrics.turn.observe(Duration::from_micros(50));
     metrics.observe_start(Duration::from_secs(2));
+    metrics.count_compaction(true, Duration::from_millis(200));
     let process = Process {
         resident_memory_bytes: Some(4096),
         start_time_seconds: Some(1_700_000_000.5),
@@ -282,6 +289,10 @@ fn render_counts_what_the_threads_saw() {
         "charmander_task_submit_to_running_seconds_bucket{le=\"1\"} 0",
         "charmander_task_submit_to_running_seconds_bucket{le=\"2.5\"} 1",
         "charmander_journal_commit_seconds_count 0",
+        "charmander_journal_compactions_total{result=\"ok\"} 1",
+        "charmander_journal_compactions_total{result=\"failed\"} 0",
+        "charmander_journal_compaction_seconds_bucket{le=\"0.25\"} 1",
+        "charmander_journal_compaction_seconds_count 1",
         "charmander_http_requests_total{route=\"submit\",status=\"202\"} 1",
         "charmander_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
         "charmander_http_requests_total{route=\"ping\",status=\"other\"} 1",
