@@ -1689,6 +1689,16 @@ mod tests {
         }
     }
 
+    /// A non-empty directory where the snapshot goes: a compaction's
+    /// rename fails, after its temporary was written in full.
+    fn block_snapshot_rename(dir: &Path) {
+        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+    }
+
+    fn unblock_snapshot_rename(dir: &Path) {
+        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+    }
+
     /// The state records give: the last value of each key, deletions gone.
     fn fold<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeMap<String, String> {
         let mut state = BTreeMap::new();
@@ -2437,13 +2447,11 @@ mod tests {
         store.commit(&[&a, &b]).expect("commits");
         store.compact_at = 0;
         let compaction = store.begin_compaction().expect("starts");
-        // A non-empty directory where the snapshot goes: the rename fails.
-        let in_the_way = dir.join(SNAPSHOT).join("in-the-way");
-        fs::create_dir_all(&in_the_way).expect("dir");
+        block_snapshot_rename(&dir);
         store.finish_compaction(compaction.run());
         assert!(dir.join(SEALED).exists(), "kept for the next compaction");
         store.commit(&[&a2]).expect("commits after the failure");
-        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        unblock_snapshot_rename(&dir);
         store.compact_at = 0;
         assert!(store.begin_compaction().is_none(), "done in place");
         assert!(!dir.join(SEALED).exists(), "folded");
@@ -2473,9 +2481,9 @@ mod tests {
         // leaves the sealed journal (holding a1).
         store.compact_at = 0;
         let compaction = store.begin_compaction().expect("starts");
-        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        block_snapshot_rename(&dir);
         store.finish_compaction(compaction.run());
-        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        unblock_snapshot_rename(&dir);
         store.commit(&[&a2]).expect("commits");
         let journal_len = || fs::metadata(dir.join(JOURNAL)).map(|m| m.len()).ok();
         let before = journal_len();
@@ -2500,13 +2508,13 @@ mod tests {
         store.set_metrics(Arc::clone(&metrics));
         let a = record("task/a", Some(json!({"n": 1})));
         // The rename fails: a failure beside the commits, then one in place.
-        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        block_snapshot_rename(&dir);
         store.commit(&[&a]).expect("commits");
         store.compact_at = 0;
         store.compact_beside();
         store.wait_compaction();
         assert!(store.compact().is_err());
-        fs::remove_dir_all(dir.join(SNAPSHOT)).expect("cleared");
+        unblock_snapshot_rename(&dir);
         // The sealed journal left is folded in place, then one runs beside.
         for _ in 0..2 {
             store.commit(&[&a]).expect("commits");
@@ -2563,9 +2571,7 @@ mod tests {
         let (mut store, _) = open_with_reserve(&dir, 4096).expect("opens");
         let a = record("task/a", Some(json!({"n": 1})));
         store.commit(&[&a]).expect("commits");
-        // A non-empty directory where the snapshot goes: the rename fails
-        // after the temporary was written in full.
-        fs::create_dir_all(dir.join(SNAPSHOT).join("in-the-way")).expect("dir");
+        block_snapshot_rename(&dir);
         let error = store.compact().err().unwrap_or_default();
         assert!(error.contains("cannot rename"), "{error}");
         assert!(
