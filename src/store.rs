@@ -781,6 +781,10 @@ impl Store {
     /// journal thread stops (exit 3), and a restart reads the new snapshot
     /// with either journal, which give the same state.
     pub fn compact(&mut self) -> Result<(), String> {
+        if self.compacting {
+            // Both would write the one temporary snapshot.
+            return Err("a compaction beside the commits is under way".to_string());
+        }
         let started = Instant::now();
         let result = self.compact_in_place(started);
         self.count_compaction(result.is_ok(), started.elapsed());
@@ -2324,6 +2328,7 @@ mod tests {
         store.compact_at = 0;
         let compaction = store.begin_compaction().expect("starts beside the commits");
         assert!(store.begin_compaction().is_none(), "one at a time");
+        assert!(store.compact().is_err(), "none in place meanwhile");
         // While it runs: rewritten, deleted, new; from the snapshot and the sealed journal.
         commit(
             &mut store,
