@@ -6,11 +6,14 @@
 //! ```text
 //! loadgen port                               print a free local port
 //! loadgen agents N FILE                      write N agents (16 cpus, 64 GB)
-//! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S
+//! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S [SIM_PID]
 //! loadgen burst OUT API PID TASKS CLIENTS RUN_TIMEOUT_S   the submit burst alone (for profiling)
 //! loadgen lists OUT API                      the list phase alone (for profiling)
 //! loadgen restore OUT API PID TASKS READY_TIMEOUT_S
-//! loadgen ceiling OUT MASTER TASKS RUN_TIMEOUT_S
+//! loadgen ceiling OUT MASTER TASKS RUN_TIMEOUT_S [SIM_PID]
+//!
+//! With SIM_PID, the simulator's CPU time is recorded too: during the
+//! scheduler's burst, and during the ceiling's run.
 //! loadgen table OUT
 //! ```
 //!
@@ -71,6 +74,8 @@ type Results = BTreeMap<String, String>;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    // An optional pid: absent or not a number, none.
+    let pid = |i: usize| -> Option<u32> { arg(i).parse().ok() };
     let num = |i: usize| -> u64 {
         arg(i).parse().unwrap_or_else(|_| {
             eprintln!("loadgen: argument {i} must be a number, not {:?}", arg(i));
@@ -99,7 +104,10 @@ fn main() {
             &mut out,
             &arg(2),
             &arg(3),
-            num(4) as u32,
+            Pids {
+                scheduler: num(4) as u32,
+                sim: pid(8),
+            },
             num(5) as usize,
             num(6) as usize,
             Duration::from_secs(num(7)),
@@ -124,6 +132,7 @@ fn main() {
             &arg(2),
             num(3) as usize,
             Duration::from_secs(num(4)),
+            pid(5),
         ),
         "lists" => list_phase(&mut out, &arg(2)),
         "table" => {
@@ -377,6 +386,22 @@ fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     Some((ticks(fields.next())?, ticks(fields.next())?))
 }
 
+/// The processes whose CPU time a phase reads: the scheduler's, and the
+/// simulator's if given.
+#[derive(Clone, Copy)]
+struct Pids {
+    scheduler: u32,
+    sim: Option<u32>,
+}
+
+/// Records the CPU seconds (user + system) between two readings, if both were taken.
+fn record_cpu(out: &mut Results, key: &str, before: Option<(f64, f64)>, after: Option<(f64, f64)>) {
+    if let (Some(before), Some(after)) = (before, after) {
+        let seconds = (after.0 + after.1) - (before.0 + before.1);
+        out.insert(key.into(), format!("{seconds:.2}"));
+    }
+}
+
 /// Tasks in the list, and how many of them are RUNNING; `None` on an error
 /// (a 503 while the state thread is busy counts as one).
 fn task_counts(conn: &mut Conn) -> Option<(usize, usize)> {
@@ -404,11 +429,12 @@ fn load(
     out: &mut Results,
     api: &str,
     bare: &str,
-    pid: u32,
+    pids: Pids,
     tasks: usize,
     clients: usize,
     run_timeout: Duration,
 ) {
+    let pid = pids.scheduler;
     if !scheduler_up(out, api, tasks, clients) {
         return;
     }
@@ -422,7 +448,7 @@ fn load(
         format!("{:.0}%", 100.0 * ping_rate / bare_rate.max(1.0)),
     );
     out.insert("rss_idle_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
-    burst_phase(out, api, pid, tasks, clients, run_timeout);
+    burst_phase(out, api, pids, tasks, clients, run_timeout);
     list_phase(out, api);
     // Holding the tasks, after the burst and the lists: once the trim that
     // follows large turns has run.
@@ -440,7 +466,11 @@ fn burst(
     run_timeout: Duration,
 ) {
     if scheduler_up(out, api, tasks, clients) {
-        burst_phase(out, api, pid, tasks, clients, run_timeout);
+        let pids = Pids {
+            scheduler: pid,
+            sim: None,
+        };
+        burst_phase(out, api, pids, tasks, clients, run_timeout);
     }
 }
 
@@ -461,16 +491,22 @@ fn scheduler_up(out: &mut Results, api: &str, tasks: usize, clients: usize) -> b
 
 /// Submits `tasks` from `clients` keep-alive clients with ping probed
 /// alongside, then waits until every task runs; records the rates, the
-/// scheduler's CPU time meanwhile and its RSS after.
+/// scheduler's CPU time meanwhile (and the simulator's, `sim`) and its RSS
+/// after.
 fn burst_phase(
     out: &mut Results,
     api: &str,
-    pid: u32,
+    pids: Pids,
     tasks: usize,
     clients: usize,
     run_timeout: Duration,
 ) {
+    let Pids {
+        scheduler: pid,
+        sim,
+    } = pids;
     let cpu_before = cpu_seconds(pid);
+    let sim_before = sim.and_then(cpu_seconds);
     // Ping probed by one client for the whole burst: submits and launches.
     let done = Arc::new(AtomicBool::new(false));
     let probe = {
@@ -549,6 +585,12 @@ fn burst_phase(
         }
         std::thread::sleep(POLL_PAUSE);
     };
+    record_cpu(
+        out,
+        "burst_sim_cpu_s",
+        sim_before,
+        sim.and_then(cpu_seconds),
+    );
     if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
         out.insert(
             "burst_cpu".into(),
@@ -700,9 +742,16 @@ type Call = String;
 /// the ACCEPT calls it sent (the bench shows them next to the ones the
 /// master took from the scheduler, `result="ok"`, which spreads its tasks
 /// over the agents: 0.6 to 0.8 ACCEPTs a task in a 10k burst).
-fn ceiling(out: &mut Results, master: &str, tasks: usize, limit: Duration) {
+fn ceiling(out: &mut Results, master: &str, tasks: usize, limit: Duration, sim: Option<u32>) {
     let start = Instant::now();
+    let sim_before = sim.and_then(cpu_seconds);
     let result = run_ceiling(master, tasks, limit, start);
+    record_cpu(
+        out,
+        "ceiling_sim_cpu_s",
+        sim_before,
+        sim.and_then(cpu_seconds),
+    );
     match result {
         Ok((took, accepts)) => {
             out.insert("ceiling_accepts".into(), accepts.to_string());
@@ -1028,6 +1077,14 @@ fn table(r: &Results) {
             ),
         ),
         ("scheduler CPU during the burst".into(), get("burst_cpu")),
+        (
+            "simulator CPU: our burst / the ceiling's run".into(),
+            format!(
+                "{} / {}",
+                secs("burst_sim_cpu_s"),
+                secs("ceiling_sim_cpu_s")
+            ),
+        ),
         (
             "RUNNING polls failed (list disagrees)".into(),
             format!(
