@@ -11,11 +11,11 @@
 //! loadgen lists OUT API                      the list phase alone (for profiling)
 //! loadgen restore OUT API PID TASKS READY_TIMEOUT_S
 //! loadgen ceiling OUT MASTER TASKS RUN_TIMEOUT_S [SIM_PID]
-//!
-//! With SIM_PID, the simulator's CPU time is recorded too: during the
-//! scheduler's burst, and during the ceiling's run.
 //! loadgen table OUT
 //! ```
+//!
+//! With SIM_PID, the simulator's CPU time is recorded too, until every task
+//! runs: during the scheduler's burst, and during the ceiling's run.
 //!
 //! Every wait has a named bound; a phase that runs out of time records what it
 //! measured and marks the rest `timeout`, so the bench always ends with a table.
@@ -507,6 +507,7 @@ fn burst_phase(
     } = pids;
     let cpu_before = cpu_seconds(pid);
     let sim_before = sim.and_then(cpu_seconds);
+    let own_before = cpu_seconds(std::process::id());
     // Ping probed by one client for the whole burst: submits and launches.
     let done = Arc::new(AtomicBool::new(false));
     let probe = {
@@ -585,12 +586,10 @@ fn burst_phase(
         }
         std::thread::sleep(POLL_PAUSE);
     };
-    record_cpu(
-        out,
-        "burst_sim_cpu_s",
-        sim_before,
-        sim.and_then(cpu_seconds),
-    );
+    let sim_after = sim.and_then(cpu_seconds);
+    record_cpu(out, "burst_sim_cpu_s", sim_before, sim_after);
+    let own_after = cpu_seconds(std::process::id());
+    record_cpu(out, "burst_loadgen_cpu_s", own_before, own_after);
     if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
         out.insert(
             "burst_cpu".into(),
@@ -745,13 +744,16 @@ type Call = String;
 fn ceiling(out: &mut Results, master: &str, tasks: usize, limit: Duration, sim: Option<u32>) {
     let start = Instant::now();
     let sim_before = sim.and_then(cpu_seconds);
-    let result = run_ceiling(master, tasks, limit, start);
-    record_cpu(
-        out,
-        "ceiling_sim_cpu_s",
-        sim_before,
-        sim.and_then(cpu_seconds),
-    );
+    let own_before = cpu_seconds(std::process::id());
+    // Read when every task runs, as the burst's are: not over the teardown
+    // and the acknowledgements still queued after it.
+    let (mut sim_after, mut own_after) = (None, None);
+    let result = run_ceiling(master, tasks, limit, start, || {
+        sim_after = sim.and_then(cpu_seconds);
+        own_after = cpu_seconds(std::process::id());
+    });
+    record_cpu(out, "ceiling_sim_cpu_s", sim_before, sim_after);
+    record_cpu(out, "ceiling_framework_cpu_s", own_before, own_after);
     match result {
         Ok((took, accepts)) => {
             out.insert("ceiling_accepts".into(), accepts.to_string());
@@ -768,11 +770,14 @@ fn ceiling(out: &mut Results, master: &str, tasks: usize, limit: Duration, sim: 
     }
 }
 
+/// The time until every task runs and the ACCEPTs sent; `on_done` is
+/// called at that moment (before the teardown), to read a clock of its own.
 fn run_ceiling(
     master: &str,
     tasks: usize,
     limit: Duration,
     start: Instant,
+    mut on_done: impl FnMut(),
 ) -> Result<(Duration, usize), String> {
     // The simulator was just started: retry the connection until it listens.
     let socket = loop {
@@ -881,7 +886,9 @@ fn run_ceiling(
                     let _ = calls.send(ack.to_string());
                 }
                 if running.len() >= tasks {
-                    break Ok((start.elapsed(), accepts));
+                    let took = start.elapsed();
+                    on_done();
+                    break Ok((took, accepts));
                 }
             }
             _ => {}
@@ -1083,6 +1090,14 @@ fn table(r: &Results) {
                 "{} / {}",
                 secs("burst_sim_cpu_s"),
                 secs("ceiling_sim_cpu_s")
+            ),
+        ),
+        (
+            "load generator CPU: our burst / as the ceiling".into(),
+            format!(
+                "{} / {}",
+                secs("burst_loadgen_cpu_s"),
+                secs("ceiling_framework_cpu_s")
             ),
         ),
         (
