@@ -173,6 +173,9 @@ pub struct Store {
     answer_due: bool,
     /// Where compactions are counted (`charmander_journal_compactions_total`).
     metrics: Option<Arc<Metrics>>,
+    /// Compactions ended before `metrics` was set (the fold at open):
+    /// counted once it is.
+    uncounted: Vec<(bool, Duration)>,
     /// Test hook: the fsync after a compaction cuts the journal fails.
     #[cfg(test)]
     fail_sync_after_cut: bool,
@@ -275,6 +278,7 @@ impl Store {
             compactor: None,
             answer_due: false,
             metrics: None,
+            uncounted: Vec::new(),
             #[cfg(test)]
             fail_sync_after_cut: false,
             #[cfg(test)]
@@ -306,12 +310,21 @@ impl Store {
 
     /// Compactions from now on are counted in `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        for (ok, took) in self.uncounted.drain(..) {
+            metrics.count_compaction(ok, took);
+        }
         self.metrics = Some(metrics);
     }
 
-    fn count_compaction(&self, ok: bool, took: Duration) {
-        if let Some(metrics) = &self.metrics {
-            metrics.count_compaction(ok, took);
+    fn count_compaction(&mut self, ok: bool, took: Duration) {
+        match &self.metrics {
+            Some(metrics) => metrics.count_compaction(ok, took),
+            // The fold at open, normally; a store never given metrics
+            // (tests, examples) keeps no more than the bound.
+            None if self.uncounted.len() < MAX_UNCOUNTED_COMPACTIONS => {
+                self.uncounted.push((ok, took));
+            }
+            None => {}
         }
     }
 
@@ -489,6 +502,7 @@ impl Store {
     /// files is unknown, so no commit may follow (a restart reads them).
     fn compaction_lost(&mut self) {
         self.compacting = false;
+        self.count_compaction(false, Duration::ZERO);
         let error = "the compactor thread ended in the middle of a compaction";
         log::error!("state: {error}");
         self.broken = Some(error.to_string());
@@ -1510,6 +1524,9 @@ pub fn run_journal(
     }
     Ok(())
 }
+
+/// Compactions a store keeps to count until it is given metrics.
+const MAX_UNCOUNTED_COMPACTIONS: usize = 4;
 
 /// Bound of the channels to and from the `compactor` thread: one
 /// compaction runs at a time.
@@ -2571,6 +2588,30 @@ mod tests {
         ] {
             assert!(text.lines().any(|it| it == line), "{line} in\n{text}");
         }
+        drop(store);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// The fold of a sealed journal found at open ends before the store has
+    /// metrics; it is counted once they are set.
+    #[test]
+    fn the_fold_at_open_is_counted_once_metrics_are_set() {
+        let _serial = serial();
+        let dir = temp_dir("fold-counted");
+        let (mut store, _) = open(&dir).expect("opens");
+        let a = record("task/a", Some(json!({"n": 1})));
+        store.commit(&[&a]).expect("commits");
+        store.compact_at = 0;
+        let compaction = store.begin_compaction().expect("seals");
+        drop(compaction);
+        drop(store);
+        let (mut store, records) = open(&dir).expect("reopens, folding the sealed journal");
+        assert_eq!(records, vec![a]);
+        let metrics = Arc::new(Metrics::default());
+        store.set_metrics(Arc::clone(&metrics));
+        let text = metrics.render(None, &crate::metrics::Process::default());
+        let line = "charmander_journal_compactions_total{result=\"ok\"} 1";
+        assert!(text.lines().any(|it| it == line), "{line} in\n{text}");
         drop(store);
         let _ = fs::remove_dir_all(&dir);
     }
