@@ -2580,16 +2580,25 @@ mod tests {
             store.wait_compaction();
         }
         assert!(!dir.join(SEALED).exists());
-        let text = metrics.render(None, &crate::metrics::Process::default());
-        for line in [
-            "charmander_journal_compactions_total{result=\"ok\"} 2",
-            "charmander_journal_compactions_total{result=\"failed\"} 2",
-            "charmander_journal_compaction_seconds_count 4",
-        ] {
-            assert!(text.lines().any(|it| it == line), "{line} in\n{text}");
-        }
+        assert_rendered(
+            &metrics,
+            &[
+                "charmander_journal_compactions_total{result=\"ok\"} 2",
+                "charmander_journal_compactions_total{result=\"failed\"} 2",
+                "charmander_journal_compaction_seconds_count 4",
+            ],
+        );
         drop(store);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Each of `lines` is a line of what `metrics` renders.
+    #[track_caller]
+    fn assert_rendered(metrics: &Metrics, lines: &[&str]) {
+        let text = metrics.render(None, &crate::metrics::Process::default());
+        for line in lines {
+            assert!(text.lines().any(|it| it == *line), "{line} in\n{text}");
+        }
     }
 
     /// The fold of a sealed journal found at open ends before the store has
@@ -2609,9 +2618,10 @@ mod tests {
         assert_eq!(records, vec![a]);
         let metrics = Arc::new(Metrics::default());
         store.set_metrics(Arc::clone(&metrics));
-        let text = metrics.render(None, &crate::metrics::Process::default());
-        let line = "charmander_journal_compactions_total{result=\"ok\"} 1";
-        assert!(text.lines().any(|it| it == line), "{line} in\n{text}");
+        assert_rendered(
+            &metrics,
+            &["charmander_journal_compactions_total{result=\"ok\"} 1"],
+        );
         drop(store);
         let _ = fs::remove_dir_all(&dir);
     }
