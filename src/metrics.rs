@@ -307,11 +307,15 @@ impl Metrics {
             text.family(name, "counter", help);
             text.sample(name, &[], load(counter));
         }
-        let name = "charmander_status_updates_total";
-        text.family(name, "counter", "Task status updates received, by state.");
-        for (state, counter) in TaskState::ALL.iter().zip(&self.updates) {
-            text.sample(name, &[("state", state.as_str())], load(counter));
-        }
+        text.counters_by(
+            "charmander_status_updates_total",
+            "Task status updates received, by state.",
+            "state",
+            TaskState::ALL
+                .iter()
+                .map(|state| state.as_str())
+                .zip(&self.updates),
+        );
         let name = "charmander_mesos_calls_total";
         text.family(
             name,
@@ -398,20 +402,18 @@ impl Metrics {
                 text.histogram(name, &[("route", route)], &snapshot);
             }
         }
-        let name = "charmander_journal_compactions_total";
-        text.family(
-            name,
-            "counter",
-            "Compactions of the state files (journal into snapshot), by result; a failed one is retried once the journal has grown again.",
+        text.counters_by(
+            "charmander_journal_compactions_total",
+            "Compactions of the state files (journal into snapshot), by result; the next compaction takes up what a failed one left.",
+            "result",
+            COMPACTION_RESULTS.into_iter().zip(&self.compactions),
         );
-        for (result, counter) in COMPACTION_RESULTS.iter().zip(&self.compactions) {
-            text.sample(name, &[("result", result)], load(counter));
-        }
-        let name = "charmander_redis_cycles_total";
-        text.family(name, "counter", "Redis bridge cycles, by result.");
-        for (result, counter) in REDIS_RESULTS.iter().zip(&self.redis_cycles) {
-            text.sample(name, &[("result", result)], load(counter));
-        }
+        text.counters_by(
+            "charmander_redis_cycles_total",
+            "Redis bridge cycles, by result.",
+            "result",
+            REDIS_RESULTS.into_iter().zip(&self.redis_cycles),
+        );
         if let Some(bytes) = process.resident_memory_bytes {
             let name = "process_resident_memory_bytes";
             text.family(name, "gauge", "Resident memory size in bytes.");
@@ -568,6 +570,20 @@ impl Text {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// A counter family with one label: a sample per (label value, counter).
+    fn counters_by<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        counters: impl Iterator<Item = (&'a str, &'a AtomicU64)>,
+    ) {
+        self.family(name, "counter", help);
+        for (value, counter) in counters {
+            self.sample(name, &[(label, value)], load(counter));
+        }
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
