@@ -298,6 +298,7 @@ fn a_quiet_reconciliation_answer_does_what_the_general_path_does() {
         update db TASK_RUNNING reconcile
         update web TASK_RUNNING reconcile
         update web TASK_RUNNING reconcile message=still_there
+        update web TASK_RUNNING ack message=moved_on
         update web TASK_RUNNING reconcile docker
         update web TASK_RUNNING reconcile docker
         update web TASK_STARTING reconcile
