@@ -825,6 +825,35 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::mpsc;
 
+    /// The race `SocketSlot` closes: a socket put in after `close` (a lane
+    /// that connected while the stop was under way) is shut down as it is
+    /// put in, so its reads end at once instead of at the read timeout;
+    /// one put in before is shut down by `close`.
+    #[test]
+    fn a_socket_held_after_the_slot_closed_is_shut_down_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("address");
+        for hold_first in [true, false] {
+            let socket = TcpStream::connect(addr).expect("connects");
+            let (_peer, _) = listener.accept().expect("accepts");
+            // Without a shutdown this read waits out the timeout and fails.
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let slot = SocketSlot::default();
+            if hold_first {
+                slot.hold(&socket);
+                slot.close();
+            } else {
+                slot.close();
+                slot.hold(&socket);
+            }
+            let mut byte = [0u8; 1];
+            let read = (&socket).read(&mut byte).expect("reads");
+            assert_eq!(read, 0, "held first: {hold_first}");
+        }
+    }
+
     /// One request from a fake master's connection: the head, then as many
     /// body bytes as it says; the body, or `None` once the client is gone.
     fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
