@@ -102,7 +102,8 @@ impl<T> Receiver<T> {
         }
     }
 
-    /// The value if it has been sent, without waiting.
+    /// The value if it has been sent, without waiting (tests).
+    #[cfg(test)]
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         let mut slot = self.0.slot();
         match *slot {

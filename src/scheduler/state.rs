@@ -521,15 +521,18 @@ impl State {
         // Only the tasks in a backoff change; indexing them again is
         // what rebuilding every index would do (a restore of 100k tasks
         // has already built them once, 0.2 s).
-        let mut rederived = Vec::new();
-        for (task_id, task) in &mut self.tasks {
-            if let (Some(backoff), None) = (task.rare().backoff, task.rare().not_before) {
+        let in_backoff: Vec<(TaskId, Duration)> = (self.tasks.iter())
+            .filter_map(
+                |(task_id, task)| match (task.rare().backoff, task.rare().not_before) {
+                    (Some(backoff), None) => Some((task_id.clone(), backoff)),
+                    _ => None,
+                },
+            )
+            .collect();
+        for (task_id, backoff) in in_backoff {
+            self.update_task(&task_id, |task| {
                 task.change_rare(|rare| rare.not_before = Some(now.instant + backoff));
-                rederived.push(task_id.clone());
-            }
-        }
-        for task_id in &rederived {
-            self.reindex(task_id);
+            });
         }
         self.idempotency.derive_expiry(now);
     }
@@ -1324,6 +1327,10 @@ impl State {
         let quiet = task.phase == Phase::Active(update.state)
             && (update.agent_id.as_ref()).is_none_or(|agent| task.agent_id.as_ref() == Some(agent))
             && (update.docker.as_ref()).is_none_or(|docker| *docker == task.docker)
+            // Implied by the phase today (a first RUNNING clears
+            // `accepted_at`; `unknown_since` is set only while UNKNOWN), and
+            // kept: they are the fields `note_update` would change, so the
+            // two paths stay equal if that ever stops being so.
             && (!running || task.accepted_at.is_none())
             && task.rare().unknown_since.is_none();
         if quiet {
