@@ -16,6 +16,7 @@ mod http;
 mod lograte;
 pub mod mesos;
 pub mod metrics;
+mod ranges;
 pub mod redis;
 // Unsafe code, with `signals` below: `getrlimit`/`setrlimit` for RLIMIT_NOFILE
 // (ARCHITECTURE.md, "src/http.rs, src/rlimit.rs").

@@ -25,6 +25,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::ranges::{add_ranges, subtract_ranges};
 use crate::scheduler::model::{
     AgentId, Allocation, Amount, Offer, OfferId, Reservation, TaskId, TaskSpec,
 };
@@ -754,28 +755,7 @@ pub fn remainder(offer: &Offer, pieces: &[Allocation]) -> Offer {
         match (&piece.amount, piece.name) {
             (Amount::Scalar(value), "cpus") => pool.cpus = (pool.cpus - value).max(0.0),
             (Amount::Scalar(value), "mem") => pool.mem_mb = (pool.mem_mb - value).max(0.0),
-            (Amount::Ranges(taken), _) => {
-                for &(begin, end) in taken {
-                    pool.ports = pool
-                        .ports
-                        .iter()
-                        .flat_map(|&(low, high)| {
-                            let mut parts = Vec::new();
-                            if end < low || begin > high {
-                                parts.push((low, high));
-                            } else {
-                                if low < begin {
-                                    parts.push((low, begin - 1));
-                                }
-                                if end < high {
-                                    parts.push((end + 1, high));
-                                }
-                            }
-                            parts
-                        })
-                        .collect();
-                }
-            }
+            (Amount::Ranges(taken), _) => pool.ports = subtract_ranges(&pool.ports, taken),
             _ => {}
         }
     }
@@ -798,16 +778,7 @@ pub fn absorb(into: &mut Offer, other: Offer) {
         };
         mine.cpus += pool.cpus;
         mine.mem_mb += pool.mem_mb;
-        mine.ports.extend(pool.ports);
-        mine.ports.sort_unstable();
-        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(mine.ports.len());
-        for (begin, end) in mine.ports.drain(..) {
-            match joined.last_mut() {
-                Some(last) if begin <= last.1.saturating_add(1) => last.1 = last.1.max(end),
-                _ => joined.push((begin, end)),
-            }
-        }
-        mine.ports = joined;
+        mine.ports = add_ranges(&mine.ports, &pool.ports);
     }
 }
 
