@@ -6,7 +6,7 @@
 //! ```text
 //! loadgen port                               print a free local port
 //! loadgen agents N FILE                      write N agents (16 cpus, 64 GB)
-//! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S [SIM_PID]
+//! loadgen load OUT API BARE PID TASKS CLIENTS RUN_TIMEOUT_S [SIM_PID [BARE_PID]]
 //! loadgen burst OUT API PID TASKS CLIENTS RUN_TIMEOUT_S   the submit burst alone (for profiling)
 //! loadgen lists OUT API                      the list phase alone (for profiling)
 //! loadgen restore OUT API PID TASKS READY_TIMEOUT_S
@@ -15,7 +15,9 @@
 //! ```
 //!
 //! With SIM_PID, the simulator's CPU time is recorded too, until every task
-//! runs: during the scheduler's burst, and during the ceiling's run.
+//! runs: during the scheduler's burst, and during the ceiling's run. With
+//! BARE_PID, the bare server's CPU time for the burst's POSTs too: what the
+//! HTTP layer alone costs for the submits (see `bare_posts`).
 //!
 //! Every wait has a named bound; a phase that runs out of time records what it
 //! measured and marks the rest `timeout`, so the bench always ends with a table.
@@ -60,6 +62,9 @@ const AGENT_MEM_MB: u64 = 65_536;
 /// Per task, in the scheduler run and in the ceiling run alike.
 const TASK_CPUS: f64 = 0.1;
 const TASK_MEM_MB: f64 = 64.0;
+/// The share of the simulator's ceiling the launches are held to: the table
+/// shows the scheduler's CPU budget at that rate.
+const CEILING_SHARE: f64 = 0.8;
 /// Posting threads of the ceiling framework (ACCEPTs and ACKNOWLEDGEs).
 const CEILING_POSTERS: usize = 4;
 /// Calls waiting for a poster before the event reader blocks.
@@ -107,6 +112,7 @@ fn main() {
             Pids {
                 scheduler: num(4) as u32,
                 sim: pid(8),
+                bare: pid(9),
             },
             num(5) as usize,
             num(6) as usize,
@@ -387,11 +393,12 @@ fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
 }
 
 /// The processes whose CPU time a phase reads: the scheduler's, and the
-/// simulator's if given.
+/// simulator's and the bare server's if given.
 #[derive(Clone, Copy)]
 struct Pids {
     scheduler: u32,
     sim: Option<u32>,
+    bare: Option<u32>,
 }
 
 /// Records the CPU seconds (user + system) between two readings, if both were taken.
@@ -423,8 +430,9 @@ fn submit_body(n: usize) -> String {
     .to_string()
 }
 
-/// Ping throughput against the bare server, the submit burst with ping probed
-/// alongside, the wait until every task runs, list latency and RSS.
+/// Ping throughput against the bare server (and, with its pid, its CPU for
+/// the burst's POSTs), the submit burst with ping probed alongside, the wait
+/// until every task runs, list latency and RSS.
 fn load(
     out: &mut Results,
     api: &str,
@@ -447,6 +455,9 @@ fn load(
         "ping_ratio".into(),
         format!("{:.0}%", 100.0 * ping_rate / bare_rate.max(1.0)),
     );
+    if let Some(bare_pid) = pids.bare {
+        bare_posts(out, bare, bare_pid, tasks, clients, run_timeout);
+    }
     out.insert("rss_idle_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
     burst_phase(out, api, pids, tasks, clients, run_timeout);
     list_phase(out, api);
@@ -454,6 +465,24 @@ fn load(
     // follows large turns has run.
     std::thread::sleep(SETTLE);
     out.insert("rss_settled_mib".into(), fmt_mib(mem_mib(pid, "VmRSS")));
+}
+
+/// The CPU seconds the bare tiny_http server spends answering the same
+/// POSTs as the burst, from as many clients: what the HTTP layer alone
+/// costs for the submits, the part of the scheduler's CPU no scheduling
+/// work can remove.
+fn bare_posts(
+    out: &mut Results,
+    bare: &str,
+    pid: u32,
+    tasks: usize,
+    clients: usize,
+    limit: Duration,
+) {
+    let before = cpu_seconds(pid);
+    let posted = post_all(bare, tasks, clients, 200, Instant::now(), limit);
+    record_cpu(out, "bare_posts_cpu_s", before, cpu_seconds(pid));
+    out.insert("bare_posts_errors".into(), posted.errors.to_string());
 }
 
 /// The submit burst alone, for profiling the path a task takes.
@@ -469,6 +498,7 @@ fn burst(
         let pids = Pids {
             scheduler: pid,
             sim: None,
+            bare: None,
         };
         burst_phase(out, api, pids, tasks, clients, run_timeout);
     }
@@ -479,6 +509,8 @@ fn burst(
 fn scheduler_up(out: &mut Results, api: &str, tasks: usize, clients: usize) -> bool {
     out.insert("tasks".into(), tasks.to_string());
     out.insert("clients".into(), clients.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    out.insert("cores".into(), cores.to_string());
     if wait_up(api, UP_TIMEOUT).is_some() {
         return true;
     }
@@ -487,6 +519,63 @@ fn scheduler_up(out: &mut Results, api: &str, tasks: usize, clients: usize) -> b
         format!("scheduler did not answer ping within {UP_TIMEOUT:?}"),
     );
     false
+}
+
+/// What `post_all` measured.
+struct Posted {
+    took: Duration,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// POSTs the `tasks` submit bodies to `addr` from `clients` keep-alive
+/// clients, each expected to answer `expect`; a POST not yet sent when
+/// `limit` has passed since `start` counts as an error.
+fn post_all(
+    addr: &str,
+    tasks: usize,
+    clients: usize,
+    expect: u16,
+    start: Instant,
+    limit: Duration,
+) -> Posted {
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let posters: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (addr, errors, first_error) =
+                (addr.to_string(), errors.clone(), first_error.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(&addr);
+                for n in (worker..tasks).step_by(clients) {
+                    if start.elapsed() > limit {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let result = conn.call("POST", "/client/task", Some(&submit_body(n)));
+                    if !matches!(&result, Ok((status, _)) if *status == expect) {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert_with(|| match result {
+                            Ok((status, body)) => {
+                                format!("{status} {}", String::from_utf8_lossy(&body))
+                            }
+                            Err(error) => error,
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in posters {
+        let _ = thread.join();
+    }
+    let first_error = first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+    Posted {
+        took: start.elapsed(),
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+    }
 }
 
 /// Submits `tasks` from `clients` keep-alive clients with ping probed
@@ -504,6 +593,7 @@ fn burst_phase(
     let Pids {
         scheduler: pid,
         sim,
+        ..
     } = pids;
     let cpu_before = cpu_seconds(pid);
     let sim_before = sim.and_then(cpu_seconds);
@@ -527,47 +617,17 @@ fn burst_phase(
         })
     };
     let start = Instant::now();
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(Mutex::new(None::<String>));
-    let submitters: Vec<_> = (0..clients)
-        .map(|worker| {
-            let (api, errors, first_error) = (api.to_string(), errors.clone(), first_error.clone());
-            std::thread::spawn(move || {
-                let mut conn = Conn::new(&api);
-                for n in (worker..tasks).step_by(clients) {
-                    if start.elapsed() > run_timeout {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let result = conn.call("POST", "/client/task", Some(&submit_body(n)));
-                    if !matches!(result, Ok((202, _))) {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert_with(|| match result {
-                            Ok((status, body)) => {
-                                format!("{status} {}", String::from_utf8_lossy(&body))
-                            }
-                            Err(error) => error,
-                        });
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in submitters {
-        let _ = thread.join();
-    }
-    let submitted = start.elapsed();
-    out.insert("submit_s".into(), format!("{:.2}", submitted.as_secs_f64()));
+    let posted = post_all(api, tasks, clients, 202, start, run_timeout);
+    out.insert(
+        "submit_s".into(),
+        format!("{:.2}", posted.took.as_secs_f64()),
+    );
     out.insert(
         "submits_per_s".into(),
-        format!("{:.0}", tasks as f64 / submitted.as_secs_f64()),
+        format!("{:.0}", tasks as f64 / posted.took.as_secs_f64()),
     );
-    out.insert(
-        "submit_errors".into(),
-        errors.load(Ordering::Relaxed).to_string(),
-    );
-    if let Some(error) = first_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    out.insert("submit_errors".into(), posted.errors.to_string());
+    if let Some(error) = posted.first_error {
         out.insert("submit_first_error".into(), error.replace('\n', " "));
     }
 
@@ -590,7 +650,9 @@ fn burst_phase(
     record_cpu(out, "burst_sim_cpu_s", sim_before, sim_after);
     let own_after = cpu_seconds(std::process::id());
     record_cpu(out, "burst_loadgen_cpu_s", own_before, own_after);
-    if let (Some(before), Some(after)) = (cpu_before, cpu_seconds(pid)) {
+    let cpu_after = cpu_seconds(pid);
+    record_cpu(out, "burst_cpu_s", cpu_before, cpu_after);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         out.insert(
             "burst_cpu".into(),
             format!(
@@ -1027,6 +1089,24 @@ fn table(r: &Results) {
         (Some(ours), Some(ceiling)) if ceiling > 0.0 => format!("{:.0}%", 100.0 * ours / ceiling),
         _ => "n/a".to_string(),
     };
+    let number = |key: &str| r.get(key).and_then(|v| v.parse::<f64>().ok());
+    // The scheduler's CPU if it launched at CEILING_SHARE of the ceiling:
+    // the run would last tasks / (share × ceiling) seconds, in which all the
+    // cores give that many CPU seconds at most, less what the simulator and
+    // the load generator took during our burst.
+    let budget = match (
+        number("cores"),
+        number("tasks"),
+        number("ceiling_per_s"),
+        number("burst_sim_cpu_s"),
+        number("burst_loadgen_cpu_s"),
+    ) {
+        (Some(cores), Some(tasks), Some(ceiling), Some(sim), Some(loadgen)) if ceiling > 0.0 => {
+            let seconds = tasks / (CEILING_SHARE * ceiling);
+            format!("{:.2} s", cores * seconds - sim - loadgen)
+        }
+        _ => "n/a".to_string(),
+    };
     let rows = [
         (
             "agents × tasks (clients)".to_string(),
@@ -1084,6 +1164,18 @@ fn table(r: &Results) {
             ),
         ),
         ("scheduler CPU during the burst".into(), get("burst_cpu")),
+        (
+            format!(
+                "scheduler CPU: ours / budget at {:.0}% of ceiling / HTTP floor",
+                100.0 * CEILING_SHARE
+            ),
+            format!(
+                "{} / {budget} / {} ({} cores)",
+                secs("burst_cpu_s"),
+                secs("bare_posts_cpu_s"),
+                get("cores")
+            ),
+        ),
         (
             "simulator CPU: our burst / the ceiling's run".into(),
             format!(
