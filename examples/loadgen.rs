@@ -1170,10 +1170,15 @@ fn table(r: &Results) {
                 100.0 * CEILING_SHARE
             ),
             format!(
-                "{} / {budget} / {} ({} cores)",
+                "{} / {budget} / {} ({} cores{})",
                 secs("burst_cpu_s"),
                 secs("bare_posts_cpu_s"),
-                get("cores")
+                get("cores"),
+                // A floor measured on failed POSTs is no floor.
+                match r.get("bare_posts_errors").map(String::as_str) {
+                    None | Some("0") => String::new(),
+                    Some(n) => format!("; {n} bare POSTs failed"),
+                }
             ),
         ),
         (
