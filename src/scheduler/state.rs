@@ -1206,21 +1206,28 @@ impl State {
                 ),
             }
         }
-        if self.confirmed_quietly(&update, now) {
-            self.note_answer(&update.task_id);
-            return;
-        }
-        let Some(task) = self.tasks.get(&update.task_id) else {
+        let grace = if self.unknown_grace.is_zero() {
+            DEFAULT_UNKNOWN_GRACE
+        } else {
+            self.unknown_grace
+        };
+        // One lookup of the task for what every update of it records, so a
+        // reconciliation answer that confirms what we know (each of a
+        // restart's 200,000 at 100k tasks) costs that lookup and a history
+        // count, and nothing is published, reindexed or written for it.
+        let Some(task) = self.tasks.get_mut(&update.task_id) else {
             self.note_answer(&update.task_id);
             self.on_stranger(&update, calls);
             return;
         };
+        let known = task.phase;
+        let news = known != Phase::Active(update.state);
         // A reconciliation answer that changes nothing is not news: one
         // summary line per round ("reconciliation complete") says it.
-        let level = if task.phase == Phase::Active(update.state) {
-            log::Level::Debug
-        } else {
+        let level = if news {
             log::Level::Info
+        } else {
+            log::Level::Debug
         };
         log::log!(
             level,
@@ -1232,21 +1239,38 @@ impl State {
         let pinned_node_gone = (task.rare().pinned_agent)
             .as_ref()
             .is_some_and(|agent| self.nodes_surveyed && !self.nodes.contains_key(agent));
-        let grace = if self.unknown_grace.is_zero() {
-            DEFAULT_UNKNOWN_GRACE
-        } else {
-            self.unknown_grace
-        };
         let outcome = update_outcome(&update, task, pinned_node_gone, grace, now.instant);
-        let known = task.phase;
+        let notice = news.then(|| Self::status_notice(&update, task, &self.nodes));
+        task.trail.push_status(
+            trail::unix_millis(now.wall),
+            update.state,
+            &update.reason_name,
+            &update.message,
+        );
+        let confirms = update.reason == StatusReason::Reconciliation && !news;
+        let changed = record_update(
+            task,
+            &update,
+            now,
+            confirms,
+            &self.nodes,
+            &mut self.start_latencies,
+        );
         if outcome != Outcome::Unconfirmed {
             self.note_answer(&update.task_id);
         }
-        self.note_status(&update, now);
-        let confirms =
-            update.reason == StatusReason::Reconciliation && known == Phase::Active(update.state);
-        let changed = self.note_update(&update, now, confirms);
+        if let Some(kind) = notice {
+            self.notify(now, kind);
+        }
+        if changed {
+            // The agent may have changed.
+            self.reindex(&update.task_id);
+        }
         let task_id = &update.task_id;
+        // Whether the outcome may have changed the task's phase (or removed
+        // it); the two that leave it alone need no second lookup.
+        let settled = matches!(outcome, Outcome::Stale)
+            || matches!(outcome, Outcome::Progress(state) if known == Phase::Active(state));
         match outcome {
             Outcome::Stale => {}
             Outcome::Unconfirmed => self.keep_asking(task_id, grace, now.instant),
@@ -1295,66 +1319,9 @@ impl State {
         }
         // Only what changes the record is written: an answer that confirms
         // what we know writes nothing (a restart at 100k tasks gets 200k).
-        let phase = self.tasks.get(task_id).map(|task| task.phase);
-        if changed || phase != Some(known) {
+        if changed || (!settled && self.tasks.get(task_id).map(|task| task.phase) != Some(known)) {
             self.dirty.insert(task_key(task_id));
         }
-    }
-
-    /// A reconciliation answer that confirms the state its task has and
-    /// would change none of its fields (each of a restart's 200,000 answers
-    /// at 100k tasks; the first RUNNING of a restored task starts its run
-    /// clock): the task's trail counts it, with one lookup of the task
-    /// instead of the general path's four. The general path does the
-    /// same for it: `Outcome::Progress` of the state the task has, nothing
-    /// published, reindexed or written. False, having done nothing, for
-    /// any other update.
-    fn confirmed_quietly(&mut self, update: &TaskUpdate, now: Now) -> bool {
-        #[cfg(test)]
-        if GENERAL_PATH_ONLY.with(std::cell::Cell::get) {
-            return false;
-        }
-        if update.reason != StatusReason::Reconciliation
-            || update.state.is_terminal()
-            || update.state == TaskState::Unknown
-        {
-            return false;
-        }
-        let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            return false;
-        };
-        let running = update.state == TaskState::Running;
-        let quiet = task.phase == Phase::Active(update.state)
-            && (update.agent_id.as_ref()).is_none_or(|agent| task.agent_id.as_ref() == Some(agent))
-            && (update.docker.as_ref()).is_none_or(|docker| *docker == task.docker)
-            // Implied by the phase today (a first RUNNING clears
-            // `accepted_at`; `unknown_since` is set only while UNKNOWN), and
-            // kept: they are the fields `note_update` would change, so the
-            // two paths stay equal if that ever stops being so.
-            && (!running || task.accepted_at.is_none())
-            && task.rare().unknown_since.is_none();
-        if quiet {
-            // A restored task's run clock starts at its first RUNNING, as
-            // on the general path (it is in no view, record or index).
-            if running && task.running_since.is_none() {
-                task.running_since = Some(now.instant);
-            }
-            #[cfg(test)]
-            QUIET_ANSWERS.with(|count| count.set(count.get() + 1));
-            log::debug!(
-                "task status task={} state={} message={:?}",
-                update.task_id.0,
-                update.state.as_str(),
-                update.message
-            );
-            task.trail.push_status(
-                trail::unix_millis(now.wall),
-                update.state,
-                &update.reason_name,
-                &update.message,
-            );
-        }
-        quiet
     }
 
     /// An update for a task we do not know. Ours by the framework id,
@@ -1375,59 +1342,6 @@ impl State {
                 agent_id: update.agent_id.clone(),
             });
         }
-    }
-
-    /// What every update of a known task records, whatever it leads to:
-    /// the message, the agent, the container, the first RUNNING. True when
-    /// it changed what the task's record or list entry holds.
-    ///
-    /// A reconciliation answer that confirms the state we know (`confirms`)
-    /// keeps the message: Mesos's "Reconciliation: Latest task state" says
-    /// nothing about the task, and after a restart every task gets one or
-    /// two, which would otherwise rewrite every record.
-    fn note_update(&mut self, update: &TaskUpdate, now: Now, confirms: bool) -> bool {
-        let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            return false;
-        };
-        let mut changed = false;
-        if !update.message.is_empty() && !confirms && task.status_message != update.message {
-            task.status_message = update.message.clone();
-            changed = true;
-        }
-        if let Some(agent_id) = &update.agent_id {
-            if task.agent_id.as_ref() != Some(agent_id) {
-                task.hostname = self
-                    .nodes
-                    .get(agent_id)
-                    .map(|node| node.hostname.clone())
-                    .or(task.hostname.take());
-                task.agent_id = Some(agent_id.clone());
-                changed = true;
-            }
-        }
-        if let Some(docker) = update.docker.as_ref().filter(|d| **d != task.docker) {
-            task.docker = docker.clone();
-            changed = true;
-        }
-        if update.state == TaskState::Running && task.running_since.is_none() {
-            task.running_since = Some(now.instant);
-        }
-        if update.state == TaskState::Running {
-            if let Some(at) = task.accepted_at.take() {
-                self.start_latencies
-                    .push(now.instant.saturating_duration_since(at));
-            }
-        }
-        let unknown_since = (update.state == TaskState::Unknown)
-            .then(|| task.rare().unknown_since.unwrap_or(now.instant));
-        if task.rare().unknown_since != unknown_since {
-            task.change_rare(|rare| rare.unknown_since = unknown_since);
-        }
-        if changed {
-            // The agent may have changed.
-            self.reindex(&update.task_id);
-        }
-        changed
     }
 
     /// Puts a launch the master never ran (or lost) back to pending under a
@@ -2334,12 +2248,56 @@ impl State {
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Set by a test to send every update the general way, for comparison.
-    static GENERAL_PATH_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Updates `confirmed_quietly` took, for the test that compares.
-    static QUIET_ANSWERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+/// What every update of a known task records on it, whatever it leads to:
+/// the message, the agent (and its host), the container, the first RUNNING
+/// (and the start latency it ends). True when it changed what the task's
+/// record or list entry holds; the caller reindexes then.
+///
+/// A reconciliation answer that confirms the state we know (`confirms`)
+/// keeps the message: Mesos's "Reconciliation: Latest task state" says
+/// nothing about the task, and after a restart every task gets one or two,
+/// which would otherwise rewrite every record.
+fn record_update(
+    task: &mut Task,
+    update: &TaskUpdate,
+    now: Now,
+    confirms: bool,
+    nodes: &BTreeMap<AgentId, Node>,
+    start_latencies: &mut Vec<Duration>,
+) -> bool {
+    let mut changed = false;
+    if !update.message.is_empty() && !confirms && task.status_message != update.message {
+        task.status_message = update.message.clone();
+        changed = true;
+    }
+    if let Some(agent_id) = &update.agent_id {
+        if task.agent_id.as_ref() != Some(agent_id) {
+            task.hostname = nodes
+                .get(agent_id)
+                .map(|node| node.hostname.clone())
+                .or(task.hostname.take());
+            task.agent_id = Some(agent_id.clone());
+            changed = true;
+        }
+    }
+    if let Some(docker) = update.docker.as_ref().filter(|d| **d != task.docker) {
+        task.docker = docker.clone();
+        changed = true;
+    }
+    if update.state == TaskState::Running && task.running_since.is_none() {
+        task.running_since = Some(now.instant);
+    }
+    if update.state == TaskState::Running {
+        if let Some(at) = task.accepted_at.take() {
+            start_latencies.push(now.instant.saturating_duration_since(at));
+        }
+    }
+    let unknown_since = (update.state == TaskState::Unknown)
+        .then(|| task.rare().unknown_since.unwrap_or(now.instant));
+    if task.rare().unknown_since != unknown_since {
+        task.change_rare(|rare| rare.unknown_since = unknown_since);
+    }
+    changed
 }
 
 /// The user id as it appears in internal ids: spaces removed.

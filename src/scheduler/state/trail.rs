@@ -12,9 +12,10 @@
 //! Trails live in memory only (not persisted): a restart starts them anew.
 //! An ended task keeps its trail while it is listed (`--keep-finished`).
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{utc_text, Phase, State};
+use super::{utc_text, Node, State, Task};
 use crate::scheduler::model::{
     AgentId, FrameworkId, Offer, TaskId, TaskSpec, TaskState, TaskUpdate,
 };
@@ -541,38 +542,30 @@ impl State {
         }
     }
 
-    /// A status update of a known task, before it is acted on. A repeat of
-    /// the state the task already has (a reconciliation answer) only counts
-    /// up its history entry and is not published.
-    pub(super) fn note_status(&mut self, update: &TaskUpdate, now: Now) {
-        let Some(task) = self.tasks.get_mut(&update.task_id) else {
-            return;
-        };
-        let news = task.phase != Phase::Active(update.state);
-        task.trail.push_status(
-            unix_millis(now.wall),
-            update.state,
-            &update.reason_name,
-            &update.message,
-        );
-        if !news {
-            return;
-        }
+    /// The notice of a status update that brings a known task news (a state
+    /// it does not have yet), built before the update touches the task: the
+    /// node is the update's agent's, or else the host the task was on. A
+    /// repeat of the state the task has (a reconciliation answer) is not
+    /// published; its history entry only counts up (`Trail::push_status`).
+    pub(super) fn status_notice(
+        update: &TaskUpdate,
+        task: &Task,
+        nodes: &BTreeMap<AgentId, Node>,
+    ) -> NoticeKind {
         let node = update
             .agent_id
             .as_ref()
-            .and_then(|agent| self.nodes.get(agent))
+            .and_then(|agent| nodes.get(agent))
             .map(|node| node.hostname.to_string())
             .or_else(|| task.hostname.as_deref().map(str::to_string));
-        let kind = NoticeKind::TaskStatus {
+        NoticeKind::TaskStatus {
             task: update.task_id.clone(),
             id: task.spec.id.clone(),
             state: update.state,
             reason: (!update.reason_name.is_empty()).then(|| update.reason_name.clone()),
             message: (!update.message.is_empty()).then(|| update.message.clone()),
             node,
-        };
-        self.notify(now, kind);
+        }
     }
 
     /// A kill asked for, before it is carried out.
