@@ -283,10 +283,12 @@ fn transcript(script: &str) -> String {
 /// Reconciliation answers that confirm what a task shows (the same state,
 /// with or without a message, with the container it has) and ones that
 /// bring news, between ordinary updates and across a restart. A confirming
-/// answer counts up its history entry and nothing else: no call, no notice,
-/// no new list or journal content. The expected text is what the general
-/// path printed when a separate short path for confirming answers stood
-/// beside it and was checked against it.
+/// answer counts up its history entry and makes no call and no notice; the
+/// journal restores what the state holds after every step
+/// (`an_answer_that_confirms_the_known_state_writes_nothing` checks that
+/// nothing is written or listed anew). The expected text is what the
+/// general path printed when a separate short path for confirming answers
+/// stood beside it and was checked against it.
 #[test]
 fn confirming_reconciliation_answers_only_count_in_the_history() {
     check(
@@ -3217,7 +3219,9 @@ fn a_list_counts_the_entries_it_built() {
 
 /// A reconciliation answer that confirms the state we know writes no
 /// record, keeps the message and the task's list entry (a restart at 100k
-/// tasks gets two answers per task); one that brings news writes it.
+/// tasks gets two answers per task), whatever it carries: a message, the
+/// container the task has, another state it is in. One that brings news
+/// writes the record and drops the entry.
 #[test]
 fn an_answer_that_confirms_the_known_state_writes_nothing() {
     let (mut state, mut step) = subscribed_state();
@@ -3234,35 +3238,57 @@ fn an_answer_that_confirms_the_known_state_writes_nothing() {
         instant: Instant::now() + Duration::from_secs(secs),
         wall: UNIX_EPOCH + Duration::from_secs(2000 + secs),
     };
-    let answer = |state: &mut State, words: &[&str], secs: u64| {
-        let update = update(state, words);
-        let turn = state.handle_event(Event::Mesos(MesosEvent::Update(update)), at(secs));
-        let task = state.tasks.get(&find(state, "web-")).expect("still there");
-        (turn.records.len(), task.status_message.clone())
-    };
-    let news = ["web-", "TASK_RUNNING", "ack", "message=started"];
-    assert_eq!(answer(&mut state, &news, 1), (1, "started".to_string()));
+    // The update's words after the task; then the records written, the
+    // task's message after it and the list entries built again.
+    let steps: [(&[&str], usize, &str, usize); 6] = [
+        (
+            &["TASK_RUNNING", "ack", "message=started", "docker"],
+            1,
+            "started",
+            1,
+        ),
+        (
+            &[
+                "TASK_RUNNING",
+                "reconcile",
+                "message=Reconciliation:_Latest_task_state",
+            ],
+            0,
+            "started",
+            0,
+        ),
+        (&["TASK_RUNNING", "reconcile", "docker"], 0, "started", 0),
+        (
+            &["TASK_KILLING", "reconcile", "message=going"],
+            1,
+            "going",
+            1,
+        ),
+        (&["TASK_KILLING", "reconcile"], 0, "going", 0),
+        (
+            &["TASK_KILLING", "reconcile", "message=still_going", "docker"],
+            0,
+            "going",
+            0,
+        ),
+    ];
     state.task_list(&TaskQuery::default());
     state.take_list_built();
-    let confirms = [
-        "web-",
-        "TASK_RUNNING",
-        "reconcile",
-        "message=Reconciliation:_Latest_task_state",
-    ];
-    assert_eq!(
-        answer(&mut state, &confirms, 2),
-        (0, "started".to_string()),
-        "a confirming answer writes nothing and keeps the message"
-    );
-    state.task_list(&TaskQuery::default());
-    assert_eq!(state.take_list_built(), 0, "and keeps the list entry");
-    let killing = ["web-", "TASK_KILLING", "reconcile", "message=going"];
-    assert_eq!(
-        answer(&mut state, &killing, 3),
-        (1, "going".to_string()),
-        "an answer with news is written"
-    );
+    for (secs, (words, records, message, rebuilt)) in (1..).zip(steps) {
+        let words: Vec<&str> = ["web-"].into_iter().chain(words.iter().copied()).collect();
+        let update = update(&state, &words);
+        let turn = state.handle_event(Event::Mesos(MesosEvent::Update(update)), at(secs));
+        let kept = (state.tasks.get(&find(&state, "web-")))
+            .expect("still there")
+            .status_message
+            .clone();
+        state.task_list(&TaskQuery::default());
+        assert_eq!(
+            (turn.records.len(), kept.as_str(), state.take_list_built()),
+            (records, message, rebuilt),
+            "{words:?}"
+        );
+    }
 }
 
 #[test]
