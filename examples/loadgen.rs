@@ -483,6 +483,9 @@ fn bare_posts(
     let posted = post_all(bare, tasks, clients, 200, Instant::now(), limit);
     record_cpu(out, "bare_posts_cpu_s", before, cpu_seconds(pid));
     out.insert("bare_posts_errors".into(), posted.errors.to_string());
+    if let Some(error) = posted.first_error {
+        out.insert("bare_posts_first_error".into(), error.replace('\n', " "));
+    }
 }
 
 /// The submit burst alone, for profiling the path a task takes.
@@ -1094,14 +1097,19 @@ fn table(r: &Results) {
     // the run would last tasks / (share × ceiling) seconds, in which all the
     // cores give that many CPU seconds at most, less what the simulator and
     // the load generator took during our burst.
+    // A burst that timed out read the other processes' CPU over the whole
+    // timeout: no budget then.
     let budget = match (
+        number("all_running_s"),
         number("cores"),
         number("tasks"),
         number("ceiling_per_s"),
         number("burst_sim_cpu_s"),
         number("burst_loadgen_cpu_s"),
     ) {
-        (Some(cores), Some(tasks), Some(ceiling), Some(sim), Some(loadgen)) if ceiling > 0.0 => {
+        (Some(_), Some(cores), Some(tasks), Some(ceiling), Some(sim), Some(loadgen))
+            if ceiling > 0.0 =>
+        {
             let seconds = tasks / (CEILING_SHARE * ceiling);
             format!("{:.2} s", cores * seconds - sim - loadgen)
         }
@@ -1258,6 +1266,9 @@ fn table(r: &Results) {
     }
     if let Some(error) = r.get("submit_first_error") {
         println!("first submit error: {error}");
+    }
+    if let Some(error) = r.get("bare_posts_first_error") {
+        println!("first bare POST error: {error}");
     }
     if let Some(error) = r.get("error") {
         println!("error: {error}");
