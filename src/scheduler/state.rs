@@ -2284,10 +2284,8 @@ fn record_update(
         task.docker = docker.clone();
         changed = true;
     }
-    if update.state == TaskState::Running && task.running_since.is_none() {
-        task.running_since = Some(now.instant);
-    }
     if update.state == TaskState::Running {
+        task.running_since.get_or_insert(now.instant);
         if let Some(at) = task.accepted_at.take() {
             start_latencies.push(now.instant.saturating_duration_since(at));
         }
